@@ -6,7 +6,6 @@ Applied to training batches only; test data is never augmented.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from orthskip.errors import ConfigError
 
@@ -40,12 +39,14 @@ def _pad_crop_flip(x: torch.Tensor, pad: int, generator: torch.Generator | None)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=gdev).to(x.device)
     flip = torch.randint(0, 2, (n,), generator=generator, device=gdev).to(x.device).bool()
-    padded = F.pad(x, (pad, pad, pad, pad))
     ar_h = torch.arange(h, device=x.device)
     ar_w = torch.arange(w, device=x.device)
-    rows = dy[:, None] + ar_h[None, :]  # (N, H)
-    # A flip is a reversed column index into the same crop window: one gather does both.
-    cols = dx[:, None] + torch.where(flip[:, None], (w - 1) - ar_w[None, :], ar_w[None, :])
-    # Gather rows then columns with broadcast indices: (N, C, H, W+2p) → (N, C, H, W).
-    out = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * pad))
-    return out.gather(3, cols[:, None, None, :].expand(n, c, h, w))
+    # Source pixel of every output pixel, in unpadded coordinates (outside = padding).
+    rows = dy[:, None] + ar_h[None, :] - pad  # (N, H)
+    # A flip reverses the column index inside the same crop window: one gather does both.
+    cols = dx[:, None] + torch.where(flip[:, None], (w - 1) - ar_w[None, :], ar_w[None, :]) - pad
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    src = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]  # (N, H, W)
+    # One gather over the flattened image instead of materialising the padded batch.
+    out = x.reshape(n, c, h * w).gather(2, src.view(n, 1, h * w).expand(n, c, h * w))
+    return out.view(n, c, h, w).masked_fill_(~inside[:, None], 0.0)
