@@ -77,6 +77,8 @@ def test_registry_and_params_agree():
         ("cifar10", {"download": "yes"}, ["datasets.cifar10.download", "true or false"]),
         ("parity", {"dim": 1}, ["datasets.parity.dim"]),
         ("digits", "oops", ["datasets.digits", "mapping"]),
+        ("moons", {"n_train": 1}, ["datasets.moons.n_train", "fewer than the 2 classes"]),
+        ("blobs", {"n_classes": 5, "n_test": 4}, ["datasets.blobs.n_test", ">= 5"]),
     ],
 )
 def test_bad_specs_name_the_key(name, spec, words):

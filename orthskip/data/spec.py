@@ -114,6 +114,7 @@ PARAMS: dict[str, dict[str, Param]] = {
 }
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
+_SYNTHETIC_CLASSES = {"circles": 2, "moons": 2, "parity": 2}
 
 #: ``{source: {key: default}}`` for the config schema (``source`` itself is always allowed).
 SOURCE_PARAMS: dict[str, dict[str, Any]] = {
@@ -151,14 +152,15 @@ def validate_spec(name: str, spec: dict | None) -> None:
                 f"datasets.{name}.{key}: expected {params[key].expected}, got {value!r}"
             )
     full = resolve_spec(name, spec, _validated=True)
-    if (
-        src == "gaussian_mixture"
-        and full["n_classes"] * full["components_per_class"] > full["n_train"] + full["n_test"]
-    ):
-        raise ConfigError(
-            f"datasets.{name}: n_classes * components_per_class must not exceed "
-            "n_train + n_test (every component needs a point)"
-        )
+    k = _SYNTHETIC_CLASSES.get(src) or full.get("n_classes")
+    if k is not None:
+        # the stratified split puts every class in both splits
+        for key in ("n_train", "n_test"):
+            if full[key] < k:
+                raise ConfigError(
+                    f"datasets.{name}.{key}: {full[key]} is fewer than the {k} classes; "
+                    f"expected an integer >= {k}"
+                )
 
 
 def resolve_spec(name: str, spec: dict | None, *, _validated: bool = False) -> dict[str, Any]:
