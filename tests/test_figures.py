@@ -94,3 +94,61 @@ def test_dist_identity_prints_the_fitted_slope(metrics_dir):
                for t in texts)  # fmt: skip
     assert any(re.search(r"log m / m: -0\.50", t) for t in texts)
     plt.close(fig)
+
+
+def test_repr_condition_marks_infinite_values(metrics_dir):
+    from fixture_results import INFINITE_REPR
+
+    from orthskip.figures.conditioning import INF_MARKER, repr_condition
+
+    layers = pd.read_parquet(metrics_dir / "layers.parquet")
+    ds, _arch, skip, depth, seed = INFINITE_REPR
+    c = layers[(layers["dataset"] == ds) & (layers["skip"] == skip) & (layers["depth"] == depth)
+               & (layers["seed"] == seed) & (layers["metric"] == "repr_condition")
+               & (layers["stat"] == "cond")]  # fmt: skip
+    c = c[c["epoch"] == c["epoch"].max()]
+    inf_blocks = sorted(c.loc[np.isposinf(c["value"]), "layer_index"])
+    assert inf_blocks  # the fixture does contain +inf
+    with style.style():
+        fig = repr_condition(metrics_dir)
+    ax = next(a for a in fig.axes if a.get_title().startswith(ds) and a.get_yscale() == "log")
+    marks = [ln for ln in ax.lines if ln.get_marker() == INF_MARKER]
+    assert len(marks) == 1 and marks[0].get_color() == style.skip_color(skip)
+    assert sorted(marks[0].get_xdata()) == inf_blocks
+    plt.close(fig)
+
+
+def test_decision_regions_draws_points_in_the_panel_coordinates(metrics_dir):
+    from orthskip.figures.decision import decision_regions
+
+    warp = pd.read_parquet(metrics_dir / "warp.parquet")
+    with style.style():
+        fig = decision_regions(metrics_dir)
+    axes = [a for a in fig.axes if a.get_title()]
+    first = axes[0]  # identity, deepest depth, seed 0: input space
+    assert first.get_title() == "moons d16 s0: input"
+    sel = (warp["skip"] == "identity") & (warp["depth"] == 16) & (warp["seed"] == 0)
+    train0 = warp[sel & (warp["grid"] == "train") & (warp["block"] == 0)]
+    pts = np.vstack([c.get_offsets() for c in first.collections if c.get_offsets().size > 2])
+    assert np.allclose(np.sort(pts[:, 0]), np.sort(train0["x"]))
+    last = next(a for a in axes if a.get_title() == "after block 16 of 16")
+    train16 = warp[sel & (warp["grid"] == "train") & (warp["block"] == 16)]
+    pts = np.vstack([c.get_offsets() for c in last.collections])
+    assert np.allclose(np.sort(pts[:, 1]), np.sort(train16["y"]))
+    plt.close(fig)
+
+
+def test_decision_regions_without_2d_data(metrics_dir, tmp_path):
+    import shutil
+
+    for name in ("cells", "history", "layers"):
+        shutil.copy(metrics_dir / f"{name}.parquet", tmp_path / f"{name}.parquet")
+    pdf, png = tmp_path / "d.pdf", tmp_path / "d.png"
+    make_figure("decision_regions", tmp_path, pdf, png)
+    _check_outputs(pdf, png)
+
+
+def test_all_issue_figures_are_registered():
+    assert set(FIGURES) == {"accuracy_vs_depth", "training_curves", "dist_identity",
+                            "grad_norm_ratio", "weight_condition", "repr_condition",
+                            "jacobian_spread", "decision_regions"}  # fmt: skip

@@ -14,12 +14,20 @@ from matplotlib.figure import Figure
 from orthskip.errors import ConfigError
 from orthskip.figures import style
 from orthskip.figures.accuracy import accuracy_vs_depth, training_curves
+from orthskip.figures.blockwise import grad_norm_ratio, jacobian_spread
+from orthskip.figures.conditioning import repr_condition, weight_condition
+from orthskip.figures.decision import decision_regions
 from orthskip.figures.orthogonality import dist_identity
 
 FIGURES: dict[str, Callable[[Path], Figure]] = {
     "accuracy_vs_depth": accuracy_vs_depth,
     "training_curves": training_curves,
     "dist_identity": dist_identity,
+    "grad_norm_ratio": grad_norm_ratio,
+    "weight_condition": weight_condition,
+    "repr_condition": repr_condition,
+    "jacobian_spread": jacobian_spread,
+    "decision_regions": decision_regions,
 }
 
 
