@@ -116,25 +116,27 @@ class StepStats:
 def manifold_step(
     w: Tensor, grad: Tensor, lr: float, *, tol: float = 1e-7, max_iter: int = 100
 ) -> tuple[Tensor, StepStats]:
-    """One steepest-descent step on O(n) (or the Stiefel manifold, columns orthonormal).
+    """One steepest-descent step on O(n) (or the Stiefel manifold: m × n, columns orthonormal).
 
     Bernstein/modula update (DESIGN §4): X = msign(WᵀG − GᵀW);
-    W ← W (I − ηX)(I − XᵀX + XᵀX/√(1+η²)). For an exactly orthogonal W and a partial isometry X
-    the result is exactly orthogonal; the float error of each step is then removed by projecting
-    onto the manifold again with msign (one or two Newton–Schulz iterations near the manifold),
-    so the defect does not accumulate over steps. For tall W this moves W only along directions
-    W·skew (the span of the current columns); the update is computed in float64.
+    W ← W (I − ηX)(I − XᵀX + XᵀX/√(1+η²)). It is computed in the equivalent left form
+    X' = msign(GWᵀ − WGᵀ) = W X Wᵀ, W ← (I − ηX')(I − X'ᵀX' + X'ᵀX'/√(1+η²)) W, which for a
+    tall W also moves the column space (tangent vectors of the Stiefel manifold are ΩW, Ω skew);
+    for a square W the two forms agree. For an exactly orthogonal W and a partial isometry X' the
+    result is exactly orthogonal; the float error of each step is removed by projecting onto the
+    manifold again with msign (one or two Newton–Schulz iterations near the manifold), so the
+    defect does not accumulate over steps. Computed in float64.
     """
     w64 = w.detach().to(torch.float64)
     g64 = grad.detach().to(torch.float64)
-    k = w64.shape[1]
-    skew = w64.T @ g64 - g64.T @ w64
+    m = w64.shape[0]
+    skew = g64 @ w64.T - w64 @ g64.T
     direction = msign(skew, tol=tol, max_iter=max_iter)
     x = direction.value
-    eye = torch.eye(k, dtype=torch.float64, device=w.device)
+    eye = torch.eye(m, dtype=torch.float64, device=w.device)
     p = x.T @ x
     scale = 1.0 / math.sqrt(1.0 + lr * lr)
-    w_new = w64 @ (eye - lr * x) @ (eye - p + scale * p)
+    w_new = (eye - lr * x) @ (eye - p + scale * p) @ w64
     retract = msign(w_new, tol=tol, max_iter=max_iter)
     converged = direction.converged and retract.converged
     stats = StepStats(direction.iterations, retract.iterations, converged)

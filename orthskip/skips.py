@@ -21,7 +21,8 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
   (``orthskip.optim.RiemannianOrthogonal``) and retracted onto O(C) / subsample, then a
   C_out × C_in Stiefel matrix with the same update.
 - ``procrustes``: x (identity) / ProcResNet's conv* *before* the block (seeds/002, Fig. 1d):
-  a 2×2 stride-2 convolution C_in → C_out (odd sizes zero-padded to even, an isometry), then
+  a 2×2 stride-2 convolution C_in → C_out (odd sizes are zero-padded to even, which makes the
+  operator a contraction, σ ≤ scale, instead of norm-preserving), then
   y = z + F(z) with an identity skip. Its operator is pixel-unshuffle (a permutation) followed by
   the C_out × 4·C_in matrix W, so the projection after optimizer steps, W ← scale · polar(W)
   (exact, by SVD), makes every nonzero operator singular value equal ``scale``.
@@ -314,7 +315,7 @@ class ProcrustesSkip(Skip):
             return x @ self.weight[:, :, 0, 0].T
         s = self.stride
         if s > 1:
-            # zero-pad odd sizes to even: an isometric embedding, so norms are preserved
+            # zero-pad odd sizes to even (an isometric embedding: the operator stays a contraction)
             x = F.pad(x, (0, x.shape[-1] % s, 0, x.shape[-2] % s))
         return F.conv2d(x, self.weight, stride=s)
 
