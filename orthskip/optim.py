@@ -72,19 +72,27 @@ class RiemannianOrthogonal(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            # one batched step per matrix shape: few, large kernels instead of many small ones
+            by_shape: dict[tuple, list[torch.Tensor]] = {}
             for p in group["params"]:
-                if p.grad is None:
-                    continue
+                if p.grad is not None:
+                    by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
+            for params in by_shape.values():
+                w = torch.stack([p.detach() for p in params])
+                g = torch.stack([p.grad for p in params])
                 new, stats = manifold_step(
-                    p, p.grad, group["lr"], tol=group["ns_tol"], max_iter=group["ns_max_iter"]
+                    w, g, group["lr"], tol=group["ns_tol"], max_iter=group["ns_max_iter"]
                 )
-                p.copy_(new)
-                st = self.state[p]
-                st["steps"] = st.get("steps", 0) + 1
-                st["ns_iterations"] = stats.ns_iterations
-                st["retraction_iterations"] = stats.retraction_iterations
-                st["max_ns_iterations"] = max(st.get("max_ns_iterations", 0), stats.ns_iterations)
-                st["nonconverged"] = st.get("nonconverged", 0) + int(not stats.converged)
+                for p, value in zip(params, new.unbind(0), strict=True):
+                    p.copy_(value)
+                    st = self.state[p]
+                    st["steps"] = st.get("steps", 0) + 1
+                    st["ns_iterations"] = stats.ns_iterations
+                    st["retraction_iterations"] = stats.retraction_iterations
+                    st["max_ns_iterations"] = max(
+                        st.get("max_ns_iterations", 0), stats.ns_iterations
+                    )
+                    st["nonconverged"] = st.get("nonconverged", 0) + int(not stats.converged)
         return loss
 
     def stats(self) -> dict[str, int]:

@@ -73,30 +73,29 @@ def msign(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> MsignResult:
     """Matrix sign U Vᵀ of ``a`` by cubic Newton–Schulz, X ← 1.5 X − 0.5 X XᵀX, to a tolerance.
 
     Starting from X₀ = A/‖A‖_F every singular value lies in (0, 1] and converges to 1
-    (zero singular values stay zero). The iteration stops when ‖X_{k+1} − X_k‖_F ≤ tol·√n,
-    not after a fixed count; ``iterations`` and ``converged`` report what happened.
-    Computed in float64 (skip matrices are small) and returned in ``a``'s dtype.
+    (zero singular values stay zero). The iteration stops when ‖X_{k+1} − X_k‖_F ≤ tol·√n for
+    every matrix, not after a fixed count; ``iterations`` and ``converged`` report what happened.
+    ``a`` may carry leading batch dimensions (one iteration count for the batch, so that a
+    GPU runs one batched loop per shape). Computed in float64, returned in ``a``'s dtype.
     """
     x = a.detach().to(torch.float64)
-    wide = x.shape[0] < x.shape[1]
+    wide = x.shape[-2] < x.shape[-1]
     if wide:
-        x = x.T
-    norm = torch.linalg.matrix_norm(x)
-    n = x.shape[1]
-    if norm == 0:
-        return MsignResult(torch.zeros_like(a), 0, True, 0.0)
-    x = x / norm
+        x = x.mT
+    n = x.shape[-1]
+    norm = torch.linalg.matrix_norm(x, keepdim=True)
+    x = x / norm.clamp_min(torch.finfo(torch.float64).tiny)
     threshold = tol * math.sqrt(n)
     residual = math.inf
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        x_new = 1.5 * x - 0.5 * x @ (x.T @ x)
-        residual = float(torch.linalg.matrix_norm(x_new - x))
+        x_new = 1.5 * x - 0.5 * x @ (x.mT @ x)
+        residual = float(torch.linalg.matrix_norm(x_new - x).max())
         x = x_new
         if residual <= threshold:
             break
     if wide:
-        x = x.T
+        x = x.mT
     return MsignResult(x.to(a.dtype), it, residual <= threshold, residual)
 
 
@@ -125,16 +124,17 @@ def manifold_step(
     for a square W the two forms agree. For an exactly orthogonal W and a partial isometry X' the
     result is exactly orthogonal; the float error of each step is removed by projecting onto the
     manifold again with msign (one or two Newton–Schulz iterations near the manifold), so the
-    defect does not accumulate over steps. Computed in float64.
+    defect does not accumulate over steps. Computed in float64; ``w`` and ``grad`` may carry
+    leading batch dimensions.
     """
     w64 = w.detach().to(torch.float64)
     g64 = grad.detach().to(torch.float64)
-    m = w64.shape[0]
-    skew = g64 @ w64.T - w64 @ g64.T
+    m = w64.shape[-2]
+    skew = g64 @ w64.mT - w64 @ g64.mT
     direction = msign(skew, tol=tol, max_iter=max_iter)
     x = direction.value
     eye = torch.eye(m, dtype=torch.float64, device=w.device)
-    p = x.T @ x
+    p = x.mT @ x
     scale = 1.0 / math.sqrt(1.0 + lr * lr)
     w_new = (eye - lr * x) @ (eye - p + scale * p) @ w64
     retract = msign(w_new, tol=tol, max_iter=max_iter)

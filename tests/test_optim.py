@@ -58,7 +58,7 @@ def test_no_weight_decay_on_skip_parameters_by_default(name):
     for b, w in zip(model.blocks, skip_before, strict=True):
         assert torch.equal(b.skip.weight, w)
     assert not torch.allclose(model.head.weight, head_before)
-    assert float(model.head.weight.norm()) < float(head_before.norm())
+    assert float(model.head.weight.detach().norm()) < float(head_before.norm())
     assert bundle.metadata()["skip_weight_decay"] == 0.0
 
 
@@ -103,9 +103,12 @@ def test_orth_manifold_matrix_is_stepped_only_by_the_riemannian_optimizer():
     bundle.zero_grad()
     F.cross_entropy(model(x), y).backward()
     expected = [manifold_step(q, q.grad, 0.1)[0] for q in qs]
+    q0s = [q.detach().clone() for q in qs]
     bundle.step()
-    for q, e in zip(qs, expected, strict=True):
-        assert torch.equal(q.detach(), e)
+    for q, e, q0 in zip(qs, expected, q0s, strict=True):
+        # batched over equal shapes (one shared iteration count): equal up to NS tolerance
+        assert torch.allclose(q.detach(), e, atol=1e-6)
+        assert float((q.detach() - q0).abs().max()) > 1e-3
         assert orth_defect(q) < 1e-6
     meta = bundle.metadata()
     assert meta["n_manifold_params"] == 2 * 64
