@@ -52,8 +52,8 @@ def _decay_only_step(model, bundle):
 def test_no_weight_decay_on_skip_parameters_by_default(name):
     model = mlp("linear")
     bundle = build_optimizer(model, {"name": name, "lr": 0.1, "weight_decay": 0.5}, {})
-    skip_before = [b.skip.weight.clone() for b in model.blocks]
-    head_before = model.head.weight.clone()
+    skip_before = [b.skip.weight.detach().clone() for b in model.blocks]
+    head_before = model.head.weight.detach().clone()
     _decay_only_step(model, bundle)
     for b, w in zip(model.blocks, skip_before, strict=True):
         assert torch.equal(b.skip.weight, w)
