@@ -8,6 +8,10 @@ default in ``MODEL_OPTIONS``. What each skip kind does at transition blocks is d
 Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 6n + 2
 (n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet18`` counts weighted
 layers of the basic-block ImageNet family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]).
+
+Parameter counts (``ResidualNet.n_params`` / ``n_skip_params``) count stored tensors: the torch
+orthogonal parametrization of orth_learned / orth_jacobian stores a full C_out × C_in generator
+(only its strictly lower triangle, C(C−1)/2 numbers for a square Q, is used).
 """
 
 from __future__ import annotations

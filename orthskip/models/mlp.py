@@ -3,7 +3,8 @@
 stem = Flatten → Linear(D, width); ``depth`` blocks y = S(x) + F(x) on ``width`` features with
 F(x) = Linear(act(norm(Linear(x)))); head = Linear(width, classes). No activation after the
 addition, so the trunk is a composition of maps near S (seeds/000's setting). All blocks keep the
-width, so an MLP has no transition blocks.
+width, so an MLP has no transition blocks (``procrustes``, which only acts at transitions, is
+then the identity skip).
 """
 
 from __future__ import annotations
