@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -195,3 +197,24 @@ def test_config_errors_name_key_and_values():
         validate_model_options("cifar_resnet", {"width": 0})
     with pytest.raises(ConfigError, match="image inputs"):
         build_model("cifar_resnet", 8, "identity", (2,), 2, {}, {})
+
+
+@pytest.mark.parametrize("kind", ["orth_learned", "orth_fixed", "orth_jacobian", "procrustes"])
+def test_state_dict_round_trip_through_weights_only_load(kind):
+    skip_cfg = {"orth_learned": {"init": "haar"}}
+    torch.manual_seed(0)
+    a = build_model("cifar_resnet", 8, kind, (1, 8, 8), 3, {"width": 4}, skip_cfg).eval()
+    torch.manual_seed(1)  # a different init (Haar samples, parametrization bases)
+    b = build_model("cifar_resnet", 8, kind, (1, 8, 8), 3, {"width": 4}, skip_cfg).eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert not torch.allclose(a(x), b(x))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(a(x), b(x))
+    for ba, bb in zip(a.blocks, b.blocks, strict=True):
+        for (ka, ma), (kb, mb) in zip(
+            ba.skip_matrices().items(), bb.skip_matrices().items(), strict=True
+        ):
+            assert ka == kb and torch.equal(ma, mb)
