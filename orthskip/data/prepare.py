@@ -1,0 +1,220 @@
+"""Prepare a dataset once (one tensor file + JSON manifest) and load it for training.
+
+The tensor file is ``torch.save`` of a dict of tensors: images as uint8, vectors as
+float32, labels int64, plus per-feature/per-channel ``mean`` and ``std`` of the training
+set. ``load_prepared`` verifies the file's sha256 against the manifest and returns
+float32 tensors normalised with those statistics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from orthskip.data.raw import RawSplit
+from orthskip.data.sources import SOURCES
+from orthskip.data.spec import resolve_spec
+from orthskip.errors import DatasetError
+from orthskip.io import atomic_path, write_json
+
+FORMAT_VERSION = 1
+_KEYS = ("x_train", "y_train", "x_test", "y_test", "mean", "std")
+_FIX = "rerun the prepare_dataset step (or `dvc pull` the prepared data)"
+
+
+@dataclass
+class Prepared:
+    x_train: torch.Tensor  # float32, normalised; (N, D) vectors or (N, C, H, W) images
+    y_train: torch.Tensor  # int64 labels in [0, num_classes)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    meta: dict = field(default_factory=dict)  # name, source, spec, augment, classes, ...
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("orthskip", "torch", "numpy", "scikit-learn", "torchvision"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    return out
+
+
+def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training-set mean/std per feature (vectors) or per channel (images), float64 → float32."""
+    axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
+    xf = x.astype(np.float64)
+    mean = xf.mean(axis=axes, keepdims=True)[0]
+    std = xf.std(axis=axes, keepdims=True)[0]
+    std = np.where(std > 1e-8, std, 1.0)  # a constant feature stays centred, not divided by 0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _tensors(raw: RawSplit) -> dict[str, torch.Tensor]:
+    mean, std = _stats(raw.x_train)
+    arrays = {
+        "x_train": raw.x_train,
+        "y_train": raw.y_train,
+        "x_test": raw.x_test,
+        "y_test": raw.y_test,
+        "mean": mean,
+        "std": std,
+    }
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+
+
+def _check_raw(name: str, raw: RawSplit) -> None:
+    for split in ("train", "test"):
+        x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
+        if x.dtype not in (np.uint8, np.float32) or x.ndim not in (2, 4):
+            raise AssertionError(f"{name}: bad x_{split} {x.dtype} {x.shape}")
+        if len(x) != len(y) or len(x) == 0:
+            raise DatasetError(f"{name}: {split} split has {len(x)} images and {len(y)} labels")
+        if y.min() < 0 or y.max() >= len(raw.classes):
+            raise DatasetError(
+                f"{name}: {split} labels outside [0, {len(raw.classes)}): the source is corrupt"
+            )
+
+
+def prepare_dataset(
+    name: str,
+    spec: dict | None,
+    out: Path,
+    manifest: Path,
+    *,
+    root: Path | None = None,
+    download: bool = False,
+) -> None:
+    """Build dataset ``name`` from ``spec`` and write ``out`` (tensors) and ``manifest`` (JSON).
+
+    ``root``/``download`` override ``spec["root"]``/``spec["download"]`` for torchvision
+    sets. The same spec gives a byte-identical ``out``. Both files are written atomically,
+    the manifest last, so a manifest always describes a complete tensor file.
+    """
+    out, manifest = Path(out), Path(manifest)
+    full = resolve_spec(name, spec)
+    source = SOURCES[full["source"]]
+    if source.kind == "torchvision":
+        if root is not None:
+            full["root"] = str(root)
+        full["download"] = bool(download or full["download"])
+        if full["root"] is None and full["download"]:
+            full["root"] = str(out.parent / "downloads")
+    raw = source.build(full)
+    _check_raw(name, raw)
+    tensors = _tensors(raw)
+
+    # Serialise to memory first: torch.save to a path embeds the (random, temporary) file
+    # name in the zip archive, which would make the bytes differ between runs.
+    buf = io.BytesIO()
+    torch.save(tensors, buf)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+    augment = full.get("augment")
+    write_json(
+        manifest,
+        {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "source": source.name,
+            "kind": source.kind,
+            "spec": full,
+            "file": out.name,
+            "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+            "bytes": len(buf.getvalue()),
+            "n_train": len(raw.y_train),
+            "n_test": len(raw.y_test),
+            "input_shape": list(raw.x_train.shape[1:]),
+            "storage_dtype": str(raw.x_train.dtype),
+            "num_classes": len(raw.classes),
+            "classes": raw.classes,
+            "class_counts_train": np.bincount(raw.y_train, minlength=len(raw.classes)).tolist(),
+            "class_counts_test": np.bincount(raw.y_test, minlength=len(raw.classes)).tolist(),
+            "mean": tensors["mean"].flatten().tolist(),
+            "std": tensors["std"].flatten().tolist(),
+            "augment": augment,
+            "provenance": raw.provenance,
+            "versions": _versions(),
+        },
+    )
+
+
+def read_manifest(manifest: Path) -> dict[str, Any]:
+    manifest = Path(manifest)
+    try:
+        return json.loads(manifest.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"dataset manifest {manifest} does not exist: {_FIX}") from None
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"dataset manifest {manifest} is unreadable ({e}): {_FIX}") from None
+
+
+def load_prepared(path: Path, manifest: Path | None = None) -> Prepared:
+    """Load a prepared dataset as float32 normalised tensors.
+
+    With a manifest, the file's sha256 must match it (DatasetError otherwise); without
+    one, only the file's structure is checked.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"prepared dataset {path} does not exist: {_FIX}")
+    info = read_manifest(manifest) if manifest is not None else {}
+    if info:
+        digest = sha256_file(path)
+        if digest != info.get("sha256"):
+            raise DatasetError(
+                f"prepared dataset {path} is corrupt or stale: sha256 {digest} does not match "
+                f"{info.get('sha256')} in {manifest}; {_FIX}"
+            )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DatasetError(f"prepared dataset {path} cannot be read ({e}): {_FIX}") from None
+    if not isinstance(data, dict) or any(k not in data for k in _KEYS):
+        raise DatasetError(f"prepared dataset {path} lacks the keys {_KEYS}: {_FIX}")
+
+    mean, std = data["mean"], data["std"]
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return ((x.to(torch.float32) - mean) / std).contiguous()
+
+    num_classes = int(info.get("num_classes", int(data["y_train"].max()) + 1))
+    meta = {k: v for k, v in info.items() if k not in ("mean", "std")}
+    meta.update(
+        name=info.get("name"),
+        source=info.get("source"),
+        spec=info.get("spec"),
+        augment=info.get("augment"),
+        mean=mean.flatten().tolist(),
+        std=std.flatten().tolist(),
+        path=str(path),
+    )
+    return Prepared(
+        x_train=norm(data["x_train"]),
+        y_train=data["y_train"].to(torch.int64),
+        x_test=norm(data["x_test"]),
+        y_test=data["y_test"].to(torch.int64),
+        num_classes=num_classes,
+        input_shape=tuple(int(s) for s in data["x_train"].shape[1:]),
+        meta=meta,
+    )

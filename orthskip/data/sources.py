@@ -1,0 +1,50 @@
+"""The registry of dataset sources: name → builder, parameters and default augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orthskip.data import sklearn_sets, synthetic
+from orthskip.data.raw import RawSplit
+from orthskip.data.spec import PARAMS, Param
+
+
+def _vision(source: str) -> Callable[[dict[str, Any]], RawSplit]:
+    # torchvision is imported only when a vision set is prepared (it is slow to import
+    # and needs orthskip.data.tv_compat on CPU-only torch).
+    def build(spec: dict[str, Any]) -> RawSplit:
+        from orthskip.data import vision
+
+        return vision.load_torchvision(source, spec)
+
+    build.__name__ = source
+    return build
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    kind: str  # "synthetic", "sklearn" or "torchvision"
+    build: Callable[[dict[str, Any]], RawSplit]
+    params: dict[str, Param]
+
+
+_BUILDERS: dict[str, tuple[str, Callable[[dict[str, Any]], RawSplit]]] = {
+    "circles": ("synthetic", synthetic.circles),
+    "moons": ("synthetic", synthetic.moons),
+    "blobs": ("synthetic", synthetic.blobs),
+    "parity": ("synthetic", synthetic.parity),
+    "gaussian_mixture": ("synthetic", synthetic.gaussian_mixture),
+    "digits": ("sklearn", sklearn_sets.digits),
+    "mnist": ("torchvision", _vision("mnist")),
+    "fashion_mnist": ("torchvision", _vision("fashion_mnist")),
+    "cifar10": ("torchvision", _vision("cifar10")),
+    "cifar100": ("torchvision", _vision("cifar100")),
+}
+
+SOURCES: dict[str, Source] = {
+    name: Source(name, kind, build, PARAMS[name]) for name, (kind, build) in _BUILDERS.items()
+}
+assert set(SOURCES) == set(PARAMS)
