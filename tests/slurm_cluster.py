@@ -13,7 +13,9 @@ Fixed by SLURM itself, found on these machines:
 * the machine's hostname is not ``localhost``, so slurmd runs with ``-N localhost``;
 * accounting is off, so ``sacct`` sees no jobs: the test asks the plugin for its
   ``squeue`` status command, which needs finished jobs to stay visible
-  (``MinJobAge=300`` here, above the plugin's threshold of 3 × its first check delay).
+  (``MinJobAge=300`` here, above the plugin's threshold of 3 × its first check delay);
+* a requeued job waits out the job credential's lifetime before it restarts (120 s by
+  default): ``cred_expire=10`` keeps the preemption test short.
 
 munged runs with its own key and socket in the cluster directory (``AuthInfo=socket=``),
 so the machine's munge setup is neither used nor changed. The node advertises
@@ -138,7 +140,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={munge_socket}
+AuthInfo=socket={munge_socket},cred_expire=10
 StateSaveLocation={c.root}/state
 SlurmdSpoolDir={c.root}/spool
 SlurmctldPidFile={c.root}/run/slurmctld.pid
