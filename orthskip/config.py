@@ -143,7 +143,8 @@ def check_options(cfg: dict[str, Any]) -> None:
 
     for name, spec in cfg["datasets"].items():
         validate_spec(name, spec)
-    validate_model_options(cfg.get("model", {}))
+    for arch, opts in cfg.get("model", {}).items():
+        validate_model_options(arch, opts)
     validate_skip_options(cfg.get("skip_options", {}))
     epochs = cfg["train"]["epochs"]
     for e in cfg["train"]["snapshot_epochs"]:

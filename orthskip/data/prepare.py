@@ -22,7 +22,7 @@ import torch
 from orthskip.data.raw import RawSplit
 from orthskip.data.sources import SOURCES
 from orthskip.data.spec import resolve_spec
-from orthskip.errors import DatasetError
+from orthskip.errors import ConfigError, DatasetError
 from orthskip.io import atomic_path, write_json
 
 FORMAT_VERSION = 1
@@ -61,10 +61,19 @@ def _versions() -> dict[str, str]:
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Training-set mean/std per feature (vectors) or per channel (images), float64 → float32."""
-    axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
-    xf = x.astype(np.float64)
-    mean = xf.mean(axis=axes, keepdims=True)[0]
-    std = xf.std(axis=axes, keepdims=True)[0]
+    if x.dtype == np.uint8:
+        # Exact per-channel moments from a 256-bin histogram: no float copy of the images.
+        levels = np.arange(256, dtype=np.float64)
+        mean, std = np.empty((x.shape[1], 1, 1)), np.empty((x.shape[1], 1, 1))
+        for c in range(x.shape[1]):
+            hist = np.bincount(x[:, c].ravel(), minlength=256).astype(np.float64)
+            m = (hist * levels).sum() / hist.sum()
+            mean[c], std[c] = m, np.sqrt((hist * (levels - m) ** 2).sum() / hist.sum())
+    else:
+        axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
+        xf = x.astype(np.float64)
+        mean = xf.mean(axis=axes, keepdims=True)[0]
+        std = xf.std(axis=axes, keepdims=True)[0]
     std = np.where(std > 1e-8, std, 1.0)  # a constant feature stays centred, not divided by 0
     return mean.astype(np.float32), std.astype(np.float32)
 
@@ -119,6 +128,11 @@ def prepare_dataset(
         full["download"] = bool(download or full["download"])
         if full["root"] is None and full["download"]:
             full["root"] = str(out.parent / "downloads")
+        if full["root"] is None:
+            raise ConfigError(
+                f"datasets.{name}.root: not set; {source.name} needs a directory that holds "
+                "the torchvision files, or download: true where a network exists"
+            )
     raw = source.build(full)
     _check_raw(name, raw)
     tensors = _tensors(raw)
