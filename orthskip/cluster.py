@@ -84,15 +84,14 @@ def train_runtime_minutes(
 
     ``(epochs · n_train · depth · sec_per_sample_layer(arch) · SAFETY) + OVERHEAD_MIN``,
     times ``scale`` (a site factor for slower or faster GPUs), rounded up to 5 minutes,
-    within [``MIN_MINUTES``, ``MAX_MINUTES``].
+    at least ``MIN_MINUTES``; then doubled per retry, at most ``MAX_MINUTES``.
     """
     per_epoch_s = (
         _n_train(dataset, n_train) * depth * _SEC_PER_SAMPLE_LAYER.get(arch, _UNKNOWN_ARCH)
     )
     minutes = (epochs * per_epoch_s * SAFETY / 60 + OVERHEAD_MIN) * scale
-    minutes *= 2 ** max(0, attempt - 1)
-    minutes = 5 * math.ceil(minutes / 5)
-    return int(min(MAX_MINUTES, max(MIN_MINUTES, minutes)))
+    minutes = max(MIN_MINUTES, 5 * math.ceil(minutes / 5))
+    return int(min(MAX_MINUTES, minutes * 2 ** max(0, attempt - 1)))
 
 
 def train_mem_mb(dataset: str, arch: str, depth: int, *, n_train: int | None = None) -> int:

@@ -22,10 +22,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from orthskip import cluster as res
 from tests.slurm_cluster import missing_prerequisites, slurm_cluster
 from tests.workflow import REPO, snakemake, tiny_config
-
-pytestmark = pytest.mark.slow
 
 # The test cluster's site settings, layered over the repository's profile the way a
 # user adapts it: later --profile entries replace the earlier ones' top-level keys.
@@ -36,6 +35,51 @@ SITE_PROFILE = {
     "slurm-status-command": "squeue",
     "slurm-init-seconds-before-status-checks": 1,
 }
+
+
+def test_runtime_estimate_scales_and_doubles_on_retry():
+    # PreResNet-164 on CIFAR-10 for 164 epochs: 50k · 164 · 7.5e-6 s ≈ 61.5 s per epoch
+    # → 164 · 61.5 · 2 (safety) / 60 ≈ 336 min, + 10 overhead = 346 → 350 (5-min steps).
+    assert res.train_runtime_minutes("cifar10", "cifar_preresnet", 164, 164) == 350
+    # linear in depth and epochs (before rounding and the floor)
+    t1 = res.train_runtime_minutes("cifar10", "cifar_resnet", 56, 160)
+    t2 = res.train_runtime_minutes("cifar10", "cifar_resnet", 110, 160)
+    t3 = res.train_runtime_minutes("cifar10", "cifar_resnet", 110, 320)
+    assert t1 < t2 < t3
+    assert abs((t3 - 10) / (t2 - 10) - 2) < 0.05
+    # each Snakemake retry (after a time-out) doubles the limit
+    assert res.train_runtime_minutes("cifar10", "cifar_resnet", 110, 160, attempt=2) == 2 * t2
+    assert res.train_runtime_minutes("cifar10", "cifar_resnet", 110, 160, attempt=3) == 4 * t2
+    # short cells hit the floor; the ceiling is a week
+    assert res.train_runtime_minutes("circles", "mlp", 32, 100) == res.MIN_MINUTES
+    assert res.train_runtime_minutes("cifar100", "resnet18", 10_000, 10_000) == res.MAX_MINUTES
+    # a small n_train shrinks the estimate; scale multiplies it
+    assert res.train_runtime_minutes("cifar10", "cifar_resnet", 110, 160, n_train=500) < t2
+    assert res.train_runtime_minutes("cifar10", "cifar_resnet", 110, 160, scale=0.5) < t2
+    for t in (t1, t2, t3):
+        assert t % 5 == 0
+
+
+def test_memory_gpus_and_groups():
+    # CIFAR float32 train set: 50k · 3·32·32 · 4 B = 614 MB, ×2.2 (test set, copy)
+    # = 1352 MB + 3000 runtime + 8·110 layers = 5232 → 6000 MB.
+    assert res.train_mem_mb("cifar10", "cifar_resnet", 110) == 6000
+    assert res.train_mem_mb("mnist", "mlp", 8) == 4000
+    assert res.train_mem_mb("circles", "mlp", 32) == 2000
+    for src in ("circles", "moons", "blobs", "parity", "gaussian_mixture", "digits"):
+        assert res.train_group(src) == res.SHORT_GROUP
+        assert res.train_gpus(src) == 0
+    for src in ("mnist", "fashion_mnist", "cifar10", "cifar100", "somethingelse"):
+        assert res.train_group(src) is None
+        assert res.train_gpus(src) == 1
+
+
+def test_profile_groups_what_the_workflow_groups():
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-requeue"] is True
+    groups = dict(item.split("=") for item in profile["group-components"])
+    assert int(groups[res.SHORT_GROUP]) > 1
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +176,7 @@ def _requeue_when_started(cluster, workdir: Path, done: threading.Event, seen: d
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_profile_submits_groups_requests_gpus_and_requeues(cluster, tmp_path):
     workdir = tmp_path / "mini"
     workdir.mkdir()
@@ -198,6 +243,7 @@ def _cell_results(workdir: Path) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+@pytest.mark.slow
 def test_tiny_grid_through_slurm_matches_local_run(cluster, tmp_path):
     # One short cell of the real workflow (data → train → metrics), run by the local
     # executor and through SLURM: same numbers.
