@@ -281,8 +281,12 @@ def test_tiny_grid_through_slurm_matches_local_run(cluster, tmp_path):
     }
     assert reported == submitted
     assert list((remote / "results" / "logs" / "slurm").rglob("*.log"))
-    # prepare_dataset, then train + extract_metrics of the short cell as one group
-    assert len(submitted) == 2, proc.stderr[-3000:]
+    # prepare_dataset, then train + extract_metrics of the short cell as one group job
+    assert len(submitted) == 2, (
+        f"{len(submitted)} SLURM jobs for prepare + train + metrics of one short cell; "
+        "expected 2: train and extract_metrics need `group: ` orthskip.cluster.train_group"
+        "(source) so that short cells share jobs (docs/cluster.md §3)\n" + proc.stderr[-3000:]
+    )
 
     for t in targets:
         assert (remote / t).exists()
