@@ -128,3 +128,59 @@ def test_select_device_specs():
         assert select_device("auto") == torch.device("cpu")
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             select_device("cuda")
+
+
+# Four "training" jobs, each claiming one of two fake GPUs and holding it while it runs.
+GPU_SNAKEFILE = textwrap.dedent(
+    r"""
+    rule all:
+        input: expand("out/{i}.txt", i=range(4))
+
+    rule job:
+        output: "out/{i}.txt"
+        resources: gpu=1
+        shell:
+            "python -c 'import sys, time\n"
+            "from pathlib import Path\n"
+            "from orthskip.devices import claim_gpu_slot, visible_gpu_tokens\n"
+            "t0 = time.time()\n"
+            "slot = claim_gpu_slot(visible_gpu_tokens(2), Path(\"locks\"))\n"
+            "time.sleep(1.5)\n"
+            "out = open(\"{output}\", \"w\")\n"
+            "print(slot.index, int(slot.exclusive), t0, time.time(), file=out)'"
+    """
+)
+
+
+def test_local_executor_with_gpu_resources_spreads_jobs_over_gpus(tmp_path):
+    # snakemake --resources gpu=2 on a (fake) 2-GPU box: two trainings at a time, and
+    # the two that run together hold different GPUs.
+    (tmp_path / "Snakefile").write_text(GPU_SNAKEFILE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = []
+    for f in sorted((tmp_path / "out").glob("*.txt")):
+        index, exclusive, start, end = f.read_text().split()
+        runs.append((int(index), exclusive == "1", float(start), float(end)))
+    assert len(runs) == 4
+    # every job got a GPU of its own: never more than two at once, as asked
+    assert all(exclusive for _, exclusive, _, _ in runs)
+    overlapping = [
+        (a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a[2] < b[3] and b[2] < a[3]
+    ]
+    assert overlapping, "snakemake ran the jobs one by one; nothing to check"
+    for a, b in overlapping:
+        assert a[0] != b[0], (a, b)
