@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= $(shell nproc 2>/dev/null || echo 2)
 STAMP := $(VENV)/.installed
+# Rules call the `orthskip` CLI: put the environment first on PATH for every target.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run test venv lint report dryrun clean-venv
 

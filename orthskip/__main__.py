@@ -1,0 +1,5 @@
+import sys
+
+from orthskip.cli import main
+
+sys.exit(main())

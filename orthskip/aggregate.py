@@ -1,0 +1,66 @@
+"""Merge every cell's outputs into the tables that figures and tables read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from orthskip.io import write_parquet
+
+CELL_COLUMNS = ["dataset", "arch", "skip", "depth", "seed"]
+STATUS_COLUMNS = [
+    "status",
+    "epochs",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "best_test_acc",
+    "wall_time_s",
+    "n_params",
+    "n_skip_params",
+    "config_hash",
+    "code_version",
+    "torch_version",
+    "device",
+]
+
+
+def read_status(paths: Sequence[Path]) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        with open(path) as fh:
+            status = json.load(fh)
+        rows.append({k: status.get(k) for k in CELL_COLUMNS + STATUS_COLUMNS})
+    df = pd.DataFrame(rows, columns=CELL_COLUMNS + STATUS_COLUMNS)
+    for col in ("depth", "seed", "epochs", "n_params", "n_skip_params"):
+        df[col] = df[col].astype("int64")
+    for col in ("train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"):
+        df[col] = df[col].astype("float64")
+    return df.sort_values(CELL_COLUMNS, ignore_index=True)
+
+
+def concat_parquet(paths: Sequence[Path]) -> pa.Table:
+    """Concatenate per-cell Parquet files (schemas must agree)."""
+    tables = [pq.read_table(p) for p in paths]
+    nonempty = [t for t in tables if t.num_rows] or tables[:1]
+    return pa.concat_tables(nonempty, promote_options="default")
+
+
+def aggregate(
+    status: Sequence[Path],
+    history: Sequence[Path],
+    metrics: Sequence[Path],
+    warp: Sequence[Path],
+    out_dir: Path,
+) -> None:
+    out_dir = Path(out_dir)
+    write_parquet(out_dir / "cells.parquet", read_status(status))
+    write_parquet(out_dir / "history.parquet", concat_parquet(history))
+    write_parquet(out_dir / "layers.parquet", concat_parquet(metrics))
+    write_parquet(out_dir / "warp.parquet", concat_parquet(warp))

@@ -1,0 +1,172 @@
+"""Metrics of one cell at every snapshot epoch, and decision-region grids for 2-D sets.
+
+Rebuilds the cell's model from ``snapshots.pt``, runs :func:`orthskip.metrics.extract_metrics`
+on a fixed, seeded probe batch of the test set, and writes one Parquet file per cell
+(schema: :mod:`orthskip.metrics.schema`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from orthskip.config import Cell, config_hash
+from orthskip.io import load_torch, write_parquet
+from orthskip.provenance import provenance
+
+
+def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
+    """The fixed probe batch of a dataset: the same rows for every cell of that dataset."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
+
+
+def _build(cell: Cell, cell_cfg: dict[str, Any], data: Any) -> torch.nn.Module:
+    from orthskip.models import build_model
+
+    return build_model(
+        cell.arch,
+        cell.depth,
+        cell.skip,
+        tuple(data.input_shape),
+        data.num_classes,
+        cell_cfg["model"],
+        {cell.skip: cell_cfg["skip_options"]},
+    )
+
+
+def cell_metrics(
+    cell_cfg: dict[str, Any],
+    data_path: Path,
+    manifest: Path,
+    snapshots: Path,
+    out: Path,
+    warp_out: Path,
+) -> int:
+    """Write the per-layer metrics of every snapshot; returns the number of rows."""
+    from orthskip.data import load_prepared
+    from orthskip.metrics import extract_metrics
+    from orthskip.metrics.schema import to_table
+
+    torch.set_num_threads(cell_cfg["train"].get("threads", 1))
+    cell = Cell(**cell_cfg["cell"])
+    mcfg = cell_cfg["metrics"]
+    data = load_prepared(Path(data_path), Path(manifest))
+    idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
+    probe_x, probe_y = data.x_test[idx], data.y_test[idx]
+    snaps = load_torch(snapshots)["states"]
+    model = _build(cell, cell_cfg, data)
+    prov = provenance(config_hash(cell_cfg), "cpu")
+    frames = []
+    for epoch in sorted(snaps, key=int):
+        model.load_state_dict(snaps[epoch])
+        model.eval()
+        df = extract_metrics(model, probe_x, probe_y)
+        df.insert(0, "epoch", int(epoch))
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for key, value in reversed(list(cell.as_dict().items())):
+        table.insert(0, key, value)
+    for key, value in prov.items():
+        table[key] = value
+    write_parquet(out, to_table(table))
+
+    warp = decision_grids(model, data, cell, mcfg) if snaps else None
+    write_parquet(warp_out, warp if warp is not None else _empty_warp())
+    return len(table)
+
+
+WARP_COLUMNS = {
+    "dataset": "str",
+    "arch": "str",
+    "skip": "str",
+    "depth": "int64",
+    "seed": "int64",
+    "grid": "str",
+    "block": "int64",
+    "i": "int64",
+    "j": "int64",
+    "x": "float64",
+    "y": "float64",
+    "pred": "int64",
+}
+
+
+def _empty_warp() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WARP_COLUMNS.items()})
+
+
+def _pca2(feats: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
+    """Project onto the two leading principal axes of ``fit_on`` (identity for 2-D)."""
+    if feats.shape[1] == 2:
+        return feats
+    mean = fit_on.mean(0)
+    _, _, vt = np.linalg.svd(fit_on - mean, full_matrices=False)
+    return (feats - mean) @ vt[:2].T
+
+
+@torch.no_grad()
+def decision_grids(model: Any, data: Any, cell: Cell, mcfg: dict[str, Any]) -> pd.DataFrame | None:
+    """Decision regions and the input grid warped by each block (2-D inputs, one seed only).
+
+    Grid points and training points go through the same maps and are drawn in the same
+    coordinates: block 0 is the input plane; block k the k-th block's output projected onto
+    the two leading principal axes of the grid's features at that block.
+    """
+    if tuple(data.input_shape) != (2,) or cell.seed != mcfg["warp_seed"]:
+        return None
+    n = mcfg["warp_grid"]
+    pts = data.x_train
+    lo, hi = pts.min(0).values - 0.5, pts.max(0).values + 0.5
+    gx, gy = torch.meshgrid(
+        torch.linspace(float(lo[0]), float(hi[0]), n),
+        torch.linspace(float(lo[1]), float(hi[1]), n),
+        indexing="ij",
+    )
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    train = pts[:300]
+    both = torch.cat([grid, train])
+    model.eval()
+    pred = model(both).argmax(1)
+    ii, jj = np.divmod(np.arange(n * n), n)
+    rows = [
+        pd.DataFrame(
+            {
+                "grid": "decision",
+                "block": 0,
+                "i": ii,
+                "j": jj,
+                "x": grid[:, 0].numpy(),
+                "y": grid[:, 1].numpy(),
+                "pred": pred[: n * n].numpy(),
+            }
+        )
+    ]
+    h = model.stem(both)
+    feats = [both.numpy()]
+    for block in model.blocks:
+        h = block(h)
+        feats.append(h.reshape(len(both), -1).float().numpy())
+    labels = data.y_train[:300].numpy()
+    for k, f in enumerate(feats):
+        xy = _pca2(f.astype(np.float64), f[: n * n].astype(np.float64))
+        rows.append(
+            pd.DataFrame(
+                {"grid": "warp", "block": k, "i": ii, "j": jj, "x": xy[: n * n, 0],
+                 "y": xy[: n * n, 1], "pred": pred[: n * n].numpy()}
+            )
+        )
+        rows.append(
+            pd.DataFrame(
+                {"grid": "train", "block": k, "i": -1, "j": -1, "x": xy[n * n :, 0],
+                 "y": xy[n * n :, 1], "pred": labels}
+            )
+        )
+    out = pd.concat(rows, ignore_index=True)
+    for key, value in reversed(list(cell.as_dict().items())):
+        out.insert(0, key, value)
+    return out.astype(WARP_COLUMNS)

@@ -1,0 +1,174 @@
+"""The ``orthskip`` command line: one subcommand per pipeline stage.
+
+Snakemake rules call these with explicit paths; a person can run any cell by hand with
+the same commands (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from orthskip.errors import OrthskipError
+
+
+def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The cell's config, from --cell-config (rules) or --configfile + --cell (by hand)."""
+    from orthskip.config import Cell, cell_config, cells, load_config
+
+    if args.cell_config:
+        return json.loads(args.cell_config)
+    if not (args.configfile and args.cell):
+        raise OrthskipError("give --cell-config JSON, or --configfile FILE and --cell CELL")
+    cfg = load_config(args.configfile)
+    cell = Cell.parse(args.cell)
+    if cell not in cells(cfg):
+        raise OrthskipError(f"cell {args.cell} is not in the grid of {args.configfile}")
+    return cell_config(cfg, cell)
+
+
+def _add_cell_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cell-config", help="the cell's config as JSON (what the rules pass)")
+    p.add_argument("--configfile", type=Path, help="pipeline config (with --cell)")
+    p.add_argument("--cell", help="dataset/arch/skip/dDEPTH/sSEED (with --configfile)")
+    p.add_argument("--data", type=Path, required=True, help="prepared dataset file")
+    p.add_argument("--manifest", type=Path, required=True, help="its manifest")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from orthskip.config import cells, load_config
+
+    cfg = load_config(args.configfile)
+    print(f"{args.configfile}: ok, {len(cells(cfg))} cells")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from orthskip.data import prepare_dataset
+
+    prepare_dataset(
+        args.name,
+        json.loads(args.spec),
+        args.out,
+        args.manifest,
+        root=args.root,
+        download=args.download,
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from orthskip.train import PREEMPT_EXIT_CODE, Preempted, train_cell
+
+    try:
+        status = train_cell(_cell_config(args), args.data, args.manifest, args.out)
+    except Preempted as err:
+        logging.getLogger("orthskip").warning("%s", err)
+        return PREEMPT_EXIT_CODE
+    print(f"status: {status}")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from orthskip.cell_metrics import cell_metrics
+
+    rows = cell_metrics(
+        _cell_config(args), args.data, args.manifest, args.snapshots, args.out, args.warp_out
+    )
+    print(f"{rows} metric rows -> {args.out}")
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    from orthskip.aggregate import aggregate
+
+    aggregate(args.status, args.history, args.metrics, args.warp, args.out_dir)
+    return 0
+
+
+def cmd_figure(args: argparse.Namespace) -> int:
+    from orthskip.figures import make_figure
+
+    make_figure(args.name, args.metrics_dir, args.pdf, args.png)
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from orthskip.tables import make_table
+
+    make_table(args.name, args.metrics_dir, args.md, args.tex)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orthskip", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate a config and count its cells")
+    p.add_argument("configfile", type=Path)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("prepare", help="prepare one dataset and its manifest")
+    p.add_argument("--name", required=True)
+    p.add_argument("--spec", required=True, help="the dataset's config entry as JSON")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--root", type=Path, default=None, help="where raw files are (or go)")
+    p.add_argument("--download", action="store_true", help="download raw files if missing")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train one cell")
+    _add_cell_args(p)
+    p.add_argument("--out", type=Path, required=True, help="the cell's directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("metrics", help="per-layer metrics of one cell")
+    _add_cell_args(p)
+    p.add_argument("--snapshots", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--warp-out", type=Path, required=True)
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("aggregate", help="merge all cells into results/metrics/*.parquet")
+    for name in ("status", "history", "metrics", "warp"):
+        p.add_argument(f"--{name}", type=Path, nargs="+", required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("figure", help="draw one figure from the aggregated Parquet")
+    p.add_argument("name")
+    p.add_argument("--metrics-dir", type=Path, required=True)
+    p.add_argument("--pdf", type=Path, required=True)
+    p.add_argument("--png", type=Path, required=True)
+    p.set_defaults(func=cmd_figure)
+
+    p = sub.add_parser("table", help="write one table from the aggregated Parquet")
+    p.add_argument("name")
+    p.add_argument("--metrics-dir", type=Path, required=True)
+    p.add_argument("--md", type=Path, required=True)
+    p.add_argument("--tex", type=Path, required=True)
+    p.set_defaults(func=cmd_table)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except OrthskipError as err:
+        print(f"orthskip {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Per-job cluster resources for the train rule: runtime, memory, GPUs and grouping.
+
+The Snakemake rules call these as resource functions, so the numbers live in the
+workflow (the same on every cluster) while site details (partition, account) live in
+the ``slurm/`` profile. The estimates are deliberately generous: a job that hits its
+time limit is retried by Snakemake (``retries`` in the profile) with ``attempt`` + 1,
+which doubles the limit, and training resumes from ``last.pt``.
+
+``dataset`` below is a dataset *source* (``config["datasets"][name]["source"]``, e.g.
+``cifar10``); unknown sources are treated like CIFAR (the conservative choice).
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Sources whose cells train in seconds to minutes: run on the CPU and are packed
+#: several to one cluster job (Snakemake group ``SHORT_GROUP``).
+SHORT_SOURCES = frozenset({"circles", "moons", "blobs", "parity", "gaussian_mixture", "digits"})
+SHORT_GROUP = "short_cells"
+
+# Training samples per epoch when the spec does not say (n_train).
+_DEFAULT_N_TRAIN = {
+    "digits": 1_437,
+    "mnist": 60_000,
+    "fashion_mnist": 60_000,
+    "cifar10": 50_000,
+    "cifar100": 50_000,
+}
+_SYNTHETIC_N_TRAIN = 2_000
+_UNKNOWN_N_TRAIN = 50_000
+
+# Seconds per training sample per layer (forward + backward + on-device augmentation)
+# on one older data-centre GPU (V100 class), from ResNet-110 ≈ 30 s and
+# PreResNet-164 ≈ 60 s per CIFAR epoch; the MLP figure is kernel-launch bound.
+_SEC_PER_SAMPLE_LAYER = {
+    "mlp": 1.0e-6,
+    "cifar_resnet": 5.5e-6,
+    "cifar_preresnet": 7.5e-6,
+    "resnet18": 3.0e-5,
+}
+_UNKNOWN_ARCH = 3.0e-5
+
+SAFETY = 2.0  # measured speed varies by GPU model, I/O and node load
+OVERHEAD_MIN = 10  # start-up, dataset load, metric extraction at snapshots
+MIN_MINUTES = 15
+MAX_MINUTES = 7 * 24 * 60
+
+
+def is_short(dataset: str) -> bool:
+    """True for sources whose cells are quick (synthetic 2-D sets, digits)."""
+    return dataset in SHORT_SOURCES
+
+
+def train_group(dataset: str) -> str | None:
+    """Snakemake ``group:`` for a train job: short cells share ``SHORT_GROUP``."""
+    return SHORT_GROUP if is_short(dataset) else None
+
+
+def train_gpus(dataset: str) -> int:
+    """GPUs for one train job: none for short cells (the CPU is as fast), else one."""
+    return 0 if is_short(dataset) else 1
+
+
+def _n_train(dataset: str, n_train: int | None) -> int:
+    if n_train is not None:
+        return int(n_train)
+    if dataset in _DEFAULT_N_TRAIN:
+        return _DEFAULT_N_TRAIN[dataset]
+    return _SYNTHETIC_N_TRAIN if is_short(dataset) else _UNKNOWN_N_TRAIN
+
+
+def train_runtime_minutes(
+    dataset: str,
+    arch: str,
+    depth: int,
+    epochs: int,
+    *,
+    attempt: int = 1,
+    n_train: int | None = None,
+    scale: float = 1.0,
+) -> int:
+    """Wall-clock limit (minutes) for training one cell, doubled on every retry.
+
+    ``(epochs · n_train · depth · sec_per_sample_layer(arch) · SAFETY) + OVERHEAD_MIN``,
+    times ``scale`` (a site factor for slower or faster GPUs), rounded up to 5 minutes,
+    at least ``MIN_MINUTES``; then doubled per retry, at most ``MAX_MINUTES``.
+    """
+    per_epoch_s = (
+        _n_train(dataset, n_train) * depth * _SEC_PER_SAMPLE_LAYER.get(arch, _UNKNOWN_ARCH)
+    )
+    minutes = (epochs * per_epoch_s * SAFETY / 60 + OVERHEAD_MIN) * scale
+    minutes = max(MIN_MINUTES, 5 * math.ceil(minutes / 5))
+    return int(min(MAX_MINUTES, minutes * 2 ** max(0, attempt - 1)))
+
+
+def train_mem_mb(dataset: str, arch: str, depth: int, *, n_train: int | None = None) -> int:
+    """Host memory (MB) for one train job.
+
+    The float32 training set is held in memory (and copied to the GPU), plus about
+    3 GB for the Python/torch/CUDA runtime, plus a little per layer for snapshots and
+    optimizer state; short CPU cells need far less. Rounded up to 1000 MB.
+    """
+    if is_short(dataset):
+        return 2000
+    sample_bytes = {"mnist": 28 * 28, "fashion_mnist": 28 * 28}.get(dataset, 3 * 32 * 32) * 4
+    data_mb = 2.2 * _n_train(dataset, n_train) * sample_bytes / 1e6  # train + test + copy
+    per_layer_mb = 40 if arch == "resnet18" else 8
+    mb = 3000 + data_mb + per_layer_mb * depth
+    return int(1000 * math.ceil(mb / 1000))

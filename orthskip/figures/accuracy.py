@@ -1,0 +1,139 @@
+"""Figures 1–2: test accuracy vs depth, and training curves at the deepest depth."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+from orthskip.figures import data as D
+from orthskip.figures import style as S
+from orthskip.stats import mean_ci, summarize
+
+DIVERGED_MARKER = "X"
+
+
+def _depth_axis(ax, depths) -> None:
+    """Log-scaled depth axis labelled with exactly the depths that were run."""
+    depths = sorted({int(d) for d in depths})
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(depths))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(d) for d in depths])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    lo, hi = min(depths), max(depths)
+    pad = 1.15 if hi > lo else 1.5
+    ax.set_xlim(lo / pad, hi * pad)
+
+
+def _diverged(cells: pd.DataFrame) -> pd.Series:
+    """A cell counts as diverged when its status says so or its final accuracy is not finite."""
+    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
+    return (cells["status"] != "ok") | ~pd.Series(np.isfinite(acc), index=cells.index)
+
+
+def accuracy_vs_depth(metrics_dir: Path):
+    cells = D.read_table(metrics_dir, "cells")
+    if cells.empty:
+        return S.no_data_figure("Test accuracy vs depth")
+    groups = list(D.panels(cells))
+    ncols = min(2, len(groups))
+    nrows = math.ceil(len(groups) / ncols)
+    fig, axes = S.new_figure(nrows, ncols, height=S.PANEL_HEIGHT_IN * nrows + 0.4)
+    any_diverged = False
+    for k, (title, g) in enumerate(groups):
+        ax = axes.flat[k]
+        skips = S.ordered_skips(g["skip"].unique())
+        div = _diverged(g)
+        ok = g[~div]
+        # spread the kinds a little along x so that intervals do not hide each other
+        for n, skip in enumerate(skips):
+            shift = 2 ** (0.04 * (n - (len(skips) - 1) / 2))
+            s = summarize(ok[ok["skip"] == skip], ["depth"], "test_acc")
+            x = s["depth"].to_numpy(dtype=float) * shift
+            yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
+            ax.errorbar(
+                x, s["mean"], yerr=np.nan_to_num(yerr), color=S.skip_color(skip),
+                marker=S.skip_marker(skip), label=S.skip_label(skip), elinewidth=0.7,
+            )  # fmt: skip
+            # diverged seeds: a cross at the bottom edge with the count beside it
+            d = g[div & (g["skip"] == skip)].groupby("depth").size()
+            for depth, count in d.items():
+                any_diverged = True
+                ax.plot(
+                    depth * shift, 0.04, DIVERGED_MARKER, color=S.skip_color(skip),
+                    transform=ax.get_xaxis_transform(), clip_on=False, markersize=4,
+                )  # fmt: skip
+                ax.annotate(
+                    f"{count}", (depth * shift, 0.04), xycoords=ax.get_xaxis_transform(),
+                    xytext=(2.5, 1.5), textcoords="offset points", fontsize=5,
+                    color=S.skip_color(skip),
+                )  # fmt: skip
+        _depth_axis(ax, g["depth"].unique())
+        ax.set_title(title)
+        ax.set_xlabel("depth")
+        ax.set_ylabel("test accuracy")
+    for ax in axes.flat[len(groups) :]:
+        ax.set_axis_off()
+    handles = S.skip_handles(cells["skip"].unique())
+    if any_diverged:
+        handles.append(
+            Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged (n seeds)")
+        )
+    S.figure_legend(fig, handles)
+    fig.suptitle("Test accuracy: mean and 95 % t-interval over seeds")
+    return fig
+
+
+def training_curves(metrics_dir: Path):
+    history = D.read_table(metrics_dir, "history")
+    if history.empty:
+        return S.no_data_figure("Training curves at the deepest depth")
+    groups = [(t, D.deepest(g)) for t, g in D.panels(history)]
+    fig, axes = S.new_figure(len(groups), 2, height=1.6 * len(groups) + 0.5)
+    for r, (title, g) in enumerate(groups):
+        depth = int(g["depth"].iloc[0])
+        ax_loss, ax_acc = axes[r]
+        for skip in S.ordered_skips(g["skip"].unique()):
+            gs = g[g["skip"] == skip]
+            color = S.skip_color(skip)
+            for ax, col in ((ax_loss, "loss"), (ax_acc, "acc")):
+                for split, ls in (("test", "-"), ("train", "--")):
+                    stats = [
+                        (e, mean_ci(ge[f"{split}_{col}"].to_numpy(dtype=float)))
+                        for e, ge in gs.groupby("epoch")
+                    ]
+                    ep = np.array([e for e, _ in stats], dtype=float)
+                    mean = np.array([c.mean for _, c in stats])
+                    ax.plot(ep, mean, ls=ls, color=color, lw=0.9)
+                    if split == "test":
+                        lo = np.array([c.lo for _, c in stats])
+                        hi = np.array([c.hi for _, c in stats])
+                        ax.fill_between(ep, lo, hi, color=color, alpha=0.15, lw=0)
+            # a seed that diverged: cross at its last finite test accuracy
+            for _, gseed in gs.groupby("seed"):
+                gseed = gseed.sort_values("epoch")
+                bad = ~np.isfinite(gseed["test_loss"].to_numpy(dtype=float))
+                if bad.any() and (~bad).any():
+                    last = gseed[~bad].iloc[-1]
+                    ax_loss.plot(last["epoch"], last["test_loss"], DIVERGED_MARKER, color=color)
+                    ax_acc.plot(last["epoch"], last["test_acc"], DIVERGED_MARKER, color=color)
+        ax_loss.set_yscale("log")
+        S.plain_log_ticks(ax_loss)
+        ax_loss.set_ylabel("loss")
+        ax_acc.set_ylabel("accuracy")
+        for ax in (ax_loss, ax_acc):
+            ax.set_title(f"{title}, depth {depth}")
+            ax.set_xlabel("epoch")
+    handles = S.skip_handles(history["skip"].unique())
+    handles += [
+        Line2D([], [], color="k", ls="-", label="test (95 % CI band)"),
+        Line2D([], [], color="k", ls="--", label="train"),
+        Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged after"),
+    ]
+    S.figure_legend(fig, handles)
+    return fig

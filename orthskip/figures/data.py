@@ -1,0 +1,134 @@
+"""Reading the aggregated Parquet files and the selections every figure needs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orthskip.errors import DatasetError
+
+RESULT_FILES = ("cells", "history", "layers", "warp")
+PANEL_KEYS = ("dataset", "arch")
+_BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
+
+
+def read_table(metrics_dir: Path, name: str) -> pd.DataFrame:
+    """``metrics_dir/<name>.parquet``; an empty frame when the file is absent.
+
+    warp.parquet exists only for 2-D data, so absence is a normal case; a file that
+    exists but cannot be read is an error the user has to fix.
+    """
+    if name not in RESULT_FILES:
+        raise ValueError(f"unknown result table {name!r}; expected one of {RESULT_FILES}")
+    path = Path(metrics_dir) / f"{name}.parquet"
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise DatasetError(
+            f"{path}: cannot read the aggregated results ({exc}); rerun the aggregate rule"
+        ) from exc
+
+
+def panels(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """One (title, rows) per (dataset, arch); the arch is named only when a dataset has several."""
+    if df.empty:
+        return
+    archs_per_ds = df.groupby("dataset")["arch"].nunique()
+    for (dataset, arch), g in df.groupby(list(PANEL_KEYS), sort=True):
+        title = str(dataset) if archs_per_ds[dataset] == 1 else f"{dataset} / {arch}"
+        yield title, g
+
+
+def deepest(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the deepest depth present (per panel: call on one panel's rows)."""
+    return df[df["depth"] == df["depth"].max()]
+
+
+def last_epoch(layers: pd.DataFrame) -> pd.DataFrame:
+    """Rows at each cell's last snapshot epoch."""
+    if layers.empty:
+        return layers
+    cell = ["dataset", "arch", "skip", "depth", "seed"]
+    last = layers.groupby(cell)["epoch"].transform("max")
+    return layers[layers["epoch"] == last]
+
+
+def block_index(layers: pd.DataFrame) -> pd.Series:
+    """Block number of each row: from ``blocks.<k>`` in param or layer_name, else layer_index."""
+    out = pd.Series(layers["layer_index"].to_numpy(dtype=float), index=layers.index)
+    for col in ("layer_name", "param"):
+        if col in layers:
+            found = layers[col].astype(str).str.extract(_BLOCK_RE, expand=False)
+            has = found.notna()
+            out[has] = found[has].astype(float)
+    return out
+
+
+def transition_blocks(layers: pd.DataFrame) -> set[int]:
+    """Block numbers whose rows are of layer_kind ``transition``."""
+    rows = layers[layers["layer_kind"] == "transition"]
+    return {int(b) for b in block_index(rows).dropna().unique()} if len(rows) else set()
+
+
+def metric(layers: pd.DataFrame, family: str, stat: str | None = None) -> pd.DataFrame:
+    if layers.empty:
+        return layers
+    sel = layers["metric"] == family
+    if stat is not None:
+        sel &= layers["stat"] == stat
+    return layers[sel]
+
+
+def geo_mean(values: np.ndarray) -> float:
+    """Geometric mean of positive finite values (condition numbers span decades)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.log(v).mean())) if v.size else np.nan
+
+
+CELL = ["dataset", "arch", "skip", "depth", "seed"]
+
+
+def blocks_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
+    """Number of residual blocks m of each cell (rows of kind block or transition).
+
+    seeds/000 states its rate in the number of blocks m, not the layer count in a name
+    such as ResNet-110; cells without block rows fall back to their depth.
+    """
+    cells = layers[CELL].drop_duplicates()
+    blocks = layers[layers["layer_kind"].isin(["block", "transition"])]
+    m = blocks.assign(_b=block_index(blocks)).groupby(CELL)["_b"].nunique().rename("m")
+    out = cells.merge(m.reset_index(), on=CELL, how="left")
+    out["m"] = out["m"].fillna(out["depth"]).astype("int64")
+    return out
+
+
+def dist_identity_per_cell(layers: pd.DataFrame, stat: str = "spec") -> pd.DataFrame:
+    """Mean over a cell's square skip matrices of ‖Q − I‖ at its last snapshot.
+
+    Transition blocks are left out: their skip maps change the width, so Q − I is not
+    the distance to anything the theory talks about. Columns: cell columns, m, value,
+    n_blocks (how many matrices entered the mean).
+    """
+    last = last_epoch(layers)
+    rows = metric(last, "dist_identity", stat)
+    if rows.empty:
+        return pd.DataFrame(columns=[*CELL, "m", "value", "n_blocks"])
+    trans = (
+        last[last["layer_kind"] == "transition"]
+        .assign(_b=lambda d: block_index(d))
+        .loc[:, [*CELL, "_b"]]
+        .drop_duplicates()
+        .assign(_t=True)
+    )
+    rows = rows.assign(_b=block_index(rows)).merge(trans, on=[*CELL, "_b"], how="left")
+    rows = rows[rows["_t"].isna()]
+    rows = rows[np.isfinite(rows["value"].to_numpy(dtype=float))]
+    agg = rows.groupby(CELL)["value"].agg(value="mean", n_blocks="size").reset_index()
+    return agg.merge(blocks_per_cell(layers), on=CELL, how="left")

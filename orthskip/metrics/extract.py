@@ -1,0 +1,189 @@
+"""extract_metrics: every per-layer metric of a ResidualNet on a probe batch, as a long table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from orthskip.metrics.gradflow import block_activations, grad_norm_ratios
+from orthskip.metrics.jacobian import jacobian_sv
+from orthskip.metrics.orthogonality import as_matrix, dist_identity, orth_defect
+from orthskip.metrics.representation import repr_condition
+from orthskip.metrics.schema import METRIC_COLUMNS
+from orthskip.metrics.spectra import sv_hosvd, sv_operator, sv_reshaped
+
+FAMILIES = (
+    "orth_defect",
+    "dist_identity",
+    "sv_reshaped",
+    "sv_operator",
+    "sv_hosvd",
+    "grad_norm_ratio",
+    "jacobian_sv",
+    "repr_condition",
+)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    index: int  # block index; -1 for the stem (and anything outside blocks/head), L for the head
+    name: str  # block.name, "stem", "head"
+
+
+class _Rows:
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def add(
+        self,
+        layer: _Layer,
+        kind: str,
+        param: str,
+        metric: str,
+        stats: dict[str, float],
+        exact: bool = True,
+    ) -> None:
+        for stat, value in stats.items():
+            self.rows.append(
+                (layer.index, layer.name, kind, param, metric, stat, float(value), bool(exact))
+            )
+
+    def frame(self) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS))
+        return df.astype({"layer_index": "int64", "value": "float64", "exact": "bool"})
+
+
+def _layer_of(module_name: str, model: nn.Module) -> _Layer:
+    parts = module_name.split(".")
+    n_blocks = len(model.blocks)
+    if parts[0] == "blocks" and len(parts) > 1:
+        i = int(parts[1])
+        return _Layer(i, str(model.blocks[i].name))
+    if parts[0] == "head":
+        return _Layer(n_blocks, "head")
+    return _Layer(-1, parts[0])
+
+
+def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d / Linear module, by qualified name (parametrized weights included)."""
+    return [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Conv2d | nn.Linear) and getattr(mod, "weight", None) is not None
+    ]
+
+
+def extract_metrics(
+    model: nn.Module,
+    probe_x: Tensor,
+    probe_y: Tensor,
+    *,
+    families: Collection[str] | None = None,
+    jacobian_samples: int = 8,
+    jacobian_steps: int = 24,
+) -> pd.DataFrame:
+    """All per-layer metrics of `model` (ResidualNet contract) on the probe batch.
+
+    Runs in eval mode (running BatchNorm statistics, no buffer updates) and restores the mode.
+    Returns the long table of docs/metrics.md: columns METRIC_COLUMNS, one row per
+    (layer, metric, stat). `families` restricts which metric families are computed.
+    Block-level metrics (grad_norm_ratio, jacobian_sv, repr_condition) use the block index
+    as layer_index and kind "transition" or "block"; weights inside block i carry index i,
+    the stem −1, the head len(blocks).
+    """
+    want = set(FAMILIES if families is None else families)
+    unknown = want - set(FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown metric families {sorted(unknown)}; allowed: {FAMILIES}")
+    device = next(model.parameters()).device
+    probe_x, probe_y = probe_x.to(device), probe_y.to(device)
+    was_training = model.training
+    model.eval()
+    rows = _Rows()
+    try:
+        weights = _weight_layers(model)
+        # the spatial size each convolution really sees, recorded on the probe forward
+        input_sizes: dict[str, tuple[int, int]] = {}
+
+        def record(name: str):
+            def hook(module: nn.Module, args: tuple) -> None:  # returns None: input unchanged
+                input_sizes.setdefault(name, tuple(args[0].shape[-2:]))
+
+            return hook
+
+        hooks = [
+            mod.register_forward_pre_hook(record(name))
+            for name, mod in weights
+            if isinstance(mod, nn.Conv2d)
+        ]
+        try:
+            with torch.enable_grad():
+                acts, logits = block_activations(model, probe_x)
+                ratios = (
+                    grad_norm_ratios(acts, logits, probe_y) if "grad_norm_ratio" in want else []
+                )
+        finally:
+            for h in hooks:
+                h.remove()
+        acts = [a.detach() for a in acts]
+
+        for i, block in enumerate(model.blocks):
+            layer = _Layer(i, str(block.name))
+            block_kind = "transition" if bool(block.transition) else "block"
+            if ratios:
+                rows.add(layer, block_kind, f"blocks.{i}", "grad_norm_ratio", {"value": ratios[i]})
+            if "repr_condition" in want:
+                rows.add(
+                    layer, block_kind, f"blocks.{i}", "repr_condition", repr_condition(acts[i + 1])
+                )
+            if "jacobian_sv" in want:
+                stats, exact = jacobian_sv(
+                    block, acts[i][:jacobian_samples], steps=jacobian_steps, seed=i
+                )
+                rows.add(layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact)
+            for key, mat in block.skip_matrices().items():
+                _skip_rows(rows, layer, f"blocks.{i}.{key}", mat, want)
+
+        for name, mod in weights:
+            layer = _layer_of(name, model)
+            kind = "conv" if isinstance(mod, nn.Conv2d) else "linear"
+            param = f"{name}.weight"
+            w = mod.weight.detach()
+            if "sv_reshaped" in want:
+                rows.add(layer, kind, param, "sv_reshaped", sv_reshaped(w))
+            if kind == "conv" and "sv_hosvd" in want:
+                rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w))
+            if kind == "conv" and "sv_operator" in want:
+                _operator_rows(rows, layer, param, mod, input_sizes.get(name))
+    finally:
+        model.train(was_training)
+    return rows.frame()
+
+
+def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[str]) -> None:
+    q = as_matrix(mat)
+    if "orth_defect" in want:
+        rows.add(layer, "skip", param, "orth_defect", {"value": orth_defect(q)})
+    if "dist_identity" in want and q.shape[0] == q.shape[1]:
+        rows.add(layer, "skip", param, "dist_identity", dist_identity(q))
+    if "sv_reshaped" in want:
+        rows.add(layer, "skip", param, "sv_reshaped", sv_reshaped(q))
+
+
+def _operator_rows(
+    rows: _Rows, layer: _Layer, param: str, conv: nn.Conv2d, size: tuple[int, int] | None
+) -> None:
+    nan = {"max": math.nan, "min": math.nan, "cond": math.nan}
+    if size is None:  # never called on the probe batch: no input size to evaluate at
+        rows.add(layer, "conv", param, "sv_operator", nan, exact=False)
+        return
+    try:
+        stats, exact = sv_operator(conv, size)
+    except ValueError:  # padding mode / size the FFT method does not cover
+        stats, exact = nan, False
+    rows.add(layer, "conv", param, "sv_operator", stats, exact)

@@ -1,0 +1,126 @@
+"""Singular values of a block's input–output Jacobian (dynamical isometry, seeds/003).
+
+The block maps a batch to a batch sample by sample (eval mode), so the Jacobian of the batch
+map is block-diagonal; its extreme singular values are the max / min over the samples of each
+sample's Jacobian ∂y_i/∂x_i. For σ_min we take the min(d_in, d_out)-th singular value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.func import jacrev, jvp, vjp, vmap
+
+
+def _dense_svals(block: nn.Module, x: Tensor) -> Tensor:
+    """Per-sample full Jacobians by jacrev under vmap; (N, min(d_in, d_out)) singular values."""
+
+    def single(xi: Tensor) -> Tensor:
+        return block(xi.unsqueeze(0)).squeeze(0)
+
+    jac = vmap(jacrev(single))(x)
+    n = x.shape[0]
+    d_in = x[0].numel()
+    jac = jac.reshape(n, -1, d_in).to(torch.float64)
+    return torch.linalg.svdvals(jac.detach())
+
+
+def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Generator) -> Tensor:
+    """Golub–Kahan–Lanczos bidiagonalisation, batched over samples, full reorthogonalisation.
+
+    Runs on K = J (if d_in ≤ d_out) or K = Jᵀ, started on K's smaller side from a random unit
+    vector, and returns the singular values of the (k+1)×k bidiagonal B with K V_k = U_{k+1} B.
+    Since V_k has orthonormal columns these are the singular values of K V_k: the largest is a
+    lower bound on σ_max(K) and the smallest an upper bound on σ_min(K) (Ritz values).
+    """
+    y, vjp_fn = vjp(block, x)
+    n = x.shape[0]
+    d_in, d_out = x[0].numel(), y[0].numel()
+
+    def j_fwd(v: Tensor) -> Tensor:  # J v, batched: (N, d_in) → (N, d_out)
+        return jvp(block, (x,), (v.reshape(x.shape),))[1].reshape(n, -1)
+
+    def j_bwd(u: Tensor) -> Tensor:  # Jᵀ u: (N, d_out) → (N, d_in)
+        return vjp_fn(u.reshape(y.shape))[0].reshape(n, -1)
+
+    fwd, bwd, d_small, d_big = (j_fwd, j_bwd, d_in, d_out)
+    if d_in > d_out:
+        fwd, bwd, d_small, d_big = (j_bwd, j_fwd, d_out, d_in)
+    k = min(steps, d_small)
+    dtype = x.dtype
+    vs = torch.zeros(n, k + 1, d_small, dtype=dtype)
+    us = torch.zeros(n, k + 1, d_big, dtype=dtype)
+    alphas = torch.zeros(n, k, dtype=torch.float64)
+    betas = torch.zeros(n, k, dtype=torch.float64)
+
+    def orth(w: Tensor, basis: Tensor) -> Tensor:
+        for _ in range(2):  # twice is enough (Kahan–Parlett)
+            w = w - torch.einsum("nkd,nk->nd", basis, torch.einsum("nkd,nd->nk", basis, w))
+        return w
+
+    def normalise(w: Tensor, basis: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+        # on breakdown (‖w‖ ≈ 0 at float precision) continue from a fresh random direction
+        # with coefficient 0: the relation K V = U B still holds
+        norm = torch.linalg.vector_norm(w, dim=1)
+        broken = norm <= 1e-6 * scale.clamp_min(torch.finfo(dtype).tiny)
+        if bool(broken.any()):
+            fresh = orth(torch.randn(w.shape, generator=generator, dtype=dtype), basis)
+            fresh = fresh / torch.linalg.vector_norm(fresh, dim=1, keepdim=True)
+            w = torch.where(broken[:, None], fresh, w / norm.clamp_min(1e-300)[:, None])
+            norm = torch.where(broken, torch.zeros_like(norm), norm)
+            return w, norm
+        return w / norm[:, None], norm
+
+    v = torch.randn(n, d_small, generator=generator, dtype=dtype)
+    vs[:, 0] = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    scale = torch.zeros(n, dtype=dtype)
+    with torch.no_grad():
+        for j in range(k):
+            u = fwd(vs[:, j])
+            if j > 0:
+                u = u - betas[:, j - 1, None].to(dtype) * us[:, j - 1]
+            u = orth(u, us[:, :j])
+            scale = torch.maximum(scale, torch.linalg.vector_norm(u, dim=1))
+            us[:, j], a = normalise(u, us[:, :j], scale)
+            alphas[:, j] = a.double()
+            w = bwd(us[:, j]) - a[:, None] * vs[:, j]
+            w = orth(w, vs[:, : j + 1])
+            vs[:, j + 1], b = normalise(w, vs[:, : j + 1], scale)
+            betas[:, j] = b.double()
+    bmat = torch.zeros(n, k + 1, k, dtype=torch.float64)
+    idx = torch.arange(k)
+    bmat[:, idx, idx] = alphas
+    bmat[:, idx + 1, idx] = betas
+    return torch.linalg.svdvals(bmat)
+
+
+def jacobian_sv(
+    block: nn.Module,
+    x: Tensor,
+    *,
+    steps: int = 24,
+    dense_max_dim: int = 1024,
+    seed: int = 0,
+) -> tuple[dict[str, float], bool]:
+    """σ_max and σ_min of the block Jacobian on the batch x, and whether they are exact.
+
+    If d_in and d_out are both ≤ dense_max_dim the per-sample Jacobians are formed in full
+    (torch.func.jacrev) and the values are exact. Otherwise `steps` Golub–Kahan–Lanczos steps
+    (one jvp and one vjp each) give Ritz estimates: max ≤ true σ_max, min ≥ true σ_min.
+    The block must be in eval mode (no batch statistics, no buffer updates).
+    """
+    x = x.detach()
+    with torch.no_grad():
+        d_out = block(x[:1]).numel()
+    d_in = x[0].numel()
+    if max(d_in, d_out) <= dense_max_dim:
+        svals, exact = _dense_svals(block, x), True
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        svals, exact = _bidiag_svals(block, x, steps, gen), False
+    smax, smin = float(svals.max()), float(svals.min())
+    if not (math.isfinite(smax) and math.isfinite(smin)):
+        return {"max": math.nan, "min": math.nan}, exact
+    return {"max": smax, "min": smin}, exact

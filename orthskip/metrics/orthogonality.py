@@ -1,0 +1,52 @@
+"""Orthogonality of skip matrices: defect from the manifold and distance from the identity."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def as_matrix(q: Tensor) -> Tensor:
+    """A skip matrix as a 2-D float64 tensor; 1×1 conv kernels (C_out, C_in, 1, 1) are flattened."""
+    q = q.detach().to(torch.float64)
+    if q.ndim == 2:
+        return q
+    if q.ndim > 2:
+        return q.reshape(q.shape[0], -1)
+    raise ValueError(f"expected a matrix or a conv kernel, got shape {tuple(q.shape)}")
+
+
+def orth_defect(q: Tensor) -> float:
+    """‖QᵀQ − I‖_F / √n on the smaller Gram matrix (n = min(rows, cols)).
+
+    For a square matrix this is the defect from O(n); for a rectangular one it measures how far
+    the columns (tall) or rows (wide) are from orthonormal, i.e. from a semi-orthogonal map.
+    """
+    q = as_matrix(q)
+    rows, cols = q.shape
+    gram = q.T @ q if rows >= cols else q @ q.T
+    n = gram.shape[0]
+    eye = torch.eye(n, dtype=gram.dtype)
+    return float(torch.linalg.matrix_norm(gram - eye, ord="fro")) / math.sqrt(n)
+
+
+def dist_identity(q: Tensor) -> dict[str, float]:
+    """Distance of a square matrix from the identity.
+
+    spec: ‖Q − I‖₂; fro: ‖Q − I‖_F; angle: largest |arg λ| over the eigenvalues λ of Q (radians,
+    in [0, π]; for Q ∈ SO(n) the largest principal rotation angle); det: det(Q).
+    Rectangular matrices have no identity to compare with: ValueError.
+    """
+    q = as_matrix(q)
+    if q.shape[0] != q.shape[1]:
+        raise ValueError(f"dist_identity needs a square matrix, got shape {tuple(q.shape)}")
+    diff = q - torch.eye(q.shape[0], dtype=q.dtype)
+    eig = torch.linalg.eigvals(q)
+    return {
+        "spec": float(torch.linalg.matrix_norm(diff, ord=2)),
+        "fro": float(torch.linalg.matrix_norm(diff, ord="fro")),
+        "angle": float(torch.angle(eig).abs().max()),
+        "det": float(torch.linalg.det(q)),
+    }

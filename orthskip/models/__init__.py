@@ -1,0 +1,135 @@
+"""Architectures: residual MLP, CIFAR ResNet (post- and pre-activation), ResNet-18 (CIFAR stem).
+
+``build_model(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)`` returns a
+``ResidualNet`` (stem, blocks, head). ``model_cfg`` is ``config["model"][arch]``; every key has a
+default in ``MODEL_OPTIONS``. What each skip kind does at transition blocks is documented in
+``orthskip.skips``.
+
+Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 6n + 2
+(n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet18`` counts weighted
+layers of the basic-block ImageNet family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]).
+
+Parameter counts (``ResidualNet.n_params`` / ``n_skip_params``) count stored tensors: the torch
+orthogonal parametrization of orth_learned / orth_jacobian stores a full C_out × C_in generator
+(only its strictly lower triangle, C(C−1)/2 numbers for a square Q, is used).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orthskip.errors import ConfigError
+from orthskip.models.base import ResidualBlock, ResidualNet
+from orthskip.skips import SKIPS, skip_options, validate_skip_options
+
+ARCHS: tuple[str, ...] = ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18")
+
+MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+    "mlp": {"width": 32, "activation": "relu", "norm": "none"},
+    "cifar_resnet": {"width": 16},
+    "cifar_preresnet": {"width": 16},
+    "resnet18": {"width": 64},
+}
+MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "mlp": {"activation": ("relu", "tanh", "gelu"), "norm": ("none", "batch", "layer")},
+}
+RESNET18_STAGES: dict[int, tuple[int, ...]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+
+
+def allowed_depths(arch: str) -> str:
+    return {
+        "mlp": "any integer >= 1 (number of residual blocks)",
+        "cifar_resnet": "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...",
+        "cifar_preresnet": "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...",
+        "resnet18": ", ".join(str(d) for d in RESNET18_STAGES),
+    }[arch]
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ConfigError(f"arch = {arch!r}: unknown architecture; expected one of {list(ARCHS)}")
+
+
+def check_depth(arch: str, depth: int) -> None:
+    """Raise ConfigError naming the allowed depths when ``arch`` cannot be built at ``depth``."""
+    _check_arch(arch)
+    ok = isinstance(depth, int) and not isinstance(depth, bool)
+    if ok and arch == "mlp":
+        ok = depth >= 1
+    elif ok and arch in ("cifar_resnet", "cifar_preresnet"):
+        ok = depth >= 8 and (depth - 2) % 6 == 0
+    elif ok:
+        ok = depth in RESNET18_STAGES
+    if not ok:
+        raise ConfigError(
+            f"depth = {depth!r} for arch {arch}: allowed depths are {allowed_depths(arch)}"
+        )
+
+
+def validate_model_options(arch: str, model_cfg: dict | None) -> None:
+    """Raise ConfigError for an unknown key or bad value in config['model'][arch]."""
+    _check_arch(arch)
+    allowed = MODEL_OPTIONS[arch]
+    for key, value in (model_cfg or {}).items():
+        where = f"model.{arch}.{key}"
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown option; allowed: {sorted(allowed)}")
+        choices = MODEL_CHOICES.get(arch, {}).get(key)
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
+        if key == "width" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{where} = {value!r}: expected an integer >= 1")
+
+
+def model_options(arch: str, model_cfg: dict | None) -> dict[str, Any]:
+    validate_model_options(arch, model_cfg)
+    return {**MODEL_OPTIONS[arch], **(model_cfg or {})}
+
+
+def build_model(
+    arch: str,
+    depth: int,
+    skip: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    model_cfg: dict | None = None,
+    skip_cfg: dict | None = None,
+) -> ResidualNet:
+    """Build ``arch`` at ``depth`` with skip kind ``skip`` (ConfigError on any bad value)."""
+    check_depth(arch, depth)
+    skip_options(skip, skip_cfg)  # unknown kind / bad option -> ConfigError before building
+    validate_skip_options(skip_cfg)
+    cfg = model_options(arch, model_cfg)
+    input_shape = tuple(int(s) for s in input_shape)
+    if arch == "mlp":
+        from orthskip.models.mlp import build_mlp
+
+        return build_mlp(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+    if len(input_shape) != 3:
+        raise ConfigError(
+            f"arch {arch} needs image inputs (C, H, W); the dataset gives shape {input_shape}"
+        )
+    if arch in ("cifar_resnet", "cifar_preresnet"):
+        from orthskip.models.cifar_resnet import build_cifar_resnet
+
+        return build_cifar_resnet(
+            depth, skip, input_shape, num_classes, cfg, skip_cfg, pre_act=arch == "cifar_preresnet"
+        )
+    from orthskip.models.resnet18 import build_resnet18
+
+    return build_resnet18(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+
+
+__all__ = [
+    "ARCHS",
+    "MODEL_CHOICES",
+    "MODEL_OPTIONS",
+    "SKIPS",
+    "ResidualBlock",
+    "ResidualNet",
+    "allowed_depths",
+    "build_model",
+    "check_depth",
+    "model_options",
+    "validate_model_options",
+]

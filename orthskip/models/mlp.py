@@ -1,0 +1,48 @@
+"""Residual MLP for vector data (any input shape is flattened; digits arrive as (1, 8, 8)).
+
+stem = Flatten → Linear(D, width); ``depth`` blocks y = S(x) + F(x) on ``width`` features with
+F(x) = Linear(act(norm(Linear(x)))); head = Linear(width, classes). No activation after the
+addition, so the trunk is a composition of maps near S (seeds/000's setting). All blocks keep the
+width, so an MLP has no transition blocks (``procrustes``, which only acts at transitions, is
+then the identity skip).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from orthskip.models.base import ResidualBlock, ResidualNet
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(width)
+    if kind == "layer":
+        return nn.LayerNorm(width)
+    return nn.Identity()
+
+
+def build_mlp(
+    depth: int, skip: str, input_shape: tuple[int, ...], num_classes: int, cfg: dict, skip_cfg
+) -> ResidualNet:
+    width = int(cfg["width"])
+    d_in = math.prod(input_shape)
+
+    def branch(c_in: int, c_out: int, stride: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(c_in, width),
+            _norm(cfg["norm"], width),
+            ACTIVATIONS[cfg["activation"]](),
+            nn.Linear(width, c_out),
+        )
+
+    stem = nn.Sequential(nn.Flatten(), nn.Linear(d_in, width))
+    blocks = [
+        ResidualBlock(f"block{i}", skip, width, width, 1, branch, skip_cfg) for i in range(depth)
+    ]
+    head = nn.Linear(width, num_classes)
+    return ResidualNet("mlp", skip, stem, blocks, head)

@@ -1,0 +1,181 @@
+"""Utilities on the orthogonal group O(n), SO(n) and the Stiefel manifold.
+
+- ``haar_orthogonal``: Haar-random (semi-)orthogonal matrices; SO(n) unless a det = −1 start is
+  asked for (half of Haar O(n) has det = −1 and can never reach the identity continuously).
+- ``msign``: the matrix sign U Vᵀ of A = U Σ Vᵀ by the cubic Newton–Schulz iteration, run to a
+  tolerance; it returns its iteration count so that callers record it.
+- ``polar``: the exact polar factor by SVD (closest semi-orthogonal matrix in Frobenius norm).
+- ``manifold_step``: one Riemannian steepest-descent step on O(n) with the Bernstein/modula update
+  and a retraction that keeps the iterate orthogonal to float precision.
+- ``project_conv_operator``: ProcResNet (seeds/002, Algorithm 1) projection of a circular
+  convolution so that all singular values of its operator equal ``scale``, per FFT frequency.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def haar_orthogonal(
+    rows: int,
+    cols: int | None = None,
+    *,
+    special: bool = True,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Haar-random (rows × cols) matrix with orthonormal columns (rows ≥ cols) or rows.
+
+    QR of a Gaussian matrix with the signs of diag(R) folded into Q gives Haar O(n); flipping
+    the first column of the det = −1 half is a measure-preserving bijection onto SO(n), so
+    ``special=True`` gives Haar SO(n). A rectangular result is a slice of a Haar O(max) matrix
+    (Haar on the Stiefel manifold; det is undefined there).
+    """
+    cols = rows if cols is None else cols
+    n = max(rows, cols)
+    g = torch.randn(n, n, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(g)
+    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+    if special and rows == cols and torch.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    q = q[:rows, :cols] if rows >= cols else q[:cols, :rows].T
+    return q.to(dtype).contiguous()
+
+
+def eye_like(rows: int, cols: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The semi-orthogonal 'identity' [I; 0] (or [I, 0]): zero-padding / truncating channels."""
+    return torch.eye(rows, cols, dtype=dtype)
+
+
+def orth_defect(q: Tensor) -> float:
+    """‖QᵀQ − I‖_F / √n for a (m × n) matrix with m ≥ n (uses QQᵀ for wide matrices)."""
+    q = q.detach().to(torch.float64)
+    if q.shape[0] < q.shape[1]:
+        q = q.T
+    n = q.shape[1]
+    eye = torch.eye(n, dtype=q.dtype, device=q.device)
+    return float(torch.linalg.matrix_norm(q.T @ q - eye) / math.sqrt(n))
+
+
+@dataclass
+class MsignResult:
+    value: Tensor
+    iterations: int
+    converged: bool
+    residual: float
+
+
+def msign(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> MsignResult:
+    """Matrix sign U Vᵀ of ``a`` by cubic Newton–Schulz, X ← 1.5 X − 0.5 X XᵀX, to a tolerance.
+
+    Starting from X₀ = A/‖A‖_F every singular value lies in (0, 1] and converges to 1
+    (zero singular values stay zero). The iteration stops when ‖X_{k+1} − X_k‖_F ≤ tol·√n for
+    every matrix, not after a fixed count; ``iterations`` and ``converged`` report what happened.
+    ``a`` may carry leading batch dimensions (one iteration count for the batch, so that a
+    GPU runs one batched loop per shape). Computed in float64, returned in ``a``'s dtype.
+    """
+    x = a.detach().to(torch.float64)
+    wide = x.shape[-2] < x.shape[-1]
+    if wide:
+        x = x.mT
+    n = x.shape[-1]
+    norm = torch.linalg.matrix_norm(x, keepdim=True)
+    x = x / norm.clamp_min(torch.finfo(torch.float64).tiny)
+    threshold = tol * math.sqrt(n)
+    residual = math.inf
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
+        x_new = 1.5 * x - 0.5 * x @ (x.mT @ x)
+        residual = float(torch.linalg.matrix_norm(x_new - x).max())
+        x = x_new
+        if residual <= threshold:
+            break
+    if wide:
+        x = x.mT
+    return MsignResult(x.to(a.dtype), it, residual <= threshold, residual)
+
+
+def polar(w: Tensor) -> Tensor:
+    """Exact polar factor U Vᵀ of ``w`` (SVD in float64): the closest semi-orthogonal matrix."""
+    u, _, vh = torch.linalg.svd(w.detach().to(torch.float64), full_matrices=False)
+    return (u @ vh).to(w.dtype)
+
+
+@dataclass
+class StepStats:
+    ns_iterations: int  # Newton–Schulz iterations of the update direction msign(WᵀG − GᵀW)
+    retraction_iterations: int  # Newton–Schulz iterations of the clean-up projection
+    converged: bool
+
+
+def manifold_step(
+    w: Tensor, grad: Tensor, lr: float, *, tol: float = 1e-7, max_iter: int = 100
+) -> tuple[Tensor, StepStats]:
+    """One steepest-descent step on O(n) (or the Stiefel manifold: m × n, columns orthonormal).
+
+    Bernstein/modula update (DESIGN §4): X = msign(WᵀG − GᵀW);
+    W ← W (I − ηX)(I − XᵀX + XᵀX/√(1+η²)). It is computed in the equivalent left form
+    X' = msign(GWᵀ − WGᵀ) = W X Wᵀ, W ← (I − ηX')(I − X'ᵀX' + X'ᵀX'/√(1+η²)) W, which for a
+    tall W also moves the column space (tangent vectors of the Stiefel manifold are ΩW, Ω skew);
+    for a square W the two forms agree. For an exactly orthogonal W and a partial isometry X' the
+    result is exactly orthogonal; the float error of each step is removed by projecting onto the
+    manifold again with msign (one or two Newton–Schulz iterations near the manifold), so the
+    defect does not accumulate over steps. Computed in float64; ``w`` and ``grad`` may carry
+    leading batch dimensions.
+    """
+    w64 = w.detach().to(torch.float64)
+    g64 = grad.detach().to(torch.float64)
+    m = w64.shape[-2]
+    skew = g64 @ w64.mT - w64 @ g64.mT
+    direction = msign(skew, tol=tol, max_iter=max_iter)
+    x = direction.value
+    eye = torch.eye(m, dtype=torch.float64, device=w.device)
+    p = x.mT @ x
+    scale = 1.0 / math.sqrt(1.0 + lr * lr)
+    w_new = (eye - lr * x) @ (eye - p + scale * p) @ w64
+    retract = msign(w_new, tol=tol, max_iter=max_iter)
+    converged = direction.converged and retract.converged
+    stats = StepStats(direction.iterations, retract.iterations, converged)
+    return retract.value.to(w.dtype), stats
+
+
+def project_conv_operator(weight: Tensor, size: tuple[int, int], scale: float = 1.0) -> Tensor:
+    """Project a stride-1 circular convolution so every singular value of its operator is ``scale``.
+
+    ``weight`` is (C_out, C_in, k, k) applied to inputs of spatial ``size`` with circular padding.
+    Per FFT frequency (u, v) the operator acts by P(u,v) = FFT2(K)[:, :, u, v] (seeds/002,
+    Theorem 3); each P is replaced by scale · polar(P) (eq. 8). The result is a kernel of full
+    spatial support ``size`` (the exact projection; truncating it back to k × k would not be).
+    """
+    h, w = size
+    c_out, c_in, kh, kw = weight.shape
+    if kh > h or kw > w:
+        raise ValueError(f"kernel {kh}x{kw} larger than the input size {h}x{w}")
+    k = torch.zeros(c_out, c_in, h, w, dtype=torch.float64, device=weight.device)
+    k[:, :, :kh, :kw] = weight.detach().to(torch.float64)
+    p = torch.fft.fft2(k)  # (C_out, C_in, h, w), complex
+    p = p.permute(2, 3, 0, 1)  # (h, w, C_out, C_in)
+    u, _, vh = torch.linalg.svd(p, full_matrices=False)
+    p_hat = scale * (u @ vh)
+    k_hat = torch.fft.ifft2(p_hat.permute(2, 3, 0, 1)).real
+    return k_hat.to(weight.dtype)
+
+
+def circular_conv_matrix(weight: Tensor, size: tuple[int, int]) -> Tensor:
+    """Dense matrix of a stride-1 circular cross-correlation (as ``F.conv2d`` computes), by probing.
+
+    Slow and obviously correct: column j is the convolution of the j-th unit input. For tests.
+    """
+    import torch.nn.functional as F
+
+    _, c_in, kh, kw = weight.shape
+    h, w = size
+    n_in = c_in * h * w
+    eye = torch.eye(n_in, dtype=weight.dtype).reshape(n_in, c_in, h, w)
+    padded = F.pad(eye, (0, kw - 1, 0, kh - 1), mode="circular")
+    out = F.conv2d(padded, weight)
+    return out.reshape(n_in, -1).T

@@ -1,0 +1,398 @@
+"""Skip connections S in residual blocks y = S(x) + F(x): one registry, one class per kind.
+
+Every skip acts on features (last dim of a 2-D input) or on channels (dim 1 of a 4-D input, as
+a 1×1 convolution). A block is a *transition* when it changes the width (C_in ≠ C_out) or the
+resolution (stride 2).
+
+Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s):
+
+- ``identity``: x / subsample x[..., ::s, ::s], then zero-pad channels: the fixed
+  semi-orthogonal map [I; 0] (He et al.'s "option A").
+- ``none``: 0 / 0 (PlainNet, seeds/004).
+- ``linear``: W x, W (C × C) learnable and unconstrained / subsample, then a learnable
+  C_out × C_in map ("option B").
+- ``orth_fixed``: Q x, Q Haar in SO(C), frozen (a buffer) / subsample, then a frozen Haar
+  C_out × C_in map with orthonormal columns.
+- ``orth_learned``: Q(θ) x with Q = base · exp(A) or Cayley(A), A skew
+  (``torch.nn.utils.parametrizations.orthogonal`` on the 2-D matrix, computed in float64), so
+  Q ∈ SO(C) exactly at every step / subsample, then the same parametrization of a C_out × C_in
+  map with orthonormal columns (Stiefel manifold).
+- ``orth_manifold``: Q x, Q a plain parameter moved only by the Riemannian optimizer
+  (``orthskip.optim.RiemannianOrthogonal``) and retracted onto O(C) / subsample, then a
+  C_out × C_in Stiefel matrix with the same update.
+- ``procrustes``: x (identity) / ProcResNet's conv* *before* the block (seeds/002, Fig. 1d):
+  a 2×2 stride-2 convolution C_in → C_out (odd sizes are zero-padded to even, which makes the
+  operator a contraction, σ ≤ scale, instead of norm-preserving), then
+  y = z + F(z) with an identity skip. Its operator is pixel-unshuffle (a permutation) followed by
+  the C_out × 4·C_in matrix W, so the projection after optimizer steps, W ← scale · polar(W)
+  (exact, by SVD), makes every nonzero operator singular value equal ``scale``.
+  ``orthskip.orth.project_conv_operator`` is the FFT-per-frequency version for k × k kernels.
+- ``orth_jacobian``: the whole block is y = x − 2Bᵀρ(Bx + b), B ∈ SO(C) (parametrized like
+  orth_learned), ρ = ReLU, channel-wise (1×1) in CNNs, no other branch and no BN (seeds/003) /
+  subsample, then a parametrized C_out × C_in map with orthonormal columns, then the layer.
+  (A transition reduces C·H·W, so no transition Jacobian can be orthogonal.)
+
+``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
+SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal probability).
+Adding a kind: one subclass of ``Skip`` with ``kind`` set, one entry in ``SKIP_OPTIONS`` (its
+options and defaults) — ``SKIPS`` is filled from the subclasses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations
+
+from orthskip.errors import ConfigError
+from orthskip.orth import eye_like, haar_orthogonal, polar
+
+# Defaults of every skip kind's options (config["skip_options"][kind]).
+SKIP_OPTIONS: dict[str, dict[str, Any]] = {
+    "identity": {},
+    "none": {},
+    "linear": {"init": "identity"},
+    "orth_fixed": {"init": "haar", "allow_negative_det": False},
+    "orth_learned": {"map": "matrix_exp", "init": "identity", "allow_negative_det": False},
+    "orth_manifold": {
+        "init": "identity",
+        "allow_negative_det": False,
+        "lr_scale": 1.0,
+        "ns_tol": 1e-7,
+        "ns_max_iter": 100,
+    },
+    "procrustes": {"every": 1, "scale": 1.0},
+    "orth_jacobian": {"map": "matrix_exp", "init": "haar", "allow_negative_det": False},
+}
+
+# Allowed values of the enumerated options; other options are checked by type and range.
+SKIP_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
+    "linear": {"init": ("identity", "orthogonal", "kaiming")},
+    "orth_fixed": {"init": ("haar",)},
+    "orth_learned": {"map": ("matrix_exp", "cayley"), "init": ("identity", "haar")},
+    "orth_manifold": {"init": ("identity", "haar")},
+    "orth_jacobian": {"map": ("matrix_exp", "cayley"), "init": ("identity", "haar")},
+}
+
+
+def _check_value(kind: str, key: str, value: Any, default: Any) -> None:
+    where = f"skip_options.{kind}.{key}"
+    choices = SKIP_CHOICES.get(kind, {}).get(key)
+    if choices is not None:
+        if value not in choices:
+            raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} = {value!r}: expected true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where} = {value!r}: expected an integer >= 1")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"{where} = {value!r}: expected a number > 0")
+
+
+def validate_skip_options(skip_cfg: dict | None) -> None:
+    """Raise ConfigError for an unknown kind, an unknown key or a bad value in skip_options."""
+    for kind, opts in (skip_cfg or {}).items():
+        if kind not in SKIP_OPTIONS:
+            raise ConfigError(
+                f"skip_options.{kind}: unknown skip kind; expected one of {list(SKIPS)}"
+            )
+        if opts is None:
+            continue
+        if not isinstance(opts, dict):
+            raise ConfigError(f"skip_options.{kind}: expected a mapping of options")
+        allowed = SKIP_OPTIONS[kind]
+        for key, value in opts.items():
+            if key not in allowed:
+                allowed_keys = sorted(allowed) or "none"
+                raise ConfigError(
+                    f"skip_options.{kind}.{key}: unknown option; allowed: {allowed_keys}"
+                )
+            _check_value(kind, key, value, allowed[key])
+
+
+def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
+    """Defaults of ``kind`` overridden by ``skip_cfg[kind]``, validated."""
+    if kind not in SKIPS:
+        raise ConfigError(f"skip = {kind!r}: unknown skip kind; expected one of {list(SKIPS)}")
+    given = (skip_cfg or {}).get(kind) or {}
+    validate_skip_options({kind: given})
+    return {**SKIP_OPTIONS[kind], **given}
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def apply_matrix(x: Tensor, m: Tensor) -> Tensor:
+    """Apply a (out × in) matrix to features (2-D x) or channels (4-D x, as a 1×1 conv)."""
+    m = m.to(x.dtype)
+    if x.dim() == 2:
+        return x @ m.T
+    return F.conv2d(x, m[:, :, None, None])
+
+
+def subsample(x: Tensor, stride: int) -> Tensor:
+    """Spatial stride-s subsampling (matches a 3×3/pad-1/stride-s conv's output size)."""
+    if stride == 1 or x.dim() == 2:
+        return x
+    return x[:, :, ::stride, ::stride]
+
+
+class _Matrix(nn.Module):
+    """Holds one 2-D weight so that a torch parametrization can be registered on it."""
+
+    def __init__(self, init: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(init.clone())
+
+
+def _orthogonal_init(rows: int, cols: int, init: str, allow_negative_det: bool) -> Tensor:
+    if init == "identity":
+        return eye_like(rows, cols)
+    return haar_orthogonal(rows, cols, special=not allow_negative_det)
+
+
+def _parametrized(init: Tensor, orthogonal_map: str) -> _Matrix:
+    # float64 generator and map: matrix_exp/Cayley of a large skew matrix in float32 drifts off
+    # the manifold (~1e-4 after big steps); in float64 Q is orthogonal to ~1e-15 and is cast to
+    # the activations' dtype when applied. The matrices are small (C × C), so this is cheap.
+    holder = _Matrix(init.to(torch.float64))
+    # use_trivialization: Q = base · map(A) with base = the init, so the init is exact (det kept)
+    parametrizations.orthogonal(holder, "weight", orthogonal_map=orthogonal_map)
+    return holder
+
+
+class Skip(nn.Module):
+    """Base class of skip connections; subclasses set ``kind`` and are registered in SKIPS."""
+
+    kind: ClassVar[str]
+    # the skip computes the whole block (orth_jacobian): no residual branch is built
+    owns_block: ClassVar[bool] = False
+    # at transitions the skip maps x before the block and the block is y = z + F(z) (procrustes)
+    pre_map: ClassVar[bool] = False
+    # S(x) = 0: the block drops the addition (none)
+    is_zero: ClassVar[bool] = False
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.c_in, self.c_out, self.stride = c_in, c_out, stride
+        self.transition = c_in != c_out or stride != 1
+        self.options = dict(options)
+        if c_out < c_in:
+            raise ConfigError(f"skip {self.kind}: cannot narrow channels {c_in} -> {c_out}")
+
+    def matrices(self) -> dict[str, Tensor]:
+        """Matrices to measure (Q, W, B); {} when the skip has none."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return f"{self.c_in}->{self.c_out}, stride={self.stride}"
+
+
+class IdentitySkip(Skip):
+    kind = "identity"
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.transition:
+            return x
+        x = subsample(x, self.stride)
+        pad = self.c_out - self.c_in
+        if x.dim() == 2:
+            return F.pad(x, (0, pad))
+        return F.pad(x, (0, 0, 0, 0, 0, pad))
+
+
+class NoneSkip(Skip):
+    kind = "none"
+    is_zero = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = subsample(x, self.stride)
+        return x.new_zeros((x.shape[0], self.c_out, *x.shape[2:]))
+
+
+class LinearSkip(Skip):
+    kind = "linear"
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__(c_in, c_out, stride, options)
+        init = options["init"]
+        if init == "kaiming":
+            # variance 1/fan_in: norm-preserving in expectation, unlike identity/orthogonal exactly
+            w = torch.empty(c_out, c_in)
+            nn.init.kaiming_normal_(w, nonlinearity="linear")
+        else:
+            w = _orthogonal_init(c_out, c_in, "identity" if init == "identity" else "haar", False)
+        self.weight = nn.Parameter(w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return apply_matrix(subsample(x, self.stride), self.weight)
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"W": self.weight}
+
+
+class OrthFixedSkip(Skip):
+    kind = "orth_fixed"
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__(c_in, c_out, stride, options)
+        q = haar_orthogonal(c_out, c_in, special=not options["allow_negative_det"])
+        self.register_buffer("Q", q)  # a buffer: saved, never optimized
+
+    def forward(self, x: Tensor) -> Tensor:
+        return apply_matrix(subsample(x, self.stride), self.Q)
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
+
+
+class OrthLearnedSkip(Skip):
+    kind = "orth_learned"
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__(c_in, c_out, stride, options)
+        init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
+        self.q = _parametrized(init, options["map"])
+
+    @property
+    def Q(self) -> Tensor:
+        return self.q.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return apply_matrix(subsample(x, self.stride), self.Q)
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
+
+
+class OrthManifoldSkip(Skip):
+    """Q is stepped only by ``orthskip.optim.RiemannianOrthogonal`` (never by SGD/AdamW)."""
+
+    kind = "orth_manifold"
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__(c_in, c_out, stride, options)
+        init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
+        self.Q = nn.Parameter(init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return apply_matrix(subsample(x, self.stride), self.Q)
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
+
+
+class ProcrustesSkip(Skip):
+    """Identity inside stages; a projected 2×2 stride-2 conv* before a transition block."""
+
+    kind = "procrustes"
+    pre_map = True
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__(c_in, c_out, stride, options)
+        self.scale = float(options["scale"])
+        self.every = int(options["every"])
+        if self.transition:
+            if stride not in (1, 2):
+                raise ConfigError(f"skip procrustes: stride {stride} unsupported (1 or 2)")
+            k = stride
+            w = torch.empty(c_out, c_in, k, k)
+            nn.init.kaiming_normal_(w, nonlinearity="linear")
+            self.weight = nn.Parameter(w)
+            self.project()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.transition:
+            return x
+        if x.dim() == 2:
+            return x @ self.weight[:, :, 0, 0].T
+        s = self.stride
+        if s > 1:
+            # zero-pad odd sizes to even (an isometric embedding: the operator stays a contraction)
+            x = F.pad(x, (0, x.shape[-1] % s, 0, x.shape[-2] % s))
+        return F.conv2d(x, self.weight, stride=s)
+
+    def matrix(self) -> Tensor:
+        """The C_out × (C_in·s²) matrix that acts on pixel-unshuffled input (its operator)."""
+        return self.weight.reshape(self.c_out, -1)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """W ← scale · polar(W): all nonzero operator singular values equal ``scale``."""
+        if self.transition:
+            self.weight.copy_((self.scale * polar(self.matrix())).reshape(self.weight.shape))
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"W": self.matrix()} if self.transition else {}
+
+
+class OrthJacobianSkip(Skip):
+    """The whole block: y = z − 2Bᵀ ReLU(Bz + b), z = the (transition-mapped) input."""
+
+    kind = "orth_jacobian"
+    owns_block = True
+
+    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+        super().__init__(c_in, c_out, stride, options)
+        neg = options["allow_negative_det"]
+        self.b_param = _parametrized(
+            _orthogonal_init(c_out, c_out, options["init"], neg), options["map"]
+        )
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.q = None
+        if self.transition:
+            self.q = _parametrized(_orthogonal_init(c_out, c_in, "identity", False), options["map"])
+
+    @property
+    def B(self) -> Tensor:
+        return self.b_param.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.q is not None:
+            x = apply_matrix(subsample(x, self.stride), self.q.weight)
+        b = self.B
+        bias = self.bias if x.dim() == 2 else self.bias[:, None, None]
+        h = F.relu(apply_matrix(x, b) + bias)
+        return x - 2.0 * apply_matrix(h, b.T)
+
+    def matrices(self) -> dict[str, Tensor]:
+        out = {"B": self.B}
+        if self.q is not None:
+            out["Q"] = self.q.weight
+        return out
+
+
+def _registry() -> dict[str, type[Skip]]:
+    found = {cls.kind: cls for cls in Skip.__subclasses__()}
+    return {kind: found[kind] for kind in SKIP_OPTIONS}
+
+
+SKIPS: dict[str, type[Skip]] = _registry()
+
+
+def make_skip(kind: str, c_in: int, c_out: int, stride: int, skip_cfg: dict | None) -> Skip:
+    """Build the skip of ``kind`` with its options from ``skip_cfg`` (= config['skip_options'])."""
+    return SKIPS[kind](c_in, c_out, stride, skip_options(kind, skip_cfg))
+
+
+def skip_parameter_count(skip: Skip) -> int:
+    return sum(p.numel() for p in skip.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "SKIPS",
+    "SKIP_CHOICES",
+    "SKIP_OPTIONS",
+    "Skip",
+    "apply_matrix",
+    "make_skip",
+    "skip_options",
+    "validate_skip_options",
+]

@@ -1,0 +1,318 @@
+"""A small but realistic set of aggregated result tables (docs/interfaces.md).
+
+``write_fixture(directory)`` writes cells.parquet, history.parquet, layers.parquet and
+warp.parquet in the aggregated format: two datasets (the 2-D ``moons`` with an MLP, and
+``digits`` with a CIFAR-style ResNet that has transition blocks), several skip kinds
+and depths, three seeds. It deliberately contains a diverged cell
+(moons/mlp/none/d16/s2: NaN accuracies, status ``diverged``) and infinite
+representation condition numbers (moons/mlp/none/d16/s0). Numbers are synthetic but
+shaped like real runs, e.g. ‖Q − I‖₂ of ``orth_learned`` falls like log m / m.
+Rule tests of the workflow reuse it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+EPOCHS = 4
+SNAPSHOTS = (0, 2, 4)
+SEEDS = (0, 1, 2)
+GRID_N = 9  # grid nodes per axis for the decision/warp grids
+N_TRAIN_POINTS = 30
+
+# (dataset, arch, depths, skips, chance accuracy)
+GRID = (
+    (
+        "moons",
+        "mlp",
+        (4, 8, 16),
+        (
+            "identity",
+            "none",
+            "linear",
+            "orth_fixed",
+            "orth_learned",
+            "orth_manifold",
+            "orth_jacobian",
+        ),
+        0.5,
+    ),
+    (
+        "digits",
+        "cifar_resnet",
+        (8, 14, 20),
+        ("identity", "none", "orth_learned", "procrustes"),
+        0.1,
+    ),
+)
+
+DIVERGED = ("moons", "mlp", "none", 16, 2)
+INFINITE_REPR = ("moons", "mlp", "none", 16, 0)
+
+PROVENANCE = {
+    "config_hash": "fixture0123456789",
+    "code_version": "0.1.0+fixture",
+    "torch_version": "2.13.0",
+    "device": "cpu",
+}
+
+
+def n_blocks(arch: str, depth: int) -> int:
+    # mlp: one block per unit of depth; cifar_resnet: depth = 6n + 2, three stages of n.
+    return depth if arch == "mlp" else 3 * ((depth - 2) // 6)
+
+
+def transitions(arch: str, depth: int) -> set[int]:
+    if arch == "mlp":
+        return set()
+    n = (depth - 2) // 6
+    return {n, 2 * n}
+
+
+def final_accuracy(skip: str, depth: int, chance: float, rng: np.random.Generator) -> float:
+    base = {"identity": 0.93, "linear": 0.91, "orth_fixed": 0.9, "orth_learned": 0.925}
+    acc = base.get(skip, 0.92)
+    if skip == "none":
+        acc -= 0.025 * np.log2(depth)  # plain nets degrade with depth
+    acc += rng.normal(0, 0.01)
+    return float(np.clip(acc, chance, 1.0))
+
+
+def dist_identity_spec(skip: str, m: int, block: int, rng: np.random.Generator) -> float:
+    profile = 1.0 + 0.2 * np.sin(np.pi * (block + 0.5) / m)  # mild per-block shape
+    noise = np.exp(rng.normal(0, 0.05))
+    if skip == "orth_learned":
+        return float(1.5 * np.log(m) / m * profile * noise)
+    if skip == "orth_manifold":
+        return float(0.9 * m**-0.8 * profile * noise)
+    if skip == "linear":
+        return float(0.6 * profile * noise)
+    return float(min(2.0, 1.7 * noise))  # orth_fixed: Haar rotation, far from I
+
+
+def _cell_rows(dataset, arch, skip, depth, seed, chance, rng):
+    cell = {"dataset": dataset, "arch": arch, "skip": skip, "depth": depth, "seed": seed}
+    diverged = (dataset, arch, skip, depth, seed) == DIVERGED
+    acc = final_accuracy(skip, depth, chance, rng)
+    history = []
+    for epoch in range(EPOCHS + 1):
+        frac = epoch / EPOCHS
+        tr_acc = chance + (min(1.0, acc + 0.03) - chance) * (1 - np.exp(-3 * frac))
+        te_acc = chance + (acc - chance) * (1 - np.exp(-3 * frac)) / (1 - np.exp(-3))
+        tr_loss = 2.0 * np.exp(-2.5 * frac) + 1.5 * (1 - acc)
+        te_loss = tr_loss + 0.05 + 0.02 * frac
+        if diverged and epoch >= 2:
+            tr_acc = te_acc = tr_loss = te_loss = np.nan
+        history.append(
+            {
+                **cell,
+                "epoch": epoch,
+                "train_loss": tr_loss,
+                "train_acc": tr_acc,
+                "test_loss": te_loss,
+                "test_acc": te_acc,
+                "lr": 0.1 * 0.5 * (1 + np.cos(np.pi * frac)),
+                "time_s": 0.0 if epoch == 0 else 1.0 + 0.01 * depth,
+            }
+        )
+    last = history[-1]
+    finite_test = [h["test_acc"] for h in history[1:] if np.isfinite(h["test_acc"])]
+    row = {
+        **cell,
+        "status": "diverged" if diverged else "ok",
+        "epochs": 2 if diverged else EPOCHS,
+        "train_loss": last["train_loss"],
+        "train_acc": last["train_acc"],
+        "test_loss": last["test_loss"],
+        "test_acc": last["test_acc"],
+        "best_test_acc": max(finite_test) if finite_test else np.nan,
+        "wall_time_s": 5.0 + depth,
+        "n_params": 1000 * depth,
+        "n_skip_params": 0 if skip in ("identity", "none") else 64 * depth,
+        **PROVENANCE,
+    }
+    return row, history
+
+
+def _layer_rows(dataset, arch, skip, depth, seed, rng):
+    cell = {"dataset": dataset, "arch": arch, "skip": skip, "depth": depth, "seed": seed}
+    diverged = (dataset, arch, skip, depth, seed) == DIVERGED
+    m = n_blocks(arch, depth)
+    trans = transitions(arch, depth)
+    weight_kind = "linear" if arch == "mlp" else "conv"
+    snapshots = [e for e in SNAPSHOTS if not (diverged and e > 2)]
+    rows = []
+
+    def add(epoch, index, name, kind, param, metric, stat, value, exact=True):
+        rows.append(
+            {
+                **cell,
+                "epoch": epoch,
+                "layer_index": index,
+                "layer_name": name,
+                "layer_kind": kind,
+                "param": param,
+                "metric": metric,
+                "stat": stat,
+                "value": float(value),
+                "exact": bool(exact),
+                **PROVENANCE,
+            }
+        )
+
+    for epoch in snapshots:
+        t = epoch / EPOCHS
+        for b in range(m):
+            name = f"blocks.{b}"
+            kind = "transition" if b in trans else "block"
+            # gradient-norm ratio: ~1 with a skip, drifting without one
+            spread = 0.25 if skip == "none" else 0.03
+            gnr = np.exp(rng.normal(0, spread)) * (1.3 if b in trans else 1.0)
+            add(epoch, b, name, kind, "", "grad_norm_ratio", "value", gnr)
+            # block Jacobian singular values: isometric for orth_jacobian
+            if skip == "orth_jacobian":
+                smax, smin = 1.0 + 1e-6, 1.0 - 1e-6
+            elif skip == "none":
+                smax, smin = 2.0 * np.exp(rng.normal(0, 0.3)), 0.05 * np.exp(rng.normal(0, 0.3))
+            else:
+                smax, smin = 1.3 * np.exp(rng.normal(0, 0.1)), 0.6 * np.exp(rng.normal(0, 0.1))
+            add(epoch, b, name, kind, "", "jacobian_sv", "max", smax, exact=False)
+            add(epoch, b, name, kind, "", "jacobian_sv", "min", smin, exact=False)
+            # representation conditioning; plain nets collapse in deep blocks
+            cond = 10 ** (1 + 0.1 * b * (2.0 if skip == "none" else 0.3) + rng.normal(0, 0.1))
+            eff_rank = max(1.0, 16 / np.log10(cond))
+            if (
+                (dataset, arch, skip, depth, seed) == INFINITE_REPR
+                and epoch == EPOCHS
+                and b >= m - 3
+            ):
+                cond, eff_rank = np.inf, 1.0
+            add(epoch, b, name, kind, "", "repr_condition", "cond", cond)
+            add(epoch, b, name, kind, "", "repr_condition", "eff_rank", eff_rank)
+            # skip matrices
+            if skip in ("linear", "orth_fixed", "orth_learned", "orth_manifold"):
+                param = f"{name}.skip.Q" if skip != "linear" else f"{name}.skip.W"
+                spec = dist_identity_spec(skip, m, b, rng) * (t if skip != "orth_fixed" else 1.0)
+                defect = 0.3 if skip == "linear" else 1e-7
+                add(epoch, b, f"{name}.skip", "skip", param, "orth_defect", "value", defect)
+                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "spec", spec)
+                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "fro", 2.5 * spec)
+                angle = 2 * np.arcsin(min(1.0, spec / 2))
+                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "angle", angle)
+                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "det", 1.0)
+            if skip == "orth_jacobian":
+                add(epoch, b, f"{name}.f", "skip", f"{name}.f.B", "orth_defect", "value", 2e-7)
+            # weights of the residual branch: two per block, running index after the stem
+            for k in range(2):
+                index = 1 + 2 * b + k
+                wname = f"{name}.f.{2 * k}"
+                grow = 1.0 + (3.0 if skip == "none" else 0.5) * t * (b + 1) / m
+                if skip == "procrustes" and b in trans and k == 0:
+                    grow = 1.0  # projected to norm-preserving
+                smax = 1.5 * grow * np.exp(rng.normal(0, 0.05))
+                smin = 1.5 / grow * 0.2 * np.exp(rng.normal(0, 0.05))
+                add(epoch, index, wname, weight_kind, f"{wname}.weight", "sv_reshaped", "max", smax)
+                add(epoch, index, wname, weight_kind, f"{wname}.weight", "sv_reshaped", "min", smin)
+                add(
+                    epoch, index, wname, weight_kind, f"{wname}.weight",
+                    "sv_reshaped", "cond", smax / smin,
+                )  # fmt: skip
+                add(
+                    epoch, index, wname, weight_kind, f"{wname}.weight",
+                    "sv_reshaped", "stable_rank", 4.0 / grow,
+                )  # fmt: skip
+                if weight_kind == "conv":
+                    omax, omin = 2.0 * smax, 0.5 * smin
+                    for stat, v in (("max", omax), ("min", omin), ("cond", omax / omin)):
+                        add(
+                            epoch, index, wname, weight_kind, f"{wname}.weight",
+                            "sv_operator", stat, v, exact=False,
+                        )  # fmt: skip
+    return rows
+
+
+def _warp_map(points: np.ndarray, block: int, m: int, skip: str) -> np.ndarray:
+    """A smooth invertible per-block map: a small rotation plus a bend."""
+    angle = (0.6 if skip != "none" else 1.2) / m
+    c, s = np.cos(angle), np.sin(angle)
+    x = points @ np.array([[c, -s], [s, c]]).T
+    x[:, 1] += 0.3 / m * np.tanh(2 * x[:, 0])
+    return x
+
+
+def _warp_rows(dataset, arch, skip, depth, seed, rng):
+    cell = {"dataset": dataset, "arch": arch, "skip": skip, "depth": depth, "seed": seed}
+    m = n_blocks(arch, depth)
+    lin = np.linspace(-1.5, 2.5, GRID_N)
+    gi, gj = np.meshgrid(np.arange(GRID_N), np.arange(GRID_N), indexing="ij")
+    grid = np.stack([lin[gi.ravel()], lin[gj.ravel()] * 0.75], axis=1)
+    # training points: two interleaving half-moons
+    t = rng.uniform(0, np.pi, N_TRAIN_POINTS)
+    label = np.arange(N_TRAIN_POINTS) % 2
+    train = np.where(
+        label[:, None] == 0,
+        np.stack([np.cos(t), np.sin(t)], 1),
+        np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1),
+    ) + rng.normal(0, 0.08, (N_TRAIN_POINTS, 2))
+
+    rows = []
+    warped, warped_train = grid.copy(), train.copy()
+    for block in range(m + 1):
+        if block > 0:
+            warped = _warp_map(warped, block, m, skip)
+            warped_train = _warp_map(warped_train, block, m, skip)
+        for (i, j), (x, y) in zip(zip(gi.ravel(), gj.ravel(), strict=True), warped, strict=True):
+            rows.append({**cell, "grid": "warp", "block": block, "i": int(i), "j": int(j),
+                         "x": x, "y": y, "pred": -1})  # fmt: skip
+        for k, ((x, y), lab) in enumerate(zip(warped_train, label, strict=True)):
+            rows.append({**cell, "grid": "train", "block": block, "i": k, "j": 0,
+                         "x": x, "y": y, "pred": int(lab)})  # fmt: skip
+    # decision regions in input coordinates: the class the trained net assigns
+    fine = np.linspace(-1.5, 2.5, 2 * GRID_N)
+    for i, x in enumerate(fine):
+        for j, y in enumerate(fine * 0.75):
+            pred = int(y < 0.5 * np.cos(1.8 * x) - 0.1 + 0.25 * (x - 0.5))
+            rows.append({**cell, "grid": "decision", "block": 0, "i": i, "j": j,
+                         "x": x, "y": y, "pred": pred})  # fmt: skip
+    return rows
+
+
+def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    cells, history, layers, warp = [], [], [], []
+    for dataset, arch, depths, skips, chance in GRID:
+        for skip in skips:
+            for depth in depths:
+                for s in SEEDS:
+                    row, hist = _cell_rows(dataset, arch, skip, depth, s, chance, rng)
+                    cells.append(row)
+                    history.extend(hist)
+                    layers.extend(_layer_rows(dataset, arch, skip, depth, s, rng))
+                    # warp grids for two seeds keep the file small; figure 8 shows one seed
+                    if dataset == "moons" and row["status"] == "ok" and s < 2:
+                        warp.extend(_warp_rows(dataset, arch, skip, depth, s, rng))
+    frames = {
+        "cells": pd.DataFrame(cells),
+        "history": pd.DataFrame(history),
+        "layers": pd.DataFrame(layers),
+        "warp": pd.DataFrame(warp),
+    }
+    for df in frames.values():
+        df["depth"] = df["depth"].astype("int64")
+        df["seed"] = df["seed"].astype("int64")
+    return frames
+
+
+def write_fixture(directory: Path, seed: int = 0) -> dict[str, Path]:
+    """Write the four aggregated Parquet files into ``directory``; return their paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, df in fixture_frames(seed).items():
+        path = directory / f"{name}.parquet"
+        df.to_parquet(path, index=False)
+        paths[name] = path
+    return paths

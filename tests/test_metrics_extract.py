@@ -1,0 +1,194 @@
+"""extract_metrics on toy ResidualNets: rows, columns, finiteness, eval mode, schema."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from orthskip.metrics import (
+    COLUMNS,
+    FAMILIES,
+    METRIC_COLUMNS,
+    SCHEMA,
+    SchemaError,
+    extract_metrics,
+    to_table,
+    with_cell_columns,
+    write_cell_metrics,
+)
+from tests.toy_models import toy_cnn, toy_mlp
+
+CELL = dict(
+    dataset="circles",
+    arch="mlp",
+    skip="orth_learned",
+    depth=3,
+    seed=0,
+    epoch=2,
+    config_hash="abc123",
+    code_version="deadbeef",
+    torch_version=torch.__version__,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def mlp_metrics() -> pd.DataFrame:
+    torch.manual_seed(0)
+    model = toy_mlp(d_in=2, width=6, depth=3)
+    x = torch.randn(64, 2)
+    y = (x[:, 0] > 0).long()
+    return extract_metrics(model, x, y)
+
+
+@pytest.fixture(scope="module")
+def cnn_setup():
+    torch.manual_seed(1)
+    model = toy_cnn(c=3, classes=3)
+    x = torch.randn(12, 3, 8, 8)
+    y = torch.randint(0, 3, (12,))
+    return model, x, y
+
+
+def test_mlp_columns_and_dtypes(mlp_metrics: pd.DataFrame) -> None:
+    df = mlp_metrics
+    assert tuple(df.columns) == METRIC_COLUMNS
+    assert df["layer_index"].dtype == np.int64
+    assert df["value"].dtype == np.float64
+    assert df["exact"].dtype == bool
+    assert set(df["metric"]) <= set(FAMILIES)
+
+
+def test_mlp_rows(mlp_metrics: pd.DataFrame) -> None:
+    df = mlp_metrics
+    blocks = df[df["layer_kind"] == "block"]
+    for fam, stats in [
+        ("grad_norm_ratio", {"value"}),
+        ("repr_condition", {"cond", "eff_rank"}),
+        ("jacobian_sv", {"max", "min"}),
+    ]:
+        sub = blocks[blocks["metric"] == fam]
+        assert sorted(sub["layer_index"].unique()) == [0, 1, 2]
+        assert set(sub["stat"]) == stats
+        assert len(sub) == 3 * len(stats)
+    skip = df[df["layer_kind"] == "skip"]
+    assert set(skip["param"]) == {f"blocks.{i}.skip.Q" for i in range(3)}
+    assert set(skip[skip["metric"] == "dist_identity"]["stat"]) == {"spec", "fro", "angle", "det"}
+    # 2 linear layers per branch + the skip's Linear, the stem and the head
+    lin = df[(df["layer_kind"] == "linear") & (df["metric"] == "sv_reshaped")]
+    assert lin["param"].nunique() == 3 * 3 + 2
+    assert set(lin.loc[lin["param"] == "stem.weight", "layer_index"]) == {-1}
+    assert set(lin.loc[lin["param"] == "head.weight", "layer_index"]) == {3}
+    # no convs in an MLP
+    assert not df["metric"].isin(["sv_operator", "sv_hosvd"]).any()
+
+
+def test_mlp_orthogonal_skips(mlp_metrics: pd.DataFrame) -> None:
+    df = mlp_metrics
+    defect = df[(df["metric"] == "orth_defect")]["value"]
+    assert len(defect) == 3
+    assert (defect < 1e-5).all()  # float32 parametrization: exact to float precision
+    det = df[(df["metric"] == "dist_identity") & (df["stat"] == "det")]["value"]
+    assert np.allclose(np.abs(det), 1.0, atol=1e-5)
+
+
+def test_mlp_values_finite_except_documented(mlp_metrics: pd.DataFrame) -> None:
+    df = mlp_metrics
+    # repr cond may legitimately be inf (singular representation); everything else is finite
+    rest = df[~((df["metric"] == "repr_condition") & (df["stat"] == "cond"))]
+    assert np.isfinite(rest["value"]).all()
+    cond = df[(df["metric"] == "repr_condition") & (df["stat"] == "cond")]["value"]
+    assert ((cond >= 1) | np.isinf(cond)).all()
+
+
+def test_cnn_rows_and_operator(cnn_setup) -> None:
+    model, x, y = cnn_setup
+    df = extract_metrics(model, x, y)
+    kinds = df.drop_duplicates("layer_index").set_index("layer_index")
+    assert df[(df["metric"] == "grad_norm_ratio")]["layer_kind"].tolist() == [
+        "block",
+        "transition",
+        "block",
+    ]
+    convs = df[df["layer_kind"] == "conv"]["param"].unique()
+    assert len(convs) == 1 + 2 * 3  # stem + two convs in each of three blocks
+    op = df[df["metric"] == "sv_operator"]
+    assert set(op["stat"]) == {"max", "min", "cond"}
+    assert len(op) == 3 * len(convs)
+    assert not op["exact"].any()  # zero padding everywhere: σ_max is a bound
+    hosvd = df[df["metric"] == "sv_hosvd"]
+    assert set(hosvd["stat"]) == {f"mode{k}_cond" for k in range(4)}
+    # transition skip is 6×3 semi-orthogonal: orth_defect yes, dist_identity no
+    trans = df[df["param"] == "blocks.1.skip.Q"]
+    assert set(trans["metric"]) == {"orth_defect", "sv_reshaped"}
+    assert trans[trans["metric"] == "orth_defect"]["value"].iloc[0] < 1e-5
+    assert np.isfinite(df[df["metric"] != "repr_condition"]["value"]).all()
+    assert len(kinds) == 5  # stem, 3 blocks, head
+
+
+def test_operator_exact_for_circular_stem() -> None:
+    torch.manual_seed(2)
+    model = toy_cnn(c=2, circular=True)
+    df = extract_metrics(model, torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
+    stem = df[(df["param"] == "stem.weight") & (df["metric"] == "sv_operator")]
+    assert stem["exact"].all() and len(stem) == 3
+
+
+def test_eval_mode_restored_and_buffers_untouched(cnn_setup) -> None:
+    model, x, y = cnn_setup
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    extract_metrics(model, x, y)
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_families_filter_and_unknown(cnn_setup) -> None:
+    model, x, y = cnn_setup
+    df = extract_metrics(model, x, y, families=["orth_defect", "sv_reshaped"])
+    assert set(df["metric"]) == {"orth_defect", "sv_reshaped"}
+    with pytest.raises(ValueError, match="unknown metric families"):
+        extract_metrics(model, x, y, families=["orth_defekt"])
+
+
+def test_schema_roundtrip_keeps_inf_and_nan(tmp_path, mlp_metrics: pd.DataFrame) -> None:
+    df = with_cell_columns(mlp_metrics, **CELL)
+    assert tuple(df.columns) == COLUMNS
+    df.loc[0, "value"] = math.inf
+    df.loc[1, "value"] = math.nan
+    path = tmp_path / "metrics.parquet"
+    write_cell_metrics(path, df)
+    table = pq.read_table(path)
+    assert table.schema.equals(SCHEMA, check_metadata=False)
+    back = table.to_pandas()
+    assert len(back) == len(df)
+    assert back.loc[0, "value"] == math.inf
+    assert math.isnan(back.loc[1, "value"])
+    assert table.column("value").null_count == 0
+    assert back["depth"].dtype == np.int64 and (back["depth"] == 3).all()
+
+
+def test_schema_rejects_bad_tables(mlp_metrics: pd.DataFrame) -> None:
+    df = with_cell_columns(mlp_metrics, **CELL)
+    with pytest.raises(SchemaError, match="missing columns \\['seed'\\]"):
+        to_table(df.drop(columns=["seed"]))
+    with pytest.raises(SchemaError, match="'depth'"):
+        to_table(df.assign(depth="3"))
+    with pytest.raises(SchemaError, match="'value'"):
+        to_table(df.assign(value="1.0"))
+    with pytest.raises(SchemaError, match="'exact'"):
+        to_table(df.assign(exact=1))
+    with pytest.raises(SchemaError, match="unexpected columns \\['extra'\\]"):
+        to_table(df.assign(extra=1))
+    bad = df.copy()
+    bad["layer_name"] = bad["layer_name"].astype(object)
+    bad.loc[0, "layer_name"] = None
+    with pytest.raises(SchemaError, match="'layer_name'"):
+        to_table(bad)

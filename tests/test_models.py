@@ -1,0 +1,220 @@
+"""Architectures: every skip kind × architecture builds, runs forward/backward, counts params."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from orthskip.errors import ConfigError
+from orthskip.models import ARCHS, MODEL_OPTIONS, build_model, check_depth, validate_model_options
+from orthskip.optim import build_optimizer
+from orthskip.orth import orth_defect
+from orthskip.skips import SKIPS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+# (arch, two depths, input shape, model config): small sizes so the grid runs in seconds
+CASES = {
+    "mlp": ((1, 3), (1, 8, 8), {"width": 8}),
+    "cifar_resnet": ((8, 14), (1, 8, 8), {"width": 4}),
+    "cifar_preresnet": ((8, 14), (3, 8, 8), {"width": 4}),
+    "resnet18": ((10, 18), (3, 8, 8), {"width": 4}),
+}
+
+
+def block_shapes(model) -> list[tuple[int, int, bool]]:
+    """(c_in, c_out, transition) of every block, read from the skip modules."""
+    return [(b.skip.c_in, b.skip.c_out, b.transition) for b in model.blocks]
+
+
+def expected_skip_params(kind: str, shapes) -> int:
+    if kind in ("identity", "none", "orth_fixed"):
+        return 0
+    if kind in ("linear", "orth_learned", "orth_manifold"):
+        return sum(ci * co for ci, co, _ in shapes)  # orth_learned: the generator stores C_out·C_in
+    if kind == "procrustes":
+        return sum(4 * ci * co for ci, co, t in shapes if t)  # 2×2 conv* at transitions
+    if kind == "orth_jacobian":
+        return sum(co * co + co + (ci * co if t else 0) for ci, co, t in shapes)
+    raise AssertionError(kind)
+
+
+def test_arch_registry():
+    assert ARCHS == ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18")
+    assert set(CASES) == set(ARCHS) == set(MODEL_OPTIONS)
+
+
+@pytest.mark.parametrize("kind", list(SKIPS))
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_kind_and_arch_builds_runs_and_counts_parameters(arch, kind):
+    depths, shape, cfg = CASES[arch]
+    counts = []
+    for depth in depths:
+        torch.manual_seed(0)
+        model = build_model(arch, depth, kind, shape, 5, cfg, {})
+        x = torch.randn(4, *shape)
+        out = model(x)
+        assert out.shape == (4, 5)
+        assert torch.isfinite(out).all()
+        loss = F.cross_entropy(out, torch.tensor([0, 1, 2, 3]))
+        loss.backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        # gradients reach the stem through every block
+        stem_grad = sum(float(p.grad.abs().sum()) for p in model.stem.parameters())
+        assert stem_grad > 0
+        n_params = sum(p.numel() for p in model.parameters())
+        assert model.n_params() == n_params > 0
+        shapes = block_shapes(model)
+        assert model.n_skip_params() == expected_skip_params(kind, shapes)
+        meta = build_optimizer(model, {}, {}).metadata()
+        assert meta["n_skip_params"] == model.n_skip_params()
+        counts.append(n_params)
+        # block count follows the depth
+        if arch == "mlp":
+            n_blocks = depth
+        elif arch == "resnet18":
+            n_blocks = {10: 4, 18: 8}[depth]
+        else:
+            n_blocks = 3 * ((depth - 2) // 6)
+        assert len(model.blocks) == n_blocks
+    assert counts[1] > counts[0]
+
+
+@pytest.mark.parametrize("arch", ["cifar_resnet", "resnet18"])
+def test_transitions_are_where_width_or_resolution_changes(arch):
+    depths, shape, cfg = CASES[arch]
+    model = build_model(arch, depths[1], "orth_learned", shape, 3, cfg, {})
+    names = [b.name for b in model.blocks if b.transition]
+    n_stages = 3 if arch == "cifar_resnet" else 4
+    assert names == [f"stage{s}.block0" for s in range(2, n_stages + 1)]
+    assert len({b.name for b in model.blocks}) == len(model.blocks)
+    for b in model.blocks:
+        q = b.skip_matrices()["skip.Q"]
+        ci, co = b.skip.c_in, b.skip.c_out
+        assert q.shape == (co, ci)
+        assert orth_defect(q) < 1e-12  # orthonormal columns, also at transitions
+
+
+def test_forward_is_head_of_blocks_of_stem():
+    torch.manual_seed(0)
+    model = build_model("cifar_preresnet", 8, "orth_manifold", (3, 8, 8), 4, {"width": 4}, {})
+    model.eval()
+    x = torch.randn(3, 3, 8, 8)
+    h = model.stem(x)
+    for b in model.blocks:
+        h = b(h)
+    assert torch.equal(model.head(h), model(x))
+
+
+@pytest.mark.parametrize("shape", [(2,), (1, 8, 8), (3, 4, 4)])
+def test_mlp_flattens_any_input_shape(shape):
+    model = build_model("mlp", 2, "identity", shape, 3, {}, {})
+    assert model(torch.randn(5, *shape)).shape == (5, 3)
+    assert model.stem[1].in_features == torch.Size(shape).numel()
+    assert model.stem[1].out_features == 32  # default width
+
+
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_mlp_options(norm, activation):
+    model = build_model("mlp", 2, "linear", (4,), 2, {"norm": norm, "activation": activation}, {})
+    assert model(torch.randn(3, 4)).shape == (3, 2)
+
+
+def test_identity_transition_is_subsample_and_zero_pad_in_the_network():
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet", 8, "identity", (1, 8, 8), 2, {"width": 4}, {})
+    block = model.blocks[1]
+    assert block.transition
+    x = torch.randn(2, 4, 8, 8)
+    s = block.skip(x)
+    assert s.shape == (2, 8, 4, 4)
+    assert torch.equal(s[:, :4], x[:, :, ::2, ::2]) and torch.equal(
+        s[:, 4:], torch.zeros(2, 4, 4, 4)
+    )
+
+
+def test_procrustes_transition_maps_before_the_block():
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet", 8, "procrustes", (1, 8, 8), 2, {"width": 4}, {})
+    block = model.blocks[1]
+    x = torch.randn(2, 4, 8, 8)
+    z = block.skip(x)
+    assert z.shape == (2, 8, 4, 4)
+    assert torch.allclose(block(x), torch.relu(z + block.branch(z)))
+    w = block.skip_matrices()["skip.W"]
+    assert w.shape == (8, 16)
+    assert torch.allclose(w @ w.T, torch.eye(8), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arch", "depth", "needle"),
+    [
+        ("cifar_resnet", 21, "6n\\+2"),
+        ("cifar_preresnet", 2, "6n\\+2"),
+        ("resnet18", 50, "10, 18, 34"),
+        ("mlp", 0, ">= 1"),
+        ("mlp", 2.5, ">= 1"),
+    ],
+)
+def test_check_depth_names_allowed_depths(arch, depth, needle):
+    with pytest.raises(ConfigError, match=needle):
+        check_depth(arch, depth)
+    with pytest.raises(ConfigError, match=needle):
+        build_model(arch, depth, "identity", (3, 8, 8), 2, {}, {})
+
+
+def test_check_depth_accepts_valid_depths():
+    for arch, depths in [
+        ("mlp", [1, 7, 200]),
+        ("cifar_resnet", [8, 20, 56, 110]),
+        ("cifar_preresnet", [14, 164]),
+        ("resnet18", [10, 18, 34]),
+    ]:
+        for d in depths:
+            check_depth(arch, d)
+
+
+def test_config_errors_name_key_and_values():
+    with pytest.raises(ConfigError, match="resnet50"):
+        check_depth("resnet50", 50)
+    with pytest.raises(ConfigError, match=r"model\.mlp\.widht"):
+        validate_model_options("mlp", {"widht": 3})
+    with pytest.raises(ConfigError, match="'batch', 'layer'"):
+        validate_model_options("mlp", {"norm": "group"})
+    with pytest.raises(ConfigError, match=r"model\.cifar_resnet\.width"):
+        validate_model_options("cifar_resnet", {"width": 0})
+    with pytest.raises(ConfigError, match="image inputs"):
+        build_model("cifar_resnet", 8, "identity", (2,), 2, {}, {})
+
+
+@pytest.mark.parametrize("kind", ["orth_learned", "orth_fixed", "orth_jacobian", "procrustes"])
+def test_state_dict_round_trip_through_weights_only_load(kind):
+    skip_cfg = {"orth_learned": {"init": "haar"}}
+    torch.manual_seed(0)
+    a = build_model("cifar_resnet", 8, kind, (1, 8, 8), 3, {"width": 4}, skip_cfg).eval()
+    torch.manual_seed(1)  # a different init (Haar samples, parametrization bases)
+    b = build_model("cifar_resnet", 8, kind, (1, 8, 8), 3, {"width": 4}, skip_cfg).eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert not torch.allclose(a(x), b(x))
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(a(x), b(x))
+    for ba, bb in zip(a.blocks, b.blocks, strict=True):
+        for (ka, ma), (kb, mb) in zip(
+            ba.skip_matrices().items(), bb.skip_matrices().items(), strict=True
+        ):
+            assert ka == kb and torch.equal(ma, mb)

@@ -1,0 +1,342 @@
+"""Skip kinds and orthogonal-group utilities: orthogonality to float precision, in numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import jacrev
+
+from orthskip.errors import ConfigError
+from orthskip.models import build_model
+from orthskip.optim import build_optimizer
+from orthskip.orth import (
+    circular_conv_matrix,
+    haar_orthogonal,
+    manifold_step,
+    msign,
+    orth_defect,
+    polar,
+    project_conv_operator,
+)
+from orthskip.skips import SKIP_OPTIONS, SKIPS, make_skip, skip_options, validate_skip_options
+
+KINDS = (
+    "identity",
+    "none",
+    "linear",
+    "orth_fixed",
+    "orth_learned",
+    "orth_manifold",
+    "procrustes",
+    "orth_jacobian",
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # the test machine is shared: intra-op threads contend and make small ops ~20x slower
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def dense_operator(fn, in_shape: tuple[int, ...]) -> torch.Tensor:
+    """Matrix of a linear map by probing it with every unit input (slow, obviously correct)."""
+    n = math.prod(in_shape)
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
+    with torch.no_grad():
+        out = fn(basis)
+    return out.reshape(n, -1).T
+
+
+def test_registry_has_every_kind_in_order():
+    assert tuple(SKIPS) == KINDS
+    assert set(SKIP_OPTIONS) == set(KINDS)
+    for kind, cls in SKIPS.items():
+        assert cls.kind == kind
+
+
+# ---------------------------------------------------------------- orthogonal-group utilities
+
+
+def test_haar_special_orthogonal_has_det_plus_one_and_haar_second_moments():
+    gen = torch.Generator().manual_seed(0)
+    n, samples = 6, 400
+    qs = torch.stack(
+        [haar_orthogonal(n, generator=gen, dtype=torch.float64) for _ in range(samples)]
+    )
+    dets = torch.linalg.det(qs)
+    assert torch.allclose(dets, torch.ones(samples, dtype=torch.float64), atol=1e-10)
+    assert max(orth_defect(q) for q in qs) < 1e-12
+    # Haar: E[Q_ij] = 0, E[Q_ij^2] = 1/n for every entry
+    assert qs.mean(0).abs().max() < 0.15
+    assert (qs.pow(2).mean(0) - 1 / n).abs().max() < 0.06
+
+
+def test_haar_orthogonal_group_has_both_determinants():
+    gen = torch.Generator().manual_seed(1)
+    dets = torch.stack(
+        [torch.linalg.det(haar_orthogonal(5, special=False, generator=gen)) for _ in range(400)]
+    )
+    assert torch.allclose(dets.abs(), torch.ones(400), atol=1e-5)
+    frac_neg = float((dets < 0).float().mean())
+    assert 0.4 < frac_neg < 0.6
+
+
+def test_haar_rectangular_is_semi_orthogonal():
+    q = haar_orthogonal(7, 3, dtype=torch.float64)
+    assert torch.allclose(q.T @ q, torch.eye(3, dtype=torch.float64), atol=1e-12)
+    w = haar_orthogonal(3, 7, dtype=torch.float64)
+    assert torch.allclose(w @ w.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def test_msign_matches_svd_and_reports_iterations():
+    torch.manual_seed(0)
+    a = torch.randn(12, 12, dtype=torch.float64)
+    res = msign(a, tol=1e-10, max_iter=200)
+    u, _, vh = torch.linalg.svd(a)
+    assert res.converged and 1 < res.iterations < 200
+    assert torch.allclose(res.value, u @ vh, atol=1e-6)
+    short = msign(a, tol=1e-10, max_iter=2)
+    assert short.iterations == 2 and not short.converged
+    assert float(torch.linalg.matrix_norm(short.value - u @ vh)) > 1e-2
+
+
+def test_polar_is_the_nearest_semi_orthogonal_matrix():
+    torch.manual_seed(0)
+    w = torch.randn(5, 9, dtype=torch.float64)
+    p = polar(w)
+    assert torch.allclose(p @ p.T, torch.eye(5, dtype=torch.float64), atol=1e-12)
+    # nearer to w than 200 random semi-orthogonal matrices
+    d = float(torch.linalg.matrix_norm(w - p))
+    others = [haar_orthogonal(5, 9, dtype=torch.float64) for _ in range(200)]
+    assert all(d < float(torch.linalg.matrix_norm(w - q)) for q in others)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (10, 4)])
+def test_manifold_step_keeps_orthogonality_and_descends(shape):
+    torch.manual_seed(0)
+    target = haar_orthogonal(*shape, dtype=torch.float64)
+    w = torch.eye(*shape, dtype=torch.float64)
+    start = float(torch.linalg.matrix_norm(w - target))
+    for t in range(300):
+        grad = w - target  # gradient of 0.5 ||W - T||_F^2
+        w, stats = manifold_step(w, grad, lr=0.2 / math.sqrt(1 + t / 10))
+        assert stats.converged
+    assert orth_defect(w) < 1e-12
+    assert float(torch.linalg.matrix_norm(w - target)) < 0.1 * start
+
+
+# ---------------------------------------------------------------- orthogonality under training
+
+
+def _train_skip(kind: str, n: int, opts: dict, steps: int = 500, lr: float = 1.0):
+    torch.manual_seed(n)
+    skip_cfg = {kind: opts}
+    skip = make_skip(kind, n, n, 1, skip_cfg)
+    bundle = build_optimizer(skip, {"name": "sgd", "lr": lr, "momentum": 0.9}, skip_cfg)
+    q0 = skip.matrices()["Q"].detach().clone()
+    x = torch.randn(64, n)
+    target = torch.randn(64, n) * 3.0  # not reachable by any orthogonal map: big gradients
+    for _ in range(steps):
+        bundle.zero_grad()
+        loss = (skip(x) - target).pow(2).mean()
+        loss.backward()
+        bundle.step()
+    return skip, bundle, q0
+
+
+@pytest.mark.parametrize("n", [2, 16, 64])
+@pytest.mark.parametrize(
+    ("kind", "opts"),
+    [
+        ("orth_learned", {"map": "matrix_exp", "init": "haar"}),
+        ("orth_learned", {"map": "cayley", "init": "identity"}),
+        ("orth_manifold", {"init": "haar"}),
+    ],
+)
+def test_learned_orthogonal_stays_on_so_n_after_500_large_steps(kind, opts, n):
+    skip, bundle, q0 = _train_skip(kind, n, opts)
+    q = skip.matrices()["Q"].detach().float()  # the matrix as applied, in fp32
+    eye = torch.eye(n)
+    defect = float(torch.linalg.matrix_norm(q.T @ q - eye) / math.sqrt(n))
+    assert defect <= 1e-5
+    assert abs(float(torch.linalg.det(q.double())) - 1.0) < 1e-5
+    assert float(torch.linalg.matrix_norm(q.double() - q0.double())) > 0.1  # it did move
+    if kind == "orth_manifold":
+        meta = bundle.metadata()
+        assert meta["ns_nonconverged_steps"] == 0
+        assert meta["ns_max_iterations"] >= 2
+
+
+def test_negative_det_start_is_kept_when_allowed():
+    torch.manual_seed(3)
+    dets = []
+    for _ in range(12):
+        skip = make_skip(
+            "orth_learned", 4, 4, 1, {"orth_learned": {"init": "haar", "allow_negative_det": True}}
+        )
+        dets.append(float(torch.linalg.det(skip.Q.detach())))
+    assert any(d < -0.99 for d in dets) and any(d > 0.99 for d in dets)
+    neg = next(i for i, d in enumerate(dets) if d < 0)
+    torch.manual_seed(3)
+    for _ in range(neg + 1):
+        skip = make_skip(
+            "orth_learned", 4, 4, 1, {"orth_learned": {"init": "haar", "allow_negative_det": True}}
+        )
+    bundle = build_optimizer(skip, {"lr": 0.5}, {})
+    for _ in range(50):
+        bundle.zero_grad()
+        (skip(torch.randn(8, 4)) - torch.randn(8, 4)).pow(2).sum().backward()
+        bundle.step()
+    assert abs(float(torch.linalg.det(skip.Q.detach())) + 1.0) < 1e-6
+
+
+def test_orth_fixed_never_changes_and_has_no_parameters():
+    torch.manual_seed(0)
+    model = build_model("mlp", 2, "orth_fixed", (5,), 3, {"width": 8}, {})
+    qs = [b.skip.Q.clone() for b in model.blocks]
+    assert sum(p.numel() for b in model.blocks for p in b.skip.parameters()) == 0
+    bundle = build_optimizer(model, {"lr": 0.5, "weight_decay": 0.1}, {})
+    for _ in range(20):
+        bundle.zero_grad()
+        torch.nn.functional.cross_entropy(
+            model(torch.randn(16, 5)), torch.randint(0, 3, (16,))
+        ).backward()
+        bundle.step()
+    for b, q in zip(model.blocks, qs, strict=True):
+        assert torch.equal(b.skip.Q, q)
+        assert orth_defect(q) < 1e-6
+        assert abs(float(torch.linalg.det(q.double())) - 1) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["identity", "none"])
+def test_identity_and_none_have_no_skip_parameters(kind):
+    model = build_model("cifar_resnet", 8, kind, (3, 8, 8), 4, {"width": 4}, {})
+    assert model.n_skip_params() == 0
+    assert all(b.skip_matrices() == {} for b in model.blocks)
+    x = torch.randn(2, 4, 6, 6)
+    trans = make_skip(kind, 4, 8, 2, {})
+    out = trans(x)
+    assert out.shape == (2, 8, 3, 3)
+    expected = torch.zeros_like(out)
+    if kind == "identity":
+        expected[:, :4] = x[:, :, ::2, ::2]  # subsample then zero-pad channels
+    assert torch.equal(out, expected)
+
+
+# ---------------------------------------------------------------- orth_jacobian
+
+
+def test_orth_jacobian_mlp_block_jacobian_is_orthogonal():
+    torch.manual_seed(0)
+    model = build_model("mlp", 3, "orth_jacobian", (10,), 2, {"width": 16}, {})
+    block = model.blocks[1]
+    with torch.no_grad():
+        block.skip.bias.normal_()  # so that ReLU cuts some units and D is not trivial
+    actives = []
+    for _ in range(5):
+        x = torch.randn(16)
+        jac = jacrev(lambda v, b=block: b(v[None])[0])(x).detach()
+        actives.append(int((block.skip.B.float() @ x + block.skip.bias > 0).sum()))
+        err = float(torch.linalg.matrix_norm(jac.T @ jac - torch.eye(16), ord=2).detach())
+        assert err <= 1e-4
+        assert float(torch.linalg.matrix_norm(jac - torch.eye(16))) > 0.1  # not the identity
+    assert all(0 < a < 16 for a in actives)  # D = diag(rho') has both zeros and ones
+
+
+def test_orth_jacobian_conv_block_jacobian_is_orthogonal():
+    torch.manual_seed(1)
+    model = build_model("cifar_resnet", 8, "orth_jacobian", (3, 6, 6), 2, {"width": 4}, {})
+    block = model.blocks[0]
+    assert not block.transition
+    x = torch.randn(4, 3, 3)
+    jac = jacrev(lambda v: block(v[None])[0])(x).detach().reshape(36, 36)
+    err = float(torch.linalg.matrix_norm(jac.T @ jac - torch.eye(36), ord=2))
+    assert err <= 1e-4
+    assert float(torch.linalg.matrix_norm(jac - torch.eye(36))) > 0.1
+
+
+# ---------------------------------------------------------------- procrustes
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.7])
+def test_procrustes_transition_operator_singular_values_equal_scale(scale):
+    torch.manual_seed(0)
+    cfg = {"procrustes": {"scale": scale}}
+    skip = make_skip("procrustes", 3, 6, 2, cfg).double()
+    with torch.no_grad():
+        skip.weight.add_(0.5 * torch.randn_like(skip.weight))  # as if after an SGD step
+    in_shape = (3, 6, 6)
+    before = torch.linalg.svdvals(dense_operator(skip, in_shape))
+    assert float((before - scale).abs().max()) > 0.05
+    skip.project()
+    op = dense_operator(skip, in_shape)  # (6*3*3) x (3*6*6)
+    sv = torch.linalg.svdvals(op)
+    assert sv.shape[0] == 54
+    assert float((sv - scale).abs().max()) <= 1e-3
+
+
+def test_procrustes_odd_input_is_zero_padded_and_contractive():
+    skip = make_skip("procrustes", 2, 4, 2, {}).double()
+    op = dense_operator(skip, (2, 5, 5))  # padded to 6x6, output 4x3x3
+    sv = torch.linalg.svdvals(op)
+    assert op.shape == (36, 50)
+    # zero padding is an isometric embedding, so the operator is a contraction: sigma <= scale
+    assert abs(float(sv.max()) - 1) <= 1e-6  # interior pixels keep their norm
+    assert float(sv.min()) < 0.5  # the padded border does not: not norm-preserving
+
+
+def test_procrustes_is_identity_inside_stages():
+    skip = make_skip("procrustes", 4, 4, 1, {})
+    x = torch.randn(2, 4, 3, 3)
+    assert torch.equal(skip(x), x)
+    assert list(skip.parameters()) == []
+
+
+@pytest.mark.parametrize(("c_out", "c_in", "k", "n"), [(3, 2, 3, 4), (2, 4, 3, 5)])
+def test_fft_projection_of_kxk_circular_conv(c_out, c_in, k, n):
+    torch.manual_seed(0)
+    w = torch.randn(c_out, c_in, k, k, dtype=torch.float64)
+    w_hat = project_conv_operator(w, (n, n), scale=1.3)
+    assert w_hat.shape == (c_out, c_in, n, n)
+    sv = torch.linalg.svdvals(circular_conv_matrix(w_hat, (n, n)))
+    nonzero = sv[: n * n * min(c_in, c_out)]
+    assert float((nonzero - 1.3).abs().max()) <= 1e-3
+    zero = sv[n * n * min(c_in, c_out) :]
+    assert zero.numel() == 0 or float(zero.abs().max()) < 1e-9
+    # projecting again changes nothing (it is a projection)
+    assert torch.allclose(project_conv_operator(w_hat, (n, n), scale=1.3), w_hat, atol=1e-10)
+
+
+# ---------------------------------------------------------------- options
+
+
+def test_skip_options_defaults_and_overrides():
+    assert skip_options("orth_learned", None)["map"] == "matrix_exp"
+    assert skip_options("orth_learned", {"orth_learned": {"map": "cayley"}})["map"] == "cayley"
+    assert skip_options("procrustes", {})["every"] == 1
+
+
+@pytest.mark.parametrize(
+    ("cfg", "needle"),
+    [
+        ({"orth_learnd": {}}, "orth_learnd"),
+        ({"orth_learned": {"mapp": "cayley"}}, "skip_options.orth_learned.mapp"),
+        ({"orth_learned": {"map": "qr"}}, "matrix_exp"),
+        ({"procrustes": {"every": 0}}, "skip_options.procrustes.every"),
+        ({"orth_manifold": {"lr_scale": -1.0}}, "lr_scale"),
+        ({"orth_fixed": {"allow_negative_det": "yes"}}, "allow_negative_det"),
+    ],
+)
+def test_bad_skip_options_raise_config_error_naming_the_key(cfg, needle):
+    with pytest.raises(ConfigError, match=needle):
+        validate_skip_options(cfg)
+
+
+def test_unknown_kind_names_the_allowed_kinds():
+    with pytest.raises(ConfigError, match="orth_learned"):
+        build_model("mlp", 2, "orthogonal", (4,), 2, {}, {})

@@ -1,0 +1,166 @@
+"""Tables: numbers checked against values computed independently from the fixture."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fixture_results import DIVERGED, write_fixture
+from scipy import stats as sps
+
+from orthskip.errors import ConfigError
+from orthskip.tables import (
+    TABLES,
+    accuracy_frame,
+    identity_rate_frame,
+    latex_escape,
+    make_table,
+    paired_frame,
+)
+
+
+@pytest.fixture(scope="module")
+def metrics_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("metrics")
+    write_fixture(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def cells(metrics_dir) -> pd.DataFrame:
+    return pd.read_parquet(metrics_dir / "cells.parquet")
+
+
+def _md_rows(text: str) -> list[list[str]]:
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
+
+
+def test_accuracy_frame_matches_plain_python(cells):
+    f = accuracy_frame(cells).set_index(["dataset", "arch", "depth", "skip"])
+    for key, g in cells.groupby(["dataset", "arch", "depth", "skip"]):
+        ok = [100 * a for a, s in zip(g["test_acc"], g["status"], strict=True)
+              if s == "ok" and math.isfinite(a)]  # fmt: skip
+        r = f.loc[key]
+        assert r["n"] == len(ok)
+        assert r["n_diverged"] == len(g) - len(ok)
+        assert r["mean"] == pytest.approx(statistics.fmean(ok))
+        assert r["std"] == pytest.approx(statistics.stdev(ok))
+
+
+def test_accuracy_table_bold_best_and_diverged_count(metrics_dir, cells, tmp_path):
+    md, tex = tmp_path / "acc.md", tmp_path / "acc.tex"
+    make_table("accuracy", metrics_dir, md, tex)
+    rows = _md_rows(md.read_text())
+    header, body = rows[0], rows[2:]
+    assert header[:3] == ["dataset", "arch", "depth"]
+    n_rows = cells.groupby(["dataset", "arch", "depth"]).ngroups
+    assert len(body) == n_rows
+    for row in body:
+        dataset, arch, depth = row[0], row[1], int(row[2])
+        g = cells[(cells["dataset"] == dataset) & (cells["arch"] == arch)
+                  & (cells["depth"] == depth) & (cells["status"] == "ok")]  # fmt: skip
+        means = g.groupby("skip")["test_acc"].mean() * 100
+        best = means.idxmax()
+        bold = [header[k] for k, c in enumerate(row) if c.startswith("**")]
+        assert bold == [best]
+        cell_text = row[header.index(best)]
+        assert cell_text.startswith(f"**{means[best]:.2f} ± ")
+    # the diverged seed is counted, not hidden
+    ds, arch, skip, depth, _ = DIVERGED
+    row = next(r for r in body if r[:3] == [ds, arch, str(depth)])
+    assert row[header.index(skip)].endswith("(2; 1 div.)")
+
+
+def test_paired_frame_matches_hand_t_test(cells):
+    f = paired_frame(cells).set_index(["dataset", "arch", "depth", "skip"])
+    for key in [("digits", "cifar_resnet", 20, "none"), ("moons", "mlp", 8, "orth_learned")]:
+        sel = (cells["dataset"] == key[0]) & (cells["arch"] == key[1]) & (cells["depth"] == key[2])
+        a = cells[sel & (cells["skip"] == key[3])].set_index("seed")["test_acc"] * 100
+        b = cells[sel & (cells["skip"] == "identity")].set_index("seed")["test_acc"] * 100
+        d = (a - b).to_numpy()
+        t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+        r = f.loc[key]
+        assert r["n_pairs"] == 3
+        assert r["mean_diff"] == pytest.approx(d.mean())
+        assert r["p_value"] == pytest.approx(2 * sps.t.sf(abs(t), d.size - 1))
+        half = sps.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+        assert (r["ci_lo"], r["ci_hi"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    # the diverged run drops out of its pair
+    ds, arch, skip, depth, _ = DIVERGED
+    r = f.loc[(ds, arch, depth, skip)]
+    assert r["n_pairs"] == 2 and r["n_diverged"] == 1
+    assert "identity" not in f.index.get_level_values("skip")
+
+
+def test_identity_rate_matches_independent_fit(metrics_dir):
+    layers = pd.read_parquet(metrics_dir / "layers.parquet")
+    f = identity_rate_frame(layers).set_index(["dataset", "arch", "skip"])
+    cell = ["dataset", "arch", "skip", "depth", "seed"]
+    for key in [("moons", "mlp", "orth_learned"), ("digits", "cifar_resnet", "orth_learned")]:
+        g = layers[(layers["dataset"] == key[0]) & (layers["arch"] == key[1])
+                   & (layers["skip"] == key[2])]  # fmt: skip
+        xs, ys = [], []
+        for _, c in g.groupby(cell):
+            last = c[c["epoch"] == c["epoch"].max()]
+            trans = set(last.loc[last["layer_kind"] == "transition", "layer_index"])
+            blocks = last.loc[last["layer_kind"].isin(["block", "transition"]), "layer_index"]
+            spec = last[(last["metric"] == "dist_identity") & (last["stat"] == "spec")
+                        & ~last["layer_index"].isin(trans)]  # fmt: skip
+            xs.append(math.log(blocks.nunique()))
+            ys.append(math.log(spec["value"].mean()))
+        slope = np.polyfit(xs, ys, 1)[0]
+        r = f.loc[key]
+        assert r["slope"] == pytest.approx(slope, abs=1e-9)
+        assert r["n_points"] == len(xs) == 9
+        assert r["ci_lo"] < slope < r["ci_hi"]
+    # the fixture's orth_learned decays like log m / m: the prediction lies inside the interval
+    r = f.loc[("moons", "mlp", "orth_learned")]
+    assert r["ci_lo"] < r["predicted"] < r["ci_hi"]
+    # a fixed Haar skip does not approach the identity
+    r = f.loc[("moons", "mlp", "orth_fixed")]
+    assert r["ci_lo"] < 0.0 < r["ci_hi"]
+
+
+def _strip_math(tex: str) -> str:
+    return re.sub(r"\$[^$]*\$", "", tex)
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_every_table_writes_valid_latex_and_markdown(name, metrics_dir, tmp_path):
+    md, tex = tmp_path / f"{name}.md", tmp_path / f"{name}.tex"
+    make_table(name, metrics_dir, md, tex)
+    body = [ln for ln in tex.read_text().splitlines() if not ln.startswith("%")]
+    assert body[0].startswith(r"\begin{tabular}{") and body[1] == r"\toprule"
+    assert r"\midrule" in body and body[-1] == r"\end{tabular}"
+    ncols = len(re.match(r"\\begin\{tabular\}\{(\w+)\}", body[0]).group(1))
+    rows = [ln for ln in body if ln.endswith(r"\\")]
+    assert len(rows) >= 2
+    for ln in rows:
+        assert _strip_math(ln).count("&") - _strip_math(ln).count(r"\&") == ncols - 1
+        assert not re.search(r"(?<!\\)[_%#]", _strip_math(ln)), ln
+    md_rows = _md_rows(md.read_text())
+    assert len({len(r) for r in md_rows}) == 1 and len(md_rows) == len(rows) + 1
+
+
+def test_latex_escape():
+    assert latex_escape("orth_learned 5% & #1") == r"orth\_learned 5\% \& \#1"
+    assert latex_escape("1.0 ± 0.2") == r"1.0 $\pm$ 0.2"
+
+
+def test_tables_without_data_still_write(tmp_path):
+    for name in TABLES:
+        md, tex = tmp_path / f"{name}.md", tmp_path / f"{name}.tex"
+        make_table(name, tmp_path / "absent", md, tex)
+        assert "no data for this table in this run" in md.read_text()
+        assert r"\toprule" in tex.read_text()
+
+
+def test_unknown_table_names_allowed_values(tmp_path):
+    with pytest.raises(ConfigError, match="accuracy"):
+        make_table("nope", tmp_path, tmp_path / "a.md", tmp_path / "a.tex")

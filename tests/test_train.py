@@ -1,0 +1,125 @@
+"""Training: seeded determinism, resume after SIGTERM bit for bit, divergence as a result."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from orthskip.config import cell_config, cells, prepare_config
+from orthskip.data import prepare_dataset
+from orthskip.io import load_torch
+from orthskip.train import lr_factor, train_cell
+from tests.workflow import tiny_config
+
+
+@pytest.fixture(scope="module")
+def circles(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
+    return d / "circles.pt", d / "circles.json"
+
+
+def _cell_cfg(skip="orth_learned", depth=3, seed=0, **train):
+    cfg = tiny_config()
+    cfg["grid"][0].update(skips=[skip], depths=[depth], seeds=[seed])
+    cfg["train"].update(train)
+    cfg = prepare_config(cfg)
+    return cell_config(cfg, cells(cfg)[0])
+
+
+def _weights(outdir, epoch):
+    return load_torch(outdir / "snapshots.pt")["states"][str(epoch)]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, circles):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        status = train_cell(_cell_cfg(seed=seed), *circles, tmp_path / name)
+        assert status == "ok"
+        runs[name] = pd.read_parquet(tmp_path / name / "history.parquet")
+    cols = ["train_loss", "train_acc", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(runs["a"][cols], runs["b"][cols], check_exact=True)
+    assert not runs["a"][cols].equals(runs["c"][cols])
+    wa, wb = _weights(tmp_path / "a", 2), _weights(tmp_path / "b", 2)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # epochs 0..2 recorded; snapshots at 0, 1 and the last epoch
+    assert list(runs["a"]["epoch"]) == [0, 1, 2]
+    snaps = load_torch(tmp_path / "a" / "snapshots.pt")["states"]
+    assert sorted(snaps, key=int) == ["0", "1", "2"]
+    status = json.loads((tmp_path / "a" / "status.json").read_text())
+    assert status["status"] == "ok" and status["epochs"] == 2
+    assert status["test_acc"] == runs["a"]["test_acc"].iloc[-1]
+    assert status["n_params"] > status["n_skip_params"] > 0
+    assert status["skip_weight_decay"] == 0.0 and len(status["config_hash"]) == 16
+
+
+def test_diverged_run_is_a_result(tmp_path, circles):
+    cfg = _cell_cfg(skip="linear", optimizer={"lr": 1e12, "momentum": 0.9})
+    assert train_cell(cfg, *circles, tmp_path) == "diverged"
+    status = json.loads((tmp_path / "status.json").read_text())
+    hist = pd.read_parquet(tmp_path / "history.parquet")
+    assert status["status"] == "diverged" and math.isnan(status["test_acc"])
+    assert math.isnan(hist["train_loss"].iloc[-1])
+    assert "0" in load_torch(tmp_path / "snapshots.pt")["states"]
+
+
+def test_sigterm_checkpoints_and_rerun_resumes_bit_for_bit(tmp_path):
+    data = tmp_path / "circles.pt"
+    spec = {"source": "circles", "n_train": 8192, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, data, tmp_path / "circles.json")
+    cfg = _cell_cfg(depth=4, epochs=2, batch_size=16, snapshot_epochs=[0], optimizer={"lr": 0.01})
+    args = [
+        sys.executable, "-m", "orthskip", "train", "--cell-config", json.dumps(cfg),
+        "--data", str(data), "--manifest", str(tmp_path / "circles.json"),
+    ]  # fmt: skip
+    # Uninterrupted reference run.
+    subprocess.run([*args, "--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    # Interrupted run: SIGTERM once the first epoch's checkpoint exists (mid-epoch 2).
+    run = tmp_path / "run"
+    proc = subprocess.Popen([*args, "--out", str(run)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "SIGTERM" in err and not (run / "status.json").exists()
+    state = load_torch(run / "last.pt")["state"]
+    assert state["epoch"] < 2  # stopped before the end (usually inside an epoch)
+    subprocess.run([*args, "--out", str(run)], check=True, capture_output=True)
+    assert json.loads((run / "status.json").read_text())["status"] == "ok"
+    ref, got = _weights(tmp_path / "ref", 2), _weights(run, 2)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    h_ref = pd.read_parquet(tmp_path / "ref" / "history.parquet")
+    h_got = pd.read_parquet(run / "history.parquet")
+    cols = ["train_loss", "train_acc", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(h_ref[cols], h_got[cols], check_exact=True)
+
+
+def test_finished_run_continues_for_more_epochs(tmp_path, circles):
+    train_cell(_cell_cfg(epochs=1, snapshot_epochs=[0]), *circles, tmp_path)
+    before = load_torch(tmp_path / "last.pt")["state"]["epoch"]
+    train_cell(_cell_cfg(epochs=2, snapshot_epochs=[0]), *circles, tmp_path)
+    hist = pd.read_parquet(tmp_path / "history.parquet")
+    assert before == 1 and list(hist["epoch"]) == [0, 1, 2]
+
+
+def test_lr_schedule_warmup_cosine_multistep():
+    sched = {"name": "cosine", "warmup_epochs": 1}
+    assert lr_factor(0, 10, sched, 5) == pytest.approx(0.1)
+    assert lr_factor(9, 10, sched, 5) == pytest.approx(1.0)
+    assert lr_factor(10, 10, sched, 5) == pytest.approx(1.0)
+    assert lr_factor(50, 10, sched, 5) == pytest.approx(0.0, abs=1e-12)
+    multi = {"name": "multistep", "milestones": [2, 4], "gamma": 0.1}
+    assert lr_factor(19, 10, multi, 5) == 1.0 and lr_factor(20, 10, multi, 5) == pytest.approx(0.1)
+    assert lr_factor(45, 10, multi, 5) == pytest.approx(0.01)

@@ -1,0 +1,74 @@
+"""Running the real Snakemake workflow of this repository in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+
+def tiny_config(**overrides: Any) -> dict[str, Any]:
+    """A grid that trains in seconds: two 2-D sets and digits, MLPs of 1 and 3 blocks."""
+    cfg: dict[str, Any] = {
+        "datasets": {
+            "circles": {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05},
+            "digits": {"source": "digits"},
+        },
+        "grid": [
+            {
+                "arch": "mlp",
+                "datasets": ["circles"],
+                "skips": ["identity", "orth_learned"],
+                "depths": [1, 3],
+                "seeds": [0],
+            }
+        ],
+        "model": {"mlp": {"width": 8}},
+        "train": {
+            "epochs": 2,
+            "batch_size": 32,
+            "snapshot_epochs": [0, 1],
+            "device": "cpu",
+            "optimizer": {"lr": 0.05},
+        },
+        "metrics": {"probe_size": 32, "warp_grid": 5},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def write_config(workdir: Path, cfg: dict[str, Any]) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def snakemake(
+    workdir: Path,
+    *args: str,
+    cfg: dict[str, Any] | None = None,
+    cores: int = 2,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run snakemake on this repo's Snakefile with ``workdir`` as working directory."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", str(cores)]
+    if cfg is not None:
+        cmd += ["--configfile", str(write_config(workdir, cfg))]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [*cmd, *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc

@@ -1,0 +1,43 @@
+METRICS = multiext("results/metrics/", "cells.parquet", "history.parquet", "layers.parquet", "warp.parquet")
+
+
+rule figure:
+    input:
+        METRICS,
+    output:
+        pdf="results/figures/{name}.pdf",
+        png=report(
+            "results/figures/{name}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{name}",
+        ),
+    params:
+        metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        code=source_hash("figures", "stats"),
+    log:
+        "results/logs/figure/{name}.log",
+    shell:
+        "orthskip figure {wildcards.name} --metrics-dir {params.metrics_dir}"
+        " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
+
+
+rule table:
+    input:
+        METRICS,
+    output:
+        md=report(
+            "results/tables/{name}.md",
+            caption="../report/table.rst",
+            category="Tables",
+            subcategory="{name}",
+        ),
+        tex="results/tables/{name}.tex",
+    params:
+        metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        code=source_hash("tables", "stats"),
+    log:
+        "results/logs/table/{name}.log",
+    shell:
+        "orthskip table {wildcards.name} --metrics-dir {params.metrics_dir}"
+        " --md {output.md} --tex {output.tex} > {log} 2>&1"
