@@ -22,10 +22,27 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_-]+",
+    arch="[a-z0-9_]+",
+    skip="[a-z_]+",
+    depth="[0-9]+",
+    seed="[0-9]+",
+    name="[a-z_]+",
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
+
+
+localrules:
+    all,
+    figure,
+    table,
 
 
 rule all:

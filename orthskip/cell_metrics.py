@@ -156,14 +156,28 @@ def decision_grids(model: Any, data: Any, cell: Cell, mcfg: dict[str, Any]) -> p
         xy = _pca2(f.astype(np.float64), f[: n * n].astype(np.float64))
         rows.append(
             pd.DataFrame(
-                {"grid": "warp", "block": k, "i": ii, "j": jj, "x": xy[: n * n, 0],
-                 "y": xy[: n * n, 1], "pred": pred[: n * n].numpy()}
+                {
+                    "grid": "warp",
+                    "block": k,
+                    "i": ii,
+                    "j": jj,
+                    "x": xy[: n * n, 0],
+                    "y": xy[: n * n, 1],
+                    "pred": pred[: n * n].numpy(),
+                }
             )
         )
         rows.append(
             pd.DataFrame(
-                {"grid": "train", "block": k, "i": -1, "j": -1, "x": xy[n * n :, 0],
-                 "y": xy[n * n :, 1], "pred": labels}
+                {
+                    "grid": "train",
+                    "block": k,
+                    "i": -1,
+                    "j": -1,
+                    "x": xy[n * n :, 0],
+                    "y": xy[n * n :, 1],
+                    "pred": labels,
+                }
             )
         )
     out = pd.concat(rows, ignore_index=True)

@@ -72,9 +72,7 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool
-) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over (x, y), eval mode, no augmentation."""
     was_training = model.training
     model.eval()

@@ -22,8 +22,10 @@ def _bad(path: list, value) -> dict:
 
 BAD_INPUTS = [
     # (config, words the message must contain)
-    (_bad(["grid", 0, "skips"], ["identity", "orthogonal"]), ["grid[0].skips", "orthogonal",
-                                                               "orth_learned", "identity"]),
+    (
+        _bad(["grid", 0, "skips"], ["identity", "orthogonal"]),
+        ["grid[0].skips", "orthogonal", "orth_learned", "identity"],
+    ),
     (_bad(["grid", 0, "datasets"], ["circle"]), ["grid[0].datasets", "circle", "circles"]),
     (_bad(["grid", 0, "depths"], [0, 2]), ["grid[0].depths", "0", ">= 1"]),
     (_bad(["grid", 0, "seeds"], []), ["grid[0].seeds", "non-empty"]),
@@ -76,7 +78,7 @@ def test_defaults_are_filled_and_cells_enumerated():
 def test_snapshot_after_last_epoch_is_refused():
     cfg = tiny_config()
     cfg["train"]["snapshot_epochs"] = [0, 5]
-    with pytest.raises(ConfigError, match="train.snapshot_epochs"):
+    with pytest.raises(ConfigError, match=r"train\.snapshot_epochs"):
         prepare_config(cfg)
 
 

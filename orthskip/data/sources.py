@@ -6,9 +6,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orthskip.data import sklearn_sets, synthetic
 from orthskip.data.raw import RawSplit
 from orthskip.data.spec import PARAMS, Param
+
+
+def _lazy(module: str, func: str) -> Callable[[dict[str, Any]], RawSplit]:
+    # scikit-learn takes seconds to import: only a prepare job pays for it, not every
+    # training job that merely loads a prepared file.
+    def build(spec: dict[str, Any]) -> RawSplit:
+        import importlib
+
+        return getattr(importlib.import_module(f"orthskip.data.{module}"), func)(spec)
+
+    build.__name__ = func
+    return build
 
 
 def _vision(source: str) -> Callable[[dict[str, Any]], RawSplit]:
@@ -32,12 +43,12 @@ class Source:
 
 
 _BUILDERS: dict[str, tuple[str, Callable[[dict[str, Any]], RawSplit]]] = {
-    "circles": ("synthetic", synthetic.circles),
-    "moons": ("synthetic", synthetic.moons),
-    "blobs": ("synthetic", synthetic.blobs),
-    "parity": ("synthetic", synthetic.parity),
-    "gaussian_mixture": ("synthetic", synthetic.gaussian_mixture),
-    "digits": ("sklearn", sklearn_sets.digits),
+    "circles": ("synthetic", _lazy("synthetic", "circles")),
+    "moons": ("synthetic", _lazy("synthetic", "moons")),
+    "blobs": ("synthetic", _lazy("synthetic", "blobs")),
+    "parity": ("synthetic", _lazy("synthetic", "parity")),
+    "gaussian_mixture": ("synthetic", _lazy("synthetic", "gaussian_mixture")),
+    "digits": ("sklearn", _lazy("sklearn_sets", "digits")),
     "mnist": ("torchvision", _vision("mnist")),
     "fashion_mnist": ("torchvision", _vision("fashion_mnist")),
     "cifar10": ("torchvision", _vision("cifar10")),

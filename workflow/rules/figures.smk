@@ -1,4 +1,10 @@
-METRICS = multiext("results/metrics/", "cells.parquet", "history.parquet", "layers.parquet", "warp.parquet")
+METRICS = multiext(
+    "results/metrics/",
+    "cells.parquet",
+    "history.parquet",
+    "layers.parquet",
+    "warp.parquet",
+)
 
 
 rule figure:
@@ -12,13 +18,15 @@ rule figure:
             category="Figures",
             subcategory="{name}",
         ),
+    log:
+        "results/logs/figure/{name}.log",
+    conda:
+        ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
         code=source_hash("figures", "stats"),
-    log:
-        "results/logs/figure/{name}.log",
     shell:
-        "orthskip figure {wildcards.name} --metrics-dir {params.metrics_dir}"
+        "python -m orthskip figure {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
 
 
@@ -33,11 +41,13 @@ rule table:
             subcategory="{name}",
         ),
         tex="results/tables/{name}.tex",
+    log:
+        "results/logs/table/{name}.log",
+    conda:
+        ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
         code=source_hash("tables", "stats"),
-    log:
-        "results/logs/table/{name}.log",
     shell:
-        "orthskip table {wildcards.name} --metrics-dir {params.metrics_dir}"
+        "python -m orthskip table {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --md {output.md} --tex {output.tex} > {log} 2>&1"

@@ -6,14 +6,18 @@ rule extract_metrics:
     output:
         metrics=f"results/cells/{CELL}/metrics.parquet",
         warp=f"results/cells/{CELL}/warp.parquet",
+    log:
+        f"results/logs/extract_metrics/{CELL}.log",
+    group:
+        cell_group
+    conda:
+        ENV
+    threads: config["train"]["threads"]
     params:
         cfg=metrics_config_json,
         code=source_hash("metrics", "cell_metrics", "models", "skips"),
-    threads: config["train"]["threads"]
-    log:
-        f"results/logs/extract_metrics/{CELL}.log",
     shell:
-        "orthskip metrics --cell-config {params.cfg:q} --data {input.data}"
+        "python -m orthskip metrics --cell-config {params.cfg:q} --data {input.data}"
         " --manifest {input.manifest} --snapshots {input.snapshots}"
         " --out {output.metrics} --warp-out {output.warp} > {log} 2>&1"
 
@@ -29,12 +33,14 @@ rule aggregate:
         history="results/metrics/history.parquet",
         layers="results/metrics/layers.parquet",
         warp="results/metrics/warp.parquet",
+    log:
+        "results/logs/aggregate.log",
+    conda:
+        ENV
     params:
         outdir=lambda wildcards, output: os.path.dirname(output.cells),
         code=source_hash("aggregate"),
-    log:
-        "results/logs/aggregate.log",
     shell:
-        "orthskip aggregate --status {input.status} --history {input.history}"
+        "python -m orthskip aggregate --status {input.status} --history {input.history}"
         " --metrics {input.metrics} --warp {input.warp}"
         " --out-dir {params.outdir} > {log} 2>&1"
