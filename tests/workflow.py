@@ -59,12 +59,12 @@ def snakemake(
 ) -> subprocess.CompletedProcess[str]:
     """Run snakemake on this repo's Snakefile with ``workdir`` as working directory."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", str(cores)]
-    if cfg is not None:
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", str(cores), *args]
+    if cfg is not None:  # last: --configfile takes several values
         cmd += ["--configfile", str(write_config(workdir, cfg))]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(
-        [*cmd, *args], cwd=workdir, capture_output=True, text=True, env=env, timeout=900
+        cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900
     )
     if check and proc.returncode != 0:
         raise AssertionError(
