@@ -8,6 +8,7 @@ sample's Jacobian ∂y_i/∂x_i. For σ_min we take the min(d_in, d_out)-th sing
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +41,12 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
     d_in, d_out = x[0].numel(), y[0].numel()
 
     def j_fwd(v: Tensor) -> Tensor:  # J v, batched: (N, d_in) → (N, d_out)
-        return jvp(block, (x,), (v.reshape(x.shape),))[1].reshape(n, -1)
+        with warnings.catch_warnings():
+            # torch registers its jvp decompositions with torch.jit.script on first use
+            warnings.filterwarnings(
+                "ignore", "`torch.jit.script` is deprecated", DeprecationWarning
+            )
+            return jvp(block, (x,), (v.reshape(x.shape),))[1].reshape(n, -1)
 
     def j_bwd(u: Tensor) -> Tensor:  # Jᵀ u: (N, d_out) → (N, d_in)
         return vjp_fn(u.reshape(y.shape))[0].reshape(n, -1)
