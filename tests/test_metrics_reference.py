@@ -145,7 +145,9 @@ def block_cases():
     yield "smooth_wide", SmoothBlock(100, 140), torch.randn(2, 100)
 
 
-@pytest.mark.parametrize("name,block,x", list(block_cases()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    "name,block,x", list(block_cases()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_jacobian_sv_vs_jacrev(name: str, block: nn.Module, x: torch.Tensor) -> None:
     ref = reference_svals(block, x)
     n_small = x.shape[0] * min(x[0].numel(), block(x[:1]).numel())

@@ -24,7 +24,7 @@ def _dense_svals(block: nn.Module, x: Tensor) -> Tensor:
     jac = vmap(jacrev(single))(x)
     n = x.shape[0]
     d_in = x[0].numel()
-    jac = jac.reshape(n, -1, d_in).to(torch.float64)
+    jac = jac.reshape(n, -1, d_in).to("cpu", torch.float64)
     return torch.linalg.svdvals(jac.detach())
 
 
@@ -55,11 +55,14 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
     if d_in > d_out:
         fwd, bwd, d_small, d_big = (j_bwd, j_fwd, d_out, d_in)
     k = min(steps, d_small)
-    dtype = x.dtype
-    vs = torch.zeros(n, k + 1, d_small, dtype=dtype)
-    us = torch.zeros(n, k + 1, d_big, dtype=dtype)
-    alphas = torch.zeros(n, k, dtype=torch.float64)
-    betas = torch.zeros(n, k, dtype=torch.float64)
+    dtype, device = x.dtype, x.device
+    vs = torch.zeros(n, k + 1, d_small, dtype=dtype, device=device)
+    us = torch.zeros(n, k + 1, d_big, dtype=dtype, device=device)
+    alphas = torch.zeros(n, k, dtype=torch.float64, device=device)
+    betas = torch.zeros(n, k, dtype=torch.float64, device=device)
+
+    def randn(shape: tuple[int, ...]) -> Tensor:  # CPU generator: same draws on every device
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
     def orth(w: Tensor, basis: Tensor) -> Tensor:
         for _ in range(2):  # twice is enough (Kahan–Parlett)
@@ -72,16 +75,16 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
         norm = torch.linalg.vector_norm(w, dim=1)
         broken = norm <= 1e-6 * scale.clamp_min(torch.finfo(dtype).tiny)
         if bool(broken.any()):
-            fresh = orth(torch.randn(w.shape, generator=generator, dtype=dtype), basis)
+            fresh = orth(randn(tuple(w.shape)), basis)
             fresh = fresh / torch.linalg.vector_norm(fresh, dim=1, keepdim=True)
             w = torch.where(broken[:, None], fresh, w / norm.clamp_min(1e-300)[:, None])
             norm = torch.where(broken, torch.zeros_like(norm), norm)
             return w, norm
         return w / norm[:, None], norm
 
-    v = torch.randn(n, d_small, generator=generator, dtype=dtype)
+    v = randn((n, d_small))
     vs[:, 0] = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
-    scale = torch.zeros(n, dtype=dtype)
+    scale = torch.zeros(n, dtype=dtype, device=device)
     with torch.no_grad():
         for j in range(k):
             u = fwd(vs[:, j])
@@ -97,9 +100,9 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
             betas[:, j] = b.double()
     bmat = torch.zeros(n, k + 1, k, dtype=torch.float64)
     idx = torch.arange(k)
-    bmat[:, idx, idx] = alphas
-    bmat[:, idx + 1, idx] = betas
-    return torch.linalg.svdvals(bmat)
+    bmat[:, idx, idx] = alphas.cpu()
+    bmat[:, idx + 1, idx] = betas.cpu()
+    return torch.linalg.svdvals(bmat.cpu())
 
 
 def jacobian_sv(
