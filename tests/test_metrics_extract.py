@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -202,3 +203,51 @@ def test_schema_rejects_bad_tables(mlp_metrics: pd.DataFrame) -> None:
     bad.loc[0, "layer_name"] = None
     with pytest.raises(SchemaError, match="'layer_name'"):
         to_table(bad)
+
+
+def test_docs_query_example_answers_the_question(tmp_path, monkeypatch, capsys) -> None:
+    """The pandas example in docs/metrics.md runs on a layers.parquet and gives the right means."""
+    import pyarrow as pa
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    frames = []
+    for dataset, skip in [
+        ("circles", "orth_learned"),
+        ("circles", "linear"),
+        ("moons", "orth_learned"),
+    ]:
+        for depth in (2, 3):
+            for seed in (0, 1):
+                torch.manual_seed(100 * depth + seed)
+                model = toy_mlp(width=4, depth=depth, skip="orth" if "orth" in skip else "linear")
+                x = torch.randn(32, 2)
+                for epoch in (0, 5):
+                    with torch.no_grad():  # a different network at each snapshot
+                        for p in model.parameters():
+                            p.add_(0.05 * torch.randn_like(p))
+                    m = extract_metrics(model, x, (x[:, 0] > 0).long(), families=["dist_identity"])
+                    cell = {**CELL, "dataset": dataset, "skip": skip, "depth": depth}
+                    frames.append(with_cell_columns(m, **{**cell, "seed": seed, "epoch": epoch}))
+    layers = pd.concat(frames, ignore_index=True)
+    out = tmp_path / "results" / "metrics" / "layers.parquet"
+    out.parent.mkdir(parents=True)
+    pq.write_table(pa.concat_tables([to_table(f) for f in frames]), out)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "docs/metrics.md", "exec"), namespace)
+    by_depth = namespace["by_depth"]
+    assert list(by_depth.index) == [2, 3]
+    assert (by_depth["count"] == 2).all()
+    sel = layers[
+        (layers["dataset"] == "circles")
+        & (layers["skip"] == "orth_learned")
+        & (layers["stat"] == "spec")
+        & (layers["epoch"] == 5)
+    ]
+    for depth in (2, 3):
+        per_seed = [
+            sel[(sel["depth"] == depth) & (sel["seed"] == s)]["value"].mean() for s in (0, 1)
+        ]
+        assert by_depth.loc[depth, "mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+    assert "mean" in capsys.readouterr().out

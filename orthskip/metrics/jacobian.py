@@ -16,16 +16,25 @@ from torch.func import jacrev, jvp, vjp, vmap
 
 
 def _dense_svals(block: nn.Module, x: Tensor) -> Tensor:
-    """Per-sample full Jacobians by jacrev under vmap; (N, min(d_in, d_out)) singular values."""
+    """Per-sample full Jacobians; (N, min(d_in, d_out)) singular values.
 
-    def single(xi: Tensor) -> Tensor:
-        return block(xi.unsqueeze(0)).squeeze(0)
-
-    jac = vmap(jacrev(single))(x)
-    n = x.shape[0]
-    d_in = x[0].numel()
-    jac = jac.reshape(n, -1, d_in).to("cpu", torch.float64)
-    return torch.linalg.svdvals(jac.detach())
+    Samples are independent (eval mode), so ∂(Σ_i y_i[k])/∂x_j = ∂y_j[k]/∂x_j: one batched
+    backward pass over the d_out unit cotangents gives every sample's Jacobian at once.
+    """
+    n, d_in = x.shape[0], x[0].numel()
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_(True)
+        y = block(xx)
+        d_out = y[0].numel()
+        eye = torch.eye(d_out, dtype=y.dtype, device=y.device)
+        cot = eye[:, None, :].expand(d_out, n, d_out).reshape(d_out, *y.shape)
+        try:
+            (jac,) = torch.autograd.grad(y, xx, cot, is_grads_batched=True)
+            jac = jac.reshape(d_out, n, d_in).transpose(0, 1)
+        except RuntimeError:  # an op without a batching rule for its backward
+            jac = vmap(jacrev(lambda xi: block(xi.unsqueeze(0)).squeeze(0)))(x)
+            jac = jac.reshape(n, d_out, d_in)
+    return torch.linalg.svdvals(jac.detach().to("cpu", torch.float64))
 
 
 def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Generator) -> Tensor:
