@@ -18,6 +18,7 @@ from orthskip.metrics import (
     SCHEMA,
     SchemaError,
     extract_metrics,
+    select_probe,
     to_table,
     with_cell_columns,
     write_cell_metrics,
@@ -251,3 +252,17 @@ def test_docs_query_example_answers_the_question(tmp_path, monkeypatch, capsys) 
         ]
         assert by_depth.loc[depth, "mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
     assert "mean" in capsys.readouterr().out
+
+
+def test_select_probe_is_fixed_by_seed() -> None:
+    x = torch.arange(100.0)[:, None]
+    y = torch.arange(100) % 3
+    px, py, idx = select_probe(x, y, 16, seed=3)
+    _, _, idx2 = select_probe(x, y, 16, seed=3)
+    _, _, idx3 = select_probe(x, y, 16, seed=4)
+    assert torch.equal(idx, idx2) and not torch.equal(idx, idx3)
+    assert len(set(idx.tolist())) == 16 and torch.equal(idx, idx.sort().values)
+    assert torch.equal(px[:, 0].long(), idx) and torch.equal(py, idx % 3)
+    assert len(select_probe(x, y, 500)[2]) == 100
+    with pytest.raises(ValueError, match="probe size"):
+        select_probe(x, y, 0)
