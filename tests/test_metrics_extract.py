@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,11 +18,22 @@ from orthskip.metrics import (
     SCHEMA,
     SchemaError,
     extract_metrics,
+    select_probe,
     to_table,
     with_cell_columns,
     write_cell_metrics,
 )
 from tests.toy_models import toy_cnn, toy_mlp
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: OpenMP threads only contend on a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 CELL = dict(
     dataset="circles",
@@ -192,3 +204,65 @@ def test_schema_rejects_bad_tables(mlp_metrics: pd.DataFrame) -> None:
     bad.loc[0, "layer_name"] = None
     with pytest.raises(SchemaError, match="'layer_name'"):
         to_table(bad)
+
+
+def test_docs_query_example_answers_the_question(tmp_path, monkeypatch, capsys) -> None:
+    """The pandas example in docs/metrics.md runs on a layers.parquet and gives the right means."""
+    import pyarrow as pa
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    frames = []
+    for dataset, skip in [
+        ("circles", "orth_learned"),
+        ("circles", "linear"),
+        ("moons", "orth_learned"),
+    ]:
+        for depth in (2, 3):
+            for seed in (0, 1):
+                torch.manual_seed(100 * depth + seed)
+                model = toy_mlp(width=4, depth=depth, skip="orth" if "orth" in skip else "linear")
+                x = torch.randn(32, 2)
+                for epoch in (0, 5):
+                    with torch.no_grad():  # a different network at each snapshot
+                        for p in model.parameters():
+                            p.add_(0.05 * torch.randn_like(p))
+                    m = extract_metrics(model, x, (x[:, 0] > 0).long(), families=["dist_identity"])
+                    cell = {**CELL, "dataset": dataset, "skip": skip, "depth": depth}
+                    frames.append(with_cell_columns(m, **{**cell, "seed": seed, "epoch": epoch}))
+    layers = pd.concat(frames, ignore_index=True)
+    out = tmp_path / "results" / "metrics" / "layers.parquet"
+    out.parent.mkdir(parents=True)
+    pq.write_table(pa.concat_tables([to_table(f) for f in frames]), out)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "docs/metrics.md", "exec"), namespace)
+    by_depth = namespace["by_depth"]
+    assert list(by_depth.index) == [2, 3]
+    assert (by_depth["count"] == 2).all()
+    sel = layers[
+        (layers["dataset"] == "circles")
+        & (layers["skip"] == "orth_learned")
+        & (layers["stat"] == "spec")
+        & (layers["epoch"] == 5)
+    ]
+    for depth in (2, 3):
+        per_seed = [
+            sel[(sel["depth"] == depth) & (sel["seed"] == s)]["value"].mean() for s in (0, 1)
+        ]
+        assert by_depth.loc[depth, "mean"] == pytest.approx(np.mean(per_seed), rel=1e-12)
+    assert "mean" in capsys.readouterr().out
+
+
+def test_select_probe_is_fixed_by_seed() -> None:
+    x = torch.arange(100.0)[:, None]
+    y = torch.arange(100) % 3
+    px, py, idx = select_probe(x, y, 16, seed=3)
+    _, _, idx2 = select_probe(x, y, 16, seed=3)
+    _, _, idx3 = select_probe(x, y, 16, seed=4)
+    assert torch.equal(idx, idx2) and not torch.equal(idx, idx3)
+    assert len(set(idx.tolist())) == 16 and torch.equal(idx, idx.sort().values)
+    assert torch.equal(px[:, 0].long(), idx) and torch.equal(py, idx % 3)
+    assert len(select_probe(x, y, 500)[2]) == 100
+    with pytest.raises(ValueError, match="probe size"):
+        select_probe(x, y, 0)

@@ -117,3 +117,24 @@ def toy_cnn(c: int = 4, classes: int = 3, blocks_per_stage: int = 1, circular: b
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
     return net
+
+
+def toy_resnet(
+    widths: tuple[int, ...] = (16, 32, 64), blocks_per_stage: int = 9, classes: int = 10
+) -> ToyNet:
+    """CIFAR-ResNet shapes (depth 6·blocks_per_stage + 2; 9 → ResNet-56) with orthogonal skips:
+    3×3 conv stem + BN + ReLU, stages of basic blocks, stride-2 transitions with a
+    semi-orthogonal 1×1 skip, global average pool + Linear head."""
+    stem = nn.Sequential(
+        nn.Conv2d(3, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+    )
+    blocks: list[nn.Module] = []
+    c_prev = widths[0]
+    for s, c in enumerate(widths):
+        for b in range(blocks_per_stage):
+            stride = 2 if (s > 0 and b == 0) else 1
+            skip = MatrixSkip(c_prev, c, stride)
+            blocks.append(ToyBlock(f"s{s}b{b}", _conv_branch(c_prev, c, stride), skip, stride > 1))
+            c_prev = c
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_prev, classes))
+    return ToyNet(stem, blocks, head)

@@ -4,7 +4,7 @@
 `orthskip.metrics.schema` holds the pyarrow schema of the per-cell Parquet file.
 """
 
-from orthskip.metrics.extract import FAMILIES, extract_metrics
+from orthskip.metrics.extract import FAMILIES, extract_metrics, select_probe
 from orthskip.metrics.gradflow import grad_norm_ratio
 from orthskip.metrics.jacobian import jacobian_sv
 from orthskip.metrics.orthogonality import dist_identity, orth_defect
@@ -33,6 +33,7 @@ __all__ = [
     "jacobian_sv",
     "orth_defect",
     "repr_condition",
+    "select_probe",
     "sv_hosvd",
     "sv_operator",
     "sv_reshaped",

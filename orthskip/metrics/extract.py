@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from orthskip.metrics.gradflow import block_activations, grad_norm_ratios
 from orthskip.metrics.jacobian import jacobian_sv
@@ -78,6 +79,19 @@ def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
+def select_probe(x: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """A fixed probe batch: `size` samples drawn without replacement by a seeded generator.
+
+    Returns (probe_x, probe_y, indices); the indices (sorted, int64) identify the batch so that
+    it can be recorded. The same (data, size, seed) always gives the same batch.
+    """
+    if size < 1:
+        raise ValueError(f"probe size must be >= 1, got {size}")
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x), generator=gen)[: min(size, len(x))].sort().values
+    return x[idx], y[idx], idx
+
+
 def extract_metrics(
     model: nn.Module,
     probe_x: Tensor,
@@ -105,64 +119,77 @@ def extract_metrics(
     was_training = model.training
     model.eval()
     rows = _Rows()
-    try:
-        weights = _weight_layers(model)
-        # the spatial size each convolution really sees, recorded on the probe forward
-        input_sizes: dict[str, tuple[int, int]] = {}
-
-        def record(name: str):
-            def hook(module: nn.Module, args: tuple) -> None:  # returns None: input unchanged
-                input_sizes.setdefault(name, tuple(args[0].shape[-2:]))
-
-            return hook
-
-        hooks = [
-            mod.register_forward_pre_hook(record(name))
-            for name, mod in weights
-            if isinstance(mod, nn.Conv2d)
-        ]
+    # parametrized weights (orthogonal skips) are computed once, not at every access
+    with parametrize.cached():
         try:
-            with torch.enable_grad():
-                acts, logits = block_activations(model, probe_x)
-                ratios = (
-                    grad_norm_ratios(acts, logits, probe_y) if "grad_norm_ratio" in want else []
-                )
+            _extract(model, probe_x, probe_y, want, rows, jacobian_samples, jacobian_steps)
         finally:
-            for h in hooks:
-                h.remove()
-        acts = [a.detach() for a in acts]
-
-        for i, block in enumerate(model.blocks):
-            layer = _Layer(i, str(block.name))
-            block_kind = "transition" if bool(block.transition) else "block"
-            if ratios:
-                rows.add(layer, block_kind, f"blocks.{i}", "grad_norm_ratio", {"value": ratios[i]})
-            if "repr_condition" in want:
-                rows.add(
-                    layer, block_kind, f"blocks.{i}", "repr_condition", repr_condition(acts[i + 1])
-                )
-            if "jacobian_sv" in want:
-                stats, exact = jacobian_sv(
-                    block, acts[i][:jacobian_samples], steps=jacobian_steps, seed=i
-                )
-                rows.add(layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact)
-            for key, mat in block.skip_matrices().items():
-                _skip_rows(rows, layer, f"blocks.{i}.{key}", mat, want)
-
-        for name, mod in weights:
-            layer = _layer_of(name, model)
-            kind = "conv" if isinstance(mod, nn.Conv2d) else "linear"
-            param = f"{name}.weight"
-            w = mod.weight.detach()
-            if "sv_reshaped" in want:
-                rows.add(layer, kind, param, "sv_reshaped", sv_reshaped(w))
-            if kind == "conv" and "sv_hosvd" in want:
-                rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w))
-            if kind == "conv" and "sv_operator" in want:
-                _operator_rows(rows, layer, param, mod, input_sizes.get(name))
-    finally:
-        model.train(was_training)
+            model.train(was_training)
     return rows.frame()
+
+
+def _extract(
+    model: nn.Module,
+    probe_x: Tensor,
+    probe_y: Tensor,
+    want: set[str],
+    rows: _Rows,
+    jacobian_samples: int,
+    jacobian_steps: int,
+) -> None:
+    """Fill `rows`; the model is in eval mode."""
+    weights = _weight_layers(model)
+    # the spatial size each convolution really sees, recorded on the probe forward
+    input_sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:  # returns None: input unchanged
+            input_sizes.setdefault(name, tuple(args[0].shape[-2:]))
+
+        return hook
+
+    hooks = [
+        mod.register_forward_pre_hook(record(name))
+        for name, mod in weights
+        if isinstance(mod, nn.Conv2d)
+    ]
+    try:
+        with torch.enable_grad():
+            acts, logits = block_activations(model, probe_x)
+            ratios = grad_norm_ratios(acts, logits, probe_y) if "grad_norm_ratio" in want else []
+    finally:
+        for h in hooks:
+            h.remove()
+    acts = [a.detach() for a in acts]
+
+    for i, block in enumerate(model.blocks):
+        layer = _Layer(i, str(block.name))
+        block_kind = "transition" if bool(block.transition) else "block"
+        if ratios:
+            rows.add(layer, block_kind, f"blocks.{i}", "grad_norm_ratio", {"value": ratios[i]})
+        if "repr_condition" in want:
+            rows.add(
+                layer, block_kind, f"blocks.{i}", "repr_condition", repr_condition(acts[i + 1])
+            )
+        if "jacobian_sv" in want:
+            stats, exact = jacobian_sv(
+                block, acts[i][:jacobian_samples], steps=jacobian_steps, seed=i
+            )
+            rows.add(layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact)
+        for key, mat in block.skip_matrices().items():
+            _skip_rows(rows, layer, f"blocks.{i}.{key}", mat, want)
+
+    for name, mod in weights:
+        layer = _layer_of(name, model)
+        kind = "conv" if isinstance(mod, nn.Conv2d) else "linear"
+        param = f"{name}.weight"
+        w = mod.weight.detach()
+        if "sv_reshaped" in want:
+            rows.add(layer, kind, param, "sv_reshaped", sv_reshaped(w))
+        if kind == "conv" and "sv_hosvd" in want:
+            rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w))
+        if kind == "conv" and "sv_operator" in want:
+            _operator_rows(rows, layer, param, mod, input_sizes.get(name))
 
 
 def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[str]) -> None:

@@ -8,6 +8,7 @@ sample's Jacobian ∂y_i/∂x_i. For σ_min we take the min(d_in, d_out)-th sing
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -15,16 +16,25 @@ from torch.func import jacrev, jvp, vjp, vmap
 
 
 def _dense_svals(block: nn.Module, x: Tensor) -> Tensor:
-    """Per-sample full Jacobians by jacrev under vmap; (N, min(d_in, d_out)) singular values."""
+    """Per-sample full Jacobians; (N, min(d_in, d_out)) singular values.
 
-    def single(xi: Tensor) -> Tensor:
-        return block(xi.unsqueeze(0)).squeeze(0)
-
-    jac = vmap(jacrev(single))(x)
-    n = x.shape[0]
-    d_in = x[0].numel()
-    jac = jac.reshape(n, -1, d_in).to(torch.float64)
-    return torch.linalg.svdvals(jac.detach())
+    Samples are independent (eval mode), so ∂(Σ_i y_i[k])/∂x_j = ∂y_j[k]/∂x_j: one batched
+    backward pass over the d_out unit cotangents gives every sample's Jacobian at once.
+    """
+    n, d_in = x.shape[0], x[0].numel()
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_(True)
+        y = block(xx)
+        d_out = y[0].numel()
+        eye = torch.eye(d_out, dtype=y.dtype, device=y.device)
+        cot = eye[:, None, :].expand(d_out, n, d_out).reshape(d_out, *y.shape)
+        try:
+            (jac,) = torch.autograd.grad(y, xx, cot, is_grads_batched=True)
+            jac = jac.reshape(d_out, n, d_in).transpose(0, 1)
+        except RuntimeError:  # an op without a batching rule for its backward
+            jac = vmap(jacrev(lambda xi: block(xi.unsqueeze(0)).squeeze(0)))(x)
+            jac = jac.reshape(n, d_out, d_in)
+    return torch.linalg.svdvals(jac.detach().to("cpu", torch.float64))
 
 
 def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Generator) -> Tensor:
@@ -40,7 +50,12 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
     d_in, d_out = x[0].numel(), y[0].numel()
 
     def j_fwd(v: Tensor) -> Tensor:  # J v, batched: (N, d_in) → (N, d_out)
-        return jvp(block, (x,), (v.reshape(x.shape),))[1].reshape(n, -1)
+        with warnings.catch_warnings():
+            # torch registers its jvp decompositions with torch.jit.script on first use
+            warnings.filterwarnings(
+                "ignore", "`torch.jit.script` is deprecated", DeprecationWarning
+            )
+            return jvp(block, (x,), (v.reshape(x.shape),))[1].reshape(n, -1)
 
     def j_bwd(u: Tensor) -> Tensor:  # Jᵀ u: (N, d_out) → (N, d_in)
         return vjp_fn(u.reshape(y.shape))[0].reshape(n, -1)
@@ -49,11 +64,14 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
     if d_in > d_out:
         fwd, bwd, d_small, d_big = (j_bwd, j_fwd, d_out, d_in)
     k = min(steps, d_small)
-    dtype = x.dtype
-    vs = torch.zeros(n, k + 1, d_small, dtype=dtype)
-    us = torch.zeros(n, k + 1, d_big, dtype=dtype)
-    alphas = torch.zeros(n, k, dtype=torch.float64)
-    betas = torch.zeros(n, k, dtype=torch.float64)
+    dtype, device = x.dtype, x.device
+    vs = torch.zeros(n, k + 1, d_small, dtype=dtype, device=device)
+    us = torch.zeros(n, k + 1, d_big, dtype=dtype, device=device)
+    alphas = torch.zeros(n, k, dtype=torch.float64, device=device)
+    betas = torch.zeros(n, k, dtype=torch.float64, device=device)
+
+    def randn(shape: tuple[int, ...]) -> Tensor:  # CPU generator: same draws on every device
+        return torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
     def orth(w: Tensor, basis: Tensor) -> Tensor:
         for _ in range(2):  # twice is enough (Kahan–Parlett)
@@ -66,16 +84,16 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
         norm = torch.linalg.vector_norm(w, dim=1)
         broken = norm <= 1e-6 * scale.clamp_min(torch.finfo(dtype).tiny)
         if bool(broken.any()):
-            fresh = orth(torch.randn(w.shape, generator=generator, dtype=dtype), basis)
+            fresh = orth(randn(tuple(w.shape)), basis)
             fresh = fresh / torch.linalg.vector_norm(fresh, dim=1, keepdim=True)
             w = torch.where(broken[:, None], fresh, w / norm.clamp_min(1e-300)[:, None])
             norm = torch.where(broken, torch.zeros_like(norm), norm)
             return w, norm
         return w / norm[:, None], norm
 
-    v = torch.randn(n, d_small, generator=generator, dtype=dtype)
+    v = randn((n, d_small))
     vs[:, 0] = v / torch.linalg.vector_norm(v, dim=1, keepdim=True)
-    scale = torch.zeros(n, dtype=dtype)
+    scale = torch.zeros(n, dtype=dtype, device=device)
     with torch.no_grad():
         for j in range(k):
             u = fwd(vs[:, j])
@@ -91,9 +109,9 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
             betas[:, j] = b.double()
     bmat = torch.zeros(n, k + 1, k, dtype=torch.float64)
     idx = torch.arange(k)
-    bmat[:, idx, idx] = alphas
-    bmat[:, idx + 1, idx] = betas
-    return torch.linalg.svdvals(bmat)
+    bmat[:, idx, idx] = alphas.cpu()
+    bmat[:, idx + 1, idx] = betas.cpu()
+    return torch.linalg.svdvals(bmat.cpu())
 
 
 def jacobian_sv(

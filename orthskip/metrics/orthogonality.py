@@ -10,7 +10,7 @@ from torch import Tensor
 
 def as_matrix(q: Tensor) -> Tensor:
     """A skip matrix as a 2-D float64 tensor; 1×1 conv kernels (C_out, C_in, 1, 1) are flattened."""
-    q = q.detach().to(torch.float64)
+    q = q.detach().to("cpu", torch.float64)
     if q.ndim == 2:
         return q
     if q.ndim > 2:

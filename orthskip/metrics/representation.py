@@ -14,7 +14,7 @@ def representation_matrix(h: Tensor) -> Tensor:
     (N, C, H, W) → (N·H·W, C): every spatial position of every sample is one row, the channel
     vector its features. (N, D) stays as is. Other ranks: features are dim 1, the rest rows.
     """
-    h = h.detach().to(torch.float64)
+    h = h.detach().to("cpu", torch.float64)
     if h.ndim == 1:
         h = h[:, None]
     elif h.ndim > 2:

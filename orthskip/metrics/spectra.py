@@ -1,6 +1,6 @@
 """Singular values of layer weights: reshaped kernels, convolution operators (FFT), HOSVD modes.
 
-All computations run in float64 on CPU copies of the weights.
+All computations run in float64 on CPU copies of the weights (any device in, floats out).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def sv_reshaped(weight: Tensor) -> dict[str, float]:
 
     max, min (the min(rows, cols)-th singular value), cond, and stable_rank = ‖W‖_F² / σ_max².
     """
-    w = weight.detach().to(torch.float64).reshape(weight.shape[0], -1)
+    w = weight.detach().to("cpu", torch.float64).reshape(weight.shape[0], -1)
     svals = torch.linalg.svdvals(w)
     stats = svd_stats(svals)
     smax = stats["max"]
@@ -45,7 +45,7 @@ def sv_hosvd(weight: Tensor) -> dict[str, float]:
     axes (in order) as columns; its singular values are the HOSVD's mode-k singular values.
     Keys: mode0_cond … mode{ndim-1}_cond.
     """
-    w = weight.detach().to(torch.float64)
+    w = weight.detach().to("cpu", torch.float64)
     out = {}
     for mode in range(w.ndim):
         unfolding = torch.movedim(w, mode, 0).reshape(w.shape[mode], -1)
@@ -97,7 +97,7 @@ def conv_operator_svals(
         raise ValueError(f"padding_mode {padding_mode!r}: only 'zeros' and 'circular' supported")
     if isinstance(padding, str):
         raise ValueError("string padding ('same'/'valid') is not supported; pass integers")
-    w = weight.detach().to(torch.float64)
+    w = weight.detach().to("cpu", torch.float64)
     c_out, c_in_g, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     h, wd = int(input_size[0]), int(input_size[1])
