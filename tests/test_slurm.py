@@ -254,7 +254,7 @@ def test_tiny_grid_through_slurm_matches_local_run(cluster, tmp_path):
     targets = [f"{cell}/status.json", f"{cell}/metrics.parquet"]
 
     local = tmp_path / "local"
-    snakemake(local, "--", *targets, cfg=cfg)  # "--": --configfile takes many values
+    snakemake(local, *targets, cfg=cfg)
 
     remote = tmp_path / "slurm"
     remote.mkdir()

@@ -1,0 +1,39 @@
+"""The whole DAG on a tiny grid: Parquet columns, figures, tables, report; a rerun is a no-op."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from orthskip.figures import FIGURES
+from orthskip.tables import TABLES
+from tests.workflow import snakemake, tiny_config
+
+
+def test_whole_pipeline_then_nothing_to_do(tmp_path):
+    cfg = tiny_config()
+    snakemake(tmp_path, cfg=cfg)
+    snakemake(tmp_path, "--report", "results/report.html", cfg=cfg)
+    res = tmp_path / "results"
+    cells = pd.read_parquet(res / "metrics/cells.parquet")
+    assert len(cells) == 4 and set(cells["status"]) == {"ok"}
+    assert {"test_acc", "n_params", "config_hash", "code_version", "device"} <= set(cells.columns)
+    layers = pd.read_parquet(res / "metrics/layers.parquet")
+    need = {"dataset", "arch", "skip", "depth", "seed", "epoch", "layer_index", "layer_name",
+            "metric", "stat", "value", "exact", "config_hash"}  # fmt: skip
+    assert need <= set(layers.columns)
+    assert {"orth_defect", "dist_identity", "sv_reshaped", "grad_norm_ratio", "repr_condition"} <= set(
+        layers["metric"]
+    )
+    history = pd.read_parquet(res / "metrics/history.parquet")
+    assert len(history) == 4 * (cfg["train"]["epochs"] + 1)
+    for name in FIGURES:
+        for ext in ("pdf", "png"):
+            assert (res / f"figures/{name}.{ext}").stat().st_size > 5000
+    for name in TABLES:
+        for ext in ("md", "tex"):
+            assert (res / f"tables/{name}.{ext}").stat().st_size > 100
+    report = (res / "report.html").read_text(errors="replace")
+    assert len(report) > 100_000 and "accuracy_vs_depth" in report
+    # A second run plans nothing.
+    dry = snakemake(tmp_path, "-n", cfg=cfg)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
