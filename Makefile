@@ -40,3 +40,54 @@ dryrun: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# ---- Publish and pull results with DVC (docs/dvc.md) ------------------------------------
+# publish: record every output in dvc.lock (`dvc repro` runs Snakemake, which does nothing
+#          when the grid is complete) and upload data, checkpoints and results to the remote.
+# pull:    download them; Snakemake then has nothing to run (see docs/dvc.md, timestamps).
+# figures: redraw every figure and table and the report from results/metrics only.
+# Nothing here passes --force: DVC refuses to overwrite local results that were not pushed.
+.PHONY: publish pull figures dvc-remote-check
+
+# Fails with the remote's name and URL when no default remote is set or it cannot be read.
+define DVC_REMOTE_CHECK
+import sys
+from dvc.repo import Repo
+repo = Repo()
+name = repo.config["core"].get("remote")
+if not name:
+    sys.exit("error: no default DVC remote; add one: dvc remote add -d NAME URL (docs/dvc.md)")
+url = repo.config["remote"].get(name, {}).get("url", "?")
+try:
+    odb = repo.cloud.get_remote_odb(name)
+    found = odb.fs.exists(odb.path)
+except Exception as exc:  # the remote's own error (auth, DNS, ...) is the useful part
+    sys.exit(f"error: DVC remote '{name}' ({url}) is unreachable: {exc}")
+if not found and sys.argv[1] == "pull":
+    sys.exit(
+        f"error: DVC remote '{name}' ({url}) holds no published results: {odb.path} "
+        "does not exist. Point it at the right place: dvc remote modify --local "
+        f"{name} url PATH_OR_URL"
+    )
+endef
+export DVC_REMOTE_CHECK
+
+dvc-remote-check: $(STAMP)
+	@$(BIN)/python -c "$$DVC_REMOTE_CHECK" pull
+
+publish: $(STAMP)
+	@$(BIN)/python -c "$$DVC_REMOTE_CHECK" push
+	$(BIN)/dvc repro
+	$(BIN)/dvc push
+	@echo "Published. Commit the pointers so that others can pull them: git commit dvc.lock"
+
+pull: dvc-remote-check
+	@$(BIN)/dvc pull || { echo "error: dvc pull failed (above: the outputs it could not" \
+	  "check out). Their files are missing from the remote or do not match the hash in" \
+	  "dvc.lock (corrupt); 'dvc pull -v' names each one. Local results were not touched." >&2; \
+	  exit 1; }
+	$(BIN)/snakemake --cores 1 --dry-run --quiet all
+
+figures: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --forcerun figure table --allowed-rules figure table
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
