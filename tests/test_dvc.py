@@ -1,0 +1,236 @@
+"""Publish and pull results with real DVC, real git and a real remote directory.
+
+The key user path: run the pipeline and `make publish` in one git repository; clone it
+elsewhere and `make pull`; Snakemake then plans no training or metrics job (even with every
+pulled file's mtime in the worst order); `make figures` redraws every figure and table; and
+more epochs continue the pulled checkpoints. Bad input: a missing remote, a remote with a
+missing or corrupt object, and local results that were never pushed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.workflow import REPO, tiny_config
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+VENV = BIN.parent
+CELL = "circles/mlp/orth_learned/d1/s0"
+CELL_DIR = f"results/cells/{CELL}"
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}:{os.environ['PATH']}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.org",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.org",
+}
+
+
+def run(cwd: Path, *cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def make(cwd: Path, target: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # The shared environment, never rebuilt from the copy's newer pyproject (-o).
+    stamp = VENV / ".installed"
+    return run(cwd, "make", f"VENV={VENV}", "-o", stamp, "CORES=2", target, check=check)
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(cwd, BIN / "snakemake", "--cores", "2", *args, check=check)
+
+
+def planned(cwd: Path, *args: str) -> dict[str, int]:
+    """Job counts per rule of a dry run (empty when nothing is to be done)."""
+    out = snakemake(cwd, "--dry-run", *args).stdout
+    counts: dict[str, int] = {}
+    if "Job stats:" in out:
+        table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0].splitlines()[3:]
+        for line in table:
+            rule, count = line.split()
+            if rule != "total":
+                counts[rule] = int(count)
+    return counts
+
+
+def digests(root: Path) -> dict[str, str]:
+    files = sorted(p for p in (root / "results").rglob("*") if p.is_file())
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in files
+        if "logs" not in p.parts
+    }
+
+
+def remote_object(remote: Path, path: Path) -> Path:
+    """The remote's copy of one workspace file (DVC 3 layout: files/md5/ab/cdef...)."""
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    return remote / "files" / "md5" / md5[:2] / md5[2:]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A git repository of this project on a tiny grid, run and published to a directory."""
+    base = tmp_path_factory.mktemp("dvc")
+    origin, remote = base / "origin", base / "remote"
+    files = run(REPO, "git", "ls-files", "-co", "--exclude-standard").stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (origin / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, origin / name)
+    grid = [{"arch": "mlp", "datasets": ["circles"], "skips": ["identity", "orth_learned"],
+             "depths": [1], "seeds": [0]}]  # fmt: skip
+    cfg = tiny_config(grid=grid)
+    (origin / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run(origin, "git", "init", "-q")
+    run(origin, "git", "add", "-A")
+    run(origin, "git", "commit", "-qm", "tiny grid")
+    run(origin, BIN / "dvc", "remote", "modify", "--local", "local", "url", remote)
+    make(origin, "publish")
+    run(origin, "git", "commit", "-qm", "publish results", "dvc.lock")
+    return origin, remote
+
+
+def clone(published: tuple[Path, Path], name: str, remote: Path | None = None) -> Path:
+    origin, default_remote = published
+    target = origin.parent / name
+    run(origin.parent, "git", "clone", "-q", origin, target)
+    url = remote or default_remote
+    run(target, BIN / "dvc", "remote", "modify", "--local", "local", "url", url)
+    return target
+
+
+def test_pull_plans_no_training_and_redraws_figures(published: tuple[Path, Path]) -> None:
+    origin, _ = published
+    reader = clone(published, "reader")
+    pulled = make(reader, "pull")
+    assert "Nothing to be done" in pulled.stdout
+    assert digests(reader) == digests(origin)
+    assert (reader / CELL_DIR / "last.pt").is_file()  # the resume checkpoint is published
+
+    # Worst case for Snakemake's mtime rule: every input newer than every output.
+    order = ["figures", "tables", "report.html", "metrics", "cells", "data"]
+    t0 = 1_700_000_000
+    for rank, part in enumerate(order):
+        root = reader / "results" / part
+        for f in [root] if root.is_file() else sorted(root.rglob("*")):
+            os.utime(f, (t0 + 1000 * rank, t0 + 1000 * rank))
+    assert planned(reader) == {}
+    # Control: without the published job records the same files would retrain everything.
+    shutil.move(reader / ".snakemake/metadata", reader / "metadata.bak")
+    assert planned(reader)["train"] == 2
+    shutil.rmtree(reader / ".snakemake/metadata")  # the empty one Snakemake made
+    shutil.move(reader / "metadata.bak", reader / ".snakemake/metadata")
+    assert planned(reader) == {}
+
+    drawn = [*(reader / "results/figures").iterdir(), *(reader / "results/tables").iterdir()]
+    before = {p: p.stat().st_mtime for p in drawn}
+    assert len(before) == 12  # three figures (PDF, PNG) and three tables (Markdown, LaTeX)
+    redraw = make(reader, "figures")
+    assert "rule train" not in redraw.stdout + redraw.stderr
+    assert "rule extract_metrics" not in redraw.stdout + redraw.stderr
+    assert "rule figure" in redraw.stdout + redraw.stderr
+    for path, mtime in before.items():
+        assert path.stat().st_mtime > mtime, path
+    assert planned(reader) == {}
+
+
+def test_more_epochs_continue_pulled_checkpoints(published: tuple[Path, Path]) -> None:
+    reader = clone(published, "continue")
+    make(reader, "pull")
+    old = pd.read_parquet(reader / CELL_DIR / "history.parquet")
+    assert old["epoch"].tolist() == [0, 1, 2]
+
+    cfg_path = reader / "config/config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"]["epochs"] = 3
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # The published params records notice the change: both cells continue, nothing else trains.
+    plan = planned(reader)
+    assert plan["train"] == 2 and "prepare_dataset" not in plan
+
+    snakemake(reader, f"{CELL_DIR}/status.json")
+    new = pd.read_parquet(reader / CELL_DIR / "history.parquet")
+    assert new["epoch"].tolist() == [0, 1, 2, 3]
+    # Resumed, not restarted: the first epochs keep their recorded wall times bit for bit.
+    pd.testing.assert_frame_equal(new.iloc[:3].reset_index(drop=True), old)
+    log = (reader / f"results/logs/train/{CELL}.log").read_text()
+    assert "resumed" in log and "at epoch 2" in log
+
+
+def test_pull_from_missing_remote_fails_clearly(published: tuple[Path, Path]) -> None:
+    reader = clone(published, "lost", remote=published[0].parent / "no-such-remote")
+    proc = make(reader, "pull", check=False)
+    assert proc.returncode != 0
+    assert "remote 'local'" in proc.stderr and "no-such-remote" in proc.stderr
+    assert "does not exist" in proc.stderr
+    assert not (reader / "results").exists()
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_damaged_remote_object_fails_pull_and_keeps_the_rest(
+    published: tuple[Path, Path], damage: str
+) -> None:
+    origin, remote = published
+    damaged = origin.parent / f"remote-{damage}"
+    shutil.copytree(remote, damaged)
+    obj = remote_object(damaged, origin / CELL_DIR / "snapshots.pt")
+    assert obj.is_file()
+    if damage == "missing":
+        obj.unlink()
+    else:
+        obj.chmod(0o644)
+        obj.write_bytes(obj.read_bytes()[:-100] + b"\0" * 100)  # same size, other bytes
+
+    reader = clone(published, f"reader-{damage}", remote=damaged)
+    proc = make(reader, "pull", check=False)
+    assert proc.returncode != 0
+    where = "missing from" if damage == "missing" else "corrupt on"
+    assert f"{where} the remote: {CELL_DIR}/snapshots.pt" in proc.stderr
+    assert proc.stderr.count("the remote: ") == 1  # only the damaged file is named
+    # The damaged checkpoint never reaches the workspace, and nothing there has wrong bytes.
+    assert not (reader / CELL_DIR / "snapshots.pt").exists()
+    want = digests(origin)
+    assert all(want[path] == md5 for path, md5 in digests(reader).items())
+    if damage == "corrupt":  # the download succeeded, so every intact output is checked out
+        assert "results/metrics/cells.parquet" in digests(reader)
+
+
+def test_pull_never_overwrites_local_results(published: tuple[Path, Path]) -> None:
+    reader = clone(published, "local-work")
+    make(reader, "pull")
+    last = reader / CELL_DIR / "last.pt"
+    mine = last.read_bytes() + b"local training"  # a checkpoint whose hash no longer matches
+    last.write_bytes(mine)
+    extra = reader / "results/figures/my_extra.pdf"
+    extra.write_bytes(b"%PDF local")
+    (reader / CELL_DIR / "status.json").unlink()  # so that pull has something to restore
+
+    status = run(reader, BIN / "dvc", "status").stdout
+    assert "modified:" in status and "results/cells" in status
+    proc = make(reader, "pull", check=False)
+    assert proc.returncode != 0
+    assert "without confirmation" in proc.stderr and "last.pt" in proc.stderr
+    assert last.read_bytes() == mine
+    assert extra.read_bytes() == b"%PDF local"
