@@ -43,6 +43,7 @@ localrules:
     all,
     figure,
     table,
+    dvc_summary,
 
 
 rule all:
@@ -50,3 +51,5 @@ rule all:
     input:
         all_figures(),
         all_tables(),
+        "results/metrics/summary.json",
+        "results/metrics/accuracy_vs_depth.csv",

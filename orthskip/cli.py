@@ -104,6 +104,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dvc_summary(args: argparse.Namespace) -> int:
+    from orthskip.dvc_summary import write_summary
+
+    write_summary(args.cells, args.json, args.csv)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orthskip", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -153,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md", type=Path, required=True)
     p.add_argument("--tex", type=Path, required=True)
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("dvc-summary", help="JSON/CSV summary for dvc metrics/plots")
+    p.add_argument("--cells", type=Path, required=True)
+    p.add_argument("--json", type=Path, required=True)
+    p.add_argument("--csv", type=Path, required=True)
+    p.set_defaults(func=cmd_dvc_summary)
     return parser
 
 

@@ -44,3 +44,20 @@ rule aggregate:
         "python -m orthskip aggregate --status {input.status} --history {input.history}"
         " --metrics {input.metrics} --warp {input.warp}"
         " --out-dir {params.outdir} > {log} 2>&1"
+
+
+rule dvc_summary:
+    input:
+        cells="results/metrics/cells.parquet",
+    output:
+        json="results/metrics/summary.json",
+        csv="results/metrics/accuracy_vs_depth.csv",
+    log:
+        "results/logs/dvc_summary.log",
+    conda:
+        ENV
+    params:
+        code=source_hash("dvc_summary"),
+    shell:
+        "python -m orthskip dvc-summary --cells {input.cells} --json {output.json}"
+        " --csv {output.csv} > {log} 2>&1"
