@@ -21,9 +21,13 @@ def test_whole_pipeline_then_nothing_to_do(tmp_path):
     need = {"dataset", "arch", "skip", "depth", "seed", "epoch", "layer_index", "layer_name",
             "metric", "stat", "value", "exact", "config_hash"}  # fmt: skip
     assert need <= set(layers.columns)
-    assert {"orth_defect", "dist_identity", "sv_reshaped", "grad_norm_ratio", "repr_condition"} <= set(
-        layers["metric"]
-    )
+    assert {
+        "orth_defect",
+        "dist_identity",
+        "sv_reshaped",
+        "grad_norm_ratio",
+        "repr_condition",
+    } <= set(layers["metric"])
     history = pd.read_parquet(res / "metrics/history.parquet")
     assert len(history) == 4 * (cfg["train"]["epochs"] + 1)
     for name in FIGURES:
