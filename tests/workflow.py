@@ -63,9 +63,7 @@ def snakemake(
     if cfg is not None:  # last: --configfile takes several values
         cmd += ["--configfile", str(write_config(workdir, cfg))]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    proc = subprocess.run(
-        cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900
-    )
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
