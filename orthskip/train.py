@@ -313,7 +313,8 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         state["status"] = "ok"
         checkpoint()
 
-    _write_outputs(cell, cell_cfg, state, outdir, device, cfg_hash, n_params, n_skip_params)
+    meta = {"n_params": n_params, "n_skip_params": n_skip_params, "optimizer": bundle.metadata()}
+    _write_outputs(cell, cell_cfg, state, outdir, device, cfg_hash, meta)
     return state["status"]
 
 
@@ -324,8 +325,7 @@ def _write_outputs(
     outdir: Path,
     device: torch.device,
     cfg_hash: str,
-    n_params: int,
-    n_skip_params: int,
+    meta: dict[str, Any],
 ) -> None:
     import pandas as pd
 
@@ -356,8 +356,7 @@ def _write_outputs(
             "test_acc": final["test_acc"] if ok else float("nan"),
             "best_test_acc": max(finite_acc) if finite_acc else float("nan"),
             "wall_time_s": state["elapsed"],
-            "n_params": n_params,
-            "n_skip_params": n_skip_params,
+            **meta,
             "snapshot_epochs": sorted(int(e) for e in state["snapshots"]),
             "skip_weight_decay": cell_cfg["train"]["optimizer"].get("skip_weight_decay", 0.0),
             **provenance(cfg_hash, device),
