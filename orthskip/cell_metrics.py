@@ -65,7 +65,9 @@ def cell_metrics(
     for epoch in sorted(snaps, key=int):
         model.load_state_dict(snaps[epoch])
         model.eval()
-        df = extract_metrics(model, probe_x, probe_y)
+        df = extract_metrics(
+            model, probe_x, probe_y, jacobian_samples=mcfg.get("jacobian_samples", 8)
+        )
         df.insert(0, "epoch", int(epoch))
         frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -104,6 +106,8 @@ def _pca2(feats: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
     """Project onto the two leading principal axes of ``fit_on`` (identity for 2-D)."""
     if feats.shape[1] == 2:
         return feats
+    if not np.isfinite(fit_on).all():  # an exploding net: no plane to project onto
+        return np.full((len(feats), 2), np.nan)
     mean = fit_on.mean(0)
     _, _, vt = np.linalg.svd(fit_on - mean, full_matrices=False)
     return (feats - mean) @ vt[:2].T

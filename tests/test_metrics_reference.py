@@ -208,3 +208,21 @@ def test_repr_condition_singular_is_inf() -> None:
     m = u @ np.diag([1.0, 0.5, 0.1, 1e-4])
     got = repr_condition(torch.from_numpy(m - m.mean(0)).float())
     assert math.isfinite(got["cond"]) and got["cond"] == pytest.approx(1e4, rel=1e-2)
+
+
+def test_non_finite_activations_give_nan_not_a_crash():
+    import math
+
+    from torch import nn
+
+    from orthskip.metrics.jacobian import jacobian_sv
+    from orthskip.metrics.representation import repr_condition
+
+    h = torch.ones(8, 4)
+    h[0, 0] = float("inf")
+    assert all(math.isnan(v) for v in repr_condition(h).values())
+    block = nn.Linear(4, 4)
+    with torch.no_grad():
+        block.weight.fill_(float("inf"))
+    values, _ = jacobian_sv(block.eval(), torch.randn(3, 4))
+    assert math.isnan(values["max"]) and math.isnan(values["min"])

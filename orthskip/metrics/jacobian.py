@@ -133,11 +133,15 @@ def jacobian_sv(
     with torch.no_grad():
         d_out = block(x[:1]).numel()
     d_in = x[0].numel()
-    if max(d_in, d_out) <= dense_max_dim:
-        svals, exact = _dense_svals(block, x), True
-    else:
-        gen = torch.Generator().manual_seed(seed)
-        svals, exact = _bidiag_svals(block, x, steps, gen), False
+    exact = max(d_in, d_out) <= dense_max_dim
+    try:
+        if exact:
+            svals = _dense_svals(block, x)
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            svals = _bidiag_svals(block, x, steps, gen)
+    except torch.linalg.LinAlgError:  # non-finite Jacobian of an exploding net
+        return {"max": math.nan, "min": math.nan}, exact
     smax, smin = float(svals.max()), float(svals.min())
     if not (math.isfinite(smax) and math.isfinite(smin)):
         return {"max": math.nan, "min": math.nan}, exact

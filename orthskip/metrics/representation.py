@@ -41,6 +41,8 @@ def repr_condition(h: Tensor) -> dict[str, float]:
     """
     dtype = h.dtype if h.dtype.is_floating_point else torch.float32
     m = representation_matrix(h)
+    if not torch.isfinite(m).all():  # an exploding net: a result to record, not a crash
+        return {"cond": math.nan, "eff_rank": math.nan}
     svals = torch.linalg.svdvals(m)
     smax = float(svals.max()) if svals.numel() else 0.0
     if smax == 0.0:
