@@ -123,3 +123,15 @@ def test_lr_schedule_warmup_cosine_multistep():
     multi = {"name": "multistep", "milestones": [2, 4], "gamma": 0.1}
     assert lr_factor(19, 10, multi, 5) == 1.0 and lr_factor(20, 10, multi, 5) == pytest.approx(0.1)
     assert lr_factor(45, 10, multi, 5) == pytest.approx(0.01)
+
+
+def test_atomic_writes_leave_no_temp_files_and_normal_permissions(tmp_path):
+    import os
+
+    from orthskip.io import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
