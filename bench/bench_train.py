@@ -25,9 +25,8 @@ from torch import nn
 from orthskip.config import cell_config, cells, prepare_config
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json
-from orthskip.models import build_model
 from orthskip.optim import build_optimizer
-from orthskip.train import train_cell
+from orthskip.train import build_cell_model, train_cell
 
 
 def fake_dataset(root: Path, n: int, shape: tuple[int, ...], classes: int) -> tuple[Path, Path]:
@@ -81,15 +80,7 @@ def bare_loop(cc: dict, data_path: Path, manifest: Path, device: torch.device) -
     x, y = data.x_train.to(device), data.y_train.to(device)
     cell = cc["cell"]
     torch.manual_seed(cell["seed"])
-    model = build_model(
-        cell["arch"],
-        cell["depth"],
-        cell["skip"],
-        tuple(data.input_shape),
-        data.num_classes,
-        cc["model"],
-        {cell["skip"]: cc["skip_options"]},
-    ).to(device)
+    model = build_cell_model(cc, data).to(device)
     opt = build_optimizer(model, cc["train"]["optimizer"], {cell["skip"]: cc["skip_options"]})
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator(device=device).manual_seed(1)

@@ -17,26 +17,13 @@ import torch
 from orthskip.config import Cell, config_hash
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
+from orthskip.train import build_cell_model
 
 
 def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
     """The fixed probe batch of a dataset: the same rows for every cell of that dataset."""
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
-
-
-def _build(cell: Cell, cell_cfg: dict[str, Any], data: Any) -> torch.nn.Module:
-    from orthskip.models import build_model
-
-    return build_model(
-        cell.arch,
-        cell.depth,
-        cell.skip,
-        tuple(data.input_shape),
-        data.num_classes,
-        cell_cfg["model"],
-        {cell.skip: cell_cfg["skip_options"]},
-    )
 
 
 def cell_metrics(
@@ -59,7 +46,7 @@ def cell_metrics(
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x, probe_y = data.x_test[idx], data.y_test[idx]
     snaps = load_torch(snapshots)["states"]
-    model = _build(cell, cell_cfg, data)
+    model = build_cell_model(cell_cfg, data)
     prov = provenance(config_hash(cell_cfg), "cpu")
     frames = []
     for epoch in sorted(snaps, key=int):

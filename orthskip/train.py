@@ -56,6 +56,22 @@ def _select_device(spec: str) -> torch.device:
     return select_device(spec)
 
 
+def build_cell_model(cell_cfg: dict[str, Any], data: Any) -> nn.Module:
+    """The model of one cell for a prepared dataset (initialised from torch's global RNG)."""
+    from orthskip.models import build_model
+
+    cell = cell_cfg["cell"]
+    return build_model(
+        cell["arch"],
+        cell["depth"],
+        cell["skip"],
+        tuple(data.input_shape),
+        data.num_classes,
+        cell_cfg["model"],
+        {cell["skip"]: cell_cfg["skip_options"]},
+    )
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     skip = sum(
@@ -121,7 +137,6 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
     Raises :class:`Preempted` after checkpointing when SIGTERM arrives.
     """
     from orthskip.data import augment_batch, load_prepared
-    from orthskip.models import build_model
     from orthskip.optim import build_optimizer
 
     outdir = Path(outdir)
@@ -147,15 +162,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         x_test = x_test.contiguous(memory_format=memory_format)
 
     torch.manual_seed(cell.seed)
-    model = build_model(
-        cell.arch,
-        cell.depth,
-        cell.skip,
-        tuple(data.input_shape),
-        data.num_classes,
-        cell_cfg["model"],
-        {cell.skip: cell_cfg["skip_options"]},
-    ).to(device, memory_format=memory_format)
+    model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
     n_params, n_skip_params = count_params(model)
     bundle = build_optimizer(model, tcfg["optimizer"], {cell.skip: cell_cfg["skip_options"]})
     epochs = int(tcfg["epochs"])
