@@ -41,7 +41,7 @@ def fake_dataset(root: Path, n: int, shape: tuple[int, ...], classes: int) -> tu
         else torch.randn(n, *shape, generator=gen)
     )
     y = torch.randint(0, classes, (n,), generator=gen)
-    dims = (shape[0],) if images else shape
+    dims = (shape[0], 1, 1) if images else shape
     out, man = root / "data.pt", root / "data.json"
     save_torch(
         out,

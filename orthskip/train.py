@@ -9,6 +9,7 @@ CPU, as a run that was never interrupted. A NaN/inf loss ends the cell with stat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -177,6 +178,14 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         for opt in bundle.optimizers
     ]
     forward = torch.compile(model) if tcfg.get("compile") else model
+
+    # A disabled autocast still costs an enter/exit per step: skip it off CUDA-AMP.
+    def autocast() -> Any:
+        if amp:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    clip = float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
     snapshot_epochs = sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs})
 
@@ -263,13 +272,15 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 state["perm"] = torch.randperm(n_train, generator=data_gen)
                 state["sums"] = torch.zeros(3, dtype=torch.float64)
             perm = state["perm"].to(device)
-            sums = state["sums"].to(device)  # loss sum, correct, seen
+            sums = state["sums"].to(device)  # loss sum, correct, seen (kept on the host)
+            seen = int(sums[2])
             bar = _progress(tty, steps_per_epoch, f"epoch {epoch}/{epochs}")
             t0 = time.perf_counter()
             model.train()
             for b in range(state["batch"], steps_per_epoch):
                 if sigterm.raised:
                     state["batch"] = b
+                    sums[2] = seen
                     state["sums"] = sums.cpu()
                     state["elapsed"] += time.perf_counter() - t0
                     checkpoint()
@@ -278,26 +289,26 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 xb, yb = x_train[idx], y_train[idx]
                 if augment:
                     xb = augment_batch(xb, augment, aug_gen)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                with autocast():
                     out = forward(xb)
-                    loss = loss_fn(out.float(), yb)
+                    loss = loss_fn(out.float() if amp else out, yb)
                 bundle.zero_grad()
                 loss.backward()
-                if tcfg.get("grad_clip"):
-                    nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+                if clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
                 bundle.step()
                 for sched in schedulers:
                     sched.step()
                 with torch.no_grad():  # device-side sums: no host sync per step
-                    sums[0] += loss.detach().double() * len(yb)
+                    sums[0] += loss.detach() * len(yb)
                     sums[1] += (out.argmax(1) == yb).sum()
-                    sums[2] += len(yb)
+                seen += len(yb)
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
             state["elapsed"] += time.perf_counter() - t0
-            loss_sum, correct, seen = sums.tolist()
+            loss_sum, correct, _ = sums.tolist()
             state.update(epoch=epoch, batch=0, perm=None, sums=None)
             if not math.isfinite(loss_sum):
                 state["status"] = "diverged"
