@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -149,6 +150,8 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
     device = _select_device(tcfg.get("device", "auto"))
     amp = bool(tcfg.get("amp")) and device.type == "cuda"
     if tcfg.get("deterministic") and device.type == "cuda":
+        # cuBLAS needs a fixed workspace for reproducible reductions (set before first use).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
 

@@ -92,3 +92,13 @@ def test_resume_key_ignores_epoch_count_but_not_the_recipe():
     c["train"]["optimizer"]["lr"] = 0.2
     assert resume_key(a) == resume_key(b) and config_hash(a) != config_hash(b)
     assert resume_key(a) != resume_key(c)
+
+
+def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
+    from tests.workflow import REPO
+
+    for name, train_jobs in (("config.yaml", 106), ("paper.yaml", 560)):
+        proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / name))
+        out = proc.stdout + proc.stderr
+        line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["train"])
+        assert int(line.split()[1]) == train_jobs, line

@@ -340,3 +340,20 @@ def test_bad_skip_options_raise_config_error_naming_the_key(cfg, needle):
 def test_unknown_kind_names_the_allowed_kinds():
     with pytest.raises(ConfigError, match="orth_learned"):
         build_model("mlp", 2, "orthogonal", (4,), 2, {}, {})
+
+
+def test_orthogonal_map_stays_exact_under_bf16_autocast():
+    # bf16 autocast (as on CUDA with train.amp) must not touch the orthogonal map itself:
+    # it is computed in float64, which autocast never casts.
+    from orthskip.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mlp", 2, "orth_learned", (2,), 2, {"width": 16},
+                        {"orth_learned": {"init": "haar"}})  # fmt: skip
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randn(4, 2))
+        for block in model.blocks:
+            for q in block.skip_matrices().values():
+                eye = torch.eye(q.shape[1], dtype=q.dtype)
+                assert q.dtype == torch.float64
+                assert torch.linalg.matrix_norm(q.T @ q - eye) < 1e-12
