@@ -1,4 +1,5 @@
-"""Suite-wide settings: one torch thread (2-core machines; small ops get slower with more)."""
+"""Suite-wide settings: one torch thread for every test (small ops on a shared 2-core machine
+get up to 20x slower with more)."""
 
 import torch
 

@@ -19,16 +19,6 @@ from orthskip.metrics import (
 )
 from tests.toy_models import toy_cnn, toy_mlp
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: OpenMP threads only contend on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # --- orthogonality ---------------------------------------------------------------------------
 
 

@@ -10,15 +10,6 @@ from torch import nn
 from orthskip.metrics import conv_operator_svals, orth_defect, sv_hosvd, sv_operator, sv_reshaped
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: OpenMP threads only contend on a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def dense_operator(conv: nn.Conv2d, size: tuple[int, int]) -> torch.Tensor:
     """The convolution as an explicit (out_dim, in_dim) matrix: the layer applied to a basis."""
     c_in = conv.in_channels

@@ -14,15 +14,6 @@ from orthskip.optim import build_optimizer
 from orthskip.orth import orth_defect
 from orthskip.skips import SKIPS
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # (arch, two depths, input shape, model config): small sizes so the grid runs in seconds
 CASES = {
     "mlp": ((1, 3), (1, 8, 8), {"width": 8}),

@@ -15,14 +15,6 @@ from orthskip.optim import RiemannianOrthogonal, build_optimizer
 from orthskip.orth import manifold_step, orth_defect
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def mlp(kind: str, skip_cfg: dict | None = None, depth: int = 2):
     torch.manual_seed(0)
     return build_model("mlp", depth, kind, (6,), 3, {"width": 8}, skip_cfg or {})

@@ -34,15 +34,6 @@ KINDS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the test machine is shared: intra-op threads contend and make small ops ~20x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def dense_operator(fn, in_shape: tuple[int, ...]) -> torch.Tensor:
     """Matrix of a linear map by probing it with every unit input (slow, obviously correct)."""
     n = math.prod(in_shape)
