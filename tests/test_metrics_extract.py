@@ -256,3 +256,16 @@ def test_select_probe_is_fixed_by_seed() -> None:
     assert len(select_probe(x, y, 500)[2]) == 100
     with pytest.raises(ValueError, match="probe size"):
         select_probe(x, y, 0)
+
+
+def test_every_row_records_its_shape():
+    torch.manual_seed(0)
+    model = toy_mlp(d_in=2, width=8, depth=3)
+    df = extract_metrics(model, torch.randn(16, 2), torch.randint(0, 2, (16,)))
+    assert (df["shape"] != "").all()
+    skip = df[df["layer_kind"] == "skip"]
+    assert set(skip["shape"]) == {"8x8"}
+    block = df[df["metric"] == "grad_norm_ratio"]
+    assert set(block["shape"]) == {"8"}  # one sample's block output
+    stem = df[(df["param"] == "stem.weight") & (df["metric"] == "sv_reshaped")]
+    assert set(stem["shape"]) == {"8x2"}

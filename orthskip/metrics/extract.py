@@ -48,11 +48,14 @@ class _Rows:
         metric: str,
         stats: dict[str, float],
         exact: bool = True,
+        shape: tuple[int, ...] = (),
     ) -> None:
+        dims = "x".join(str(d) for d in shape)
         for stat, value in stats.items():
             self.rows.append(
-                (layer.index, layer.name, kind, param, metric, stat, float(value), bool(exact))
-            )
+                (layer.index, layer.name, kind, param, dims, metric, stat, float(value),
+                 bool(exact))
+            )  # fmt: skip
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame(self.rows, columns=list(METRIC_COLUMNS))
@@ -165,17 +168,22 @@ def _extract(
     for i, block in enumerate(model.blocks):
         layer = _Layer(i, str(block.name))
         block_kind = "transition" if bool(block.transition) else "block"
+        out_shape = tuple(acts[i + 1].shape[1:])  # one sample's block output
         if ratios:
-            rows.add(layer, block_kind, f"blocks.{i}", "grad_norm_ratio", {"value": ratios[i]})
+            rows.add(
+                layer, block_kind, f"blocks.{i}", "grad_norm_ratio", {"value": ratios[i]},
+                shape=out_shape,
+            )  # fmt: skip
         if "repr_condition" in want:
             rows.add(
-                layer, block_kind, f"blocks.{i}", "repr_condition", repr_condition(acts[i + 1])
-            )
+                layer, block_kind, f"blocks.{i}", "repr_condition", repr_condition(acts[i + 1]),
+                shape=out_shape,
+            )  # fmt: skip
         if "jacobian_sv" in want:
             stats, exact = jacobian_sv(
                 block, acts[i][:jacobian_samples], steps=jacobian_steps, seed=i
             )
-            rows.add(layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact)
+            rows.add(layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact, out_shape)
         for key, mat in block.skip_matrices().items():
             _skip_rows(rows, layer, f"blocks.{i}.{key}", mat, want)
 
@@ -185,32 +193,35 @@ def _extract(
         param = f"{name}.weight"
         w = mod.weight.detach()
         if "sv_reshaped" in want:
-            rows.add(layer, kind, param, "sv_reshaped", sv_reshaped(w))
+            rows.add(layer, kind, param, "sv_reshaped", sv_reshaped(w), shape=tuple(w.shape))
         if kind == "conv" and "sv_hosvd" in want:
-            rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w))
+            rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w), shape=tuple(w.shape))
         if kind == "conv" and "sv_operator" in want:
             _operator_rows(rows, layer, param, mod, input_sizes.get(name))
 
 
 def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[str]) -> None:
     q = as_matrix(mat)
+    dims = tuple(q.shape)
     if "orth_defect" in want:
-        rows.add(layer, "skip", param, "orth_defect", {"value": orth_defect(q)})
+        rows.add(layer, "skip", param, "orth_defect", {"value": orth_defect(q)}, shape=dims)
     if "dist_identity" in want and q.shape[0] == q.shape[1]:
-        rows.add(layer, "skip", param, "dist_identity", dist_identity(q))
+        rows.add(layer, "skip", param, "dist_identity", dist_identity(q), shape=dims)
     if "sv_reshaped" in want:
-        rows.add(layer, "skip", param, "sv_reshaped", sv_reshaped(q))
+        rows.add(layer, "skip", param, "sv_reshaped", sv_reshaped(q), shape=dims)
 
 
 def _operator_rows(
     rows: _Rows, layer: _Layer, param: str, conv: nn.Conv2d, size: tuple[int, int] | None
 ) -> None:
     nan = {"max": math.nan, "min": math.nan, "cond": math.nan}
+    dims = tuple(conv.weight.shape)
     if size is None:  # never called on the probe batch: no input size to evaluate at
-        rows.add(layer, "conv", param, "sv_operator", nan, exact=False)
+        rows.add(layer, "conv", param, "sv_operator", nan, exact=False, shape=dims)
         return
     try:
         stats, exact = sv_operator(conv, size)
     except ValueError:  # padding mode / size the FFT method does not cover
         stats, exact = nan, False
-    rows.add(layer, "conv", param, "sv_operator", stats, exact)
+    # the operator acts on C_in x H x W inputs: record the size it was evaluated at
+    rows.add(layer, "conv", param, "sv_operator", stats, exact, (*dims, *size))

@@ -21,6 +21,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "layer_name",
     "layer_kind",
     "param",
+    "shape",
     "metric",
     "stat",
     "value",
@@ -40,6 +41,7 @@ _TYPES: dict[str, pa.DataType] = {
     "layer_name": pa.string(),
     "layer_kind": pa.string(),
     "param": pa.string(),
+    "shape": pa.string(),  # "AxBx…": weight/matrix shape, or one sample's block output
     "metric": pa.string(),
     "stat": pa.string(),
     "value": pa.float64(),  # ±inf and NaN are values, never nulls
