@@ -64,7 +64,7 @@ def grad_norm_ratio(metrics_dir: Path):
         Line2D([], [], color="k", ls=":", label="norm preserved (1)"),
     ]
     S.figure_legend(fig, handles, ncols=3)
-    fig.suptitle(GNR_TITLE + "; geometric mean over seeds")
+    fig.suptitle(GNR_TITLE + "\ngeometric mean over seeds")
     return fig
 
 
@@ -102,5 +102,5 @@ def jacobian_spread(metrics_dir: Path):
         Patch(color="0.85", label="transition block"),
     ]
     S.figure_legend(fig, handles, ncols=3)
-    fig.suptitle(JAC_TITLE + " (estimates; geometric mean over seeds)")
+    fig.suptitle(JAC_TITLE + "\n(estimates; geometric mean over seeds)")
     return fig

@@ -87,7 +87,7 @@ def weight_condition(metrics_dir: Path):
     if any_inf:
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="", label="κ = ∞"))
     S.figure_legend(fig, handles)
-    fig.suptitle(WEIGHT_TITLE + " at the last snapshot (geometric mean over seeds)")
+    fig.suptitle(WEIGHT_TITLE + "\nat the last snapshot (geometric mean over seeds)")
     return fig
 
 
@@ -134,5 +134,5 @@ def repr_condition(metrics_dir: Path):
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="",
                               label="∞ (σ_min at floor; n seeds)"))  # fmt: skip
     S.figure_legend(fig, handles)
-    fig.suptitle(REPR_TITLE + " (finite values: geometric mean over seeds)")
+    fig.suptitle(REPR_TITLE + "\n(finite values: geometric mean over seeds)")
     return fig

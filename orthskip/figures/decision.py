@@ -112,5 +112,5 @@ def decision_regions(metrics_dir: Path):
     ]
     handles.append(Line2D([], [], color="0.45", lw=0.6, label="warped grid"))
     S.figure_legend(fig, handles, ncols=min(4, len(handles)))
-    fig.suptitle(TITLE + " (coordinates: first two features at each block)")
+    fig.suptitle(TITLE + "\n(axes: top two principal axes per block)")
     return fig

@@ -102,5 +102,5 @@ def dist_identity(metrics_dir: Path):
         Line2D([], [], color="k", ls=":", label="1/m"),
     ]
     S.figure_legend(fig, handles, ncols=2)
-    fig.suptitle(TITLE + " at the last snapshot; mean over seeds")
+    fig.suptitle(TITLE + "\nat the last snapshot; mean over seeds")
     return fig
