@@ -152,3 +152,14 @@ def test_all_issue_figures_are_registered():
     assert set(FIGURES) == {"accuracy_vs_depth", "training_curves", "dist_identity",
                             "grad_norm_ratio", "weight_condition", "repr_condition",
                             "jacobian_spread", "decision_regions"}  # fmt: skip
+
+
+def test_style_covers_every_registered_skip_kind():
+    # style.py keeps its own list (plot jobs must not import torch for it): keep them in step.
+    from orthskip.figures import style
+    from orthskip.skips import SKIPS
+
+    assert tuple(SKIPS) == style.SKIP_ORDER
+    for table in (style.SKIP_COLORS, style.SKIP_MARKERS, style.SKIP_LABELS):
+        assert set(table) == set(SKIPS)
+    assert len(set(style.SKIP_COLORS.values())) == len(SKIPS)  # one colour per kind
