@@ -14,7 +14,8 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
 - ``orth_fixed``: Q x, Q Haar in SO(C), frozen (a buffer) / subsample, then a frozen Haar
   C_out × C_in map with orthonormal columns.
 - ``orth_learned``: Q(θ) x with Q = base · exp(A) or Cayley(A), A skew
-  (``torch.nn.utils.parametrizations.orthogonal`` on the 2-D matrix, computed in float64), so
+  (``orthskip.orth.OrthogonalMap`` registered with ``torch.nn.utils.parametrize``: the
+  construction of ``parametrizations.orthogonal`` on the 2-D matrix, computed in float64), so
   Q ∈ SO(C) exactly at every step / subsample, then the same parametrization of a C_out × C_in
   map with orthonormal columns (Stiefel manifold).
 - ``orth_manifold``: Q x, Q a plain parameter moved only by the Riemannian optimizer
@@ -45,10 +46,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrizations
+from torch.nn.utils import parametrize
 
 from orthskip.errors import ConfigError
-from orthskip.orth import eye_like, haar_orthogonal, polar
+from orthskip.orth import OrthogonalMap, eye_like, haar_orthogonal, polar
 
 # Defaults of every skip kind's options (config["skip_options"][kind]).
 SKIP_OPTIONS: dict[str, dict[str, Any]] = {
@@ -129,12 +130,42 @@ def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def apply_matrix(x: Tensor, m: Tensor) -> Tensor:
-    """Apply a (out × in) matrix to features (2-D x) or channels (4-D x, as a 1×1 conv)."""
+# On CPU, oneDNN's 1×1 convolution is slow and erratic at few channels (in ResNet-56 a 16-channel
+# 1×1 forward took longer than the block's 3×3 convolutions); a batched GEMM over the samples,
+# with the residual addition fused in (baddbmm), is faster up to this many channels and slower
+# above it (bench/bench_skips.py --apply).
+GEMM_MAX_CHANNELS = 16
+
+
+def _use_gemm(x: Tensor, m: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and max(m.shape) <= GEMM_MAX_CHANNELS
+        and x.is_contiguous()
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def apply_matrix(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
+    """m x (+ add): an (out × in) matrix on features (2-D x) or channels (4-D x, a 1×1 conv).
+
+    ``add`` (shaped like the result) is added in the same kernel where that is faster:
+    the residual sum S(x) + F(x) of a block.
+    """
     m = m.to(x.dtype)
     if x.dim() == 2:
-        return x @ m.T
-    return F.conv2d(x, m[:, :, None, None])
+        return x @ m.T if add is None else torch.addmm(add, x, m.T)
+    if _use_gemm(x, m):
+        n = x.shape[0]
+        x3 = x.reshape(n, x.shape[1], -1)
+        batch_m = m.expand(n, -1, -1)
+        if add is None:
+            y = torch.bmm(batch_m, x3)
+        else:
+            y = torch.baddbmm(add.reshape(n, m.shape[0], -1), batch_m, x3)
+        return y.view(n, m.shape[0], *x.shape[2:])
+    y = F.conv2d(x, m[:, :, None, None])
+    return y if add is None else y + add
 
 
 def subsample(x: Tensor, stride: int) -> Tensor:
@@ -159,12 +190,15 @@ def _orthogonal_init(rows: int, cols: int, init: str, allow_negative_det: bool) 
 
 
 def _parametrized(init: Tensor, orthogonal_map: str) -> _Matrix:
-    # float64 generator and map: matrix_exp/Cayley of a large skew matrix in float32 drifts off
-    # the manifold (~1e-4 after big steps); in float64 Q is orthogonal to ~1e-15 and is cast to
-    # the activations' dtype when applied. The matrices are small (C × C), so this is cheap.
+    # float64 generator and map: the matrices are small (C × C), so this is cheap, and Q is
+    # orthogonal to ~1e-15 before it is cast to the activations' dtype where it is applied.
     holder = _Matrix(init.to(torch.float64))
-    # use_trivialization: Q = base · map(A) with base = the init, so the init is exact (det kept)
-    parametrizations.orthogonal(holder, "weight", orthogonal_map=orthogonal_map)
+    # Q = base · map(A), base = the init: X = 0 is exactly the init (det kept). The construction
+    # of torch's parametrizations.orthogonal, with an eigendecomposition exponential that is exact
+    # at any ‖A‖ and ~2-3× cheaper to differentiate than torch.linalg.matrix_exp (orthskip.orth).
+    parametrize.register_parametrization(
+        holder, "weight", OrthogonalMap(tuple(init.shape), orthogonal_map)
+    )
     return holder
 
 
@@ -190,6 +224,23 @@ class Skip(nn.Module):
     def matrices(self) -> dict[str, Tensor]:
         """Matrices to measure (Q, W, B); {} when the skip has none."""
         return {}
+
+    def linear_map(self) -> Tensor | None:
+        """M when S(x) = M · subsample(x) (the matrix skips); None for every other kind."""
+        return None
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = self.linear_map()
+        if m is None:
+            raise NotImplementedError(f"skip {self.kind} must define forward or linear_map")
+        return apply_matrix(subsample(x, self.stride), m)
+
+    def residual(self, x: Tensor, out: Tensor) -> Tensor:
+        """S(x) + out, the residual sum (one fused kernel for the matrix skips)."""
+        m = self.linear_map()
+        if m is None:
+            return self(x) + out
+        return apply_matrix(subsample(x, self.stride), m, add=out)
 
     def extra_repr(self) -> str:
         return f"{self.c_in}->{self.c_out}, stride={self.stride}"
@@ -231,8 +282,8 @@ class LinearSkip(Skip):
             w = _orthogonal_init(c_out, c_in, "identity" if init == "identity" else "haar", False)
         self.weight = nn.Parameter(w)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return apply_matrix(subsample(x, self.stride), self.weight)
+    def linear_map(self) -> Tensor:
+        return self.weight
 
     def matrices(self) -> dict[str, Tensor]:
         return {"W": self.weight}
@@ -246,8 +297,8 @@ class OrthFixedSkip(Skip):
         q = haar_orthogonal(c_out, c_in, special=not options["allow_negative_det"])
         self.register_buffer("Q", q)  # a buffer: saved, never optimized
 
-    def forward(self, x: Tensor) -> Tensor:
-        return apply_matrix(subsample(x, self.stride), self.Q)
+    def linear_map(self) -> Tensor:
+        return self.Q
 
     def matrices(self) -> dict[str, Tensor]:
         return {"Q": self.Q}
@@ -265,8 +316,8 @@ class OrthLearnedSkip(Skip):
     def Q(self) -> Tensor:
         return self.q.weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        return apply_matrix(subsample(x, self.stride), self.Q)
+    def linear_map(self) -> Tensor:
+        return self.Q
 
     def matrices(self) -> dict[str, Tensor]:
         return {"Q": self.Q}
@@ -282,8 +333,8 @@ class OrthManifoldSkip(Skip):
         init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.Q = nn.Parameter(init)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return apply_matrix(subsample(x, self.stride), self.Q)
+    def linear_map(self) -> Tensor:
+        return self.Q
 
     def matrices(self) -> dict[str, Tensor]:
         return {"Q": self.Q}

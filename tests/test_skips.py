@@ -12,7 +12,9 @@ from orthskip.errors import ConfigError
 from orthskip.models import build_model
 from orthskip.optim import build_optimizer
 from orthskip.orth import (
+    OrthogonalMap,
     circular_conv_matrix,
+    expm_skew,
     haar_orthogonal,
     manifold_step,
     msign,
@@ -119,6 +121,101 @@ def test_manifold_step_keeps_orthogonality_and_descends(shape):
         assert stats.converged
     assert orth_defect(w) < 1e-12
     assert float(torch.linalg.matrix_norm(w - target)) < 0.1 * start
+
+
+def _skew(n: int, scale: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, n, generator=g, dtype=torch.float64)
+    return scale * (a - a.T) / 2
+
+
+def _degenerate_skew(n: int) -> torch.Tensor:
+    # a rotation by the same angle in every 2-plane: eigenvalues ±i·1.3, each n/2 times
+    q = haar_orthogonal(n, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    j = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(0, n, 2):
+        j[i, i + 1], j[i + 1, i] = 1.3, -1.3
+    return q @ j @ q.T
+
+
+CASES = [
+    ("zero", torch.zeros(8, 8, dtype=torch.float64)),
+    ("small", _skew(8, 1e-3, 0)),
+    ("unit", _skew(16, 1.0, 1)),
+    ("large", _skew(16, 30.0, 2)),
+    ("n=64", _skew(64, 1.0, 3)),
+    ("repeated", _degenerate_skew(8)),
+    ("odd n", _skew(7, 2.0, 4)),
+]
+
+
+@pytest.mark.parametrize(("name", "a"), CASES, ids=[c[0] for c in CASES])
+def test_expm_skew_matches_matrix_exp_and_its_gradient(name, a):
+    ref = torch.linalg.matrix_exp(a)
+    q = expm_skew(a)
+    assert float((q - ref).abs().max()) < 1e-11 * max(1.0, float(a.abs().max()))
+    assert orth_defect(q) < 1e-13
+    # reverse mode: the same gradient as torch's matrix_exp (a general, non-skew cotangent)
+    g = torch.randn(a.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    a1 = a.clone().requires_grad_(True)
+    torch.linalg.matrix_exp(a1).backward(g)
+    a2 = a.clone().requires_grad_(True)
+    expm_skew(a2).backward(g)
+    assert torch.allclose(a2.grad, a1.grad, rtol=1e-9, atol=1e-11)
+    # forward mode (used by the Jacobian metrics' jvp): the same directional derivative
+    e = _skew(a.shape[0], 1.0, 11)
+    _, t_ref = torch.func.jvp(torch.linalg.matrix_exp, (a,), (e,))
+    _, t_ours = torch.func.jvp(expm_skew, (a,), (e,))
+    assert torch.allclose(t_ours, t_ref, rtol=1e-9, atol=1e-11)
+
+
+def test_expm_skew_passes_gradcheck_in_both_modes():
+    x = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda m: expm_skew(m - m.T), (x,), check_forward_ad=True, check_batched_grad=True
+    )
+
+
+@pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley"])
+def test_orthogonal_map_is_torchs_orthogonal_parametrization(orthogonal_map):
+    # the same construction as torch.nn.utils.parametrizations.orthogonal (trivialization):
+    # for the same init and the same parameter X, the same Q
+    from torch.nn.utils import parametrizations, parametrize
+
+    init = haar_orthogonal(6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ours = torch.nn.Linear(6, 6, bias=False).double()
+    theirs = torch.nn.Linear(6, 6, bias=False).double()
+    for lin in (ours, theirs):
+        with torch.no_grad():
+            lin.weight.copy_(init)
+    parametrize.register_parametrization(ours, "weight", OrthogonalMap((6, 6), orthogonal_map))
+    parametrizations.orthogonal(theirs, "weight", orthogonal_map=orthogonal_map)
+    assert torch.allclose(ours.weight, init, atol=1e-14)  # X = 0 is the init exactly
+    x = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours.parametrizations.weight.original.copy_(x)
+        theirs.parametrizations.weight.original.copy_(x)
+    assert torch.allclose(ours.weight, theirs.weight, atol=1e-12)
+    assert float((ours.weight.detach() - init).abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("shape", [(10, 4), (4, 10)])
+def test_orthogonal_map_on_the_stiefel_manifold(shape):
+    init = haar_orthogonal(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    holder = torch.nn.Linear(shape[1], shape[0], bias=False).double()
+    with torch.no_grad():
+        holder.weight.copy_(init)
+    from torch.nn.utils import parametrize
+
+    parametrize.register_parametrization(holder, "weight", OrthogonalMap(shape, "matrix_exp"))
+    assert torch.allclose(holder.weight, init, atol=1e-14)
+    with torch.no_grad():
+        holder.parametrizations.weight.original.normal_(0, 3.0)
+    w = holder.weight.detach()
+    assert orth_defect(w) < 1e-13
+    assert float((w - init).abs().max()) > 0.1
+    with pytest.raises(ValueError, match="orthonormal"):
+        holder.weight = torch.ones(shape, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------- orthogonality under training

@@ -57,7 +57,7 @@ class ResidualBlock(nn.Module):
         out = self.branch(x)
         if skip.is_zero:
             return self.post(out)
-        return self.post(skip(x) + out)
+        return self.post(skip.residual(x, out))
 
     def skip_matrices(self) -> dict[str, Tensor]:
         """Skip matrices keyed relative to the block: ``skip.Q`` is param ``blocks.3.skip.Q``."""
