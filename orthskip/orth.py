@@ -72,22 +72,31 @@ class MsignResult:
     residual: float
 
 
-def msign(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> MsignResult:
+def msign(
+    a: Tensor, *, tol: float = 1e-7, max_iter: int = 100, near_orthogonal: bool = False
+) -> MsignResult:
     """Matrix sign U Vᵀ of ``a`` by cubic Newton–Schulz, X ← 1.5 X − 0.5 X XᵀX, to a tolerance.
 
     Starting from X₀ = A/‖A‖_F every singular value lies in (0, 1] and converges to 1
-    (zero singular values stay zero). The iteration stops when ‖X_{k+1} − X_k‖_F ≤ tol·√n for
-    every matrix, not after a fixed count; ``iterations`` and ``converged`` report what happened.
-    ``a`` may carry leading batch dimensions (one iteration count for the batch, so that a
-    GPU runs one batched loop per shape). Computed in float64, returned in ``a``'s dtype.
+    (zero singular values stay zero). The iteration converges for any start with singular
+    values in (0, √3), so with ``near_orthogonal`` a matrix with ‖AᵀA − I‖_F < 1/2 (every σ² in
+    (1/2, 3/2)) is not rescaled: rescaling by ‖A‖_F = √n would shrink every σ to ~1/√n and cost
+    ~log(√n)/log(1.5) extra iterations (9 instead of 1 at n = 64). The iteration stops when
+    ‖X_{k+1} − X_k‖_F ≤ tol·√n for every matrix, not after a fixed count; ``iterations`` and
+    ``converged`` report what happened. ``a`` may carry leading batch dimensions (one iteration
+    count for the batch, so that a GPU runs one batched loop per shape). Computed in float64,
+    returned in ``a``'s dtype.
     """
     x = a.detach().to(torch.float64)
     wide = x.shape[-2] < x.shape[-1]
     if wide:
         x = x.mT
     n = x.shape[-1]
-    norm = torch.linalg.matrix_norm(x, keepdim=True)
-    x = x / norm.clamp_min(torch.finfo(torch.float64).tiny)
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    close = near_orthogonal and float(torch.linalg.matrix_norm(x.mT @ x - eye).max()) < 0.5
+    if not close:
+        norm = torch.linalg.matrix_norm(x, keepdim=True)
+        x = x / norm.clamp_min(torch.finfo(torch.float64).tiny)
     threshold = tol * math.sqrt(n)
     residual = math.inf
     it = 0
@@ -140,7 +149,7 @@ def manifold_step(
     p = x.mT @ x
     scale = 1.0 / math.sqrt(1.0 + lr * lr)
     w_new = (eye - lr * x) @ (eye - p + scale * p) @ w64
-    retract = msign(w_new, tol=tol, max_iter=max_iter)
+    retract = msign(w_new, tol=tol, max_iter=max_iter, near_orthogonal=True)
     converged = direction.converged and retract.converged
     stats = StepStats(direction.iterations, retract.iterations, converged)
     return retract.value.to(w.dtype), stats
@@ -247,7 +256,7 @@ def complete_orthogonal(q: Tensor) -> Tensor:
     n, k = q.shape
     if n == k:
         return q.clone()
-    full, r = torch.linalg.qr(q, mode="complete")
+    full = torch.linalg.qr(q, mode="complete").Q
     full = full.clone()
     full[:, :k] = q  # QR returns ±q's columns; keep q exactly
     return full

@@ -22,7 +22,15 @@ from orthskip.orth import (
     polar,
     project_conv_operator,
 )
-from orthskip.skips import SKIP_OPTIONS, SKIPS, make_skip, skip_options, validate_skip_options
+from orthskip.skips import (
+    GEMM_MAX_CHANNELS,
+    SKIP_OPTIONS,
+    SKIPS,
+    apply_matrix,
+    make_skip,
+    skip_options,
+    validate_skip_options,
+)
 
 KINDS = (
     "identity",
@@ -107,6 +115,19 @@ def test_polar_is_the_nearest_semi_orthogonal_matrix():
     d = float(torch.linalg.matrix_norm(w - p))
     others = [haar_orthogonal(5, 9, dtype=torch.float64) for _ in range(200)]
     assert all(d < float(torch.linalg.matrix_norm(w - q)) for q in others)
+
+
+def test_msign_near_orthogonal_start_skips_the_rescaling():
+    q = haar_orthogonal(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    a = q + 1e-9 * noise
+    fast = msign(a, tol=1e-7, near_orthogonal=True)
+    slow = msign(a, tol=1e-7)
+    assert fast.converged and fast.iterations <= 2 < slow.iterations
+    assert torch.allclose(fast.value, polar(a), atol=1e-12)
+    # far from orthogonal (‖AᵀA − I‖ ≥ 1/2): rescaled as usual, still the polar factor
+    far = msign(5.0 * a, tol=1e-10, near_orthogonal=True)
+    assert far.converged and torch.allclose(far.value, polar(a), atol=1e-8)
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (10, 4)])
@@ -216,6 +237,27 @@ def test_orthogonal_map_on_the_stiefel_manifold(shape):
     assert float((w - init).abs().max()) > 0.1
     with pytest.raises(ValueError, match="orthonormal"):
         holder.weight = torch.ones(shape, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("channels", [(4, 4), (GEMM_MAX_CHANNELS, 8), (24, 24), (40, 20)])
+@pytest.mark.parametrize("fused_add", [False, True])
+def test_apply_matrix_is_a_1x1_convolution_with_its_gradients(channels, fused_add):
+    # both code paths (batched GEMM up to GEMM_MAX_CHANNELS, oneDNN 1×1 conv above) against
+    # the obvious einsum, in value and in every gradient
+    c_out, c_in = channels
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, c_in, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    m = torch.randn(c_out, c_in, generator=gen, dtype=torch.float64, requires_grad=True)
+    add = torch.randn(3, c_out, 5, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, c_out, 5, 6, generator=gen, dtype=torch.float64)
+    ref = torch.einsum("oc,nchw->nohw", m, x) + (add if fused_add else 0)
+    grads_ref = torch.autograd.grad(ref, (x, m, add) if fused_add else (x, m), g)
+    out = apply_matrix(x, m, add=add if fused_add else None)
+    grads = torch.autograd.grad(out, (x, m, add) if fused_add else (x, m), g)
+    assert out.shape == ref.shape and out.is_contiguous()
+    assert torch.allclose(out, ref, atol=1e-12)
+    for a, b in zip(grads, grads_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-12)
 
 
 # ---------------------------------------------------------------- orthogonality under training
