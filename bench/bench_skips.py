@@ -7,7 +7,7 @@ hits all of them alike; the ratio column is the median over rounds of (kind / id
 same round.
 
 Default: a quick run (ResNet-20, batch 32). The issue's figures:
-    PYTHONPATH=. python bench/bench_skips.py --depth 56 --batch 128 --steps 10
+    PYTHONPATH=. python bench/bench_skips.py --depth 56 --batch 128 --steps 15
 Goal: orth_learned <= 1.10x, orth_manifold <= 1.15x (ProcResNet reports 7.6 % for its projection).
 """
 
@@ -109,14 +109,21 @@ def main() -> None:
         f"{args.steps} rounds, torch {torch.__version__}, skip_options {skip_cfg}"
     )
     # vs linear: the same C×C application cost, so the ratio isolates the orthogonality machinery
-    print("| kind | params | step ms (median) | optimizer ms | vs identity | vs linear | goal |")
+    print(
+        "| kind | params | step ms (median) | optimizer ms | vs identity [IQR] | vs linear [IQR] "
+        "| goal |"
+    )
     print("|---|---|---|---|---|---|---|")
 
     def ratio(kind: str, ref: str) -> str:
+        """Median of the per-round ratios and, in brackets, their interquartile range."""
         if ref not in times:
             return ""
-        pairs = zip(times[kind], times[ref], strict=True)
-        return f"{statistics.median(t / b for t, b in pairs):.3f}"
+        ratios = [t / b for t, b in zip(times[kind], times[ref], strict=True)]
+        if kind == ref:
+            return "1.000"
+        lo, _, hi = statistics.quantiles(ratios, n=4)
+        return f"{statistics.median(ratios):.3f} [{lo:.3f}, {hi:.3f}]"
 
     for kind in kinds:
         goal = f"<= {GOALS[kind]:.2f}" if kind in GOALS else ""
