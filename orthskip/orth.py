@@ -177,6 +177,20 @@ def project_conv_operator(weight: Tensor, size: tuple[int, int], scale: float = 
     return k_hat.to(weight.dtype)
 
 
+def circular_conv_fft(x: Tensor, kernel: Tensor) -> Tensor:
+    """Circular convolution y[o] = Σ_i K[o, i] ⊛ x[i] of (N, C_in, h, w) by a (C_out, C_in, h, w)
+    kernel, by FFT: per frequency Y(u, v) = P(u, v) X(u, v) with P = FFT2(K), the blocks that
+    ``project_conv_operator`` projects. Differentiable; real in and out.
+    """
+    size = tuple(x.shape[-2:])
+    if tuple(kernel.shape[-2:]) != size:
+        raise ValueError(f"kernel spatial size {tuple(kernel.shape[-2:])} != input size {size}")
+    xf = torch.fft.rfft2(x)
+    kf = torch.fft.rfft2(kernel.to(x.dtype))
+    yf = torch.einsum("oiuv,niuv->nouv", kf, xf)
+    return torch.fft.irfft2(yf, s=size)
+
+
 def circular_conv_matrix(weight: Tensor, size: tuple[int, int]) -> Tensor:
     """Dense matrix of a stride-1 circular cross-correlation (as ``F.conv2d`` computes), by probing.
 

@@ -22,12 +22,13 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
   (``orthskip.optim.RiemannianOrthogonal``) and retracted onto O(C) / subsample, then a
   C_out × C_in Stiefel matrix with the same update.
 - ``procrustes``: x (identity) / ProcResNet's conv* *before* the block (seeds/002, Fig. 1d):
-  a 2×2 stride-2 convolution C_in → C_out (odd sizes are zero-padded to even, which makes the
-  operator a contraction, σ ≤ scale, instead of norm-preserving), then
-  y = z + F(z) with an identity skip. Its operator is pixel-unshuffle (a permutation) followed by
-  the C_out × 4·C_in matrix W, so the projection after optimizer steps, W ← scale · polar(W)
-  (exact, by SVD), makes every nonzero operator singular value equal ``scale``.
-  ``orthskip.orth.project_conv_operator`` is the FFT-per-frequency version for k × k kernels.
+  pixel-unshuffle (a permutation; odd sizes are zero-padded to even, which makes the operator
+  a contraction, σ ≤ scale, instead of norm-preserving), then a convolution C_in·4 → C_out,
+  then y = z + F(z) with an identity skip. With ``kernel_size: 1`` (default) that is a 1×1
+  convolution (= a 2×2 stride-2 conv), projected after optimizer steps by W ← scale · polar(W)
+  (exact, by SVD); with ``kernel_size: k > 1`` a circular k×k convolution projected per FFT
+  frequency (``orthskip.orth.project_conv_operator``). Either way every nonzero operator
+  singular value equals ``scale``.
 - ``orth_jacobian``: the whole block is y = x − 2Bᵀρ(Bx + b), B ∈ SO(C) (parametrized like
   orth_learned), ρ = ReLU, channel-wise (1×1) in CNNs, no other branch and no BN (seeds/003) /
   subsample, then a parametrized C_out × C_in map with orthonormal columns, then the layer.
@@ -49,7 +50,14 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from orthskip.errors import ConfigError
-from orthskip.orth import OrthogonalMap, eye_like, haar_orthogonal, polar
+from orthskip.orth import (
+    OrthogonalMap,
+    circular_conv_fft,
+    eye_like,
+    haar_orthogonal,
+    polar,
+    project_conv_operator,
+)
 
 # Defaults of every skip kind's options (config["skip_options"][kind]).
 SKIP_OPTIONS: dict[str, dict[str, Any]] = {
@@ -65,7 +73,7 @@ SKIP_OPTIONS: dict[str, dict[str, Any]] = {
         "ns_tol": 1e-7,
         "ns_max_iter": 100,
     },
-    "procrustes": {"every": 1, "scale": 1.0},
+    "procrustes": {"every": 1, "scale": 1.0, "kernel_size": 1},
     "orth_jacobian": {"map": "matrix_exp", "init": "haar", "allow_negative_det": False},
 }
 
@@ -213,9 +221,17 @@ class Skip(nn.Module):
     # S(x) = 0: the block drops the addition (none)
     is_zero: ClassVar[bool] = False
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.c_in, self.c_out, self.stride = c_in, c_out, stride
+        self.in_size = in_size  # spatial size of the input (CNNs); None for vector input
         self.transition = c_in != c_out or stride != 1
         self.options = dict(options)
         if c_out < c_in:
@@ -271,8 +287,15 @@ class NoneSkip(Skip):
 class LinearSkip(Skip):
     kind = "linear"
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
-        super().__init__(c_in, c_out, stride, options)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(c_in, c_out, stride, options, in_size)
         init = options["init"]
         if init == "kaiming":
             # variance 1/fan_in: norm-preserving in expectation, unlike identity/orthogonal exactly
@@ -292,8 +315,15 @@ class LinearSkip(Skip):
 class OrthFixedSkip(Skip):
     kind = "orth_fixed"
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
-        super().__init__(c_in, c_out, stride, options)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(c_in, c_out, stride, options, in_size)
         q = haar_orthogonal(c_out, c_in, special=not options["allow_negative_det"])
         self.register_buffer("Q", q)  # a buffer: saved, never optimized
 
@@ -307,8 +337,15 @@ class OrthFixedSkip(Skip):
 class OrthLearnedSkip(Skip):
     kind = "orth_learned"
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
-        super().__init__(c_in, c_out, stride, options)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(c_in, c_out, stride, options, in_size)
         init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.q = _parametrized(init, options["map"])
 
@@ -328,8 +365,15 @@ class OrthManifoldSkip(Skip):
 
     kind = "orth_manifold"
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
-        super().__init__(c_in, c_out, stride, options)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(c_in, c_out, stride, options, in_size)
         init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.Q = nn.Parameter(init)
 
@@ -341,23 +385,62 @@ class OrthManifoldSkip(Skip):
 
 
 class ProcrustesSkip(Skip):
-    """Identity inside stages; a projected 2×2 stride-2 conv* before a transition block."""
+    """Identity inside stages; a projected conv* before a transition block (ProcResNet).
+
+    conv* = pixel-unshuffle by the stride (a permutation; odd sizes are zero-padded to even
+    first), then a convolution C_in·s² → C_out of ``kernel_size`` k:
+    - k = 1 (default): a 1×1 convolution, i.e. a 2×2 stride-2 convolution of the input. Its
+      operator is block-diagonal with one C_out × C_in·s² block W per output pixel, so
+      W ← scale · polar(W) (exact, by SVD) sets every nonzero operator singular value.
+    - k > 1: a circular k×k convolution on the unshuffled grid (h', w'). Its operator is
+      block-diagonal in the 2-D Fourier basis with blocks P(u, v) = FFT2(K)(u, v), and the
+      projection replaces every block by scale · polar(P(u, v)) (seeds/002, Algorithm 1, with an
+      exact SVD per frequency). The exact projection of a k×k kernel has full spatial support,
+      so after the first projection the kernel is h' × w' (initialised k×k, zero elsewhere), and
+      the convolution is applied by FFT, which costs about as much as a 1×1 convolution per
+      frequency.
+    """
 
     kind = "procrustes"
     pre_map = True
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
-        super().__init__(c_in, c_out, stride, options)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(c_in, c_out, stride, options, in_size)
         self.scale = float(options["scale"])
         self.every = int(options["every"])
-        if self.transition:
-            if stride not in (1, 2):
-                raise ConfigError(f"skip procrustes: stride {stride} unsupported (1 or 2)")
-            k = stride
-            w = torch.empty(c_out, c_in, k, k)
+        self.kernel_size = int(options["kernel_size"])
+        self.grid: tuple[int, int] | None = None  # the unshuffled grid the FFT conv acts on
+        if not self.transition:
+            return
+        if stride not in (1, 2):
+            raise ConfigError(f"skip procrustes: stride {stride} unsupported (1 or 2)")
+        k = self.kernel_size
+        if k == 1:
+            w = torch.empty(c_out, c_in, stride, stride)
             nn.init.kaiming_normal_(w, nonlinearity="linear")
-            self.weight = nn.Parameter(w)
-            self.project()
+        else:
+            if in_size is None:
+                raise ConfigError(
+                    f"skip_options.procrustes.kernel_size = {k}: a k x k conv* needs image "
+                    "input (cifar_resnet, cifar_preresnet, resnet18); use 1 for mlp"
+                )
+            h, wd = (-(-n // stride) for n in in_size)
+            self.grid = (h, wd)
+            # the initial support; on a grid smaller than k a circular k×k kernel wraps around
+            kh, kw = min(k, h), min(k, wd)
+            small = torch.empty(c_out, c_in * stride * stride, kh, kw)
+            nn.init.kaiming_normal_(small, nonlinearity="linear")
+            w = torch.zeros(c_out, c_in * stride * stride, h, wd)
+            w[:, :, :kh, :kw] = small
+        self.weight = nn.Parameter(w)
+        self.project()
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.transition:
@@ -368,17 +451,30 @@ class ProcrustesSkip(Skip):
         if s > 1:
             # zero-pad odd sizes to even (an isometric embedding: the operator stays a contraction)
             x = F.pad(x, (0, x.shape[-1] % s, 0, x.shape[-2] % s))
-        return F.conv2d(x, self.weight, stride=s)
+        if self.grid is None:
+            return F.conv2d(x, self.weight, stride=s)
+        return circular_conv_fft(F.pixel_unshuffle(x, s) if s > 1 else x, self.weight)
 
     def matrix(self) -> Tensor:
-        """The C_out × (C_in·s²) matrix that acts on pixel-unshuffled input (its operator)."""
-        return self.weight.reshape(self.c_out, -1)
+        """The C_out × (C_in·s²) block of the operator at spatial frequency 0.
+
+        For k = 1 it is the matrix acting on every pixel of the unshuffled input, so the whole
+        operator; for k > 1 it is P(0, 0) = Σ K over space, one of the h'·w' blocks that the
+        projection makes scale × semi-orthogonal (the only real-valued one for every size).
+        """
+        if self.grid is None:
+            return self.weight.reshape(self.c_out, -1)
+        return self.weight.sum(dim=(-2, -1))
 
     @torch.no_grad()
     def project(self) -> None:
-        """W ← scale · polar(W): all nonzero operator singular values equal ``scale``."""
-        if self.transition:
+        """Set every nonzero operator singular value to ``scale`` (exact)."""
+        if not self.transition:
+            return
+        if self.grid is None:
             self.weight.copy_((self.scale * polar(self.matrix())).reshape(self.weight.shape))
+        else:
+            self.weight.copy_(project_conv_operator(self.weight, self.grid, self.scale))
 
     def matrices(self) -> dict[str, Tensor]:
         return {"W": self.matrix()} if self.transition else {}
@@ -390,8 +486,15 @@ class OrthJacobianSkip(Skip):
     kind = "orth_jacobian"
     owns_block = True
 
-    def __init__(self, c_in: int, c_out: int, stride: int, options: dict[str, Any]) -> None:
-        super().__init__(c_in, c_out, stride, options)
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> None:
+        super().__init__(c_in, c_out, stride, options, in_size)
         neg = options["allow_negative_det"]
         self.b_param = _parametrized(
             _orthogonal_init(c_out, c_out, options["init"], neg), options["map"]
@@ -428,9 +531,19 @@ def _registry() -> dict[str, type[Skip]]:
 SKIPS: dict[str, type[Skip]] = _registry()
 
 
-def make_skip(kind: str, c_in: int, c_out: int, stride: int, skip_cfg: dict | None) -> Skip:
-    """Build the skip of ``kind`` with its options from ``skip_cfg`` (= config['skip_options'])."""
-    return SKIPS[kind](c_in, c_out, stride, skip_options(kind, skip_cfg))
+def make_skip(
+    kind: str,
+    c_in: int,
+    c_out: int,
+    stride: int,
+    skip_cfg: dict | None,
+    in_size: tuple[int, int] | None = None,
+) -> Skip:
+    """Build the skip of ``kind`` with its options from ``skip_cfg`` (= config['skip_options']).
+
+    ``in_size``: the spatial size of the block's input in CNNs (None for vector input).
+    """
+    return SKIPS[kind](c_in, c_out, stride, skip_options(kind, skip_cfg), in_size)
 
 
 def skip_parameter_count(skip: Skip) -> int:

@@ -13,6 +13,7 @@ from orthskip.models import build_model
 from orthskip.optim import build_optimizer
 from orthskip.orth import (
     OrthogonalMap,
+    circular_conv_fft,
     circular_conv_matrix,
     expm_skew,
     haar_orthogonal,
@@ -440,6 +441,77 @@ def test_fft_projection_of_kxk_circular_conv(c_out, c_in, k, n):
     assert zero.numel() == 0 or float(zero.abs().max()) < 1e-9
     # projecting again changes nothing (it is a projection)
     assert torch.allclose(project_conv_operator(w_hat, (n, n), scale=1.3), w_hat, atol=1e-10)
+
+
+def test_circular_conv_fft_is_a_circular_convolution():
+    # slow reference: y[o, p] = sum_i sum_q K[o, i, q] x[i, p - q] (indices mod the size)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    k = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    ref = torch.zeros(2, 2, 4, 5, dtype=torch.float64)
+    for a in range(4):
+        for b in range(5):
+            shifted = torch.roll(x, shifts=(a, b), dims=(-2, -1))  # x[p - q], q = (a, b)
+            ref += torch.einsum("oi,nihw->nohw", k[:, :, a, b], shifted)
+    assert torch.allclose(circular_conv_fft(x, k), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize(("in_size", "kernel_size"), [((6, 6), 3), ((8, 6), 2)])
+def test_procrustes_kxk_transition_projected_per_fft_frequency(in_size, kernel_size):
+    torch.manual_seed(0)
+    scale = 0.8
+    cfg = {"procrustes": {"scale": scale, "kernel_size": kernel_size}}
+    skip = make_skip("procrustes", 2, 3, 2, cfg, in_size=in_size).double()
+    h, w = in_size[0] // 2, in_size[1] // 2
+    assert skip.weight.shape == (3, 8, h, w)
+    in_shape = (2, *in_size)
+    # conv* is unshuffle + circular conv, checked against the dense circular-conv matrix
+    x = torch.randn(4, *in_shape, dtype=torch.float64)
+    flip = torch.roll(skip.weight.detach().flip(-2, -1), shifts=(1, 1), dims=(-2, -1))
+    z = torch.nn.functional.pixel_unshuffle(x, 2).reshape(4, -1)
+    # convolution = cross-correlation with the flipped kernel K[-q]
+    expected = (circular_conv_matrix(flip, (h, w)) @ z.T).T.reshape(4, 3, h, w)
+    assert torch.allclose(skip(x), expected, atol=1e-10)
+    with torch.no_grad():
+        skip.weight.add_(0.3 * torch.randn_like(skip.weight))  # as if after an SGD step
+    before = torch.linalg.svdvals(dense_operator(skip, in_shape))
+    assert float((before - scale).abs().max()) > 0.05
+    skip.project()
+    sv = torch.linalg.svdvals(dense_operator(skip, in_shape))  # (3*h*w) x (2*H*W)
+    assert sv.shape[0] == 3 * h * w  # C_out < 4 C_in: every singular value is a nonzero one
+    assert float((sv - scale).abs().max()) <= 1e-3
+    # W (the frequency-0 block) is scale x semi-orthogonal
+    wm = skip.matrices()["W"].detach()
+    assert torch.allclose(wm @ wm.T, scale**2 * torch.eye(3, dtype=torch.float64), atol=1e-10)
+
+
+def test_procrustes_kxk_in_a_network_stays_projected_under_training():
+    torch.manual_seed(0)
+    cfg = {"procrustes": {"kernel_size": 3}}
+    model = build_model("cifar_resnet", 8, "procrustes", (3, 8, 8), 4, {"width": 2}, cfg)
+    model = model.double()
+    bundle = build_optimizer(model, {"lr": 0.5, "momentum": 0.9}, cfg)
+    x, y = torch.randn(8, 3, 8, 8, dtype=torch.float64), torch.randint(0, 4, (8,))
+    for _ in range(5):
+        bundle.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        bundle.step()
+    transitions = [b for b in model.blocks if b.transition]
+    assert [tuple(b.skip.weight.shape) for b in transitions] == [(4, 8, 4, 4), (8, 16, 2, 2)]
+    for block, size in zip(transitions, [(8, 8), (4, 4)], strict=True):
+        sv = torch.linalg.svdvals(dense_operator(block.skip, (block.skip.c_in, *size)))
+        assert float((sv - 1.0).abs().max()) <= 1e-3
+
+
+def test_procrustes_kernel_size_errors_name_the_key():
+    bad = {"procrustes": {"kernel_size": 0}}
+    with pytest.raises(ConfigError, match=r"skip_options\.procrustes\.kernel_size.*>= 1"):
+        build_model("mlp", 8, "procrustes", (4,), 2, {"width": 2}, bad)
+    # a k x k conv* needs a spatial size; MLPs have no transitions, so there it never applies
+    cfg = {"procrustes": {"kernel_size": 3}}
+    with pytest.raises(ConfigError, match=r"skip_options\.procrustes\.kernel_size.*image input"):
+        make_skip("procrustes", 2, 4, 2, cfg)
+    assert build_model("mlp", 3, "procrustes", (4,), 2, {"width": 8}, cfg).n_skip_params() == 0
 
 
 # ---------------------------------------------------------------- options

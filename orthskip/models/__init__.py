@@ -9,9 +9,11 @@ Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 
 (n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet18`` counts weighted
 layers of the basic-block ImageNet family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]).
 
-Parameter counts (``ResidualNet.n_params`` / ``n_skip_params``) count stored tensors: the torch
-orthogonal parametrization of orth_learned / orth_jacobian stores a full C_out × C_in generator
-(only its strictly lower triangle, C(C−1)/2 numbers for a square Q, is used).
+Parameter counts (``ResidualNet.n_params`` / ``n_skip_params``) count stored tensors: the
+orthogonal parametrization of orth_learned / orth_jacobian (``orthskip.orth.OrthogonalMap``, the
+construction of torch's ``parametrizations.orthogonal``) stores a full C_out × C_in generator
+(only its strictly lower triangle, C(C−1)/2 numbers for a square Q, is used); procrustes with
+``kernel_size`` > 1 stores a full-support C_out × 4·C_in × h' × w' kernel per transition.
 """
 
 from __future__ import annotations

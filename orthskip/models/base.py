@@ -32,11 +32,12 @@ class ResidualBlock(nn.Module):
         branch: BranchFactory,
         skip_cfg: dict | None,
         post: nn.Module | None = None,
+        in_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.transition = c_in != c_out or stride != 1
-        self.skip: Skip = make_skip(skip_kind, c_in, c_out, stride, skip_cfg)
+        self.skip: Skip = make_skip(skip_kind, c_in, c_out, stride, skip_cfg, in_size)
         if self.skip.owns_block:
             self.branch = None
             self.post = nn.Identity()

@@ -67,16 +67,18 @@ def build_cnn(
     branch = pre_act_branch if pre_act else post_act_branch
     blocks = []
     c_in = c0
+    size = (int(input_shape[1]), int(input_shape[2]))  # the stem keeps the spatial size
     for s, (n, c_out) in enumerate(zip(stages, widths, strict=True)):
         for i in range(n):
             stride = 2 if (s > 0 and i == 0) else 1
             post = None if pre_act else nn.ReLU()
+            name = f"stage{s + 1}.block{i}"
             blocks.append(
-                ResidualBlock(
-                    f"stage{s + 1}.block{i}", skip, c_in, c_out, stride, branch, skip_cfg, post
-                )
+                ResidualBlock(name, skip, c_in, c_out, stride, branch, skip_cfg, post, size)
             )
             c_in = c_out
+            # a 3×3 / pad 1 / stride s conv (and every transition skip) gives ceil(n / s)
+            size = (-(-size[0] // stride), -(-size[1] // stride))
     tail: list[nn.Module] = [nn.BatchNorm2d(c_in), nn.ReLU()] if pre_act else []
     head = nn.Sequential(*tail, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
     net = ResidualNet(arch, skip, stem, blocks, head)
