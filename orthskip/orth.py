@@ -169,12 +169,30 @@ def project_conv_operator(weight: Tensor, size: tuple[int, int], scale: float = 
         raise ValueError(f"kernel {kh}x{kw} larger than the input size {h}x{w}")
     k = torch.zeros(c_out, c_in, h, w, dtype=torch.float64, device=weight.device)
     k[:, :, :kh, :kw] = weight.detach().to(torch.float64)
-    p = torch.fft.fft2(k)  # (C_out, C_in, h, w), complex
-    p = p.permute(2, 3, 0, 1)  # (h, w, C_out, C_in)
-    u, _, vh = torch.linalg.svd(p, full_matrices=False)
-    p_hat = scale * (u @ vh)
-    k_hat = torch.fft.ifft2(p_hat.permute(2, 3, 0, 1)).real
+    # a real kernel has P(−u, −v) = conj P(u, v) and polar(conj P) = conj polar(P), so the
+    # half spectrum (rfft2) holds every distinct block: half the SVDs of the full one
+    p = torch.fft.rfft2(k)  # (C_out, C_in, h, w // 2 + 1), complex
+    p = p.permute(2, 3, 0, 1)  # (h, w // 2 + 1, C_out, C_in)
+    p_hat = scale * _polar_batched(p)
+    k_hat = torch.fft.irfft2(p_hat.permute(2, 3, 0, 1), s=(h, w))
     return k_hat.to(weight.dtype)
+
+
+def _polar_batched(p: Tensor) -> Tensor:
+    """Polar factors of a batch of (m × n) matrices, real or complex, in float64 precision.
+
+    (P Pᴴ)^(-1/2) P (wide; P (PᴴP)^(-1/2) tall) from an eigendecomposition of the smaller Gram
+    matrix, several times cheaper than an SVD; when a Gram matrix is too ill-conditioned for
+    that (condition > 1e8: its inverse square root would lose digits), the exact SVD is used.
+    """
+    wide = p.shape[-2] <= p.shape[-1]
+    gram = p @ p.mH if wide else p.mH @ p
+    evals, evecs = torch.linalg.eigh(gram)
+    if bool((evals[..., 0] <= 1e-8 * evals[..., -1]).any()):
+        u, _, vh = torch.linalg.svd(p, full_matrices=False)
+        return u @ vh
+    inv_sqrt = (evecs * evals.rsqrt().unsqueeze(-2).to(evecs.dtype)) @ evecs.mH
+    return inv_sqrt @ p if wide else p @ inv_sqrt
 
 
 def circular_conv_fft(x: Tensor, kernel: Tensor) -> Tensor:

@@ -514,6 +514,21 @@ def test_procrustes_kernel_size_errors_name_the_key():
     assert build_model("mlp", 3, "procrustes", (4,), 2, {"width": 8}, cfg).n_skip_params() == 0
 
 
+def test_batched_polar_matches_svd_including_the_rank_deficient_fallback():
+    from orthskip.orth import _polar_batched
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(5, 3, 7, generator=gen, dtype=torch.complex128)
+    for m in (p, p.mT.conj()):  # wide and tall
+        u, _, vh = torch.linalg.svd(m, full_matrices=False)
+        assert torch.allclose(_polar_batched(m), u @ vh, atol=1e-12)
+    deficient = p.clone()
+    deficient[2, 1] = 0  # one matrix of rank 2: Gram matrix singular, SVD fallback
+    out = _polar_batched(deficient)
+    u, _, vh = torch.linalg.svd(deficient, full_matrices=False)
+    assert torch.isfinite(out).all() and torch.allclose(out, u @ vh, atol=1e-12)
+
+
 # ---------------------------------------------------------------- options
 
 
