@@ -141,7 +141,7 @@ def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
 # On CPU, oneDNN's 1×1 convolution is slow and erratic at few channels (in ResNet-56 a 16-channel
 # 1×1 forward took longer than the block's 3×3 convolutions); a batched GEMM over the samples,
 # with the residual addition fused in (baddbmm), is faster up to this many channels and slower
-# above it (bench/bench_skips.py --apply).
+# above it (bench/bench_apply.py times both per shape).
 GEMM_MAX_CHANNELS = 16
 
 
@@ -154,6 +154,24 @@ def _use_gemm(x: Tensor, m: Tensor) -> bool:
     )
 
 
+def apply_channels_gemm(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
+    """m x (+ add) on the channels of a contiguous (N, C, H, W) x: one batched GEMM per sample."""
+    n = x.shape[0]
+    x3 = x.reshape(n, x.shape[1], -1)
+    batch_m = m.expand(n, -1, -1)
+    if add is None:
+        y = torch.bmm(batch_m, x3)
+    else:
+        y = torch.baddbmm(add.reshape(n, m.shape[0], -1), batch_m, x3)
+    return y.view(n, m.shape[0], *x.shape[2:])
+
+
+def apply_channels_conv(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
+    """m x (+ add) on the channels of (N, C, H, W) x as a 1×1 convolution."""
+    y = F.conv2d(x, m[:, :, None, None])
+    return y if add is None else y + add
+
+
 def apply_matrix(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
     """m x (+ add): an (out × in) matrix on features (2-D x) or channels (4-D x, a 1×1 conv).
 
@@ -164,16 +182,8 @@ def apply_matrix(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
     if x.dim() == 2:
         return x @ m.T if add is None else torch.addmm(add, x, m.T)
     if _use_gemm(x, m):
-        n = x.shape[0]
-        x3 = x.reshape(n, x.shape[1], -1)
-        batch_m = m.expand(n, -1, -1)
-        if add is None:
-            y = torch.bmm(batch_m, x3)
-        else:
-            y = torch.baddbmm(add.reshape(n, m.shape[0], -1), batch_m, x3)
-        return y.view(n, m.shape[0], *x.shape[2:])
-    y = F.conv2d(x, m[:, :, None, None])
-    return y if add is None else y + add
+        return apply_channels_gemm(x, m, add)
+    return apply_channels_conv(x, m, add)
 
 
 def subsample(x: Tensor, stride: int) -> Tensor:
