@@ -36,8 +36,9 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
 
 ``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
 SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal probability).
-Adding a kind: one subclass of ``Skip`` with ``kind`` set, one entry in ``SKIP_OPTIONS`` (its
-options and defaults) — ``SKIPS`` is filled from the subclasses.
+Adding a kind: one subclass of ``Skip`` with ``kind`` set (parameters made in ``build``; either
+``linear_map`` for a matrix skip or ``forward``), one entry in ``SKIP_OPTIONS`` (its options and
+defaults) — ``SKIPS`` is filled from the subclasses.
 """
 
 from __future__ import annotations
@@ -246,6 +247,10 @@ class Skip(nn.Module):
         self.options = dict(options)
         if c_out < c_in:
             raise ConfigError(f"skip {self.kind}: cannot narrow channels {c_in} -> {c_out}")
+        self.build(self.options)
+
+    def build(self, options: dict[str, Any]) -> None:
+        """Create the kind's parameters and buffers (self.c_in, c_out, stride, in_size are set)."""
 
     def matrices(self) -> dict[str, Tensor]:
         """Matrices to measure (Q, W, B); {} when the skip has none."""
@@ -297,15 +302,8 @@ class NoneSkip(Skip):
 class LinearSkip(Skip):
     kind = "linear"
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        options: dict[str, Any],
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(c_in, c_out, stride, options, in_size)
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
         init = options["init"]
         if init == "kaiming":
             # variance 1/fan_in: norm-preserving in expectation, unlike identity/orthogonal exactly
@@ -325,15 +323,8 @@ class LinearSkip(Skip):
 class OrthFixedSkip(Skip):
     kind = "orth_fixed"
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        options: dict[str, Any],
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(c_in, c_out, stride, options, in_size)
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
         q = haar_orthogonal(c_out, c_in, special=not options["allow_negative_det"])
         self.register_buffer("Q", q)  # a buffer: saved, never optimized
 
@@ -347,15 +338,8 @@ class OrthFixedSkip(Skip):
 class OrthLearnedSkip(Skip):
     kind = "orth_learned"
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        options: dict[str, Any],
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(c_in, c_out, stride, options, in_size)
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
         init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.q = _parametrized(init, options["map"])
 
@@ -375,15 +359,8 @@ class OrthManifoldSkip(Skip):
 
     kind = "orth_manifold"
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        options: dict[str, Any],
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(c_in, c_out, stride, options, in_size)
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
         init = _orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.Q = nn.Parameter(init)
 
@@ -414,15 +391,8 @@ class ProcrustesSkip(Skip):
     kind = "procrustes"
     pre_map = True
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        options: dict[str, Any],
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(c_in, c_out, stride, options, in_size)
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out, stride, in_size = self.c_in, self.c_out, self.stride, self.in_size
         self.scale = float(options["scale"])
         self.every = int(options["every"])
         self.kernel_size = int(options["kernel_size"])
@@ -496,15 +466,8 @@ class OrthJacobianSkip(Skip):
     kind = "orth_jacobian"
     owns_block = True
 
-    def __init__(
-        self,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        options: dict[str, Any],
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
-        super().__init__(c_in, c_out, stride, options, in_size)
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
         neg = options["allow_negative_det"]
         self.b_param = _parametrized(
             _orthogonal_init(c_out, c_out, options["init"], neg), options["map"]
