@@ -1,0 +1,61 @@
+"""The bench/ scripts still run against the library and print well-formed tables.
+
+Smoke runs at toy sizes: they assert the shape and sanity of the output (every kind has a
+positive ratio, pooled over the right number of processes), never a timing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, *args: str) -> list[list[str]]:
+    """Run bench/<script> and return the cells of its Markdown table rows (header excluded)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3, proc.stdout  # header, separator, at least one row
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def test_bench_skips_pools_fresh_processes() -> None:
+    kinds = ["identity", "linear", "orth_learned", "orth_manifold"]
+    rows = run_bench(
+        "bench_skips.py",
+        *("--depth", "8", "--width", "4", "--batch", "4", "--size", "8"),
+        *("--steps", "3", "--warmup", "1", "--repeats", "2", "--kinds", *kinds),
+    )
+    by_kind = {row[0]: row for row in rows}
+    assert list(by_kind) == kinds
+    # identity is the reference: ratio 1, no per-process column
+    assert by_kind["identity"][4] == "1.000" and by_kind["identity"][5] == ""
+    for kind in kinds[1:]:
+        _, params, step_ms, opt_ms, vs_identity, per_process, vs_linear, _ = by_kind[kind]
+        assert int(params) > 0 and float(step_ms) > 0 and float(opt_ms) >= 0
+        median, iqr = vs_identity.split(" ", 1)
+        lo, hi = (float(v) for v in iqr.strip("[]").split(","))
+        assert 0 < lo <= float(median) <= hi
+        assert len(per_process.split(",")) == 2  # one median per process
+        assert float(vs_linear.split(" ")[0]) > 0
+    # the matrix skips carry C × C parameters that identity has not
+    assert int(by_kind["linear"][1]) > int(by_kind["identity"][1])
+
+
+def test_bench_apply_times_both_paths() -> None:
+    rows = run_bench("bench_apply.py", "--rounds", "2")
+    assert len(rows) == 7
+    for _, _, _, conv_ms, gemm_ms, ratio in rows:
+        assert float(conv_ms) > 0 and float(gemm_ms) > 0 and float(ratio) > 0
