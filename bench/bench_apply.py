@@ -2,7 +2,8 @@
 
 Times forward + backward (gradients of x, the matrix and the residual input) of
 ``S(x) + F(x)`` with both code paths of ``orthskip.skips.apply_matrix``, interleaved in rounds
-in one process, and prints the ratio gemm / conv per shape (< 1: the GEMM path is faster). The
+in one process, and prints the ratio gemm / conv per shape (< 1: the GEMM path is faster).
+For scale it also times the identity residual x + F(x) and the GEMM path with a frozen matrix. The
 shapes are those of CIFAR ResNet stages at widths 8 and 16 and of the 8×8 digits default.
 ``GEMM_MAX_CHANNELS`` in orthskip/skips.py is set from this table.
 
@@ -38,15 +39,22 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"# torch {torch.__version__}, threads {args.threads}, {args.rounds} rounds")
     print(f"# GEMM_MAX_CHANNELS = {GEMM_MAX_CHANNELS}")
-    print("| batch | C | H=W | conv ms | gemm ms | gemm / conv |")
-    print("|---|---|---|---|---|---|")
+    # add: the identity residual, for scale; gemm_frozen: no gradient to m (orth_fixed), so
+    # gemm - gemm_frozen is what learning the matrix costs
+    print("| batch | C | H=W | add ms | gemm, m frozen ms | conv ms | gemm ms | gemm / conv |")
+    print("|---|---|---|---|---|---|---|---|")
     for n, c, size in SHAPES:
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(n, c, size, size, generator=gen, requires_grad=True)
         add = torch.randn(n, c, size, size, generator=gen, requires_grad=True)
         m = torch.randn(c, c, generator=gen, requires_grad=True)
         g = torch.randn(n, c, size, size, generator=gen)
-        paths = {"conv": apply_channels_conv, "gemm": apply_channels_gemm}
+        paths = {
+            "add": lambda x, m, add: x + add,
+            "gemm_frozen": lambda x, m, add: apply_channels_gemm(x, m.detach(), add),
+            "conv": apply_channels_conv,
+            "gemm": apply_channels_gemm,
+        }
         times: dict[str, list[float]] = {k: [] for k in paths}
         for r in range(args.rounds + 2):
             for name, fn in paths.items() if r % 2 else reversed(paths.items()):
@@ -57,8 +65,8 @@ def main() -> None:
         ratio = statistics.median(
             gm / cv for gm, cv in zip(times["gemm"], times["conv"], strict=True)
         )
-        conv_ms, gemm_ms = (1e3 * statistics.median(times[k]) for k in ("conv", "gemm"))
-        print(f"| {n} | {c} | {size} | {conv_ms:.2f} | {gemm_ms:.2f} | {ratio:.2f} |")
+        ms = " | ".join(f"{1e3 * statistics.median(times[k]):.2f}" for k in paths)
+        print(f"| {n} | {c} | {size} | {ms} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":
