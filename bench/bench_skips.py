@@ -6,9 +6,10 @@ timed in interleaved rounds (shuffled order each round) so that load drifting on
 hits all of them alike; a ratio is the median over rounds of (kind / identity) in the same round.
 
 ``--repeats R`` runs the whole measurement in R fresh processes and pools their rounds. On a
-small VM one process's ratios can be biased by a few percent (where its models' tensors happened
-to land in memory persists for its whole life), so one process is not enough for a 10 % goal;
-the per-process medians are printed too, so the spread between processes is visible.
+small VM one process's ratios can be off by a few percent for its whole life (the same
+convolutions measured 30 % slower in one model than in another of the same process; memory
+placement is the likely cause), so one process is not enough for a 10 % goal; the per-process
+medians are printed too, so the spread between processes is visible.
 
 Default: a quick run (ResNet-20, batch 32). The issue's figures:
     PYTHONPATH=. python bench/bench_skips.py --depth 56 --batch 128 --steps 10 --repeats 5
