@@ -294,6 +294,30 @@ def complete_orthogonal(q: Tensor) -> Tensor:
     return full
 
 
+def map_to_orthogonal(x: Tensor, base: Tensor, kind: str) -> Tensor:
+    """Q = base · map(A(X))[:, :k] (see ``OrthogonalMap``; map = ``kind``) for X (..., rows, cols).
+
+    Leading dimensions are a batch of independent parametrizations (``base`` (..., n, n),
+    n = max(rows, cols)): ``orthskip.skips.grouped_orthogonal_maps`` computes all the skips of
+    one shape in one call.
+    """
+    transposed = x.shape[-2] < x.shape[-1]
+    if transposed:
+        x = x.mT
+    n, k = x.shape[-2:]
+    low = x.tril()
+    if n != k:
+        low = torch.cat([low, low.new_zeros(*low.shape[:-1], n - k)], dim=-1)
+    a = low - low.mT
+    if kind == "matrix_exp":
+        q = expm_skew(a)
+    else:
+        eye = torch.eye(n, dtype=a.dtype, device=a.device)
+        q = torch.linalg.solve(eye - 0.5 * a, eye + 0.5 * a)
+    q = base @ q[..., :k]
+    return q.mT if transposed else q
+
+
 class OrthogonalMap(nn.Module):
     """Parametrization Q = base · map(A)[:, :k] with A skew, for ``parametrize``.
 
@@ -315,21 +339,7 @@ class OrthogonalMap(nn.Module):
         self.register_buffer("base", torch.eye(n, dtype=torch.float64))
 
     def forward(self, x: Tensor) -> Tensor:
-        transposed = x.shape[-2] < x.shape[-1]
-        if transposed:
-            x = x.mT
-        n, k = x.shape
-        low = x.tril()
-        if n != k:
-            low = torch.cat([low, low.new_zeros(n, n - k)], dim=-1)
-        a = low - low.mT
-        if self.orthogonal_map == "matrix_exp":
-            q = expm_skew(a)
-        else:
-            eye = torch.eye(n, dtype=a.dtype, device=a.device)
-            q = torch.linalg.solve(eye - 0.5 * a, eye + 0.5 * a)
-        q = self.base @ q[:, :k]
-        return q.mT if transposed else q
+        return map_to_orthogonal(x, self.base, self.orthogonal_map)
 
     @torch.no_grad()
     def right_inverse(self, q: Tensor) -> Tensor:

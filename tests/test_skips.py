@@ -28,6 +28,7 @@ from orthskip.skips import (
     SKIP_OPTIONS,
     SKIPS,
     apply_matrix,
+    grouped_orthogonal_maps,
     make_skip,
     skip_options,
     validate_skip_options,
@@ -238,6 +239,74 @@ def test_orthogonal_map_on_the_stiefel_manifold(shape):
     assert float((w - init).abs().max()) > 0.1
     with pytest.raises(ValueError, match="orthonormal"):
         holder.weight = torch.ones(shape, dtype=torch.float64)
+
+
+def _holders(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if hasattr(m, "grouped")]
+
+
+@pytest.mark.parametrize(
+    ("arch", "shape", "kind", "opts"),
+    [
+        ("cifar_resnet", (3, 8, 8), "orth_learned", {}),
+        ("cifar_resnet", (3, 8, 8), "orth_learned", {"map": "cayley", "init": "haar"}),
+        ("cifar_preresnet", (3, 8, 8), "orth_jacobian", {}),
+        ("mlp", (5,), "orth_learned", {}),
+    ],
+)
+def test_grouped_orthogonal_maps_equal_the_separate_ones(arch, shape, kind, opts):
+    """The model's forward computes its Q's batched per shape: same values, same gradients."""
+    torch.manual_seed(0)
+    model = build_model(
+        arch, 14 if arch != "mlp" else 3, kind, shape, 3, {"width": 4}, {kind: opts}
+    )
+    holders = _holders(model)
+    assert len({tuple(h.weight.shape) for h in holders}) < len(holders)  # real groups
+    with torch.no_grad():
+        for h in holders:  # off X = 0, where every Q is its base
+            h.parametrizations.weight.original.normal_(0, 0.3)
+    x = torch.randn(6, *shape)
+
+    with grouped_orthogonal_maps(model):
+        for h in holders:
+            assert h.grouped is not None
+            assert torch.allclose(h.grouped, h.weight, rtol=0, atol=1e-13)
+    assert all(h.grouped is None for h in holders)
+
+    def separate(x: torch.Tensor) -> torch.Tensor:  # the blocks one by one: no grouping
+        x = model.stem(x)
+        for block in model.blocks:
+            x = block(x)
+        return model.head(x)
+
+    grads = []
+    outs = []
+    for forward in (model, separate):
+        model.zero_grad()
+        out = forward(x)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert torch.allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    skip_grads = [n for n in grads[0] if "original" in n]
+    assert skip_grads
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-6), name
+    assert all(float(grads[0][n].abs().max()) > 0 for n in skip_grads)
+    assert all(h.grouped is None for h in holders)
+
+
+def test_grouped_orthogonal_maps_are_cleared_after_an_error_and_nest():
+    model = build_model("cifar_resnet", 8, "orth_learned", (3, 8, 8), 3, {"width": 4}, {})
+    holders = _holders(model)
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 5, 8, 8))  # wrong channel count: fails inside the forward
+    assert all(h.grouped is None for h in holders)
+    with grouped_orthogonal_maps(model):
+        outer = [h.grouped for h in holders]
+        model(torch.randn(2, 3, 8, 8))  # an inner forward leaves the outer's matrices alone
+        assert all(h.grouped is q for h, q in zip(holders, outer, strict=True))
+    assert all(h.grouped is None for h in holders)
 
 
 @pytest.mark.parametrize("channels", [(4, 4), (GEMM_MAX_CHANNELS, 8), (24, 24), (40, 20)])

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from orthskip.skips import Skip, make_skip
+from orthskip.skips import Skip, grouped_orthogonal_maps, make_skip
 
 # builds the residual branch F for (c_in, c_out, stride)
 BranchFactory = Callable[[int, int, int], nn.Module]
@@ -84,10 +84,11 @@ class ResidualNet(nn.Module):
         self.head = head
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x)
+        with grouped_orthogonal_maps(self):
+            x = self.stem(x)
+            for block in self.blocks:
+                x = block(x)
+            return self.head(x)
 
     def skip_modules(self) -> list[Skip]:
         return [b.skip for b in self.blocks]
