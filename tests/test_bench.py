@@ -63,7 +63,9 @@ def test_bench_apply_times_both_paths() -> None:
 
 def test_bench_maps_times_both_maps() -> None:
     rows = run_bench("bench_maps.py", "--depth", "8", "--rounds", "2")
-    assert [row[0] for row in rows] == ["matrix_exp", "cayley"]
-    for _, skips, median_ms, min_ms in rows:
+    assert [row[:2] for row in rows] == [
+        [m, how] for m in ("matrix_exp", "cayley") for how in ("grouped", "separate")
+    ]
+    for _, _, skips, median_ms, min_ms in rows:
         assert int(skips) == 3  # one per block of a CIFAR ResNet-8
         assert 0 < float(min_ms) <= float(median_ms)
