@@ -11,6 +11,10 @@ convolutions measured 30 % slower in one model than in another of the same proce
 placement is the likely cause), so one process is not enough for a 10 % goal; the per-process
 medians are printed too, so the spread between processes is visible.
 
+The row ``identity (2nd model)`` is an A/A control: a second, independently built identity model
+timed like every kind. Its ratio would be 1 on a quiet machine with placement-independent
+kernels; its spread is the resolution of the whole table (``--no-control`` drops it).
+
 Default: a quick run (ResNet-20, batch 32). The issue's figures:
     PYTHONPATH=. python bench/bench_skips.py --depth 56 --batch 128 --steps 10 --repeats 5
 Goal: orth_learned <= 1.10x, orth_manifold <= 1.15x (ProcResNet reports 7.6 % for its projection).
@@ -33,6 +37,7 @@ from orthskip.optim import build_optimizer
 from orthskip.skips import SKIPS
 
 GOALS = {"orth_learned": 1.10, "orth_manifold": 1.15}
+CONTROL = "identity (2nd model)"  # the A/A row: built and timed like a kind, skip = identity
 
 # per kind: step and optimizer times (s), one entry per round
 Times = dict[str, dict[str, list[float]]]
@@ -43,7 +48,8 @@ def measure(args: argparse.Namespace) -> Times:
     torch.set_num_threads(args.threads)
     skip_cfg = json.loads(args.skip_options)
     device = torch.device(args.device)
-    kinds = ["identity", *[k for k in args.kinds if k != "identity"]]
+    kinds = ["identity", *([CONTROL] if args.control else [])]
+    kinds += [k for k in args.kinds if k != "identity"]
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=gen).to(device)
@@ -54,7 +60,7 @@ def measure(args: argparse.Namespace) -> Times:
         model = build_model(
             args.arch,
             args.depth,
-            kind,
+            "identity" if kind == CONTROL else kind,
             (3, args.size, args.size),
             10,
             {"width": args.width},
@@ -121,6 +127,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--kinds", nargs="*", default=list(SKIPS))
+    ap.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help=f"drop the A/A row '{CONTROL}'",
+    )
     ap.add_argument(
         "--skip-options",
         default="{}",

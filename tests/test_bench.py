@@ -39,10 +39,13 @@ def test_bench_skips_pools_fresh_processes() -> None:
         *("--steps", "3", "--warmup", "1", "--repeats", "2", "--kinds", *kinds),
     )
     by_kind = {row[0]: row for row in rows}
-    assert list(by_kind) == kinds
+    # the A/A control, a second identity model, comes right after the reference
+    control = "identity (2nd model)"
+    assert list(by_kind) == [kinds[0], control, *kinds[1:]]
     # identity is the reference: ratio 1, no per-process column
     assert by_kind["identity"][4] == "1.000" and by_kind["identity"][5] == ""
-    for kind in kinds[1:]:
+    assert by_kind[control][1] == by_kind["identity"][1]  # the same architecture
+    for kind in [control, *kinds[1:]]:
         _, params, step_ms, opt_ms, vs_identity, per_process, vs_linear, _ = by_kind[kind]
         assert int(params) > 0 and float(step_ms) > 0 and float(opt_ms) >= 0
         median, iqr = vs_identity.split(" ", 1)
