@@ -144,9 +144,10 @@ def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
 
 # On CPU, oneDNN's 1×1 convolution is slow and erratic at few channels (in ResNet-56 a 16-channel
 # 1×1 forward took longer than the block's 3×3 convolutions); a batched GEMM over the samples,
-# with the residual addition fused in (baddbmm), is faster up to this many channels and slower
-# above it (bench/bench_apply.py times both per shape).
-GEMM_MAX_CHANNELS = 16
+# with the residual addition fused in (baddbmm), is faster up to this many channels
+# (bench/bench_apply.py times both per shape). gemm / conv at 32 channels: 0.99 on one 2-core VM,
+# 0.70-0.83 on another (AMD EPYC, AVX2); at 64: 1.20 and 0.78-0.89, so 64 stays on the conv.
+GEMM_MAX_CHANNELS = 32
 
 
 def _use_gemm(x: Tensor, m: Tensor) -> bool:
