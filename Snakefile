@@ -1,14 +1,18 @@
 # orthskip: does an orthogonal skip connection replace the identity in deep residual nets?
-# Data -> train every (dataset x arch x skip x depth x seed) cell -> per-layer metrics
+# Data -> train every (dataset x arch x variant x depth x seed) cell -> per-layer metrics
 # -> aggregated Parquet -> figures, tables and the HTML report.
 from snakemake.utils import min_version, validate
 
-from orthskip.config import check_grid, check_options, check_top_keys
+from orthskip.config import WILDCARD_PATTERNS, check_grid, check_options, check_top_keys
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default only when no --configfile is given: a config passed on the command
+# line stands alone (keys it omits take the schema's defaults, never this file's values).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # Registry names first (the messages list the allowed values), then types and defaults.
@@ -25,11 +29,7 @@ include: "workflow/rules/common.smk"
 
 
 wildcard_constraints:
-    dataset="[A-Za-z0-9_-]+",
-    arch="[a-z0-9_]+",
-    skip="[a-z_]+",
-    depth="[0-9]+",
-    seed="[0-9]+",
+    **WILDCARD_PATTERNS,
     name="[a-z_]+",
 
 

@@ -110,7 +110,7 @@ def case(arch: str, depth: int, skip: str, shape, n: int, epochs: int, batch: in
                 {
                     "arch": arch,
                     "datasets": ["bench"],
-                    "skips": [skip],
+                    "variants": [skip],
                     "depths": [depth],
                     "seeds": [0],
                 }

@@ -12,15 +12,25 @@ import pyarrow.parquet as pq
 
 from orthskip.io import write_parquet
 
-CELL_COLUMNS = ["dataset", "arch", "skip", "depth", "seed"]
-STATUS_COLUMNS = [
-    "status",
-    "epochs",
+CELL_COLUMNS = ["dataset", "arch", "variant", "depth", "seed"]
+FLOAT_COLUMNS = [
     "train_loss",
     "train_acc",
+    "val_loss",
+    "val_acc",
     "test_loss",
     "test_acc",
-    "best_test_acc",
+    "test_acc_at_best_val",
+    "clipped_frac",
+]
+STATUS_COLUMNS = [
+    "skip",
+    "status",
+    "epochs",
+    "diverged_epoch",
+    "diverged_step",
+    *FLOAT_COLUMNS,
+    "best_val_epoch",
     "wall_time_s",
     "n_params",
     "n_skip_params",
@@ -40,7 +50,9 @@ def read_status(paths: Sequence[Path]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=CELL_COLUMNS + STATUS_COLUMNS)
     for col in ("depth", "seed", "epochs", "n_params", "n_skip_params"):
         df[col] = df[col].astype("int64")
-    for col in ("train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"):
+    for col in ("diverged_epoch", "diverged_step", "best_val_epoch"):  # None where not set
+        df[col] = df[col].astype("Int64")
+    for col in FLOAT_COLUMNS:
         df[col] = df[col].astype("float64")
     return df.sort_values(CELL_COLUMNS, ignore_index=True)
 

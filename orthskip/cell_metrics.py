@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from orthskip.config import Cell, config_hash
+from orthskip.config import config_hash
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
 from orthskip.train import build_cell_model
@@ -40,7 +40,6 @@ def cell_metrics(
     from orthskip.metrics.schema import to_table
 
     torch.set_num_threads(cell_cfg["train"].get("threads", 1))
-    cell = Cell(**cell_cfg["cell"])
     mcfg = cell_cfg["metrics"]
     data = load_prepared(Path(data_path), Path(manifest))
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
@@ -58,13 +57,13 @@ def cell_metrics(
         df.insert(0, "epoch", int(epoch))
         frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for key, value in reversed(list(cell.as_dict().items())):
+    for key, value in reversed(list(cell_cfg["cell"].items())):
         table.insert(0, key, value)
     for key, value in prov.items():
         table[key] = value
     write_parquet(out, to_table(table))
 
-    warp = decision_grids(model, data, cell, mcfg) if snaps else None
+    warp = decision_grids(model, data, cell_cfg["cell"], mcfg) if snaps else None
     write_parquet(warp_out, warp if warp is not None else _empty_warp())
     return len(table)
 
@@ -72,6 +71,7 @@ def cell_metrics(
 WARP_COLUMNS = {
     "dataset": "str",
     "arch": "str",
+    "variant": "str",
     "skip": "str",
     "depth": "int64",
     "seed": "int64",
@@ -101,14 +101,16 @@ def _pca2(feats: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def decision_grids(model: Any, data: Any, cell: Cell, mcfg: dict[str, Any]) -> pd.DataFrame | None:
+def decision_grids(
+    model: Any, data: Any, cell: dict[str, Any], mcfg: dict[str, Any]
+) -> pd.DataFrame | None:
     """Decision regions and the input grid warped by each block (2-D inputs, one seed only).
 
     Grid points and training points go through the same maps and are drawn in the same
     coordinates: block 0 is the input plane; block k the k-th block's output projected onto
     the two leading principal axes of the grid's features at that block.
     """
-    if tuple(data.input_shape) != (2,) or cell.seed != mcfg["warp_seed"]:
+    if tuple(data.input_shape) != (2,) or cell["seed"] != mcfg["warp_seed"]:
         return None
     n = mcfg["warp_grid"]
     pts = data.x_train
@@ -172,6 +174,6 @@ def decision_grids(model: Any, data: Any, cell: Cell, mcfg: dict[str, Any]) -> p
             )
         )
     out = pd.concat(rows, ignore_index=True)
-    for key, value in reversed(list(cell.as_dict().items())):
+    for key, value in reversed(list(cell.items())):
         out.insert(0, key, value)
     return out.astype(WARP_COLUMNS)

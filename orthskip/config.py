@@ -4,6 +4,11 @@ The JSON schema (workflow/schemas/config.schema.yaml) checks structure and types
 fills defaults; this module checks what the schema cannot know: names that live in the
 library's registries and depths an architecture can build. Every message names the
 key and the allowed values, and all of it runs before any job starts.
+
+A *variant* is a name, a skip kind and overrides of the cell-level sections
+(``skip_options``, ``model``, ``train``, ``metrics``), defined under ``variants:``; a bare
+skip kind is the variant of its own name with no overrides. The variant name is the
+cell's path segment; the kind stays in the ``skip`` field of the cell's config.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import copy
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,33 +28,44 @@ from orthskip.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-TOP_KEYS = ("datasets", "grid", "model", "skip_options", "train", "metrics")
-GRID_KEYS = ("arch", "datasets", "skips", "depths", "seeds")
+TOP_KEYS = ("datasets", "variants", "grid", "model", "skip_options", "train", "metrics")
+GRID_KEYS = ("arch", "datasets", "variants", "depths", "seeds")
+# Sections of the config that a variant may override for its cells.
+VARIANT_KEYS = ("skip", "skip_options", "model", "train", "metrics")
+# Names that become path segments and wildcards: the Snakefile constrains its wildcards
+# with these same patterns, so a name that passes here always matches a rule.
+NAME_PATTERNS = {"dataset": r"[A-Za-z0-9_-]+", "variant": r"[a-z0-9_]+"}
+WILDCARD_PATTERNS = {**NAME_PATTERNS, "arch": r"[a-z0-9_]+", "depth": r"[0-9]+", "seed": r"[0-9]+"}
 
 
 @dataclass(frozen=True, order=True)
 class Cell:
     dataset: str
     arch: str
-    skip: str
+    variant: str
     depth: int
     seed: int
 
     @property
     def path(self) -> str:
         """Directory of the cell below results/cells/."""
-        return f"{self.dataset}/{self.arch}/{self.skip}/d{self.depth}/s{self.seed}"
+        return f"{self.dataset}/{self.arch}/{self.variant}/d{self.depth}/s{self.seed}"
 
     @classmethod
     def parse(cls, text: str) -> Cell:
-        """Parse ``dataset/arch/skip/dDEPTH/sSEED`` (the form of :attr:`path`)."""
+        """Parse ``dataset/arch/variant/dDEPTH/sSEED`` (the form of :attr:`path`)."""
         parts = text.strip("/").split("/")
         if len(parts) != 5 or parts[3][:1] != "d" or parts[4][:1] != "s":
-            raise ConfigError(f"cell {text!r}: expected dataset/arch/skip/dDEPTH/sSEED")
+            raise ConfigError(f"cell {text!r}: expected dataset/arch/variant/dDEPTH/sSEED")
         try:
             return cls(parts[0], parts[1], parts[2], int(parts[3][1:]), int(parts[4][1:]))
         except ValueError as err:
             raise ConfigError(f"cell {text!r}: depth and seed must be integers") from err
+
+    @classmethod
+    def of(cls, cell: dict[str, Any]) -> Cell:
+        """The cell of a cell config's ``cell`` entry (which also names the skip kind)."""
+        return cls(*(cell[f] for f in ("dataset", "arch", "variant", "depth", "seed")))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,20 +94,70 @@ def check_top_keys(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"config key '{key}' is required")
 
 
+def _check_name(kind: str, key: str, name: Any) -> None:
+    pattern = NAME_PATTERNS[kind]
+    if not isinstance(name, str) or not re.fullmatch(pattern, name):
+        raise ConfigError(
+            f"config key '{key}': {kind} name {name!r} is not allowed; names become paths "
+            f"and wildcards and must match {pattern}"
+        )
+
+
+def check_variants(cfg: dict[str, Any]) -> None:
+    """Definitions under ``variants:``: a valid name, a known kind, known sections only."""
+    from orthskip.skips import SKIPS
+
+    variants = cfg.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError("config key 'variants': expected a mapping name -> definition")
+    for name, spec in variants.items():
+        where = f"variants.{name}"
+        _check_name("variant", "variants", name)
+        if name in SKIPS:
+            raise ConfigError(
+                f"config key '{where}': {name!r} is the name of a skip kind (the bare variant); "
+                "give the variant another name"
+            )
+        if not isinstance(spec, dict) or "skip" not in spec:
+            raise ConfigError(f"config key '{where}': expected a mapping with 'skip'")
+        for key in spec:
+            if key not in VARIANT_KEYS:
+                raise _unknown("key", f"{where}.{key}", key, VARIANT_KEYS)
+        if spec["skip"] not in SKIPS:
+            raise _unknown("skip kind", f"{where}.skip", spec["skip"], SKIPS)
+        for key in VARIANT_KEYS[1:]:
+            if not isinstance(spec.get(key, {}), dict):
+                raise ConfigError(f"config key '{where}.{key}': expected a mapping")
+
+
+def variant_names(cfg: dict[str, Any]) -> list[str]:
+    """Every name a grid entry may list: the skip kinds and the defined variants."""
+    from orthskip.skips import SKIPS
+
+    return [*SKIPS, *(cfg.get("variants") or {})]
+
+
+def variant_of(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """The definition of variant ``name``: ``{"skip": kind, <overrides>}``."""
+    return (cfg.get("variants") or {}).get(name) or {"skip": name}
+
+
 def check_grid(cfg: dict[str, Any]) -> None:
     """Registry and range checks of the grid, with messages naming the key."""
     from orthskip.data import SOURCES
     from orthskip.models import ARCHS, check_depth
-    from orthskip.skips import SKIPS
 
     datasets = cfg.get("datasets") or {}
     if not isinstance(datasets, dict) or not datasets:
         raise ConfigError("config key 'datasets': expected a non-empty mapping name -> spec")
     for name, spec in datasets.items():
+        _check_name("dataset", "datasets", name)
         if not isinstance(spec, dict) or "source" not in spec:
             raise ConfigError(f"config key 'datasets.{name}': expected a mapping with 'source'")
         if spec["source"] not in SOURCES:
             raise _unknown("dataset source", f"datasets.{name}.source", spec["source"], SOURCES)
+    check_variants(cfg)
+    names = variant_names(cfg)
     grid = cfg.get("grid")
     if not isinstance(grid, list) or not grid:
         raise ConfigError("config key 'grid': expected a non-empty list of grid entries")
@@ -98,13 +165,18 @@ def check_grid(cfg: dict[str, Any]) -> None:
         where = f"grid[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"config key '{where}': expected a mapping")
+        if "skips" in entry:
+            raise ConfigError(
+                f"config key '{where}.skips' is now '{where}.variants' (skip kinds and the "
+                "names defined under 'variants:'); rename it"
+            )
         for key in entry:
             if key not in GRID_KEYS:
                 raise _unknown("key", f"{where}.{key}", key, GRID_KEYS)
         for key in GRID_KEYS:
             if key not in entry:
                 raise ConfigError(f"config key '{where}.{key}' is required")
-        for key in ("datasets", "skips", "depths", "seeds"):
+        for key in ("datasets", "variants", "depths", "seeds"):
             if not isinstance(entry[key], list) or not entry[key]:
                 raise ConfigError(
                     f"config key '{where}.{key}': expected a non-empty list, got {entry[key]!r}"
@@ -114,9 +186,9 @@ def check_grid(cfg: dict[str, Any]) -> None:
         for ds in entry["datasets"]:
             if ds not in datasets:
                 raise _unknown("dataset", f"{where}.datasets", ds, datasets)
-        for skip in entry["skips"]:
-            if skip not in SKIPS:
-                raise _unknown("skip kind", f"{where}.skips", skip, SKIPS)
+        for variant in entry["variants"]:
+            if variant not in names:
+                raise _unknown("skip kind or variant", f"{where}.variants", variant, names)
         for depth in entry["depths"]:
             if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
                 raise ConfigError(
@@ -135,8 +207,29 @@ def check_grid(cfg: dict[str, Any]) -> None:
                 )
 
 
+def _schema() -> dict[str, Any]:
+    with SCHEMA.open() as fh:
+        return yaml.safe_load(fh)
+
+
+def _check_section(schema: dict[str, Any], section: str, value: Any, where: str) -> None:
+    """A variant's merged section against the schema's definition of that section."""
+    import jsonschema
+
+    sub = schema["properties"][section]
+    errors = sorted(jsonschema.Draft202012Validator(sub).iter_errors(value), key=str)
+    if errors:
+        err = errors[0]
+        path = ".".join(str(k) for k in (where, *err.absolute_path))
+        raise ConfigError(f"config key '{path}': {err.message}")
+
+
 def check_options(cfg: dict[str, Any]) -> None:
-    """Dataset specs, model and skip options against the registries' known keys."""
+    """Dataset specs, model and skip options against the registries' known keys.
+
+    Runs after the schema filled the defaults. Each variant's overrides are merged into
+    the sections they override and checked there, so a bad override names its own key.
+    """
     from orthskip.data import validate_spec
     from orthskip.models import validate_model_options
     from orthskip.skips import validate_skip_options
@@ -146,12 +239,35 @@ def check_options(cfg: dict[str, Any]) -> None:
     for arch, opts in cfg.get("model", {}).items():
         validate_model_options(arch, opts)
     validate_skip_options(cfg.get("skip_options", {}))
-    epochs = cfg["train"]["epochs"]
-    for e in cfg["train"]["snapshot_epochs"]:
+    _check_epochs(cfg["train"], "train")
+    schema = _schema()
+    used = {(e["arch"], v) for e in cfg["grid"] for v in e["variants"]}
+    for name, spec in (cfg.get("variants") or {}).items():
+        where = f"variants.{name}"
+        kind = spec["skip"]
+        for section in ("train", "metrics"):
+            if section in spec:
+                merged = deep_merge(cfg[section], spec[section])
+                _check_section(schema, section, merged, f"{where}.{section}")
+        _check_epochs(deep_merge(cfg["train"], spec.get("train", {})), f"{where}.train")
+        opts = deep_merge(cfg.get("skip_options", {}).get(kind, {}), spec.get("skip_options", {}))
+        try:
+            validate_skip_options({kind: opts})
+            for arch in sorted(a for a, v in used if v == name):
+                validate_model_options(
+                    arch, deep_merge(cfg.get("model", {}).get(arch, {}), spec.get("model", {}))
+                )
+        except ConfigError as err:
+            raise ConfigError(f"config key '{where}': {err}") from None
+
+
+def _check_epochs(train: dict[str, Any], where: str) -> None:
+    epochs = train["epochs"]
+    for e in train["snapshot_epochs"]:
         if e > epochs:
             raise ConfigError(
-                f"config key 'train.snapshot_epochs': epoch {e} is after the last epoch "
-                f"(train.epochs = {epochs}); allowed: 0..{epochs}"
+                f"config key '{where}.snapshot_epochs': epoch {e} is after the last epoch "
+                f"({where}.epochs = {epochs}); allowed: 0..{epochs}"
             )
 
 
@@ -184,25 +300,48 @@ def load_config(path: str | Path) -> dict[str, Any]:
 def cells(cfg: dict[str, Any]) -> list[Cell]:
     """Every cell of the grid, sorted and without duplicates."""
     found = {
-        Cell(ds, entry["arch"], skip, int(depth), int(seed))
+        Cell(ds, entry["arch"], variant, int(depth), int(seed))
         for entry in cfg["grid"]
         for ds in entry["datasets"]
-        for skip in entry["skips"]
+        for variant in entry["variants"]
         for depth in entry["depths"]
         for seed in entry["seeds"]
     }
     return sorted(found)
 
 
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in; nested mappings merge, the rest replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def cell_config(cfg: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    """The part of the config one cell depends on (its hash decides reruns and resumes)."""
+    """The part of the config one cell depends on (its hash decides reruns and resumes).
+
+    The variant's overrides are merged into the sections they override; ``cell.skip``
+    names the variant's kind; model and skip options are resolved against their defaults.
+    """
+    from orthskip.models import model_options
+    from orthskip.skips import skip_options
+
+    spec = variant_of(cfg, cell.variant)
+    kind = spec["skip"]
+    model = deep_merge(cfg.get("model", {}).get(cell.arch, {}), spec.get("model", {}))
+    skip = deep_merge(cfg.get("skip_options", {}).get(kind, {}), spec.get("skip_options", {}))
     return {
-        "cell": cell.as_dict(),
+        "cell": {**cell.as_dict(), "skip": kind},
         "dataset": copy.deepcopy(cfg["datasets"][cell.dataset]),
-        "model": copy.deepcopy(cfg.get("model", {}).get(cell.arch, {})),
-        "skip_options": copy.deepcopy(cfg.get("skip_options", {}).get(cell.skip, {})),
-        "train": copy.deepcopy(cfg["train"]),
-        "metrics": copy.deepcopy(cfg["metrics"]),
+        # resolved: a changed library default changes the hash and reruns the cell
+        "model": model_options(cell.arch, model),
+        "skip_options": skip_options(kind, {kind: skip}),
+        "train": deep_merge(cfg["train"], spec.get("train", {})),
+        "metrics": deep_merge(cfg["metrics"], spec.get("metrics", {})),
     }
 
 

@@ -8,11 +8,11 @@ import pandas as pd
 
 from orthskip.io import atomic_path, write_json
 
-KEYS = ["dataset", "arch", "skip", "depth"]
+KEYS = ["dataset", "arch", "variant", "depth"]
 
 
 def accuracy_by_depth(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean final test accuracy over seeds per (dataset, arch, skip, depth); diverged = NaN."""
+    """Mean final test accuracy over seeds per (dataset, arch, variant, depth); diverged = NaN."""
     grouped = cells.groupby(KEYS, sort=True)
     return pd.DataFrame(
         {
@@ -28,7 +28,7 @@ def write_summary(cells_path: Path, json_path: Path, csv_path: Path) -> None:
     nested: dict = {}
     for row in table.itertuples(index=False):
         leaf = nested.setdefault(row.dataset, {}).setdefault(row.arch, {})
-        leaf.setdefault(row.skip, {})[f"d{row.depth}"] = {
+        leaf.setdefault(row.variant, {})[f"d{row.depth}"] = {
             "test_acc_mean": None if pd.isna(row.test_acc_mean) else float(row.test_acc_mean),
             "n_seeds": int(row.n_seeds),
             "n_diverged": int(row.n_diverged),

@@ -3,8 +3,15 @@
 One seed fixes the initial weights, the data order and the augmentation. ``last.pt`` is
 written atomically every epoch and on SIGTERM (mid-epoch, with the batch position), so a
 preempted job resumes where it stopped and ends with the same weights, bit for bit on
-CPU, as a run that was never interrupted. A NaN/inf loss ends the cell with status
-``diverged``: a result, not a crash.
+CPU, as a run that was never interrupted.
+
+Divergence is a result, not a crash, for every skip kind: a non-finite loss or parameter is
+caught at the step where it appears (before the optimizer or a projection sees it), and a
+linear-algebra failure on non-finite inputs counts the same; the cell ends with status
+``diverged``, the epoch and step recorded and its history kept up to there.
+
+A seeded validation split is carved from the training data (``train.val_fraction``) and
+never augmented: anything "best" is chosen on it, never on the test set.
 """
 
 from __future__ import annotations
@@ -34,6 +41,31 @@ PREEMPT_EXIT_CODE = 143  # 128 + SIGTERM, what SLURM and shells expect
 
 class Preempted(Exception):
     """Raised after the resume checkpoint is written because SIGTERM arrived."""
+
+
+class Diverged(Exception):
+    """A non-finite loss, gradient or parameter at one optimizer step."""
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) row indices: a seeded random ``fraction`` of the n rows, both sorted."""
+    n_val = round(n * fraction)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 41))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _finite(tensors: list[torch.Tensor]) -> bool:
+    """All entries finite (the largest |entry| propagates NaN and inf, and never overflows)."""
+    return bool(torch.isfinite(nn.utils.get_total_norm(tensors, norm_type=math.inf)))
+
+
+def _linalg_diverged(err: Exception, model: nn.Module, loss: torch.Tensor | None) -> bool:
+    """Whether a linear-algebra failure was caused by non-finite inputs (then: diverged)."""
+    if not isinstance(err, torch.linalg.LinAlgError):
+        return False
+    tensors = [p.detach() for p in model.parameters()]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    return (loss is not None and not torch.isfinite(loss).all()) or not _finite(tensors)
 
 
 def lr_factor(step: int, steps_per_epoch: int, sched: dict[str, Any], epochs: int) -> float:
@@ -142,7 +174,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
     from orthskip.optim import build_optimizer
 
     outdir = Path(outdir)
-    cell = Cell(**cell_cfg["cell"])
+    cell = Cell.of(cell_cfg["cell"])
     tcfg = cell_cfg["train"]
     cfg_hash = config_hash(cell_cfg)
     rkey = resume_key(cell_cfg)
@@ -156,19 +188,24 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         torch.backends.cudnn.benchmark = False
 
     data = load_prepared(Path(data_path), Path(manifest))
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    tr, va = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), cell.seed)
+    x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
+    x_val, y_val = data.x_train[va].to(device), data.y_train[va].to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     augment = data.meta.get("augment")
     memory_format = torch.preserve_format
     if tcfg.get("channels_last") and x_train.dim() == 4:
         memory_format = torch.channels_last
         x_train = x_train.contiguous(memory_format=memory_format)
+        x_val = x_val.contiguous(memory_format=memory_format)
         x_test = x_test.contiguous(memory_format=memory_format)
 
     torch.manual_seed(cell.seed)
     model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
     n_params, n_skip_params = count_params(model)
-    bundle = build_optimizer(model, tcfg["optimizer"], {cell.skip: cell_cfg["skip_options"]})
+    kind = cell_cfg["cell"]["skip"]
+    bundle = build_optimizer(model, tcfg["optimizer"], {kind: cell_cfg["skip_options"]})
+    params = [p for p in model.parameters() if p.requires_grad]
     epochs = int(tcfg["epochs"])
     batch = int(tcfg["batch_size"])
     n_train = len(x_train)
@@ -189,6 +226,9 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         return contextlib.nullcontext()
 
     clip = float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None
+    # On CPU a check per step costs no device sync; on CUDA non-finite values are caught by
+    # the end-of-epoch check and by the linear-algebra guard (a NaN then fails loudly there).
+    check_each_step = device.type != "cuda"
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
     snapshot_epochs = sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs})
 
@@ -201,6 +241,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         "batch": 0,  # next batch within the running epoch
         "perm": None,
         "sums": None,
+        "diverged_at": None,  # (epoch, step within the epoch) of the first non-finite value
         "history": [],
         "snapshots": {},
         "elapsed": 0.0,
@@ -240,17 +281,23 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
             },
         )
 
-    def record(epoch: int, train_loss: float, train_acc: float, seconds: float) -> None:
+    nan = float("nan")
+
+    def record(epoch: int, train_loss: float, train_acc: float, clipped: float) -> None:
+        val_loss, val_acc = evaluate(model, x_val, y_val, amp) if len(x_val) else (nan, nan)
         test_loss, test_acc = evaluate(model, x_test, y_test, amp)
         state["history"].append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
                 "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
                 "test_loss": test_loss,
                 "test_acc": test_acc,
+                "clipped_frac": clipped,
                 "lr": bundle.optimizers[0].param_groups[0]["lr"],
-                "time_s": seconds,
+                "time_s": state["elapsed"],
             }
         )
         if epoch in snapshot_epochs:
@@ -267,68 +314,94 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
     if not state["history"]:
         record(0, *evaluate(model, x_train, y_train, amp), 0.0)
 
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """One optimizer step; raises Diverged before a non-finite value reaches the update."""
+        with autocast():
+            out = forward(xb)
+            loss = loss_fn(out.float() if amp else out, yb)
+        bundle.zero_grad()
+        loss.backward()
+        if check_each_step and not _finite([loss.detach()]):
+            raise Diverged("non-finite loss")
+        clipped = False
+        if clip:
+            norm = nn.utils.clip_grad_norm_(params, clip)
+            clipped = norm > clip  # a device tensor: no host sync here
+        if check_each_step and not _finite([p.grad for p in params if p.grad is not None]):
+            raise Diverged("non-finite gradient")
+        bundle.step()
+        if check_each_step and not _finite([p.detach() for p in params]):
+            raise Diverged("non-finite parameter after the step")
+        return out, loss, clipped
+
     tty = sys.stderr.isatty()
     with _SigtermFlag() as sigterm:
         while state["status"] == "running" and state["epoch"] < epochs:
             epoch = state["epoch"] + 1
             if state["perm"] is None:
                 state["perm"] = torch.randperm(n_train, generator=data_gen)
-                state["sums"] = torch.zeros(3, dtype=torch.float64)
+                state["sums"] = torch.zeros(4, dtype=torch.float64)
             perm = state["perm"].to(device)
-            sums = state["sums"].to(device)  # loss sum, correct, seen (kept on the host)
+            sums = state["sums"].to(device)  # loss sum, correct, seen, clipped steps
             seen = int(sums[2])
             bar = _progress(tty, steps_per_epoch, f"epoch {epoch}/{epochs}")
             t0 = time.perf_counter()
             model.train()
-            for b in range(state["batch"], steps_per_epoch):
-                if sigterm.raised:
-                    state["batch"] = b
-                    sums[2] = seen
-                    state["sums"] = sums.cpu()
-                    state["elapsed"] += time.perf_counter() - t0
-                    checkpoint()
-                    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}; saved {last}")
-                idx = perm[b * batch : (b + 1) * batch]
-                xb, yb = x_train[idx], y_train[idx]
-                if augment:
-                    xb = augment_batch(xb, augment, aug_gen)
-                with autocast():
-                    out = forward(xb)
-                    loss = loss_fn(out.float() if amp else out, yb)
-                bundle.zero_grad()
-                loss.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                bundle.step()
-                for sched in schedulers:
-                    sched.step()
-                with torch.no_grad():  # device-side sums: no host sync per step
-                    sums[0] += loss.detach() * len(yb)
-                    sums[1] += (out.argmax(1) == yb).sum()
-                seen += len(yb)
-                if bar is not None:
-                    bar.update(1)
+            b = state["batch"]
+            loss = None
+            try:
+                for b in range(state["batch"], steps_per_epoch):
+                    if sigterm.raised:
+                        state["batch"] = b
+                        sums[2] = seen
+                        state["sums"] = sums.cpu()
+                        state["elapsed"] += time.perf_counter() - t0
+                        checkpoint()
+                        raise Preempted(f"SIGTERM at epoch {epoch} batch {b}; saved {last}")
+                    idx = perm[b * batch : (b + 1) * batch]
+                    xb, yb = x_train[idx], y_train[idx]
+                    if augment:
+                        xb = augment_batch(xb, augment, aug_gen)
+                    out, loss, clipped = step(xb, yb)
+                    for sched in schedulers:
+                        sched.step()
+                    with torch.no_grad():  # device-side sums: no host sync per step
+                        sums[0] += loss.detach() * len(yb)
+                        sums[1] += (out.argmax(1) == yb).sum()
+                        sums[3] += clipped
+                    seen += len(yb)
+                    if bar is not None:
+                        bar.update(1)
+            except Diverged as err:
+                why = str(err)
+            except RuntimeError as err:
+                if not _linalg_diverged(err, model, loss):
+                    raise RuntimeError(f"{cell.path}: epoch {epoch} step {b}: {err}") from err
+                why = f"linear-algebra failure on non-finite values ({type(err).__name__})"
+            else:
+                why = None
             if bar is not None:
                 bar.close()
             state["elapsed"] += time.perf_counter() - t0
-            loss_sum, correct, _ = sums.tolist()
+            loss_sum, correct, _, n_clipped = sums.tolist()
+            if why is None and not math.isfinite(loss_sum):
+                why, b = "non-finite loss", steps_per_epoch - 1  # caught late (CUDA)
             state.update(epoch=epoch, batch=0, perm=None, sums=None)
-            if not math.isfinite(loss_sum):
+            if why is not None:
                 state["status"] = "diverged"
+                state["diverged_at"] = (epoch, b)
                 state["history"].append(
                     {
+                        **{k: nan for k in state["history"][0]},
                         "epoch": epoch,
-                        "train_loss": float("nan"),
-                        "train_acc": float("nan"),
-                        "test_loss": float("nan"),
-                        "test_acc": float("nan"),
+                        "clipped_frac": n_clipped / max(b, 1),
                         "lr": bundle.optimizers[0].param_groups[0]["lr"],
                         "time_s": state["elapsed"],
                     }
                 )
-                log.warning("%s diverged at epoch %d (non-finite loss)", cell.path, epoch)
+                log.warning("%s diverged at epoch %d step %d (%s)", cell.path, epoch, b, why)
             else:
-                record(epoch, loss_sum / seen, correct / seen, state["elapsed"])
+                record(epoch, loss_sum / seen, correct / seen, n_clipped / steps_per_epoch)
             checkpoint()
     if state["status"] == "running":
         state["status"] = "ok"
@@ -351,33 +424,42 @@ def _write_outputs(
     import pandas as pd
 
     history = pd.DataFrame(state["history"])
-    for key, value in cell.as_dict().items():
+    cell_cols = cell_cfg["cell"]  # the cell's wildcards and its skip kind
+    for key, value in reversed(list(cell_cols.items())):
         history.insert(0, key, value)
     write_parquet(outdir / "history.parquet", history)
     save_torch(
         outdir / "snapshots.pt",
         {
-            "cell": cell.as_dict(),
+            "cell": cell_cols,
             "config_hash": cfg_hash,
             "states": state["snapshots"],
         },
     )
     final = state["history"][-1]
     ok = state["status"] == "ok"
-    finite_acc = [h["test_acc"] for h in state["history"] if math.isfinite(h["test_acc"])]
+    nan = float("nan")
+    # The best epoch is chosen on validation, never on test; ties go to the earlier epoch.
+    scored = [h for h in state["history"] if math.isfinite(h["val_acc"])]
+    best = max(scored, key=lambda h: h["val_acc"]) if scored else None
     write_json(
         outdir / "status.json",
         {
-            **cell.as_dict(),
+            **cell_cols,
             "status": state["status"],
             "epochs": state["epoch"],
-            "train_loss": final["train_loss"] if ok else float("nan"),
-            "train_acc": final["train_acc"] if ok else float("nan"),
-            "test_loss": final["test_loss"] if ok else float("nan"),
-            "test_acc": final["test_acc"] if ok else float("nan"),
-            "best_test_acc": max(finite_acc) if finite_acc else float("nan"),
+            "diverged_epoch": state["diverged_at"][0] if state["diverged_at"] else None,
+            "diverged_step": state["diverged_at"][1] if state["diverged_at"] else None,
+            **{
+                k: final[k] if ok else nan
+                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+            },
+            "best_val_epoch": best["epoch"] if best else None,
+            "test_acc_at_best_val": best["test_acc"] if best else nan,
+            "clipped_frac": _mean([h["clipped_frac"] for h in state["history"][1:]]),
             "wall_time_s": state["elapsed"],
             **meta,
+            "model_options": cell_cfg["model"],
             "snapshot_epochs": sorted(int(e) for e in state["snapshots"]),
             "skip_weight_decay": cell_cfg["train"]["optimizer"].get("skip_weight_decay", 0.0),
             **provenance(cfg_hash, device),
@@ -385,3 +467,8 @@ def _write_outputs(
             "cell_config": cell_cfg,
         },
     )
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else 0.0

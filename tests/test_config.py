@@ -23,8 +23,8 @@ def _bad(path: list, value) -> dict:
 BAD_INPUTS = [
     # (config, words the message must contain)
     (
-        _bad(["grid", 0, "skips"], ["identity", "orthogonal"]),
-        ["grid[0].skips", "orthogonal", "orth_learned", "identity"],
+        _bad(["grid", 0, "variants"], ["identity", "orthogonal"]),
+        ["grid[0].variants", "orthogonal", "orth_learned", "identity"],
     ),
     (_bad(["grid", 0, "datasets"], ["circle"]), ["grid[0].datasets", "circle", "circles"]),
     (_bad(["grid", 0, "depths"], [0, 2]), ["grid[0].depths", "0", ">= 1"]),
@@ -40,6 +40,53 @@ def _misspelt_top_key() -> dict:
 
 
 BAD_INPUTS.append((_misspelt_top_key(), ["trian", "train", "allowed"]))
+
+
+def _with_variants(variants: dict, listed: list[str]) -> dict:
+    cfg = tiny_config()
+    cfg["variants"] = variants
+    cfg["grid"][0]["variants"] = listed
+    return cfg
+
+
+BAD_INPUTS += [
+    # a variant's override of a train key, checked where it lands
+    (
+        _with_variants(
+            {"fast": {"skip": "identity", "train": {"optimizer": {"lr": -1}}}}, ["fast"]
+        ),
+        ["variants.fast.train.optimizer.lr", "-1"],
+    ),
+    (
+        _with_variants({"fast": {"skip": "identity", "train": {"epochz": 3}}}, ["fast"]),
+        ["variants.fast.train", "epochz"],
+    ),
+    (
+        _with_variants(
+            {"haar": {"skip": "orth_learned", "skip_options": {"init": "haarr"}}}, ["haar"]
+        ),
+        ["variants.haar", "init", "haar"],
+    ),
+    (
+        _with_variants({"wide": {"skip": "identity", "model": {"widht": 4}}}, ["wide"]),
+        ["variants.wide", "model.mlp.widht", "width"],
+    ),
+    (_with_variants({"x": {"skip": "orthogonal"}}, ["x"]), ["variants.x.skip", "orth_learned"]),
+    (
+        _with_variants({"linear": {"skip": "identity"}}, ["linear"]),
+        ["variants.linear", "skip kind"],
+    ),
+    (
+        _with_variants({"Bad-Name": {"skip": "identity"}}, ["identity"]),
+        ["variants", "Bad-Name", "[a-z0-9_]+"],
+    ),
+    (_with_variants({}, ["fast"]), ["grid[0].variants", "fast", "allowed", "orth_learned"]),
+    (
+        _bad(["datasets"], {"my circles": {"source": "circles"}}),
+        ["datasets", "my circles", "[A-Za-z0-9_-]+"],
+    ),
+    (_bad(["datasets"], {"c;rm": {"source": "circles"}}), ["datasets", "c;rm", "must match"]),
+]
 
 
 @pytest.mark.parametrize(("cfg", "words"), BAD_INPUTS)
@@ -97,8 +144,67 @@ def test_resume_key_ignores_epoch_count_but_not_the_recipe():
 def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
     from tests.workflow import REPO
 
-    for name, train_jobs in (("config.yaml", 106), ("paper.yaml", 560)):
+    for name, train_jobs in (("config.yaml", 124), ("paper.yaml", 630)):
         proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / name))
         out = proc.stdout + proc.stderr
         line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["train"])
         assert int(line.split()[1]) == train_jobs, line
+
+
+def test_variant_overrides_reach_only_its_cells_and_its_path():
+    cfg = tiny_config()
+    cfg["variants"] = {
+        "orth_learned_haar": {"skip": "orth_learned", "skip_options": {"init": "haar"}},
+        "identity_lr": {"skip": "identity", "train": {"optimizer": {"lr": 0.2}}},
+    }
+    cfg["grid"][0]["variants"] = ["identity", "orth_learned", "orth_learned_haar", "identity_lr"]
+    cfg["grid"][0]["depths"] = [1]
+    cfg = prepare_config(cfg)
+    by_variant = {c.variant: cell_config(cfg, c) for c in cells(cfg)}
+    assert set(by_variant) == {"identity", "orth_learned", "orth_learned_haar", "identity_lr"}
+    haar = by_variant["orth_learned_haar"]
+    assert haar["cell"]["skip"] == "orth_learned" and haar["cell"]["variant"] == "orth_learned_haar"
+    assert haar["skip_options"]["init"] == "haar"
+    assert by_variant["orth_learned"]["skip_options"].get("init", "identity") == "identity"
+    fast = by_variant["identity_lr"]
+    assert fast["train"]["optimizer"]["lr"] == 0.2 and fast["cell"]["skip"] == "identity"
+    # the rest of the section is the global one, defaults included
+    assert fast["train"]["optimizer"]["momentum"] == cfg["train"]["optimizer"]["momentum"]
+    assert by_variant["identity"]["train"]["optimizer"]["lr"] == cfg["train"]["optimizer"]["lr"]
+    cell = next(c for c in cells(cfg) if c.variant == "orth_learned_haar")
+    assert cell.path == "circles/mlp/orth_learned_haar/d1/s0" and Cell.parse(cell.path) == cell
+
+
+def test_old_skips_key_says_it_was_renamed():
+    cfg = tiny_config()
+    cfg["grid"][0]["skips"] = cfg["grid"][0].pop("variants")
+    with pytest.raises(ConfigError, match=r"grid\[0\]\.skips.*grid\[0\]\.variants"):
+        prepare_config(cfg)
+
+
+def test_configfile_stands_alone_paper_grid_has_no_clipping(tmp_path):
+    """--configfile replaces the embedded default: nothing of config/config.yaml leaks in."""
+    import json
+
+    from tests.workflow import REPO
+
+    (tmp_path / "config").mkdir()
+    # the embedded default where the Snakefile looks for it, with clipping switched on
+    default = (REPO / "config" / "config.yaml").read_text() + "\n"
+    (tmp_path / "config" / "config.yaml").write_text(
+        default.replace("  val_fraction: 0.1\n", "  val_fraction: 0.1\n  grad_clip: 1.0\n")
+    )
+    target = "results/cells/cifar10/cifar_resnet/identity/d20/s0/status.json"
+    proc = snakemake(
+        tmp_path, target, "-n", "-p", "--configfile", str(REPO / "config" / "paper.yaml")
+    )
+    out = proc.stdout + proc.stderr
+    line = next(ln for ln in out.splitlines() if "orthskip train --cell-config" in ln)
+    cfg = json.loads(line.split("--cell-config ")[1].split(" --data")[0].strip("'"))
+    assert cfg["train"]["grad_clip"] is None and cfg["train"]["optimizer"]["lr"] == 0.1
+    assert cfg["train"]["epochs"] == 200 and cfg["cell"]["variant"] == "identity"
+    # and without --configfile the default (here: with clipping) is the config
+    proc = snakemake(tmp_path, "-n", "-p", "results/cells/circles/mlp/identity/d2/s0/status.json")
+    line = next(ln for ln in proc.stdout.splitlines() if "orthskip train --cell-config" in ln)
+    cfg = json.loads(line.split("--cell-config ")[1].split(" --data")[0].strip("'"))
+    assert cfg["train"]["grad_clip"] == 1.0

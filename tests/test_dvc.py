@@ -101,7 +101,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         if (REPO / name).is_file():
             (origin / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, origin / name)
-    grid = [{"arch": "mlp", "datasets": ["circles"], "skips": ["identity", "orth_learned"],
+    grid = [{"arch": "mlp", "datasets": ["circles"], "variants": ["identity", "orth_learned"],
              "depths": [1], "seeds": [0]}]  # fmt: skip
     cfg = tiny_config(grid=grid)
     (origin / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))

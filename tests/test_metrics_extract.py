@@ -28,6 +28,7 @@ from tests.toy_models import toy_cnn, toy_mlp
 CELL = dict(
     dataset="circles",
     arch="mlp",
+    variant="orth_learned",
     skip="orth_learned",
     depth=3,
     seed=0,

@@ -248,7 +248,7 @@ def test_tiny_grid_through_slurm_matches_local_run(cluster, tmp_path):
     # One short cell of the real workflow (data → train → metrics), run by the local
     # executor and through SLURM: same numbers.
     cfg = tiny_config()
-    cfg["grid"][0]["skips"] = ["orth_learned"]
+    cfg["grid"][0]["variants"] = ["orth_learned"]
     cfg["grid"][0]["depths"] = [3]
     cell = "results/cells/circles/mlp/orth_learned/d3/s0"
     targets = [f"{cell}/status.json", f"{cell}/metrics.parquet"]

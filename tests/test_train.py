@@ -30,7 +30,7 @@ def circles(tmp_path_factory):
 
 def _cell_cfg(skip="orth_learned", depth=3, seed=0, **train):
     cfg = tiny_config()
-    cfg["grid"][0].update(skips=[skip], depths=[depth], seeds=[seed])
+    cfg["grid"][0].update(variants=[skip], depths=[depth], seeds=[seed])
     cfg["train"].update(train)
     cfg = prepare_config(cfg)
     return cell_config(cfg, cells(cfg)[0])
@@ -135,3 +135,97 @@ def test_atomic_writes_leave_no_temp_files_and_normal_permissions(tmp_path):
     os.umask(umask)
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    d = tmp_path_factory.mktemp("digits")
+    prepare_dataset("digits", {"source": "digits", "n_test": 1600}, d / "d.pt", d / "d.json")
+    return d / "d.pt", d / "d.json"
+
+
+def _image_cell_cfg(skip: str, **train):
+    cfg = tiny_config()
+    cfg["grid"] = [
+        {"arch": "cifar_resnet", "datasets": ["digits"], "variants": [skip], "depths": [8],
+         "seeds": [0]}
+    ]  # fmt: skip
+    cfg["model"] = {"cifar_resnet": {"width": 4}}
+    cfg["train"].update(train)
+    cfg = prepare_config(cfg)
+    return cell_config(cfg, cells(cfg)[0])
+
+
+SKIP_KINDS = ["identity", "none", "linear", "orth_fixed", "orth_learned", "orth_manifold",
+              "procrustes", "orth_jacobian"]  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cifar_resnet"])
+@pytest.mark.parametrize("skip", SKIP_KINDS)
+def test_every_kind_at_an_exploding_lr_ends_diverged(tmp_path, circles, digits, arch, skip):
+    explode = {"optimizer": {"lr": 1e30, "momentum": 0.9}, "grad_clip": None}
+    if arch == "mlp":
+        cfg, data = _cell_cfg(skip=skip, **explode), circles
+    else:
+        cfg, data = _image_cell_cfg(skip, **explode), digits
+    assert train_cell(cfg, *data, tmp_path) == "diverged"
+    status = json.loads((tmp_path / "status.json").read_text())
+    hist = pd.read_parquet(tmp_path / "history.parquet")
+    assert status["status"] == "diverged" and status["diverged_epoch"] == hist["epoch"].iloc[-1]
+    assert status["diverged_step"] >= 0 and math.isnan(status["test_acc"])
+    assert hist["epoch"].iloc[0] == 0 and math.isfinite(hist["train_loss"].iloc[0])
+    # the parameters saved are the last finite ones: the divergence never reached an update
+    # (BatchNorm's running statistics saw the diverging forward pass: buffers, not parameters)
+    state = load_torch(tmp_path / "last.pt")["model"]
+    params = [k for k in state if "running_" not in k and "num_batches" not in k]
+    assert params and all(
+        torch.isfinite(state[k]).all() for k in params if state[k].is_floating_point()
+    )
+
+
+def test_validation_split_is_seeded_disjoint_and_picks_the_best_epoch(tmp_path, circles):
+    from orthskip.train import validation_split
+
+    tr, va = validation_split(96, 0.25, seed=3)
+    tr2, va2 = validation_split(96, 0.25, seed=3)
+    assert len(va) == 24 and len(tr) == 72 and torch.equal(va, va2) and torch.equal(tr, tr2)
+    assert not set(tr.tolist()) & set(va.tolist())
+    assert sorted(tr.tolist() + va.tolist()) == list(range(96))
+    assert not torch.equal(va, validation_split(96, 0.25, seed=4)[1])
+
+    train_cell(_cell_cfg(val_fraction=0.25, epochs=2), *circles, tmp_path / "a")
+    hist = pd.read_parquet(tmp_path / "a" / "history.parquet")
+    status = json.loads((tmp_path / "a" / "status.json").read_text())
+    assert hist["val_acc"].notna().all() and hist["val_acc"].between(0, 1).all()
+    best = hist.loc[hist["val_acc"].idxmax()]  # first maximum: ties go to the earlier epoch
+    assert status["best_val_epoch"] == best["epoch"]
+    assert status["test_acc_at_best_val"] == best["test_acc"]
+    assert status["val_acc"] == hist["val_acc"].iloc[-1]
+    assert "best_test_acc" not in status
+
+    train_cell(_cell_cfg(val_fraction=0.0), *circles, tmp_path / "b")
+    status = json.loads((tmp_path / "b" / "status.json").read_text())
+    assert math.isnan(status["val_acc"]) and status["best_val_epoch"] is None
+
+
+def test_clipped_frac_counts_the_steps_clipping_changed(tmp_path, circles):
+    train_cell(_cell_cfg(grad_clip=1e-9), *circles, tmp_path / "tight")
+    train_cell(_cell_cfg(grad_clip=None), *circles, tmp_path / "off")
+    train_cell(_cell_cfg(grad_clip=1e9), *circles, tmp_path / "loose")
+    tight = pd.read_parquet(tmp_path / "tight" / "history.parquet")["clipped_frac"]
+    off = pd.read_parquet(tmp_path / "off" / "history.parquet")["clipped_frac"]
+    loose = pd.read_parquet(tmp_path / "loose" / "history.parquet")["clipped_frac"]
+    assert list(tight[1:]) == [1.0, 1.0] and (off == 0).all() and (loose == 0).all()
+
+
+def test_linear_algebra_failure_on_finite_values_is_not_divergence():
+    from orthskip.train import _linalg_diverged
+
+    model = torch.nn.Linear(3, 3)
+    err = torch.linalg.LinAlgError("did not converge")
+    assert not _linalg_diverged(err, model, torch.tensor(1.0))
+    assert _linalg_diverged(err, model, torch.tensor(float("nan")))
+    with torch.no_grad():
+        model.weight[0, 0] = float("inf")
+    assert _linalg_diverged(err, model, torch.tensor(1.0))
+    assert not _linalg_diverged(RuntimeError("shape mismatch"), model, torch.tensor(1.0))

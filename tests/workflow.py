@@ -25,7 +25,7 @@ def tiny_config(**overrides: Any) -> dict[str, Any]:
             {
                 "arch": "mlp",
                 "datasets": ["circles"],
-                "skips": ["identity", "orth_learned"],
+                "variants": ["identity", "orth_learned"],
                 "depths": [1, 3],
                 "seeds": [0],
             }

@@ -27,12 +27,13 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "value",
     "exact",
 )
-CELL_COLUMNS: tuple[str, ...] = ("dataset", "arch", "skip", "depth", "seed")
+CELL_COLUMNS: tuple[str, ...] = ("dataset", "arch", "variant", "skip", "depth", "seed")
 PROVENANCE_COLUMNS: tuple[str, ...] = ("config_hash", "code_version", "torch_version", "device")
 
 _TYPES: dict[str, pa.DataType] = {
     "dataset": pa.string(),
     "arch": pa.string(),
+    "variant": pa.string(),
     "skip": pa.string(),
     "depth": pa.int64(),
     "seed": pa.int64(),
@@ -103,6 +104,7 @@ def with_cell_columns(
     *,
     dataset: str,
     arch: str,
+    variant: str,
     skip: str,
     depth: int,
     seed: int,
@@ -116,6 +118,7 @@ def with_cell_columns(
     consts: dict[str, Any] = {
         "dataset": str(dataset),
         "arch": str(arch),
+        "variant": str(variant),
         "skip": str(skip),
         "depth": int(depth),
         "seed": int(seed),

@@ -12,7 +12,7 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 ENV = "../../environment.yml"
-CELL = "{dataset}/{arch}/{skip}/d{depth}/s{seed}"
+CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
 CELLS = cells(config)
 
 
@@ -24,7 +24,7 @@ def cell_of(wildcards):
     return Cell(
         wildcards.dataset,
         wildcards.arch,
-        wildcards.skip,
+        wildcards.variant,
         int(wildcards.depth),
         int(wildcards.seed),
     )
