@@ -28,7 +28,7 @@ def block_shapes(model) -> list[tuple[int, int, bool]]:
     return [(b.skip.c_in, b.skip.c_out, b.transition) for b in model.blocks]
 
 
-def expected_skip_params(kind: str, shapes) -> int:
+def expected_skip_params(kind: str, shapes, arch: str = "mlp") -> int:
     if kind in ("identity", "none", "orth_fixed"):
         return 0
     if kind in ("linear", "orth_learned", "orth_manifold"):
@@ -36,7 +36,9 @@ def expected_skip_params(kind: str, shapes) -> int:
     if kind == "procrustes":
         return sum(4 * ci * co for ci, co, t in shapes if t)  # 2×2 conv* at transitions
     if kind == "orth_jacobian":
-        return sum(co * co + co + (ci * co if t else 0) for ci, co, t in shapes)
+        # default kernel_size 3: a 3×3 generator V per block on images, a C × C matrix on vectors
+        taps = 1 if arch == "mlp" else 9
+        return sum(taps * co * co + co + (ci * co if t else 0) for ci, co, t in shapes)
     raise AssertionError(kind)
 
 
@@ -67,7 +69,7 @@ def test_every_kind_and_arch_builds_runs_and_counts_parameters(arch, kind):
         n_params = sum(p.numel() for p in model.parameters())
         assert model.n_params() == n_params > 0
         shapes = block_shapes(model)
-        assert model.n_skip_params() == expected_skip_params(kind, shapes)
+        assert model.n_skip_params() == expected_skip_params(kind, shapes, arch)
         meta = build_optimizer(model, {}, {}).metadata()
         assert meta["n_skip_params"] == model.n_skip_params()
         counts.append(n_params)

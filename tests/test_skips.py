@@ -250,7 +250,7 @@ def _holders(model: torch.nn.Module) -> list[torch.nn.Module]:
     [
         ("cifar_resnet", (3, 8, 8), "orth_learned", {}),
         ("cifar_resnet", (3, 8, 8), "orth_learned", {"map": "cayley", "init": "haar"}),
-        ("cifar_preresnet", (3, 8, 8), "orth_jacobian", {}),
+        ("cifar_preresnet", (3, 8, 8), "orth_jacobian", {"kernel_size": 1}),  # the 1×1 form
         ("mlp", (5,), "orth_learned", {}),
     ],
 )
