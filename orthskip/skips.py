@@ -555,7 +555,8 @@ class _JacobianLayerConv(nn.Module):
         self.size = size
         self.orthogonal_map = options["map"]
         base = _orthogonal_init(c, c, options["init"], options["allow_negative_det"])
-        self.register_buffer("base", base.to(torch.float64))
+        # polar: a float32 Haar sample is orthogonal only to ~1e-7; this is its float64 nearest
+        self.register_buffer("base", polar(base.to(torch.float64)))
         # float64 generator and spectrum, as for the matrix maps: B̂ is unitary to ~1e-15
         self.V = nn.Parameter(torch.zeros(c, c, kernel_size, kernel_size, dtype=torch.float64))
         self.bias = nn.Parameter(torch.zeros(c))
