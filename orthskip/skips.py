@@ -29,10 +29,18 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
   (exact, by SVD); with ``kernel_size: k > 1`` a circular k×k convolution projected per FFT
   frequency (``orthskip.orth.project_conv_operator``). Either way every nonzero operator
   singular value equals ``scale``.
-- ``orth_jacobian``: the whole block is y = x − 2Bᵀρ(Bx + b), B ∈ SO(C) (parametrized like
-  orth_learned), ρ = ReLU, channel-wise (1×1) in CNNs, no other branch and no BN (seeds/003) /
-  subsample, then a parametrized C_out × C_in map with orthonormal columns, then the layer.
-  (A transition reduces C·H·W, so no transition Jacobian can be orthogonal.)
+- ``orth_jacobian``: the whole block is ``layers`` (default 2, as a basic block has two convs)
+  layers y = x − 2Bᵀρ(Bx + b), ρ = ReLU, no other branch and no BN (seeds/003), so the block
+  Jacobian I − 2BᵀDB (and the product over layers) is exactly orthogonal / subsample, then a
+  parametrized C_out × C_in map with orthonormal columns, then the layers. (A transition
+  reduces C·H·W, so no transition Jacobian can be orthogonal.) B per layer:
+  on images with ``kernel_size`` k > 1 (default 3) an orthogonal circular convolution on
+  (C, H, W), B̂(ω) = base · map(V̂(ω) − V̂(ω)ᴴ) per FFT frequency with V a centred k×k kernel
+  (zero at init, so B starts at ``base`` = identity or Haar SO(C) per ``init``), applied by FFT,
+  Bᵀ its adjoint (``orthskip.orth.orthogonal_conv_spectrum``); with k = 1 the channel-wise form
+  B ∈ SO(C) (parametrized like orth_learned, a 1×1 convolution); on vectors (mlp) always the
+  matrix form (a vector is a 1×1 image). ``matrices()`` gives B (k = 1) or the frequency-0 block
+  B̂(0, 0) (k > 1: the real orthogonal map on spatially constant inputs, as procrustes's W).
 
 ``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
 SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal probability).
@@ -86,7 +94,7 @@ SKIP_OPTIONS: dict[str, dict[str, Any]] = {
         "init": "haar",
         "allow_negative_det": False,
         "kernel_size": 3,
-        "layers": 1,
+        "layers": 2,
     },
 }
 

@@ -36,9 +36,10 @@ def expected_skip_params(kind: str, shapes, arch: str = "mlp") -> int:
     if kind == "procrustes":
         return sum(4 * ci * co for ci, co, t in shapes if t)  # 2×2 conv* at transitions
     if kind == "orth_jacobian":
-        # default kernel_size 3: a 3×3 generator V per block on images, a C × C matrix on vectors
+        # defaults kernel_size 3, layers 2: two layers per block, each with a 3×3 generator V
+        # on images (a C × C matrix on vectors) and a bias; transitions add a C_out × C_in map
         taps = 1 if arch == "mlp" else 9
-        return sum(taps * co * co + co + (ci * co if t else 0) for ci, co, t in shapes)
+        return sum(2 * (taps * co * co + co) + (ci * co if t else 0) for ci, co, t in shapes)
     raise AssertionError(kind)
 
 

@@ -778,6 +778,9 @@ def test_orth_jacobian_b_stays_orthogonal_after_300_large_steps(kernel_size, ort
 def test_orth_jacobian_layers_compose_and_transitions_map_first():
     torch.manual_seed(0)
     cfg = {"orth_jacobian": {"layers": 2}}
+    assert skip_options("orth_jacobian", {})["layers"] == 2  # the default
+    one = make_skip("orth_jacobian", 3, 3, 1, {"orth_jacobian": {"layers": 1}}, in_size=(4, 4))
+    assert len(one.layers) == 1 and set(one.matrices()) == {"B"}
     skip = make_skip("orth_jacobian", 2, 4, 2, cfg, in_size=(5, 6)).double()
     assert [layer.size for layer in skip.layers] == [(3, 3), (3, 3)]
     assert set(skip.matrices()) == {"B", "B1", "Q"}
@@ -807,7 +810,7 @@ def test_orth_jacobian_kernel_size_options():
     assert skip_options("orth_jacobian", {})["kernel_size"] == 3  # spatial by default
     # vectors: a 1×1 image, on which the circular k×k convolution is a C × C matrix
     mlp = build_model("mlp", 2, "orth_jacobian", (4,), 2, {"width": 8}, {})
-    assert mlp.n_skip_params() == 2 * (8 * 8 + 8)
+    assert mlp.n_skip_params() == 2 * 2 * (8 * 8 + 8)  # 2 blocks of 2 layers (default)
     cnn = build_model("cifar_resnet", 8, "orth_jacobian", (1, 8, 8), 2, {"width": 2}, {})
     sizes = [b.skip.layers[0].size for b in cnn.blocks]
     assert sizes == [(8, 8), (4, 4), (2, 2)]
