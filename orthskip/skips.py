@@ -29,10 +29,18 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
   (exact, by SVD); with ``kernel_size: k > 1`` a circular k×k convolution projected per FFT
   frequency (``orthskip.orth.project_conv_operator``). Either way every nonzero operator
   singular value equals ``scale``.
-- ``orth_jacobian``: the whole block is y = x − 2Bᵀρ(Bx + b), B ∈ SO(C) (parametrized like
-  orth_learned), ρ = ReLU, channel-wise (1×1) in CNNs, no other branch and no BN (seeds/003) /
-  subsample, then a parametrized C_out × C_in map with orthonormal columns, then the layer.
-  (A transition reduces C·H·W, so no transition Jacobian can be orthogonal.)
+- ``orth_jacobian``: the whole block is ``layers`` (default 2, as a basic block has two convs)
+  layers y = x − 2Bᵀρ(Bx + b), ρ = ReLU, no other branch and no BN (seeds/003), so the block
+  Jacobian I − 2BᵀDB (and the product over layers) is exactly orthogonal / subsample, then a
+  parametrized C_out × C_in map with orthonormal columns, then the layers. (A transition
+  reduces C·H·W, so no transition Jacobian can be orthogonal.) B per layer:
+  on images with ``kernel_size`` k > 1 (default 3) an orthogonal circular convolution on
+  (C, H, W), B̂(ω) = base · map(V̂(ω) − V̂(ω)ᴴ) per FFT frequency with V a centred k×k kernel
+  (zero at init, so B starts at ``base`` = identity or Haar SO(C) per ``init``), applied by FFT,
+  Bᵀ its adjoint (``orthskip.orth.orthogonal_conv_spectrum``); with k = 1 the channel-wise form
+  B ∈ SO(C) (parametrized like orth_learned, a 1×1 convolution); on vectors (mlp) always the
+  matrix form (a vector is a 1×1 image). ``matrices()`` gives B (k = 1) or the frequency-0 block
+  B̂(0, 0) (k > 1: the real orthogonal map on spatially constant inputs, as procrustes's W).
 
 ``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
 SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal probability).
@@ -55,10 +63,13 @@ from torch.nn.utils import parametrize
 from orthskip.errors import ConfigError
 from orthskip.orth import (
     OrthogonalMap,
+    apply_spectral,
+    centred_conv_phases,
     circular_conv_fft,
     eye_like,
     haar_orthogonal,
     map_to_orthogonal,
+    orthogonal_conv_spectrum,
     polar,
     project_conv_operator,
 )
@@ -78,7 +89,13 @@ SKIP_OPTIONS: dict[str, dict[str, Any]] = {
         "ns_max_iter": 100,
     },
     "procrustes": {"every": 1, "scale": 1.0, "kernel_size": 1},
-    "orth_jacobian": {"map": "matrix_exp", "init": "haar", "allow_negative_det": False},
+    "orth_jacobian": {
+        "map": "matrix_exp",
+        "init": "haar",
+        "allow_negative_det": False,
+        "kernel_size": 3,
+        "layers": 2,
+    },
 }
 
 # Allowed values of the enumerated options; other options are checked by type and range.
@@ -89,6 +106,10 @@ SKIP_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
     "orth_manifold": {"init": ("identity", "haar")},
     "orth_jacobian": {"map": ("matrix_exp", "cayley"), "init": ("identity", "haar")},
 }
+
+
+# integer options that must be odd (a centred k×k kernel)
+ODD_OPTIONS: frozenset[tuple[str, str]] = frozenset({("orth_jacobian", "kernel_size")})
 
 
 def _check_value(kind: str, key: str, value: Any, default: Any) -> None:
@@ -104,6 +125,8 @@ def _check_value(kind: str, key: str, value: Any, default: Any) -> None:
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where} = {value!r}: expected an integer >= 1")
+        if (kind, key) in ODD_OPTIONS and value % 2 == 0:
+            raise ConfigError(f"{where} = {value!r}: expected an odd integer >= 1")
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise ConfigError(f"{where} = {value!r}: expected a number > 0")
@@ -507,37 +530,116 @@ class ProcrustesSkip(Skip):
         return {"W": self.matrix()} if self.transition else {}
 
 
+class _JacobianLayerMatrix(nn.Module):
+    """One layer y = x − 2Bᵀρ(Bx + b), B ∈ SO(C) a matrix: on features, or on channels (1×1)."""
+
+    def __init__(self, c: int, options: dict[str, Any]) -> None:
+        super().__init__()
+        init = _orthogonal_init(c, c, options["init"], options["allow_negative_det"])
+        self.b_param = _parametrized(init, options["map"])
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def matrix(self) -> Tensor:
+        return self.b_param.value()
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = self.matrix()
+        bias = self.bias if x.dim() == 2 else self.bias[:, None, None]
+        h = F.relu(apply_matrix(x, b) + bias)
+        return x - 2.0 * apply_matrix(h, b.T)
+
+
+class _JacobianLayerConv(nn.Module):
+    """One layer y = x − 2Bᵀρ(Bx + b), B an orthogonal circular convolution of (C, h, w) inputs.
+
+    B̂(ω) = base · map(V̂(ω) − V̂(ω)ᴴ) per FFT frequency (``orthskip.orth.orthogonal_conv_spectrum``):
+    the generator A = V − Vᵀ is a centred k×k circular convolution, V (C, C, k, k) the parameter
+    (zero at init, so B starts at ``base``, the 1×1 form's init), ``base`` a buffer in SO(C)
+    (``init``: identity or Haar). Bᵀ is the adjoint (blocks B̂ᴴ); both are applied by FFT.
+    """
+
+    def __init__(self, c: int, size: tuple[int, int], kernel_size: int, options: dict) -> None:
+        super().__init__()
+        self.size = size
+        self.orthogonal_map = options["map"]
+        base = _orthogonal_init(c, c, options["init"], options["allow_negative_det"])
+        # polar: a float32 Haar sample is orthogonal only to ~1e-7; this is its float64 nearest
+        self.register_buffer("base", polar(base.to(torch.float64)))
+        # float64 generator and spectrum, as for the matrix maps: B̂ is unitary to ~1e-15
+        self.V = nn.Parameter(torch.zeros(c, c, kernel_size, kernel_size, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.zeros(c))
+        phases = centred_conv_phases(kernel_size, size)
+        self.register_buffer("phases", phases, persistent=False)
+
+    def spectrum(self, size: tuple[int, int] | None = None) -> Tensor:
+        """B̂: (h, w // 2 + 1, C, C) complex128 blocks of B, the ``rfft2`` half spectrum, on the
+        built grid or on ``size`` (the same k×k generator on another grid)."""
+        phases = self.phases
+        if size is not None and size != self.size:
+            phases = centred_conv_phases(self.V.shape[-1], size).to(self.V.device)
+        return orthogonal_conv_spectrum(self.V, phases, self.base, self.orthogonal_map)
+
+    def matrix(self) -> Tensor:
+        """B̂(0, 0): the real orthogonal C × C map B applies to spatially constant inputs."""
+        return self.spectrum()[0, 0].real
+
+    def apply_b(self, x: Tensor) -> Tensor:
+        """B x alone (for tests and measurements)."""
+        return apply_spectral(x, self.spectrum(tuple(x.shape[-2:])))
+
+    def forward(self, x: Tensor) -> Tensor:
+        bhat = self.spectrum(tuple(x.shape[-2:]))
+        h = F.relu(apply_spectral(x, bhat) + self.bias[:, None, None].to(x.dtype))
+        return x - 2.0 * apply_spectral(h, bhat, adjoint=True)
+
+
 class OrthJacobianSkip(Skip):
-    """The whole block: y = z − 2Bᵀ ReLU(Bz + b), z = the (transition-mapped) input."""
+    """The whole block: ``layers`` layers y = z − 2Bᵀ ReLU(Bz + b), z the (transition-mapped)
+    input. On images B is an orthogonal circular k×k-generated convolution (``kernel_size``
+    k > 1, default 3) or a channel matrix (k = 1, a 1×1 convolution); on vectors a matrix.
+    """
 
     kind = "orth_jacobian"
     owns_block = True
 
     def build(self, options: dict[str, Any]) -> None:
-        c_in, c_out = self.c_in, self.c_out
-        neg = options["allow_negative_det"]
-        self.b_param = _parametrized(
-            _orthogonal_init(c_out, c_out, options["init"], neg), options["map"]
-        )
-        self.bias = nn.Parameter(torch.zeros(c_out))
+        c_in, c_out, stride = self.c_in, self.c_out, self.stride
+        k = int(options["kernel_size"])
+        # a vector is a 1×1 image, on which a circular k×k convolution is a matrix
+        self.spatial = self.in_size is not None and k > 1
+        size = None
+        if self.in_size is not None:
+            size = (-(-self.in_size[0] // stride), -(-self.in_size[1] // stride))
+        layers: list[nn.Module] = []
+        for _ in range(int(options["layers"])):
+            if self.spatial:
+                assert size is not None
+                layers.append(_JacobianLayerConv(c_out, size, k, options))
+            else:
+                layers.append(_JacobianLayerMatrix(c_out, options))
+        self.layers = nn.ModuleList(layers)
         self.q = None
         if self.transition:
             self.q = _parametrized(_orthogonal_init(c_out, c_in, "identity", False), options["map"])
 
     @property
     def B(self) -> Tensor:
-        return self.b_param.value()
+        """The first layer's B (for the spatial form its frequency-0 block B̂(0, 0))."""
+        return self.layers[0].matrix()
+
+    @property
+    def bias(self) -> Tensor:
+        return self.layers[0].bias
 
     def forward(self, x: Tensor) -> Tensor:
         if self.q is not None:
             x = apply_matrix(subsample(x, self.stride), self.q.value())
-        b = self.B
-        bias = self.bias if x.dim() == 2 else self.bias[:, None, None]
-        h = F.relu(apply_matrix(x, b) + bias)
-        return x - 2.0 * apply_matrix(h, b.T)
+        for layer in self.layers:
+            x = layer(x)
+        return x
 
     def matrices(self) -> dict[str, Tensor]:
-        out = {"B": self.B}
+        out = {("B" if i == 0 else f"B{i}"): layer.matrix() for i, layer in enumerate(self.layers)}
         if self.q is not None:
             out["Q"] = self.q.value()
         return out

@@ -28,7 +28,7 @@ def block_shapes(model) -> list[tuple[int, int, bool]]:
     return [(b.skip.c_in, b.skip.c_out, b.transition) for b in model.blocks]
 
 
-def expected_skip_params(kind: str, shapes) -> int:
+def expected_skip_params(kind: str, shapes, arch: str = "mlp") -> int:
     if kind in ("identity", "none", "orth_fixed"):
         return 0
     if kind in ("linear", "orth_learned", "orth_manifold"):
@@ -36,7 +36,10 @@ def expected_skip_params(kind: str, shapes) -> int:
     if kind == "procrustes":
         return sum(4 * ci * co for ci, co, t in shapes if t)  # 2×2 conv* at transitions
     if kind == "orth_jacobian":
-        return sum(co * co + co + (ci * co if t else 0) for ci, co, t in shapes)
+        # defaults kernel_size 3, layers 2: two layers per block, each with a 3×3 generator V
+        # on images (a C × C matrix on vectors) and a bias; transitions add a C_out × C_in map
+        taps = 1 if arch == "mlp" else 9
+        return sum(2 * (taps * co * co + co) + (ci * co if t else 0) for ci, co, t in shapes)
     raise AssertionError(kind)
 
 
@@ -67,7 +70,7 @@ def test_every_kind_and_arch_builds_runs_and_counts_parameters(arch, kind):
         n_params = sum(p.numel() for p in model.parameters())
         assert model.n_params() == n_params > 0
         shapes = block_shapes(model)
-        assert model.n_skip_params() == expected_skip_params(kind, shapes)
+        assert model.n_skip_params() == expected_skip_params(kind, shapes, arch)
         meta = build_optimizer(model, {}, {}).metadata()
         assert meta["n_skip_params"] == model.n_skip_params()
         counts.append(n_params)
@@ -209,3 +212,136 @@ def test_state_dict_round_trip_through_weights_only_load(kind):
             ba.skip_matrices().items(), bb.skip_matrices().items(), strict=True
         ):
             assert ka == kb and torch.equal(ma, mb)
+
+
+# ---------------------------------------------------------------- initialisation
+
+
+def _plain_mlp_second_moments(init: str, seeds=range(8)) -> torch.Tensor:
+    """E|h_l|² / E|x|² after the stem and every block of a plain (skip none) ReLU MLP,
+    width 64, depth 16, averaged over models (the expectation over weights is what He init
+    fixes; one model's ratio is a random walk in log scale)."""
+    ratios = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_model("mlp", 16, "none", (64,), 2, {"width": 64, "init": init}, {})
+        x = torch.randn(1024, 64)
+        with torch.no_grad():
+            h = model.stem(x)
+            qs = [h.pow(2).mean()]
+            for block in model.blocks:
+                h = block(h)
+                qs.append(h.pow(2).mean())
+        ratios.append(torch.stack(qs) / x.pow(2).mean())
+    return torch.stack(ratios).mean(0)
+
+
+def test_kaiming_keeps_a_deep_plain_mlps_signal_and_torch_default_loses_it():
+    he = _plain_mlp_second_moments("kaiming")
+    assert he.shape == (17,)
+    assert float(he.min()) > 1 / 4 and float(he.max()) < 4  # every block, not just the last
+    default = _plain_mlp_second_moments("torch_default")
+    # Var = 1/(3 fan_in) per layer: ×1/18 per block down to the biases' floor, ~1/170 here
+    assert float(default[-1]) < 1e-2
+    assert float(default[-1]) < 0.05 * float(he[-1])
+
+
+def test_kaiming_mlp_weights_have_the_stated_std_and_zero_biases():
+    for activation, gain in (("relu", 2**0.5), ("tanh", 5 / 3), ("gelu", 2**0.5)):
+        torch.manual_seed(0)
+        cfg = {"width": 64, "activation": activation}  # init: kaiming is the default
+        model = build_model("mlp", 3, "identity", (1, 8, 8), 32, cfg, {})
+        expected = [(model.stem[1], 1 / 64**0.5)]  # LeCun: feeds the residual stream
+        for block in model.blocks:
+            expected.append((block.branch[0], gain / 64**0.5))  # feeds the activation
+            expected.append((block.branch[-1], 1 / 64**0.5))  # feeds the residual sum
+        expected.append((model.head, 1 / 64**0.5))  # feeds the logits
+        for layer, std in expected:
+            assert abs(float(layer.weight.std()) / std - 1) < 0.06, (activation, layer)
+            assert abs(float(layer.weight.mean())) < 0.1 * std
+            assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+
+
+def test_kaiming_cnn_convs_are_he_fan_out_as_before_and_the_head_lecun():
+    # what build_cnn did before init was an option: kaiming_normal_(fan_out, relu) on the 3×3
+    # convs, on top of PyTorch's construction; ``kaiming`` keeps that draw for draw
+    torch.manual_seed(0)
+    ours = build_model("cifar_resnet", 14, "identity", (3, 8, 8), 10, {"width": 8}, {})
+    torch.manual_seed(0)
+    old = build_model(
+        "cifar_resnet", 14, "identity", (3, 8, 8), 10, {"width": 8, "init": "torch_default"}, {}
+    )
+    for m in old.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] == 3:
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    convs = [(n, m) for n, m in ours.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    old_convs = dict(old.named_modules())
+    assert len(convs) == 1 + 2 * 6
+    for name, conv in convs:
+        assert torch.equal(conv.weight, old_convs[name].weight), name
+        fan_out = conv.weight.shape[0] * 9
+        assert abs(float(conv.weight.std()) * (fan_out / 2) ** 0.5 - 1) < 0.25
+    head = ours.head[-1]
+    assert torch.equal(head.bias, torch.zeros(10))
+    assert abs(float(head.weight.std()) * 32**0.5 - 1) < 0.15
+    bn = [m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in bn)
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in bn)
+
+
+def test_torch_default_is_pytorchs_construction_untouched():
+    # the same modules built by hand in the same order with the same seed, never re-initialised
+    from torch import nn
+
+    from orthskip.models.cifar_resnet import conv3x3, post_act_branch
+
+    torch.manual_seed(3)
+    mlp = build_model("mlp", 3, "identity", (5,), 4, {"width": 16, "init": "torch_default"}, {})
+    torch.manual_seed(3)
+    ref = [nn.Linear(5, 16)]
+    for _ in range(3):
+        ref += [nn.Linear(16, 16), nn.Linear(16, 16)]
+    ref.append(nn.Linear(16, 4))
+    got = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert len(got) == len(ref)
+    for a, b in zip(got, ref, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+
+    torch.manual_seed(4)
+    cfg = {"width": 4, "init": "torch_default"}
+    cnn = build_model("cifar_resnet", 8, "identity", (3, 8, 8), 5, cfg, {})
+    torch.manual_seed(4)
+    ref_mods = [conv3x3(3, 4)]
+    for c_in, c_out, stride in ((4, 4, 1), (4, 8, 2), (8, 16, 2)):
+        ref_mods += [m for m in post_act_branch(c_in, c_out, stride) if isinstance(m, nn.Conv2d)]
+    ref_mods.append(nn.Linear(16, 5))
+    got = [m for m in cnn.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert len(got) == len(ref_mods)
+    for a, b in zip(got, ref_mods, strict=True):
+        assert torch.equal(a.weight, b.weight)
+        fan_in = a.weight[0].numel()
+        assert float(a.weight.abs().max()) <= fan_in**-0.5  # U(±1/√fan_in), not a normal
+    assert not torch.equal(cnn.head[-1].bias, torch.zeros(5))
+
+
+@pytest.mark.parametrize("kind", ["orth_fixed", "orth_learned", "linear", "orth_jacobian"])
+@pytest.mark.parametrize("arch", ["mlp", "cifar_resnet"])
+def test_skip_parameters_keep_their_own_init_under_both_choices(arch, kind):
+    skip_cfg = {"orth_learned": {"init": "haar"}, "linear": {"init": "kaiming"}}
+    states = []
+    for init in ("kaiming", "torch_default"):
+        torch.manual_seed(0)
+        cfg = {**CASES[arch][2], "init": init}
+        model = build_model(arch, CASES[arch][0][1], kind, CASES[arch][1], 3, cfg, skip_cfg)
+        states.append({k: v for k, v in model.state_dict().items() if ".skip." in k})
+    assert states[0] and states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_init_option_is_validated(arch):
+    with pytest.raises(ConfigError, match=rf"model\.{arch}\.init.*'kaiming', 'torch_default'"):
+        validate_model_options(arch, {"init": "xavier"})
+    assert MODEL_OPTIONS[arch]["init"] == "kaiming"
+    validate_model_options(arch, {"init": "torch_default"})

@@ -9,11 +9,18 @@ Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 
 (n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet18`` counts weighted
 layers of the basic-block ImageNet family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]).
 
+Initialisation: ``model.<arch>.init`` = ``kaiming`` (default: He-normal before ReLUs, LeCun-normal
+where a layer feeds the residual stream or the logits, zero biases; the CNNs' 3×3 convs He fan-out
+as before) or ``torch_default`` (PyTorch's own init, untouched); the rule per layer is stated in
+``orthskip.models.init``. Skip parameters keep their own init under both.
+
 Parameter counts (``ResidualNet.n_params`` / ``n_skip_params``) count stored tensors: the
 orthogonal parametrization of orth_learned / orth_jacobian (``orthskip.orth.OrthogonalMap``, the
 construction of torch's ``parametrizations.orthogonal``) stores a full C_out × C_in generator
-(only its strictly lower triangle, C(C−1)/2 numbers for a square Q, is used); procrustes with
-``kernel_size`` > 1 stores a full-support C_out × 4·C_in × h' × w' kernel per transition.
+(only its strictly lower triangle, C(C−1)/2 numbers for a square Q, is used); orth_jacobian's
+spatial B (``kernel_size`` k > 1, the default on images) stores a C × C × k × k kernel V of which
+the skew-adjoint part V − Vᵀ is used (about half the numbers); procrustes with ``kernel_size`` > 1
+stores a full-support C_out × 4·C_in × h' × w' kernel per transition.
 """
 
 from __future__ import annotations
@@ -22,18 +29,26 @@ from typing import Any
 
 from orthskip.errors import ConfigError
 from orthskip.models.base import ResidualBlock, ResidualNet
+from orthskip.models.init import INITS
 from orthskip.skips import SKIPS, skip_options, validate_skip_options
 
 ARCHS: tuple[str, ...] = ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18")
 
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
-    "mlp": {"width": 32, "activation": "relu", "norm": "none"},
-    "cifar_resnet": {"width": 16},
-    "cifar_preresnet": {"width": 16},
-    "resnet18": {"width": 64},
+    "mlp": {"width": 32, "activation": "relu", "norm": "none", "init": "kaiming"},
+    "cifar_resnet": {"width": 16, "init": "kaiming"},
+    "cifar_preresnet": {"width": 16, "init": "kaiming"},
+    "resnet18": {"width": 64, "init": "kaiming"},
 }
 MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "mlp": {"activation": ("relu", "tanh", "gelu"), "norm": ("none", "batch", "layer")},
+    "mlp": {
+        "activation": ("relu", "tanh", "gelu"),
+        "norm": ("none", "batch", "layer"),
+        "init": INITS,
+    },
+    "cifar_resnet": {"init": INITS},
+    "cifar_preresnet": {"init": INITS},
+    "resnet18": {"init": INITS},
 }
 RESNET18_STAGES: dict[int, tuple[int, ...]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -124,6 +139,7 @@ def build_model(
 
 __all__ = [
     "ARCHS",
+    "INITS",
     "MODEL_CHOICES",
     "MODEL_OPTIONS",
     "SKIPS",

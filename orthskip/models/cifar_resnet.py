@@ -11,6 +11,10 @@ is stated in ``orthskip.skips``.
   head BN-ReLU → pool → linear.
 ``orth_jacobian`` blocks have no BN and no post-activation (they would break the orthogonal
 Jacobian); the stem and head are the same as for every other kind.
+
+Initialisation (``init``): ``kaiming`` (default) He-normal fan-out on every 3×3 conv outside the
+skips — what this module always did — and LeCun-normal with zero bias on the head;
+``torch_default`` leaves PyTorch's init (``orthskip.models.init``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from orthskip.models.base import ResidualBlock, ResidualNet
+from orthskip.models.init import init_cnn
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -57,6 +62,7 @@ def build_cnn(
     skip_cfg: dict | None,
     *,
     pre_act: bool,
+    init: str = "kaiming",
 ) -> ResidualNet:
     """Stages of basic blocks; the first block of every stage after the first is a transition."""
     c0 = widths[0]
@@ -82,9 +88,8 @@ def build_cnn(
     tail: list[nn.Module] = [nn.BatchNorm2d(c_in), nn.ReLU()] if pre_act else []
     head = nn.Sequential(*tail, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
     net = ResidualNet(arch, skip, stem, blocks, head)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d) and m.weight.shape[-1] == 3:
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    if init == "kaiming":
+        init_cnn(net)
     return net
 
 
@@ -110,4 +115,5 @@ def build_cifar_resnet(
         num_classes,
         skip_cfg,
         pre_act=pre_act,
+        init=cfg["init"],
     )

@@ -4,7 +4,7 @@ stem = Flatten → Linear(D, width); ``depth`` blocks y = S(x) + F(x) on ``width
 F(x) = Linear(act(norm(Linear(x)))); head = Linear(width, classes). No activation after the
 addition, so the trunk is a composition of maps near S (seeds/000's setting). All blocks keep the
 width, so an MLP has no transition blocks (``procrustes``, which only acts at transitions, is
-then the identity skip).
+then the identity skip). Initialisation (``init``): ``orthskip.models.init``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 from torch import nn
 
 from orthskip.models.base import ResidualBlock, ResidualNet
+from orthskip.models.init import init_mlp
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -45,4 +46,7 @@ def build_mlp(
         ResidualBlock(f"block{i}", skip, width, width, 1, branch, skip_cfg) for i in range(depth)
     ]
     head = nn.Linear(width, num_classes)
-    return ResidualNet("mlp", skip, stem, blocks, head)
+    net = ResidualNet("mlp", skip, stem, blocks, head)
+    if cfg["init"] == "kaiming":
+        init_mlp(net, cfg["activation"])
+    return net

@@ -3,6 +3,7 @@
 Stage widths w, 2w, 4w, 8w (``width`` = w = 64); depth 10, 18 or 34 gives (1,1,1,1),
 (2,2,2,2) or (3,4,6,3) blocks per stage. The first block of stages 2-4 is a transition
 (stride 2, width doubles); see ``orthskip.skips`` for what each skip kind does there.
+Initialisation as for the CIFAR ResNets (``orthskip.models.cifar_resnet``).
 """
 
 from __future__ import annotations
@@ -31,4 +32,5 @@ def build_resnet18(
         num_classes,
         skip_cfg,
         pre_act=False,
+        init=cfg["init"],
     )
