@@ -87,7 +87,7 @@ def accuracy_vs_depth(metrics_dir: Path):
             Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged (n seeds)")
         )
     S.figure_legend(fig, handles)
-    fig.suptitle("Test accuracy at the last epoch: mean and 95 % t-interval over seeds")
+    fig.suptitle("Test accuracy at the last epoch\nmean and 95 % t-interval over seeds")
     return fig
 
 

@@ -87,7 +87,7 @@ def weight_condition(metrics_dir: Path):
     handles = S.variant_handles(styles)
     if any_estimate:
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="",
-                              label="iterative estimate (LOBPCG; ≤ true κ)"))  # fmt: skip
+                              label="LOBPCG est. (≤ κ)"))  # fmt: skip
     if any_inf:
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="", label="κ = ∞"))
     S.figure_legend(fig, handles)

@@ -60,7 +60,7 @@ def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
     fit = loglog_slope(per_cell["m"], per_cell["value"])
     grid = np.geomspace(m.min(), m.max(), 50) if len(m) else np.array([])
     if st.skip not in D.RATE_KINDS:
-        text = "no rate fit: the theory says nothing here"
+        text = "no rate fit (not a kind\nthe rate question covers)"
     elif np.isfinite(fit.slope):
         y_fit = np.exp(fit.intercept) * grid**fit.slope
         ax.plot(grid, y_fit, color=st.color, lw=1.0)
