@@ -40,6 +40,7 @@ def cell_metrics(
     from orthskip.metrics.schema import to_table
 
     torch.set_num_threads(cell_cfg["train"].get("threads", 1))
+    cell = cell_keys(cell_cfg["cell"])
     mcfg = cell_cfg["metrics"]
     data = load_prepared(Path(data_path), Path(manifest))
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
@@ -47,25 +48,63 @@ def cell_metrics(
     snaps = load_torch(snapshots)["states"]
     model = build_cell_model(cell_cfg, data)
     prov = provenance(config_hash(cell_cfg), "cpu")
+    initial = initial_skip_matrices(model, snaps)
     frames = []
     for epoch in sorted(snaps, key=int):
         model.load_state_dict(snaps[epoch])
         model.eval()
         df = extract_metrics(
-            model, probe_x, probe_y, jacobian_samples=mcfg.get("jacobian_samples", 8)
+            model,
+            probe_x,
+            probe_y,
+            jacobian_samples=mcfg.get("jacobian_samples", 8),
+            initial_skips=initial,
         )
         df.insert(0, "epoch", int(epoch))
         frames.append(df)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    for key, value in reversed(list(cell_cfg["cell"].items())):
+    for key, value in reversed(list(cell.items())):
         table.insert(0, key, value)
     for key, value in prov.items():
         table[key] = value
     write_parquet(out, to_table(table))
 
-    warp = decision_grids(model, data, cell_cfg["cell"], mcfg) if snaps else None
+    warp = decision_grids(model, data, cell, mcfg) if snaps else None
     write_parquet(warp_out, warp if warp is not None else _empty_warp())
     return len(table)
+
+
+def cell_keys(cell: dict[str, Any]) -> dict[str, Any]:
+    """The cell's key columns in schema order, from the cell dict (variant defaults to skip).
+
+    A plain dict, not orthskip.config.Cell: the cell's fields belong to the training side.
+    """
+    return {
+        "dataset": str(cell["dataset"]),
+        "arch": str(cell["arch"]),
+        "variant": str(cell.get("variant") or cell["skip"]),
+        "skip": str(cell["skip"]),
+        "depth": int(cell["depth"]),
+        "seed": int(cell["seed"]),
+    }
+
+
+def initial_skip_matrices(model: Any, snaps: dict[Any, Any]) -> dict[str, torch.Tensor]:
+    """Skip matrices at epoch 0 keyed by param (``blocks.3.skip.Q``); empty if 0 is missing.
+
+    Loads the epoch-0 state into ``model`` (the caller loads every snapshot afterwards).
+    An empty dict makes ``dist_init`` rows NaN rather than absent, so the gap is visible.
+    """
+    key = next((k for k in snaps if int(k) == 0), None)
+    if key is None:
+        return {}
+    model.load_state_dict(snaps[key])
+    with torch.no_grad():
+        return {
+            f"blocks.{i}.{name}": mat.detach().to("cpu", torch.float64).clone()
+            for i, block in enumerate(model.blocks)
+            for name, mat in block.skip_matrices().items()
+        }
 
 
 WARP_COLUMNS = {
@@ -110,6 +149,7 @@ def decision_grids(
     coordinates: block 0 is the input plane; block k the k-th block's output projected onto
     the two leading principal axes of the grid's features at that block.
     """
+    cell = cell_keys(cell)
     if tuple(data.input_shape) != (2,) or cell["seed"] != mcfg["warp_seed"]:
         return None
     n = mcfg["warp_grid"]

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-CELL_COLUMNS = ("dataset", "arch", "skip", "depth", "seed")
+CELL_COLUMNS = ("dataset", "arch", "variant", "skip", "depth", "seed")
 
 
 @dataclass(frozen=True)
@@ -84,22 +84,26 @@ def paired_vs_reference(
     reference: str = "identity",
     by: Sequence[str] = ("dataset", "arch", "depth"),
     confidence: float = 0.95,
+    group: str = "variant",
 ) -> pd.DataFrame:
-    """Each skip kind against ``reference`` within ``by``, paired on seed.
+    """Each variant (column ``group``) against the ``reference`` variant within ``by``, paired
+    on seed. Tables without a ``variant`` column (older results) are grouped by ``skip``.
 
     A pair counts only when both runs have a finite value (a diverged run has none);
-    ``n_diverged`` says how many seeds of the skip kind were lost that way.
+    ``n_diverged`` says how many seeds of the variant were lost that way.
     """
     by = list(by)
-    ref = cells[cells["skip"] == reference].set_index([*by, "seed"])[value]
+    if group not in cells.columns:
+        group = "skip"
+    ref = cells[cells[group] == reference].set_index([*by, "seed"])[value]
     rows = []
-    for key, g in cells[cells["skip"] != reference].groupby([*by, "skip"], sort=True):
+    for key, g in cells[cells[group] != reference].groupby([*by, group], sort=True):
         g = g.set_index([*by, "seed"])[value]
         common = g.index.intersection(ref.index)
         res = paired_compare(g.loc[common].to_numpy(), ref.loc[common].to_numpy(), confidence)
         n_div = int((~np.isfinite(g.to_numpy(dtype=float))).sum())
         rows.append((*key, res.mean_diff, res.lo, res.hi, res.p_value, res.n_pairs, n_div))
-    cols = [*by, "skip", "mean_diff", "ci_lo", "ci_hi", "p_value", "n_pairs", "n_diverged"]
+    cols = [*by, group, "mean_diff", "ci_lo", "ci_hi", "p_value", "n_pairs", "n_diverged"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from orthskip.errors import ConfigError
 from orthskip.figures import data as D
-from orthskip.figures.style import ordered_skips
+from orthskip.figures.style import ordered_variants
 from orthskip.io import write_text
 from orthskip.stats import log_m_over_m_slope, loglog_slope, mean_ci, paired_vs_reference
 
@@ -125,19 +125,29 @@ def _diverged(cells: pd.DataFrame) -> np.ndarray:
     return (cells["status"] != "ok").to_numpy() | ~np.isfinite(acc)
 
 
-def accuracy_frame(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, depth, skip): test accuracy in % over the seeds that did not diverge.
+def _variant_order(df: pd.DataFrame) -> dict[str, int]:
+    return {v: k for k, v in enumerate(ordered_variants(D.variant_kinds(df)))}
 
-    Columns: mean, std (ddof=1), n (seeds that count), n_diverged, n_total.
+
+def accuracy_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, depth, variant): test accuracy in % at the last epoch, over the seeds
+    that did not diverge (nothing is selected on the test set).
+
+    Columns: skip (the variant's kind), mean, std (ddof=1), n (seeds that count), n_diverged,
+    n_total, and mean_at_best_val: mean test accuracy at each seed's best-validation epoch
+    (NaN where the results have no ``test_acc_at_best_val``).
     """
-    cells = cells.assign(_div=_diverged(cells))
+    cells = D.with_variant(cells).assign(_div=_diverged(cells))
+    at_val = "test_acc_at_best_val" in cells.columns
     rows = []
-    for key, g in cells.groupby([*ROW_KEYS, "skip"], sort=True):
+    for (*key, variant, skip), g in cells.groupby([*ROW_KEYS, "variant", "skip"], sort=True):
         ok = g.loc[~g["_div"], "test_acc"].to_numpy(dtype=float) * 100.0
         s = mean_ci(ok)
-        rows.append((*key, s.mean, s.std, s.n, int(g["_div"].sum()), len(g)))
-    return pd.DataFrame(rows, columns=[*ROW_KEYS, "skip", "mean", "std", "n", "n_diverged",
-                                       "n_total"])  # fmt: skip
+        bv = mean_ci(g.loc[~g["_div"], "test_acc_at_best_val"].to_numpy(dtype=float) * 100.0)
+        rows.append((*key, variant, skip, s.mean, s.std, s.n, int(g["_div"].sum()), len(g),
+                     bv.mean if at_val else np.nan))  # fmt: skip
+    return pd.DataFrame(rows, columns=[*ROW_KEYS, "variant", "skip", "mean", "std", "n",
+                                       "n_diverged", "n_total", "mean_at_best_val"])  # fmt: skip
 
 
 def _acc_text(r: pd.Series) -> str:
@@ -153,36 +163,43 @@ def accuracy_table(metrics_dir: Path) -> TextTable:
     if cells.empty:
         return _no_data("test accuracy")
     f = accuracy_frame(cells)
-    skips = ordered_skips(f["skip"].unique())
-    header = ["dataset", "arch", "depth", *skips]
+    variants = ordered_variants(D.variant_kinds(f))
+    header = ["dataset", "arch", "depth", *variants]
     rows, bold = [], set()
     for r, (key, g) in enumerate(f.groupby(ROW_KEYS, sort=True)):
-        g = g.set_index("skip")
+        g = g.set_index("variant")
         row = [str(key[0]), str(key[1]), str(int(key[2]))]
         best = g["mean"].max()
-        for k, skip in enumerate(skips):
-            if skip not in g.index:
+        for k, variant in enumerate(variants):
+            if variant not in g.index:
                 row.append("")
                 continue
-            row.append(_acc_text(g.loc[skip]))
-            if np.isfinite(best) and g.loc[skip, "mean"] == best:
+            row.append(_acc_text(g.loc[variant]))
+            if np.isfinite(best) and g.loc[variant, "mean"] == best:
                 bold.add((r, 3 + k))
         rows.append(row)
     note = (
         "Test accuracy (%) at the last epoch: mean ± std over seeds (n seeds that count; "
-        "diverged runs, excluded from the mean). Best mean per row in bold."
+        "diverged runs, excluded from the mean). Best mean per row in bold. One column per "
+        "variant (a skip kind with config overrides; a bare kind is its own variant). No "
+        "epoch or model is selected on the test set."
     )
-    return TextTable(header, rows, bold, note, "llr" + "r" * len(skips))
+    return TextTable(header, rows, bold, note, "llr" + "r" * len(variants))
 
 
 # ---------------------------------------------------------------- paired vs identity
 
 
 def paired_frame(cells: pd.DataFrame, reference: str = "identity") -> pd.DataFrame:
-    """Differences in test accuracy (percentage points) against ``reference``, paired by seed."""
+    """Differences in last-epoch test accuracy (percentage points) of each variant against the
+    ``reference`` variant, paired by seed; column ``skip`` gives each variant's kind."""
+    cells = D.with_variant(cells)
     c = cells.assign(test_acc=pd.to_numeric(cells["test_acc"], errors="coerce") * 100.0)
     c.loc[_diverged(cells), "test_acc"] = np.nan
-    return paired_vs_reference(c, "test_acc", reference, ROW_KEYS)
+    f = paired_vs_reference(c, "test_acc", reference, ROW_KEYS, group="variant")
+    kinds = D.variant_kinds(cells)
+    f.insert(f.columns.get_loc("variant") + 1, "skip", f["variant"].map(kinds))
+    return f
 
 
 def _p_text(p: float) -> str:
@@ -193,23 +210,24 @@ def _p_text(p: float) -> str:
 
 def paired_table(metrics_dir: Path) -> TextTable:
     cells = D.read_table(metrics_dir, "cells")
-    if cells.empty or "identity" not in set(cells["skip"]):
+    if cells.empty or "identity" not in set(cells["variant"]):
         return _no_data("paired comparison against identity")
     f = paired_frame(cells)
-    f = f.assign(_o=f["skip"].map({s: i for i, s in enumerate(ordered_skips(f["skip"]))}))
+    f = f.assign(_o=f["variant"].map(_variant_order(f)))
     f = f.sort_values([*ROW_KEYS, "_o"])
-    header = ["dataset", "arch", "depth", "skip", "Δ acc (pp)", "95 % CI", "p", "pairs",
+    header = ["dataset", "arch", "depth", "variant", "Δ acc (pp)", "95 % CI", "p", "pairs",
               "diverged"]  # fmt: skip
     rows = []
     for _, r in f.iterrows():
         ci = f"[{r['ci_lo']:.2f}, {r['ci_hi']:.2f}]" if np.isfinite(r["ci_lo"]) else "–"
         diff = f"{r['mean_diff']:+.2f}" if np.isfinite(r["mean_diff"]) else "–"
-        rows.append([str(r["dataset"]), str(r["arch"]), str(int(r["depth"])), str(r["skip"]),
+        rows.append([str(r["dataset"]), str(r["arch"]), str(int(r["depth"])), str(r["variant"]),
                      diff, ci, _p_text(r["p_value"]), str(int(r["n_pairs"])),
                      str(int(r["n_diverged"]))])  # fmt: skip
     note = (
-        "Test accuracy of each skip kind minus identity (percentage points), paired on seed "
-        "within dataset and depth; 95 % t-interval and two-sided paired t-test p-value. "
+        "Last-epoch test accuracy of each variant minus the identity variant (percentage "
+        "points), paired on seed within dataset and depth; 95 % t-interval and two-sided "
+        "paired t-test p-value. "
         "Pairs with a diverged run are left out (count in the last column)."
     )
     return TextTable(header, rows, set(), note, "llrlrrrrr")
@@ -219,22 +237,27 @@ def paired_table(metrics_dir: Path) -> TextTable:
 
 
 def identity_rate_frame(layers: pd.DataFrame) -> pd.DataFrame:
-    """Fitted exponent b of mean ‖Q − I‖₂ ≈ C·m^b per (dataset, arch, skip).
+    """Fitted exponent b of mean ‖Q − I‖_F/√n ≈ C·m^b per (dataset, arch, variant), for the
+    variants whose kind is in ``D.RATE_KINDS`` only (orth_learned, orth_manifold: the learned
+    skips the O(log m / m) question is about; linear: the unconstrained control).
 
     One point per cell (mean over its square skip matrices at the last snapshot), so the
     interval reflects the seed-to-seed scatter. ``predicted`` is the slope that the
     O(log m / m) rate of seeds/000 has when fitted over the same m.
     """
-    cols = ["dataset", "arch", "skip", "slope", "ci_lo", "ci_hi", "n_points", "depths",
-            "predicted"]  # fmt: skip
+    cols = ["dataset", "arch", "variant", "skip", "slope", "ci_lo", "ci_hi", "n_points",
+            "depths", "predicted"]  # fmt: skip
     if layers.empty:
         return pd.DataFrame(columns=cols)
     pc = D.dist_identity_per_cell(layers)
+    pc = pc[pc["skip"].isin(D.RATE_KINDS)]
     rows = []
-    for (dataset, arch, skip), g in pc.groupby(["dataset", "arch", "skip"], sort=True):
+    for (dataset, arch, variant, skip), g in pc.groupby(
+        ["dataset", "arch", "variant", "skip"], sort=True
+    ):
         fit = loglog_slope(g["m"], g["value"])
         ms = sorted(int(v) for v in g["m"].unique())
-        rows.append((dataset, arch, skip, fit.slope, fit.lo, fit.hi, fit.n,
+        rows.append((dataset, arch, variant, skip, fit.slope, fit.lo, fit.hi, fit.n,
                      ",".join(map(str, ms)), log_m_over_m_slope(ms)))  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
@@ -244,23 +267,28 @@ def identity_rate_table(metrics_dir: Path) -> TextTable:
     f = identity_rate_frame(layers)
     if f.empty:
         return _no_data("rate of ‖Q − I‖ vs depth")
-    f = f.assign(_o=f["skip"].map({s: i for i, s in enumerate(ordered_skips(f["skip"]))}))
+    f = f.assign(_o=f["variant"].map(_variant_order(f)))
     f = f.sort_values(["dataset", "arch", "_o"])
-    header = ["dataset", "arch", "skip", "blocks m", "slope", "95 % CI", "log m / m", "points"]
+    header = ["dataset", "arch", "variant", "role", "blocks m", "slope", "95 % CI",
+              "log m / m", "points"]  # fmt: skip
     rows = []
     for _, r in f.iterrows():
         slope = f"{r['slope']:.3f}" if np.isfinite(r["slope"]) else "–"
         ci = f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]" if np.isfinite(r["ci_lo"]) else "–"
         pred = f"{r['predicted']:.3f}" if np.isfinite(r["predicted"]) else "–"
-        rows.append([str(r["dataset"]), str(r["arch"]), str(r["skip"]), str(r["depths"]),
-                     slope, ci, pred, str(int(r["n_points"]))])  # fmt: skip
+        role = "control" if r["skip"] == "linear" else "learned orth."
+        rows.append([str(r["dataset"]), str(r["arch"]), str(r["variant"]), role,
+                     str(r["depths"]), slope, ci, pred, str(int(r["n_points"]))])  # fmt: skip
     note = (
-        "Least-squares slope of log mean ‖Q − I‖₂ against log m (m = residual blocks; one "
-        "point per cell at its last snapshot; transition blocks excluded) with its 95 % "
-        "t-interval, next to the slope of log m / m fitted over the same m (seeds/000) "
-        "and −1 for a 1/m rate."
+        "Least-squares slope of log mean ‖Q − I‖_F/√n against log m (m = residual blocks; "
+        "one point per cell at its last snapshot; transition blocks excluded) with its 95 % "
+        "t-interval, next to the slope of log m / m fitted over the same m (seeds/000) and "
+        "−1 for a 1/m rate. Only the learned orthogonal skips (orth_learned, orth_manifold "
+        "and their variants) and the unconstrained linear control are fitted: orth_fixed "
+        "is frozen and the theory says nothing about the others. A single-slope fit, not a "
+        "comparison of rate models."
     )
-    return TextTable(header, rows, set(), note, "lllrrrrr")
+    return TextTable(header, rows, set(), note, "llllrrrrr")
 
 
 TABLES: dict[str, Callable[[Path], TextTable]] = {

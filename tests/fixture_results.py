@@ -5,9 +5,11 @@ warp.parquet in the aggregated format: two datasets (the 2-D ``moons`` with an M
 ``digits`` with a CIFAR-style ResNet that has transition blocks), several skip kinds
 and depths, three seeds. It deliberately contains a diverged cell
 (moons/mlp/none/d16/s2: NaN accuracies, status ``diverged``) and infinite
-representation condition numbers (moons/mlp/none/d16/s0). Numbers are synthetic but
-shaped like real runs, e.g. ‖Q − I‖₂ of ``orth_learned`` falls like log m / m.
-Rule tests of the workflow reuse it.
+representation condition numbers (moons/mlp/none/d16/s0), and one non-bare variant,
+``orth_learned_haar`` (kind ``orth_learned`` from a Haar start: ‖Q − I‖₂ stays near 2
+while ‖Q − I‖_F/√n falls). Every table has a ``variant`` column next to ``skip``.
+Numbers are synthetic but shaped like real runs, e.g. ‖Q − I‖ of ``orth_learned`` falls
+like log m / m. Rule tests of the workflow reuse it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ SEEDS = (0, 1, 2)
 GRID_N = 9  # grid nodes per axis for the decision/warp grids
 N_TRAIN_POINTS = 30
 
-# (dataset, arch, depths, skips, chance accuracy)
+HAAR = "orth_learned_haar"  # a variant: kind orth_learned, init haar
+VARIANT_KIND = {HAAR: "orth_learned"}
+SKIP_DIM = 16  # width n of the (square) skip matrices, for ‖Q − I‖_F / √n
+
+# (dataset, arch, depths, variants, chance accuracy); a bare kind is its own variant
 GRID = (
     (
         "moons",
@@ -35,6 +41,7 @@ GRID = (
             "linear",
             "orth_fixed",
             "orth_learned",
+            HAAR,
             "orth_manifold",
             "orth_jacobian",
         ),
@@ -72,8 +79,13 @@ def transitions(arch: str, depth: int) -> set[int]:
     return {n, 2 * n}
 
 
+def kind_of(variant: str) -> str:
+    return VARIANT_KIND.get(variant, variant)
+
+
 def final_accuracy(skip: str, depth: int, chance: float, rng: np.random.Generator) -> float:
-    base = {"identity": 0.93, "linear": 0.91, "orth_fixed": 0.9, "orth_learned": 0.925}
+    base = {"identity": 0.93, "linear": 0.91, "orth_fixed": 0.9, "orth_learned": 0.925,
+            HAAR: 0.92}  # fmt: skip
     acc = base.get(skip, 0.92)
     if skip == "none":
         acc -= 0.025 * np.log2(depth)  # plain nets degrade with depth
@@ -93,8 +105,18 @@ def dist_identity_spec(skip: str, m: int, block: int, rng: np.random.Generator) 
     return float(min(2.0, 1.7 * noise))  # orth_fixed: Haar rotation, far from I
 
 
+def haar_fro_rel(m: int, t: float, rng: np.random.Generator) -> float:
+    """‖Q − I‖_F/√n of a Haar start (√2 on average) moving toward I, faster when shallow."""
+    return float(np.sqrt(2.0) * (1 - 0.5 * t * 4 / (4 + np.log2(m))) * np.exp(rng.normal(0, 0.03)))
+
+
+def _cell(dataset, arch, variant, depth, seed):
+    return {"dataset": dataset, "arch": arch, "variant": variant, "skip": kind_of(variant),
+            "depth": depth, "seed": seed}  # fmt: skip
+
+
 def _cell_rows(dataset, arch, skip, depth, seed, chance, rng):
-    cell = {"dataset": dataset, "arch": arch, "skip": skip, "depth": depth, "seed": seed}
+    cell = _cell(dataset, arch, skip, depth, seed)
     diverged = (dataset, arch, skip, depth, seed) == DIVERGED
     acc = final_accuracy(skip, depth, chance, rng)
     history = []
@@ -104,8 +126,10 @@ def _cell_rows(dataset, arch, skip, depth, seed, chance, rng):
         te_acc = chance + (acc - chance) * (1 - np.exp(-3 * frac)) / (1 - np.exp(-3))
         tr_loss = 2.0 * np.exp(-2.5 * frac) + 1.5 * (1 - acc)
         te_loss = tr_loss + 0.05 + 0.02 * frac
+        va_acc = te_acc + 0.005 * np.sin(3 * epoch)  # a validation split of the training data
+        va_loss = te_loss - 0.01 * np.sin(3 * epoch)
         if diverged and epoch >= 2:
-            tr_acc = te_acc = tr_loss = te_loss = np.nan
+            tr_acc = te_acc = tr_loss = te_loss = va_acc = va_loss = np.nan
         history.append(
             {
                 **cell,
@@ -114,12 +138,16 @@ def _cell_rows(dataset, arch, skip, depth, seed, chance, rng):
                 "train_acc": tr_acc,
                 "test_loss": te_loss,
                 "test_acc": te_acc,
+                "val_loss": va_loss,
+                "val_acc": va_acc,
+                "clipped_frac": 0.0 if epoch == 0 else 0.02 * (skip == "none"),
                 "lr": 0.1 * 0.5 * (1 + np.cos(np.pi * frac)),
                 "time_s": 0.0 if epoch == 0 else 1.0 + 0.01 * depth,
             }
         )
     last = history[-1]
-    finite_test = [h["test_acc"] for h in history[1:] if np.isfinite(h["test_acc"])]
+    finite_val = [h for h in history[1:] if np.isfinite(h["val_acc"])]
+    best = max(finite_val, key=lambda h: h["val_acc"]) if finite_val else None
     row = {
         **cell,
         "status": "diverged" if diverged else "ok",
@@ -128,17 +156,20 @@ def _cell_rows(dataset, arch, skip, depth, seed, chance, rng):
         "train_acc": last["train_acc"],
         "test_loss": last["test_loss"],
         "test_acc": last["test_acc"],
-        "best_test_acc": max(finite_test) if finite_test else np.nan,
+        "val_loss": last["val_loss"],
+        "val_acc": last["val_acc"],
+        "best_val_epoch": int(best["epoch"]) if best else -1,
+        "test_acc_at_best_val": best["test_acc"] if best else np.nan,
         "wall_time_s": 5.0 + depth,
         "n_params": 1000 * depth,
-        "n_skip_params": 0 if skip in ("identity", "none") else 64 * depth,
+        "n_skip_params": 0 if kind_of(skip) in ("identity", "none") else 64 * depth,
         **PROVENANCE,
     }
     return row, history
 
 
 def _layer_rows(dataset, arch, skip, depth, seed, rng):
-    cell = {"dataset": dataset, "arch": arch, "skip": skip, "depth": depth, "seed": seed}
+    cell = _cell(dataset, arch, skip, depth, seed)
     diverged = (dataset, arch, skip, depth, seed) == DIVERGED
     m = n_blocks(arch, depth)
     trans = transitions(arch, depth)
@@ -146,7 +177,7 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
     snapshots = [e for e in SNAPSHOTS if not (diverged and e > 2)]
     rows = []
 
-    def add(epoch, index, name, kind, param, metric, stat, value, exact=True):
+    def add(epoch, index, name, kind, param, metric, stat, value, exact=True, method="direct"):
         rows.append(
             {
                 **cell,
@@ -159,6 +190,7 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
                 "stat": stat,
                 "value": float(value),
                 "exact": bool(exact),
+                "method": method,
                 **PROVENANCE,
             }
         )
@@ -179,8 +211,8 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
                 smax, smin = 2.0 * np.exp(rng.normal(0, 0.3)), 0.05 * np.exp(rng.normal(0, 0.3))
             else:
                 smax, smin = 1.3 * np.exp(rng.normal(0, 0.1)), 0.6 * np.exp(rng.normal(0, 0.1))
-            add(epoch, b, name, kind, "", "jacobian_sv", "max", smax, exact=False)
-            add(epoch, b, name, kind, "", "jacobian_sv", "min", smin, exact=False)
+            for stat, v in (("max", smax), ("min", smin), ("cond", smax / smin)):
+                add(epoch, b, name, kind, "", "jacobian_sv", stat, v, method="dense_jacobian")
             # representation conditioning; plain nets collapse in deep blocks
             cond = 10 ** (1 + 0.1 * b * (2.0 if skip == "none" else 0.3) + rng.normal(0, 0.1))
             eff_rank = max(1.0, 16 / np.log10(cond))
@@ -193,16 +225,26 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
             add(epoch, b, name, kind, "", "repr_condition", "cond", cond)
             add(epoch, b, name, kind, "", "repr_condition", "eff_rank", eff_rank)
             # skip matrices
-            if skip in ("linear", "orth_fixed", "orth_learned", "orth_manifold"):
+            if skip in ("linear", "orth_fixed", "orth_learned", "orth_manifold", HAAR):
                 param = f"{name}.skip.Q" if skip != "linear" else f"{name}.skip.W"
-                spec = dist_identity_spec(skip, m, b, rng) * (t if skip != "orth_fixed" else 1.0)
+                if skip == HAAR:  # spectral distance saturated, RMS distance falling
+                    fro_rel = haar_fro_rel(m, t, rng)
+                    spec = float(min(2.0, 1.95 * np.exp(rng.normal(0, 0.01))))
+                    init = abs(fro_rel - haar_fro_rel(m, 0.0, rng))
+                else:
+                    moving = skip != "orth_fixed"
+                    spec = dist_identity_spec(skip, m, b, rng) * (t if moving else 1.0)
+                    fro_rel = 0.6 * spec  # proportional: same log–log slope as spec
+                    init = fro_rel if moving else 0.0  # these start at I; orth_fixed is frozen
                 defect = 0.3 if skip == "linear" else 1e-7
-                add(epoch, b, f"{name}.skip", "skip", param, "orth_defect", "value", defect)
-                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "spec", spec)
-                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "fro", 2.5 * spec)
                 angle = 2 * np.arcsin(min(1.0, spec / 2))
-                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "angle", angle)
-                add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", "det", 1.0)
+                add(epoch, b, f"{name}.skip", "skip", param, "orth_defect", "value", defect)
+                for stat, v in (("spec", spec), ("fro", fro_rel * np.sqrt(SKIP_DIM)),
+                                ("fro_rel", fro_rel), ("angle", angle),
+                                ("mean_angle", 0.7 * angle), ("det", 1.0)):  # fmt: skip
+                    add(epoch, b, f"{name}.skip", "skip", param, "dist_identity", stat, v)
+                add(epoch, b, f"{name}.skip", "skip", param, "dist_init", "fro_rel", init)
+                add(epoch, b, f"{name}.skip", "skip", param, "dist_init", "spec", 1.5 * init)
             if skip == "orth_jacobian":
                 add(epoch, b, f"{name}.f", "skip", f"{name}.f.B", "orth_defect", "value", 2e-7)
             # weights of the residual branch: two per block, running index after the stem
@@ -226,10 +268,13 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
                 )  # fmt: skip
                 if weight_kind == "conv":
                     omax, omin = 2.0 * smax, 0.5 * smin
+                    # the deepest nets' wide layers: iterative estimates, not exact
+                    lobpcg = depth == 20 and b < m // 3
                     for stat, v in (("max", omax), ("min", omin), ("cond", omax / omin)):
                         add(
                             epoch, index, wname, weight_kind, f"{wname}.weight",
-                            "sv_operator", stat, v, exact=False,
+                            "sv_operator", stat, v, exact=not lobpcg,
+                            method="lobpcg" if lobpcg else "dense_svd",
                         )  # fmt: skip
     return rows
 
@@ -244,7 +289,7 @@ def _warp_map(points: np.ndarray, block: int, m: int, skip: str) -> np.ndarray:
 
 
 def _warp_rows(dataset, arch, skip, depth, seed, rng):
-    cell = {"dataset": dataset, "arch": arch, "skip": skip, "depth": depth, "seed": seed}
+    cell = _cell(dataset, arch, skip, depth, seed)
     m = n_blocks(arch, depth)
     lin = np.linspace(-1.5, 2.5, GRID_N)
     gi, gj = np.meshgrid(np.arange(GRID_N), np.arange(GRID_N), indexing="ij")

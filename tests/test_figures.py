@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from fixture_results import DIVERGED, write_fixture
+from fixture_results import DIVERGED, HAAR, write_fixture
 
 from orthskip.errors import ConfigError
 from orthskip.figures import FIGURES, make_figure, style
@@ -84,9 +84,10 @@ def test_dist_identity_prints_the_fitted_slope(metrics_dir):
     with style.style():
         fig = dist_identity(metrics_dir)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
-    # independent fit: per cell, mean ‖Q − I‖₂ over its blocks at the last epoch
+    # independent fit: per cell, mean ‖Q − I‖_F/√n over its blocks at the last epoch
+    # (changed from ‖Q − I‖₂, which saturates at 2)
     g = layers[(layers["dataset"] == "moons") & (layers["skip"] == "orth_manifold")
-               & (layers["metric"] == "dist_identity") & (layers["stat"] == "spec")]  # fmt: skip
+               & (layers["metric"] == "dist_identity") & (layers["stat"] == "fro_rel")]  # fmt: skip
     g = g[g["epoch"] == g["epoch"].max()]
     per_cell = g.groupby(["depth", "seed"])["value"].mean().reset_index()
     fit = loglog_slope(per_cell["depth"], per_cell["value"])  # mlp: blocks m = depth
@@ -94,6 +95,92 @@ def test_dist_identity_prints_the_fitted_slope(metrics_dir):
                for t in texts)  # fmt: skip
     assert any(re.search(r"log m / m: -0\.50", t) for t in texts)
     plt.close(fig)
+
+
+def test_dist_identity_draws_the_bands_its_legend_promises(metrics_dir):
+    from matplotlib.collections import PolyCollection
+
+    with style.style():
+        fig = dist_identity(metrics_dir)
+    labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert "95 % t-band over seeds" in labels and "mean ± 95 % t-interval" in labels
+    per_block = [a for a in fig.axes if a.get_xlabel() == "block"]
+    assert per_block and all(
+        any(isinstance(c, PolyCollection) for c in a.collections) for a in per_block
+    )
+    vs_depth = [a for a in fig.axes if a.get_xlabel() == "blocks m"]
+    assert all(a.containers for a in vs_depth)  # error bars
+    # the y label names the non-saturating distance, not ‖Q − I‖₂
+    assert all("‖Q − I‖_F / √n" in a.get_ylabel() for a in per_block + vs_depth)
+    # no rate fit for a frozen skip
+    fixed = next(a for a in vs_depth if a.get_title() == "moons: orth. fixed")
+    assert any("no rate fit" in t.get_text() for t in fixed.texts)
+    plt.close(fig)
+
+
+def test_variant_is_its_own_group_with_its_kinds_colour(metrics_dir):
+    with style.style():
+        fig = accuracy_vs_depth(metrics_dir)
+    ax = next(a for a in fig.axes if a.get_title() == "moons")
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: label on container
+    assert HAAR in lines and "orth. learned" in lines
+    assert lines[HAAR].get_color() == style.skip_color("orth_learned")
+    assert lines[HAAR].get_marker() != lines["orth. learned"].get_marker()
+    labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert labels.index(HAAR) == labels.index("orth. learned") + 1  # kind order, then name
+    plt.close(fig)
+    with style.style():
+        fig = dist_identity(metrics_dir)
+    titled = [a for a in fig.axes if a.get_title() == f"moons: {HAAR}"]
+    assert len(titled) == 2
+    assert all(a.title.get_color() == style.skip_color("orth_learned") for a in titled)
+    plt.close(fig)
+
+
+def test_variant_styles_order_and_markers():
+    kinds = {"orth_learned_haar": "orth_learned", "identity": "identity",
+             "orth_learned": "orth_learned", "orth_learned_eye": "orth_learned"}  # fmt: skip
+    st = style.variant_styles(kinds)
+    assert list(st) == ["identity", "orth_learned", "orth_learned_eye", "orth_learned_haar"]
+    assert {s.color for v, s in st.items() if v != "identity"} == {"#009E73"}
+    markers = [s.marker for s in st.values()]
+    assert len(set(markers)) == 4 and "X" not in markers
+    assert st["orth_learned"].label == "orth. learned" and st["orth_learned_haar"].label == HAAR
+
+
+@pytest.mark.parametrize("name", ["dist_identity", "decision_regions", "weight_condition"])
+def test_figures_are_byte_reproducible(name, metrics_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    outs = []
+    for k in range(2):
+        pdf, png = tmp_path / f"{k}.pdf", tmp_path / f"{k}.png"
+        make_figure(name, metrics_dir, pdf, png)
+        outs.append((pdf.read_bytes(), png.read_bytes()))
+    assert outs[0][0] == outs[1][0] and outs[0][1] == outs[1][1]
+    assert b"CreationDate" not in outs[0][0]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    pdf, png = tmp_path / "e.pdf", tmp_path / "e.png"
+    make_figure(name, metrics_dir, pdf, png)
+    assert b"D:20231114" in pdf.read_bytes()  # the date SOURCE_DATE_EPOCH names
+
+
+def test_results_without_variant_column_still_draw(metrics_dir, tmp_path):
+    for n in ("cells", "history", "layers", "warp"):
+        df = pd.read_parquet(metrics_dir / f"{n}.parquet")
+        df[df["variant"] == df["skip"]].drop(columns=["variant"]).to_parquet(
+            tmp_path / f"{n}.parquet"
+        )
+    for name in FIGURES:
+        pdf, png = tmp_path / f"{name}.pdf", tmp_path / f"{name}.png"
+        make_figure(name, tmp_path, pdf, png)
+        _check_outputs(pdf, png)
+
+
+def test_no_figure_or_table_reads_best_test_acc():
+    # nothing is selected on the test set: the column is gone from cells.parquet
+    root = Path(__file__).resolve().parents[1] / "orthskip"
+    sources = [*sorted((root / "figures").glob("*.py")), root / "tables.py"]
+    assert all("best_test_acc" not in p.read_text() for p in sources)
 
 
 def test_repr_condition_marks_infinite_values(metrics_dir):

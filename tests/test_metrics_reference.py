@@ -12,6 +12,7 @@ from torch.func import jacrev
 
 from orthskip.metrics import (
     dist_identity,
+    dist_init,
     grad_norm_ratio,
     jacobian_sv,
     orth_defect,
@@ -38,7 +39,60 @@ def test_dist_identity_of_a_rotation() -> None:
     assert d["det"] == pytest.approx(1.0, abs=1e-12)
     assert orth_defect(rotation(5, theta)) < 1e-15
     ident = dist_identity(torch.eye(4))
-    assert ident == {"spec": 0.0, "fro": 0.0, "angle": 0.0, "det": 1.0}
+    assert ident == {
+        "spec": 0.0, "fro": 0.0, "fro_rel": 0.0, "angle": 0.0, "mean_angle": 0.0, "det": 1.0
+    }  # fmt: skip
+
+
+def so4_rotation(theta1: float, theta2: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """P·diag(R(θ₁), R(θ₂))·Pᵀ with a random orthogonal P: principal angles θ₁, θ₂ (twice each)."""
+    blocks = np.zeros((4, 4))
+    for k, t in enumerate((theta1, theta2)):
+        c, s = math.cos(t), math.sin(t)
+        blocks[2 * k : 2 * k + 2, 2 * k : 2 * k + 2] = [[c, -s], [s, c]]
+    p = np.linalg.qr(np.random.default_rng(seed).standard_normal((4, 4)))[0]
+    return p @ blocks @ p.T, blocks
+
+
+@pytest.mark.parametrize("theta1,theta2", [(0.3, 1.1), (2.9, 3.1), (0.0, 0.5)])
+def test_dist_identity_in_so4_known_angles(theta1: float, theta2: float) -> None:
+    q, _ = so4_rotation(theta1, theta2)
+    d = dist_identity(torch.from_numpy(q))
+    # eigenvalues e^{±iθ₁}, e^{±iθ₂}: ‖Q − I‖_F² = Σ |e^{iθ} − 1|² = Σ (2 − 2 cos θ)
+    fro2 = 2 * (2 - 2 * math.cos(theta1)) + 2 * (2 - 2 * math.cos(theta2))
+    assert d["fro_rel"] == pytest.approx(math.sqrt(fro2 / 4), rel=1e-12, abs=1e-15)
+    assert d["fro"] == pytest.approx(math.sqrt(fro2), rel=1e-12, abs=1e-15)
+    assert d["mean_angle"] == pytest.approx((theta1 + theta2) / 2, rel=1e-9, abs=1e-12)
+    assert d["angle"] == pytest.approx(max(theta1, theta2), rel=1e-9, abs=1e-12)
+    assert d["spec"] == pytest.approx(2 * math.sin(max(theta1, theta2) / 2), rel=1e-12)
+    assert d["det"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_fro_rel_does_not_saturate_where_spec_does() -> None:
+    # a Haar-like start moving toward I: spec stays at ~2 while fro_rel and mean_angle fall
+    far, _ = so4_rotation(3.1, 3.1)
+    half, _ = so4_rotation(3.1, 0.3)
+    a, b = dist_identity(torch.from_numpy(far)), dist_identity(torch.from_numpy(half))
+    assert a["spec"] == pytest.approx(b["spec"], abs=1e-12) and a["spec"] > 1.99
+    assert b["fro_rel"] < 0.8 * a["fro_rel"]
+    assert b["mean_angle"] < 0.6 * a["mean_angle"]
+
+
+def test_dist_init_vs_numpy() -> None:
+    rng = np.random.default_rng(2)
+    q0, _ = so4_rotation(0.4, 2.0, seed=1)
+    q = q0 + 0.1 * rng.standard_normal((4, 4))
+    d = dist_init(torch.from_numpy(q), torch.from_numpy(q0))
+    assert d["fro_rel"] == pytest.approx(np.linalg.norm(q - q0, "fro") / 2.0, rel=1e-12)
+    assert d["spec"] == pytest.approx(np.linalg.norm(q - q0, 2), rel=1e-12)
+    assert dist_init(torch.from_numpy(q0), torch.from_numpy(q0)) == {"fro_rel": 0.0, "spec": 0.0}
+    # rectangular (a transition map): n = min(rows, cols)
+    w0, w = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
+    d = dist_init(torch.from_numpy(w), torch.from_numpy(w0))
+    assert d["fro_rel"] == pytest.approx(np.linalg.norm(w - w0, "fro") / math.sqrt(3), rel=1e-12)
+    # no epoch-0 snapshot, or another shape: NaN, not a crash
+    assert all(math.isnan(v) for v in dist_init(torch.from_numpy(q), None).values())
+    assert all(math.isnan(v) for v in dist_init(torch.from_numpy(w), torch.eye(3)).values())
 
 
 def test_reflection_has_det_minus_one_and_angle_pi() -> None:
@@ -146,14 +200,83 @@ def test_jacobian_sv_vs_jacrev(name: str, block: nn.Module, x: torch.Tensor) -> 
     # estimates (Golub–Kahan–Lanczos): forced by dense_max_dim=0
     est, exact = jacobian_sv(block, x, steps=24, dense_max_dim=0)
     assert not exact
+    assert set(est) == {"max", "min_upper_bound"}  # the Ritz σ_min is no estimate of σ_min
     assert est["max"] == pytest.approx(smax, rel=0.01)
     assert est["max"] <= smax * (1 + 1e-5)  # Ritz values lie inside the spectrum
-    assert est["min"] >= smin - 1e-5 * smax
+    assert est["min_upper_bound"] >= smin - 1e-5 * smax
     # exact path (per-sample jacrev under vmap)
     full, exact = jacobian_sv(block, x)
     assert exact
     assert full["max"] == pytest.approx(smax, rel=1e-5)
     assert full["min"] == pytest.approx(smin, rel=1e-4, abs=1e-6 * smax)
+
+
+class ReluBlock(nn.Module):
+    """y = relu(W x) with a shifted bias: some outputs are dead, so σ_min(∂y/∂x) = 0 exactly."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d, d)
+        with torch.no_grad():
+            self.lin.bias[: d // 4] = -100.0  # always negative pre-activations: zero rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(x))
+
+
+class KnownSpectrum(nn.Module):
+    """y = U diag(s) Vᵀ x: Jacobian singular values exactly s."""
+
+    def __init__(self, s: torch.Tensor, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        d = s.numel()
+        u = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+        v = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q
+        self.register_buffer("m", (u * s) @ v.T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.m.T
+
+
+def test_jacobian_sv_zero_sigma_min_is_zero_not_noise() -> None:
+    torch.manual_seed(8)
+    block, x = ReluBlock(40).eval(), torch.randn(3, 40)
+    ref = reference_svals(block, x)
+    assert float(ref.min()) < 1e-30 * float(ref.max())  # structurally 0: the SVD returns noise
+    full, exact = jacobian_sv(block, x)
+    assert exact
+    assert full["min"] == 0.0 and full["cond"] == math.inf
+    assert full["max"] == pytest.approx(float(ref.max()), rel=1e-5)
+    # iterative path: max ≤ σ_max; no σ_min claimed, only an upper bound (here far from 0)
+    est, exact = jacobian_sv(block, x, dense_max_dim=0, steps=8)
+    assert not exact and "min" not in est and "cond" not in est
+    assert est["max"] <= float(ref.max()) * (1 + 1e-5)
+    assert est["min_upper_bound"] >= 0.0
+
+
+def test_jacobian_sv_known_positive_sigma_min() -> None:
+    s = torch.linspace(0.2, 3.0, 30, dtype=torch.float64)
+    block, x = KnownSpectrum(s).eval(), torch.randn(2, 30, dtype=torch.float64)
+    full, exact = jacobian_sv(block, x)
+    assert exact
+    assert full["min"] == pytest.approx(0.2, rel=1e-12)
+    assert full["max"] == pytest.approx(3.0, rel=1e-12)
+    assert full["cond"] == pytest.approx(15.0, rel=1e-12)
+    # just above the floor √d·eps(float64)·σ_max: kept
+    tiny = s.clone()
+    tiny[0] = 1e-12
+    full, _ = jacobian_sv(KnownSpectrum(tiny).eval(), x)
+    assert full["min"] == pytest.approx(1e-12, rel=1e-3)
+    # below it: 0 and κ = inf
+    tiny[0] = 1e-17
+    full, _ = jacobian_sv(KnownSpectrum(tiny).eval(), x)
+    assert full["min"] == 0.0 and full["cond"] == math.inf
+    # all 30 Lanczos steps span the space: the Ritz values are the singular values
+    est, exact = jacobian_sv(block, x, dense_max_dim=0, steps=30)
+    assert not exact
+    assert est["max"] == pytest.approx(3.0, rel=1e-8)
+    assert est["min_upper_bound"] == pytest.approx(0.2, rel=1e-6)
 
 
 # --- representation condition ------------------------------------------------------------------

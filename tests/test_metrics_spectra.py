@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from orthskip.metrics import conv_operator_svals, orth_defect, sv_hosvd, sv_operator, sv_reshaped
+from orthskip.metrics import (
+    conv_operator_matrix,
+    conv_operator_svals,
+    orth_defect,
+    sv_circular,
+    sv_hosvd,
+    sv_operator,
+    sv_reshaped,
+)
 
 
 def dense_operator(conv: nn.Conv2d, size: tuple[int, int]) -> torch.Tensor:
@@ -67,21 +75,73 @@ def test_operator_matches_dense_circular(case) -> None:
 def test_operator_exact_without_padding(k: int, stride: int) -> None:
     # 1×1 convolutions and 2×2 stride-2 "patch" convolutions touch no padding: exact
     conv = make_conv(3, 5, k, stride, 0, mode="zeros", seed=3)
-    stats, exact = sv_operator(conv, (8, 8))
     ref = torch.linalg.svdvals(dense_operator(conv, (8, 8)))
+    stats, exact = sv_circular(conv, (8, 8))
     assert exact
+    assert abs(stats["max"] - float(ref.max())) <= 1e-10 * float(ref.max())
+    assert abs(stats["min"] - float(ref.min())) <= 1e-10 * float(ref.max())
+    stats, exact, method = sv_operator(conv, (8, 8))
+    assert exact and method == "dense_svd"
     assert abs(stats["max"] - float(ref.max())) <= 1e-10 * float(ref.max())
     assert abs(stats["min"] - float(ref.min())) <= 1e-10 * float(ref.max())
 
 
 @pytest.mark.parametrize("stride,size", [(1, (6, 6)), (2, (8, 8)), (2, (7, 7)), (1, (5, 7))])
-def test_operator_zero_padding_is_upper_bound(stride: int, size: tuple[int, int]) -> None:
+def test_circular_surrogate_of_zero_padding_is_upper_bound(
+    stride: int, size: tuple[int, int]
+) -> None:
+    # behaviour kept, under its own name: the FFT surrogate's σ_max bounds the operator's
     conv = make_conv(3, 4, 3, stride, 1, mode="zeros", seed=4)
-    stats, exact = sv_operator(conv, size)
+    stats, exact = sv_circular(conv, size)
     ref = torch.linalg.svdvals(dense_operator(conv, size))
     assert not exact
     assert stats["max"] >= float(ref.max()) * (1 - 1e-12)
     assert stats["max"] <= 1.5 * float(ref.max())  # a bound, but not a vacuous one
+
+
+# (c_in, c_out, k, input size, stride, padding, groups, padding mode)
+ZERO_PAD_CASES = [
+    (3, 4, 3, (2, 2), 1, 1, 1, "zeros"),  # 2×2 input: the surrogate is worst here
+    (3, 6, 3, (2, 2), 2, 1, 1, "zeros"),
+    (3, 4, 3, (7, 7), 1, 1, 1, "zeros"),  # odd sizes
+    (3, 4, 3, (7, 7), 2, 1, 1, "zeros"),
+    (2, 4, 3, (5, 7), 2, 1, 1, "zeros"),
+    (3, 4, 3, (8, 8), 1, 1, 1, "zeros"),
+    (4, 8, 3, (8, 8), 2, 1, 1, "zeros"),  # a transition conv
+    (4, 6, 3, (6, 6), 1, 1, 2, "zeros"),  # groups
+    (2, 3, 5, (4, 4), 1, 2, 1, "zeros"),  # kernel larger than the input
+    (2, 3, 3, (7, 7), 2, 1, 1, "circular"),  # circular, size not divisible by the stride
+]
+
+
+@pytest.mark.parametrize("case", ZERO_PAD_CASES, ids=str)
+def test_operator_exact_at_real_padding(case) -> None:
+    c_in, c_out, k, size, stride, padding, groups, mode = case
+    conv = make_conv(c_in, c_out, k, stride, padding, groups=groups, mode=mode, seed=7)
+    dense = dense_operator(conv, size)
+    assert torch.equal(torch.from_numpy(conv_operator_matrix(conv, size).toarray()), dense)
+    ref = torch.linalg.svdvals(dense)
+    smax, smin = float(ref.max()), float(ref.min())
+    stats, exact, method = sv_operator(conv, size)
+    assert exact and method == "dense_svd"
+    assert stats["max"] == pytest.approx(smax, rel=1e-12)
+    assert stats["min"] == pytest.approx(smin, rel=1e-10, abs=1e-13 * smax)
+    assert stats["cond"] == pytest.approx(smax / smin, rel=1e-9)
+    # the iterative path (forced): Rayleigh–Ritz values lie inside the spectrum
+    est, exact, method = sv_operator(conv, size, dense_max_dim=0)
+    assert not exact and method == "lobpcg"
+    assert smax * (1 - 1e-6) <= est["max"] <= smax * (1 + 1e-9)
+    assert est["min"] >= smin * (1 - 1e-6)
+    assert est["min"] == pytest.approx(smin, rel=1e-3)  # small cases converge
+
+
+def test_circular_surrogate_is_not_the_zero_padded_operator() -> None:
+    # why sv_operator no longer reports the surrogate's σ_min / κ for zero padding
+    conv = make_conv(3, 4, 3, 1, 1, mode="zeros", seed=7)
+    ref = torch.linalg.svdvals(dense_operator(conv, (2, 2)))
+    surrogate, exact = sv_circular(conv, (2, 2))
+    assert not exact
+    assert abs(surrogate["cond"] / float(ref.max() / ref.min()) - 1) > 0.05
 
 
 def test_orthogonal_convolutions_have_unit_operator_spectrum() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixture_results import DIVERGED, write_fixture
+from fixture_results import DIVERGED, HAAR, write_fixture
 from scipy import stats as sps
 
 from orthskip.errors import ConfigError
@@ -42,8 +42,10 @@ def _md_rows(text: str) -> list[list[str]]:
 
 
 def test_accuracy_frame_matches_plain_python(cells):
-    f = accuracy_frame(cells).set_index(["dataset", "arch", "depth", "skip"])
-    for key, g in cells.groupby(["dataset", "arch", "depth", "skip"]):
+    # grouped by variant (changed from skip: orth_learned_haar is its own group)
+    f = accuracy_frame(cells).set_index(["dataset", "arch", "depth", "variant"])
+    assert (f.xs(HAAR, level="variant")["skip"] == "orth_learned").all()
+    for key, g in cells.groupby(["dataset", "arch", "depth", "variant"]):
         ok = [100 * a for a, s in zip(g["test_acc"], g["status"], strict=True)
               if s == "ok" and math.isfinite(a)]  # fmt: skip
         r = f.loc[key]
@@ -51,6 +53,9 @@ def test_accuracy_frame_matches_plain_python(cells):
         assert r["n_diverged"] == len(g) - len(ok)
         assert r["mean"] == pytest.approx(statistics.fmean(ok))
         assert r["std"] == pytest.approx(statistics.stdev(ok))
+        at_val = [100 * a for a, st in zip(g["test_acc_at_best_val"], g["status"], strict=True)
+                  if st == "ok" and math.isfinite(a)]  # fmt: skip
+        assert r["mean_at_best_val"] == pytest.approx(statistics.fmean(at_val))
 
 
 def test_accuracy_table_bold_best_and_diverged_count(metrics_dir, cells, tmp_path):
@@ -65,7 +70,7 @@ def test_accuracy_table_bold_best_and_diverged_count(metrics_dir, cells, tmp_pat
         dataset, arch, depth = row[0], row[1], int(row[2])
         g = cells[(cells["dataset"] == dataset) & (cells["arch"] == arch)
                   & (cells["depth"] == depth) & (cells["status"] == "ok")]  # fmt: skip
-        means = g.groupby("skip")["test_acc"].mean() * 100
+        means = g.groupby("variant")["test_acc"].mean() * 100
         best = means.idxmax()
         bold = [header[k] for k, c in enumerate(row) if c.startswith("**")]
         assert bold == [best]
@@ -75,14 +80,31 @@ def test_accuracy_table_bold_best_and_diverged_count(metrics_dir, cells, tmp_pat
     ds, arch, skip, depth, _ = DIVERGED
     row = next(r for r in body if r[:3] == [ds, arch, str(depth)])
     assert row[header.index(skip)].endswith("(2; 1 div.)")
+    # the variant has its own column, right after its kind
+    assert header.index(HAAR) == header.index("orth_learned") + 1
+
+
+def test_results_without_variant_column_group_by_skip(metrics_dir, tmp_path):
+    for name in ("cells", "history", "layers", "warp"):
+        df = pd.read_parquet(metrics_dir / f"{name}.parquet")
+        df = df[df["variant"] == df["skip"]].drop(columns=["variant"])
+        df.to_parquet(tmp_path / f"{name}.parquet")
+    md = tmp_path / "acc.md"
+    make_table("accuracy", tmp_path, md, tmp_path / "acc.tex")
+    header = _md_rows(md.read_text())[0]
+    assert "orth_learned" in header and HAAR not in header
+    f = paired_frame(pd.read_parquet(tmp_path / "cells.parquet"))
+    assert set(f["variant"]) == set(f["skip"]) and "identity" not in set(f["variant"])
 
 
 def test_paired_frame_matches_hand_t_test(cells):
-    f = paired_frame(cells).set_index(["dataset", "arch", "depth", "skip"])
-    for key in [("digits", "cifar_resnet", 20, "none"), ("moons", "mlp", 8, "orth_learned")]:
+    f = paired_frame(cells).set_index(["dataset", "arch", "depth", "variant"])
+    cases = [("digits", "cifar_resnet", 20, "none"), ("moons", "mlp", 8, "orth_learned"),
+             ("moons", "mlp", 8, HAAR)]  # fmt: skip
+    for key in cases:
         sel = (cells["dataset"] == key[0]) & (cells["arch"] == key[1]) & (cells["depth"] == key[2])
-        a = cells[sel & (cells["skip"] == key[3])].set_index("seed")["test_acc"] * 100
-        b = cells[sel & (cells["skip"] == "identity")].set_index("seed")["test_acc"] * 100
+        a = cells[sel & (cells["variant"] == key[3])].set_index("seed")["test_acc"] * 100
+        b = cells[sel & (cells["variant"] == "identity")].set_index("seed")["test_acc"] * 100
         d = (a - b).to_numpy()
         t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
         r = f.loc[key]
@@ -95,22 +117,25 @@ def test_paired_frame_matches_hand_t_test(cells):
     ds, arch, skip, depth, _ = DIVERGED
     r = f.loc[(ds, arch, depth, skip)]
     assert r["n_pairs"] == 2 and r["n_diverged"] == 1
-    assert "identity" not in f.index.get_level_values("skip")
+    assert "identity" not in f.index.get_level_values("variant")
+    assert f.loc[("moons", "mlp", 8, HAAR), "skip"] == "orth_learned"
 
 
-def test_identity_rate_matches_independent_fit(metrics_dir):
+def test_identity_rate_matches_independent_fit(metrics_dir, tmp_path):
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
-    f = identity_rate_frame(layers).set_index(["dataset", "arch", "skip"])
-    cell = ["dataset", "arch", "skip", "depth", "seed"]
-    for key in [("moons", "mlp", "orth_learned"), ("digits", "cifar_resnet", "orth_learned")]:
+    f = identity_rate_frame(layers).set_index(["dataset", "arch", "variant"])
+    cell = ["dataset", "arch", "variant", "skip", "depth", "seed"]
+    for key in [("moons", "mlp", "orth_learned"), ("digits", "cifar_resnet", "orth_learned"),
+                ("moons", "mlp", HAAR)]:  # fmt: skip
         g = layers[(layers["dataset"] == key[0]) & (layers["arch"] == key[1])
-                   & (layers["skip"] == key[2])]  # fmt: skip
+                   & (layers["variant"] == key[2])]  # fmt: skip
         xs, ys = [], []
         for _, c in g.groupby(cell):
             last = c[c["epoch"] == c["epoch"].max()]
             trans = set(last.loc[last["layer_kind"] == "transition", "layer_index"])
             blocks = last.loc[last["layer_kind"].isin(["block", "transition"]), "layer_index"]
-            spec = last[(last["metric"] == "dist_identity") & (last["stat"] == "spec")
+            # changed from spec: the non-saturating ‖Q − I‖_F/√n
+            spec = last[(last["metric"] == "dist_identity") & (last["stat"] == "fro_rel")
                         & ~last["layer_index"].isin(trans)]  # fmt: skip
             xs.append(math.log(blocks.nunique()))
             ys.append(math.log(spec["value"].mean()))
@@ -122,9 +147,15 @@ def test_identity_rate_matches_independent_fit(metrics_dir):
     # the fixture's orth_learned decays like log m / m: the prediction lies inside the interval
     r = f.loc[("moons", "mlp", "orth_learned")]
     assert r["ci_lo"] < r["predicted"] < r["ci_hi"]
-    # a fixed Haar skip does not approach the identity
-    r = f.loc[("moons", "mlp", "orth_fixed")]
-    assert r["ci_lo"] < 0.0 < r["ci_hi"]
+    # changed: only the learned orthogonal kinds and the linear control are fitted; a fixed
+    # (frozen) skip and orth_jacobian's B are not what the rate question is about
+    kinds = dict(zip(f.index.get_level_values("variant"), f["skip"], strict=True))
+    assert set(kinds.values()) == {"linear", "orth_learned", "orth_manifold"}
+    assert kinds[HAAR] == "orth_learned" and "orth_fixed" not in kinds
+    md = tmp_path / "rate.md"
+    make_table("identity_rate", metrics_dir, md, tmp_path / "rate.tex")
+    text = md.read_text()
+    assert "orth_fixed" not in text.split("\n\n")[0] and "control" in text
 
 
 def _strip_math(tex: str) -> str:

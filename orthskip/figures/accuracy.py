@@ -41,51 +41,53 @@ def accuracy_vs_depth(metrics_dir: Path):
     if cells.empty:
         return S.no_data_figure("Test accuracy vs depth")
     groups = list(D.panels(cells))
+    styles = S.variant_styles(D.variant_kinds(cells))
     ncols = min(2, len(groups))
     nrows = math.ceil(len(groups) / ncols)
     fig, axes = S.new_figure(nrows, ncols, height=S.PANEL_HEIGHT_IN * nrows + 0.4)
     any_diverged = False
     for k, (title, g) in enumerate(groups):
         ax = axes.flat[k]
-        skips = S.ordered_skips(g["skip"].unique())
+        variants = [v for v in styles if v in set(g["variant"])]
         div = _diverged(g)
         ok = g[~div]
-        # spread the kinds a little along x so that intervals do not hide each other
-        for n, skip in enumerate(skips):
-            shift = 2 ** (0.04 * (n - (len(skips) - 1) / 2))
-            s = summarize(ok[ok["skip"] == skip], ["depth"], "test_acc")
+        # spread the variants a little along x so that intervals do not hide each other
+        for n, variant in enumerate(variants):
+            st = styles[variant]
+            shift = 2 ** (0.04 * (n - (len(variants) - 1) / 2))
+            s = summarize(ok[ok["variant"] == variant], ["depth"], "test_acc")
             x = s["depth"].to_numpy(dtype=float) * shift
             yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
             ax.errorbar(
-                x, s["mean"], yerr=np.nan_to_num(yerr), color=S.skip_color(skip),
-                marker=S.skip_marker(skip), label=S.skip_label(skip), elinewidth=0.7,
+                x, s["mean"], yerr=np.nan_to_num(yerr), color=st.color,
+                marker=st.marker, label=st.label, elinewidth=0.7,
             )  # fmt: skip
             # diverged seeds: a cross at the bottom edge with the count beside it
-            d = g[div & (g["skip"] == skip)].groupby("depth").size()
+            d = g[div & (g["variant"] == variant)].groupby("depth").size()
             for depth, count in d.items():
                 any_diverged = True
                 ax.plot(
-                    depth * shift, 0.04, DIVERGED_MARKER, color=S.skip_color(skip),
+                    depth * shift, 0.04, DIVERGED_MARKER, color=st.color,
                     transform=ax.get_xaxis_transform(), clip_on=False, markersize=4,
                 )  # fmt: skip
                 ax.annotate(
                     f"{count}", (depth * shift, 0.04), xycoords=ax.get_xaxis_transform(),
                     xytext=(2.5, 1.5), textcoords="offset points", fontsize=5,
-                    color=S.skip_color(skip),
+                    color=st.color,
                 )  # fmt: skip
         _depth_axis(ax, g["depth"].unique())
         ax.set_title(title)
         ax.set_xlabel("depth")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("test accuracy (last epoch)")
     for ax in axes.flat[len(groups) :]:
         ax.set_axis_off()
-    handles = S.skip_handles(cells["skip"].unique())
+    handles = S.variant_handles(styles)
     if any_diverged:
         handles.append(
             Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged (n seeds)")
         )
     S.figure_legend(fig, handles)
-    fig.suptitle("Test accuracy: mean and 95 % t-interval over seeds")
+    fig.suptitle("Test accuracy at the last epoch\nmean and 95 % t-interval over seeds")
     return fig
 
 
@@ -94,22 +96,30 @@ def training_curves(metrics_dir: Path):
     if history.empty:
         return S.no_data_figure("Training curves at the deepest depth")
     groups = [(t, D.deepest(g)) for t, g in D.panels(history)]
+    styles = S.variant_styles(D.variant_kinds(history))
+    splits = [("test", "-"), ("train", "--")]
+    if "val_acc" in history.columns:  # validation split carved from the training data
+        splits.append(("val", ":"))
     fig, axes = S.new_figure(len(groups), 2, height=1.6 * len(groups) + 0.5)
     for r, (title, g) in enumerate(groups):
         depth = int(g["depth"].iloc[0])
         ax_loss, ax_acc = axes[r]
-        for skip in S.ordered_skips(g["skip"].unique()):
-            gs = g[g["skip"] == skip]
-            color = S.skip_color(skip)
+        for variant in [v for v in styles if v in set(g["variant"])]:
+            gs = g[g["variant"] == variant]
+            st = styles[variant]
+            color = st.color
+            # the bare kind: plain lines; another variant of it: its marker on the test line
+            marker = dict(marker=None) if st.bare else dict(marker=st.marker, ms=2.5)
             for ax, col in ((ax_loss, "loss"), (ax_acc, "acc")):
-                for split, ls in (("test", "-"), ("train", "--")):
+                for split, ls in splits:
                     stats = [
                         (e, mean_ci(ge[f"{split}_{col}"].to_numpy(dtype=float)))
                         for e, ge in gs.groupby("epoch")
                     ]
                     ep = np.array([e for e, _ in stats], dtype=float)
                     mean = np.array([c.mean for _, c in stats])
-                    ax.plot(ep, mean, ls=ls, color=color, lw=0.9)
+                    mk = marker if split == "test" else {}
+                    ax.plot(ep, mean, ls=ls, color=color, lw=0.9, **mk)
                     if split == "test":
                         lo = np.array([c.lo for _, c in stats])
                         hi = np.array([c.hi for _, c in stats])
@@ -129,11 +139,13 @@ def training_curves(metrics_dir: Path):
         for ax in (ax_loss, ax_acc):
             ax.set_title(f"{title}, depth {depth}")
             ax.set_xlabel("epoch")
-    handles = S.skip_handles(history["skip"].unique())
+    handles = S.variant_handles(styles)
     handles += [
-        Line2D([], [], color="k", ls="-", label="test (95 % CI band)"),
-        Line2D([], [], color="k", ls="--", label="train"),
-        Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged after"),
+        Line2D([], [], color="k", ls="-", label="test (mean, 95 % t-band over seeds)"),
+        Line2D([], [], color="k", ls="--", label="train (mean)"),
     ]
+    if ("val", ":") in splits:
+        handles.append(Line2D([], [], color="k", ls=":", label="validation (mean)"))
+    handles.append(Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged after"))
     S.figure_legend(fig, handles)
     return fig

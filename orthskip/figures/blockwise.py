@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -14,6 +15,7 @@ from orthskip.figures import style as S
 
 GNR_TITLE = "Gradient-norm ratio ‖∂E/∂x_l‖ / ‖∂E/∂x_(l+1)‖ per block"
 JAC_TITLE = "Block-Jacobian singular values"
+ZERO_MARKER = r"$0$"  # σ_min recorded as 0: not drawable on a log axis
 
 
 def _mark_transitions(ax, trans: set[int]) -> None:
@@ -26,17 +28,18 @@ def grad_norm_ratio(metrics_dir: Path):
     gnr = D.metric(layers, "grad_norm_ratio")
     if gnr.empty:
         return S.no_data_figure(GNR_TITLE)
+    styles = S.variant_styles(D.variant_kinds(gnr))
     groups = []
     for title, g in D.panels(gnr):
         g = D.deepest(g)
-        for skip in S.ordered_skips(g["skip"].unique()):
-            groups.append((title, skip, g[g["skip"] == skip]))
+        for variant in [v for v in styles if v in set(g["variant"])]:
+            groups.append((title, styles[variant], g[g["variant"] == variant]))
     ncols = 2 if len(groups) > 1 else 1
     nrows = math.ceil(len(groups) / ncols)
     fig, axes = S.new_figure(nrows, ncols, height=1.3 * nrows + 0.5, sharey=True)
     cmap = colormaps["plasma"]
     epochs_all = sorted(gnr["epoch"].unique())
-    for k, (title, skip, g) in enumerate(groups):
+    for k, (title, st, g) in enumerate(groups):
         ax = axes.flat[k]
         g = g.assign(_b=D.block_index(g))
         _mark_transitions(ax, D.transition_blocks(g))
@@ -48,8 +51,7 @@ def grad_norm_ratio(metrics_dir: Path):
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
-        ax.set_title(f"{title} d{int(g['depth'].iloc[0])}: {S.skip_label(skip)}",
-                     color=S.skip_color(skip))  # fmt: skip
+        ax.set_title(f"{title} d{int(g['depth'].iloc[0])}: {st.label}", color=st.color)
         ax.set_xlabel("block")
         if k % ncols == 0:
             ax.set_ylabel("gradient-norm ratio")
@@ -73,34 +75,51 @@ def jacobian_spread(metrics_dir: Path):
     jac = D.metric(D.last_epoch(layers), "jacobian_sv")
     if jac.empty:
         return S.no_data_figure(JAC_TITLE)
+    styles = S.variant_styles(D.variant_kinds(jac))
     groups = list(D.panels(jac))
+    any_zero = any_estimate = False
     fig, axes = S.new_figure(len(groups), 1, height=1.8 * len(groups) + 0.5)
     for r, (title, g) in enumerate(groups):
         ax = axes[r, 0]
         g = D.deepest(g)
         g = g.assign(_b=D.block_index(g))
         _mark_transitions(ax, D.transition_blocks(g))
-        for skip in S.ordered_skips(g["skip"].unique()):
-            gs = g[g["skip"] == skip]
-            color = S.skip_color(skip)
+        for variant in [v for v in styles if v in set(g["variant"])]:
+            gs = g[g["variant"] == variant]
+            st = styles[variant]
             hi = gs[gs["stat"] == "max"].groupby("_b")["value"].apply(D.geo_mean)
-            lo = gs[gs["stat"] == "min"].groupby("_b")["value"].apply(D.geo_mean)
-            ax.plot(hi.index, hi.to_numpy(), color=color, lw=0.9, marker=S.skip_marker(skip),
-                    ms=2)  # fmt: skip
-            ax.plot(lo.index, lo.to_numpy(), color=color, lw=0.9, ls="--")
+            ax.plot(hi.index, hi.to_numpy(), color=st.color, lw=0.9, marker=st.marker, ms=2)
+            any_estimate |= bool((~gs.loc[gs["stat"] == "max", "exact"].astype(bool)).any())
+            # σ_min only where exact (dense path; the Lanczos path reports no σ_min).
+            # σ_min = 0 (below the floor) cannot sit on a log axis: a mark on the bottom edge
+            mins = gs[(gs["stat"] == "min") & gs["exact"].astype(bool)]
+            lo = mins.groupby("_b")["value"].apply(D.geo_mean)
+            ax.plot(lo.index, lo.to_numpy(), color=st.color, lw=0.9, ls="--")
+            zero = mins.groupby("_b")["value"].apply(lambda v: bool((v.to_numpy() == 0).any()))
+            zb = zero.index[zero.to_numpy(dtype=bool)]
+            if len(zb):
+                any_zero = True
+                ax.plot(zb, np.full(len(zb), 0.03), marker=ZERO_MARKER, ls="", color=st.color,
+                        ms=4, clip_on=False, transform=ax.get_xaxis_transform())  # fmt: skip
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
         ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}, last snapshot")
         ax.set_xlabel("block")
         ax.set_ylabel("singular value of ∂y/∂x")
-    handles = S.skip_handles(jac["skip"].unique())
+    handles = S.variant_handles(styles)
     handles += [
-        Line2D([], [], color="k", ls="-", label="σ_max"),
-        Line2D([], [], color="k", ls="--", label="σ_min"),
+        Line2D([], [], color="k", ls="-", label="σ_max" + (" (some Lanczos)" if any_estimate
+                                                           else "")),
+        Line2D([], [], color="k", ls="--", label="σ_min (exact only)"),
         Line2D([], [], color="k", ls=":", label="isometry (1)"),
         Patch(color="0.85", label="transition block"),
-    ]
+    ]  # fmt: skip
+    if any_zero:
+        handles.append(Line2D([], [], color="0.3", marker=ZERO_MARKER, ls="",
+                              label="σ_min = 0 (below floor)"))  # fmt: skip
     S.figure_legend(fig, handles, ncols=3)
-    fig.suptitle(JAC_TITLE + "\n(estimates; geometric mean over seeds)")
+    fig.suptitle(
+        JAC_TITLE + "\nat the last snapshot; geometric mean over seeds of the positive values"
+    )
     return fig

@@ -13,7 +13,7 @@ from orthskip.figures import style as S
 
 WEIGHT_TITLE = "Condition number of each weight layer"
 REPR_TITLE = "Condition of the hidden representations per block"
-INF_MARKER = r"$\infty$"  # distinct from every skip-kind marker
+INF_MARKER = r"$\infty$"  # distinct from every kind's and variant's marker
 
 
 def _weight_position(rows: pd.DataFrame) -> pd.Series:
@@ -37,13 +37,16 @@ def weight_condition(metrics_dir: Path):
     if sv.empty:
         return S.no_data_figure(WEIGHT_TITLE)
     groups = list(D.panels(sv))
+    styles = S.variant_styles(D.variant_kinds(sv))
     # the operator column only when some run has convolutions
     families = [("sv_reshaped", "reshaped W")]
     if (sv["metric"] == "sv_operator").any():
+        # sv_operator is the operator at the layer's real padding; the circular surrogate
+        # (sv_operator_circular) is not drawn: its κ is not the operator's
         families.append(("sv_operator", "conv operator"))
     fig, axes = S.new_figure(len(groups), len(families), height=1.7 * len(groups) + 0.5,
                              sharey="row")  # fmt: skip
-    any_bound = any_inf = False
+    any_estimate = any_inf = False
     for r, (title, g) in enumerate(groups):
         g = D.deepest(g)
         g = g.assign(_pos=_weight_position(g))
@@ -61,9 +64,10 @@ def weight_condition(metrics_dir: Path):
                 ax.set_xticks([])
                 ax.grid(False)
                 continue
-            for skip in S.ordered_skips(gf["skip"].unique()):
-                gs = gf[gf["skip"] == skip]
-                color = S.skip_color(skip)
+            for variant in [v for v in styles if v in set(gf["variant"])]:
+                gs = gf[gf["variant"] == variant]
+                st = styles[variant]
+                color = st.color
                 per = gs.groupby("_pos").agg(
                     value=("value", D.geo_mean),
                     exact=("exact", "all"),
@@ -71,19 +75,19 @@ def weight_condition(metrics_dir: Path):
                 )
                 ax.plot(per.index, per["value"], color=color, lw=0.8)
                 ex, bd = per[per["exact"]], per[~per["exact"]]
-                ax.plot(ex.index, ex["value"], S.skip_marker(skip), color=color, ms=2.5)
-                # a bound, not an exact value (zero padding): hollow marker
-                ax.plot(bd.index, bd["value"], S.skip_marker(skip), mfc="white", mec=color,
+                ax.plot(ex.index, ex["value"], st.marker, color=color, ms=2.5)
+                # an iterative (LOBPCG) estimate of the operator's κ, a lower bound on it
+                ax.plot(bd.index, bd["value"], st.marker, mfc="white", mec=color,
                         ms=2.5, mew=0.6)  # fmt: skip
-                any_bound |= len(bd) > 0
+                any_estimate |= len(bd) > 0
                 _mark_infinite(ax, per.index[per["inf"]], color)
                 any_inf |= bool(per["inf"].any())
             ax.set_yscale("log")
             S.plain_log_ticks(ax)
-    handles = S.skip_handles(sv["skip"].unique())
-    if any_bound:
+    handles = S.variant_handles(styles)
+    if any_estimate:
         handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="",
-                              label="bound (zero padding)"))  # fmt: skip
+                              label="LOBPCG est. (≤ κ)"))  # fmt: skip
     if any_inf:
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="", label="κ = ∞"))
     S.figure_legend(fig, handles)
@@ -97,6 +101,7 @@ def repr_condition(metrics_dir: Path):
     if rc.empty:
         return S.no_data_figure(REPR_TITLE)
     groups = list(D.panels(rc))
+    styles = S.variant_styles(D.variant_kinds(rc))
     fig, axes = S.new_figure(len(groups), 2, height=1.7 * len(groups) + 0.5)
     any_inf = False
     for r, (title, g) in enumerate(groups):
@@ -104,14 +109,15 @@ def repr_condition(metrics_dir: Path):
         g = g.assign(_b=D.block_index(g))
         depth = int(g["depth"].iloc[0])
         ax_c, ax_r = axes[r]
-        for skip in S.ordered_skips(g["skip"].unique()):
-            gs = g[g["skip"] == skip]
-            color = S.skip_color(skip)
+        for variant in [v for v in styles if v in set(g["variant"])]:
+            gs = g[g["variant"] == variant]
+            st = styles[variant]
+            color = st.color
             cond = gs[gs["stat"] == "cond"].groupby("_b")["value"]
             finite = cond.apply(D.geo_mean)
             n_inf = cond.apply(lambda v: int(np.isposinf(v.to_numpy(dtype=float)).sum()))
             ax_c.plot(finite.index, finite.to_numpy(), color=color, lw=0.8,
-                      marker=S.skip_marker(skip), ms=2)  # fmt: skip
+                      marker=st.marker, ms=2)  # fmt: skip
             inf_blocks = n_inf.index[n_inf > 0]
             _mark_infinite(ax_c, inf_blocks, color)
             for b in inf_blocks:
@@ -120,8 +126,7 @@ def repr_condition(metrics_dir: Path):
                               fontsize=4.5, color=color)  # fmt: skip
             any_inf |= len(inf_blocks) > 0
             er = gs[gs["stat"] == "eff_rank"].groupby("_b")["value"].mean()
-            ax_r.plot(er.index, er.to_numpy(), color=color, lw=0.8, marker=S.skip_marker(skip),
-                      ms=2)  # fmt: skip
+            ax_r.plot(er.index, er.to_numpy(), color=color, lw=0.8, marker=st.marker, ms=2)
         ax_c.set_yscale("log")
         S.plain_log_ticks(ax_c)
         ax_c.set_ylabel("condition number")
@@ -129,7 +134,7 @@ def repr_condition(metrics_dir: Path):
         for ax in (ax_c, ax_r):
             ax.set_title(f"{title}, depth {depth}")
             ax.set_xlabel("block")
-    handles = S.skip_handles(rc["skip"].unique())
+    handles = S.variant_handles(styles)
     if any_inf:
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="",
                               label="∞ (σ_min at floor; n seeds)"))  # fmt: skip

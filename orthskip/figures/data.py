@@ -13,6 +13,7 @@ from orthskip.errors import DatasetError
 
 RESULT_FILES = ("cells", "history", "layers", "warp")
 PANEL_KEYS = ("dataset", "arch")
+CELL = ["dataset", "arch", "variant", "skip", "depth", "seed"]
 _BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
 
 
@@ -28,11 +29,30 @@ def read_table(metrics_dir: Path, name: str) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
     try:
-        return pd.read_parquet(path)
+        df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise DatasetError(
             f"{path}: cannot read the aggregated results ({exc}); rerun the aggregate rule"
         ) from exc
+    return with_variant(df)
+
+
+def with_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """Results without a ``variant`` column (older runs): every run is its bare kind's variant."""
+    if df.empty or "variant" in df.columns or "skip" not in df.columns:
+        return df
+    out = df.copy()
+    out.insert(list(out.columns).index("skip"), "variant", out["skip"].astype(str))
+    return out
+
+
+def variant_kinds(df: pd.DataFrame) -> dict[str, str]:
+    """variant → skip kind, for every variant in ``df`` (which must have both columns)."""
+    df = with_variant(df)
+    if df.empty:
+        return {}
+    pairs = df[["variant", "skip"]].drop_duplicates()
+    return dict(zip(pairs["variant"].astype(str), pairs["skip"].astype(str), strict=True))
 
 
 def panels(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -54,8 +74,8 @@ def last_epoch(layers: pd.DataFrame) -> pd.DataFrame:
     """Rows at each cell's last snapshot epoch."""
     if layers.empty:
         return layers
-    cell = ["dataset", "arch", "skip", "depth", "seed"]
-    last = layers.groupby(cell)["epoch"].transform("max")
+    layers = with_variant(layers)
+    last = layers.groupby(CELL)["epoch"].transform("max")
     return layers[layers["epoch"] == last]
 
 
@@ -92,15 +112,13 @@ def geo_mean(values: np.ndarray) -> float:
     return float(np.exp(np.log(v).mean())) if v.size else np.nan
 
 
-CELL = ["dataset", "arch", "skip", "depth", "seed"]
-
-
 def blocks_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
     """Number of residual blocks m of each cell (rows of kind block or transition).
 
     seeds/000 states its rate in the number of blocks m, not the layer count in a name
     such as ResNet-110; cells without block rows fall back to their depth.
     """
+    layers = with_variant(layers)
     cells = layers[CELL].drop_duplicates()
     blocks = layers[layers["layer_kind"].isin(["block", "transition"])]
     m = blocks.assign(_b=block_index(blocks)).groupby(CELL)["_b"].nunique().rename("m")
@@ -109,15 +127,24 @@ def blocks_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def dist_identity_per_cell(layers: pd.DataFrame, stat: str = "spec") -> pd.DataFrame:
-    """Mean over a cell's square skip matrices of ‖Q − I‖ at its last snapshot.
+# The learned skips the O(log m / m) question is about, and `linear` as the unconstrained
+# control; orth_fixed is frozen (cannot move) and the theory says nothing about the others.
+RATE_KINDS: tuple[str, ...] = ("linear", "orth_learned", "orth_manifold")
+DIST_STAT = "fro_rel"  # ‖Q − I‖_F/√n: does not saturate at 2 like ‖Q − I‖₂ for Haar-like Q
+
+
+def dist_identity_per_cell(
+    layers: pd.DataFrame, stat: str = DIST_STAT, metric_name: str = "dist_identity"
+) -> pd.DataFrame:
+    """Mean over a cell's square skip matrices of ‖Q − I‖ (``stat``) at its last snapshot.
 
     Transition blocks are left out: their skip maps change the width, so Q − I is not
     the distance to anything the theory talks about. Columns: cell columns, m, value,
     n_blocks (how many matrices entered the mean).
     """
+    layers = with_variant(layers)
     last = last_epoch(layers)
-    rows = metric(last, "dist_identity", stat)
+    rows = metric(last, metric_name, stat)
     if rows.empty:
         return pd.DataFrame(columns=[*CELL, "m", "value", "n_blocks"])
     trans = (

@@ -27,17 +27,19 @@ def _class_colors(n: int, dark: bool) -> list:
 
 
 def _choose_cells(warp: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, skip): the deepest depth, then the lowest seed that did not diverge."""
+    """Per (dataset, arch, variant): the deepest depth, then the lowest seed that did not
+    diverge; variants in their kind's order, then by name."""
+    warp, cells = D.with_variant(warp), D.with_variant(cells)
     have = warp[D.CELL].drop_duplicates()
     if not cells.empty and "status" in cells:
         have = have.merge(cells[[*D.CELL, "status"]], on=D.CELL, how="left")
         have = have[have["status"].fillna("ok") == "ok"]
-    have = have.sort_values(["dataset", "arch", "skip", "depth", "seed"],
+    have = have.sort_values(["dataset", "arch", "variant", "depth", "seed"],
                             ascending=[True, True, True, False, True])  # fmt: skip
-    have = have.groupby(["dataset", "arch", "skip"], sort=True).head(1)[D.CELL]
-    order = {s: k for k, s in enumerate(S.ordered_skips(have["skip"].unique()))}
-    return have.sort_values(["dataset", "arch", "skip"], key=lambda c: c.map(order)
-                            if c.name == "skip" else c)  # fmt: skip
+    have = have.groupby(["dataset", "arch", "variant"], sort=True).head(1)[D.CELL]
+    order = {v: k for k, v in enumerate(S.ordered_variants(D.variant_kinds(have)))}
+    return have.sort_values(["dataset", "arch", "variant"], key=lambda c: c.map(order)
+                            if c.name == "variant" else c)  # fmt: skip
 
 
 def _draw_points(ax, pts: pd.DataFrame, colors) -> None:
@@ -77,6 +79,7 @@ def decision_regions(metrics_dir: Path):
     chosen = _choose_cells(warp, cells)
     if chosen.empty:
         return S.no_data_figure(TITLE)
+    styles = S.variant_styles(D.variant_kinds(chosen))
     warp = warp.merge(chosen, on=D.CELL)
     n_cls = int(max(2, warp.loc[warp["grid"] != "warp", "pred"].max() + 1))
     ncols = 3
@@ -92,7 +95,8 @@ def decision_regions(metrics_dir: Path):
         ax = axes[r, 0]
         _draw_decision(ax, c[c["grid"] == "decision"], train[train["block"] == 0], n_cls)
         ax.set_title(f"{cell.dataset} d{cell.depth} s{cell.seed}: input", fontsize=6)
-        ax.set_ylabel(S.skip_label(cell.skip), color=S.skip_color(cell.skip))
+        st = styles[cell.variant]
+        ax.set_ylabel(st.label, color=st.color)
         for k in range(1, ncols):
             ax = axes[r, k]
             if k - 1 >= len(shown):

@@ -1,4 +1,8 @@
-"""Figure 3: distance of the skip matrices to the identity, per block and vs depth."""
+"""Figure 3: distance of the skip matrices to the identity, per block and vs depth.
+
+The distance is ‖Q − I‖_F/√n (``D.DIST_STAT``): the spectral ‖Q − I‖₂ saturates at 2 for
+any Haar-like Q and cannot show a Haar start moving toward I.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +11,34 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
 from orthskip.figures import data as D
 from orthskip.figures import style as S
 from orthskip.stats import log_m_over_m_slope, loglog_slope, summarize
 
-TITLE = "Distance of the skip to the identity, ‖Q − I‖₂"
+DIST_LABEL = "‖Q − I‖_F / √n"
+TITLE = f"Distance of the skip to the identity, {DIST_LABEL}"
 
 
 def _per_block(ax, rows, layers_panel) -> None:
-    """Mean over seeds of ‖Q − I‖₂ per block, one line per depth; transitions hollow."""
+    """Mean over seeds per block with its 95 % t-band, one line per depth; transitions hollow."""
     depths = sorted(rows["depth"].unique())
     cmap = colormaps["viridis"]
     for n, depth in enumerate(depths):
         color = cmap(0.85 * n / max(1, len(depths) - 1))
         rd = rows[rows["depth"] == depth]
-        per_block = rd.assign(_b=D.block_index(rd)).groupby("_b")["value"].mean()
+        s = summarize(rd.assign(_b=D.block_index(rd)), ["_b"], "value")
         trans = D.transition_blocks(layers_panel[layers_panel["depth"] == depth])
-        x = per_block.index.to_numpy(dtype=float)
-        y = per_block.to_numpy(dtype=float)
+        x = s["_b"].to_numpy(dtype=float)
+        y = s["mean"].to_numpy(dtype=float)
         ax.plot(x, y, color=color, lw=0.9, label=f"depth {depth}")
+        lo, hi = s["ci_lo"].to_numpy(dtype=float), s["ci_hi"].to_numpy(dtype=float)
+        band = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)  # log axis: positive part only
+        if band.any():
+            ax.fill_between(x, np.where(band, lo, np.nan), np.where(band, hi, np.nan),
+                            color=color, alpha=0.2, lw=0)  # fmt: skip
         is_t = np.isin(x, list(trans))
         ax.plot(x[~is_t], y[~is_t], "o", color=color, ms=2)
         if is_t.any():
@@ -35,22 +46,24 @@ def _per_block(ax, rows, layers_panel) -> None:
     ax.set_yscale("log")
     S.plain_log_ticks(ax)
     ax.set_xlabel("block")
-    ax.set_ylabel("‖Q − I‖₂")
+    ax.set_ylabel(DIST_LABEL)
     ax.legend(fontsize=5, handlelength=1.0, loc="best")
 
 
-def _vs_depth(ax, per_cell, skip) -> None:
-    """Mean ‖Q − I‖₂ vs blocks m on log–log axes with the fitted slope and references."""
-    color = S.skip_color(skip)
+def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
+    """Mean distance vs blocks m (log–log) with 95 % t-intervals; the fitted slope and the
+    references only for the kinds the rate question is about (D.RATE_KINDS)."""
     s = summarize(per_cell, ["m"], "value")
     m = s["m"].to_numpy(dtype=float)
     yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
-    ax.errorbar(m, s["mean"], yerr=np.nan_to_num(yerr), fmt=S.skip_marker(skip), color=color)
+    ax.errorbar(m, s["mean"], yerr=np.nan_to_num(yerr), fmt=st.marker, color=st.color)
     fit = loglog_slope(per_cell["m"], per_cell["value"])
     grid = np.geomspace(m.min(), m.max(), 50) if len(m) else np.array([])
-    if np.isfinite(fit.slope):
+    if st.skip not in D.RATE_KINDS:
+        text = "no rate fit (not a kind\nthe rate question covers)"
+    elif np.isfinite(fit.slope):
         y_fit = np.exp(fit.intercept) * grid**fit.slope
-        ax.plot(grid, y_fit, color=color, lw=1.0)
+        ax.plot(grid, y_fit, color=st.color, lw=1.0)
         # references anchored to the fit at the smallest m: only the slopes are compared
         anchor = y_fit[0]
         m0 = grid[0]
@@ -69,35 +82,38 @@ def _vs_depth(ax, per_cell, skip) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     S.plain_log_ticks(ax)
     ax.set_xlabel("blocks m")
-    ax.set_ylabel("mean ‖Q − I‖₂")
+    ax.set_ylabel(f"mean {DIST_LABEL}")
 
 
 def dist_identity(metrics_dir: Path):
     layers = D.read_table(metrics_dir, "layers")
-    spec = D.metric(D.last_epoch(layers), "dist_identity", "spec") if not layers.empty else layers
-    if spec.empty:
+    dist = (
+        D.metric(D.last_epoch(layers), "dist_identity", D.DIST_STAT) if not layers.empty else layers
+    )
+    if dist.empty:
         return S.no_data_figure(TITLE)
+    styles = S.variant_styles(D.variant_kinds(dist))
     per_cell = D.dist_identity_per_cell(layers)
     rows_of_fig = []
-    for title, g in D.panels(spec):
-        panel_layers = layers[(layers["dataset"] == g["dataset"].iloc[0])
-                              & (layers["arch"] == g["arch"].iloc[0])]  # fmt: skip
-        for skip in S.ordered_skips(g["skip"].unique()):
-            pc = per_cell[
-                (per_cell["dataset"] == g["dataset"].iloc[0])
-                & (per_cell["arch"] == g["arch"].iloc[0])
-                & (per_cell["skip"] == skip)
-            ]
-            rows_of_fig.append((title, skip, g[g["skip"] == skip], panel_layers, pc))
-    fig, axes = S.new_figure(len(rows_of_fig), 2, height=1.5 * len(rows_of_fig) + 0.4)
-    for r, (title, skip, rows, panel_layers, pc) in enumerate(rows_of_fig):
+    for title, g in D.panels(dist):
+        ds, arch = g["dataset"].iloc[0], g["arch"].iloc[0]
+        panel_layers = layers[(layers["dataset"] == ds) & (layers["arch"] == arch)]
+        for variant in [v for v in styles if v in set(g["variant"])]:
+            pc = per_cell[(per_cell["dataset"] == ds) & (per_cell["arch"] == arch)
+                          & (per_cell["variant"] == variant)]  # fmt: skip
+            rows_of_fig.append((title, styles[variant], g[g["variant"] == variant],
+                                panel_layers, pc))  # fmt: skip
+    fig, axes = S.new_figure(len(rows_of_fig), 2, height=1.5 * len(rows_of_fig) + 0.5)
+    for r, (title, st, rows, panel_layers, pc) in enumerate(rows_of_fig):
         _per_block(axes[r, 0], rows, panel_layers)
-        _vs_depth(axes[r, 1], pc, skip)
+        _vs_depth(axes[r, 1], pc, st)
         for ax in axes[r]:
-            ax.set_title(f"{title}: {S.skip_label(skip)}", color=S.skip_color(skip))
+            ax.set_title(f"{title}: {st.label}", color=st.color)
     handles = [
         Line2D([], [], color="0.3", marker="o", mfc="white", ls="", label="transition block"),
-        Line2D([], [], color="k", ls="-", label="fit (95 % CI of slope)"),
+        Patch(color="0.3", alpha=0.2, label="95 % t-band over seeds"),
+        Line2D([], [], color="0.3", marker="o", ls="", label="mean ± 95 % t-interval"),
+        Line2D([], [], color="k", ls="-", label="least-squares fit (slope CI in text)"),
         Line2D([], [], color="k", ls="--", label="O(log m / m), seeds/000"),
         Line2D([], [], color="k", ls=":", label="1/m"),
     ]

@@ -1,4 +1,5 @@
-"""One matplotlib style for every figure, and one fixed colour per skip kind.
+"""One matplotlib style for every figure, one fixed colour per skip kind, and per variant
+(a named kind + config overrides) the kind's colour with a marker of its own.
 
 Sizes are for a single-column paper figure (3.4 in wide) so that the 7–8 pt text
 stays legible when printed; the PNG for the report is the same figure at 200 dpi.
@@ -7,7 +8,9 @@ stays legible when printed; the PNG for the report is the same figure at 200 dpi
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -70,6 +73,10 @@ SKIP_LABELS: dict[str, str] = {
     "orth_jacobian": "orth. Jacobian",
 }
 
+# Markers for the 2nd, 3rd, … variant of one kind (the bare kind keeps SKIP_MARKERS'); none
+# of them is a kind's marker, nor the "X" of a diverged run.
+VARIANT_MARKERS: tuple[str, ...] = ("*", "h", "p", "d", "H", "8")
+
 UNKNOWN_COLOR = "#7F7F7F"
 NO_DATA_TEXT = "no data for this figure in this run"
 
@@ -117,6 +124,52 @@ def ordered_skips(skips: Iterable[str]) -> list[str]:
     return known + sorted(present - set(SKIP_ORDER))
 
 
+def ordered_variants(kinds: Mapping[str, str]) -> list[str]:
+    """Variants (keys; values are their kinds) by their kind's order, then by name."""
+    rank = {s: k for k, s in enumerate(ordered_skips(kinds.values()))}
+    return sorted(kinds, key=lambda v: (rank[kinds[v]], v))
+
+
+@dataclass(frozen=True)
+class VariantStyle:
+    variant: str
+    skip: str
+    color: str  # always the kind's colour
+    marker: str
+    label: str
+    bare: bool  # the variant is the kind itself
+
+
+def variant_styles(kinds: Mapping[str, str]) -> dict[str, VariantStyle]:
+    """Style per variant: the kind's colour; the bare kind its marker and label, every other
+    variant of that kind the next of VARIANT_MARKERS (in name order) and its own name."""
+    out: dict[str, VariantStyle] = {}
+    extra: dict[str, int] = {}
+    for v in ordered_variants(kinds):
+        skip = kinds[v]
+        if v == skip:
+            out[v] = VariantStyle(v, skip, skip_color(skip), skip_marker(skip), skip_label(skip),
+                                  True)  # fmt: skip
+            continue
+        k = extra.get(skip, 0)
+        extra[skip] = k + 1
+        marker = VARIANT_MARKERS[k % len(VARIANT_MARKERS)]
+        out[v] = VariantStyle(v, skip, skip_color(skip), marker, v, False)
+    return out
+
+
+def variant_handles(styles: Mapping[str, VariantStyle], variants: Iterable[str] | None = None):
+    """Legend handles (colour, marker, label) for the given variants (default all), in order."""
+    from matplotlib.lines import Line2D
+
+    keep = set(styles if variants is None else variants)
+    return [
+        Line2D([], [], color=st.color, marker=st.marker, label=st.label)
+        for v, st in styles.items()
+        if v in keep
+    ]
+
+
 @contextlib.contextmanager
 def style() -> Iterator[None]:
     with plt.rc_context(RC):
@@ -140,13 +193,28 @@ def no_data_figure(title: str, reason: str = NO_DATA_TEXT) -> Figure:
     return fig
 
 
+def pdf_metadata() -> dict[str, str | None]:
+    """PDF info without a wall-clock date, so that the same figure gives the same bytes.
+
+    With SOURCE_DATE_EPOCH set, matplotlib stamps that date instead (reproducible builds);
+    otherwise CreationDate is left out. Producer/Creator are fixed strings.
+    """
+    meta: dict[str, str | None] = {"Creator": "orthskip", "Producer": "orthskip (matplotlib)"}
+    if not os.environ.get("SOURCE_DATE_EPOCH"):
+        meta["CreationDate"] = None
+    return meta
+
+
+PNG_METADATA = {"Software": "orthskip (matplotlib)"}
+
+
 def save_figure(fig: Figure, out_pdf: Path, out_png: Path) -> None:
-    """Vector PDF and PNG, each written atomically; the figure is closed afterwards."""
+    """Vector PDF and PNG, each written atomically and byte-reproducibly; closes the figure."""
     try:
         with atomic_path(out_pdf) as tmp:
-            fig.savefig(tmp, format="pdf")
+            fig.savefig(tmp, format="pdf", metadata=pdf_metadata())
         with atomic_path(out_png) as tmp:
-            fig.savefig(tmp, format="png", dpi=PNG_DPI)
+            fig.savefig(tmp, format="png", dpi=PNG_DPI, metadata=PNG_METADATA)
     finally:
         plt.close(fig)
 

@@ -7,7 +7,7 @@
 from orthskip.metrics.extract import FAMILIES, extract_metrics, select_probe
 from orthskip.metrics.gradflow import grad_norm_ratio
 from orthskip.metrics.jacobian import jacobian_sv
-from orthskip.metrics.orthogonality import dist_identity, orth_defect
+from orthskip.metrics.orthogonality import dist_identity, dist_init, orth_defect
 from orthskip.metrics.representation import repr_condition
 from orthskip.metrics.schema import (
     COLUMNS,
@@ -18,7 +18,14 @@ from orthskip.metrics.schema import (
     with_cell_columns,
     write_cell_metrics,
 )
-from orthskip.metrics.spectra import conv_operator_svals, sv_hosvd, sv_operator, sv_reshaped
+from orthskip.metrics.spectra import (
+    conv_operator_matrix,
+    conv_operator_svals,
+    sv_circular,
+    sv_hosvd,
+    sv_operator,
+    sv_reshaped,
+)
 
 __all__ = [
     "COLUMNS",
@@ -26,14 +33,17 @@ __all__ = [
     "METRIC_COLUMNS",
     "SCHEMA",
     "SchemaError",
+    "conv_operator_matrix",
     "conv_operator_svals",
     "dist_identity",
+    "dist_init",
     "extract_metrics",
     "grad_norm_ratio",
     "jacobian_sv",
     "orth_defect",
     "repr_condition",
     "select_probe",
+    "sv_circular",
     "sv_hosvd",
     "sv_operator",
     "sv_reshaped",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -13,16 +13,18 @@ from torch.nn.utils import parametrize
 
 from orthskip.metrics.gradflow import block_activations, grad_norm_ratios
 from orthskip.metrics.jacobian import jacobian_sv
-from orthskip.metrics.orthogonality import as_matrix, dist_identity, orth_defect
+from orthskip.metrics.orthogonality import as_matrix, dist_identity, dist_init, orth_defect
 from orthskip.metrics.representation import repr_condition
 from orthskip.metrics.schema import METRIC_COLUMNS
-from orthskip.metrics.spectra import sv_hosvd, sv_operator, sv_reshaped
+from orthskip.metrics.spectra import sv_circular, sv_hosvd, sv_operator, sv_reshaped
 
 FAMILIES = (
     "orth_defect",
     "dist_identity",
+    "dist_init",
     "sv_reshaped",
     "sv_operator",
+    "sv_operator_circular",
     "sv_hosvd",
     "grad_norm_ratio",
     "jacobian_sv",
@@ -49,12 +51,13 @@ class _Rows:
         stats: dict[str, float],
         exact: bool = True,
         shape: tuple[int, ...] = (),
+        method: str = "direct",
     ) -> None:
         dims = "x".join(str(d) for d in shape)
         for stat, value in stats.items():
             self.rows.append(
                 (layer.index, layer.name, kind, param, dims, metric, stat, float(value),
-                 bool(exact))
+                 bool(exact), method)
             )  # fmt: skip
 
     def frame(self) -> pd.DataFrame:
@@ -103,9 +106,13 @@ def extract_metrics(
     families: Collection[str] | None = None,
     jacobian_samples: int = 8,
     jacobian_steps: int = 24,
+    initial_skips: Mapping[str, Tensor] | None = None,
 ) -> pd.DataFrame:
     """All per-layer metrics of `model` (ResidualNet contract) on the probe batch.
 
+    `initial_skips` maps skip params (``blocks.3.skip.Q``) to the same matrices at the cell's
+    first snapshot: with it, family ``dist_init`` records ‖Q − Q₀‖ (NaN for a param it lacks,
+    e.g. when epoch 0 was not saved); without it (None) that family is skipped.
     Runs in eval mode (running BatchNorm statistics, no buffer updates) and restores the mode.
     Returns the long table of docs/metrics.md: columns METRIC_COLUMNS, one row per
     (layer, metric, stat). `families` restricts which metric families are computed.
@@ -125,7 +132,10 @@ def extract_metrics(
     # parametrized weights (orthogonal skips) are computed once, not at every access
     with parametrize.cached():
         try:
-            _extract(model, probe_x, probe_y, want, rows, jacobian_samples, jacobian_steps)
+            _extract(
+                model, probe_x, probe_y, want, rows, jacobian_samples, jacobian_steps,
+                initial_skips,
+            )  # fmt: skip
         finally:
             model.train(was_training)
     return rows.frame()
@@ -139,6 +149,7 @@ def _extract(
     rows: _Rows,
     jacobian_samples: int,
     jacobian_steps: int,
+    initial_skips: Mapping[str, Tensor] | None,
 ) -> None:
     """Fill `rows`; the model is in eval mode."""
     weights = _weight_layers(model)
@@ -183,9 +194,17 @@ def _extract(
             stats, exact = jacobian_sv(
                 block, acts[i][:jacobian_samples], steps=jacobian_steps, seed=i
             )
-            rows.add(layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact, out_shape)
+            method = "dense_jacobian" if exact else "lanczos"
+            rows.add(
+                layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact, out_shape, method
+            )
         for key, mat in block.skip_matrices().items():
-            _skip_rows(rows, layer, f"blocks.{i}.{key}", mat, want)
+            param = f"blocks.{i}.{key}"
+            _skip_rows(rows, layer, param, mat, want)
+            if "dist_init" in want and initial_skips is not None:
+                q0 = initial_skips.get(param)
+                d = dist_init(mat, q0)
+                rows.add(layer, "skip", param, "dist_init", d, shape=tuple(as_matrix(mat).shape))
 
     for name, mod in weights:
         layer = _layer_of(name, model)
@@ -198,6 +217,8 @@ def _extract(
             rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w), shape=tuple(w.shape))
         if kind == "conv" and "sv_operator" in want:
             _operator_rows(rows, layer, param, mod, input_sizes.get(name))
+        if kind == "conv" and "sv_operator_circular" in want:
+            _circular_rows(rows, layer, param, mod, input_sizes.get(name))
 
 
 def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[str]) -> None:
@@ -211,17 +232,37 @@ def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[st
         rows.add(layer, "skip", param, "sv_reshaped", sv_reshaped(q), shape=dims)
 
 
+_NAN_SV = {"max": math.nan, "min": math.nan, "cond": math.nan}
+
+
 def _operator_rows(
     rows: _Rows, layer: _Layer, param: str, conv: nn.Conv2d, size: tuple[int, int] | None
 ) -> None:
-    nan = {"max": math.nan, "min": math.nan, "cond": math.nan}
+    """The operator at the layer's real padding: FFT (circular), dense SVD or LOBPCG."""
     dims = tuple(conv.weight.shape)
     if size is None:  # never called on the probe batch: no input size to evaluate at
-        rows.add(layer, "conv", param, "sv_operator", nan, exact=False, shape=dims)
+        rows.add(layer, "conv", param, "sv_operator", _NAN_SV, False, dims, "none")
         return
     try:
-        stats, exact = sv_operator(conv, size)
-    except ValueError:  # padding mode / size the FFT method does not cover
-        stats, exact = nan, False
+        stats, exact, method = sv_operator(conv, size)
+    except ValueError:  # a padding mode the operator matrix does not cover
+        stats, exact, method = _NAN_SV, False, "none"
     # the operator acts on C_in x H x W inputs: record the size it was evaluated at
-    rows.add(layer, "conv", param, "sv_operator", stats, exact, (*dims, *size))
+    rows.add(layer, "conv", param, "sv_operator", stats, exact, (*dims, *size), method)
+
+
+def _circular_rows(
+    rows: _Rows, layer: _Layer, param: str, conv: nn.Conv2d, size: tuple[int, int] | None
+) -> None:
+    """The circular surrogate on the torus (FFT); exact only where it is the layer itself."""
+    dims = tuple(conv.weight.shape)
+    if size is None:
+        rows.add(layer, "conv", param, "sv_operator_circular", _NAN_SV, False, dims, "none")
+        return
+    try:
+        stats, exact = sv_circular(conv, size)
+    except ValueError:  # padding mode / size the FFT method does not cover
+        stats, exact = _NAN_SV, False
+    rows.add(
+        layer, "conv", param, "sv_operator_circular", stats, exact, (*dims, *size), "fft_circular"
+    )

@@ -2,7 +2,8 @@
 
 The block maps a batch to a batch sample by sample (eval mode), so the Jacobian of the batch
 map is block-diagonal; its extreme singular values are the max / min over the samples of each
-sample's Jacobian ∂y_i/∂x_i. For σ_min we take the min(d_in, d_out)-th singular value.
+sample's Jacobian ∂y_i/∂x_i. For σ_min we take the min(d_in, d_out)-th singular value, with a
+relative floor below which it counts as 0 (:func:`jacobian_floor`).
 """
 
 from __future__ import annotations
@@ -114,6 +115,17 @@ def _bidiag_svals(block: nn.Module, x: Tensor, steps: int, generator: torch.Gene
     return torch.linalg.svdvals(bmat.cpu())
 
 
+def jacobian_floor(d_in: int, d_out: int, dtype: torch.dtype) -> float:
+    """Relative floor for σ_min of the dense path: √min(d_in, d_out) · eps(dtype).
+
+    The Jacobian is computed in the block's dtype; its rounding error is at most about
+    eps·‖J‖_F ≤ eps·√d·σ_max in spectral norm, so (Weyl) singular values below
+    floor·σ_max are indistinguishable from 0 (post-activation ReLU blocks have exact zeros,
+    which the SVD returns as 1e-65 … 1e-143 noise).
+    """
+    return math.sqrt(min(d_in, d_out)) * torch.finfo(dtype).eps
+
+
 def jacobian_sv(
     block: nn.Module,
     x: Tensor,
@@ -122,11 +134,14 @@ def jacobian_sv(
     dense_max_dim: int = 1024,
     seed: int = 0,
 ) -> tuple[dict[str, float], bool]:
-    """σ_max and σ_min of the block Jacobian on the batch x, and whether they are exact.
+    """Extreme singular values of the block Jacobian on the batch x, and whether they are exact.
 
     If d_in and d_out are both ≤ dense_max_dim the per-sample Jacobians are formed in full
-    (torch.func.jacrev) and the values are exact. Otherwise `steps` Golub–Kahan–Lanczos steps
-    (one jvp and one vjp each) give Ritz estimates: max ≤ true σ_max, min ≥ true σ_min.
+    (exact=True): stats max, min, cond, where min is set to 0 (and cond to inf) when it is
+    ≤ jacobian_floor · max. Otherwise `steps` Golub–Kahan–Lanczos steps (one jvp and one vjp
+    each; exact=False) give Ritz values: stats max (≤ true σ_max) and min_upper_bound
+    (≥ true σ_min). The Ritz σ_min is not an estimate of σ_min (≈0.39 for a block whose
+    σ_min is 0), so no `min` or `cond` is reported on that path.
     The block must be in eval mode (no batch statistics, no buffer updates).
     """
     x = x.detach()
@@ -134,6 +149,11 @@ def jacobian_sv(
         d_out = block(x[:1]).numel()
     d_in = x[0].numel()
     exact = max(d_in, d_out) <= dense_max_dim
+    nan = (
+        {"max": math.nan, "min": math.nan, "cond": math.nan}
+        if exact
+        else {"max": math.nan, "min_upper_bound": math.nan}
+    )
     try:
         if exact:
             svals = _dense_svals(block, x)
@@ -141,8 +161,17 @@ def jacobian_sv(
             gen = torch.Generator().manual_seed(seed)
             svals = _bidiag_svals(block, x, steps, gen)
     except torch.linalg.LinAlgError:  # non-finite Jacobian of an exploding net
-        return {"max": math.nan, "min": math.nan}, exact
+        return nan, exact
     smax, smin = float(svals.max()), float(svals.min())
     if not (math.isfinite(smax) and math.isfinite(smin)):
-        return {"max": math.nan, "min": math.nan}, exact
-    return {"max": smax, "min": smin}, exact
+        return nan, exact
+    if not exact:
+        return {"max": smax, "min_upper_bound": smin}, exact
+    dtype = x.dtype if x.dtype.is_floating_point else torch.float32
+    if smin <= jacobian_floor(d_in, d_out, dtype) * smax:
+        smin = 0.0
+    if smax == 0.0:
+        cond = math.nan
+    else:
+        cond = math.inf if smin == 0.0 else smax / smin
+    return {"max": smax, "min": smin, "cond": cond}, exact

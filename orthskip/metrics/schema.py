@@ -26,7 +26,9 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "stat",
     "value",
     "exact",
+    "method",
 )
+# variant: a named skip kind + config overrides; a bare kind is the variant of its own name
 CELL_COLUMNS: tuple[str, ...] = ("dataset", "arch", "variant", "skip", "depth", "seed")
 PROVENANCE_COLUMNS: tuple[str, ...] = ("config_hash", "code_version", "torch_version", "device")
 
@@ -47,6 +49,7 @@ _TYPES: dict[str, pa.DataType] = {
     "stat": pa.string(),
     "value": pa.float64(),  # ±inf and NaN are values, never nulls
     "exact": pa.bool_(),
+    "method": pa.string(),  # how `value` was computed (docs/metrics.md), e.g. dense_svd, lobpcg
     "config_hash": pa.string(),
     "code_version": pa.string(),
     "torch_version": pa.string(),
@@ -104,7 +107,6 @@ def with_cell_columns(
     *,
     dataset: str,
     arch: str,
-    variant: str,
     skip: str,
     depth: int,
     seed: int,
@@ -113,12 +115,16 @@ def with_cell_columns(
     code_version: str,
     torch_version: str,
     device: str,
+    variant: str | None = None,
 ) -> pd.DataFrame:
-    """extract_metrics' table with the cell's wildcards, the snapshot epoch and provenance."""
+    """extract_metrics' table with the cell's wildcards, the snapshot epoch and provenance.
+
+    ``variant`` defaults to the skip kind (a bare kind is the variant of its own name).
+    """
     consts: dict[str, Any] = {
         "dataset": str(dataset),
         "arch": str(arch),
-        "variant": str(variant),
+        "variant": str(skip if variant is None else variant),
         "skip": str(skip),
         "depth": int(depth),
         "seed": int(seed),

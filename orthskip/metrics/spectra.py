@@ -1,4 +1,4 @@
-"""Singular values of layer weights: reshaped kernels, convolution operators (FFT), HOSVD modes.
+"""Singular values of layer weights: reshaped kernels, convolution operators, HOSVD modes.
 
 All computations run in float64 on CPU copies of the weights (any device in, floats out).
 """
@@ -6,9 +6,13 @@ All computations run in float64 on CPU copies of the weights (any device in, flo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
+import numpy as np
 import torch
+from scipy import sparse
+from scipy.sparse import linalg as splinalg
 from torch import Tensor, nn
 
 
@@ -124,8 +128,14 @@ def conv_operator_svals(
     return svals, exact_h and exact_w
 
 
-def sv_operator(conv: nn.Conv2d, input_size: Sequence[int]) -> tuple[dict[str, float], bool]:
-    """σ_max, σ_min, κ of a Conv2d operator at the spatial input size it sees; and exactness."""
+def sv_circular(conv: nn.Conv2d, input_size: Sequence[int]) -> tuple[dict[str, float], bool]:
+    """σ_max, σ_min, κ of the layer's *circular surrogate* on the torus (FFT), and exactness.
+
+    exact=True: the surrogate is the layer's operator (circular padding covering all n/s
+    outputs, or a convolution that touches no padding). exact=False (zero padding): `max` is an
+    upper bound on the operator's σ_max; `min` and `cond` describe the surrogate only and are
+    neither bounds nor estimates of the operator's (use :func:`sv_operator` for those).
+    """
     svals, exact = conv_operator_svals(
         conv.weight,
         input_size,
@@ -136,3 +146,85 @@ def sv_operator(conv: nn.Conv2d, input_size: Sequence[int]) -> tuple[dict[str, f
         padding_mode=conv.padding_mode,
     )
     return svd_stats(svals), exact
+
+
+def conv_operator_matrix(conv: nn.Conv2d, input_size: Sequence[int]) -> sparse.csr_matrix:
+    """The Conv2d (bias left out) as a sparse (C_out·H_out·W_out, C_in·H·W) float64 matrix.
+
+    Built tap by tap from the kernel at the layer's real padding: output (o, i, j) reads input
+    (c, i·s − p + a·d, j·s − p + b·d) with weight K[o, c, a, b]; taps that fall outside the
+    input read zeros (zero padding) or wrap around (circular padding). Rows and columns are in
+    the C-order of the (C, H, W) tensors.
+    """
+    if conv.padding_mode not in ("zeros", "circular"):
+        raise ValueError(f"padding_mode {conv.padding_mode!r}: only 'zeros' and 'circular'")
+    if isinstance(conv.padding, str):
+        raise ValueError("string padding ('same'/'valid') is not supported; pass integers")
+    w = conv.weight.detach().to("cpu", torch.float64).numpy()
+    c_out, c_in_g, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation)
+    h, wd = int(input_size[0]), int(input_size[1])
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    c_in = c_in_g * conv.groups
+    o, i, j, c, a, b = np.meshgrid(
+        np.arange(c_out), np.arange(ho), np.arange(wo), np.arange(c_in_g), np.arange(kh),
+        np.arange(kw), indexing="ij",
+    )  # fmt: skip
+    ii, jj = i * sh - ph + a * dh, j * sw - pw + b * dw
+    cc = (o // (c_out // conv.groups)) * c_in_g + c
+    if conv.padding_mode == "circular":
+        ii, jj = ii % h, jj % wd
+    inside = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < wd)
+    rows = ((o * ho + i) * wo + j)[inside]
+    cols = ((cc * h + ii) * wd + jj)[inside]
+    vals = w[o, c, a, b][inside]
+    shape = (c_out * ho * wo, c_in * h * wd)
+    return sparse.coo_matrix((vals, (rows, cols)), shape=shape).tocsr()  # duplicates summed
+
+
+LOBPCG_MAXITER = 500  # cost cap per extreme; the result is recorded as an estimate anyway
+
+
+def _lobpcg_extremes(mat: sparse.csr_matrix, seed: int) -> tuple[float, float]:
+    """σ_max, σ_min (the min(rows, cols)-th) by LOBPCG on the smaller Gram matrix."""
+    gram = (mat.T @ mat) if mat.shape[1] <= mat.shape[0] else (mat @ mat.T)
+    gram = sparse.csr_matrix(gram)
+    rng = np.random.default_rng(seed)
+    out = []
+    for largest in (True, False):
+        x0 = rng.standard_normal((gram.shape[0], 4))
+        with warnings.catch_warnings():  # non-convergence is recorded as exact=False anyway
+            warnings.simplefilter("ignore")
+            vals, _ = splinalg.lobpcg(gram, x0, largest=largest, tol=1e-10, maxiter=LOBPCG_MAXITER)
+        out.append(float(np.max(vals) if largest else np.min(vals)))
+    lmax, lmin = out
+    return math.sqrt(max(lmax, 0.0)), math.sqrt(max(lmin, 0.0))
+
+
+def sv_operator(
+    conv: nn.Conv2d, input_size: Sequence[int], *, dense_max_dim: int = 4096, seed: int = 0
+) -> tuple[dict[str, float], bool, str]:
+    """σ_max, σ_min, κ of the Conv2d operator at its real padding and input size.
+
+    Returns (stats, exact, method). method "fft": circular padding on which the FFT method is
+    exact; "dense_svd": the operator matrix (:func:`conv_operator_matrix`) is formed and all
+    its singular values computed (exact to float64 rounding) when C_in·H·W and
+    C_out·H_out·W_out are both ≤ dense_max_dim; "lobpcg" above that: LOBPCG on the smaller
+    Gram matrix AᵀA / AAᵀ, an iterative estimate (exact=False; σ_min loses accuracy below
+    about 1e-8·σ_max since it is the square root of an eigenvalue of the Gram matrix).
+    σ_min is the min(rows, cols)-th singular value; κ = inf when it is 0.
+    """
+    if conv.padding_mode == "circular":
+        try:
+            stats, exact = sv_circular(conv, input_size)
+        except ValueError:  # a size the FFT method does not cover: the matrix still does
+            exact = False
+        if exact:
+            return stats, True, "fft"
+    mat = conv_operator_matrix(conv, input_size)
+    if max(mat.shape) <= dense_max_dim:
+        svals = torch.linalg.svdvals(torch.from_numpy(mat.toarray()))
+        return svd_stats(svals), True, "dense_svd"
+    smax, smin = _lobpcg_extremes(mat, seed)
+    return svd_stats(torch.tensor([smax, smin], dtype=torch.float64)), False, "lobpcg"
