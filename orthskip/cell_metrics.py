@@ -58,6 +58,8 @@ def cell_metrics(
             probe_x,
             probe_y,
             jacobian_samples=mcfg.get("jacobian_samples", 8),
+            operator_dense_max_dim=mcfg.get("operator_dense_max_dim", 4096),
+            operator_iterative=mcfg.get("operator_iterative", False),
             initial_skips=initial,
         )
         df.insert(0, "epoch", int(epoch))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -128,11 +130,18 @@ def test_operator_exact_at_real_padding(case) -> None:
     assert stats["min"] == pytest.approx(smin, rel=1e-10, abs=1e-13 * smax)
     assert stats["cond"] == pytest.approx(smax / smin, rel=1e-9)
     # the iterative path (forced): Rayleigh–Ritz values lie inside the spectrum
-    est, exact, method = sv_operator(conv, size, dense_max_dim=0)
+    est, exact, method = sv_operator(conv, size, dense_max_dim=0, iterative=True)
     assert not exact and method == "lobpcg"
     assert smax * (1 - 1e-6) <= est["max"] <= smax * (1 + 1e-9)
     assert est["min"] >= smin * (1 - 1e-6)
     assert est["min"] == pytest.approx(smin, rel=1e-3)  # small cases converge
+
+
+def test_operator_above_the_dense_limit_is_not_estimated_unless_asked() -> None:
+    conv = make_conv(3, 4, 3, 1, 1, mode="zeros", seed=7)
+    stats, exact, method = sv_operator(conv, (6, 6), dense_max_dim=10)
+    assert not exact and method == "skipped_large"
+    assert all(math.isnan(v) for v in stats.values())
 
 
 def test_circular_surrogate_is_not_the_zero_padded_operator() -> None:

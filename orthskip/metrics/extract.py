@@ -107,9 +107,12 @@ def extract_metrics(
     jacobian_samples: int = 8,
     jacobian_steps: int = 24,
     initial_skips: Mapping[str, Tensor] | None = None,
+    operator_dense_max_dim: int = 4096,
+    operator_iterative: bool = False,
 ) -> pd.DataFrame:
     """All per-layer metrics of `model` (ResidualNet contract) on the probe batch.
 
+    `operator_dense_max_dim` / `operator_iterative`: see :func:`sv_operator`.
     `initial_skips` maps skip params (``blocks.3.skip.Q``) to the same matrices at the cell's
     first snapshot: with it, family ``dist_init`` records ‖Q − Q₀‖ (NaN for a param it lacks,
     e.g. when epoch 0 was not saved); without it (None) that family is skipped.
@@ -134,7 +137,7 @@ def extract_metrics(
         try:
             _extract(
                 model, probe_x, probe_y, want, rows, jacobian_samples, jacobian_steps,
-                initial_skips,
+                initial_skips, (operator_dense_max_dim, operator_iterative),
             )  # fmt: skip
         finally:
             model.train(was_training)
@@ -150,6 +153,7 @@ def _extract(
     jacobian_samples: int,
     jacobian_steps: int,
     initial_skips: Mapping[str, Tensor] | None,
+    operator: tuple[int, bool] = (4096, False),
 ) -> None:
     """Fill `rows`; the model is in eval mode."""
     weights = _weight_layers(model)
@@ -216,7 +220,9 @@ def _extract(
         if kind == "conv" and "sv_hosvd" in want:
             rows.add(layer, kind, param, "sv_hosvd", sv_hosvd(w), shape=tuple(w.shape))
         if kind == "conv" and "sv_operator" in want:
-            _operator_rows(rows, layer, param, mod, input_sizes.get(name))
+            _operator_rows(
+                rows, layer, param, mod, input_sizes.get(name), *operator
+            )  # fmt: skip
         if kind == "conv" and "sv_operator_circular" in want:
             _circular_rows(rows, layer, param, mod, input_sizes.get(name))
 
@@ -236,7 +242,13 @@ _NAN_SV = {"max": math.nan, "min": math.nan, "cond": math.nan}
 
 
 def _operator_rows(
-    rows: _Rows, layer: _Layer, param: str, conv: nn.Conv2d, size: tuple[int, int] | None
+    rows: _Rows,
+    layer: _Layer,
+    param: str,
+    conv: nn.Conv2d,
+    size: tuple[int, int] | None,
+    dense_max_dim: int,
+    iterative: bool,
 ) -> None:
     """The operator at the layer's real padding: FFT (circular), dense SVD or LOBPCG."""
     dims = tuple(conv.weight.shape)
@@ -244,7 +256,9 @@ def _operator_rows(
         rows.add(layer, "conv", param, "sv_operator", _NAN_SV, False, dims, "none")
         return
     try:
-        stats, exact, method = sv_operator(conv, size)
+        stats, exact, method = sv_operator(
+            conv, size, dense_max_dim=dense_max_dim, iterative=iterative
+        )
     except ValueError:  # a padding mode the operator matrix does not cover
         stats, exact, method = _NAN_SV, False, "none"
     # the operator acts on C_in x H x W inputs: record the size it was evaluated at

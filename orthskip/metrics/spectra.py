@@ -203,7 +203,12 @@ def _lobpcg_extremes(mat: sparse.csr_matrix, seed: int) -> tuple[float, float]:
 
 
 def sv_operator(
-    conv: nn.Conv2d, input_size: Sequence[int], *, dense_max_dim: int = 4096, seed: int = 0
+    conv: nn.Conv2d,
+    input_size: Sequence[int],
+    *,
+    dense_max_dim: int = 4096,
+    iterative: bool = False,
+    seed: int = 0,
 ) -> tuple[dict[str, float], bool, str]:
     """σ_max, σ_min, κ of the Conv2d operator at its real padding and input size.
 
@@ -213,7 +218,9 @@ def sv_operator(
     C_out·H_out·W_out are both ≤ dense_max_dim; "lobpcg" above that: LOBPCG on the smaller
     Gram matrix AᵀA / AAᵀ, an iterative estimate (exact=False; σ_min loses accuracy below
     about 1e-8·σ_max since it is the square root of an eigenvalue of the Gram matrix).
-    σ_min is the min(rows, cols)-th singular value; κ = inf when it is 0.
+    σ_min is the min(rows, cols)-th singular value; κ = inf when it is 0. Above
+    dense_max_dim with ``iterative`` off (the default: LOBPCG takes ~20 s per 16×32×32 layer)
+    nothing is computed: NaN, method "skipped_large".
     """
     if conv.padding_mode == "circular":
         try:
@@ -226,5 +233,7 @@ def sv_operator(
     if max(mat.shape) <= dense_max_dim:
         svals = torch.linalg.svdvals(torch.from_numpy(mat.toarray()))
         return svd_stats(svals), True, "dense_svd"
+    if not iterative:
+        return {"max": math.nan, "min": math.nan, "cond": math.nan}, False, "skipped_large"
     smax, smin = _lobpcg_extremes(mat, seed)
     return svd_stats(torch.tensor([smax, smin], dtype=torch.float64)), False, "lobpcg"
