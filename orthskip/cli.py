@@ -83,6 +83,32 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_pack(args: argparse.Namespace) -> int:
+    from orthskip.pack import train_pack
+    from orthskip.train import PREEMPT_EXIT_CODE, Preempted
+
+    try:
+        statuses = train_pack(
+            json.loads(args.pack_config), args.data, args.manifest, args.outs, args.logs
+        )
+    except Preempted as err:
+        logging.getLogger("orthskip").warning("%s", err)
+        return PREEMPT_EXIT_CODE
+    print("statuses: " + " ".join(statuses))
+    return 0
+
+
+def cmd_metrics_pack(args: argparse.Namespace) -> int:
+    from orthskip.pack import metrics_pack
+
+    rows = metrics_pack(
+        json.loads(args.pack_config), args.data, args.manifest, args.snapshots, args.outs,
+        args.warp_outs, args.logs,
+    )  # fmt: skip
+    print(f"{rows} metric rows")
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from orthskip.aggregate import aggregate
 
@@ -140,6 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--warp-out", type=Path, required=True)
     p.set_defaults(func=cmd_metrics)
+
+    for name, func, help_text in (
+        ("train-pack", cmd_train_pack, "train the members of a pack, one after another"),
+        ("metrics-pack", cmd_metrics_pack, "per-layer metrics of every member of a pack"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--pack-config", required=True, help="JSON list of member cell configs")
+        p.add_argument("--data", type=Path, required=True, help="prepared dataset file")
+        p.add_argument("--manifest", type=Path, required=True, help="its manifest")
+        p.add_argument("--logs", type=Path, nargs="+", help="one log per member (appended)")
+        if func is cmd_train_pack:
+            p.add_argument("--outs", type=Path, nargs="+", required=True, help="cell dirs")
+        else:
+            p.add_argument("--snapshots", type=Path, nargs="+", required=True)
+            p.add_argument("--outs", type=Path, nargs="+", required=True)
+            p.add_argument("--warp-outs", type=Path, nargs="+", required=True)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("aggregate", help="merge all cells into results/metrics/*.parquet")
     for name in ("status", "history", "metrics", "warp"):

@@ -28,7 +28,9 @@ from orthskip.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-TOP_KEYS = ("datasets", "variants", "grid", "model", "skip_options", "train", "metrics")
+TOP_KEYS = (
+    "datasets", "variants", "grid", "model", "skip_options", "train", "metrics", "execution",
+)  # fmt: skip
 GRID_KEYS = ("arch", "datasets", "variants", "depths", "seeds")
 # Sections of the config that a variant may override for its cells.
 VARIANT_KEYS = ("skip", "skip_options", "model", "train", "metrics")
@@ -61,6 +63,11 @@ class Cell:
             return cls(parts[0], parts[1], parts[2], int(parts[3][1:]), int(parts[4][1:]))
         except ValueError as err:
             raise ConfigError(f"cell {text!r}: depth and seed must be integers") from err
+
+    @property
+    def pack(self) -> str:
+        """The pack key: the cell's path without the seed (cells that differ only in seed)."""
+        return f"{self.dataset}/{self.arch}/{self.variant}/d{self.depth}"
 
     @classmethod
     def of(cls, cell: dict[str, Any]) -> Cell:
@@ -308,6 +315,29 @@ def cells(cfg: dict[str, Any]) -> list[Cell]:
         for seed in entry["seeds"]
     }
     return sorted(found)
+
+
+def packs(cfg: dict[str, Any]) -> dict[tuple[int, ...], list[str]]:
+    """Members' seeds -> the pack keys (:attr:`Cell.pack`) of the packs with those seeds.
+
+    ``execution.pack: seeds``: a pack is all cells that differ only in seed (one job);
+    ``none``: every cell is a pack of its own seed. The workflow defines one train (and one
+    metrics) rule per seed tuple, so that each rule's outputs name its members' seeds.
+    """
+    by_seed = cfg.get("execution", {}).get("pack", "seeds") == "seeds"
+    members: dict[str, list[int]] = {}
+    for c in cells(cfg):
+        members.setdefault(c.pack, []).append(c.seed)
+    out: dict[tuple[int, ...], list[str]] = {}
+    for key, seeds in sorted(members.items()):
+        for group in [tuple(sorted(seeds))] if by_seed else [(s,) for s in sorted(seeds)]:
+            out.setdefault(group, []).append(key)
+    return dict(sorted(out.items()))
+
+
+def pack_cells(key: str, seeds: tuple[int, ...]) -> list[Cell]:
+    """The member cells of pack ``key`` (``dataset/arch/variant/dDEPTH``)."""
+    return [Cell.parse(f"{key}/s{s}") for s in seeds]
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

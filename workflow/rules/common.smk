@@ -1,7 +1,8 @@
 import json
+import re
 
 from orthskip import cluster
-from orthskip.config import Cell, cell_config, cells
+from orthskip.config import cell_config, cells, pack_cells, packs
 from orthskip.figures import FIGURES
 from orthskip.provenance import source_hash
 from orthskip.tables import TABLES
@@ -14,72 +15,95 @@ shell.prefix(
 ENV = "../../environment.yml"
 CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
 CELLS = cells(config)
+# members' seeds -> pack keys; one train and one metrics rule per seed tuple
+PACKS = packs(config)
 
 
 def cell_dirs():
     return [f"results/cells/{c.path}" for c in CELLS]
 
 
-def cell_of(wildcards):
-    return Cell(
-        wildcards.dataset,
-        wildcards.arch,
-        wildcards.variant,
-        int(wildcards.depth),
-        int(wildcards.seed),
-    )
+def pack_rule_name(stage, i):
+    return stage if i == 0 else f"{stage}_{i + 1}"
 
 
-def train_config_json(wildcards):
-    """What training depends on: a change reruns only the affected cells."""
-    part = cell_config(config, cell_of(wildcards))
-    part.pop("metrics")
-    return json.dumps(part, sort_keys=True)
+def pack_pattern(keys):
+    """The `pack` wildcard of one rule matches exactly its packs."""
+    return "|".join(re.escape(k) for k in keys)
 
 
-def metrics_config_json(wildcards):
-    return json.dumps(cell_config(config, cell_of(wildcards)), sort_keys=True)
+def member_files(pattern, seeds):
+    """One path per member: `pattern` below results/ with {cell} = the member's path."""
+    return [pattern.format(cell=f"{{pack}}/s{s}") for s in seeds]
+
+
+def pack_config_json(seeds, with_metrics):
+    """What a pack's job depends on, per member: a change reruns only the affected packs."""
+
+    def config_json(wildcards):
+        parts = [cell_config(config, c) for c in pack_cells(wildcards.pack, seeds)]
+        if not with_metrics:
+            for part in parts:
+                part.pop("metrics")
+        return json.dumps(parts, sort_keys=True)
+
+    return config_json
+
+
+def _spec(wildcards):
+    return config["datasets"][wildcards.pack.split("/")[0]]
+
+
+def pack_data(wildcards):
+    return f"results/data/{wildcards.pack.split('/')[0]}.pt"
+
+
+def pack_manifest(wildcards):
+    return f"results/data/{wildcards.pack.split('/')[0]}.manifest.json"
 
 
 def dataset_spec_json(wildcards):
     return json.dumps(config["datasets"][wildcards.dataset], sort_keys=True)
 
 
-def dataset_source(wildcards):
-    return config["datasets"][wildcards.dataset]["source"]
-
-
 def train_gpus(wildcards):
     """0 on CPU runs and for short cells (synthetic, digits); else one GPU per job."""
     if config["train"]["device"] == "cpu":
         return 0
-    return cluster.train_gpus(dataset_source(wildcards))
+    return cluster.train_gpus(_spec(wildcards)["source"])
 
 
 def cell_group(wildcards):
     """Short cells share cluster jobs (see slurm/config.yaml); long cells run alone."""
-    return cluster.train_group(dataset_source(wildcards))
+    return cluster.train_group(_spec(wildcards)["source"])
 
 
-def train_runtime(wildcards, attempt):
-    spec = config["datasets"][wildcards.dataset]
-    return cluster.train_runtime_minutes(
-        spec["source"],
-        wildcards.arch,
-        int(wildcards.depth),
-        config["train"]["epochs"],
-        attempt=attempt,
-        n_train=spec.get("n_train"),
-    )
+def _arch_depth(wildcards):
+    _, arch, _, depth = wildcards.pack.split("/")
+    return arch, int(depth[1:])
+
+
+def train_runtime(seeds):
+    """Members train one after another: K times one cell's estimate."""
+
+    def runtime(wildcards, attempt):
+        spec = _spec(wildcards)
+        one = cluster.train_runtime_minutes(
+            spec["source"],
+            *_arch_depth(wildcards),
+            config["train"]["epochs"],
+            attempt=attempt,
+            n_train=spec.get("n_train"),
+        )
+        return one * len(seeds)
+
+    return runtime
 
 
 def train_mem(wildcards):
-    spec = config["datasets"][wildcards.dataset]
+    spec = _spec(wildcards)
     return cluster.train_mem_mb(
-        spec["source"],
-        wildcards.arch,
-        int(wildcards.depth),
-        n_train=spec.get("n_train"),
+        spec["source"], *_arch_depth(wildcards), n_train=spec.get("n_train")
     )
 
 

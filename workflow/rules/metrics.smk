@@ -1,25 +1,33 @@
-rule extract_metrics:
-    input:
-        data="results/data/{dataset}.pt",
-        manifest="results/data/{dataset}.manifest.json",
-        snapshots=f"results/cells/{CELL}/snapshots.pt",
-    output:
-        metrics=f"results/cells/{CELL}/metrics.parquet",
-        warp=f"results/cells/{CELL}/warp.parquet",
-    log:
-        f"results/logs/extract_metrics/{CELL}.log",
-    group:
-        cell_group
-    conda:
-        ENV
-    threads: config["train"]["threads"]
-    params:
-        cfg=metrics_config_json,
-        code=source_hash("metrics", "cell_metrics", "models", "skips"),
-    shell:
-        "python -m orthskip metrics --cell-config {params.cfg:q} --data {input.data}"
-        " --manifest {input.manifest} --snapshots {input.snapshots}"
-        " --out {output.metrics} --warp-out {output.warp} > {log} 2>&1"
+for i, (seeds, keys) in enumerate(PACKS.items()):
+
+    rule:
+        name:
+            pack_rule_name("extract_metrics", i)
+        input:
+            data=pack_data,
+            manifest=pack_manifest,
+            snapshots=member_files("results/cells/{cell}/snapshots.pt", seeds),
+        output:
+            metrics=member_files("results/cells/{cell}/metrics.parquet", seeds),
+            warp=member_files("results/cells/{cell}/warp.parquet", seeds),
+        log:
+            pack="results/logs/extract_metrics/{pack}/pack.log",
+            members=member_files("results/logs/extract_metrics/{cell}.log", seeds),
+        wildcard_constraints:
+            pack=pack_pattern(keys),
+        group:
+            cell_group
+        conda:
+            ENV
+        threads: config["train"]["threads"]
+        params:
+            cfg=pack_config_json(seeds, with_metrics=True),
+            code=source_hash("metrics", "cell_metrics", "models", "skips", "pack"),
+        shell:
+            "python -m orthskip metrics-pack --pack-config {params.cfg:q} --data {input.data}"
+            " --manifest {input.manifest} --snapshots {input.snapshots}"
+            " --outs {output.metrics} --warp-outs {output.warp} --logs {log.members}"
+            " > {log.pack} 2>&1"
 
 
 rule aggregate:

@@ -1,29 +1,43 @@
-rule train:
-    input:
-        data="results/data/{dataset}.pt",
-        manifest="results/data/{dataset}.manifest.json",
-    output:
-        history=f"results/cells/{CELL}/history.parquet",
-        snapshots=f"results/cells/{CELL}/snapshots.pt",
-        status=f"results/cells/{CELL}/status.json",
-    log:
-        f"results/logs/train/{CELL}.log",
-    group:
-        cell_group
-    conda:
-        ENV
-    threads: config["train"]["threads"]
-    resources:
-        gpu=train_gpus,
-        cpus_per_gpu=4,
-        mem_mb=train_mem,
-        runtime=train_runtime,
-        # SIGTERM 2 min before the time limit: training checkpoints, the retry resumes.
-        slurm_extra="--signal=TERM@120 --open-mode=append",
-    params:
-        cfg=train_config_json,
-        outdir=lambda wildcards, output: os.path.dirname(output.status),
-        code=source_hash("train", "models", "skips", "optim", "orth", "config"),
-    shell:
-        "python -m orthskip train --cell-config {params.cfg:q} --data {input.data}"
-        " --manifest {input.manifest} --out {params.outdir} > {log} 2>&1"
+# One job per pack (execution.pack): its members train one after another in one process,
+# each as if alone, each writing its own cell directory. One rule per members' seed tuple.
+for i, (seeds, keys) in enumerate(PACKS.items()):
+
+    rule:
+        name:
+            pack_rule_name("train", i)
+        input:
+            data=pack_data,
+            manifest=pack_manifest,
+        output:
+            history=member_files("results/cells/{cell}/history.parquet", seeds),
+            snapshots=member_files("results/cells/{cell}/snapshots.pt", seeds),
+            status=member_files("results/cells/{cell}/status.json", seeds),
+        log:
+            pack="results/logs/train/{pack}/pack.log",
+            members=member_files("results/logs/train/{cell}.log", seeds),
+        wildcard_constraints:
+            pack=pack_pattern(keys),
+        group:
+            cell_group
+        conda:
+            ENV
+        threads: config["train"]["threads"]
+        resources:
+            gpu=train_gpus,
+            cpus_per_gpu=4,
+            mem_mb=train_mem,
+            runtime=train_runtime(seeds),
+            # SIGTERM 2 min before the time limit: training checkpoints, the retry resumes.
+            slurm_extra="--signal=TERM@120 --open-mode=append",
+        params:
+            cfg=pack_config_json(seeds, with_metrics=False),
+            outdirs=lambda wildcards, output: [
+                os.path.dirname(p) for p in output.status
+            ],
+            code=source_hash(
+                "train", "models", "skips", "optim", "orth", "config", "pack"
+            ),
+        shell:
+            "python -m orthskip train-pack --pack-config {params.cfg:q} --data {input.data}"
+            " --manifest {input.manifest} --outs {params.outdirs} --logs {log.members}"
+            " > {log.pack} 2>&1"

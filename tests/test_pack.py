@@ -1,0 +1,147 @@
+"""Packs: one job trains (and extracts metrics of) the cells that differ only in seed."""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from orthskip.config import cell_config, cells, pack_cells, packs, prepare_config
+from orthskip.data import prepare_dataset
+from orthskip.errors import ConfigError
+from orthskip.io import load_torch
+from orthskip.pack import train_pack
+from orthskip.train import train_cell
+from tests.workflow import snakemake, tiny_config
+
+
+def _cfg(**execution):
+    cfg = tiny_config()
+    cfg["grid"][0]["seeds"] = [0, 1, 2]
+    cfg["grid"].append(
+        {"arch": "mlp", "datasets": ["circles"], "variants": ["linear"], "depths": [2],
+         "seeds": [5]}
+    )  # fmt: skip
+    cfg["execution"] = execution
+    return prepare_config(cfg)
+
+
+def test_packs_group_cells_that_differ_only_in_seed():
+    by_seed = packs(_cfg())
+    assert by_seed == {
+        (0, 1, 2): [f"circles/mlp/{v}/d{d}" for v in ("identity", "orth_learned") for d in (1, 3)],
+        (5,): ["circles/mlp/linear/d2"],
+    }
+    members = {c for seeds, keys in by_seed.items() for k in keys for c in pack_cells(k, seeds)}
+    assert members == set(cells(_cfg()))
+    alone = packs(_cfg(pack="none"))
+    assert set(alone) == {(0,), (1,), (2,), (5,)} and sum(map(len, alone.values())) == 13
+
+
+def test_unknown_pack_mode_is_refused_naming_the_key():
+    cfg = tiny_config()
+    cfg["execution"] = {"pack": "members"}
+    with pytest.raises(ConfigError) as err:
+        prepare_config(cfg)
+    for word in ("execution", "pack", "members", "seeds", "none"):
+        assert word in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def circles(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
+    return d / "circles.pt", d / "circles.json"
+
+
+def _members(kind="orth_learned", **train):
+    cfg = _cfg()
+    cfg["train"].update(train)
+    return [cell_config(cfg, c) for c in cells(cfg) if c.variant == kind and c.depth == 3]
+
+
+@pytest.mark.parametrize("kind", ["identity", "orth_learned"])
+def test_a_packed_member_equals_its_solo_run_bit_for_bit(tmp_path, circles, kind):
+    members = _members(kind)
+    outs = [tmp_path / "pack" / str(m["cell"]["seed"]) for m in members]
+    logs = [tmp_path / "logs" / f"{m['cell']['seed']}.log" for m in members]
+    assert train_pack(members, *circles, outs, logs) == ["ok"] * 3
+    for m, out, log in zip(members, outs, logs, strict=True):
+        solo = tmp_path / "solo" / str(m["cell"]["seed"])
+        train_cell(copy.deepcopy(m), *circles, solo)
+        a, b = (
+            load_torch(out / "snapshots.pt")["states"],
+            load_torch(solo / "snapshots.pt")["states"],
+        )
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[e][k], b[e][k]) for e in a for k in a[e])
+        ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
+        cols = ["train_loss", "val_acc", "test_acc"]
+        pd.testing.assert_frame_equal(ha[cols], hb[cols], check_exact=True)
+        # each member logs to its own file, and only its own epochs
+        text = log.read_text()
+        assert f"s{m['cell']['seed']}" in text and text.count("epoch 2/2") == 1
+    # members differ from each other (their own seeds)
+    first = [load_torch(o / "snapshots.pt")["states"]["2"] for o in outs]
+    assert not all(torch.equal(first[0][k], first[1][k]) for k in first[0])
+
+
+def test_a_diverging_member_does_not_stop_the_others(tmp_path, circles):
+    members = _members("identity")
+    members[1]["train"]["optimizer"]["lr"] = 1e30  # only the second member explodes
+    outs = [tmp_path / str(i) for i in range(3)]
+    assert train_pack(members, *circles, outs) == ["ok", "diverged", "ok"]
+
+
+def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path):
+    data = tmp_path / "circles.pt"
+    spec = {"source": "circles", "n_train": 4096, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, data, tmp_path / "circles.json")
+    members = _members(epochs=2, batch_size=16, snapshot_epochs=[0])
+    base = [sys.executable, "-m", "orthskip", "train-pack", "--pack-config", json.dumps(members),
+            "--data", str(data), "--manifest", str(tmp_path / "circles.json")]  # fmt: skip
+
+    def outs(root):
+        return ["--outs", *(str(tmp_path / root / str(i)) for i in range(3))]
+
+    subprocess.run([*base, *outs("ref")], check=True, capture_output=True)
+    proc = subprocess.Popen([*base, *outs("run")], stderr=subprocess.PIPE, text=True)
+    second = tmp_path / "run" / "1" / "last.pt"  # the second member has started
+    deadline = time.time() + 180
+    while not second.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err
+    assert (tmp_path / "run" / "0" / "status.json").exists()
+    assert not (tmp_path / "run" / "2" / "status.json").exists()
+    subprocess.run([*base, *outs("run")], check=True, capture_output=True)
+    for i in range(3):
+        ref = load_torch(tmp_path / "ref" / str(i) / "snapshots.pt")["states"]
+        got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]
+        assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
+
+
+def test_default_plans_far_fewer_jobs_than_cells_and_none_plans_one_per_cell(tmp_path):
+    cfg = tiny_config()
+    cfg["grid"][0]["seeds"] = [0, 1, 2]
+
+    def planned(mode):
+        c = copy.deepcopy(cfg)
+        c["execution"] = {"pack": mode}
+        out = snakemake(tmp_path / mode, "-n", cfg=c).stdout
+        rows = [ln.split() for ln in out.splitlines()]
+        return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
+
+    seeds, alone = planned("seeds"), planned("none")
+    assert seeds["train"] == 4 and seeds["extract_metrics"] == 4  # 12 cells in 4 packs
+    assert sum(v for k, v in alone.items() if k.startswith("train")) == 12
