@@ -287,9 +287,10 @@ def test_dist_init_against_the_initial_skips() -> None:
 
 
 def test_variant_column_defaults_to_the_skip_kind(mlp_metrics: pd.DataFrame) -> None:
-    df = with_cell_columns(mlp_metrics, **CELL)
+    bare = {k: v for k, v in CELL.items() if k != "variant"}
+    df = with_cell_columns(mlp_metrics, **bare)
     assert (df["variant"] == "orth_learned").all()
-    df = with_cell_columns(mlp_metrics, **CELL, variant="orth_learned_haar")
+    df = with_cell_columns(mlp_metrics, **bare, variant="orth_learned_haar")
     assert (df["variant"] == "orth_learned_haar").all() and (df["skip"] == "orth_learned").all()
     assert to_table(df).schema.field("variant").type == "string"
 
