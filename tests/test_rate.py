@@ -126,3 +126,79 @@ def test_holm_matches_hand_computation() -> None:
     np.testing.assert_allclose(holm(p), expected)
     assert holm([0.9, 0.8]).tolist() == [1.0, 1.0]
     assert np.isnan(holm([np.nan])).all()
+
+
+# ---------------------------------------------------------------- the identity_rate table
+
+
+@pytest.fixture(scope="module")
+def metrics_dir(tmp_path_factory):
+    from tests.fixture_results import write_fixture
+
+    d = tmp_path_factory.mktemp("rate_results")
+    write_fixture(d)
+    return d
+
+
+def _cell_points(layers, variant, metric, stat):
+    """Independent per-cell means at the last snapshot, non-transition blocks (plain pandas)."""
+    cell = ["dataset", "arch", "variant", "skip", "depth", "seed"]
+    g = layers[(layers["dataset"] == "moons") & (layers["variant"] == variant)]
+    ms, ys, ss = [], [], []
+    for key, c in g.groupby(cell):
+        last = c[c["epoch"] == c["epoch"].max()]
+        blocks = last.loc[last["layer_kind"].isin(["block", "transition"]), "layer_index"]
+        v = last[(last["metric"] == metric) & (last["stat"] == stat)]["value"]
+        ms.append(blocks.nunique())
+        ys.append(v.mean())
+        ss.append(key[-1])
+    return np.array(ms), np.array(ys), np.array(ss)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "metric", "stat"),
+    [
+        ("dist_identity", "dist_identity", "fro_rel"),
+        ("branch_lipschitz", "branch_lipschitz", "max"),
+    ],
+)
+def test_identity_rate_frame_names_the_fixture_models(metrics_dir, quantity, metric, stat):
+    import pandas as pd
+
+    from orthskip.tables import identity_rate_frame
+
+    layers = pd.read_parquet(metrics_dir / "layers.parquet")
+    f = identity_rate_frame(layers, quantity).set_index(["dataset", "arch", "variant"])
+    assert set(f["quantity"]) == {quantity}
+    assert set(f["skip"]) == {"linear", "orth_learned", "orth_manifold"}
+    for variant in ("orth_learned", "orth_manifold", "linear"):
+        m, y, s = _cell_points(layers, variant, metric, stat)
+        ref = compare_rate_models(m, y, s)
+        r = f.loc[("moons", "mlp", variant)]
+        assert r["best"] == ref.best and r["margin"] == pytest.approx(ref.margin)
+        assert r["exponent"] == pytest.approx(ref.exponent)
+        assert r["exponent_lo"] == pytest.approx(ref.exponent_lo)
+        assert r["aic_power"] == pytest.approx(ref.fits["power"].aic)
+        assert (r["m_min"], r["m_max"], r["n_seeds"]) == (4, 16, 3)
+    # the fixture draws orth_learned ∝ log m / m, orth_manifold ∝ m^-0.8 (Lip: m^-0.7), linear
+    # constant; 5 % log-noise, m = 4, 8, 16, 3 seeds
+    assert f.loc[("moons", "mlp", "orth_learned"), "best"] == "log_m_over_m"
+    assert f.loc[("moons", "mlp", "orth_manifold"), "best"] == "power"
+    assert f.loc[("moons", "mlp", "linear"), "best"] == "constant"
+    r = f.loc[("moons", "mlp", "orth_manifold")]
+    true_a = 0.8 if quantity == "dist_identity" else 0.7
+    assert r["exponent_lo"] <= true_a + 0.02 and true_a - 0.02 <= r["exponent_hi"]
+
+
+def test_identity_rate_table_has_a_row_per_quantity(metrics_dir, tmp_path):
+    from orthskip.tables import make_table
+
+    md = tmp_path / "rate.md"
+    make_table("identity_rate", metrics_dir, md, tmp_path / "rate.tex")
+    lines = [ln for ln in md.read_text().splitlines() if ln.startswith("| moons | mlp")]
+    assert len(lines) == 8  # 4 variants × 2 quantities
+    learned = [ln for ln in lines if "| orth_learned |" in ln]
+    assert len(learned) == 2 and all("C·log m / m |" in ln for ln in learned)
+    assert all("**0.0**" in ln for ln in lines)
+    tex = (tmp_path / "rate.tex").read_text()
+    assert r"\textbf{0.0}" in tex and "≥" not in tex.split("\\begin{tabular}")[1]
