@@ -202,3 +202,36 @@ def test_identity_rate_table_has_a_row_per_quantity(metrics_dir, tmp_path):
     assert all("**0.0**" in ln for ln in lines)
     tex = (tmp_path / "rate.tex").read_text()
     assert r"\textbf{0.0}" in tex and "≥" not in tex.split("\\begin{tabular}")[1]
+
+
+def test_dist_identity_figure_overlays_the_fitted_models(metrics_dir):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.collections import PolyCollection
+
+    from orthskip.figures import style
+    from orthskip.figures.orthogonality import dist_identity
+    from orthskip.tables import identity_rate_frame
+
+    with style.style():
+        fig = dist_identity(metrics_dir)
+    ax = next(
+        a
+        for a in fig.axes
+        if a.get_title() == "moons: orth. learned" and a.get_xlabel() == "blocks m"
+    )
+    f = identity_rate_frame(pd.read_parquet(metrics_dir / "layers.parquet"))
+    r = f.set_index(["dataset", "arch", "variant"]).loc[("moons", "mlp", "orth_learned")]
+    text = "\n".join(t.get_text() for t in ax.texts)
+    assert f"best: C·log m / m (ΔAIC {r['margin']:.1f})" in text
+    assert f"a = {r['exponent']:.2f} [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]" in text
+    # four model curves on [m_min, m_max], the best one thicker; the exponent's fan
+    curves = [ln for ln in ax.lines if len(ln.get_xdata()) == 60]
+    assert len(curves) == 4
+    assert max(ln.get_linewidth() for ln in curves) == curves[0].get_linewidth()  # log m / m
+    assert curves[0].get_xdata()[0] == pytest.approx(4) and curves[0].get_xdata()[-1] == 16
+    m = np.asarray(curves[0].get_xdata())
+    expected = r["c_log_m_over_m"] * np.log(m) / m
+    np.testing.assert_allclose(curves[0].get_ydata(), expected, rtol=1e-12)
+    assert any(isinstance(c, PolyCollection) for c in ax.collections)
+    plt.close(fig)
