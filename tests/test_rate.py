@@ -235,3 +235,112 @@ def test_dist_identity_figure_overlays_the_fitted_models(metrics_dir):
     np.testing.assert_allclose(curves[0].get_ydata(), expected, rtol=1e-12)
     assert any(isinstance(c, PolyCollection) for c in ax.collections)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- the regression task
+
+
+def _h(d: int, **kw):
+    from orthskip.data.diffeo import make_diffeo
+
+    args = {"alpha": 0.8, "beta": 1.5, "gamma": 0.5, "map_seed": 0, **kw}
+    return make_diffeo(d, args["alpha"], args["beta"], args["gamma"], args["map_seed"])
+
+
+def _newton_solve(h, y, steps: int = 60):
+    """Solve h(x) = y from x = y by damped Newton with jacrev Jacobians (independent of
+    h.inverse): halve the step until the residual falls."""
+    import torch
+    from torch.func import jacrev
+
+    x = y.clone()
+    for _ in range(steps):
+        r = h(x) - y
+        if float(r.norm()) < 1e-13:
+            break
+        step = torch.linalg.solve(jacrev(h)(x), r)
+        t = 1.0
+        while float((h(x - t * step) - y).norm()) > float(r.norm()) and t > 1e-6:
+            t /= 2
+        x = x - t * step
+    return x
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_diffeo_fixes_0_is_positively_oriented_and_invertible(d) -> None:
+    import torch
+    from torch.func import jacrev, vmap
+
+    h = _h(d)
+    assert torch.equal(
+        h(torch.zeros(1, d, dtype=torch.float64)), torch.zeros(1, d, dtype=torch.float64)
+    )
+    gen = torch.Generator().manual_seed(1)
+    x = 2.0 * torch.randn(2000, d, generator=gen, dtype=torch.float64)
+    dets = torch.linalg.det(vmap(jacrev(h))(x))
+    assert float(dets.min()) > 0  # det Dh > 0 on every point
+    # at the origin (r = 0): Dh = R₂ · shear′ · swirl′ · (1 + α) R₁, det = (1 + α)^d
+    jac0 = jacrev(h)(torch.zeros(d, dtype=torch.float64))
+    assert float(torch.linalg.det(jac0)) == pytest.approx(1.8**d, rel=1e-12)
+    # invertible: the analytic inverse and an independent Newton solve agree
+    y = h(x)
+    assert torch.allclose(h.inverse(y), x, atol=1e-10)
+    for k in range(0, 2000, 97):
+        assert torch.allclose(_newton_solve(h, y[k]), x[k], atol=1e-9)
+    # not the identity or a rotation: a real warp (Jacobians vary, det ≠ 1 away from 0)
+    assert float(dets.max() - dets.min()) > 0.5
+
+
+def test_diffeo_is_injective_on_a_grid() -> None:
+    import torch
+
+    h = _h(2, alpha=1.9, beta=3.0, gamma=1.0)  # strong warps, still invertible
+    lin = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    grid = torch.cartesian_prod(lin, lin)
+    img = h(grid)
+    dist = torch.cdist(img, img) + torch.eye(len(grid), dtype=torch.float64) * 1e9
+    # distinct grid nodes (spacing 0.1) never collapse: min image distance bounded away from 0
+    assert float(dist.min()) > 1e-3
+    assert torch.allclose(h.inverse(img), grid, atol=1e-9)
+
+
+def test_diffeo_spec_validation() -> None:
+    from orthskip.data import resolve_spec, validate_spec
+    from orthskip.errors import ConfigError
+
+    full = resolve_spec("rate2", {"source": "diffeo"})
+    assert full == {"source": "diffeo", "n_train": 1000, "n_test": 1000, "seed": 0, "d": 2,
+                    "map_seed": 0, "alpha": 0.8, "beta": 1.5, "gamma": 0.5}  # fmt: skip
+    for bad, key in [({"d": 1}, "d"), ({"alpha": 2.0}, "alpha"), ({"gamma": -1}, "gamma"),
+                     ({"n_train": 0}, "n_train"), ({"width": 3}, "width")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=f"datasets.rate2.{key}"):
+            validate_spec("rate2", {"source": "diffeo", **bad})
+
+
+def test_diffeo_prepared_round_trip(tmp_path) -> None:
+    import torch
+
+    from orthskip.data import load_prepared, prepare_dataset, read_manifest
+
+    spec = {"source": "diffeo", "d": 3, "n_train": 50, "n_test": 20, "seed": 4, "map_seed": 2}
+    out, man = tmp_path / "r.pt", tmp_path / "r.json"
+    prepare_dataset("rate3", spec, out, man)
+    info = read_manifest(man)
+    assert info["task"] == "regression" and info["output_dim"] == info["num_classes"] == 3
+    assert info["classes"] == [] and "class_counts_train" not in info
+    p = load_prepared(out, man)
+    assert p.task == "regression" and p.num_classes == 3 and p.input_shape == (3,)
+    assert p.y_train.dtype == torch.float32 and p.y_train.shape == (50, 3)
+    assert p.x_test.shape == (20, 3) and p.meta["mean"] == [0.0] * 3 and p.meta["std"] == [1.0] * 3
+    # not normalised: the stored x are the N(0, I) draws and y = h(x) to float32 precision
+    h = _h(3, map_seed=2)
+    np.testing.assert_allclose(p.y_train.numpy(), h(p.x_train.double()).numpy(), atol=1e-5)
+    rng = np.random.default_rng(4)
+    np.testing.assert_allclose(p.x_train.numpy(), rng.standard_normal((70, 3))[:50], rtol=1e-6)
+    # byte-identical on a second prepare; a classification set still loads as before
+    prepare_dataset("rate3", spec, tmp_path / "b.pt", tmp_path / "b.json")
+    assert (tmp_path / "b.pt").read_bytes() == out.read_bytes()
+    prepare_dataset("m", {"source": "moons", "n_train": 20, "n_test": 10}, tmp_path / "m.pt",
+                    tmp_path / "m.json")  # fmt: skip
+    c = load_prepared(tmp_path / "m.pt", tmp_path / "m.json")
+    assert c.task == "classification" and c.y_train.dtype == torch.int64 and c.num_classes == 2
