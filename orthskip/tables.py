@@ -28,6 +28,7 @@ from orthskip.stats import (
     log_m_over_m_slope,
     loglog_slope,
     mean_ci,
+    paired_compare,
     paired_vs_reference,
 )
 
@@ -371,4 +372,153 @@ def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> Non
     write_text(out_tex, render_latex(table))
 
 
-__all__ = ["TABLES", "TextTable", "make_table", "render_latex", "render_markdown"]
+# ---------------------------------------------------------------- findings
+
+FAR_START = 0.5  # mean epoch-0 ‖Q − I‖_F/√n above which a start counts as far from I (Haar: √2)
+
+
+def start_end_frame(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, variant, m): mean ‖Q − I‖_F/√n over blocks at the first and the last
+    snapshot of each cell, then over seeds; ``diff`` = end − start paired by seed with its
+    two-sided paired t-test ``p_value``; ``far_start`` when the mean start exceeds FAR_START
+    (a Haar start: √2 on average; an identity start: 0)."""
+    cols = ["dataset", "arch", "variant", "skip", "m", "start", "end", "diff", "p_value",
+            "n_seeds", "far_start"]  # fmt: skip
+    if layers.empty:
+        return pd.DataFrame(columns=cols)
+    layers = D.with_variant(layers)
+    first = layers.groupby(D.CELL)["epoch"].transform("min")
+    at_start = layers[(layers["epoch"] == first) & (layers["epoch"] < layers.groupby(D.CELL)[
+        "epoch"].transform("max"))]  # fmt: skip
+    start = D.dist_identity_per_cell(at_start).rename(columns={"value": "start"})
+    end = D.dist_identity_per_cell(layers).rename(columns={"value": "end"})
+    if start.empty or end.empty:
+        return pd.DataFrame(columns=cols)
+    both = start[[*D.CELL, "start"]].merge(end[[*D.CELL, "m", "end"]], on=D.CELL)
+    rows = []
+    for (ds, arch, variant, skip, m), g in both.groupby(
+        ["dataset", "arch", "variant", "skip", "m"], sort=True
+    ):
+        res = paired_compare(g["end"].to_numpy(), g["start"].to_numpy())
+        s0 = float(g["start"].mean())
+        rows.append((ds, arch, variant, skip, int(m), s0, float(g["end"].mean()), res.mean_diff,
+                     res.p_value, res.n_pairs, s0 > FAR_START))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _fmt_p(p: float) -> str:
+    return _p_text(p) if np.isfinite(p) else "n/a"
+
+
+def _rate_lines(layers: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    lines = []
+    for quantity, (_, _, label) in RATE_QUANTITIES.items():
+        f = identity_rate_frame(layers, quantity)
+        f = f[(f["dataset"] == ds) & (f["arch"] == arch)]
+        for _, r in f.iterrows():
+            if not r["best"]:
+                lines.append(f"- {label}, {r['variant']}: too few depths (m ≥ 2) to compare")
+                continue
+            ci = (f" [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
+                  if np.isfinite(r["exponent_lo"]) else " (no CI: one seed)")  # fmt: skip
+            lines.append(
+                f"- {label}, {r['variant']}: best {RATE_MODEL_LABELS[r['best']]} "
+                f"(ΔAIC to the runner-up {r['margin']:.1f}); a = {r['exponent']:.2f}{ci}; "
+                f"m = {int(r['m_min'])}–{int(r['m_max'])}, {int(r['n_seeds'])} seeds"
+            )
+    return lines or ["- no learned orthogonal or linear skips in this setting"]
+
+
+def _p_eq(p: float) -> str:
+    text = _fmt_p(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _start_lines(layers: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    """Learned kinds only (D.RATE_KINDS): a frozen orth_fixed cannot move."""
+    f = start_end_frame(layers)
+    f = f[(f["dataset"] == ds) & (f["arch"] == arch) & f["far_start"]
+          & f["skip"].isin(D.RATE_KINDS)]  # fmt: skip
+    if f.empty:
+        return ["- no learned skip starts far from I (no Haar start) in this setting"]
+    lines = []
+    for variant, g in f.groupby("variant", sort=True):
+        parts, moved = [], 0
+        for _, r in g.iterrows():
+            toward = bool(r["diff"] < 0 and np.isfinite(r["p_value"]) and r["p_value"] < 0.05)
+            moved += toward
+            verdict = "toward I" if toward else "no significant move toward I"
+            parts.append(f"m = {int(r['m'])}: {r['start']:.3f} → {r['end']:.3f} "
+                         f"({_p_eq(r['p_value'])}, {verdict})")  # fmt: skip
+        lines.append(f"- {variant}: moves toward I at {moved} of {len(parts)} depths; "
+                     + "; ".join(parts))  # fmt: skip
+    return lines
+
+
+def _accuracy_lines(cells: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    if cells.empty or "identity" not in set(D.with_variant(cells)["variant"]):
+        return ["- no identity variant to compare with"]
+    f = paired_frame(cells)
+    f = f[(f["dataset"] == ds) & (f["arch"] == arch)].copy()
+    if f.empty:
+        return ["- no paired comparisons"]
+    f["p_holm"] = holm(f["p_value"].to_numpy(dtype=float))
+    f = f.assign(_o=f["variant"].map(_variant_order(f))).sort_values(["_o", "depth"])
+    sig = f[f["p_holm"] < 0.05]
+    rest = f[~(f["p_holm"] < 0.05)]
+
+    def item(r: pd.Series) -> str:
+        return (f"{r['variant']} at depth {int(r['depth'])}: {r['mean_diff']:+.2f} pp "
+                f"(Holm {_p_eq(r['p_holm'])}, {int(r['n_pairs'])} pairs)")  # fmt: skip
+
+    lines = [f"- significant ({len(sig)} of {len(f)}): "
+             + ("; ".join(item(r) for _, r in sig.iterrows()) or "none")]  # fmt: skip
+    lines.append(f"- not significant ({len(rest)}): "
+                 + ("; ".join(item(r) for _, r in rest.iterrows()) or "none"))  # fmt: skip
+    return lines
+
+
+def findings_markdown(metrics_dir: Path) -> str:
+    """results/tables/findings.md: per setting (dataset, arch) the best rate model with its
+    margin and the exponent's interval, whether starts far from I (Haar) move toward I, and
+    which test-accuracy differences vs identity are significant after Holm's correction
+    (the family: every paired comparison of the setting)."""
+    metrics_dir = Path(metrics_dir)
+    layers = D.read_table(metrics_dir, "layers")
+    cells = D.read_table(metrics_dir, "cells")
+    keys = set()
+    for df in (layers, cells):
+        if not df.empty:
+            keys |= set(map(tuple, df[["dataset", "arch"]].drop_duplicates().to_numpy()))
+    out = ["# Findings", "",
+           "Regenerated from the aggregated results (results/metrics/*.parquet) by the "
+           "findings rule; every number below comes from the tables identity_rate and "
+           "paired_vs_identity and the start/end distances of layers.parquet.", ""]  # fmt: skip
+    if not keys:
+        return "\n".join([*out, "No results in this run.", ""])
+    for ds, arch in sorted(keys):
+        out += [f"## {ds} / {arch}", "", "Rate vs blocks m (least squares on log values, AIC):"]
+        out += _rate_lines(layers, ds, arch) if not layers.empty else ["- no layer metrics"]
+        out += ["", f"Starts far from I (epoch-0 ‖Q − I‖_F/√n > {FAR_START}; Haar: ≈ √2), "
+                "start → end, paired t-test over seeds:"]  # fmt: skip
+        out += _start_lines(layers, ds, arch) if not layers.empty else ["- no layer metrics"]
+        out += ["", "Last-epoch test accuracy vs identity (paired on seed, Holm-corrected "
+                "within the setting, α = 0.05):"]  # fmt: skip
+        out += _accuracy_lines(cells, ds, arch)
+        out.append("")
+    return "\n".join(out)
+
+
+def write_findings(metrics_dir: Path, out: Path) -> None:
+    write_text(out, findings_markdown(Path(metrics_dir)))
+
+
+__all__ = [
+    "TABLES",
+    "TextTable",
+    "findings_markdown",
+    "make_table",
+    "render_latex",
+    "render_markdown",
+    "write_findings",
+]

@@ -16,6 +16,7 @@ from orthskip.stats import (
 DEPTHS = 2 ** np.arange(1, 9)  # m = 2 … 256
 SEEDS = 5
 NOISE = 0.10  # standard deviation of log y: "10 % log-noise"
+HAAR_VARIANT = "orth_learned_haar"  # tests/fixture_results.py HAAR
 TRUE = {
     "log_m_over_m": lambda m: 1.5 * np.log(m) / m,
     "inv_m": lambda m: 2.0 / m,
@@ -344,3 +345,58 @@ def test_diffeo_prepared_round_trip(tmp_path) -> None:
                     tmp_path / "m.json")  # fmt: skip
     c = load_prepared(tmp_path / "m.pt", tmp_path / "m.json")
     assert c.task == "classification" and c.y_train.dtype == torch.int64 and c.num_classes == 2
+
+
+# ---------------------------------------------------------------- findings.md
+
+
+def test_findings_on_the_fixture(metrics_dir, tmp_path):
+    import pandas as pd
+    from scipy import stats as sps
+
+    from orthskip.tables import findings_markdown, identity_rate_frame, write_findings
+
+    text = findings_markdown(metrics_dir)
+    assert text.startswith("# Findings") and "## moons / mlp" in text
+    assert "## digits / cifar_resnet" in text
+    moons = text.split("## moons / mlp")[1]
+    # the rate: the fixture's orth_learned falls like log m / m, with the frame's margin
+    layers = pd.read_parquet(metrics_dir / "layers.parquet")
+    r = identity_rate_frame(layers).set_index("variant").loc["orth_learned"]
+    r = r[r["dataset"] == "moons"].iloc[0] if isinstance(r, pd.DataFrame) else r
+    assert (f"‖Q − I‖_F/√n, orth_learned: best C·log m / m (ΔAIC to the runner-up "
+            f"{r['margin']:.1f}); a = {r['exponent']:.2f} [{r['exponent_lo']:.2f}, "
+            f"{r['exponent_hi']:.2f}]; m = 4–16, 3 seeds") in moons  # fmt: skip
+    # Haar start: start → end from the raw rows, and the verdict
+    g = layers[(layers["variant"] == HAAR_VARIANT) & (layers["metric"] == "dist_identity")
+               & (layers["stat"] == "fro_rel") & (layers["depth"] == 8)]  # fmt: skip
+    start = g[g["epoch"] == 0].groupby("seed")["value"].mean()
+    end = g[g["epoch"] == 4].groupby("seed")["value"].mean()
+    assert f"m = 8: {start.mean():.3f} → {end.mean():.3f}" in moons
+    assert f"{HAAR_VARIANT}: moves toward I at 3 of 3 depths" in moons
+    assert "orth_fixed: moves" not in moons  # a frozen skip is not a learned start
+    # accuracy: Holm over the setting's paired t-tests, computed here from cells.parquet
+    cells = pd.read_parquet(metrics_dir / "cells.parquet")
+    c = cells[cells["dataset"] == "moons"].copy()
+    c.loc[c["status"] != "ok", "test_acc"] = np.nan
+    ref = c[c["variant"] == "identity"].set_index(["depth", "seed"])["test_acc"]
+    keys, ps = [], []
+    for (variant, depth), g in c[c["variant"] != "identity"].groupby(["variant", "depth"]):
+        a = g.set_index(["depth", "seed"])["test_acc"]
+        both = pd.concat([a, ref.loc[a.index]], axis=1).dropna()
+        keys.append((variant, depth))
+        ps.append(sps.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+    adj = holm(ps)
+    sig = {k for k, p in zip(keys, adj, strict=True) if p < 0.05}
+    assert sig == {("none", 16)}  # the fixture's plain nets degrade; the rest is noise
+    assert "significant (1 of 21): none at depth 16" in moons
+    assert "orth_learned at depth 16" in moons.split("not significant (20)")[1]
+    out = tmp_path / "findings.md"
+    write_findings(metrics_dir, out)
+    assert out.read_text() == text
+
+
+def test_findings_without_results(tmp_path):
+    from orthskip.tables import findings_markdown
+
+    assert "No results in this run." in findings_markdown(tmp_path / "absent")
