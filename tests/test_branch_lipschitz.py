@@ -149,3 +149,27 @@ def test_zero_branch_has_zero_lipschitz() -> None:
             net.blocks[0], torch.randn(6, 6, dtype=torch.float64), dense_max_dim=dense_max_dim
         )
         assert stats["max"] == 0.0 and not math.isnan(stats["mean"])
+
+
+def test_extract_metrics_on_a_regression_probe() -> None:
+    """Float targets (the diffeo task): grad_norm_ratio uses the MSE, every family runs."""
+    from orthskip.metrics.gradflow import grad_norm_ratios
+
+    torch.manual_seed(3)
+    net = build_model("mlp", 3, "orth_learned", (2,), 2, {"width": 2}).eval()
+    x = torch.randn(16, 2)
+    y = torch.randn(16, 2)
+    df = extract_metrics(net, x, y, lipschitz=(8, 8, 10))
+    assert {"grad_norm_ratio", "branch_lipschitz", "jacobian_sv"} <= set(df["metric"])
+    # independent: ratios of gradient norms of the MSE w.r.t. each block's input/output
+    acts = [net.stem(x).detach().requires_grad_(True)]
+    h = acts[0]
+    for block in net.blocks:
+        h = block(h)
+        acts.append(h)
+    loss = torch.nn.functional.mse_loss(net.head(h), y)
+    grads = torch.autograd.grad(loss, acts, retain_graph=True)
+    expected = [float(grads[i].norm() / grads[i + 1].norm()) for i in range(3)]
+    got = df[df["metric"] == "grad_norm_ratio"].sort_values("layer_index")["value"].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert grad_norm_ratios(acts, net.head(h), y) == pytest.approx(expected, rel=1e-5)
