@@ -20,7 +20,17 @@ from orthskip.errors import ConfigError
 from orthskip.figures import data as D
 from orthskip.figures.style import ordered_variants
 from orthskip.io import write_text
-from orthskip.stats import log_m_over_m_slope, loglog_slope, mean_ci, paired_vs_reference
+from orthskip.stats import (
+    RATE_MODEL_LABELS,
+    RATE_MODELS,
+    compare_rate_models,
+    holm,
+    log_m_over_m_slope,
+    loglog_slope,
+    mean_ci,
+    paired_compare,
+    paired_vs_reference,
+)
 
 ROW_KEYS = ["dataset", "arch", "depth"]
 
@@ -56,9 +66,13 @@ _LATEX_SYMBOLS = {
     "≤": r"$\leq$",
     "Δ": r"$\Delta$",
     "₂": r"$_2$",
+    "≥": r"$\geq$",
+    "√": r"$\surd$",
+    "·": r"$\cdot$",
 }
 # Comments are not typeset, but keep them ASCII so that any engine reads the file.
-_ASCII = {"±": "+/-", "−": "-", "‖": "||", "≤": "<=", "Δ": "Delta", "₂": "_2"}
+_ASCII = {"±": "+/-", "−": "-", "‖": "||", "≤": "<=", "Δ": "Delta", "₂": "_2", "≥": ">=",
+          "√": "sqrt", "·": "*"}  # fmt: skip
 
 
 def _ascii(text: str) -> str:
@@ -236,59 +250,110 @@ def paired_table(metrics_dir: Path) -> TextTable:
 # ---------------------------------------------------------------- identity rate
 
 
-def identity_rate_frame(layers: pd.DataFrame) -> pd.DataFrame:
-    """Fitted exponent b of mean ‖Q − I‖_F/√n ≈ C·m^b per (dataset, arch, variant), for the
-    variants whose kind is in ``D.RATE_KINDS`` only (orth_learned, orth_manifold: the learned
-    skips the O(log m / m) question is about; linear: the unconstrained control).
+# what the rate table fits: (family, stat, label) per quantity
+RATE_QUANTITIES: dict[str, tuple[str, str, str]] = {
+    "dist_identity": ("dist_identity", D.DIST_STAT, "‖Q − I‖_F/√n"),
+    "branch_lipschitz": ("branch_lipschitz", "max", "Lip(F) ≥"),
+}
 
-    One point per cell (mean over its square skip matrices at the last snapshot), so the
-    interval reflects the seed-to-seed scatter. ``predicted`` is the slope that the
-    O(log m / m) rate of seeds/000 has when fitted over the same m.
+
+def rate_per_cell(layers: pd.DataFrame, quantity: str = "dist_identity") -> pd.DataFrame:
+    """One point per cell: mean over its non-transition blocks of the quantity at the last
+    snapshot, for the variants whose kind is in ``D.RATE_KINDS``."""
+    family, stat, _ = RATE_QUANTITIES[quantity]
+    pc = D.dist_identity_per_cell(layers, stat=stat, metric_name=family)
+    return pc[pc["skip"].isin(D.RATE_KINDS)]
+
+
+def identity_rate_frame(
+    layers: pd.DataFrame, quantity: str = "dist_identity", criterion: str = "aic"
+) -> pd.DataFrame:
+    """Rate of a per-cell quantity vs blocks m per (dataset, arch, variant), for the variants
+    whose kind is in ``D.RATE_KINDS`` only (orth_learned, orth_manifold: the learned skips the
+    O(log m / m) question is about; linear: the unconstrained control).
+
+    ``quantity``: ``dist_identity`` (mean ‖Q − I‖_F/√n) or ``branch_lipschitz`` (mean of the
+    lower bound on Lip(F_i)). One point per cell (mean over its blocks at the last snapshot),
+    seeds as replicates. Columns: the single log–log ``slope`` with its t-interval (all m > 0)
+    and ``predicted``, the slope of log m / m over the same m; then the model comparison of
+    :func:`orthskip.stats.compare_rate_models` on m ≥ 2: ``<criterion>_<model>`` and ``c_<model>``
+    per model of ``RATE_MODELS``, ``best``, ``margin`` (criterion of the runner-up minus the
+    best's), ``exponent`` a of C·m^(−a) with its seed-bootstrap interval ``exponent_lo`` /
+    ``exponent_hi``, ``m_min`` / ``m_max`` (the range fitted), ``n_seeds``.
     """
-    cols = ["dataset", "arch", "variant", "skip", "slope", "ci_lo", "ci_hi", "n_points",
-            "depths", "predicted"]  # fmt: skip
+    models = [f"{criterion}_{k}" for k in RATE_MODELS] + [f"c_{k}" for k in RATE_MODELS]
+    cols = ["dataset", "arch", "variant", "skip", "quantity", "slope", "ci_lo", "ci_hi",
+            "n_points", "depths", "predicted", *models, "best", "margin", "exponent",
+            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds"]  # fmt: skip
     if layers.empty:
         return pd.DataFrame(columns=cols)
-    pc = D.dist_identity_per_cell(layers)
-    pc = pc[pc["skip"].isin(D.RATE_KINDS)]
+    pc = rate_per_cell(layers, quantity)
     rows = []
     for (dataset, arch, variant, skip), g in pc.groupby(
         ["dataset", "arch", "variant", "skip"], sort=True
     ):
         fit = loglog_slope(g["m"], g["value"])
         ms = sorted(int(v) for v in g["m"].unique())
-        rows.append((dataset, arch, variant, skip, fit.slope, fit.lo, fit.hi, fit.n,
-                     ",".join(map(str, ms)), log_m_over_m_slope(ms)))  # fmt: skip
+        cmp = compare_rate_models(g["m"], g["value"], g["seed"], criterion=criterion)
+        scores = [getattr(cmp.fits[k], criterion) for k in RATE_MODELS]
+        consts = [cmp.fits[k].c for k in RATE_MODELS]
+        rows.append((dataset, arch, variant, skip, quantity, fit.slope, fit.lo, fit.hi, fit.n,
+                     ",".join(map(str, ms)), log_m_over_m_slope(ms), *scores, *consts,
+                     cmp.best, cmp.margin, cmp.exponent, cmp.exponent_lo, cmp.exponent_hi,
+                     cmp.m_min, cmp.m_max, cmp.n_seeds))  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
+
+
+def _num(v: float, fmt: str = ".2f") -> str:
+    return f"{v:{fmt}}" if np.isfinite(v) else "–"
 
 
 def identity_rate_table(metrics_dir: Path) -> TextTable:
     layers = D.read_table(metrics_dir, "layers")
-    f = identity_rate_frame(layers)
+    frames = [identity_rate_frame(layers, q) for q in RATE_QUANTITIES]
+    f = (
+        pd.concat([x for x in frames if not x.empty], ignore_index=True)
+        if any(not x.empty for x in frames)
+        else pd.DataFrame()
+    )
     if f.empty:
         return _no_data("rate of ‖Q − I‖ vs depth")
-    f = f.assign(_o=f["variant"].map(_variant_order(f)))
-    f = f.sort_values(["dataset", "arch", "_o"])
-    header = ["dataset", "arch", "variant", "role", "blocks m", "slope", "95 % CI",
-              "log m / m", "points"]  # fmt: skip
-    rows = []
-    for _, r in f.iterrows():
-        slope = f"{r['slope']:.3f}" if np.isfinite(r["slope"]) else "–"
-        ci = f"[{r['ci_lo']:.3f}, {r['ci_hi']:.3f}]" if np.isfinite(r["ci_lo"]) else "–"
-        pred = f"{r['predicted']:.3f}" if np.isfinite(r["predicted"]) else "–"
+    f = f.assign(_o=f["variant"].map(_variant_order(f)),
+                 _q=f["quantity"].map({q: k for k, q in enumerate(RATE_QUANTITIES)}))  # fmt: skip
+    f = f.sort_values(["dataset", "arch", "_q", "_o"])
+    labels = [RATE_MODEL_LABELS[k] for k in RATE_MODELS]
+    header = ["dataset", "arch", "quantity", "variant", "role", "m", *[f"ΔAIC {x}" for x in labels],
+              "best", "margin", "a [95 % CI]", "points"]  # fmt: skip
+    rows, bold = [], set()
+    for r_i, (_, r) in enumerate(f.iterrows()):
+        scores = np.array([r[f"aic_{k}"] for k in RATE_MODELS], dtype=float)
+        low = np.nanmin(scores) if np.isfinite(scores).any() else np.nan
+        deltas = [_num(v - low, ".1f") for v in scores]
+        for k, name in enumerate(RATE_MODELS):
+            if name == r["best"]:
+                bold.add((r_i, 6 + k))
+        a = _num(r["exponent"])
+        if np.isfinite(r["exponent_lo"]):
+            a += f" [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
         role = "control" if r["skip"] == "linear" else "learned orth."
-        rows.append([str(r["dataset"]), str(r["arch"]), str(r["variant"]), role,
-                     str(r["depths"]), slope, ci, pred, str(int(r["n_points"]))])  # fmt: skip
+        m_range = f"{int(r['m_min'])}–{int(r['m_max'])}" if r["m_max"] else "–"
+        best = RATE_MODEL_LABELS.get(r["best"], "–")
+        rows.append([str(r["dataset"]), str(r["arch"]), RATE_QUANTITIES[r["quantity"]][2],
+                     str(r["variant"]), role, m_range, *deltas, best, _num(r["margin"], ".1f"),
+                     a, str(int(r["n_points"]))])  # fmt: skip
     note = (
-        "Least-squares slope of log mean ‖Q − I‖_F/√n against log m (m = residual blocks; "
-        "one point per cell at its last snapshot; transition blocks excluded) with its 95 % "
-        "t-interval, next to the slope of log m / m fitted over the same m (seeds/000) and "
-        "−1 for a 1/m rate. Only the learned orthogonal skips (orth_learned, orth_manifold "
-        "and their variants) and the unconstrained linear control are fitted: orth_fixed "
-        "is frozen and the theory says nothing about the others. A single-slope fit, not a "
-        "comparison of rate models."
+        "Rate of the mean over non-transition blocks (one point per cell at its last "
+        "snapshot, seeds as replicates) of ‖Q − I‖_F/√n and of the lower bound on Lip(F_i) "
+        "(branch_lipschitz, max) vs the number of residual blocks m. Each model y = C·g(m) "
+        "is fitted by least squares on log y over m ≥ 2 (column m: the range used); "
+        "ΔAIC is each model's AIC minus the best's (Gaussian likelihood on the log scale; "
+        "best in bold), margin the runner-up's ΔAIC. a: exponent of C·m^(−a) with a 95 % "
+        "percentile bootstrap interval over seeds (whole seeds resampled). Only the learned "
+        "orthogonal skips (orth_learned, orth_manifold and their variants) and the "
+        "unconstrained linear control are fitted: orth_fixed is frozen and the theory says "
+        "nothing about the others."
     )
-    return TextTable(header, rows, set(), note, "llllrrrrr")
+    return TextTable(header, rows, bold, note, "lllllr" + "r" * len(labels) + "lrrr")
 
 
 TABLES: dict[str, Callable[[Path], TextTable]] = {
@@ -307,4 +372,153 @@ def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> Non
     write_text(out_tex, render_latex(table))
 
 
-__all__ = ["TABLES", "TextTable", "make_table", "render_latex", "render_markdown"]
+# ---------------------------------------------------------------- findings
+
+FAR_START = 0.5  # mean epoch-0 ‖Q − I‖_F/√n above which a start counts as far from I (Haar: √2)
+
+
+def start_end_frame(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, variant, m): mean ‖Q − I‖_F/√n over blocks at the first and the last
+    snapshot of each cell, then over seeds; ``diff`` = end − start paired by seed with its
+    two-sided paired t-test ``p_value``; ``far_start`` when the mean start exceeds FAR_START
+    (a Haar start: √2 on average; an identity start: 0)."""
+    cols = ["dataset", "arch", "variant", "skip", "m", "start", "end", "diff", "p_value",
+            "n_seeds", "far_start"]  # fmt: skip
+    if layers.empty:
+        return pd.DataFrame(columns=cols)
+    layers = D.with_variant(layers)
+    first = layers.groupby(D.CELL)["epoch"].transform("min")
+    at_start = layers[(layers["epoch"] == first) & (layers["epoch"] < layers.groupby(D.CELL)[
+        "epoch"].transform("max"))]  # fmt: skip
+    start = D.dist_identity_per_cell(at_start).rename(columns={"value": "start"})
+    end = D.dist_identity_per_cell(layers).rename(columns={"value": "end"})
+    if start.empty or end.empty:
+        return pd.DataFrame(columns=cols)
+    both = start[[*D.CELL, "start"]].merge(end[[*D.CELL, "m", "end"]], on=D.CELL)
+    rows = []
+    for (ds, arch, variant, skip, m), g in both.groupby(
+        ["dataset", "arch", "variant", "skip", "m"], sort=True
+    ):
+        res = paired_compare(g["end"].to_numpy(), g["start"].to_numpy())
+        s0 = float(g["start"].mean())
+        rows.append((ds, arch, variant, skip, int(m), s0, float(g["end"].mean()), res.mean_diff,
+                     res.p_value, res.n_pairs, s0 > FAR_START))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _fmt_p(p: float) -> str:
+    return _p_text(p) if np.isfinite(p) else "n/a"
+
+
+def _rate_lines(layers: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    lines = []
+    for quantity, (_, _, label) in RATE_QUANTITIES.items():
+        f = identity_rate_frame(layers, quantity)
+        f = f[(f["dataset"] == ds) & (f["arch"] == arch)]
+        for _, r in f.iterrows():
+            if not r["best"]:
+                lines.append(f"- {label}, {r['variant']}: too few depths (m ≥ 2) to compare")
+                continue
+            ci = (f" [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
+                  if np.isfinite(r["exponent_lo"]) else " (no CI: one seed)")  # fmt: skip
+            lines.append(
+                f"- {label}, {r['variant']}: best {RATE_MODEL_LABELS[r['best']]} "
+                f"(ΔAIC to the runner-up {r['margin']:.1f}); a = {r['exponent']:.2f}{ci}; "
+                f"m = {int(r['m_min'])}–{int(r['m_max'])}, {int(r['n_seeds'])} seeds"
+            )
+    return lines or ["- no learned orthogonal or linear skips in this setting"]
+
+
+def _p_eq(p: float) -> str:
+    text = _fmt_p(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _start_lines(layers: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    """Learned kinds only (D.RATE_KINDS): a frozen orth_fixed cannot move."""
+    f = start_end_frame(layers)
+    f = f[(f["dataset"] == ds) & (f["arch"] == arch) & f["far_start"]
+          & f["skip"].isin(D.RATE_KINDS)]  # fmt: skip
+    if f.empty:
+        return ["- no learned skip starts far from I (no Haar start) in this setting"]
+    lines = []
+    for variant, g in f.groupby("variant", sort=True):
+        parts, moved = [], 0
+        for _, r in g.iterrows():
+            toward = bool(r["diff"] < 0 and np.isfinite(r["p_value"]) and r["p_value"] < 0.05)
+            moved += toward
+            verdict = "toward I" if toward else "no significant move toward I"
+            parts.append(f"m = {int(r['m'])}: {r['start']:.3f} → {r['end']:.3f} "
+                         f"({_p_eq(r['p_value'])}, {verdict})")  # fmt: skip
+        lines.append(f"- {variant}: moves toward I at {moved} of {len(parts)} depths; "
+                     + "; ".join(parts))  # fmt: skip
+    return lines
+
+
+def _accuracy_lines(cells: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    if cells.empty or "identity" not in set(D.with_variant(cells)["variant"]):
+        return ["- no identity variant to compare with"]
+    f = paired_frame(cells)
+    f = f[(f["dataset"] == ds) & (f["arch"] == arch)].copy()
+    if f.empty:
+        return ["- no paired comparisons"]
+    f["p_holm"] = holm(f["p_value"].to_numpy(dtype=float))
+    f = f.assign(_o=f["variant"].map(_variant_order(f))).sort_values(["_o", "depth"])
+    sig = f[f["p_holm"] < 0.05]
+    rest = f[~(f["p_holm"] < 0.05)]
+
+    def item(r: pd.Series) -> str:
+        return (f"{r['variant']} at depth {int(r['depth'])}: {r['mean_diff']:+.2f} pp "
+                f"(Holm {_p_eq(r['p_holm'])}, {int(r['n_pairs'])} pairs)")  # fmt: skip
+
+    lines = [f"- significant ({len(sig)} of {len(f)}): "
+             + ("; ".join(item(r) for _, r in sig.iterrows()) or "none")]  # fmt: skip
+    lines.append(f"- not significant ({len(rest)}): "
+                 + ("; ".join(item(r) for _, r in rest.iterrows()) or "none"))  # fmt: skip
+    return lines
+
+
+def findings_markdown(metrics_dir: Path) -> str:
+    """results/tables/findings.md: per setting (dataset, arch) the best rate model with its
+    margin and the exponent's interval, whether starts far from I (Haar) move toward I, and
+    which test-accuracy differences vs identity are significant after Holm's correction
+    (the family: every paired comparison of the setting)."""
+    metrics_dir = Path(metrics_dir)
+    layers = D.read_table(metrics_dir, "layers")
+    cells = D.read_table(metrics_dir, "cells")
+    keys = set()
+    for df in (layers, cells):
+        if not df.empty:
+            keys |= set(map(tuple, df[["dataset", "arch"]].drop_duplicates().to_numpy()))
+    out = ["# Findings", "",
+           "Regenerated from the aggregated results (results/metrics/*.parquet) by the "
+           "findings rule; every number below comes from the tables identity_rate and "
+           "paired_vs_identity and the start/end distances of layers.parquet.", ""]  # fmt: skip
+    if not keys:
+        return "\n".join([*out, "No results in this run.", ""])
+    for ds, arch in sorted(keys):
+        out += [f"## {ds} / {arch}", "", "Rate vs blocks m (least squares on log values, AIC):"]
+        out += _rate_lines(layers, ds, arch) if not layers.empty else ["- no layer metrics"]
+        out += ["", f"Starts far from I (epoch-0 ‖Q − I‖_F/√n > {FAR_START}; Haar: ≈ √2), "
+                "start → end, paired t-test over seeds:"]  # fmt: skip
+        out += _start_lines(layers, ds, arch) if not layers.empty else ["- no layer metrics"]
+        out += ["", "Last-epoch test accuracy vs identity (paired on seed, Holm-corrected "
+                "within the setting, α = 0.05):"]  # fmt: skip
+        out += _accuracy_lines(cells, ds, arch)
+        out.append("")
+    return "\n".join(out)
+
+
+def write_findings(metrics_dir: Path, out: Path) -> None:
+    write_text(out, findings_markdown(Path(metrics_dir)))
+
+
+__all__ = [
+    "TABLES",
+    "TextTable",
+    "findings_markdown",
+    "make_table",
+    "render_latex",
+    "render_markdown",
+    "write_findings",
+]

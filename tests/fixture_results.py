@@ -14,6 +14,7 @@ like log m / m. Rule tests of the workflow reuse it.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,16 @@ def dist_identity_spec(skip: str, m: int, block: int, rng: np.random.Generator) 
     return float(min(2.0, 1.7 * noise))  # orth_fixed: Haar rotation, far from I
 
 
+def branch_lip(skip: str, m: int, t: float, rng: np.random.Generator) -> float:
+    """Lip(F_i) lower bound: falls like log m / m for orth_learned, m^-0.7 for orth_manifold."""
+    noise = np.exp(rng.normal(0, 0.05))
+    if skip == "orth_learned":
+        return float(2.0 * np.log(m) / m * (1 + 0.5 * (1 - t)) * noise)
+    if skip == "orth_manifold":
+        return float(1.2 * m**-0.7 * noise)
+    return float(0.8 * noise)
+
+
 def haar_fro_rel(m: int, t: float, rng: np.random.Generator) -> float:
     """‖Q − I‖_F/√n of a Haar start (√2 on average) moving toward I, faster when shallow."""
     return float(np.sqrt(2.0) * (1 - 0.5 * t * 4 / (4 + np.log2(m))) * np.exp(rng.normal(0, 0.03)))
@@ -176,6 +187,8 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
     weight_kind = "linear" if arch == "mlp" else "conv"
     snapshots = [e for e in SNAPSHOTS if not (diverged and e > 2)]
     rows = []
+    # its own stream: adding branch_lipschitz left every other fixture number unchanged
+    lip_rng = np.random.default_rng(zlib.crc32(repr(sorted(cell.items())).encode()))
 
     def add(epoch, index, name, kind, param, metric, stat, value, exact=True, method="direct"):
         rows.append(
@@ -247,6 +260,11 @@ def _layer_rows(dataset, arch, skip, depth, seed, rng):
                 add(epoch, b, f"{name}.skip", "skip", param, "dist_init", "spec", 1.5 * init)
             if skip == "orth_jacobian":
                 add(epoch, b, f"{name}.f", "skip", f"{name}.f.B", "orth_defect", "value", 2e-7)
+            else:  # lower bound on Lip(F_i); orth_jacobian has no branch
+                lip = branch_lip(skip, m, t, lip_rng)
+                for stat, v in (("max", lip), ("max_probe", 0.9 * lip), ("mean", 0.6 * lip)):
+                    add(epoch, b, name, kind, f"{name}.branch", "branch_lipschitz", stat, v,
+                        exact=False, method="dense_jacobian")  # fmt: skip
             # weights of the residual branch: two per block, running index after the stem
             for k in range(2):
                 index = 1 + 2 * b + k

@@ -46,6 +46,7 @@ def test_registry_and_params_agree():
             "blobs",
             "parity",
             "gaussian_mixture",
+            "diffeo",  # added: the regression source (issue 15)
             "digits",
             "mnist",
             "fashion_mnist",

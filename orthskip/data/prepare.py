@@ -4,6 +4,11 @@ The tensor file is ``torch.save`` of a dict of tensors: images as uint8, vectors
 float32, labels int64, plus per-feature/per-channel ``mean`` and ``std`` of the training
 set. ``load_prepared`` verifies the file's sha256 against the manifest and returns
 float32 tensors normalised with those statistics.
+
+Regression sets (manifest ``task: regression``, e.g. ``diffeo``) store float32 targets
+(N, D_out) and are **not** normalised (mean 0, std 1 are stored): the net must learn h
+itself on R^d, not a rescaled conjugate of it. Their ``Prepared.num_classes`` is the target
+dimension D_out (what the head outputs) and ``meta["task"]`` says ``regression``.
 """
 
 from __future__ import annotations
@@ -36,9 +41,14 @@ class Prepared:
     y_train: torch.Tensor  # int64 labels in [0, num_classes)
     x_test: torch.Tensor
     y_test: torch.Tensor
-    num_classes: int
+    num_classes: int  # classification: classes; regression: target dimension D_out
     input_shape: tuple[int, ...]
-    meta: dict = field(default_factory=dict)  # name, source, spec, augment, classes, ...
+    meta: dict = field(default_factory=dict)  # name, source, spec, augment, classes, task, ...
+
+    @property
+    def task(self) -> str:
+        """``classification`` (int64 labels) or ``regression`` (float32 targets (N, D_out))."""
+        return str(self.meta.get("task", "classification"))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -80,6 +90,8 @@ def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _tensors(raw: RawSplit) -> dict[str, torch.Tensor]:
     mean, std = _stats(raw.x_train)
+    if raw.task == "regression":  # keep x where h is defined: identity normalisation
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     arrays = {
         "x_train": raw.x_train,
         "y_train": raw.y_train,
@@ -92,12 +104,18 @@ def _tensors(raw: RawSplit) -> dict[str, torch.Tensor]:
 
 
 def _check_raw(name: str, raw: RawSplit) -> None:
+    if raw.task not in ("classification", "regression"):
+        raise AssertionError(f"{name}: unknown task {raw.task!r}")
     for split in ("train", "test"):
         x, y = getattr(raw, f"x_{split}"), getattr(raw, f"y_{split}")
         if x.dtype not in (np.uint8, np.float32) or x.ndim not in (2, 4):
             raise AssertionError(f"{name}: bad x_{split} {x.dtype} {x.shape}")
         if len(x) != len(y) or len(x) == 0:
             raise DatasetError(f"{name}: {split} split has {len(x)} images and {len(y)} labels")
+        if raw.task == "regression":
+            if y.dtype != np.float32 or y.ndim != 2 or not np.isfinite(y).all():
+                raise DatasetError(f"{name}: {split} targets must be finite float32 (N, D_out)")
+            continue
         if y.min() < 0 or y.max() >= len(raw.classes):
             raise DatasetError(
                 f"{name}: {split} labels outside [0, {len(raw.classes)}): the source is corrupt"
@@ -145,6 +163,14 @@ def prepare_dataset(
         tmp.write_bytes(buf.getvalue())
 
     augment = full.get("augment")
+    regression = raw.task == "regression"
+    n_out = int(raw.y_train.shape[1]) if regression else len(raw.classes)
+    counts = {}
+    if not regression:
+        counts = {
+            "class_counts_train": np.bincount(raw.y_train, minlength=n_out).tolist(),
+            "class_counts_test": np.bincount(raw.y_test, minlength=n_out).tolist(),
+        }
     write_json(
         manifest,
         {
@@ -160,10 +186,11 @@ def prepare_dataset(
             "n_test": len(raw.y_test),
             "input_shape": list(raw.x_train.shape[1:]),
             "storage_dtype": str(raw.x_train.dtype),
-            "num_classes": len(raw.classes),
+            "task": raw.task,
+            "num_classes": n_out,  # regression: the target dimension (the head's outputs)
+            "output_dim": n_out,
             "classes": raw.classes,
-            "class_counts_train": np.bincount(raw.y_train, minlength=len(raw.classes)).tolist(),
-            "class_counts_test": np.bincount(raw.y_test, minlength=len(raw.classes)).tolist(),
+            **counts,
             "mean": tensors["mean"].flatten().tolist(),
             "std": tensors["std"].flatten().tolist(),
             "augment": augment,
@@ -181,6 +208,11 @@ def read_manifest(manifest: Path) -> dict[str, Any]:
         raise DatasetError(f"dataset manifest {manifest} does not exist: {_FIX}") from None
     except (OSError, ValueError) as e:
         raise DatasetError(f"dataset manifest {manifest} is unreadable ({e}): {_FIX}") from None
+
+
+def _targets(y: torch.Tensor) -> torch.Tensor:
+    """Labels as int64, regression targets (stored float) as float32."""
+    return y.to(torch.float32) if y.is_floating_point() else y.to(torch.int64)
 
 
 def load_prepared(path: Path, manifest: Path | None = None) -> Prepared:
@@ -212,22 +244,28 @@ def load_prepared(path: Path, manifest: Path | None = None) -> Prepared:
     def norm(x: torch.Tensor) -> torch.Tensor:
         return ((x.to(torch.float32) - mean) / std).contiguous()
 
-    num_classes = int(info.get("num_classes", int(data["y_train"].max()) + 1))
+    regression = data["y_train"].is_floating_point()
+    task = "regression" if regression else "classification"
+    if regression:
+        num_classes = int(data["y_train"].shape[1])
+    else:
+        num_classes = int(info.get("num_classes", int(data["y_train"].max()) + 1))
     meta = {k: v for k, v in info.items() if k not in ("mean", "std")}
     meta.update(
         name=info.get("name"),
         source=info.get("source"),
         spec=info.get("spec"),
         augment=info.get("augment"),
+        task=info.get("task", task),
         mean=mean.flatten().tolist(),
         std=std.flatten().tolist(),
         path=str(path),
     )
     return Prepared(
         x_train=norm(data["x_train"]),
-        y_train=data["y_train"].to(torch.int64),
+        y_train=_targets(data["y_train"]),
         x_test=norm(data["x_test"]),
-        y_test=data["y_test"].to(torch.int64),
+        y_test=_targets(data["y_test"]),
         num_classes=num_classes,
         input_shape=tuple(int(s) for s in data["x_train"].shape[1:]),
         meta=meta,

@@ -48,6 +48,7 @@ _BUILDERS: dict[str, tuple[str, Callable[[dict[str, Any]], RawSplit]]] = {
     "blobs": ("synthetic", _lazy("synthetic", "blobs")),
     "parity": ("synthetic", _lazy("synthetic", "parity")),
     "gaussian_mixture": ("synthetic", _lazy("synthetic", "gaussian_mixture")),
+    "diffeo": ("synthetic", _lazy("synthetic", "diffeo")),
     "digits": ("sklearn", _lazy("sklearn_sets", "digits")),
     "mnist": ("torchvision", _vision("mnist")),
     "fashion_mnist": ("torchvision", _vision("fashion_mnist")),

@@ -103,6 +103,17 @@ PARAMS: dict[str, dict[str, Param]] = {
         "spread": _p(3.0, _num(0.0, lo_open=True), "a number > 0"),
         "cluster_std": _p(1.0, _num(0.0, lo_open=True), "a number > 0"),
     },
+    # regression on a known diffeomorphism h of R^d (orthskip.data.diffeo); map_seed fixes h
+    "diffeo": {
+        **_N,
+        "d": _p(2, _int(2, 16), "an integer in [2, 16]"),
+        "map_seed": _p(0, _int(0), "an integer >= 0 (draws the rotations of h)"),
+        "alpha": _p(
+            0.8, _num(0.0, 2.0), "a number in [0, 2) (radial warp; < 2 keeps h invertible)"
+        ),
+        "beta": _p(1.5, _num(0.0), "a number >= 0 (swirl angle at 0, radians)"),
+        "gamma": _p(0.5, _num(0.0), "a number >= 0 (shear strength)"),
+    },
     "digits": {
         "n_test": _p(360, _int(1, 1796), "an integer in [1, 1796]"),
         "seed": _p(0, _int(0), "an integer >= 0"),
@@ -115,6 +126,8 @@ PARAMS: dict[str, dict[str, Param]] = {
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
 _SYNTHETIC_CLASSES = {"circles": 2, "moons": 2, "parity": 2}
+#: sources whose targets are real vectors (MSE), not class labels
+REGRESSION_SOURCES: tuple[str, ...] = ("diffeo",)
 
 #: ``{source: {key: default}}`` for the config schema (``source`` itself is always allowed).
 SOURCE_PARAMS: dict[str, dict[str, Any]] = {

@@ -16,7 +16,15 @@ from matplotlib.ticker import NullLocator
 
 from orthskip.figures import data as D
 from orthskip.figures import style as S
-from orthskip.stats import log_m_over_m_slope, loglog_slope, summarize
+from orthskip.stats import (
+    RATE_MODEL_LABELS,
+    RATE_MODELS,
+    compare_rate_models,
+    log_m_over_m_slope,
+    loglog_slope,
+    rate_model_curve,
+    summarize,
+)
 
 DIST_LABEL = "‖Q − I‖_F / √n"
 TITLE = f"Distance of the skip to the identity, {DIST_LABEL}"
@@ -50,32 +58,53 @@ def _per_block(ax, rows, layers_panel) -> None:
     ax.legend(fontsize=5, handlelength=1.0, loc="best")
 
 
+# line style of each rate model's fitted curve (the best one drawn thicker)
+MODEL_STYLE = {"log_m_over_m": "--", "inv_m": ":", "power": "-", "constant": "-."}
+
+
+def _model_curves(ax, per_cell, color) -> str:
+    """Overlay the four fitted rate models and the power law's exponent interval; return the
+    text that states the best model, its margin and a."""
+    cmp = compare_rate_models(per_cell["m"], per_cell["value"], per_cell["seed"])
+    if not cmp.best:
+        return "too few points (m ≥ 2) to compare rate models"
+    grid = np.geomspace(cmp.m_min, cmp.m_max, 60)
+    for name in RATE_MODELS:
+        lw = 1.4 if name == cmp.best else 0.7
+        y = rate_model_curve(name, cmp.fits[name], grid)
+        ax.plot(grid, y, color="k" if name != "power" else color, ls=MODEL_STYLE[name], lw=lw)
+    if np.isfinite(cmp.exponent_lo):
+        # a ∈ [lo, hi] pivoting at the fit's centre (geometric mean of m, mean of log y): the
+        # exponent's seed-bootstrap interval drawn as a fan
+        pts = per_cell[(per_cell["m"] >= 2) & (per_cell["value"] > 0)]
+        lm0 = float(np.log(pts["m"].to_numpy(dtype=float)).mean())
+        ly0 = float(np.log(pts["value"].to_numpy(dtype=float)).mean())
+        fan = [np.exp(ly0 - a * (np.log(grid) - lm0)) for a in (cmp.exponent_lo, cmp.exponent_hi)]
+        ax.fill_between(grid, np.minimum(*fan), np.maximum(*fan), color=color, alpha=0.15, lw=0)
+        a_text = f"a = {cmp.exponent:.2f} [{cmp.exponent_lo:.2f}, {cmp.exponent_hi:.2f}]"
+    else:
+        a_text = f"a = {cmp.exponent:.2f} (one seed: no CI)"
+    return f"best: {RATE_MODEL_LABELS[cmp.best]} (ΔAIC {cmp.margin:.1f})\n{a_text}"
+
+
 def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
-    """Mean distance vs blocks m (log–log) with 95 % t-intervals; the fitted slope and the
-    references only for the kinds the rate question is about (D.RATE_KINDS)."""
+    """Mean distance vs blocks m (log–log) with 95 % t-intervals; the fitted rate models and
+    the slope only for the kinds the rate question is about (D.RATE_KINDS)."""
     s = summarize(per_cell, ["m"], "value")
     m = s["m"].to_numpy(dtype=float)
     yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
     ax.errorbar(m, s["mean"], yerr=np.nan_to_num(yerr), fmt=st.marker, color=st.color)
     fit = loglog_slope(per_cell["m"], per_cell["value"])
-    grid = np.geomspace(m.min(), m.max(), 50) if len(m) else np.array([])
     if st.skip not in D.RATE_KINDS:
         text = "no rate fit (not a kind\nthe rate question covers)"
     elif np.isfinite(fit.slope):
-        y_fit = np.exp(fit.intercept) * grid**fit.slope
-        ax.plot(grid, y_fit, color=st.color, lw=1.0)
-        # references anchored to the fit at the smallest m: only the slopes are compared
-        anchor = y_fit[0]
-        m0 = grid[0]
-        if m0 > 1:
-            ax.plot(grid, anchor * (np.log(grid) / grid) / (np.log(m0) / m0), "k--", lw=0.7)
-        ax.plot(grid, anchor * m0 / grid, "k:", lw=0.7)
         interval = f" [{fit.lo:.2f}, {fit.hi:.2f}]" if np.isfinite(fit.lo) else " (2 points, no CI)"
         text = f"fit slope {fit.slope:.2f}{interval}\nlog m / m: {log_m_over_m_slope(m):.2f}"
-        text += "\n1/m: −1"
+        text += "\n" + _model_curves(ax, per_cell, st.color)
     else:
         text = "fewer than 2 depths: no fit"
-    ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=5.5, va="bottom")
+    ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=5.5, va="bottom",
+            bbox={"fc": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(sorted(set(m.astype(int))), labels=[str(int(v)) for v in sorted(set(m))])
@@ -113,9 +142,14 @@ def dist_identity(metrics_dir: Path):
         Line2D([], [], color="0.3", marker="o", mfc="white", ls="", label="transition block"),
         Patch(color="0.3", alpha=0.2, label="95 % t-band over seeds"),
         Line2D([], [], color="0.3", marker="o", ls="", label="mean ± 95 % t-interval"),
-        Line2D([], [], color="k", ls="-", label="least-squares fit (slope CI in text)"),
-        Line2D([], [], color="k", ls="--", label="O(log m / m), seeds/000"),
-        Line2D([], [], color="k", ls=":", label="1/m"),
+        *[
+            Line2D(
+                [], [], color="k", ls=MODEL_STYLE[k], lw=0.8, label=f"fit {RATE_MODEL_LABELS[k]}"
+            )
+            for k in RATE_MODELS
+        ],
+        Line2D([], [], color="k", lw=1.4, label="best model (lowest AIC): thick"),
+        Patch(color="0.3", alpha=0.15, label="exponent a: 95 % seed-bootstrap fan"),
     ]
     S.figure_legend(fig, handles, ncols=2)
     fig.suptitle(TITLE + "\nat the last snapshot; mean over seeds")

@@ -13,6 +13,7 @@ from torch.nn.utils import parametrize
 
 from orthskip.metrics.gradflow import block_activations, grad_norm_ratios
 from orthskip.metrics.jacobian import jacobian_sv
+from orthskip.metrics.lipschitz import branch_lipschitz
 from orthskip.metrics.orthogonality import as_matrix, dist_identity, dist_init, orth_defect
 from orthskip.metrics.representation import repr_condition
 from orthskip.metrics.schema import METRIC_COLUMNS
@@ -29,6 +30,7 @@ FAMILIES = (
     "grad_norm_ratio",
     "jacobian_sv",
     "repr_condition",
+    "branch_lipschitz",
 )
 
 
@@ -109,10 +111,14 @@ def extract_metrics(
     initial_skips: Mapping[str, Tensor] | None = None,
     operator_dense_max_dim: int = 4096,
     operator_iterative: bool = False,
+    lipschitz: tuple[int, int, int] = (32, 32, 30),
 ) -> pd.DataFrame:
     """All per-layer metrics of `model` (ResidualNet contract) on the probe batch.
 
     `operator_dense_max_dim` / `operator_iterative`: see :func:`sv_operator`.
+    `lipschitz` = (samples, segments, steps) of family ``branch_lipschitz``: the first
+    `samples` probe inputs of each block, `segments` points between random pairs of them,
+    `steps` power-iteration steps (:func:`orthskip.metrics.lipschitz.branch_lipschitz`).
     `initial_skips` maps skip params (``blocks.3.skip.Q``) to the same matrices at the cell's
     first snapshot: with it, family ``dist_init`` records ‖Q − Q₀‖ (NaN for a param it lacks,
     e.g. when epoch 0 was not saved); without it (None) that family is skipped.
@@ -137,7 +143,7 @@ def extract_metrics(
         try:
             _extract(
                 model, probe_x, probe_y, want, rows, jacobian_samples, jacobian_steps,
-                initial_skips, (operator_dense_max_dim, operator_iterative),
+                initial_skips, (operator_dense_max_dim, operator_iterative), lipschitz,
             )  # fmt: skip
         finally:
             model.train(was_training)
@@ -154,6 +160,7 @@ def _extract(
     jacobian_steps: int,
     initial_skips: Mapping[str, Tensor] | None,
     operator: tuple[int, bool] = (4096, False),
+    lipschitz: tuple[int, int, int] = (32, 32, 30),
 ) -> None:
     """Fill `rows`; the model is in eval mode."""
     weights = _weight_layers(model)
@@ -202,6 +209,8 @@ def _extract(
             rows.add(
                 layer, block_kind, f"blocks.{i}", "jacobian_sv", stats, exact, out_shape, method
             )
+        if "branch_lipschitz" in want:
+            _lipschitz_rows(rows, layer, block_kind, i, block, acts[i], lipschitz)
         for key, mat in block.skip_matrices().items():
             param = f"blocks.{i}.{key}"
             _skip_rows(rows, layer, param, mat, want)
@@ -225,6 +234,28 @@ def _extract(
             )  # fmt: skip
         if kind == "conv" and "sv_operator_circular" in want:
             _circular_rows(rows, layer, param, mod, input_sizes.get(name))
+
+
+def _lipschitz_rows(
+    rows: _Rows,
+    layer: _Layer,
+    block_kind: str,
+    i: int,
+    block: nn.Module,
+    x: Tensor,
+    lipschitz: tuple[int, int, int],
+) -> None:
+    """Lower bound on Lip(F_i) (never exact); no row for a block without a branch."""
+    samples, segments, steps = lipschitz
+    found = branch_lipschitz(block, x[:samples], segments=segments, steps=steps, seed=i)
+    if found is None:  # orth_jacobian: the skip is the whole block
+        return
+    stats, method = found
+    shape = tuple(x.shape[1:])  # the branch's input, one sample
+    rows.add(
+        layer, block_kind, f"blocks.{i}.branch", "branch_lipschitz", stats, False, shape,
+        method,
+    )  # fmt: skip
 
 
 def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[str]) -> None:

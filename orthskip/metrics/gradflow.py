@@ -30,12 +30,13 @@ def _ratio(num: float, den: float) -> float:
 
 
 def grad_norm_ratios(acts: list[Tensor], logits: Tensor, y: Tensor) -> list[float]:
-    """‖∂E/∂x_l‖ / ‖∂E/∂x_{l+1}‖ for every block l, E = mean cross-entropy on the batch.
+    """‖∂E/∂x_l‖ / ‖∂E/∂x_{l+1}‖ for every block l, E = mean cross-entropy on the batch
+    (integer labels y) or, for regression targets (float y), the mean squared error.
 
     Norms are Frobenius norms over the whole batch tensor. A ratio of 1 means the block
     preserves the norm of the backward signal; inf / NaN (zero gradients) are kept.
     """
-    loss = F.cross_entropy(logits, y)
+    loss = F.mse_loss(logits, y) if y.is_floating_point() else F.cross_entropy(logits, y)
     grads = torch.autograd.grad(loss, acts, allow_unused=True)
     norms = [
         0.0 if g is None else float(torch.linalg.vector_norm(g.detach().double())) for g in grads
