@@ -43,6 +43,7 @@ localrules:
     all,
     figure,
     table,
+    findings,
     dvc_summary,
 
 
@@ -51,5 +52,6 @@ rule all:
     input:
         all_figures(),
         all_tables(),
+        "results/tables/findings.md",
         "results/metrics/summary.json",
         "results/metrics/accuracy_vs_depth.csv",

@@ -16,15 +16,20 @@ CELL_COLUMNS = ["dataset", "arch", "variant", "depth", "seed"]
 FLOAT_COLUMNS = [
     "train_loss",
     "train_acc",
+    "train_r2",
     "val_loss",
     "val_acc",
+    "val_r2",
     "test_loss",
     "test_acc",
+    "test_r2",
     "test_acc_at_best_val",
+    "test_r2_at_best_val",
     "clipped_frac",
 ]
 STATUS_COLUMNS = [
     "skip",
+    "task",
     "status",
     "epochs",
     "diverged_epoch",

@@ -60,6 +60,11 @@ def cell_metrics(
             jacobian_samples=mcfg.get("jacobian_samples", 8),
             operator_dense_max_dim=mcfg.get("operator_dense_max_dim", 4096),
             operator_iterative=mcfg.get("operator_iterative", False),
+            lipschitz=(
+                mcfg.get("lipschitz_samples", 32),
+                mcfg.get("lipschitz_segments", 32),
+                mcfg.get("lipschitz_steps", 30),
+            ),
             initial_skips=initial,
         )
         df.insert(0, "epoch", int(epoch))
@@ -152,6 +157,8 @@ def decision_grids(
     the two leading principal axes of the grid's features at that block.
     """
     cell = cell_keys(cell)
+    if data.task == "regression":  # decision regions need class labels
+        return None
     if tuple(data.input_shape) != (2,) or cell["seed"] != mcfg["warp_seed"]:
         return None
     n = mcfg["warp_grid"]

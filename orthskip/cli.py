@@ -130,6 +130,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_findings(args: argparse.Namespace) -> int:
+    from orthskip.tables import write_findings
+
+    write_findings(args.metrics_dir, args.out)
+    return 0
+
+
 def cmd_dvc_summary(args: argparse.Namespace) -> int:
     from orthskip.dvc_summary import write_summary
 
@@ -203,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md", type=Path, required=True)
     p.add_argument("--tex", type=Path, required=True)
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("findings", help="results/tables/findings.md from the aggregated Parquet")
+    p.add_argument("--metrics-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_findings)
 
     p = sub.add_parser("dvc-summary", help="JSON/CSV summary for dvc metrics/plots")
     p.add_argument("--cells", type=Path, required=True)

@@ -36,6 +36,7 @@ from orthskip.provenance import library_versions, provenance
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1024
+SPLITS = ("train", "val", "test")
 PREEMPT_EXIT_CODE = 143  # 128 + SIGTERM, what SLURM and shells expect
 
 
@@ -123,20 +124,38 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over (x, y), eval mode, no augmentation."""
+    """(loss, score) over (x, y) in eval mode, no augmentation.
+
+    Classification (integer y): mean cross-entropy and accuracy. Regression (float y): mean
+    squared error per target entry (nn.MSELoss's mean) and R² = 1 − SSE / SST, SST about
+    the mean of y over these rows.
+    """
     was_training = model.training
     model.eval()
+    regression = y.is_floating_point()
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    correct = torch.zeros((), device=x.device, dtype=torch.float64)
     for i in range(0, len(x), EVAL_BATCH):
         xb, yb = x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(xb)
-        loss_sum += nn.functional.cross_entropy(out.float(), yb, reduction="sum").double()
-        correct += (out.argmax(1) == yb).sum()
+            out = model(xb).float()
+        if regression:
+            loss_sum += nn.functional.mse_loss(out, yb, reduction="sum").double()
+        else:
+            loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum").double()
+            correct += (out.argmax(1) == yb).sum()
     model.train(was_training)
-    n = max(len(x), 1)
-    return float(loss_sum) / n, float(correct) / n
+    if not len(x):
+        return math.nan, math.nan
+    if regression:
+        return float(loss_sum) / y.numel(), r_squared(float(loss_sum), y)
+    return float(loss_sum) / len(x), float(correct) / len(x)
+
+
+def r_squared(sse: float, y: torch.Tensor) -> float:
+    """1 − SSE / SST with SST = Σ (y − ȳ)² over rows, every target entry counted."""
+    sst = float(((y.double() - y.double().mean(0)) ** 2).sum())
+    return 1.0 - sse / sst if sst > 0 else math.nan
 
 
 class _SigtermFlag:
@@ -229,7 +248,12 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
     # On CPU a check per step costs no device sync; on CUDA non-finite values are caught by
     # the end-of-epoch check and by the linear-algebra guard (a NaN then fails loudly there).
     check_each_step = device.type != "cuda"
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
+    regression = data.task == "regression"
+    score = "r2" if regression else "acc"  # the history/status column of the task's score
+    if regression:
+        loss_fn: nn.Module = nn.MSELoss()
+    else:
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
     snapshot_epochs = sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs})
 
     # Separate streams so that data order and augmentation do not depend on each other.
@@ -283,18 +307,20 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
 
     nan = float("nan")
 
-    def record(epoch: int, train_loss: float, train_acc: float, clipped: float) -> None:
-        val_loss, val_acc = evaluate(model, x_val, y_val, amp) if len(x_val) else (nan, nan)
-        test_loss, test_acc = evaluate(model, x_test, y_test, amp)
+    def record(epoch: int, train_loss: float, train_score: float, clipped: float) -> None:
+        val_loss, val_score = evaluate(model, x_val, y_val, amp)
+        test_loss, test_score = evaluate(model, x_test, y_test, amp)
+        scores = {f"{split}_{name}": nan for split in SPLITS for name in ("acc", "r2")}
+        scores.update(
+            {f"train_{score}": train_score, f"val_{score}": val_score, f"test_{score}": test_score}
+        )
         state["history"].append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
-                "train_acc": train_acc,
                 "val_loss": val_loss,
-                "val_acc": val_acc,
                 "test_loss": test_loss,
-                "test_acc": test_acc,
+                **scores,
                 "clipped_frac": clipped,
                 "lr": bundle.optimizers[0].param_groups[0]["lr"],
                 "time_s": state["elapsed"],
@@ -303,12 +329,14 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         if epoch in snapshot_epochs:
             state["snapshots"][str(epoch)] = _cpu_state(model)
         log.info(
-            "epoch %d/%d train_loss %.4f train_acc %.4f test_acc %.4f",
+            "epoch %d/%d train_loss %.4f train_%s %.4f test_%s %.4f",
             epoch,
             epochs,
             train_loss,
-            train_acc,
-            test_acc,
+            score,
+            train_score,
+            score,
+            test_score,
         )
 
     if not state["history"]:
@@ -367,7 +395,8 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                         sched.step()
                     with torch.no_grad():  # device-side sums: no host sync per step
                         sums[0] += loss.detach() * len(yb)
-                        sums[1] += (out.argmax(1) == yb).sum()
+                        if not regression:
+                            sums[1] += (out.argmax(1) == yb).sum()
                         sums[3] += clipped
                     seen += len(yb)
                     if bar is not None:
@@ -401,13 +430,24 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 )
                 log.warning("%s diverged at epoch %d step %d (%s)", cell.path, epoch, b, why)
             else:
-                record(epoch, loss_sum / seen, correct / seen, n_clipped / steps_per_epoch)
+                # regression: the epoch's running SSE (loss is the mean over target entries)
+                train_score = (
+                    r_squared(loss_sum * y_train[0].numel(), y_train)
+                    if regression
+                    else correct / seen
+                )
+                record(epoch, loss_sum / seen, train_score, n_clipped / steps_per_epoch)
             checkpoint()
     if state["status"] == "running":
         state["status"] = "ok"
         checkpoint()
 
-    meta = {"n_params": n_params, "n_skip_params": n_skip_params, "optimizer": bundle.metadata()}
+    meta = {
+        "task": data.task,
+        "n_params": n_params,
+        "n_skip_params": n_skip_params,
+        "optimizer": bundle.metadata(),
+    }
     _write_outputs(cell, cell_cfg, state, outdir, device, cfg_hash, meta)
     return state["status"]
 
@@ -440,8 +480,9 @@ def _write_outputs(
     ok = state["status"] == "ok"
     nan = float("nan")
     # The best epoch is chosen on validation, never on test; ties go to the earlier epoch.
-    scored = [h for h in state["history"] if math.isfinite(h["val_acc"])]
-    best = max(scored, key=lambda h: h["val_acc"]) if scored else None
+    score = "r2" if meta["task"] == "regression" else "acc"
+    scored = [h for h in state["history"] if math.isfinite(h[f"val_{score}"])]
+    best = max(scored, key=lambda h: h[f"val_{score}"]) if scored else None
     write_json(
         outdir / "status.json",
         {
@@ -451,11 +492,13 @@ def _write_outputs(
             "diverged_epoch": state["diverged_at"][0] if state["diverged_at"] else None,
             "diverged_step": state["diverged_at"][1] if state["diverged_at"] else None,
             **{
-                k: final[k] if ok else nan
-                for k in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+                f"{split}_{name}": final[f"{split}_{name}"] if ok else nan
+                for split in SPLITS
+                for name in ("loss", "acc", "r2")
             },
             "best_val_epoch": best["epoch"] if best else None,
             "test_acc_at_best_val": best["test_acc"] if best else nan,
+            "test_r2_at_best_val": best["test_r2"] if best else nan,
             "clipped_frac": _mean([h["clipped_frac"] for h in state["history"][1:]]),
             "wall_time_s": state["elapsed"],
             **meta,

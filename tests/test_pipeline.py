@@ -17,6 +17,10 @@ def test_whole_pipeline_then_nothing_to_do(tmp_path):
     cells = pd.read_parquet(res / "metrics/cells.parquet")
     assert len(cells) == 4 and set(cells["status"]) == {"ok"}
     assert {"test_acc", "n_params", "config_hash", "code_version", "device"} <= set(cells.columns)
+    assert {"variant", "val_acc", "best_val_epoch", "test_acc_at_best_val", "clipped_frac"} <= set(
+        cells.columns
+    )
+    assert "best_test_acc" not in cells.columns
     layers = pd.read_parquet(res / "metrics/layers.parquet")
     need = {"dataset", "arch", "skip", "depth", "seed", "epoch", "layer_index", "layer_name",
             "metric", "stat", "value", "exact", "config_hash"}  # fmt: skip
@@ -30,6 +34,9 @@ def test_whole_pipeline_then_nothing_to_do(tmp_path):
     } <= set(layers["metric"])
     history = pd.read_parquet(res / "metrics/history.parquet")
     assert len(history) == 4 * (cfg["train"]["epochs"] + 1)
+    assert {"variant", "val_acc", "val_loss", "clipped_frac"} <= set(history.columns)
+    findings = (res / "tables/findings.md").read_text()
+    assert "circles" in findings and "identity" in findings
     for name in FIGURES:
         for ext in ("pdf", "png"):
             assert (res / f"figures/{name}.{ext}").stat().st_size > 5000

@@ -229,3 +229,53 @@ def test_linear_algebra_failure_on_finite_values_is_not_divergence():
         model.weight[0, 0] = float("inf")
     assert _linalg_diverged(err, model, torch.tensor(1.0))
     assert not _linalg_diverged(RuntimeError("shape mismatch"), model, torch.tensor(1.0))
+
+
+def test_regression_cell_on_the_theorem_setting(tmp_path):
+    """diffeo: blocks on R^d itself (identity stem and head), MSE loss, R² recorded."""
+    d = tmp_path / "data"
+    spec = {"source": "diffeo", "d": 2, "n_train": 128, "n_test": 64}
+    prepare_dataset("diffeo", spec, d / "h.pt", d / "h.json")
+    cfg = tiny_config()
+    cfg["datasets"] = {"diffeo": spec}
+    cfg["grid"] = [
+        {"arch": "mlp", "datasets": ["diffeo"], "variants": ["orth_learned"], "depths": [4],
+         "seeds": [0]}
+    ]  # fmt: skip
+    cfg["model"] = {"mlp": {"width": 2, "hidden": 16, "stem": "identity", "head": "identity"}}
+    cfg["train"].update(epochs=3, snapshot_epochs=[0], optimizer={"lr": 0.01})
+    cfg = prepare_config(cfg)
+    cc = cell_config(cfg, cells(cfg)[0])
+    assert train_cell(cc, d / "h.pt", d / "h.json", tmp_path / "cell") == "ok"
+    hist = pd.read_parquet(tmp_path / "cell" / "history.parquet")
+    status = json.loads((tmp_path / "cell" / "status.json").read_text())
+    assert status["task"] == "regression" and math.isnan(status["test_acc"])
+    assert hist["test_r2"].notna().all() and hist["train_acc"].isna().all()
+    # MSE falls and R² rises: the net learns h
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert hist["test_r2"].iloc[-1] > hist["test_r2"].iloc[0]
+    assert status["test_r2"] == hist["test_r2"].iloc[-1] <= 1.0
+    # R² by hand at the last epoch equals the recorded one
+    from orthskip.data import load_prepared
+    from orthskip.models import build_model
+
+    data = load_prepared(d / "h.pt", d / "h.json")
+    torch.manual_seed(0)
+    model = build_model(
+        "mlp", 4, "orth_learned", (2,), 2, cc["model"], {"orth_learned": cc["skip_options"]}
+    )
+    model.load_state_dict(load_torch(tmp_path / "cell" / "snapshots.pt")["states"]["3"])
+    model.eval()
+    with torch.no_grad():
+        pred = model(data.x_test).double()
+    y = data.y_test.double()
+    r2 = 1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum()
+    assert float(r2) == pytest.approx(status["test_r2"], rel=1e-5)
+
+
+def test_identity_stem_needs_the_input_dimension():
+    from orthskip.errors import ConfigError
+    from orthskip.models import build_model
+
+    with pytest.raises(ConfigError, match=r"model\.mlp\.stem.*width = 2"):
+        build_model("mlp", 2, "identity", (2,), 2, {"width": 3, "stem": "identity"}, {})

@@ -35,7 +35,15 @@ from orthskip.skips import SKIPS, skip_options, validate_skip_options
 ARCHS: tuple[str, ...] = ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18")
 
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
-    "mlp": {"width": 32, "activation": "relu", "norm": "none", "init": "kaiming"},
+    "mlp": {
+        "width": 32,
+        "activation": "relu",
+        "norm": "none",
+        "init": "kaiming",
+        "stem": "linear",
+        "head": "linear",
+        "hidden": 0,  # the branch's inner width; 0 = width
+    },
     "cifar_resnet": {"width": 16, "init": "kaiming"},
     "cifar_preresnet": {"width": 16, "init": "kaiming"},
     "resnet18": {"width": 64, "init": "kaiming"},
@@ -45,6 +53,8 @@ MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "activation": ("relu", "tanh", "gelu"),
         "norm": ("none", "batch", "layer"),
         "init": INITS,
+        "stem": ("linear", "identity"),
+        "head": ("linear", "identity"),
     },
     "cifar_resnet": {"init": INITS},
     "cifar_preresnet": {"init": INITS},
@@ -96,6 +106,8 @@ def validate_model_options(arch: str, model_cfg: dict | None) -> None:
             raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
         if key == "width" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{where} = {value!r}: expected an integer >= 1")
+        if key == "hidden" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"{where} = {value!r}: expected an integer >= 0 (0: = width)")
 
 
 def model_options(arch: str, model_cfg: dict | None) -> dict[str, Any]:

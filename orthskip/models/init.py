@@ -83,12 +83,13 @@ def outside_skips(net: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
 
 def init_mlp(net: nn.Module, activation: str) -> None:
     """``kaiming`` for the residual MLP (stem, branches, head); see the module docstring."""
-    normal_init_(net.stem[1], 1.0)
+    for layer in (net.stem[1], net.head):  # nn.Identity with stem/head: identity
+        if isinstance(layer, nn.Linear):
+            normal_init_(layer, 1.0)
     for block in net.blocks:
         if block.branch is not None:
             normal_init_(block.branch[0], activation_gain(activation))
             normal_init_(block.branch[-1], 1.0)
-    normal_init_(net.head, 1.0)
 
 
 def init_cnn(net: nn.Module) -> None:

@@ -1,10 +1,15 @@
 """Residual MLP for vector data (any input shape is flattened; digits arrive as (1, 8, 8)).
 
-stem = Flatten → Linear(D, width); ``depth`` blocks y = S(x) + F(x) on ``width`` features with
-F(x) = Linear(act(norm(Linear(x)))); head = Linear(width, classes). No activation after the
-addition, so the trunk is a composition of maps near S (seeds/000's setting). All blocks keep the
-width, so an MLP has no transition blocks (``procrustes``, which only acts at transitions, is
-then the identity skip). Initialisation (``init``): ``orthskip.models.init``.
+stem = Flatten → Linear(D, width); ``depth`` blocks y = S(x) + F(x) on ``width`` features
+with F(x) = Linear(act(norm(Linear(x)))) through ``hidden`` inner units (0: = width); head =
+Linear(width, classes). No activation after the addition, so the trunk is a composition of
+maps near S (seeds/000's setting). All blocks keep the width, so an MLP has no transition
+blocks (``procrustes``, which only acts at transitions, is then the identity skip).
+Initialisation (``init``): ``orthskip.models.init``.
+
+``stem: identity`` / ``head: identity`` (options) drop the input / output linear map, so the
+blocks *are* the map being learned (seeds/000's theorem setting: a map R^d → R^d written as
+m residual blocks on R^d itself); they need width = input dimension / = output dimension.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import math
 
 from torch import nn
 
+from orthskip.errors import ConfigError
 from orthskip.models.base import ResidualBlock, ResidualNet
 from orthskip.models.init import init_mlp
 
@@ -31,21 +37,29 @@ def build_mlp(
     depth: int, skip: str, input_shape: tuple[int, ...], num_classes: int, cfg: dict, skip_cfg
 ) -> ResidualNet:
     width = int(cfg["width"])
+    hidden = int(cfg["hidden"]) or width
     d_in = math.prod(input_shape)
 
     def branch(c_in: int, c_out: int, stride: int) -> nn.Module:
         return nn.Sequential(
-            nn.Linear(c_in, width),
-            _norm(cfg["norm"], width),
+            nn.Linear(c_in, hidden),
+            _norm(cfg["norm"], hidden),
             ACTIVATIONS[cfg["activation"]](),
-            nn.Linear(width, c_out),
+            nn.Linear(hidden, c_out),
         )
 
-    stem = nn.Sequential(nn.Flatten(), nn.Linear(d_in, width))
+    for key, dim in (("stem", d_in), ("head", num_classes)):
+        if cfg[key] == "identity" and dim != width:
+            raise ConfigError(
+                f"model.mlp.{key} = identity needs width = {dim} (the data's "
+                f"{'input' if key == 'stem' else 'output'} dimension); width is {width}"
+            )
+    stem_map = nn.Identity() if cfg["stem"] == "identity" else nn.Linear(d_in, width)
+    stem = nn.Sequential(nn.Flatten(), stem_map)
     blocks = [
         ResidualBlock(f"block{i}", skip, width, width, 1, branch, skip_cfg) for i in range(depth)
     ]
-    head = nn.Linear(width, num_classes)
+    head = nn.Identity() if cfg["head"] == "identity" else nn.Linear(width, num_classes)
     net = ResidualNet("mlp", skip, stem, blocks, head)
     if cfg["init"] == "kaiming":
         init_mlp(net, cfg["activation"])

@@ -51,3 +51,25 @@ rule table:
     shell:
         "python -m orthskip table {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --md {output.md} --tex {output.tex} > {log} 2>&1"
+
+
+rule findings:
+    input:
+        METRICS,
+    output:
+        report(
+            "results/tables/findings.md",
+            caption="../report/findings.rst",
+            category="Tables",
+            subcategory="findings",
+        ),
+    log:
+        "results/logs/findings.log",
+    conda:
+        ENV
+    params:
+        metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        code=source_hash("tables", "stats", "figures"),
+    shell:
+        "python -m orthskip findings --metrics-dir {params.metrics_dir} --out {output}"
+        " > {log} 2>&1"
