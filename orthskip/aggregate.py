@@ -34,6 +34,7 @@ STATUS_COLUMNS = [
     "epochs",
     "diverged_epoch",
     "diverged_step",
+    "stopped",
     *FLOAT_COLUMNS,
     "best_val_epoch",
     "wall_time_s",

@@ -48,6 +48,23 @@ class Diverged(Exception):
     """A non-finite loss, gradient or parameter at one optimizer step."""
 
 
+def plateau(history: list[dict[str, Any]], stop: dict[str, Any]) -> str | None:
+    """The stopping rule: training loss plateaued (``train.stop``), or None to go on.
+
+    Stops when the best training loss of the last ``patience`` epochs is not below
+    (1 − ``min_delta``) × the best before them; patience 0 switches the rule off (then
+    training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is not counted.
+    """
+    patience = int(stop.get("patience", 0))
+    losses = [h["train_loss"] for h in history[1:]]
+    if patience <= 0 or len(losses) <= patience:
+        return None
+    before, recent = min(losses[:-patience]), min(losses[-patience:])
+    if recent < (1.0 - float(stop.get("min_delta", 0.0))) * before:
+        return None
+    return f"train_loss plateau: best of the last {patience} epochs {recent:.4g} vs {before:.4g}"
+
+
 def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, val) row indices: a seeded random ``fraction`` of the n rows, both sorted."""
     n_val = round(n * fraction)
@@ -266,6 +283,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         "perm": None,
         "sums": None,
         "diverged_at": None,  # (epoch, step within the epoch) of the first non-finite value
+        "stopped": None,  # why training ended before train.epochs (the stopping rule)
         "history": [],
         "snapshots": {},
         "elapsed": 0.0,
@@ -286,7 +304,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
             data_gen.set_state(ckpt["data_gen"])
             aug_gen.set_state(ckpt["aug_gen"].to(aug_gen.get_state().device))
             state.update(ckpt["state"])
-            if state["status"] == "ok" and state["epoch"] < epochs:
+            if state["status"] == "ok" and state["epoch"] < epochs and not state["stopped"]:
                 state["status"] = "running"  # continue a finished run for more epochs
             log.info("resumed %s at epoch %d batch %d", cell.path, state["epoch"], state["batch"])
 
@@ -437,6 +455,11 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                     else correct / seen
                 )
                 record(epoch, loss_sum / seen, train_score, n_clipped / steps_per_epoch)
+                state["stopped"] = plateau(state["history"], tcfg.get("stop") or {})
+                if state["stopped"]:
+                    state["status"] = "ok"
+                    state["snapshots"][str(epoch)] = _cpu_state(model)  # the last epoch
+                    log.info("%s stopped at epoch %d: %s", cell.path, epoch, state["stopped"])
             checkpoint()
     if state["status"] == "running":
         state["status"] = "ok"
@@ -491,6 +514,7 @@ def _write_outputs(
             "epochs": state["epoch"],
             "diverged_epoch": state["diverged_at"][0] if state["diverged_at"] else None,
             "diverged_step": state["diverged_at"][1] if state["diverged_at"] else None,
+            "stopped": state.get("stopped"),
             **{
                 f"{split}_{name}": final[f"{split}_{name}"] if ok else nan
                 for split in SPLITS

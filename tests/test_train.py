@@ -279,3 +279,41 @@ def test_identity_stem_needs_the_input_dimension():
 
     with pytest.raises(ConfigError, match=r"model\.mlp\.stem.*width = 2"):
         build_model("mlp", 2, "identity", (2,), 2, {"width": 3, "stem": "identity"}, {})
+
+
+def test_stopping_rule_plateau():
+    from orthskip.train import plateau
+
+    hist = [{"train_loss": v} for v in (9.0, 1.0, 0.5, 0.49, 0.495, 0.5)]
+    assert plateau(hist, {}) is None  # off by default
+    assert plateau(hist, {"patience": 2, "min_delta": 0.0}) is not None  # 0.495 !< 0.49
+    assert plateau(hist, {"patience": 3, "min_delta": 0.0}) is None  # 0.49 < 0.5: improving
+    assert plateau(hist[:4], {"patience": 1, "min_delta": 0.0}) is None  # 0.49 < 0.5
+    assert plateau(hist[:4], {"patience": 1, "min_delta": 0.05}) is not None  # not 5 % better
+    assert plateau(hist[:3], {"patience": 5}) is None  # too few epochs to judge
+
+
+def test_training_stops_on_a_plateau_and_records_why(tmp_path, circles):
+    cfg = _cell_cfg(epochs=30, stop={"patience": 2, "min_delta": 0.5}, snapshot_epochs=[0])
+    assert train_cell(cfg, *circles, tmp_path) == "ok"
+    status = json.loads((tmp_path / "status.json").read_text())
+    hist = pd.read_parquet(tmp_path / "history.parquet")
+    assert status["stopped"].startswith("train_loss plateau") and status["epochs"] < 30
+    assert hist["epoch"].iloc[-1] == status["epochs"]
+    assert str(status["epochs"]) in load_torch(tmp_path / "snapshots.pt")["states"]
+    # a stopped run is finished: asking again trains nothing more
+    assert train_cell(cfg, *circles, tmp_path) == "ok"
+    assert len(pd.read_parquet(tmp_path / "history.parquet")) == len(hist)
+
+
+def test_branch_scale_divides_each_branch_output():
+    from orthskip.models import build_model
+
+    x = torch.randn(5, 2)
+    out = {}
+    for scale in ("none", "inv_depth", "inv_sqrt_depth"):
+        torch.manual_seed(0)
+        net = build_model("mlp", 4, "none", (2,), 2, {"width": 3, "branch_scale": scale}, {})
+        out[scale] = net.blocks[0].branch(net.stem(x))
+    assert torch.allclose(out["inv_depth"], out["none"] / 4)
+    assert torch.allclose(out["inv_sqrt_depth"], out["none"] / 2)

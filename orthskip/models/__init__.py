@@ -43,6 +43,7 @@ MODEL_OPTIONS: dict[str, dict[str, Any]] = {
         "stem": "linear",
         "head": "linear",
         "hidden": 0,  # the branch's inner width; 0 = width
+        "branch_scale": "none",  # F scaled by 1, 1/depth or 1/sqrt(depth)
     },
     "cifar_resnet": {"width": 16, "init": "kaiming"},
     "cifar_preresnet": {"width": 16, "init": "kaiming"},
@@ -55,6 +56,7 @@ MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
         "init": INITS,
         "stem": ("linear", "identity"),
         "head": ("linear", "identity"),
+        "branch_scale": ("none", "inv_depth", "inv_sqrt_depth"),
     },
     "cifar_resnet": {"init": INITS},
     "cifar_preresnet": {"init": INITS},

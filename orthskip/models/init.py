@@ -89,7 +89,7 @@ def init_mlp(net: nn.Module, activation: str) -> None:
     for block in net.blocks:
         if block.branch is not None:
             normal_init_(block.branch[0], activation_gain(activation))
-            normal_init_(block.branch[-1], 1.0)
+            normal_init_(block.branch[3], 1.0)  # the last linear (a Scale may follow)
 
 
 def init_cnn(net: nn.Module) -> None:

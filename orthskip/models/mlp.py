@@ -10,19 +10,35 @@ Initialisation (``init``): ``orthskip.models.init``.
 ``stem: identity`` / ``head: identity`` (options) drop the input / output linear map, so the
 blocks *are* the map being learned (seeds/000's theorem setting: a map R^d → R^d written as
 m residual blocks on R^d itself); they need width = input dimension / = output dimension.
+``branch_scale`` multiplies every branch's output by 1, 1/depth or 1/√depth (a fixed factor,
+not a parameter): a depth-dependent step size, so its effect on depth trends can be shown.
 """
 
 from __future__ import annotations
 
 import math
 
-from torch import nn
+from torch import Tensor, nn
 
 from orthskip.errors import ConfigError
 from orthskip.models.base import ResidualBlock, ResidualNet
 from orthskip.models.init import init_mlp
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class Scale(nn.Module):
+    """Multiplies by a fixed factor (no parameter)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:.4g}"
 
 
 def _norm(kind: str, width: int) -> nn.Module:
@@ -40,13 +56,18 @@ def build_mlp(
     hidden = int(cfg["hidden"]) or width
     d_in = math.prod(input_shape)
 
+    scale = {"none": 1.0, "inv_depth": 1.0 / depth, "inv_sqrt_depth": depth**-0.5}[
+        cfg["branch_scale"]
+    ]
+
     def branch(c_in: int, c_out: int, stride: int) -> nn.Module:
-        return nn.Sequential(
+        layers = [
             nn.Linear(c_in, hidden),
             _norm(cfg["norm"], hidden),
             ACTIVATIONS[cfg["activation"]](),
             nn.Linear(hidden, c_out),
-        )
+        ]
+        return nn.Sequential(*layers, *([Scale(scale)] if scale != 1.0 else []))
 
     for key, dim in (("stem", d_in), ("head", num_classes)):
         if cfg[key] == "identity" and dim != width:
