@@ -106,8 +106,11 @@ def validate_model_options(arch: str, model_cfg: dict | None) -> None:
         choices = MODEL_CHOICES.get(arch, {}).get(key)
         if choices is not None and value not in choices:
             raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
-        if key == "width" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{where} = {value!r}: expected an integer >= 1")
+        least = 0 if arch == "mlp" else 1  # mlp: 0 = the input dimension
+        if key == "width" and (
+            isinstance(value, bool) or not isinstance(value, int) or value < least
+        ):
+            raise ConfigError(f"{where} = {value!r}: expected an integer >= {least}")
         if key == "hidden" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise ConfigError(f"{where} = {value!r}: expected an integer >= 0 (0: = width)")
 

@@ -7,9 +7,10 @@ maps near S (seeds/000's setting). All blocks keep the width, so an MLP has no t
 blocks (``procrustes``, which only acts at transitions, is then the identity skip).
 Initialisation (``init``): ``orthskip.models.init``.
 
-``stem: identity`` / ``head: identity`` (options) drop the input / output linear map, so the
-blocks *are* the map being learned (seeds/000's theorem setting: a map R^d → R^d written as
-m residual blocks on R^d itself); they need width = input dimension / = output dimension.
+``width: 0`` is the input dimension. ``stem: identity`` / ``head: identity`` (options) drop
+the input / output linear map, so the blocks *are* the map being learned (seeds/000's theorem
+setting: a map R^d → R^d written as m residual blocks on R^d itself); they need width = input
+dimension / = output dimension.
 ``branch_scale`` multiplies every branch's output by 1, 1/depth or 1/√depth (a fixed factor,
 not a parameter): a depth-dependent step size, so its effect on depth trends can be shown.
 """
@@ -52,9 +53,9 @@ def _norm(kind: str, width: int) -> nn.Module:
 def build_mlp(
     depth: int, skip: str, input_shape: tuple[int, ...], num_classes: int, cfg: dict, skip_cfg
 ) -> ResidualNet:
-    width = int(cfg["width"])
-    hidden = int(cfg["hidden"]) or width
     d_in = math.prod(input_shape)
+    width = int(cfg["width"]) or d_in
+    hidden = int(cfg["hidden"]) or width
 
     scale = {"none": 1.0, "inv_depth": 1.0 / depth, "inv_sqrt_depth": depth**-0.5}[
         cfg["branch_scale"]
