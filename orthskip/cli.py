@@ -10,6 +10,10 @@ import argparse
 import json
 import logging
 import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +65,70 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume_note(cell_cfg: dict[str, Any], outdir: Path) -> str:
+    """What train_cell will do with ``outdir/last.pt``: resume from epoch N, or fresh."""
+    from orthskip.config import resume_key
+
+    last = outdir / "last.pt"
+    if not last.exists():
+        return "fresh"
+    import torch
+
+    try:  # mmap: only the small state dict is read, not the weights
+        ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # train_cell reports an unreadable checkpoint itself
+        return f"last.pt unreadable ({type(err).__name__})"
+    if ckpt.get("resume_key") != resume_key(cell_cfg):
+        return "fresh; last.pt is for another config"
+    state = ckpt.get("state", {})
+    batch = f" batch {state['batch']}" if state.get("batch") else ""
+    return f"resume from epoch {state.get('epoch', '?')}{batch}"
+
+
+@contextmanager
+def _appended_log(path: Path) -> Iterator[Callable[[str], None]]:
+    """Copy every log record (and the lines given to ``say``) to ``path``, appended.
+
+    Snakemake deletes a rule's log file before it reruns the job, so the train rule keeps
+    this second, append-only log in the cell's directory: it holds every run of the cell.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+        handler.stream.write(line + "\n")
+        handler.flush()
+
+    try:
+        yield say
+    except Exception as err:  # the reason of a failed run belongs in its history too
+        handler.stream.write("".join(traceback.format_exception(err)))
+        handler.flush()
+        raise
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from orthskip.train import PREEMPT_EXIT_CODE, Preempted, train_cell
 
-    try:
-        status = train_cell(_cell_config(args), args.data, args.manifest, args.out)
-    except Preempted as err:
-        logging.getLogger("orthskip").warning("%s", err)
-        return PREEMPT_EXIT_CODE
+    cell_cfg = _cell_config(args)
+    cell = "/".join(str(cell_cfg["cell"][k]) for k in ("dataset", "arch", "variant"))
+    cell += f"/d{cell_cfg['cell']['depth']}/s{cell_cfg['cell']['seed']}"
+    with _appended_log(args.log_file or args.out / "train.log") as say:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        say(f"==== orthskip train {cell} started {now} ({_resume_note(cell_cfg, args.out)})")
+        try:
+            status = train_cell(cell_cfg, args.data, args.manifest, args.out)
+        except Preempted as err:
+            logging.getLogger("orthskip").warning("%s", err)
+            say(f"==== orthskip train {cell} preempted (exit {PREEMPT_EXIT_CODE})")
+            return PREEMPT_EXIT_CODE
+        say(f"==== orthskip train {cell} finished: status {status}")
     print(f"status: {status}")
     return 0
 
@@ -132,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one cell")
     _add_cell_args(p)
     p.add_argument("--out", type=Path, required=True, help="the cell's directory")
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="append this run's log here (default: OUT/train.log; kept across runs)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("metrics", help="per-layer metrics of one cell")

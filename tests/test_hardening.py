@@ -8,6 +8,9 @@ seeds and a figure message that names the cause (item 5).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 
 from orthskip.config import cell_config, cells, load_config, prepare_config, warp_seed_for
 from orthskip.errors import ConfigError
-from tests.workflow import REPO, SNAKEMAKE, snakemake, tiny_config
+from tests.workflow import REPO, SNAKEMAKE, snakemake, tiny_config, write_config
 
 # ---- item 3: config messages ------------------------------------------------------------
 
@@ -197,3 +200,139 @@ def test_no_2d_message_when_the_data_are_not_2d(tmp_path):
     layers.to_parquet(tmp_path / "layers.parquet")
     assert "no 2-D dataset in the results" in _why_empty(tmp_path)
     assert "no 2-D dataset in the results" in _why_empty(tmp_path / "missing")
+
+
+# ---- item 2: a corrupt prepared dataset stops the run before any job --------------------
+
+ONE_CELL = "results/cells/circles/mlp/identity/d1/s0"
+
+
+def _one_cell_config() -> dict:
+    cfg = tiny_config()
+    cfg["grid"][0].update(variants=["identity"], depths=[1], seeds=[0])
+    return cfg
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A workdir whose only cell was trained by the real train rule (twice: --forcerun)."""
+    work = tmp_path_factory.mktemp("trained")
+    snakemake(work, f"{ONE_CELL}/status.json", cfg=_one_cell_config(), cores=1)
+    return work
+
+
+def test_corrupt_dataset_stops_before_any_job_and_keeps_results(trained, tmp_path):
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(trained, work, symlinks=True)
+    data = work / "results/data/circles.pt"
+    data.write_bytes(data.read_bytes()[:100])  # truncated, as by a failed copy
+    before = _snapshot(work / "results")
+    for args in (["-n"], [f"{ONE_CELL}/status.json"]):  # the plan, and a real run
+        proc = snakemake(work, *args, cfg=_one_cell_config(), cores=1, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert "prepared dataset results/data/circles.pt is corrupt: 100 bytes" in out
+        assert (
+            "delete results/data/circles.pt and results/data/circles.manifest.json to prepare"
+            " it again, or restore both with `dvc pull`" in out
+        )
+        assert "train" not in out.split("DatasetError")[0]  # no job was planned
+        assert _snapshot(work / "results") == before
+
+
+def test_check_prepared_hashes_and_compares_sizes(tmp_path):
+    from orthskip.data.prepare import check_prepared, prepare_dataset
+    from orthskip.errors import DatasetError
+
+    data, man = tmp_path / "c.pt", tmp_path / "c.manifest.json"
+    check_prepared(data, man)  # neither exists: nothing to check (prepare will make them)
+    prepare_dataset("circles", {"n_train": 16, "n_test": 8}, data, man)
+    check_prepared(data, man)
+    blob = bytearray(data.read_bytes())
+    blob[-30] ^= 0xFF  # same size, other bytes: only the hash sees it
+    data.write_bytes(bytes(blob))
+    with pytest.raises(DatasetError, match=r"c\.pt is corrupt: sha256 [0-9a-f]{64} does not"):
+        check_prepared(data, man)
+    # above the hashing limit only the size is compared (load_prepared still hashes)
+    check_prepared(data, man, hash_max_bytes=len(blob) - 1)
+    assert hashlib.sha256(bytes(blob)).hexdigest() != json.loads(man.read_text())["sha256"]
+    data.write_bytes(bytes(blob[:-1]))
+    with pytest.raises(DatasetError, match=f"{len(blob) - 1} bytes, its manifest"):
+        check_prepared(data, man, hash_max_bytes=0)
+    man.write_text("{")
+    with pytest.raises(DatasetError, match=r"manifest .* is unreadable"):
+        check_prepared(data, man)
+
+
+# ---- item 4: the train log survives reruns; the stale-lock hint of `make run` -----------
+
+
+def test_train_cli_appends_a_marker_per_run(tmp_path, caplog):
+    from orthskip.cli import main
+    from orthskip.data import prepare_dataset
+
+    caplog.set_level(logging.INFO)  # main's basicConfig(INFO) is a no-op under pytest
+
+    cfg = _one_cell_config()
+    spec = {k: v for k, v in cfg["datasets"]["circles"].items() if k != "source"}
+    data, man = tmp_path / "c.pt", tmp_path / "c.manifest.json"
+    prepare_dataset("circles", spec, data, man)
+    out = tmp_path / "cell"
+    cell = "circles/mlp/identity/d1/s0"
+    for epochs in (2, 3):  # the second run continues the finished one for an epoch more
+        cfg["train"]["epochs"] = epochs
+        path = write_config(tmp_path, cfg)
+        argv = ["train", "--configfile", str(path), "--cell", cell, "--data", str(data),
+                "--manifest", str(man), "--out", str(out)]  # fmt: skip
+        assert main(argv) == 0
+    log = (out / "train.log").read_text()
+    markers = [line for line in log.splitlines() if line.startswith("==== orthskip train")]
+    assert len(markers) == 4, log
+    assert markers[0].startswith(f"==== orthskip train {cell} started 20")
+    assert markers[0].endswith("Z (fresh)")
+    assert markers[1] == f"==== orthskip train {cell} finished: status ok"
+    assert markers[2].endswith("Z (resume from epoch 2)")
+    assert "resumed circles/mlp/identity/d1/s0 at epoch 2" in log  # train's own log records
+
+
+def test_train_rule_keeps_the_log_of_every_run(trained):
+    """Snakemake deletes the rule's log before a rerun; the cell's train.log keeps both."""
+    snakemake(trained, f"{ONE_CELL}/status.json", "--forcerun", "train", cfg=_one_cell_config(),
+              cores=1)  # fmt: skip
+    rule_log = (trained / "results/logs/train/circles/mlp/identity/d1/s0.log").read_text()
+    assert rule_log.count("==== orthskip train circles/mlp/identity/d1/s0 started") == 1
+    log = (trained / ONE_CELL / "train.log").read_text()
+    assert log.count("==== orthskip train circles/mlp/identity/d1/s0 started") == 2
+    assert "(fresh)" in log and "(resume from epoch 2)" in log
+
+
+def test_make_run_prints_the_unlock_fix_on_a_stale_lock(tmp_path):
+    import sys
+
+    work = tmp_path / "w"
+    work.mkdir()
+    write_config(work, _one_cell_config())
+    locks = work / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    # what a killed `snakemake` leaves: its lock files, naming the files it would write
+    (locks / "0.output.lock").write_text("results/metrics/summary.json\n")
+    stamp = tmp_path / "stamp"
+    stamp.touch()  # the venv counts as installed: make must not install anything
+    smk = f"--directory {work} --configfile {work / 'config.yaml'}"
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "run", f"BIN={Path(sys.executable).parent}",
+         f"STAMP={stamp}", f"SMK_ARGS={smk}", f"SMK_DIR={work}/", "CORES=1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Directory cannot be locked" in proc.stdout + proc.stderr
+    assert "still locked by an earlier Snakemake run that was killed" in proc.stderr
+    assert f"snakemake --unlock {smk}" in proc.stderr
+    assert "    make run" in proc.stderr
+    assert not (work / "results").exists()
