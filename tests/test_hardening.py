@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ import pytest
 
 from orthskip.config import cell_config, cells, load_config, prepare_config, warp_seed_for
 from orthskip.errors import ConfigError
-from tests.workflow import REPO, SNAKEMAKE, snakemake, tiny_config, write_config
+from tests.workflow import REPO, snakemake, tiny_config, write_config
 
 # ---- item 3: config messages ------------------------------------------------------------
 
@@ -48,7 +49,7 @@ def test_check_command_prints_the_location(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(BAD_YAML)
     proc = subprocess.run(
-        [*SNAKEMAKE[:1], "-m", "orthskip", "check", str(path)],
+        [sys.executable, "-m", "orthskip", "check", str(path)],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -313,8 +314,6 @@ def test_train_rule_keeps_the_log_of_every_run(trained):
 
 
 def test_make_run_prints_the_unlock_fix_on_a_stale_lock(tmp_path):
-    import sys
-
     work = tmp_path / "w"
     work.mkdir()
     write_config(work, _one_cell_config())
@@ -322,12 +321,11 @@ def test_make_run_prints_the_unlock_fix_on_a_stale_lock(tmp_path):
     locks.mkdir(parents=True)
     # what a killed `snakemake` leaves: its lock files, naming the files it would write
     (locks / "0.output.lock").write_text("results/metrics/summary.json\n")
-    stamp = tmp_path / "stamp"
-    stamp.touch()  # the venv counts as installed: make must not install anything
+    venv = Path(sys.executable).parents[1]
     smk = f"--directory {work} --configfile {work / 'config.yaml'}"
-    proc = subprocess.run(
-        ["make", "-s", "-C", str(REPO), "run", f"BIN={Path(sys.executable).parent}",
-         f"STAMP={stamp}", f"SMK_ARGS={smk}", f"SMK_DIR={work}/", "CORES=1"],
+    proc = subprocess.run(  # -o: the shared environment counts as installed, never rebuilt
+        ["make", "-s", "-C", str(REPO), "run", f"VENV={venv}", "-o", str(venv / ".installed"),
+         f"SMK_ARGS={smk}", f"SMK_DIR={work}/", "CORES=1"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode != 0
