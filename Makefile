@@ -28,7 +28,7 @@ if [ -n "$$(ls -A $(SMK_DIR).snakemake/locks 2>/dev/null)" ]; then \
   echo "error: the working directory is still locked by an earlier Snakemake run that was" \
     "killed. If no other snakemake runs here, remove the stale lock and rerun:" >&2; \
   echo "    $(BIN)/snakemake --unlock $(SMK_ARGS)" >&2; \
-  echo "    make run" >&2; \
+  echo "    make run$(if $(SMK_ARGS), SMK_ARGS='$(SMK_ARGS)')" >&2; \
 fi
 endef
 # Extra snakemake arguments (e.g. --configfile FILE); SMK_DIR: where .snakemake lives
@@ -44,7 +44,7 @@ run: $(STAMP)
 # Check a config file without Snakemake; a YAML syntax error is reported with its line and
 # column (Snakemake itself says only "Config file is not valid JSON or YAML").
 check: $(STAMP)
-	$(BIN)/orthskip check $(or $(CONFIG),config/config.yaml)
+	$(BIN)/python -m orthskip check $(or $(CONFIG),config/config.yaml)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -334,3 +334,16 @@ def test_make_run_prints_the_unlock_fix_on_a_stale_lock(tmp_path):
     assert f"snakemake --unlock {smk}" in proc.stderr
     assert "    make run" in proc.stderr
     assert not (work / "results").exists()
+
+
+def test_make_check_prints_the_yaml_location(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_YAML)
+    venv = Path(sys.executable).parents[1]
+    proc = subprocess.run(
+        ["make", "-s", "-C", str(REPO), "check", f"VENV={venv}", "-o", str(venv / ".installed"),
+         f"CONFIG={path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert f"{path}:3:5: YAML syntax error" in proc.stderr
