@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Rules call the `orthskip` CLI: put the environment first on PATH for every target.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test venv lint report dryrun clean-venv
+.PHONY: run check test venv lint report dryrun clean-venv
 
 # torch==2.13.0 first: with it present the CPU build satisfies every later pin,
 # and no CUDA wheels are pulled in.
@@ -21,10 +21,30 @@ $(STAMP): pyproject.toml requirements/lock.txt
 
 venv: $(STAMP)
 
+# A run killed with kill -9 (or a lost node) leaves Snakemake's lock in .snakemake/locks
+# and the next run stops with "Directory cannot be locked": print the fix, keep the failure.
+define LOCK_HINT
+if [ -n "$$(ls -A $(SMK_DIR).snakemake/locks 2>/dev/null)" ]; then \
+  echo "error: the working directory is still locked by an earlier Snakemake run that was" \
+    "killed. If no other snakemake runs here, remove the stale lock and rerun:" >&2; \
+  echo "    $(BIN)/snakemake --unlock $(SMK_ARGS)" >&2; \
+  echo "    make run$(if $(SMK_ARGS), SMK_ARGS='$(SMK_ARGS)')" >&2; \
+fi
+endef
+# Extra snakemake arguments (e.g. --configfile FILE); SMK_DIR: where .snakemake lives
+# when SMK_ARGS has --directory DIR (then SMK_DIR=DIR/).
+SMK_ARGS ?=
+SMK_DIR ?=
+
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	@$(BIN)/snakemake --cores $(CORES) $(SMK_ARGS) || { rc=$$?; $(LOCK_HINT); exit $$rc; }
+	$(BIN)/snakemake --cores $(CORES) $(SMK_ARGS) --report results/report.html
 	@echo "Figures: results/figures  Tables: results/tables  Report: results/report.html"
+
+# Check a config file without Snakemake; a YAML syntax error is reported with its line and
+# column (Snakemake itself says only "Config file is not valid JSON or YAML").
+check: $(STAMP)
+	$(BIN)/python -m orthskip check $(or $(CONFIG),config/config.yaml)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

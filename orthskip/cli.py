@@ -62,10 +62,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from orthskip.train import PREEMPT_EXIT_CODE, Preempted, train_cell
+    from orthskip.runlog import train_logged
+    from orthskip.train import PREEMPT_EXIT_CODE, Preempted
 
     try:
-        status = train_cell(_cell_config(args), args.data, args.manifest, args.out)
+        status = train_logged(_cell_config(args), args.data, args.manifest, args.out, args.log_file)
     except Preempted as err:
         logging.getLogger("orthskip").warning("%s", err)
         return PREEMPT_EXIT_CODE
@@ -165,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one cell")
     _add_cell_args(p)
     p.add_argument("--out", type=Path, required=True, help="the cell's directory")
+    p.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="append this run's log here (default: OUT/train.log; kept across runs)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("metrics", help="per-layer metrics of one cell")

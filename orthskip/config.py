@@ -31,6 +31,8 @@ SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TOP_KEYS = (
     "datasets", "variants", "grid", "model", "skip_options", "train", "metrics", "execution",
 )  # fmt: skip
+# Sections whose keys check_schema_keys checks against the schema before validation.
+CLOSED_SECTIONS = ("train", "metrics")
 GRID_KEYS = ("arch", "datasets", "variants", "depths", "seeds")
 # Sections of the config that a variant may override for its cells.
 VARIANT_KEYS = ("skip", "skip_options", "model", "train", "metrics")
@@ -99,6 +101,44 @@ def check_top_keys(cfg: dict[str, Any]) -> None:
     for key in ("datasets", "grid"):
         if key not in cfg:
             raise ConfigError(f"config key '{key}' is required")
+    check_schema_keys(cfg)
+
+
+def check_schema_keys(cfg: dict[str, Any]) -> None:
+    """Unknown keys in the schema's closed sections (``additionalProperties: false``).
+
+    Runs before the schema validation so that a misspelt key is named with the allowed
+    keys and a did-you-mean, not with the schema dump jsonschema prints. Values of the
+    wrong type are left to the validation. A variant's ``train``/``metrics`` overrides are
+    checked against those sections too. The grid and ``variants:`` keys have their own
+    checks with their own messages (check_grid).
+    """
+    schema = _schema()
+    overrides = [(f"variants.{name}", spec) for name, spec in (cfg.get("variants") or {}).items()]
+    for where, spec in [("", cfg), *overrides]:
+        if not isinstance(spec, dict):
+            continue  # check_variants names it
+        for section in CLOSED_SECTIONS:
+            if section in spec:
+                path = f"{where}.{section}" if where else section
+                _closed_keys(schema["properties"][section], spec[section], path)
+
+
+def _closed_keys(schema: dict[str, Any], value: Any, where: str) -> None:
+    props = schema.get("properties") or {}
+    extra = schema.get("additionalProperties", True)
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in props:
+                _closed_keys(props[key], sub, path)
+            elif extra is False:
+                raise _unknown("key", path, key, props)
+            elif isinstance(extra, dict):
+                _closed_keys(extra, sub, path)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            _closed_keys(schema["items"], item, f"{where}[{i}]")
 
 
 def _check_name(kind: str, key: str, name: Any) -> None:
@@ -299,9 +339,25 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    with path.open() as fh:
-        cfg = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(_yaml_message(path, err)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     return prepare_config(cfg)
+
+
+def _yaml_message(path: Path, err: yaml.MarkedYAMLError) -> str:
+    """``FILE:LINE:COLUMN: problem`` (1-based, as editors count), plus what YAML was in."""
+    mark, cmark = err.problem_mark or err.context_mark, err.context_mark
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    context = ""
+    if err.context:
+        at = f" started at line {cmark.line + 1}, column {cmark.column + 1}" if cmark else ""
+        context = f" ({err.context}{at})"
+    return f"{where}: YAML syntax error: {err.problem}{context}"
 
 
 def cells(cfg: dict[str, Any]) -> list[Cell]:
@@ -364,7 +420,7 @@ def cell_config(cfg: dict[str, Any], cell: Cell) -> dict[str, Any]:
     kind = spec["skip"]
     model = deep_merge(cfg.get("model", {}).get(cell.arch, {}), spec.get("model", {}))
     skip = deep_merge(cfg.get("skip_options", {}).get(kind, {}), spec.get("skip_options", {}))
-    return {
+    out = {
         "cell": {**cell.as_dict(), "skip": kind},
         "dataset": copy.deepcopy(cfg["datasets"][cell.dataset]),
         # resolved: a changed library default changes the hash and reruns the cell
@@ -373,6 +429,29 @@ def cell_config(cfg: dict[str, Any], cell: Cell) -> dict[str, Any]:
         "train": deep_merge(cfg["train"], spec.get("train", {})),
         "metrics": deep_merge(cfg["metrics"], spec.get("metrics", {})),
     }
+    out["metrics"]["warp_seed"] = warp_seed_for(cfg, cell)  # null resolved per cell family
+    return out
+
+
+def warp_seed_for(cfg: dict[str, Any], cell: Cell) -> int:
+    """The seed whose 2-D cells record decision-region grids, for ``cell``'s family.
+
+    ``metrics.warp_seed`` (the variant's override first) when set; when null (the
+    default), the smallest seed of the cell's family: the grid's cells that differ from
+    ``cell`` only in seed. So every family gets its grids whatever its seeds are.
+    """
+    spec = variant_of(cfg, cell.variant)
+    seed = deep_merge(cfg.get("metrics", {}), spec.get("metrics", {})).get("warp_seed")
+    if seed is not None:
+        return int(seed)
+    family = [
+        int(seed)
+        for e in cfg["grid"]
+        if e["arch"] == cell.arch and cell.dataset in e["datasets"]
+        and cell.variant in e["variants"] and cell.depth in e["depths"]
+        for seed in e["seeds"]
+    ]  # fmt: skip
+    return min(family, default=cell.seed)
 
 
 def config_hash(obj: Any) -> str:

@@ -12,30 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-
-@contextlib.contextmanager
-def member_log(path: Path | None) -> Iterator[None]:
-    """Send log records to ``path`` (appended) while one member runs."""
-    if path is None:
-        yield
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO) if level else logging.INFO)  # epoch lines are INFO
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-        root.removeHandler(handler)
-        handler.close()
 
 
 def _check(members: Sequence[dict[str, Any]], *paths: Sequence[Any]) -> None:
@@ -52,12 +31,12 @@ def train_pack(
     logs: Sequence[Path] | None = None,
 ) -> list[str]:
     """Train every member; returns their statuses (``ok`` / ``diverged``)."""
-    from orthskip.train import train_cell
+    from orthskip.runlog import train_logged
 
     logs = logs or [None] * len(members)
     _check(members, outdirs, logs)
     return [
-        _run(log, train_cell, cfg, data, manifest, out)
+        _run(log, train_logged, cfg, data, manifest, out)
         for cfg, out, log in zip(members, outdirs, logs, strict=True)
     ]
 
@@ -83,7 +62,10 @@ def metrics_pack(
 
 
 def _run(log: Path | None, func: Any, cfg: dict[str, Any], *args: Any) -> Any:
-    with member_log(log):
+    """One member, its records also in the rule's per-member log ``log``."""
+    from orthskip.runlog import appended_log
+
+    with appended_log(log) if log else contextlib.nullcontext():
         cell = cfg["cell"]
         logging.getLogger(__name__).info(
             "member %s/%s/%s/d%s/s%s", cell["dataset"], cell["arch"], cell["variant"],

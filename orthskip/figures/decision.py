@@ -71,14 +71,34 @@ def _draw_warp(ax, wg: pd.DataFrame, pts: pd.DataFrame, n_cls: int) -> None:
     _draw_points(ax, pts, _class_colors(n_cls, True))
 
 
+def _two_d_datasets(layers: pd.DataFrame) -> list[str]:
+    """Datasets whose cells read 2-D inputs: the stem is a Linear(2, width) (its weight is
+    width x 2; a conv stem's weight has four dimensions)."""
+    if layers.empty or not {"param", "shape", "dataset"} <= set(layers.columns):
+        return []
+    stem = layers[layers["param"].str.fullmatch(r"stem\.(?:\d+\.)?weight")]
+    return sorted(stem.loc[stem["shape"].str.fullmatch(r"\d+x2"), "dataset"].unique())
+
+
+def _why_empty(metrics_dir: Path) -> str:
+    two_d = _two_d_datasets(D.read_table(metrics_dir, "layers"))
+    if not two_d:
+        return "no data for this figure in this run (no 2-D dataset in the results)"
+    return (
+        f"2-D data present ({', '.join(two_d)}) but no decision grids were recorded:\n"
+        "metrics.warp_seed is not among those cells' seeds\n"
+        "(null, the default, picks the smallest seed of each cell family)"
+    )
+
+
 def decision_regions(metrics_dir: Path):
     warp = D.read_table(metrics_dir, "warp")
     if warp.empty:
-        return S.no_data_figure(TITLE, "no data for this figure in this run (no 2-D dataset)")
+        return S.no_data_figure(TITLE, _why_empty(metrics_dir))
     cells = D.read_table(metrics_dir, "cells")
     chosen = _choose_cells(warp, cells)
     if chosen.empty:
-        return S.no_data_figure(TITLE)
+        return S.no_data_figure(TITLE, "every cell with decision grids diverged")
     styles = S.variant_styles(D.variant_kinds(chosen))
     warp = warp.merge(chosen, on=D.CELL)
     n_cls = int(max(2, warp.loc[warp["grid"] != "warp", "pred"].max() + 1))

@@ -3,6 +3,7 @@ import re
 
 from orthskip import cluster
 from orthskip.config import cell_config, cells, pack_cells, packs
+from orthskip.data.prepare import check_prepared
 from orthskip.figures import FIGURES
 from orthskip.provenance import source_hash
 from orthskip.tables import TABLES
@@ -17,6 +18,21 @@ CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
 CELLS = cells(config)
 # members' seeds -> pack keys; one train and one metrics rule per seed tuple
 PACKS = packs(config)
+
+
+def check_prepared_datasets():
+    """Stop here when a prepared dataset no longer matches its manifest.
+
+    Otherwise Snakemake sees a changed input, plans every cell on it again and deletes
+    their good outputs before the first train job fails on the hash. Only the main
+    process checks: job processes re-read this file while a prepare job may be writing.
+    """
+    for name in sorted({c.dataset for c in CELLS}):
+        check_prepared(f"results/data/{name}.pt", f"results/data/{name}.manifest.json")
+
+
+if workflow.is_main_process:
+    check_prepared_datasets()
 
 
 def cell_dirs():
