@@ -6,7 +6,15 @@ import copy
 
 import pytest
 
-from orthskip.config import Cell, cell_config, cells, config_hash, prepare_config, resume_key
+from orthskip.config import (
+    Cell,
+    cell_config,
+    cells,
+    config_hash,
+    load_config,
+    prepare_config,
+    resume_key,
+)
 from orthskip.errors import ConfigError
 from tests.workflow import snakemake, tiny_config
 
@@ -144,11 +152,20 @@ def test_resume_key_ignores_epoch_count_but_not_the_recipe():
 def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
     from tests.workflow import REPO
 
-    for name, train_jobs in (("config.yaml", 124), ("paper.yaml", 630)):
+    # (cells, packs): one train job per pack of the cells that differ only in seed
+    for name, n_cells, n_packs in (
+        ("config.yaml", 124, 52),
+        ("paper.yaml", 630, 126),
+        ("rate.yaml", 3740, 374),
+    ):
+        cfg = load_config(REPO / "config" / name)
+        assert len(cells(cfg)) == n_cells
         proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / name))
-        out = proc.stdout + proc.stderr
-        line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["train"])
-        assert int(line.split()[1]) == train_jobs, line
+        rows = [ln.split() for ln in proc.stdout.splitlines()]
+        rows = rows[: next(i for i, r in enumerate(rows) if r[:1] == ["total"])]  # 1st table
+        train = sum(int(r[1]) for r in rows if len(r) == 2 and r[0].split("_")[0] == "train"
+                    and r[1].isdigit())  # fmt: skip
+        assert train == n_packs, name
 
 
 def test_variant_overrides_reach_only_its_cells_and_its_path():

@@ -176,7 +176,7 @@ def test_table_rule(fixture_workdir):
     tex = (fixture_workdir / "results/tables/accuracy.tex").read_text()
     assert "\\toprule" in tex and "\\bottomrule" in tex
     c = fixture_frames()["cells"]
-    ok = c[(c["dataset"] == "moons") & (c["depth"] == 8) & (c["skip"] == "orth_learned")]
+    ok = c[(c["dataset"] == "moons") & (c["depth"] == 8) & (c["variant"] == "orth_learned")]
     accs = [100 * a for a in ok["test_acc"]]
     expected = f"{statistics.fmean(accs):.2f} ± {statistics.stdev(accs):.2f} (3)"
     row = next(line for line in md.splitlines() if line.startswith("| moons | mlp | 8 |"))
