@@ -15,9 +15,11 @@ Head: global average pool → linear.
 
 Against torchvision (``torchvision.models.resnet18/34/50/101``): the same modules and shapes
 except at transitions, where torchvision's ``downsample`` is a 1×1 stride-s convolution followed
-by BatchNorm ("option B"). Our ``linear`` skip is that convolution without its BatchNorm, so
-n_params(torchvision) = n_params(resnet, linear) + Σ_transitions 2·C_out
-                      = n_params(resnet, identity) + Σ_transitions (C_in·C_out + 2·C_out).
+by BatchNorm ("option B"), and the shortcut is the identity inside stages. No skip kind is
+exactly that (``identity`` zero-pads at transitions; ``linear`` also has a C × C map inside the
+stages), so the structural match is
+n_params(torchvision) = n_params(resnet, identity) + Σ_transitions (C_in·C_out + 2·C_out),
+every other tensor the same shape in the same order (tests/test_models_arch.py).
 
 The arch ``resnet18`` (the name this family had before) is an alias: ``resnet`` with the CIFAR
 stem, depths 10/18/34, options ``width`` and ``init`` only.
