@@ -339,3 +339,19 @@ def test_orthogonal_skips_stay_exact_after_500_large_steps(arch, kind):
                 assert abs(float(torch.linalg.det(q.double())) - 1.0) < 1e-5
             moved = max(moved, float((q.double() - q0[b.name, key].double()).norm()))
     assert moved > 0.1  # training did move the orthogonal maps
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+@pytest.mark.parametrize(
+    ("name", "train_jobs"),
+    [("seed_codebase.yaml", 3 * 3 * 3 * 3), ("vit.yaml", 2 * 14 * 2 * 3)],
+)
+def test_new_configs_plan_their_grids_in_snakemake(tmp_path, name, train_jobs):
+    from tests.workflow import REPO, snakemake
+
+    proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / name))
+    out = proc.stdout + proc.stderr
+    line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["train"])
+    assert int(line.split()[1]) == train_jobs, line
