@@ -21,6 +21,7 @@ SHORT_GROUP = "short_cells"
 
 # Training samples per epoch when the spec does not say (n_train).
 _DEFAULT_N_TRAIN = {
+    "stl10": 5_000,
     "digits": 1_437,
     "mnist": 60_000,
     "fashion_mnist": 60_000,
@@ -38,6 +39,8 @@ _SEC_PER_SAMPLE_LAYER = {
     "cifar_resnet": 5.5e-6,
     "cifar_preresnet": 7.5e-6,
     "resnet18": 3.0e-5,
+    "resnet": 3.0e-5,
+    "vit": 3.0e-5,
 }
 _UNKNOWN_ARCH = 3.0e-5
 

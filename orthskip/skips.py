@@ -1,8 +1,9 @@
 """Skip connections S in residual blocks y = S(x) + F(x): one registry, one class per kind.
 
-Every skip acts on features (last dim of a 2-D input) or on channels (dim 1 of a 4-D input, as
-a 1×1 convolution). A block is a *transition* when it changes the width (C_in ≠ C_out) or the
-resolution (stride 2).
+Every skip acts on features (last dim of a 2-D input), on the width-d stream of token inputs
+(last dim of a 3-D (N, T, d) input, the same matrix on every token: the ViT) or on channels
+(dim 1 of a 4-D input, as a 1×1 convolution). A block is a *transition* when it changes the
+width (C_in ≠ C_out) or the resolution (stride 2).
 
 Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s):
 
@@ -38,8 +39,9 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
   (C, H, W), B̂(ω) = base · map(V̂(ω) − V̂(ω)ᴴ) per FFT frequency with V a centred k×k kernel
   (zero at init, so B starts at ``base`` = identity or Haar SO(C) per ``init``), applied by FFT,
   Bᵀ its adjoint (``orthskip.orth.orthogonal_conv_spectrum``); with k = 1 the channel-wise form
-  B ∈ SO(C) (parametrized like orth_learned, a 1×1 convolution); on vectors (mlp) always the
-  matrix form (a vector is a 1×1 image). ``matrices()`` gives B (k = 1) or the frequency-0 block
+  B ∈ SO(C) (parametrized like orth_learned, a 1×1 convolution); on vectors (mlp) and tokens
+  (vit: B ∈ SO(d) on every token) always the matrix form (a vector is a 1×1 image).
+  ``matrices()`` gives B (k = 1) or the frequency-0 block
   B̂(0, 0) (k > 1: the real orthogonal map on spatially constant inputs, as procrustes's W).
 
 ``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
@@ -209,6 +211,10 @@ def apply_matrix(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
     m = m.to(x.dtype)
     if x.dim() == 2:
         return x @ m.T if add is None else torch.addmm(add, x, m.T)
+    if x.dim() == 3:  # tokens (N, T, d): one GEMM over all N·T tokens
+        flat = x.reshape(-1, x.shape[-1])
+        y = flat @ m.T if add is None else torch.addmm(add.reshape(-1, m.shape[0]), flat, m.T)
+        return y.view(*x.shape[:-1], m.shape[0])
     if _use_gemm(x, m):
         return apply_channels_gemm(x, m, add)
     return apply_channels_conv(x, m, add)
@@ -216,7 +222,7 @@ def apply_matrix(x: Tensor, m: Tensor, add: Tensor | None = None) -> Tensor:
 
 def subsample(x: Tensor, stride: int) -> Tensor:
     """Spatial stride-s subsampling (matches a 3×3/pad-1/stride-s conv's output size)."""
-    if stride == 1 or x.dim() == 2:
+    if stride == 1 or x.dim() != 4:  # vectors and tokens have no spatial grid
         return x
     return x[:, :, ::stride, ::stride]
 
@@ -355,7 +361,7 @@ class IdentitySkip(Skip):
             return x
         x = subsample(x, self.stride)
         pad = self.c_out - self.c_in
-        if x.dim() == 2:
+        if x.dim() != 4:  # features / tokens: pad the last dim
             return F.pad(x, (0, pad))
         return F.pad(x, (0, 0, 0, 0, 0, pad))
 
@@ -366,6 +372,8 @@ class NoneSkip(Skip):
 
     def forward(self, x: Tensor) -> Tensor:
         x = subsample(x, self.stride)
+        if x.dim() == 3:  # tokens (N, T, d)
+            return x.new_zeros((*x.shape[:-1], self.c_out))
         return x.new_zeros((x.shape[0], self.c_out, *x.shape[2:]))
 
 
@@ -544,7 +552,7 @@ class _JacobianLayerMatrix(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b = self.matrix()
-        bias = self.bias if x.dim() == 2 else self.bias[:, None, None]
+        bias = self.bias[:, None, None] if x.dim() == 4 else self.bias  # images: per channel
         h = F.relu(apply_matrix(x, b) + bias)
         return x - 2.0 * apply_matrix(h, b.T)
 

@@ -10,6 +10,10 @@ Used by the data tests and reusable by rule-level tests:
   magic 0x0803 images / 0x0801 labels) in ``root/MNIST/raw`` or ``root/FashionMNIST/raw``,
   uncompressed as torchvision reads them, optionally with ``.gz`` copies beside them as a
   download leaves them.
+- ``write_stl10(root, ...)``: STL-10's binary files in ``root/stl10_binary``: ``train_X.bin``,
+  ``test_X.bin``, ``unlabeled_X.bin`` (uint8, every image three 96×96 planes, each plane
+  column-major, as the real files and torchvision's reader have it), ``train_y.bin`` /
+  ``test_y.bin`` (uint8 labels 1-10) and ``class_names.txt``.
 - ``bypass_md5(monkeypatch)``: torchvision checks the MD5s of the *real* CIFAR files,
   which generated files cannot match. This patch replaces only that check (the
   ``check_integrity`` used by torchvision's cifar module) by an existence check; it is for
@@ -129,12 +133,45 @@ def write_mnist(
 
 
 def bypass_md5(monkeypatch) -> None:
-    """Replace torchvision's CIFAR MD5 check by an existence check (generated files only)."""
+    """Replace torchvision's CIFAR and STL-10 MD5 checks by an existence check (generated files
+    only)."""
     from orthskip.data.tv_compat import import_torchvision
 
-    cifar = import_torchvision().datasets.cifar
+    datasets = import_torchvision().datasets
 
     def exists_only(fpath: str, md5: str | None = None) -> bool:
         return os.path.isfile(fpath)
 
-    monkeypatch.setattr(cifar, "check_integrity", exists_only)
+    monkeypatch.setattr(datasets.cifar, "check_integrity", exists_only)
+    monkeypatch.setattr(datasets.stl10, "check_integrity", exists_only)
+
+
+STL10_NAMES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+
+
+def _stl10_bytes(x: np.ndarray) -> bytes:
+    """(N, 3, 96, 96) rows-first images → STL-10's layout: each plane stored column-major."""
+    return np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes()
+
+
+def write_stl10(
+    root: Path,
+    n_train: int = 20,
+    n_test: int = 10,
+    n_unlabeled: int = 2,
+    seed: int = 0,
+    class_names: bool = True,
+) -> dict[str, np.ndarray]:
+    base = Path(root) / "stl10_binary"
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (3, 96, 96)
+    x_tr, x_te = _images(rng, n_train, shape), _images(rng, n_test, shape)
+    y_tr, y_te = _labels(rng, n_train, 10), _labels(rng, n_test, 10)
+    for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        (base / f"{split}_X.bin").write_bytes(_stl10_bytes(x))
+        (base / f"{split}_y.bin").write_bytes((y + 1).astype(np.uint8).tobytes())  # 1-based
+    (base / "unlabeled_X.bin").write_bytes(_stl10_bytes(_images(rng, n_unlabeled, shape)))
+    if class_names:
+        (base / "class_names.txt").write_text("\n".join(STL10_NAMES) + "\n")
+    return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}

@@ -72,3 +72,16 @@ def test_bench_maps_times_both_maps() -> None:
     for _, _, skips, median_ms, min_ms in rows:
         assert int(skips) == 3  # one per block of a CIFAR ResNet-8
         assert 0 < float(min_ms) <= float(median_ms)
+
+
+def test_bench_arch_times_vit_and_resnet50() -> None:
+    rows = run_bench("bench_arch.py", "--quick", "--steps", "1", "--rounds", "2", "--warmup", "1")
+    assert [row[:3:2] for row in rows] == [
+        [arch, kind]
+        for arch in ("vit", "resnet")
+        for kind in ("identity", "orth_learned", "orth_manifold")
+    ]
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[4]) > 0
+        if row[2] == "identity":
+            assert row[4] == "1.000"

@@ -339,3 +339,13 @@ def test_non_finite_activations_give_nan_not_a_crash():
         block.weight.fill_(float("inf"))
     values, _ = jacobian_sv(block.eval(), torch.randn(3, 4))
     assert math.isnan(values["max"]) and math.isnan(values["min"])
+
+
+def test_repr_condition_of_tokens_has_one_row_per_token() -> None:
+    from orthskip.metrics.representation import representation_matrix
+
+    h = torch.randn(4, 5, 3)  # (N, T, d): 20 tokens of 3 features
+    m = representation_matrix(h)
+    assert m.shape == (20, 3)
+    ref = h.double().reshape(20, 3)
+    assert torch.allclose(m, ref - ref.mean(0))

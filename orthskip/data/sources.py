@@ -54,6 +54,7 @@ _BUILDERS: dict[str, tuple[str, Callable[[dict[str, Any]], RawSplit]]] = {
     "fashion_mnist": ("torchvision", _vision("fashion_mnist")),
     "cifar10": ("torchvision", _vision("cifar10")),
     "cifar100": ("torchvision", _vision("cifar100")),
+    "stl10": ("torchvision", _vision("stl10")),
 }
 
 SOURCES: dict[str, Source] = {

@@ -122,6 +122,8 @@ PARAMS: dict[str, dict[str, Param]] = {
     "fashion_mnist": {**_VISION, **_augment_param(None)},
     "cifar10": {**_VISION, **_augment_param("cifar")},
     "cifar100": {**_VISION, **_augment_param("cifar")},
+    # 96×96: the same 4-pixel pad + crop + flip (the seed codebase's choice is not stated)
+    "stl10": {**_VISION, **_augment_param("cifar")},
 }
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)

@@ -1,11 +1,18 @@
-"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 through torchvision's dataset classes.
+"""MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100 and STL-10 through torchvision's dataset classes.
 
 The classes read the real on-disk formats (idx files under ``root/MNIST/raw`` etc., the
-pickled batches in ``root/cifar-10-batches-py`` / ``root/cifar-100-python``), download
-them when asked, and check them: CIFAR against torchvision's MD5s of every file; MNIST
+pickled batches in ``root/cifar-10-batches-py`` / ``root/cifar-100-python``, STL-10's binary
+files in ``root/stl10_binary``), download them when asked, and check them: CIFAR and STL-10
+against torchvision's MD5s of every file; MNIST
 only for presence of the raw files, so we also check the downloaded ``.gz`` archives
 against torchvision's MD5s when they are there. The sha256 of every file read goes into
 the manifest either way.
+
+STL-10 (``stl10``): the labelled ``train`` (5000) and ``test`` (8000) splits of 96×96 RGB
+images in 10 classes; torchvision reads ``train_X.bin`` / ``test_X.bin`` (uint8, each image
+three column-major 96×96 planes) and ``train_y.bin`` / ``test_y.bin`` (labels 1-10, made 0-9).
+Its integrity check also requires the unlabelled split ``unlabeled_X.bin`` (100 000 images,
+2.6 GB) to be present, although we never read it; the 10 fold index lists are not used.
 """
 
 from __future__ import annotations
@@ -26,7 +33,14 @@ CLASS_NAMES = {
     "fashion_mnist": "FashionMNIST",
     "cifar10": "CIFAR10",
     "cifar100": "CIFAR100",
+    "stl10": "STL10",
 }
+# the torchvision classes whose every file is checked against MD5s on open
+MD5_CHECKED = ("cifar10", "cifar100", "stl10")
+# STL10 without class_names.txt has no ``classes``; these are the names that file holds
+STL10_CLASSES = (
+    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
+)  # fmt: skip
 
 
 def dataset_class(source: str) -> type:
@@ -36,6 +50,9 @@ def dataset_class(source: str) -> type:
 def expected_files(source: str, root: Path) -> list[Path]:
     """The files torchvision's class reads for ``source`` under ``root``."""
     cls = dataset_class(source)
+    if source == "stl10":
+        base = root / cls.base_folder
+        return [base / f for f, _ in cls.train_list + cls.test_list]
     if source.startswith("cifar"):
         base = root / cls.base_folder
         names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
@@ -81,6 +98,8 @@ def _missing_help(source: str, root: Path) -> str:
 def _open(source: str, root: Path, train: bool, download: bool) -> Any:
     cls = dataset_class(source)
     try:
+        if source == "stl10":  # split instead of train; only the labelled splits
+            return cls(str(root), split="train" if train else "test", download=download)
         return cls(str(root), train=train, download=download)
     except Exception as e:  # torchvision raises RuntimeError, pickle/idx readers others
         split = "train" if train else "test"
@@ -92,13 +111,15 @@ def _open(source: str, root: Path, train: bool, download: bool) -> Any:
 
 def _images(ds: Any, source: str) -> np.ndarray:
     data = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
+    if source == "stl10":  # torchvision already gives (N, 3, 96, 96), rows first
+        return np.ascontiguousarray(data)
     if source.startswith("cifar"):
         return np.ascontiguousarray(data.transpose(0, 3, 1, 2))  # torchvision keeps NHWC
     return np.ascontiguousarray(data[:, None, :, :])
 
 
 def _labels(ds: Any) -> np.ndarray:
-    t = ds.targets
+    t = ds.labels if hasattr(ds, "labels") else ds.targets  # STL10 names them labels
     return (t.numpy() if isinstance(t, torch.Tensor) else np.asarray(t)).astype(np.int64)
 
 
@@ -118,8 +139,8 @@ def load_torchvision(source: str, spec: dict[str, Any]) -> RawSplit:
     if not download and not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist: {_missing_help(source, root)}")
     train, test = _open(source, root, True, download), _open(source, root, False, download)
-    verified = "torchvision-md5" if source.startswith("cifar") else "none"
-    if not source.startswith("cifar"):
+    verified = "torchvision-md5" if source in MD5_CHECKED else "none"
+    if source not in MD5_CHECKED:
         verified = _mnist_archive_check(source, root)
     x_tr, y_tr, x_te, y_te = (
         _images(train, source),
@@ -140,6 +161,6 @@ def load_torchvision(source: str, spec: dict[str, Any]) -> RawSplit:
         y_train=y_tr,
         x_test=np.ascontiguousarray(x_te, dtype=np.uint8),
         y_test=y_te,
-        classes=[str(c) for c in train.classes],
+        classes=[str(c) for c in getattr(train, "classes", STL10_CLASSES)],
         provenance={"root": str(root), "verified": verified, "files_sha256": files},
     )

@@ -12,11 +12,14 @@ def representation_matrix(h: Tensor) -> Tensor:
     """Block output as a float64 (samples, features) matrix, columns centred.
 
     (N, C, H, W) → (N·H·W, C): every spatial position of every sample is one row, the channel
-    vector its features. (N, D) stays as is. Other ranks: features are dim 1, the rest rows.
+    vector its features. (N, T, d) (ViT tokens) → (N·T, d): every token is one row. (N, D)
+    stays as is. Other ranks: features are dim 1, the rest rows.
     """
     h = h.detach().to("cpu", torch.float64)
     if h.ndim == 1:
         h = h[:, None]
+    elif h.ndim == 3:
+        h = h.reshape(-1, h.shape[-1])
     elif h.ndim > 2:
         h = torch.movedim(h, 1, -1).reshape(-1, h.shape[1])
     return h - h.mean(dim=0, keepdim=True)

@@ -1,4 +1,4 @@
-"""Architectures: residual MLP, CIFAR ResNet (post- and pre-activation), ResNet-18 (CIFAR stem).
+"""Architectures: residual MLP, CIFAR ResNets (post-/pre-act.), torchvision-style ResNets, ViT.
 
 ``build_model(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)`` returns a
 ``ResidualNet`` (stem, blocks, head). ``model_cfg`` is ``config["model"][arch]``; every key has a
@@ -6,12 +6,17 @@ default in ``MODEL_OPTIONS``. What each skip kind does at transition blocks is d
 ``orthskip.skips``.
 
 Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 6n + 2
-(n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet18`` counts weighted
-layers of the basic-block ImageNet family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]).
+(n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet`` counts weighted
+layers of torchvision's family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]) with basic blocks,
+50 ([3,4,6,3]), 101 ([3,4,23,3]), 152 ([3,8,36,3]) with bottlenecks (``orthskip.models.resnet``);
+``resnet18`` is the alias kept from before: ``resnet`` with the CIFAR stem, depths 10/18/34;
+``vit`` any number of transformer blocks >= 1 (each two residual sublayers, so the model has
+2·depth ``blocks``; ``orthskip.models.vit``).
 
 Initialisation: ``model.<arch>.init`` = ``kaiming`` (default: He-normal before ReLUs, LeCun-normal
-where a layer feeds the residual stream or the logits, zero biases; the CNNs' 3×3 convs He fan-out
-as before) or ``torch_default`` (PyTorch's own init, untouched); the rule per layer is stated in
+where a layer feeds the residual stream or the logits, zero biases; the CNNs' convs He fan-out
+as before; the ViT's rule in ``orthskip.models.vit``)
+or ``torch_default`` (PyTorch's own init, untouched); the rule per layer is stated in
 ``orthskip.models.init``. Skip parameters keep their own init under both.
 
 Parameter counts (``ResidualNet.n_params`` / ``n_skip_params``) count stored tensors: the
@@ -30,9 +35,11 @@ from typing import Any
 from orthskip.errors import ConfigError
 from orthskip.models.base import ResidualBlock, ResidualNet
 from orthskip.models.init import INITS
+from orthskip.models.resnet import BASIC_STAGES, RESNET_STAGES, STEMS
+from orthskip.models.vit import POOLS, POS_EMBEDS
 from orthskip.skips import SKIPS, skip_options, validate_skip_options
 
-ARCHS: tuple[str, ...] = ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18")
+ARCHS: tuple[str, ...] = ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18", "vit", "resnet")
 
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "mlp": {
@@ -48,6 +55,16 @@ MODEL_OPTIONS: dict[str, dict[str, Any]] = {
     "cifar_resnet": {"width": 16, "init": "kaiming"},
     "cifar_preresnet": {"width": 16, "init": "kaiming"},
     "resnet18": {"width": 64, "init": "kaiming"},
+    "vit": {
+        "width": 192,
+        "heads": 3,
+        "mlp_ratio": 4.0,
+        "patch": 4,
+        "pos_embed": "learned",
+        "pool": "cls",
+        "init": "kaiming",
+    },
+    "resnet": {"width": 64, "stem": "cifar", "init": "kaiming"},
 }
 MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "mlp": {
@@ -61,8 +78,13 @@ MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "cifar_resnet": {"init": INITS},
     "cifar_preresnet": {"init": INITS},
     "resnet18": {"init": INITS},
+    "vit": {"pos_embed": POS_EMBEDS, "pool": POOLS, "init": INITS},
+    "resnet": {"stem": STEMS, "init": INITS},
 }
-RESNET18_STAGES: dict[int, tuple[int, ...]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+# options that are integers >= 1 / numbers > 0 (every arch that has them)
+INT_OPTIONS: frozenset[str] = frozenset({"width", "heads", "patch"})
+POSITIVE_OPTIONS: frozenset[str] = frozenset({"mlp_ratio"})
+RESNET18_STAGES: dict[int, tuple[int, ...]] = BASIC_STAGES
 
 
 def allowed_depths(arch: str) -> str:
@@ -71,6 +93,8 @@ def allowed_depths(arch: str) -> str:
         "cifar_resnet": "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...",
         "cifar_preresnet": "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...",
         "resnet18": ", ".join(str(d) for d in RESNET18_STAGES),
+        "vit": "any integer >= 1 (number of transformer blocks, two residual sublayers each)",
+        "resnet": ", ".join(str(d) for d in RESNET_STAGES),
     }[arch]
 
 
@@ -83,10 +107,12 @@ def check_depth(arch: str, depth: int) -> None:
     """Raise ConfigError naming the allowed depths when ``arch`` cannot be built at ``depth``."""
     _check_arch(arch)
     ok = isinstance(depth, int) and not isinstance(depth, bool)
-    if ok and arch == "mlp":
+    if ok and arch in ("mlp", "vit"):
         ok = depth >= 1
     elif ok and arch in ("cifar_resnet", "cifar_preresnet"):
         ok = depth >= 8 and (depth - 2) % 6 == 0
+    elif ok and arch == "resnet":
+        ok = depth in RESNET_STAGES
     elif ok:
         ok = depth in RESNET18_STAGES
     if not ok:
@@ -106,13 +132,15 @@ def validate_model_options(arch: str, model_cfg: dict | None) -> None:
         choices = MODEL_CHOICES.get(arch, {}).get(key)
         if choices is not None and value not in choices:
             raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
-        least = 0 if arch == "mlp" else 1  # mlp: 0 = the input dimension
-        if key == "width" and (
-            isinstance(value, bool) or not isinstance(value, int) or value < least
-        ):
+        # mlp: width 0 = the input dimension, hidden 0 = width
+        least = 0 if (arch, key) in (("mlp", "width"), ("mlp", "hidden")) else 1
+        bad_int = isinstance(value, bool) or not isinstance(value, int) or value < least
+        if (key in INT_OPTIONS or key == "hidden") and bad_int:
             raise ConfigError(f"{where} = {value!r}: expected an integer >= {least}")
-        if key == "hidden" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise ConfigError(f"{where} = {value!r}: expected an integer >= 0 (0: = width)")
+        if key in POSITIVE_OPTIONS and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
+        ):
+            raise ConfigError(f"{where} = {value!r}: expected a number > 0")
 
 
 def model_options(arch: str, model_cfg: dict | None) -> dict[str, Any]:
@@ -149,9 +177,14 @@ def build_model(
         return build_cifar_resnet(
             depth, skip, input_shape, num_classes, cfg, skip_cfg, pre_act=arch == "cifar_preresnet"
         )
-    from orthskip.models.resnet18 import build_resnet18
+    if arch == "vit":
+        from orthskip.models.vit import build_vit
 
-    return build_resnet18(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+        return build_vit(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+    from orthskip.models.resnet import build_resnet
+
+    # resnet18 is the alias of resnet with the CIFAR stem (its options have no stem)
+    return build_resnet(depth, skip, input_shape, num_classes, cfg, skip_cfg, arch=arch)
 
 
 __all__ = [
