@@ -1,6 +1,18 @@
 """Suite-wide settings: one torch thread for every test (small ops on a shared 2-core machine
 get up to 20x slower with more)."""
 
+import pytest
 import torch
 
+from orthskip.data import prepare_dataset
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def circles(tmp_path_factory):
+    """A tiny prepared circles set: (data file, manifest)."""
+    d = tmp_path_factory.mktemp("data")
+    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
+    return d / "circles.pt", d / "circles.json"

@@ -54,14 +54,6 @@ def test_unknown_pack_mode_is_refused_naming_the_key():
         assert word in str(err.value)
 
 
-@pytest.fixture(scope="module")
-def circles(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
-    prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
-    return d / "circles.pt", d / "circles.json"
-
-
 def _members(kind="orth_learned", **train):
     cfg = _cfg()
     cfg["train"].update(train)

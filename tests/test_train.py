@@ -20,14 +20,6 @@ from orthskip.train import lr_factor, train_cell
 from tests.workflow import tiny_config
 
 
-@pytest.fixture(scope="module")
-def circles(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
-    prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
-    return d / "circles.pt", d / "circles.json"
-
-
 def _cell_cfg(skip="orth_learned", depth=3, seed=0, **train):
     cfg = tiny_config()
     cfg["grid"][0].update(variants=[skip], depths=[depth], seeds=[seed])
