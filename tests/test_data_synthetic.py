@@ -52,6 +52,7 @@ def test_registry_and_params_agree():
             "fashion_mnist",
             "cifar10",
             "cifar100",
+            "stl10",
         }
     )
     assert SOURCE_PARAMS["gaussian_mixture"]["dim"] == 2

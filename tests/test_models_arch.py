@@ -349,9 +349,12 @@ def test_orthogonal_skips_stay_exact_after_500_large_steps(arch, kind):
     [("seed_codebase.yaml", 3 * 3 * 3 * 3), ("vit.yaml", 2 * 14 * 2 * 3)],
 )
 def test_new_configs_plan_their_grids_in_snakemake(tmp_path, name, train_jobs):
+    from orthskip.config import cells, load_config
     from tests.workflow import REPO, snakemake
 
+    # train_jobs counts cells; with execution.pack: seeds one job trains its 3 seeds
+    assert len(cells(load_config(REPO / "config" / name))) == train_jobs
     proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / name))
     out = proc.stdout + proc.stderr
     line = next(ln for ln in out.splitlines() if ln.split()[:1] == ["train"])
-    assert int(line.split()[1]) == train_jobs, line
+    assert int(line.split()[1]) == train_jobs // 3, line
