@@ -550,7 +550,7 @@ def orthogonal_approximation_table(metrics_dir: Path) -> TextTable:
         "‖W − I‖_F/√n and the lower bound on Lip(F′_i) (branch_lipschitz, max), each the mean "
         "over swapped blocks; mean ± std over seeds."
     )
-    return TextTable(header, rows, set(), note, "llrlll" + "r" * 10)
+    return TextTable(header, rows, set(), note, "llrlll" + "r" * 9)
 
 
 TABLES: dict[str, Callable[[Path], TextTable]] = {
