@@ -185,7 +185,9 @@ def approximate_cell(
     from orthskip.devices import select_device
 
     if cell_cfg["cell"]["skip"] != "identity":
-        raise ValueError(f"approximate_cell needs an identity cell, got {cell_cfg['cell']['skip']!r}")
+        raise ValueError(
+            f"approximate_cell needs an identity cell, got {cell_cfg['cell']['skip']!r}"
+        )
     for kind in kinds:
         if kind not in VARIANT_KINDS:
             raise ValueError(f"kind {kind!r}: expected one of {VARIANT_KINDS}")
@@ -200,6 +202,7 @@ def approximate_cell(
     tr, _ = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), seed)
     x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+    augment = data.meta.get("augment")
     score_name = "r2" if data.task == "regression" else "acc"
 
     states = load_torch(snapshots)["states"]
@@ -241,7 +244,7 @@ def approximate_cell(
                          **stats_of(new)})  # fmt: skip
             torch.manual_seed(seed)
             status = finetune(new, cell_cfg, x_train, y_train, epochs=epochs,
-                              skip_options=skip_options, augment=data.meta.get("augment"))  # fmt: skip
+                              skip_options=skip_options, augment=augment)  # fmt: skip
             loss2, score2 = scored(new) if status == "ok" else (math.nan, math.nan)
             stats2 = stats_of(new) if status == "ok" else nan_stats
             rows.append({**base, "kind": kind, "phase": "finetuned", "finetune_epochs": epochs,

@@ -1,9 +1,9 @@
 """A small but realistic set of aggregated result tables (docs/interfaces.md).
 
 ``write_fixture(directory)`` writes cells.parquet, history.parquet, layers.parquet,
-warp.parquet and approx.parquet in the aggregated format: two datasets (the 2-D ``moons`` with an MLP, and
-``digits`` with a CIFAR-style ResNet that has transition blocks), several skip kinds
-and depths, three seeds. It deliberately contains a diverged cell
+warp.parquet and approx.parquet in the aggregated format: two datasets (the 2-D ``moons``
+with an MLP, and ``digits`` with a CIFAR-style ResNet that has transition blocks), several
+skip kinds and depths, three seeds. It deliberately contains a diverged cell
 (moons/mlp/none/d16/s2: NaN accuracies, status ``diverged``) and infinite
 representation condition numbers (moons/mlp/none/d16/s0), and one non-bare variant,
 ``orth_learned_haar`` (kind ``orth_learned`` from a Haar start: ‖Q − I‖₂ stays near 2

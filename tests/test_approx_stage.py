@@ -24,8 +24,8 @@ LIP = (16, 4, 20)  # (samples, segments, steps) of branch_lipschitz: small and q
 
 
 def _cell_cfg(skip: str = "identity", depth: int = 3) -> dict:
-    cfg = tiny_config(metrics={"probe_size": 32, "lipschitz_samples": LIP[0],
-                               "lipschitz_segments": LIP[1], "lipschitz_steps": LIP[2]})  # fmt: skip
+    lip = {"lipschitz_samples": LIP[0], "lipschitz_segments": LIP[1], "lipschitz_steps": LIP[2]}
+    cfg = tiny_config(metrics={"probe_size": 32, **lip})
     cfg["grid"][0].update(variants=[skip], depths=[depth], seeds=[0])
     cfg["train"]["val_fraction"] = 0.25
     cfg = prepare_config(cfg)

@@ -93,4 +93,3 @@ def dist_identity_epochs(metrics_dir: Path):
         f"(Haar start: epoch-0 distance > {FAR_START})"
     )
     return fig
-
