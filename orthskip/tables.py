@@ -69,10 +69,12 @@ _LATEX_SYMBOLS = {
     "≥": r"$\geq$",
     "√": r"$\surd$",
     "·": r"$\cdot$",
+    "₀": r"$_0$",
+    "²": r"$^2$",
 }
 # Comments are not typeset, but keep them ASCII so that any engine reads the file.
 _ASCII = {"±": "+/-", "−": "-", "‖": "||", "≤": "<=", "Δ": "Delta", "₂": "_2", "≥": ">=",
-          "√": "sqrt", "·": "*"}  # fmt: skip
+          "√": "sqrt", "·": "*", "₀": "_0", "²": "^2"}  # fmt: skip
 
 
 def _ascii(text: str) -> str:
@@ -356,22 +358,6 @@ def identity_rate_table(metrics_dir: Path) -> TextTable:
     return TextTable(header, rows, bold, note, "lllllr" + "r" * len(labels) + "lrrr")
 
 
-TABLES: dict[str, Callable[[Path], TextTable]] = {
-    "accuracy": accuracy_table,
-    "paired_vs_identity": paired_table,
-    "identity_rate": identity_rate_table,
-}
-
-
-def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> None:
-    """Compute table ``name`` from ``metrics_dir/*.parquet``; write Markdown and LaTeX."""
-    if name not in TABLES:
-        raise ConfigError(f"table {name!r} is unknown; allowed: {', '.join(TABLES)}")
-    table = TABLES[name](Path(metrics_dir))
-    write_text(out_md, render_markdown(table))
-    write_text(out_tex, render_latex(table))
-
-
 # ---------------------------------------------------------------- findings
 
 FAR_START = 0.5  # mean epoch-0 ‖Q − I‖_F/√n above which a start counts as far from I (Haar: √2)
@@ -404,6 +390,185 @@ def start_end_frame(layers: pd.DataFrame) -> pd.DataFrame:
         rows.append((ds, arch, variant, skip, int(m), s0, float(g["end"].mean()), res.mean_diff,
                      res.p_value, res.n_pairs, s0 > FAR_START))  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
+
+
+def far_start_variants(layers: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """(dataset, arch, variant) whose mean start is far from I at some depth (start_end_frame's
+    ``far_start``): how a Haar start is told from an identity start without an init column."""
+    f = start_end_frame(layers)
+    f = f[f["far_start"].astype(bool)]
+    return set(map(tuple, f[["dataset", "arch", "variant"]].astype(str).to_numpy()))
+
+
+# the two distances of the start/end table: (family, label)
+START_END_METRICS = {"dist_identity": "‖Q − I‖", "dist_init": "‖Q − Q₀‖"}
+
+
+def start_end_distance_frame(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, variant, depth): the cell's mean over square skip matrices of
+    ‖Q − I‖_F/√n and ‖Q − Q₀‖_F/√n (``fro_rel``) at its first and its last snapshot, then
+    mean and std (ddof=1) over seeds: ``<family>_<start|end>_<mean|std>``; plus m, n_seeds,
+    ``far_start`` and the paired end − start test of ‖Q − I‖ (``diff``, ``p_value``) from
+    :func:`start_end_frame`. Cells with a single snapshot have no start."""
+    keys = ["dataset", "arch", "variant", "skip", "depth"]
+    stats_cols = [f"{fam}_{when}_{s}" for fam in START_END_METRICS for when in ("start", "end")
+                  for s in ("mean", "std")]  # fmt: skip
+    cols = [*keys, "m", *stats_cols, "n_seeds", "far_start", "diff", "p_value"]
+    if layers.empty:
+        return pd.DataFrame(columns=cols)
+    per_cell = []
+    for fam in START_END_METRICS:
+        pe = D.dist_per_epoch(layers, metric_name=fam)
+        if pe.empty:
+            continue
+        first = pe.groupby(D.CELL)["epoch"].transform("min")
+        last = pe.groupby(D.CELL)["epoch"].transform("max")
+        start = pe[(pe["epoch"] == first) & (first < last)].set_index([*D.CELL, "m"])["value"]
+        end = pe[pe["epoch"] == last].set_index([*D.CELL, "m"])["value"]
+        per_cell += [start.rename(f"{fam}_start"), end.rename(f"{fam}_end")]
+    if not per_cell:
+        return pd.DataFrame(columns=cols)
+    both = pd.concat(per_cell, axis=1).reset_index()
+    se = start_end_frame(layers).set_index(["dataset", "arch", "variant", "skip", "m"])
+    rows = []
+    for key, g in both.groupby(keys, sort=True):
+        vals = []
+        for fam in START_END_METRICS:
+            for when in ("start", "end"):
+                s = mean_ci(g.get(f"{fam}_{when}", pd.Series(dtype=float)).to_numpy(dtype=float))
+                vals += [s.mean, s.std]
+        m = int(g["m"].iloc[0])
+        r = se.loc[(*key[:4], m)] if (*key[:4], m) in se.index else None
+        rows.append((*key, m, *vals, int(g["seed"].nunique()),
+                     bool(r["far_start"]) if r is not None else False,
+                     float(r["diff"]) if r is not None else np.nan,
+                     float(r["p_value"]) if r is not None else np.nan))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _pm(mean: float, std: float, fmt: str = ".3f") -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:{fmt}}" + (f" ± {std:{fmt}}" if np.isfinite(std) else "")
+
+
+def start_end_distance_table(metrics_dir: Path) -> TextTable:
+    f = start_end_distance_frame(D.read_table(metrics_dir, "layers"))
+    if f.empty:
+        return _no_data("start vs end distance of the skips")
+    f = f.assign(_o=f["variant"].map(_variant_order(f)))
+    f = f.sort_values(["dataset", "arch", "_o", "depth"])
+    header = ["dataset", "arch", "variant", "start", "depth", "m", "‖Q − I‖ start",
+              "‖Q − I‖ end", "Δ (p)", "‖Q − Q₀‖ end", "seeds"]  # fmt: skip
+    rows = []
+    for _, r in f.iterrows():
+        di, d0 = "dist_identity", "dist_init"
+        delta = (f"{r['diff']:+.3f} ({_p_text(r['p_value'])})"
+                 if np.isfinite(r["diff"]) else "–")  # fmt: skip
+        rows.append([str(r["dataset"]), str(r["arch"]), str(r["variant"]),
+                     "far (Haar)" if r["far_start"] else "near I", str(int(r["depth"])),
+                     str(int(r["m"])), _pm(r[f"{di}_start_mean"], r[f"{di}_start_std"]),
+                     _pm(r[f"{di}_end_mean"], r[f"{di}_end_std"]), delta,
+                     _pm(r[f"{d0}_end_mean"], r[f"{d0}_end_std"]),
+                     str(int(r["n_seeds"]))])  # fmt: skip
+    note = (
+        "Distance of the skip matrices to the identity, ‖Q − I‖_F/√n, at each cell's first "
+        "snapshot (start) and last (end), and how far they moved from their start, "
+        "‖Q − Q₀‖_F/√n at the end (0 at the start by definition); each is the mean over the "
+        "cell's square skip matrices (transition blocks left out), then mean ± std over "
+        f"seeds. start: far (Haar) when the mean start exceeds {FAR_START} (a Haar start is "
+        "≈ √2 on average), else near I. Δ: end − start of ‖Q − I‖ paired by seed, two-sided "
+        "paired t-test p. orth_fixed is frozen: its ‖Q − Q₀‖ is 0."
+    )
+    return TextTable(header, rows, set(), note, "llllrrrrrrr")
+
+
+# ---------------------------------------------------------------- orthogonal approximation
+
+APPROX_PHASES = ("before", "swapped", "finetuned")
+
+
+def orthogonal_approximation_frame(approx: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, depth, kind, correction, phase): mean and std (ddof=1) over seeds of
+    the test ``score`` (accuracy in %, R² as it is), of the mean ‖W_i − I‖_F/√n
+    (``dist_identity``) and of the mean lower bound on Lip(F′_i) (``branch_lipschitz``);
+    ``n`` seeds with a finite score, ``n_total`` seeds."""
+    keys = ["dataset", "arch", "depth", "kind", "correction", "phase"]
+    vals = ["score", "dist_identity", "branch_lipschitz"]
+    cols = [*keys, "score_name", *[f"{v}_{s}" for v in vals for s in ("mean", "std")], "n",
+            "n_total"]  # fmt: skip
+    if approx.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for key, g in approx.groupby(keys, sort=True):
+        name = str(g["score_name"].iloc[0])
+        scale = 100.0 if name == "acc" else 1.0
+        out = []
+        for v in vals:
+            s = mean_ci(g[v].to_numpy(dtype=float) * (scale if v == "score" else 1.0))
+            out += [s.mean, s.std]
+        n = int(np.isfinite(g["score"].to_numpy(dtype=float)).sum())
+        rows.append((*key, name, *out, n, len(g)))
+    f = pd.DataFrame(rows, columns=cols)
+    return f.assign(_p=f["phase"].map({p: k for k, p in enumerate(APPROX_PHASES)})).sort_values(
+        [*keys[:5], "_p"]).drop(columns="_p").reset_index(drop=True)  # fmt: skip
+
+
+def orthogonal_approximation_table(metrics_dir: Path) -> TextTable:
+    f = orthogonal_approximation_frame(D.read_table(metrics_dir, "approx"))
+    if f.empty:
+        return _no_data("orthogonal approximation of identity nets")
+    header = ["dataset", "arch", "depth", "kind", "corr.", "score", *APPROX_PHASES,
+              "‖W − I‖ swapped", "‖W − I‖ fine-tuned", "Lip(F) ≥ before", "Lip(F) ≥ swapped",
+              "Lip(F) ≥ fine-tuned", "seeds"]  # fmt: skip
+    rows = []
+    keys = ["dataset", "arch", "depth", "kind", "correction"]
+    for key, g in f.groupby(keys, sort=True):
+        g = g.set_index("phase")
+
+        def at(phase: str, col: str, fmt: str = ".3f", g=g) -> str:
+            if phase not in g.index:
+                return "–"
+            return _pm(g.loc[phase, f"{col}_mean"], g.loc[phase, f"{col}_std"], fmt)
+
+        name = str(g["score_name"].iloc[0])
+        fmt = ".2f" if name == "acc" else ".3f"
+        rows.append([str(key[0]), str(key[1]), str(int(key[2])), str(key[3]),
+                     "yes" if key[4] else "no", "acc (%)" if name == "acc" else "R²",
+                     *[at(p, "score", fmt) for p in APPROX_PHASES],
+                     at("swapped", "dist_identity"), at("finetuned", "dist_identity"),
+                     at("before", "branch_lipschitz"), at("swapped", "branch_lipschitz"),
+                     at("finetuned", "branch_lipschitz"),
+                     str(int(g["n_total"].max()))])  # fmt: skip
+    note = (
+        "The seed codebase's open experiment: nets trained with identity skips, each "
+        "non-transition block's skip replaced by the orthogonal W_i closest to the block on the "
+        "metrics probe (orthogonal Procrustes, det +1), frozen (orth_fixed) or learnable "
+        "(orth_learned); corr.: the branch gets a parallel linear layer initialised to I − W_i "
+        "so that the swapped net computes the same function. Test score (accuracy in %, or R²) "
+        "before the swap, right after it, and after fine-tuning with the cell's own recipe; "
+        "‖W − I‖_F/√n and the lower bound on Lip(F′_i) (branch_lipschitz, max), each the mean "
+        "over swapped blocks; mean ± std over seeds."
+    )
+    return TextTable(header, rows, set(), note, "llrlll" + "r" * 9)
+
+
+TABLES: dict[str, Callable[[Path], TextTable]] = {
+    "accuracy": accuracy_table,
+    "paired_vs_identity": paired_table,
+    "identity_rate": identity_rate_table,
+    "start_end_distance": start_end_distance_table,
+    "orthogonal_approximation": orthogonal_approximation_table,
+}
+
+
+def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> None:
+    """Compute table ``name`` from ``metrics_dir/*.parquet``; write Markdown and LaTeX."""
+    if name not in TABLES:
+        raise ConfigError(f"table {name!r} is unknown; allowed: {', '.join(TABLES)}")
+    table = TABLES[name](Path(metrics_dir))
+    write_text(out_md, render_markdown(table))
+    write_text(out_tex, render_latex(table))
 
 
 def _fmt_p(p: float) -> str:

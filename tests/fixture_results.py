@@ -1,9 +1,9 @@
 """A small but realistic set of aggregated result tables (docs/interfaces.md).
 
-``write_fixture(directory)`` writes cells.parquet, history.parquet, layers.parquet and
-warp.parquet in the aggregated format: two datasets (the 2-D ``moons`` with an MLP, and
-``digits`` with a CIFAR-style ResNet that has transition blocks), several skip kinds
-and depths, three seeds. It deliberately contains a diverged cell
+``write_fixture(directory)`` writes cells.parquet, history.parquet, layers.parquet,
+warp.parquet and approx.parquet in the aggregated format: two datasets (the 2-D ``moons``
+with an MLP, and ``digits`` with a CIFAR-style ResNet that has transition blocks), several
+skip kinds and depths, three seeds. It deliberately contains a diverged cell
 (moons/mlp/none/d16/s2: NaN accuracies, status ``diverged``) and infinite
 representation condition numbers (moons/mlp/none/d16/s0), and one non-bare variant,
 ``orth_learned_haar`` (kind ``orth_learned`` from a Haar start: ‖Q − I‖₂ stays near 2
@@ -343,6 +343,41 @@ def _warp_rows(dataset, arch, skip, depth, seed, rng):
     return rows
 
 
+APPROX_KINDS = ("orth_fixed", "orth_learned")
+APPROX_PHASES = ("before", "swapped", "finetuned")
+
+
+def _approx_rows(rng: np.random.Generator) -> list[dict]:
+    """results/metrics/approx.parquet (orthskip.approx_stage): moons/mlp identity cells, both
+    kinds, with the correction layer: ``swapped`` reproduces ``before``; fine-tuning moves the
+    score a little and W toward I."""
+    rows = []
+    dataset, arch, depths = GRID[0][:3]
+    for depth in depths:
+        for s in SEEDS:
+            before = float(np.clip(0.93 + rng.normal(0, 0.01), 0.5, 1.0))
+            lip0 = float(0.8 * np.exp(rng.normal(0, 0.05)))
+            dist = float(1.5 * np.log(depth) / depth * np.exp(rng.normal(0, 0.05)))
+            for kind in APPROX_KINDS:
+                tuned = float(np.clip(before + rng.normal(0.002, 0.005), 0.5, 1.0))
+                shrink = 1.0 if kind == "orth_fixed" else 0.8
+                for phase, score, d, lip in (
+                    ("before", before, 0.0, lip0),
+                    ("swapped", before, dist, 1.1 * lip0),
+                    ("finetuned", tuned, shrink * dist, 1.05 * lip0),
+                ):
+                    rows.append({**_cell(dataset, arch, "identity", depth, s), "kind": kind,
+                                 "correction": True, "phase": phase,
+                                 "finetune_epochs": 2 if phase == "finetuned" else 0,
+                                 "source_epoch": EPOCHS, "status": "ok", "score_name": "acc",
+                                 "score": score, "loss": 1.5 * (1 - score), "n_swapped": depth,
+                                 "dist_identity": d, "branch_lipschitz": lip,
+                                 "correction_norm": d if phase != "before" else np.nan,
+                                 "orth_defect": 1e-7 if phase != "before" else 0.0,
+                                 **PROVENANCE})  # fmt: skip
+    return rows
+
+
 def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     cells, history, layers, warp = [], [], [], []
@@ -362,6 +397,8 @@ def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
         "history": pd.DataFrame(history),
         "layers": pd.DataFrame(layers),
         "warp": pd.DataFrame(warp),
+        # its own stream: adding it left every other fixture number unchanged
+        "approx": pd.DataFrame(_approx_rows(np.random.default_rng(seed + 15))),
     }
     for df in frames.values():
         df["depth"] = df["depth"].astype("int64")
@@ -370,7 +407,7 @@ def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
 
 
 def write_fixture(directory: Path, seed: int = 0) -> dict[str, Path]:
-    """Write the four aggregated Parquet files into ``directory``; return their paths."""
+    """Write the five aggregated Parquet files into ``directory``; return their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -236,9 +236,11 @@ def test_decision_regions_without_2d_data(metrics_dir, tmp_path):
 
 
 def test_all_issue_figures_are_registered():
+    # dist_identity_epochs added by issue 15 item 6 (trajectories toward I)
     assert set(FIGURES) == {"accuracy_vs_depth", "training_curves", "dist_identity",
                             "grad_norm_ratio", "weight_condition", "repr_condition",
-                            "jacobian_spread", "decision_regions"}  # fmt: skip
+                            "jacobian_spread", "decision_regions",
+                            "dist_identity_epochs"}  # fmt: skip
 
 
 def test_style_covers_every_registered_skip_kind():

@@ -18,11 +18,13 @@ from orthskip.figures.blockwise import grad_norm_ratio, jacobian_spread
 from orthskip.figures.conditioning import repr_condition, weight_condition
 from orthskip.figures.decision import decision_regions
 from orthskip.figures.orthogonality import dist_identity
+from orthskip.figures.trajectories import dist_identity_epochs
 
 FIGURES: dict[str, Callable[[Path], Figure]] = {
     "accuracy_vs_depth": accuracy_vs_depth,
     "training_curves": training_curves,
     "dist_identity": dist_identity,
+    "dist_identity_epochs": dist_identity_epochs,
     "grad_norm_ratio": grad_norm_ratio,
     "weight_condition": weight_condition,
     "repr_condition": repr_condition,

@@ -11,7 +11,8 @@ import pandas as pd
 
 from orthskip.errors import DatasetError
 
-RESULT_FILES = ("cells", "history", "layers", "warp")
+# approx: the orthogonal-approximation stage (orthskip.approx_stage), aggregated
+RESULT_FILES = ("cells", "history", "layers", "warp", "approx")
 PANEL_KEYS = ("dataset", "arch")
 CELL = ["dataset", "arch", "variant", "skip", "depth", "seed"]
 _BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
@@ -143,12 +144,38 @@ def dist_identity_per_cell(
     n_blocks (how many matrices entered the mean).
     """
     layers = with_variant(layers)
-    last = last_epoch(layers)
-    rows = metric(last, metric_name, stat)
+    rows = _square_skip_rows(last_epoch(layers), metric_name, stat)
     if rows.empty:
         return pd.DataFrame(columns=[*CELL, "m", "value", "n_blocks"])
+    agg = rows.groupby(CELL)["value"].agg(value="mean", n_blocks="size").reset_index()
+    return agg.merge(blocks_per_cell(layers), on=CELL, how="left")
+
+
+def dist_per_epoch(
+    layers: pd.DataFrame, stat: str = DIST_STAT, metric_name: str = "dist_identity"
+) -> pd.DataFrame:
+    """Like :func:`dist_identity_per_cell` at every snapshot epoch of every cell, not only the
+    last: the trajectory of the mean distance. Columns: cell columns, epoch, m, value,
+    n_blocks."""
+    cols = [*CELL, "epoch", "m", "value", "n_blocks"]
+    if layers.empty:
+        return pd.DataFrame(columns=cols)
+    layers = with_variant(layers)
+    rows = _square_skip_rows(layers, metric_name, stat)
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    by = [*CELL, "epoch"]
+    agg = rows.groupby(by)["value"].agg(value="mean", n_blocks="size").reset_index()
+    return agg.merge(blocks_per_cell(layers), on=CELL, how="left")[cols]
+
+
+def _square_skip_rows(layers: pd.DataFrame, metric_name: str, stat: str) -> pd.DataFrame:
+    """Finite rows of (metric_name, stat) outside transition blocks (``layers`` with variant)."""
+    rows = metric(layers, metric_name, stat)
+    if rows.empty:
+        return rows
     trans = (
-        last[last["layer_kind"] == "transition"]
+        layers[layers["layer_kind"] == "transition"]
         .assign(_b=lambda d: block_index(d))
         .loc[:, [*CELL, "_b"]]
         .drop_duplicates()
@@ -156,6 +183,4 @@ def dist_identity_per_cell(
     )
     rows = rows.assign(_b=block_index(rows)).merge(trans, on=[*CELL, "_b"], how="left")
     rows = rows[rows["_t"].isna()]
-    rows = rows[np.isfinite(rows["value"].to_numpy(dtype=float))]
-    agg = rows.groupby(CELL)["value"].agg(value="mean", n_blocks="size").reset_index()
-    return agg.merge(blocks_per_cell(layers), on=CELL, how="left")
+    return rows[np.isfinite(rows["value"].to_numpy(dtype=float))]

@@ -1,0 +1,208 @@
+"""The orthogonal-approximation stage on a really trained identity MLP, and its table."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pandas as pd
+import pytest
+import torch
+from fixture_results import write_fixture
+
+from orthskip.approx import approximate
+from orthskip.approx_stage import COLUMNS, PHASES, approximate_cell, finetune
+from orthskip.config import cell_config, cells, prepare_config
+from orthskip.data import load_prepared, prepare_dataset
+from orthskip.io import load_torch
+from orthskip.tables import make_table, orthogonal_approximation_frame
+from orthskip.train import build_cell_model, train_cell, validation_split
+from tests.workflow import tiny_config
+
+LIP = (16, 4, 20)  # (samples, segments, steps) of branch_lipschitz: small and quick
+
+
+def _cell_cfg(skip: str = "identity", depth: int = 3) -> dict:
+    lip = {"lipschitz_samples": LIP[0], "lipschitz_segments": LIP[1], "lipschitz_steps": LIP[2]}
+    cfg = tiny_config(metrics={"probe_size": 32, **lip})
+    cfg["grid"][0].update(variants=[skip], depths=[depth], seeds=[0])
+    cfg["train"]["val_fraction"] = 0.25
+    cfg = prepare_config(cfg)
+    return cell_config(cfg, cells(cfg)[0])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny identity MLP trained on circles for 2 epochs: (cell_cfg, data, manifest, outdir)."""
+    d = tmp_path_factory.mktemp("approx_stage")
+    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
+    cfg = _cell_cfg()
+    assert train_cell(cfg, d / "circles.pt", d / "circles.json", d / "cell") == "ok"
+    return cfg, d / "circles.pt", d / "circles.json", d / "cell"
+
+
+@pytest.fixture(scope="module")
+def rows(trained) -> pd.DataFrame:
+    cfg, data, manifest, cell = trained
+    out = cell.parent / "approx.parquet"
+    approximate_cell(cfg, data, manifest, cell / "snapshots.pt", out, epochs=2)
+    return pd.read_parquet(out)
+
+
+def _probe_and_model(trained):
+    cfg, data_path, manifest, cell = trained
+    data = load_prepared(data_path, manifest)
+    gen = torch.Generator().manual_seed(cfg["metrics"]["probe_seed"])
+    idx = torch.randperm(len(data.x_test), generator=gen)[: cfg["metrics"]["probe_size"]]
+    model = build_cell_model(cfg, data)
+    model.load_state_dict(load_torch(cell / "snapshots.pt")["states"]["2"])
+    return data, data.x_test[idx.sort().values], model.eval()
+
+
+def test_one_row_per_kind_and_phase_with_the_cells_columns(rows, trained):
+    cfg = trained[0]
+    assert list(rows.columns[: len(COLUMNS)]) == COLUMNS
+    assert sorted(zip(rows["kind"], rows["phase"], strict=True)) == sorted(
+        (k, p) for k in ("orth_fixed", "orth_learned") for p in PHASES
+    )
+    assert (rows["status"] == "ok").all() and (rows["score_name"] == "acc").all()
+    cell = cfg["cell"]
+    for key in ("dataset", "arch", "skip", "depth", "seed"):
+        assert (rows[key] == cell[key]).all()
+    assert (rows["variant"] == "identity").all() and (rows["source_epoch"] == 2).all()
+    assert rows.set_index("phase").loc["finetuned", "finetune_epochs"].eq(2).all()
+
+
+def test_before_is_the_trained_cells_test_score(rows, trained):
+    status = json.loads((trained[3] / "status.json").read_text())
+    before = rows[rows["phase"] == "before"]
+    assert before["score"].tolist() == pytest.approx([status["test_acc"]] * 2, abs=1e-12)
+    assert before["loss"].tolist() == pytest.approx([status["test_loss"]] * 2, rel=1e-9)
+    assert (before["dist_identity"] == 0.0).all() and (before["n_swapped"] == 0).all()
+
+
+def test_swapped_reproduces_before_with_the_correction_layer(rows):
+    for _, g in rows.groupby("kind"):
+        g = g.set_index("phase")
+        assert g.loc["swapped", "score"] == pytest.approx(g.loc["before", "score"], abs=1e-9)
+        assert g.loc["swapped", "loss"] == pytest.approx(g.loc["before", "loss"], rel=1e-5)
+        assert g.loc["swapped", "n_swapped"] == 3
+
+
+def test_swapped_stats_match_the_approximation_itself(rows, trained):
+    """Means over blocks of orthskip.approx.approximate's own per-block numbers."""
+    _, probe, model = _probe_and_model(trained)
+    for kind, g in rows.groupby("kind"):
+        _, per_block = approximate(model, probe, kind=kind, lipschitz=LIP)
+        r = g.set_index("phase").loc["swapped"]
+        assert r["dist_identity"] == pytest.approx(per_block["dist_identity"].mean(), rel=1e-9)
+        assert r["branch_lipschitz"] == pytest.approx(per_block["lip_new_branch"].mean(), rel=1e-6)
+        # C_i = I − W_i at the swap: ‖C_i‖_F/√n = ‖W_i − I‖_F/√n
+        assert r["correction_norm"] == pytest.approx(r["dist_identity"], rel=1e-6)
+        assert r["dist_identity"] > 0  # the fit is not the identity
+
+
+def test_finetuned_skips_stay_orthogonal(rows):
+    tuned = rows[rows["phase"] == "finetuned"]
+    assert (tuned["orth_defect"] <= 1e-5).all()
+    assert tuned["score"].between(0, 1).all()
+    g = rows.set_index(["kind", "phase"])
+    # frozen W: the distance cannot move; learnable W: it does
+    assert g.loc[("orth_fixed", "finetuned"), "dist_identity"] == pytest.approx(
+        g.loc[("orth_fixed", "swapped"), "dist_identity"], rel=1e-9
+    )
+    assert g.loc[("orth_learned", "finetuned"), "dist_identity"] != pytest.approx(
+        g.loc[("orth_learned", "swapped"), "dist_identity"], rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("kind", ["orth_fixed", "orth_learned"])
+def test_finetune_trains_and_keeps_q_orthogonal(trained, kind):
+    cfg = trained[0]
+    data, probe, model = _probe_and_model(trained)
+    new, _ = approximate(model, probe, kind=kind, lipschitz=(2, 0, 5))
+    before = {k: v.detach().clone() for k, v in new.state_dict().items()}
+    q0 = [b.skip.matrices()["Q"].detach().clone() for b in new.blocks]
+    tr, _ = validation_split(len(data.x_train), 0.25, 0)
+    torch.manual_seed(0)
+    status = finetune(new, cfg, data.x_train[tr], data.y_train[tr], epochs=2, skip_options=None)
+    assert status == "ok"
+    after = new.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if "branch" in k)
+    for block, q_start in zip(new.blocks, q0, strict=True):
+        q = block.skip.matrices()["Q"].detach().double()
+        eye = torch.eye(q.shape[0], dtype=torch.float64)
+        assert float((q.T @ q - eye).abs().max()) <= 1e-5
+        assert torch.equal(q.float(), q_start.float()) == (kind == "orth_fixed")
+
+
+def test_refuses_a_cell_without_identity_skips(trained, tmp_path):
+    _, data, manifest, cell = trained
+    with pytest.raises(ValueError, match="identity cell"):
+        approximate_cell(_cell_cfg("orth_learned"), data, manifest, cell / "snapshots.pt",
+                         tmp_path / "x.parquet", epochs=1)  # fmt: skip
+
+
+def test_diverged_source_gives_nan_rows(trained, tmp_path):
+    cfg, data, manifest, cell = trained
+    snaps = load_torch(cell / "snapshots.pt")
+    state = snaps["states"]["2"]
+    key = next(k for k in state if state[k].is_floating_point())
+    state[key] = torch.full_like(state[key], math.nan)
+    torch.save(snaps, tmp_path / "snapshots.pt")
+    out = tmp_path / "approx.parquet"
+    approximate_cell(cfg, data, manifest, tmp_path / "snapshots.pt", out, epochs=1)
+    df = pd.read_parquet(out)
+    assert len(df) == 6 and (df["status"] == "source_not_finite").all()
+    assert df["score"].isna().all()
+
+
+# ---------------------------------------------------------------- the table, from the fixture
+
+
+@pytest.fixture(scope="module")
+def metrics_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("metrics")
+    write_fixture(d)
+    return d
+
+
+def test_frame_matches_plain_python(metrics_dir):
+    approx = pd.read_parquet(metrics_dir / "approx.parquet")
+    f = orthogonal_approximation_frame(approx)
+    keys = ["dataset", "arch", "depth", "kind", "correction", "phase"]
+    assert len(f) == len(approx.groupby(keys))
+    for key, g in approx.groupby(keys):
+        r = f.set_index(keys).loc[key]
+        acc = [100 * v for v in g["score"]]
+        assert r["score_mean"] == pytest.approx(statistics.fmean(acc))
+        assert r["score_std"] == pytest.approx(statistics.stdev(acc))
+        assert r["dist_identity_mean"] == pytest.approx(statistics.fmean(g["dist_identity"]))
+        assert r["n"] == r["n_total"] == 3
+    # phases in order before, swapped, finetuned within each group
+    first = f[(f["depth"] == 8) & (f["kind"] == "orth_learned")]
+    assert first["phase"].tolist() == list(PHASES)
+
+
+def test_table_renders_the_fixture(metrics_dir, tmp_path):
+    md, tex = tmp_path / "a.md", tmp_path / "a.tex"
+    make_table("orthogonal_approximation", metrics_dir, md, tex)
+    approx = pd.read_parquet(metrics_dir / "approx.parquet")
+    g = approx[(approx["depth"] == 8) & (approx["kind"] == "orth_learned")]
+    tuned = [100 * v for v in g.loc[g["phase"] == "finetuned", "score"]]
+    expected = f"{statistics.fmean(tuned):.2f} ± {statistics.stdev(tuned):.2f}"
+    row = next(ln for ln in md.read_text().splitlines()
+               if ln.startswith("| moons | mlp | 8 | orth_learned |"))  # fmt: skip
+    assert expected in row and "| yes | acc (%) |" in row
+    assert len(md.read_text().splitlines()[0].split(" | ")) == 15
+    assert r"\toprule" in tex.read_text()
+
+
+def test_table_without_the_file_says_no_data(metrics_dir, tmp_path):
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "cells.parquet").write_bytes((metrics_dir / "cells.parquet").read_bytes())
+    make_table("orthogonal_approximation", d, tmp_path / "a.md", tmp_path / "a.tex")
+    assert "no data for this table in this run" in (tmp_path / "a.md").read_text()
