@@ -23,6 +23,7 @@ only its inputs enter the fit, never its labels; scores are over the whole test 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -172,13 +173,16 @@ def approximate_cell(
     epochs: int,
     correction: bool = True,
     skip_options: dict | None = None,
+    status: Path | None = None,
 ) -> None:
     """Write ``out`` (Parquet): per kind of ``kinds`` and phase of PHASES one row (COLUMNS).
 
     ``cell_cfg``: the trained identity cell's config (orthskip.config.cell_config);
     ``snapshots``: its snapshots.pt (the last epoch is used); ``epochs``: fine-tuning epochs;
     ``correction``: the branch's parallel linear layer I − W_i (orthskip.approx); ``skip_options``:
-    options per kind (config ``skip_options``) for the new skips and the optimizer.
+    options per kind (config ``skip_options``) for the new skips and the optimizer;
+    ``status``: the cell's status.json: a cell that did not end ``ok`` (diverged: its last
+    snapshot may be an early, untrained one) gives NaN rows with status ``source_diverged``.
     Phase ``before`` is the identity net itself (the same numbers for every kind).
     """
     from orthskip.data import load_prepared
@@ -224,11 +228,13 @@ def approximate_cell(
     def stats_of(net: nn.Module) -> dict:
         return model_stats(copy.deepcopy(net).cpu(), probe_x, lipschitz)
 
-    if not _finite_state(state):  # a diverged source: nothing to approximate
+    source_ok = status is None or json.loads(Path(status).read_text())["status"] == "ok"
+    if not source_ok or not _finite_state(state):  # nothing (trained) to approximate
+        why = "source_diverged" if not source_ok else "source_not_finite"
         for kind in kinds:
             for phase in PHASES:
                 rows.append({**base, "kind": kind, "phase": phase, "finetune_epochs": 0,
-                             "status": "source_not_finite", "score": math.nan,
+                             "status": why, "score": math.nan,
                              "loss": math.nan, **nan_stats})  # fmt: skip
     else:
         loss0, score0 = scored(model)

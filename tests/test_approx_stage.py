@@ -159,6 +159,22 @@ def test_diverged_source_gives_nan_rows(trained, tmp_path):
     assert df["score"].isna().all()
 
 
+def test_a_diverged_cell_is_not_approximated(trained, tmp_path):
+    """Its last snapshot can be epoch 0 (untrained): the status file says not to use it."""
+    cfg, data, manifest, cell = trained
+    (tmp_path / "status.json").write_text(json.dumps({"status": "diverged"}))
+    out = tmp_path / "approx.parquet"
+    approximate_cell(cfg, data, manifest, cell / "snapshots.pt", out, epochs=1,
+                     status=tmp_path / "status.json")  # fmt: skip
+    df = pd.read_parquet(out)
+    assert len(df) == 6 and (df["status"] == "source_diverged").all()
+    assert df["score"].isna().all()
+    # the real status.json of the trained cell ("ok") lets it through
+    approximate_cell(cfg, data, manifest, cell / "snapshots.pt", out, epochs=0,
+                     status=cell / "status.json")  # fmt: skip
+    assert (pd.read_parquet(out)["status"] == "ok").all()
+
+
 # ---------------------------------------------------------------- the table, from the fixture
 
 
