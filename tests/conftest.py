@@ -16,3 +16,13 @@ def circles(tmp_path_factory):
     spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
     prepare_dataset("circles", spec, d / "circles.pt", d / "circles.json")
     return d / "circles.pt", d / "circles.json"
+
+
+@pytest.fixture(scope="module")
+def metrics_dir(tmp_path_factory):
+    """The synthetic aggregated results of tests/fixture_results.py, written once per module."""
+    from tests.fixture_results import write_fixture
+
+    d = tmp_path_factory.mktemp("metrics")
+    write_fixture(d)
+    return d

@@ -9,7 +9,6 @@ import statistics
 import pandas as pd
 import pytest
 import torch
-from fixture_results import write_fixture
 
 from orthskip.approx import approximate
 from orthskip.approx_stage import COLUMNS, PHASES, approximate_cell, finetune
@@ -176,13 +175,6 @@ def test_a_diverged_cell_is_not_approximated(trained, tmp_path):
 
 
 # ---------------------------------------------------------------- the table, from the fixture
-
-
-@pytest.fixture(scope="module")
-def metrics_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("metrics")
-    write_fixture(d)
-    return d
 
 
 def test_frame_matches_plain_python(metrics_dir):

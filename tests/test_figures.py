@@ -14,20 +14,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from fixture_results import DIVERGED, HAAR, write_fixture
+from fixture_results import DIVERGED, HAAR
 
 from orthskip.errors import ConfigError
 from orthskip.figures import FIGURES, make_figure, style
 from orthskip.figures.accuracy import accuracy_vs_depth
 from orthskip.figures.orthogonality import dist_identity
 from orthskip.stats import loglog_slope
-
-
-@pytest.fixture(scope="module")
-def metrics_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("metrics")
-    write_fixture(d)
-    return d
 
 
 def _check_outputs(pdf: Path, png: Path) -> np.ndarray:

@@ -132,15 +132,6 @@ def test_holm_matches_hand_computation() -> None:
 # ---------------------------------------------------------------- the identity_rate table
 
 
-@pytest.fixture(scope="module")
-def metrics_dir(tmp_path_factory):
-    from tests.fixture_results import write_fixture
-
-    d = tmp_path_factory.mktemp("rate_results")
-    write_fixture(d)
-    return d
-
-
 def _cell_points(layers, variant, metric, stat):
     """Independent per-cell means at the last snapshot, non-transition blocks (plain pandas)."""
     cell = ["dataset", "arch", "variant", "skip", "depth", "seed"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from fixture_results import DIVERGED, HAAR, write_fixture
+from fixture_results import DIVERGED, HAAR
 from scipy import stats as sps
 
 from orthskip.errors import ConfigError
@@ -22,13 +21,6 @@ from orthskip.tables import (
     make_table,
     paired_frame,
 )
-
-
-@pytest.fixture(scope="module")
-def metrics_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("metrics")
-    write_fixture(d)
-    return d
 
 
 @pytest.fixture(scope="module")

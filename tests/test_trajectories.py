@@ -4,7 +4,6 @@ checked against values computed independently from the fixture's layers.parquet.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import matplotlib
 
@@ -13,19 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
-from fixture_results import HAAR, SNAPSHOTS, write_fixture
+from fixture_results import HAAR, SNAPSHOTS
 
 from orthskip.figures import data as D
 from orthskip.figures import style
 from orthskip.figures.trajectories import dist_identity_epochs
 from orthskip.tables import far_start_variants, make_table, start_end_distance_frame
-
-
-@pytest.fixture(scope="module")
-def metrics_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("metrics")
-    write_fixture(d)
-    return d
 
 
 @pytest.fixture(scope="module")
