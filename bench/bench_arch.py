@@ -110,7 +110,8 @@ def main() -> None:
         p.error("--steps and --rounds must be >= 1, --warmup >= 0")
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}")
-    print("| arch | setting | kind | step ms (median) | opt ms | ratio vs identity | min-max | goal |")
+    cols = ["arch", "setting", "kind", "step ms (median)", "opt ms", "ratio vs identity"]
+    print("| " + " | ".join([*cols, "min-max", "goal"]) + " |")
     print("|---|---|---|---|---|---|---|---|")
     for arch, setup in setups(args.quick).items():
         if arch not in args.archs:
