@@ -7,11 +7,16 @@ them alike; a ratio is the median over rounds of (kind / identity) in the same r
 min-max over rounds beside it.
 
 Default (the issue's sizes), CPU, one thread:
-    PYTHONPATH=. python bench/bench_arch.py --steps 3 --rounds 5
+    PYTHONPATH=. python bench/bench_arch.py --archs vit --steps 3 --rounds 5
+    PYTHONPATH=. python bench/bench_arch.py --archs resnet --steps 1 --rounds 1 --warmup 1
 - vit: width 192, 6 blocks (12 residual sublayers), 3 heads, patch 4, batch 64, 32×32 input;
-- resnet: resnet-50 (bottlenecks, width 64), CIFAR stem, batch 32, 32×32 input.
+- resnet: resnet-50 (bottlenecks, width 64), CIFAR stem, batch 32, 32×32 input. Its skips are
+  C × C up to C = 2048, whose maps cost O(C³) per step whatever the batch: an orth_learned step
+  takes minutes on one CPU thread, so time it with one step per kind (about 5 minutes in all).
 ``--device cuda`` times on a GPU (synchronised); ``--quick`` shrinks everything for a smoke test.
-Goal: orth_learned <= 1.10x on both.
+"opt ms" is the optimizer step alone (orth_manifold's Riemannian step is there).
+Goal in issue 18: orth_learned <= 1.10x on both; README "Benchmarks" gives the FLOP floor a
+dense skip sets (about 1.16x on this ViT, 1.9x on resnet-50).
 """
 
 from __future__ import annotations
@@ -61,27 +66,34 @@ def time_arch(arch: str, setup: dict, args: argparse.Namespace) -> dict[str, lis
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def step(kind: str) -> float:
+    def step(kind: str) -> tuple[float, float]:
+        """(whole step, optimizer step) in seconds."""
         model, bundle = runs[kind]
         sync()
         t0 = time.perf_counter()
         bundle.zero_grad()
         F.cross_entropy(model(x), y).backward()
+        sync()
+        t1 = time.perf_counter()
         bundle.step()
         sync()
-        return time.perf_counter() - t0
+        t2 = time.perf_counter()
+        return t2 - t0, t2 - t1
 
     for kind in KINDS:  # warm-up: allocator, oneDNN / cuDNN kernel choice
         for _ in range(args.warmup):
             step(kind)
     times: dict[str, list[float]] = {k: [] for k in KINDS}
+    opt: dict[str, list[float]] = {k: [] for k in KINDS}
     rng = random.Random(0)
     for _ in range(args.rounds):
         order = list(KINDS)
         rng.shuffle(order)
         for kind in order:
-            times[kind].append(statistics.median(step(kind) for _ in range(args.steps)))
-    return times
+            steps = [step(kind) for _ in range(args.steps)]
+            times[kind].append(statistics.median(t for t, _ in steps))
+            opt[kind].append(statistics.median(o for _, o in steps))
+    return times, opt
 
 
 def main() -> None:
@@ -92,21 +104,29 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="toy sizes (smoke test)")
+    p.add_argument("--archs", nargs="+", default=["vit", "resnet"], choices=["vit", "resnet"])
     args = p.parse_args()
+    if args.steps < 1 or args.rounds < 1 or args.warmup < 0:
+        p.error("--steps and --rounds must be >= 1, --warmup >= 0")
     torch.set_num_threads(args.threads)
     print(f"device {args.device}, {args.threads} thread(s), torch {torch.__version__}")
-    print("| arch | setting | kind | step ms (median) | ratio vs identity | min-max | goal |")
-    print("|---|---|---|---|---|---|---|")
+    cols = ["arch", "setting", "kind", "step ms (median)", "opt ms", "ratio vs identity"]
+    print("| " + " | ".join([*cols, "min-max", "goal"]) + " |")
+    print("|---|---|---|---|---|---|---|---|")
     for arch, setup in setups(args.quick).items():
-        times = time_arch(arch, setup, args)
+        if arch not in args.archs:
+            continue
+        times, opt = time_arch(arch, setup, args)
         setting = f"depth {setup['depth']}, {setup['model']}, batch {setup['batch']}"
         for kind in KINDS:
             r = [t / ref for t, ref in zip(times[kind], times["identity"], strict=True)]
             ms = 1e3 * statistics.median(times[kind])
+            opt_ms = 1e3 * statistics.median(opt[kind])
             goal = f"<= {GOAL[kind]:.2f}" if kind in GOAL else ""
             print(
-                f"| {arch} | {setting} | {kind} | {ms:.1f} | {statistics.median(r):.3f} | "
-                f"{min(r):.3f}-{max(r):.3f} | {goal} |"
+                f"| {arch} | {setting} | {kind} | {ms:.1f} | {opt_ms:.1f} | "
+                f"{statistics.median(r):.3f} | {min(r):.3f}-{max(r):.3f} | {goal} |",
+                flush=True,
             )
 
 

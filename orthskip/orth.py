@@ -104,15 +104,49 @@ def msign(
     threshold = tol * math.sqrt(n)
     residual = math.inf
     it = 0
+    shape = x.shape
+    x = x.reshape(-1, *shape[-2:])  # one baddbmm per iteration whatever the batch dims
     for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        x_new = 1.5 * x - 0.5 * x @ (x.mT @ x)
-        residual = float(torch.linalg.matrix_norm(x_new - x).max())
-        x = x_new
+        # the step D = X_{k+1} − X_k = 0.5 X − 0.5 X XᵀX in one fused GEMM: fewer passes over
+        # memory than 1.5 X − 0.5 X (XᵀX), and the residual ‖D‖ comes without a subtraction
+        step = torch.baddbmm(x, x, x.mT @ x, beta=0.5, alpha=-0.5)
+        residual = float(torch.linalg.matrix_norm(step).max())
+        x = x + step
         if residual <= threshold:
             break
+    x = x.reshape(shape)
     if wide:
         x = x.mT
     return MsignResult(x.to(a.dtype), it, residual <= threshold, residual)
+
+
+def msign_spectral(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> MsignResult:
+    """The Newton–Schulz iterate of ``msign`` (start A/‖A‖_F, same stopping rule), run on the
+    singular values: X_k = U f_k(Σ/‖A‖_F) Vᵀ with f_k the scalar iteration s ← 1.5 s − 0.5 s³.
+
+    Every NS iterate is that matrix function of A (odd polynomials of A keep its singular
+    vectors), and ‖X_{k+1} − X_k‖_F = ‖f_{k+1}(σ) − f_k(σ)‖₂, so the result, the iteration count
+    and ``converged`` are those of ``msign`` (to float64 rounding; tested), with one SVD in place
+    of two n × n products per iteration (~30 iterations for a gradient's skew part: ~4× cheaper
+    at n = 192). Small singular values stay as small as NS leaves them; this is not the exact
+    polar factor.
+    """
+    x = a.detach().to(torch.float64)
+    n = min(x.shape[-2:])
+    u, sigma, vh = torch.linalg.svd(x, full_matrices=False)
+    norm = sigma.square().sum(-1, keepdim=True).sqrt()
+    s = sigma / norm.clamp_min(torch.finfo(torch.float64).tiny)
+    threshold = tol * math.sqrt(n)
+    residual = math.inf
+    it = 0
+    for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
+        step = 0.5 * s - 0.5 * s.pow(3)
+        residual = float(torch.linalg.vector_norm(step, dim=-1).max())
+        s = s + step
+        if residual <= threshold:
+            break
+    value = (u * s.unsqueeze(-2)) @ vh
+    return MsignResult(value.to(a.dtype), it, residual <= threshold, residual)
 
 
 def polar(w: Tensor) -> Tensor:
@@ -147,12 +181,18 @@ def manifold_step(
     g64 = grad.detach().to(torch.float64)
     m = w64.shape[-2]
     skew = g64 @ w64.mT - w64 @ g64.mT
-    direction = msign(skew, tol=tol, max_iter=max_iter)
+    # the same NS iterate either way (msign_spectral): an SVD on CPU, where ~30 pairs of small
+    # products cost ~4× more; GEMMs on a GPU, where batched small SVDs are the slow part
+    ns = msign_spectral if w.device.type == "cpu" else msign
+    direction = ns(skew, tol=tol, max_iter=max_iter)
     x = direction.value
-    eye = torch.eye(m, dtype=torch.float64, device=w.device)
-    p = x.mT @ x
     scale = 1.0 / math.sqrt(1.0 + lr * lr)
-    w_new = (eye - lr * x) @ (eye - p + scale * p) @ w64
+    # (I − ηX)(I − XᵀX + XᵀX/√(1+η²)) W as T = W + (s − 1) XᵀX W, then T − η X T: fused GEMMs
+    # on (…, m, n) instead of m × m products with I
+    flat = w64.reshape(-1, *w64.shape[-2:])
+    xf = x.reshape(-1, m, m)
+    t = torch.baddbmm(flat, xf.mT @ xf, flat, alpha=scale - 1.0)
+    w_new = torch.baddbmm(t, xf, t, alpha=-lr).reshape(w64.shape)
     retract = msign(w_new, tol=tol, max_iter=max_iter, near_orthogonal=True)
     converged = direction.converged and retract.converged
     stats = StepStats(direction.iterations, retract.iterations, converged)
@@ -288,6 +328,11 @@ def apply_spectral(x: Tensor, blocks: Tensor, *, adjoint: bool = False) -> Tenso
     return torch.fft.irfft2(yf, s=size).to(x.dtype)
 
 
+def _cat_parts(z: Tensor) -> Tensor:
+    """[Re Z, Im Z] side by side (…, n, 2m): Re(Z Yᴴ) = [Re Z, Im Z] [Re Y, Im Y]ᵀ."""
+    return torch.cat([z.real, z.imag], dim=-1)
+
+
 class _ExpSkew(torch.autograd.Function):
     """exp(A) for real skew-symmetric or complex skew-Hermitian A (leading batch dims allowed),
     computed in A's dtype (the complex case is the per-frequency map of ``orthogonal_conv``).
@@ -312,8 +357,12 @@ class _ExpSkew(torch.autograd.Function):
         else:
             cdtype = torch.complex128 if a.dtype == torch.float64 else torch.complex64
         theta, u = torch.linalg.eigh(-1j * a.to(cdtype))
-        q = (u * torch.exp(1j * theta).unsqueeze(-2)) @ u.mH
-        return (q if a.is_complex() else q.real), theta, u
+        w = u * torch.exp(1j * theta).unsqueeze(-2)
+        if a.is_complex():
+            return w @ u.mH, theta, u
+        # real A: only Re(W Uᴴ) = Re W (Re U)ᵀ + Im W (Im U)ᵀ is needed, one real matmul of
+        # half a complex one's cost (the same sum of products, in real arithmetic)
+        return _cat_parts(w) @ _cat_parts(u).mT, theta, u
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
@@ -329,9 +378,13 @@ class _ExpSkew(torch.autograd.Function):
         phi = torch.exp(1j * half_sum) * torch.sinc(half_diff / math.pi)
         if adjoint:
             phi = phi.conj()
-        inner = (u.mH @ e.to(u.dtype) @ u) * phi
-        out = u @ inner @ u.mH
-        return out if e.is_complex() else out.real
+        if e.is_complex():
+            return u @ ((u.mH @ e.to(u.dtype) @ u) * phi) @ u.mH
+        # real E: E U in real arithmetic, and only the real part of the last product
+        n = u.shape[-1]
+        eu = e.to(u.real.dtype) @ _cat_parts(u)
+        inner = (u.mH @ torch.complex(eu[..., :n], eu[..., n:])) * phi
+        return _cat_parts(u @ inner) @ _cat_parts(u).mT
 
     @staticmethod
     def backward(ctx, grad_q: Tensor, _gt: Tensor, _gu: Tensor) -> Tensor:  # type: ignore[override]

@@ -190,6 +190,22 @@ def test_vit_metrics_cover_every_sublayer_and_every_linear():
     assert len(skips) == len(model.blocks) and (skips.value < 1e-6).all()
 
 
+def test_vit_attention_has_a_forward_mode_derivative():
+    # the jvp-based metrics on a ViT whose sublayers are too large for a dense Jacobian: CPU's
+    # fused attention kernel has no forward AD, so the sublayer falls back to the written-out form
+    torch.manual_seed(0)
+    model = build_model("vit", 1, "orth_learned", (1, 8, 8), 4, VIT_CFG | {"patch": 2}, {})
+    block = model.blocks[0]
+    x = model.stem(torch.randn(3, 1, 8, 8))
+    v = torch.randn_like(x)
+    with torch.no_grad():
+        y, jv = torch.func.jvp(block, (x,), (v,))
+    jac = torch.func.jacrev(block)(x)  # (x.shape, x.shape): reverse mode, the fused kernel
+    ref = torch.einsum("abcdef,def->abc", jac, v)
+    assert torch.allclose(y, block(x), atol=1e-6)
+    assert torch.allclose(jv, ref, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------- resnet
 
 

@@ -19,6 +19,7 @@ from orthskip.orth import (
     haar_orthogonal,
     manifold_step,
     msign,
+    msign_spectral,
     orth_defect,
     polar,
     project_conv_operator,
@@ -106,6 +107,24 @@ def test_msign_matches_svd_and_reports_iterations():
     short = msign(a, tol=1e-10, max_iter=2)
     assert short.iterations == 2 and not short.converged
     assert float(torch.linalg.matrix_norm(short.value - u @ vh)) > 1e-2
+
+
+@pytest.mark.parametrize("shape", [(6, 6), (4, 9), (9, 4), (3, 16, 16)])
+@pytest.mark.parametrize("max_iter", [3, 100])
+def test_msign_spectral_is_the_newton_schulz_iterate(shape, max_iter):
+    # a skew part of a gradient (rank-deficient, spread singular values) or a generic matrix,
+    # stopped early or run to the tolerance: the same iterate, count and converged flag as NS
+    torch.manual_seed(0)
+    a = torch.randn(*shape, dtype=torch.float64) * torch.logspace(0, -6, shape[-1])
+    if shape[-2] == shape[-1]:
+        a = a - a.mT
+    ns = msign(a, tol=1e-7, max_iter=max_iter)
+    sp = msign_spectral(a, tol=1e-7, max_iter=max_iter)
+    assert (sp.iterations, sp.converged) == (ns.iterations, ns.converged)
+    assert torch.allclose(sp.value, ns.value, atol=1e-12)
+    assert abs(sp.residual - ns.residual) <= 1e-12 + 1e-9 * ns.residual
+    if max_iter == 3:
+        assert not sp.converged
 
 
 def test_polar_is_the_nearest_semi_orthogonal_matrix():

@@ -35,6 +35,8 @@ keep LayerNorm at (1, 0), the class token at 0 and the learned position embeddin
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -100,7 +102,12 @@ class SelfAttention(nn.Module):
         n, t, d = x.shape
         qkv = self.qkv(x).view(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        y = F.scaled_dot_product_attention(q, k, v)
+        try:
+            y = F.scaled_dot_product_attention(q, k, v)
+        except NotImplementedError:
+            # CPU's fused (flash) kernel has no forward-mode derivative, which the jvp-based
+            # metrics (jacobian_sv, branch_lipschitz) need: the same attention, written out
+            y = torch.softmax(q @ k.mT / math.sqrt(q.shape[-1]), dim=-1) @ v
         return self.proj(y.transpose(1, 2).reshape(n, t, d))
 
 
