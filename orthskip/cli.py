@@ -110,6 +110,43 @@ def cmd_metrics_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approx_cell(args: argparse.Namespace) -> int:
+    from orthskip.approx_stage import approximate_cell
+
+    cell_cfg = _cell_config(args)
+    log = logging.getLogger("orthskip")
+    log.info("approx-cell %s: kinds %s, %d fine-tuning epochs, correction %s",
+             "/".join(str(cell_cfg["cell"][k]) for k in ("dataset", "arch", "variant")),
+             " ".join(args.kinds), args.epochs, args.correction)  # fmt: skip
+    approximate_cell(
+        cell_cfg,
+        args.data,
+        args.manifest,
+        args.snapshots,
+        args.out,
+        kinds=tuple(args.kinds),
+        epochs=args.epochs,
+        correction=args.correction,
+        skip_options=json.loads(args.skip_options),
+        status=args.status,
+    )
+    import pandas as pd
+
+    rows = pd.read_parquet(args.out)
+    for _, r in rows.iterrows():
+        print(f"{r['kind']:>12} {r['phase']:>9} {r['status']:>15} "
+              f"{r['score_name']} {r['score']:.4f}  ‖W − I‖ {r['dist_identity']:.4f}")  # fmt: skip
+    return 0
+
+
+def cmd_approx_aggregate(args: argparse.Namespace) -> int:
+    from orthskip.aggregate import aggregate_approx
+
+    n = aggregate_approx(args.inputs, args.out)
+    print(f"{n} approximation rows from {len(args.inputs)} cells -> {args.out}")
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from orthskip.aggregate import aggregate
 
@@ -197,6 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--outs", type=Path, nargs="+", required=True)
             p.add_argument("--warp-outs", type=Path, nargs="+", required=True)
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "approx-cell", help="orthogonal approximation of one trained identity cell (Parquet)"
+    )
+    _add_cell_args(p)
+    p.add_argument("--snapshots", type=Path, required=True, help="the cell's snapshots.pt")
+    p.add_argument("--status", type=Path, required=True, help="its status.json (not ok: NaN rows)")
+    p.add_argument("--out", type=Path, required=True, help="Parquet, one row per kind × phase")
+    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (approx.epochs)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=("orth_fixed", "orth_learned"),
+        default=["orth_fixed", "orth_learned"],
+        help="skips swapped in (approx.kinds)",
+    )
+    p.add_argument(
+        "--correction",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="branch correction layer I − W_i (approx.correction)",
+    )
+    p.add_argument(
+        "--skip-options",
+        default="{}",
+        help="JSON kind -> options of the new skips (the config's skip_options)",
+    )
+    p.set_defaults(func=cmd_approx_cell)
+
+    p = sub.add_parser("approx-aggregate", help="results/metrics/approx.parquet from the cells'")
+    p.add_argument("--inputs", type=Path, nargs="*", default=[], help="per-cell Parquet files")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_approx_aggregate)
 
     p = sub.add_parser("aggregate", help="merge all cells into results/metrics/*.parquet")
     for name in ("status", "history", "metrics", "warp"):
