@@ -114,20 +114,31 @@ def cmd_approx_cell(args: argparse.Namespace) -> int:
     from orthskip.approx_stage import approximate_cell
 
     cell_cfg = _cell_config(args)
+    # unset options: the config's approx section and skip_options (by hand, --configfile),
+    # else the schema's defaults (the rule passes every option)
+    from orthskip.config import approx_defaults, load_config
+
+    by_hand = bool(args.configfile and not args.cell_config)
+    cfg = load_config(args.configfile) if by_hand else {"skip_options": {}}
+    section = cfg["approx"] if by_hand else approx_defaults()
+    kinds = tuple(args.kinds or section["kinds"])
+    epochs = args.epochs if args.epochs is not None else section["epochs"]
+    correction = args.correction if args.correction is not None else section["correction"]
+    skip_opts = json.loads(args.skip_options) if args.skip_options else cfg["skip_options"]
     log = logging.getLogger("orthskip")
     log.info("approx-cell %s: kinds %s, %d fine-tuning epochs, correction %s",
              "/".join(str(cell_cfg["cell"][k]) for k in ("dataset", "arch", "variant")),
-             " ".join(args.kinds), args.epochs, args.correction)  # fmt: skip
+             " ".join(kinds), epochs, correction)  # fmt: skip
     approximate_cell(
         cell_cfg,
         args.data,
         args.manifest,
         args.snapshots,
         args.out,
-        kinds=tuple(args.kinds),
-        epochs=args.epochs,
-        correction=args.correction,
-        skip_options=json.loads(args.skip_options),
+        kinds=kinds,
+        epochs=epochs,
+        correction=correction,
+        skip_options=skip_opts,
         status=args.status,
     )
     import pandas as pd
@@ -242,24 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshots", type=Path, required=True, help="the cell's snapshots.pt")
     p.add_argument("--status", type=Path, required=True, help="its status.json (not ok: NaN rows)")
     p.add_argument("--out", type=Path, required=True, help="Parquet, one row per kind × phase")
-    p.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (approx.epochs)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: approx.epochs)")
     p.add_argument(
         "--kinds",
         nargs="+",
         choices=("orth_fixed", "orth_learned"),
-        default=["orth_fixed", "orth_learned"],
-        help="skips swapped in (approx.kinds)",
+        help="skips swapped in (default: approx.kinds)",
     )
     p.add_argument(
         "--correction",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="branch correction layer I − W_i (approx.correction)",
+        help="branch correction layer I − W_i (default: approx.correction)",
     )
     p.add_argument(
         "--skip-options",
-        default="{}",
-        help="JSON kind -> options of the new skips (the config's skip_options)",
+        help="JSON kind -> options of the new skips (default: the config's skip_options)",
     )
     p.set_defaults(func=cmd_approx_cell)
 

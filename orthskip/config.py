@@ -356,6 +356,12 @@ def check_approx(cfg: dict[str, Any]) -> None:
         )
 
 
+def approx_defaults() -> dict[str, Any]:
+    """The ``approx`` section as the schema fills it when a config leaves it out."""
+    props = _schema()["properties"]["approx"]["properties"]
+    return {key: copy.deepcopy(spec.get("default")) for key, spec in props.items()}
+
+
 def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
     """The cells of the approximation stage: every grid cell whose variant's kind is identity,
     kept by the ``approx`` filters; none when ``approx.enabled`` is false."""

@@ -214,3 +214,34 @@ def test_table_without_the_file_says_no_data(metrics_dir, tmp_path):
     (d / "cells.parquet").write_bytes((metrics_dir / "cells.parquet").read_bytes())
     make_table("orthogonal_approximation", d, tmp_path / "a.md", tmp_path / "a.tex")
     assert "no data for this table in this run" in (tmp_path / "a.md").read_text()
+
+
+def test_cli_by_hand_takes_the_configs_approx_section(trained, tmp_path):
+    """`orthskip approx-cell --configfile F --cell C` (the README's command): options not
+    given come from F's approx section; given ones win."""
+    import yaml
+
+    from orthskip.cli import main
+
+    _, data, manifest, cell = trained
+    lip = {"lipschitz_samples": LIP[0], "lipschitz_segments": LIP[1], "lipschitz_steps": LIP[2]}
+    raw = tiny_config(metrics={"probe_size": 32, **lip},
+                      approx={"epochs": 1, "kinds": ["orth_learned"]})  # fmt: skip
+    raw["grid"][0].update(variants=["identity"], depths=[3], seeds=[0])
+    raw["train"]["val_fraction"] = 0.25
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    args = ["approx-cell", "--configfile", str(tmp_path / "c.yaml"), "--cell",
+            "circles/mlp/identity/d3/s0", "--data", str(data), "--manifest", str(manifest),
+            "--snapshots", str(cell / "snapshots.pt"),
+            "--status", str(cell / "status.json")]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a.parquet")]) == 0
+    a = pd.read_parquet(tmp_path / "a.parquet")
+    assert set(a["kind"]) == {"orth_learned"} and a["finetune_epochs"].max() == 1
+    assert a["correction"].all()
+    out_b = str(tmp_path / "b.parquet")
+    assert main([*args, "--out", out_b, "--kinds", "orth_fixed", "--no-correction"]) == 0
+    b = pd.read_parquet(out_b)
+    assert set(b["kind"]) == {"orth_fixed"} and not b["correction"].any()
+    # the same trained net before the swap
+    before = [x.set_index("phase").loc["before", "score"] for x in (a, b)]
+    assert before[0] == before[1]

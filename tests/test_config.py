@@ -9,6 +9,7 @@ import pytest
 from orthskip.config import (
     Cell,
     approx_cells,
+    approx_defaults,
     cell_config,
     cells,
     config_hash,
@@ -155,6 +156,7 @@ def test_approx_cells_are_the_identity_kind_cells_kept_by_the_filters():
     assert cfg["approx"] == {"enabled": True, "epochs": 5, "kinds": ["orth_fixed", "orth_learned"],
                              "correction": True, "archs": None, "datasets": None,
                              "variants": None, "depths": None, "seeds": None}  # fmt: skip
+    assert approx_defaults() == cfg["approx"]  # what the CLI by hand falls back to
     found = approx_cells(cfg)
     assert found == sorted(c for c in cells(cfg) if c.variant != "orth_learned")
     assert len(found) == 2 * 2 * 2  # 2 identity-kind variants × 2 depths × 2 seeds
