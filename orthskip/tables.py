@@ -492,11 +492,13 @@ def orthogonal_approximation_frame(approx: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, depth, kind, correction, phase): mean and std (ddof=1) over seeds of
     the test ``score`` (accuracy in %, R² as it is), of the mean ‖W_i − I‖_F/√n
     (``dist_identity``) and of the mean lower bound on Lip(F′_i) (``branch_lipschitz``);
-    ``n`` seeds with a finite score, ``n_total`` seeds."""
+    ``n`` seeds with a finite score, ``n_total`` seeds, ``n_diverged`` seeds whose fine-tuning
+    diverged (status ``diverged``) and ``n_source_diverged`` seeds whose trained cell had
+    (``source_*``)."""
     keys = ["dataset", "arch", "depth", "kind", "correction", "phase"]
     vals = ["score", "dist_identity", "branch_lipschitz"]
     cols = [*keys, "score_name", *[f"{v}_{s}" for v in vals for s in ("mean", "std")], "n",
-            "n_total"]  # fmt: skip
+            "n_total", "n_diverged", "n_source_diverged"]  # fmt: skip
     if approx.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -508,7 +510,9 @@ def orthogonal_approximation_frame(approx: pd.DataFrame) -> pd.DataFrame:
             s = mean_ci(g[v].to_numpy(dtype=float) * (scale if v == "score" else 1.0))
             out += [s.mean, s.std]
         n = int(np.isfinite(g["score"].to_numpy(dtype=float)).sum())
-        rows.append((*key, name, *out, n, len(g)))
+        status = g["status"].astype(str)
+        rows.append((*key, name, *out, n, len(g), int((status == "diverged").sum()),
+                     int(status.str.startswith("source_").sum())))  # fmt: skip
     f = pd.DataFrame(rows, columns=cols)
     return f.assign(_p=f["phase"].map({p: k for k, p in enumerate(APPROX_PHASES)})).sort_values(
         [*keys[:5], "_p"]).drop(columns="_p").reset_index(drop=True)  # fmt: skip
@@ -529,7 +533,12 @@ def orthogonal_approximation_table(metrics_dir: Path) -> TextTable:
         def at(phase: str, col: str, fmt: str = ".3f", g=g) -> str:
             if phase not in g.index:
                 return "–"
-            return _pm(g.loc[phase, f"{col}_mean"], g.loc[phase, f"{col}_std"], fmt)
+            r = g.loc[phase]
+            lost = int(r["n_diverged"]) + int(r["n_source_diverged"])
+            if lost and int(r["n"]) == 0:
+                return f"diverged ({lost})"
+            text = _pm(r[f"{col}_mean"], r[f"{col}_std"], fmt)
+            return text + (f" ({lost} div.)" if lost and col == "score" else "")
 
         name = str(g["score_name"].iloc[0])
         fmt = ".2f" if name == "acc" else ".3f"
@@ -548,7 +557,8 @@ def orthogonal_approximation_table(metrics_dir: Path) -> TextTable:
         "so that the swapped net computes the same function. Test score (accuracy in %, or R²) "
         "before the swap, right after it, and after fine-tuning with the cell's own recipe; "
         "‖W − I‖_F/√n and the lower bound on Lip(F′_i) (branch_lipschitz, max), each the mean "
-        "over swapped blocks; mean ± std over seeds."
+        "over swapped blocks; mean ± std over seeds that did not diverge (k div.: k seeds "
+        "whose fine-tuning, or the trained cell, diverged; diverged (k): all of them)."
     )
     return TextTable(header, rows, set(), note, "llrlll" + "r" * 9)
 
@@ -701,10 +711,17 @@ def _approx_lines(approx: pd.DataFrame, ds: str, arch: str) -> list[str]:
                 return _num(h.loc[phase, f"{col}_mean"], f) if phase in h.index else "–"
 
             scores = " → ".join(val(p, "score", fmt) for p in APPROX_PHASES)
-            lost = [f"{p} {int(h.loc[p, 'n'])} of {int(h.loc[p, 'n_total'])} seeds"
-                    for p in APPROX_PHASES
-                    if p in h.index and h.loc[p, "n"] < h.loc[p, "n_total"]]  # fmt: skip
-            note = f" (finite: {', '.join(lost)})" if lost else ""
+            notes = []
+            for p in APPROX_PHASES:
+                if p not in h.index:
+                    continue
+                r, n = h.loc[p], int(h.loc[p, "n_total"])
+                if r["n_source_diverged"] and p == "before":
+                    notes.append(f"the trained cell diverged in {int(r['n_source_diverged'])} "
+                                 f"of {n} seeds")  # fmt: skip
+                if r["n_diverged"]:
+                    notes.append(f"fine-tuning diverged in {int(r['n_diverged'])} of {n} seeds")
+            note = f" ({'; '.join(notes)})" if notes else ""
             parts.append(f"depth {int(depth)}: {label} {scores}; ‖W − I‖ "
                          f"{val('swapped', 'dist_identity', '.3f')} → "
                          f"{val('finetuned', 'dist_identity', '.3f')}{note}")  # fmt: skip
