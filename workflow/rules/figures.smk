@@ -1,12 +1,3 @@
-METRICS = multiext(
-    "results/metrics/",
-    "cells.parquet",
-    "history.parquet",
-    "layers.parquet",
-    "warp.parquet",
-)
-
-
 rule figure:
     input:
         METRICS,
@@ -32,7 +23,7 @@ rule figure:
 
 rule table:
     input:
-        METRICS,
+        table_inputs,
     output:
         md=report(
             "results/tables/{name}.md",
@@ -56,6 +47,7 @@ rule table:
 rule findings:
     input:
         METRICS,
+        APPROX_METRICS,
     output:
         report(
             "results/tables/findings.md",
