@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,28 @@ def snakemake(
             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def job_counts(dry_run_stdout: str) -> dict[str, int]:
+    """Job counts per rule of a dry run's "Job stats" (empty when nothing is to be done)."""
+    counts: dict[str, int] = {}
+    if "Job stats:" in dry_run_stdout:
+        table = dry_run_stdout.split("Job stats:", 1)[1].split("\n\n", 1)[0].splitlines()[3:]
+        for line in table:
+            rule, count = line.split()
+            if rule != "total":
+                counts[rule] = int(count)
+    return counts
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A copy of this checkout's files (tracked and untracked, not ignored) at ``dest``."""
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in out.split():
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
