@@ -61,6 +61,22 @@ def cmd_config_cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dvc_check(args: argparse.Namespace) -> int:
+    from orthskip.dvc_check import check
+
+    print(check(args.mode, args.repo))
+    return 0
+
+
+def cmd_dvc_diagnose(args: argparse.Namespace) -> int:
+    from orthskip.dvc_check import diagnose
+
+    lines = diagnose(args.repo)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from orthskip.data import prepare_dataset
 
@@ -181,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = config_sub.add_parser("cells", help="list the cells of the grid")
     p.add_argument("--configfile", type=Path, default=default_config)
     p.set_defaults(func=cmd_config_cells)
+
+    p = sub.add_parser("dvc", help="checks around publish/pull: `dvc check`, `dvc diagnose`")
+    dvc_sub = p.add_subparsers(dest="dvc_command", required=True)
+    p = dvc_sub.add_parser("check", help="the default remote is set and readable")
+    p.add_argument("mode", choices=("push", "pull"), help="pull: the remote must also hold results")
+    p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
+    p.set_defaults(func=cmd_dvc_check)
+    p = dvc_sub.add_parser(
+        "diagnose", help="after a failed pull: files missing from or corrupt on the remote"
+    )
+    p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
+    p.set_defaults(func=cmd_dvc_diagnose)
 
     p = sub.add_parser("prepare", help="prepare one dataset and its manifest")
     p.add_argument("--name", required=True)

@@ -224,7 +224,7 @@ def test_editing_a_module_it_imports_reruns_the_rule(finished, rule):
     # Only this rule may run: its jobs are planned by their own fingerprint, not because
     # an upstream rule reruns (train and extract_metrics import the same modules).
     case = edited_copy(finished, module, f"in-{rule}")
-    proc = _smk(case, "-n", "--allowed-rules", rule, *finished["outputs"][rule])
+    proc = _smk(case, "-n", *finished["outputs"][rule], "--allowed-rules", rule)
     counts = job_counts(proc.stdout)
     assert set(counts) == {rule}, (module, counts)
     assert counts[rule] == finished["jobs"][rule]  # every job of the rule
