@@ -22,7 +22,7 @@ import yaml
 
 from orthskip.figures import FIGURES
 from orthskip.tables import TABLES
-from tests.workflow import copy_checkout, job_counts, tiny_config
+from tests.workflow import copy_checkout, job_counts, run, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +30,6 @@ BIN = Path(sys.executable).parent
 VENV = BIN.parent
 CELL = "circles/mlp/orth_learned/d1/s0"
 CELL_DIR = f"results/cells/{CELL}"
-ENV = {
-    **os.environ,
-    "PATH": f"{BIN}:{os.environ['PATH']}",
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.org",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.org",
-}
-
-
-def run(cwd: Path, *cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
 
 
 def make(cwd: Path, target: str, check: bool = True) -> subprocess.CompletedProcess[str]:

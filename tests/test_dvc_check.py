@@ -7,7 +7,6 @@ it and points it at a copy of the remote, damaged as the test needs.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,30 +15,11 @@ from pathlib import Path
 import pytest
 
 from orthskip.dvc_check import DvcCheckError, check, diagnose
-
-BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "PATH": f"{BIN}:{os.environ['PATH']}",
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.org",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.org",
-}
-
-
-def run(cwd: Path, *cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return proc
+from tests.workflow import BIN, TOOL_ENV, run
 
 
 def orthskip(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**TOOL_ENV, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(
         [sys.executable, "-m", "orthskip", *args], cwd=cwd, env=env, capture_output=True,
         text=True, timeout=300,

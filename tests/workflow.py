@@ -15,6 +15,32 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 
+BIN = Path(sys.executable).parent
+# For git and DVC in tests: no analytics, a committer identity.
+TOOL_ENV = {
+    **os.environ,
+    "PATH": f"{BIN}:{os.environ['PATH']}",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.org",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.org",
+}
+
+
+def run(cwd: Path, *cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command (git, dvc, make) in ``cwd``; on failure show the end of its output."""
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=TOOL_ENV, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
 def tiny_config(**overrides: Any) -> dict[str, Any]:
     """A grid that trains in seconds: two 2-D sets and digits, MLPs of 1 and 3 blocks."""
     cfg: dict[str, Any] = {
