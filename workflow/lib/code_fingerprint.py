@@ -16,6 +16,7 @@ fingerprint as a param, so editing a module reruns exactly the jobs whose code i
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import sys
 from collections.abc import Iterable, Iterator
@@ -46,14 +47,25 @@ def _in_package(name: str) -> bool:
     return name == PACKAGE or name.startswith(PACKAGE + ".")
 
 
-def _imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> Iterator[str]:
+def _statements(node: ast.AST) -> Iterator[ast.AST]:
+    """Every statement below ``node`` (imports are statements; expressions are skipped)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.stmt | ast.ExceptHandler | ast.match_case):
+            yield child
+            yield from _statements(child)
+
+
+def _imported_names(
+    nodes: Iterable[ast.AST], module: str, is_package: bool, dynamic: bool = True
+) -> Iterator[str]:
     """Dotted names a piece of code may import (``from a import b``: both a and a.b).
 
     A trailing ``*`` marks a prefix (``import_module(f"orthskip.data.{x}")``): every
     module below it counts, since which one is chosen is known only at run time.
+    ``dynamic``: look for ``import_module`` calls too (a walk over every expression).
     """
     for tree in nodes:
-        for node in ast.walk(tree):
+        for node in [tree, *_statements(tree)]:
             if isinstance(node, ast.Import):
                 yield from (alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
@@ -64,7 +76,9 @@ def _imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> 
                     base = ".".join([*parts[:keep], *([base] if base else [])])
                 yield base
                 yield from (f"{base}.{alias.name}" for alias in node.names)
-            elif isinstance(node, ast.Call) and _is_import_module(node.func) and node.args:
+        calls = ast.walk(tree) if dynamic else ()
+        for node in calls:
+            if isinstance(node, ast.Call) and _is_import_module(node.func) and node.args:
                 arg = node.args[0]
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     yield arg.value
@@ -72,6 +86,14 @@ def _imported_names(nodes: Iterable[ast.AST], module: str, is_package: bool) -> 
                     head = arg.values[0]
                     if isinstance(head, ast.Constant) and isinstance(head.value, str):
                         yield head.value.rstrip(".") + ".*"
+
+
+@functools.cache
+def _file_imports(text: str, module: str, is_package: bool) -> tuple[str, ...]:
+    """The names one module's source may import; cached by content (rules share most)."""
+    tree = ast.parse(text, filename=module)
+    dynamic = "import_module" in text
+    return tuple(_imported_names([tree], module, is_package, dynamic))
 
 
 def _is_import_module(func: ast.expr) -> bool:
@@ -111,8 +133,7 @@ def import_closure(
         if name in opaque:
             continue
         path = modules[name]
-        tree = ast.parse(path.read_text(), filename=str(path))
-        names = _imported_names([tree], name, path.name == "__init__.py")
+        names = _file_imports(path.read_text(), name, path.name == "__init__.py")
         todo.extend(_resolve(names, modules) - seen)
     return seen
 
