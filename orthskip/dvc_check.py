@@ -75,9 +75,9 @@ def data_status(root: Path) -> dict[str, Any]:
 def diagnose(root: Path = Path(".")) -> list[str]:
     """One line per tracked path that is not in the local cache, and why.
 
-    Corrupt means the remote holds the object but the pull rejected it. DVC (3.67) deletes
-    a corrupt object it may write to from a local remote during the pull: that file then
-    reads as missing, which is also what the remote now says.
+    Corrupt means the remote holds the object but the pull rejected it. DVC can delete a
+    corrupt object from a writable local remote during the pull (seen with DVC 3.67 for a
+    single-file output): that file then reads as missing, which the remote now says too.
     """
     check("pull", root)
     status = data_status(root)

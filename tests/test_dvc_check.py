@@ -102,7 +102,7 @@ def test_diagnose_names_each_missing_and_corrupt_file(published):
     bad = remote_object(damaged, (origin / "results/summary.json").read_bytes())
     bad.chmod(0o644)
     bad.write_bytes(b'{"acc": 0.1}\n')  # same size, other bytes
-    bad.chmod(0o444)  # read-only as DVC stores it (bit rot keeps the mode)
+    bad.chmod(0o444)  # read-only as DVC stores it: a writable one DVC may delete on pull
     reader = clone(published, "damaged", remote=damaged)
     assert run(reader, BIN / "dvc", "pull", check=False).returncode != 0
     proc = orthskip(reader, "dvc", "diagnose")
