@@ -47,6 +47,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from orthskip.config_show import show
+
+    sys.stdout.write(show(args.configfile, args.cell, args.origin))
+    return 0
+
+
+def cmd_config_cells(args: argparse.Namespace) -> int:
+    from orthskip.config_show import list_cells
+
+    sys.stdout.write(list_cells(args.configfile))
+    return 0
+
+
+def cmd_dvc_check(args: argparse.Namespace) -> int:
+    from orthskip.dvc_check import check
+
+    print(check(args.mode, args.repo))
+    return 0
+
+
+def cmd_dvc_diagnose(args: argparse.Namespace) -> int:
+    from orthskip.dvc_check import diagnose
+
+    lines = diagnose(args.repo)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from orthskip.data import prepare_dataset
 
@@ -201,6 +231,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and count its cells")
     p.add_argument("configfile", type=Path)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="the effective config: `config show`, `config cells`")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    default_config = Path("config/config.yaml")  # what Snakemake reads without --configfile
+    p = config_sub.add_parser(
+        "show", help="the effective config (schema defaults filled) or one cell's, as YAML"
+    )
+    p.add_argument("--configfile", type=Path, default=default_config)
+    p.add_argument("--cell", help="DATASET/ARCH/VARIANT/dDEPTH/sSEED: that cell's config")
+    p.add_argument("--origin", action="store_true", help="annotate each value: file or default")
+    p.set_defaults(func=cmd_config_show)
+    p = config_sub.add_parser("cells", help="list the cells of the grid")
+    p.add_argument("--configfile", type=Path, default=default_config)
+    p.set_defaults(func=cmd_config_cells)
+
+    p = sub.add_parser("dvc", help="checks around publish/pull: `dvc check`, `dvc diagnose`")
+    dvc_sub = p.add_subparsers(dest="dvc_command", required=True)
+    p = dvc_sub.add_parser("check", help="the default remote is set and readable")
+    p.add_argument("mode", choices=("push", "pull"), help="pull: the remote must also hold results")
+    p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
+    p.set_defaults(func=cmd_dvc_check)
+    p = dvc_sub.add_parser(
+        "diagnose", help="after a failed pull: files missing from or corrupt on the remote"
+    )
+    p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
+    p.set_defaults(func=cmd_dvc_diagnose)
 
     p = sub.add_parser("prepare", help="prepare one dataset and its manifest")
     p.add_argument("--name", required=True)

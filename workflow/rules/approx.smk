@@ -30,17 +30,7 @@ rule approx_cell:
         correction=(
             "--correction" if config["approx"]["correction"] else "--no-correction"
         ),
-        code=source_hash(
-            "approx",
-            "approx_stage",
-            "cell_metrics",
-            "metrics",
-            "models",
-            "skips",
-            "optim",
-            "orth",
-            "train",
-        ),
+        code=code_fingerprint("approx-cell"),
     shell:
         "python -m orthskip approx-cell --cell-config {params.cfg:q} --data {input.data}"
         " --manifest {input.manifest} --snapshots {input.snapshots} --status {input.status}"
@@ -58,6 +48,6 @@ rule aggregate_approx:
     conda:
         ENV
     params:
-        code=source_hash("aggregate"),
+        code=code_fingerprint("approx-aggregate"),
     shell:
         "python -m orthskip approx-aggregate --inputs {input} --out {output} > {log} 2>&1"

@@ -1,13 +1,21 @@
+import functools
 import json
 import re
+import sys
 
 from orthskip import cluster
 from orthskip.config import Cell, approx_cells, cell_config, cells, pack_cells, packs
 from orthskip.data.prepare import check_prepared
 from orthskip.figures import FIGURES
-from orthskip.provenance import source_hash
 from orthskip.skips import skip_options
 from orthskip.tables import TABLES
+
+# Workflow-only helpers live beside the rules, not in the library.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
+from code_fingerprint import code_fingerprint as _code_fingerprint
+
+# One per command, not one per pack rule.
+code_fingerprint = functools.cache(_code_fingerprint)
 
 # Jobs run `python -m orthskip` from this checkout: also inside a conda env per job
 # (--sdm conda), where the package is not installed, PYTHONPATH finds it.

@@ -15,7 +15,7 @@ rule figure:
         ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
-        code=source_hash("figures", "stats"),
+        code=code_fingerprint("figure"),
     shell:
         "python -m orthskip figure {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
@@ -38,7 +38,7 @@ rule table:
         ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
-        code=source_hash("tables", "stats"),
+        code=code_fingerprint("table"),
     shell:
         "python -m orthskip table {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --md {output.md} --tex {output.tex} > {log} 2>&1"
@@ -61,7 +61,7 @@ rule findings:
         ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
-        code=source_hash("tables", "stats", "figures"),
+        code=code_fingerprint("findings"),
     shell:
         "python -m orthskip findings --metrics-dir {params.metrics_dir} --out {output}"
         " > {log} 2>&1"

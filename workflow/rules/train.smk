@@ -34,9 +34,7 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
             outdirs=lambda wildcards, output: [
                 os.path.dirname(p) for p in output.status
             ],
-            code=source_hash(
-                "train", "models", "skips", "optim", "orth", "config", "pack"
-            ),
+            code=code_fingerprint("train-pack"),
         shell:
             "python -m orthskip train-pack --pack-config {params.cfg:q} --data {input.data}"
             " --manifest {input.manifest} --outs {params.outdirs} --logs {log.members}"
