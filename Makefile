@@ -50,8 +50,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check orthskip tests bench
-	$(BIN)/ruff format --check orthskip tests bench
+	$(BIN)/ruff check orthskip tests bench workflow
+	$(BIN)/ruff format --check orthskip tests bench workflow
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
@@ -69,52 +69,16 @@ clean-venv:
 # Nothing here passes --force: DVC refuses to overwrite local results that were not pushed.
 .PHONY: publish pull figures dvc-remote-check
 
-# One helper, three modes. push|pull: fail with the remote's name and URL when no default
-# remote is set or it cannot be read. diagnose (after a failed pull): name every workspace
-# file whose object is missing from the remote or arrived corrupt (remote verify = true).
-define DVC_REMOTE_CHECK
-import sys
-from dvc.repo import Repo
-mode = sys.argv[1]
-repo = Repo()
-name = repo.config["core"].get("remote")
-if not name:
-    sys.exit("error: no default DVC remote; add one: dvc remote add -d NAME URL (docs/dvc.md)")
-url = repo.config["remote"].get(name, {}).get("url", "?")
-try:
-    odb = repo.cloud.get_remote_odb(name)
-    found = odb.fs.exists(odb.path)
-except Exception as exc:  # the remote's own error (auth, DNS, ...) is the useful part
-    sys.exit(f"error: DVC remote '{name}' ({url}) is unreachable: {exc}")
-if not found and mode != "push":
-    sys.exit(
-        f"error: DVC remote '{name}' ({url}) holds no published results: {odb.path} "
-        f"does not exist. Point it at the right place: dvc remote modify --local {name} url URL"
-    )
-if mode == "diagnose":
-    from dvc_data.hashfile.tree import Tree
-    cache = repo.cache.local
-    for out in repo.index.outs:
-        entries = [((), out.hash_info)]
-        if out.hash_info.isdir:  # its listing: local when fetched, else the remote's copy
-            where = cache if cache.exists(out.hash_info.value) else odb
-            try:
-                tree = Tree.load(where, out.hash_info)
-                entries = [(key, hi) for key, _, hi in tree]
-            except Exception:  # the listing itself is missing or unreadable: name the output
-                pass
-        for key, hi in entries:
-            if hi.value and not cache.exists(hi.value):
-                why = "corrupt on" if odb.exists(hi.value) else "missing from"
-                print(f"  {why} the remote: {'/'.join((str(out), *key))}", file=sys.stderr)
-endef
-export DVC_REMOTE_CHECK
+# Checks around DVC (orthskip/dvc_check.py): `dvc check push|pull` fails with the remote's
+# name and URL when no default remote is set or it cannot be read (pull: or holds nothing);
+# `dvc diagnose` (after a failed pull) names every file missing from or corrupt on the remote.
+DVC_CHECK := $(BIN)/python -m orthskip dvc
 
 dvc-remote-check: $(STAMP)
-	@$(BIN)/python -c "$$DVC_REMOTE_CHECK" pull
+	@$(DVC_CHECK) check pull
 
 publish: $(STAMP)
-	@$(BIN)/python -c "$$DVC_REMOTE_CHECK" push
+	@$(DVC_CHECK) check push
 	$(BIN)/dvc repro
 	$(BIN)/dvc push
 	@echo "Published. Commit the pointers so that others can pull them: git commit dvc.lock"
@@ -122,7 +86,7 @@ publish: $(STAMP)
 pull: dvc-remote-check
 	@$(BIN)/dvc pull || { echo "error: dvc pull failed. Files it could not restore (their" \
 	  "objects are missing from the remote or do not match the hash in dvc.lock):" >&2; \
-	  $(BIN)/python -c "$$DVC_REMOTE_CHECK" diagnose; \
+	  $(DVC_CHECK) diagnose; \
 	  echo "Local results were not touched. Re-publish those files (dvc push where they" \
 	  "exist) or regenerate them with snakemake." >&2; exit 1; }
 	$(BIN)/snakemake --cores 1 --dry-run --quiet all

@@ -36,6 +36,7 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/approx.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -45,6 +46,7 @@ localrules:
     table,
     findings,
     dvc_summary,
+    aggregate_approx,
 
 
 rule all:

@@ -82,3 +82,17 @@ def aggregate(
     write_parquet(out_dir / "history.parquet", concat_parquet(history))
     write_parquet(out_dir / "layers.parquet", concat_parquet(metrics))
     write_parquet(out_dir / "warp.parquet", concat_parquet(warp))
+
+
+def aggregate_approx(paths: Sequence[Path], out: Path) -> int:
+    """results/metrics/approx.parquet: the approximation stage's per-cell rows, concatenated;
+    with no cells (approx.enabled false, no identity cell) an empty table with its columns,
+    so that the table and findings rules always have their input. Returns the row count."""
+    if paths:
+        table = concat_parquet(paths)
+    else:
+        from orthskip.approx_stage import COLUMNS  # torch's import cost only in this case
+
+        table = pa.Table.from_pandas(pd.DataFrame(columns=COLUMNS), preserve_index=False)
+    write_parquet(out, table)
+    return table.num_rows

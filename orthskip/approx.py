@@ -69,14 +69,18 @@ class CorrectedBranch(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.correction.to(x.dtype)
-        lin = x @ c.T if x.dim() == 2 else torch.einsum("oc,nchw->nohw", c, x)
+        # feature maps: channels are dim 1; vectors and ViT tokens (N, T, d): the last dim
+        lin = torch.einsum("oc,nchw->nohw", c, x) if x.dim() == 4 else x @ c.T
         return self.branch(x) + lin
 
 
 def _as_rows(t: Tensor) -> Tensor:
-    """(N, C) vectors as they are; (N, C, H, W) feature maps as (N·H·W, C) channel vectors."""
+    """(N, C) vectors as they are; (N, C, H, W) feature maps as (N·H·W, C) channel vectors;
+    ViT tokens (N, T, d) as (N·T, d): the skip acts per token on the width-d stream."""
     if t.dim() == 4:
         return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    if t.dim() == 3:
+        return t.reshape(-1, t.shape[-1])
     return t.reshape(t.shape[0], -1)
 
 

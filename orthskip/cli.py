@@ -47,6 +47,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from orthskip.config_show import show
+
+    sys.stdout.write(show(args.configfile, args.cell, args.origin))
+    return 0
+
+
+def cmd_config_cells(args: argparse.Namespace) -> int:
+    from orthskip.config_show import list_cells
+
+    sys.stdout.write(list_cells(args.configfile))
+    return 0
+
+
+def cmd_dvc_check(args: argparse.Namespace) -> int:
+    from orthskip.dvc_check import check
+
+    print(check(args.mode, args.repo))
+    return 0
+
+
+def cmd_dvc_diagnose(args: argparse.Namespace) -> int:
+    from orthskip.dvc_check import diagnose
+
+    lines = diagnose(args.repo)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from orthskip.data import prepare_dataset
 
@@ -111,6 +141,54 @@ def cmd_metrics_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_approx_cell(args: argparse.Namespace) -> int:
+    from orthskip.approx_stage import approximate_cell
+
+    cell_cfg = _cell_config(args)
+    # unset options: the config's approx section and skip_options (by hand, --configfile),
+    # else the schema's defaults (the rule passes every option)
+    from orthskip.config import approx_defaults, load_config
+
+    by_hand = bool(args.configfile and not args.cell_config)
+    cfg = load_config(args.configfile) if by_hand else {"skip_options": {}}
+    section = cfg["approx"] if by_hand else approx_defaults()
+    kinds = tuple(args.kinds or section["kinds"])
+    epochs = args.epochs if args.epochs is not None else section["epochs"]
+    correction = args.correction if args.correction is not None else section["correction"]
+    skip_opts = json.loads(args.skip_options) if args.skip_options else cfg["skip_options"]
+    log = logging.getLogger("orthskip")
+    log.info("approx-cell %s: kinds %s, %d fine-tuning epochs, correction %s",
+             "/".join(str(cell_cfg["cell"][k]) for k in ("dataset", "arch", "variant")),
+             " ".join(kinds), epochs, correction)  # fmt: skip
+    approximate_cell(
+        cell_cfg,
+        args.data,
+        args.manifest,
+        args.snapshots,
+        args.out,
+        kinds=kinds,
+        epochs=epochs,
+        correction=correction,
+        skip_options=skip_opts,
+        status=args.status,
+    )
+    import pandas as pd
+
+    rows = pd.read_parquet(args.out)
+    for _, r in rows.iterrows():
+        print(f"{r['kind']:>12} {r['phase']:>9} {r['status']:>15} "
+              f"{r['score_name']} {r['score']:.4f}  ‖W − I‖ {r['dist_identity']:.4f}")  # fmt: skip
+    return 0
+
+
+def cmd_approx_aggregate(args: argparse.Namespace) -> int:
+    from orthskip.aggregate import aggregate_approx
+
+    n = aggregate_approx(args.inputs, args.out)
+    print(f"{n} approximation rows from {len(args.inputs)} cells -> {args.out}")
+    return 0
+
+
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from orthskip.aggregate import aggregate
 
@@ -154,6 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and count its cells")
     p.add_argument("configfile", type=Path)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", help="the effective config: `config show`, `config cells`")
+    config_sub = p.add_subparsers(dest="config_command", required=True)
+    default_config = Path("config/config.yaml")  # what Snakemake reads without --configfile
+    p = config_sub.add_parser(
+        "show", help="the effective config (schema defaults filled) or one cell's, as YAML"
+    )
+    p.add_argument("--configfile", type=Path, default=default_config)
+    p.add_argument("--cell", help="DATASET/ARCH/VARIANT/dDEPTH/sSEED: that cell's config")
+    p.add_argument("--origin", action="store_true", help="annotate each value: file or default")
+    p.set_defaults(func=cmd_config_show)
+    p = config_sub.add_parser("cells", help="list the cells of the grid")
+    p.add_argument("--configfile", type=Path, default=default_config)
+    p.set_defaults(func=cmd_config_cells)
+
+    p = sub.add_parser("dvc", help="checks around publish/pull: `dvc check`, `dvc diagnose`")
+    dvc_sub = p.add_subparsers(dest="dvc_command", required=True)
+    p = dvc_sub.add_parser("check", help="the default remote is set and readable")
+    p.add_argument("mode", choices=("push", "pull"), help="pull: the remote must also hold results")
+    p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
+    p.set_defaults(func=cmd_dvc_check)
+    p = dvc_sub.add_parser(
+        "diagnose", help="after a failed pull: files missing from or corrupt on the remote"
+    )
+    p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
+    p.set_defaults(func=cmd_dvc_diagnose)
 
     p = sub.add_parser("prepare", help="prepare one dataset and its manifest")
     p.add_argument("--name", required=True)
@@ -203,6 +307,36 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--outs", type=Path, nargs="+", required=True)
             p.add_argument("--warp-outs", type=Path, nargs="+", required=True)
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "approx-cell", help="orthogonal approximation of one trained identity cell (Parquet)"
+    )
+    _add_cell_args(p)
+    p.add_argument("--snapshots", type=Path, required=True, help="the cell's snapshots.pt")
+    p.add_argument("--status", type=Path, required=True, help="its status.json (not ok: NaN rows)")
+    p.add_argument("--out", type=Path, required=True, help="Parquet, one row per kind × phase")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: approx.epochs)")
+    p.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=("orth_fixed", "orth_learned"),
+        help="skips swapped in (default: approx.kinds)",
+    )
+    p.add_argument(
+        "--correction",
+        action=argparse.BooleanOptionalAction,
+        help="branch correction layer I − W_i (default: approx.correction)",
+    )
+    p.add_argument(
+        "--skip-options",
+        help="JSON kind -> options of the new skips (default: the config's skip_options)",
+    )
+    p.set_defaults(func=cmd_approx_cell)
+
+    p = sub.add_parser("approx-aggregate", help="results/metrics/approx.parquet from the cells'")
+    p.add_argument("--inputs", type=Path, nargs="*", default=[], help="per-cell Parquet files")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_approx_aggregate)
 
     p = sub.add_parser("aggregate", help="merge all cells into results/metrics/*.parquet")
     for name in ("status", "history", "metrics", "warp"):

@@ -30,9 +30,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 TOP_KEYS = (
     "datasets", "variants", "grid", "model", "skip_options", "train", "metrics", "execution",
+    "approx",
 )  # fmt: skip
 # Sections whose keys check_schema_keys checks against the schema before validation.
-CLOSED_SECTIONS = ("train", "metrics")
+CLOSED_SECTIONS = ("train", "metrics", "approx")
+# approx.<key> filters of the identity cells the approximation stage takes (null: all).
+APPROX_FILTERS = {"archs": "arch", "datasets": "dataset", "variants": "variant",
+                  "depths": "depth", "seeds": "seed"}  # fmt: skip
 GRID_KEYS = ("arch", "datasets", "variants", "depths", "seeds")
 # Sections of the config that a variant may override for its cells.
 VARIANT_KEYS = ("skip", "skip_options", "model", "train", "metrics")
@@ -119,7 +123,7 @@ def check_schema_keys(cfg: dict[str, Any]) -> None:
         if not isinstance(spec, dict):
             continue  # check_variants names it
         for section in CLOSED_SECTIONS:
-            if section in spec:
+            if section in spec and (where == "" or section != "approx"):
                 path = f"{where}.{section}" if where else section
                 _closed_keys(schema["properties"][section], spec[section], path)
 
@@ -287,6 +291,7 @@ def check_options(cfg: dict[str, Any]) -> None:
         validate_model_options(arch, opts)
     validate_skip_options(cfg.get("skip_options", {}))
     _check_epochs(cfg["train"], "train")
+    check_approx(cfg)
     schema = _schema()
     used = {(e["arch"], v) for e in cfg["grid"] for v in e["variants"]}
     for name, spec in (cfg.get("variants") or {}).items():
@@ -316,6 +321,58 @@ def _check_epochs(train: dict[str, Any], where: str) -> None:
                 f"config key '{where}.snapshot_epochs': epoch {e} is after the last epoch "
                 f"({where}.epochs = {epochs}); allowed: 0..{epochs}"
             )
+
+
+def _identity_cells(cfg: dict[str, Any]) -> list[Cell]:
+    return [c for c in cells(cfg) if variant_of(cfg, c.variant)["skip"] == "identity"]
+
+
+def check_approx(cfg: dict[str, Any]) -> None:
+    """Every value of an ``approx`` filter must select some identity cell of the grid (a typo
+    or a non-identity variant would silently drop the stage), and given filters together
+    must select at least one. Runs after the schema filled the section's defaults."""
+    section = cfg.get("approx") or {}
+    if not section.get("enabled", True):
+        return
+    pool = _identity_cells(cfg)
+    given = {k: v for k, v in section.items() if k in APPROX_FILTERS and v is not None}
+    for key, values in given.items():
+        field = APPROX_FILTERS[key]
+        allowed = sorted({getattr(c, field) for c in pool})
+        for value in values:
+            if value in allowed:
+                continue
+            why = "no identity cell of the grid has it"
+            if key == "variants" and value in variant_names(cfg):
+                why = f"its skip kind is {variant_of(cfg, value)['skip']!r}, not identity"
+            raise ConfigError(
+                f"config key 'approx.{key}': {value!r} selects nothing ({why}); allowed: "
+                + (_allowed(allowed) or "none (the grid has no identity-kind cell)")
+            )
+    if given and not approx_cells(cfg):
+        raise ConfigError(
+            "config keys 'approx." + "', 'approx.".join(given) + "': together they select no "
+            "identity cell of the grid; widen them, or set approx.enabled: false"
+        )
+
+
+def approx_defaults() -> dict[str, Any]:
+    """The ``approx`` section as the schema fills it when a config leaves it out."""
+    props = _schema()["properties"]["approx"]["properties"]
+    return {key: copy.deepcopy(spec.get("default")) for key, spec in props.items()}
+
+
+def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
+    """The cells of the approximation stage: every grid cell whose variant's kind is identity,
+    kept by the ``approx`` filters; none when ``approx.enabled`` is false."""
+    section = cfg.get("approx") or {}
+    if not section.get("enabled", True):
+        return []
+    keep = _identity_cells(cfg)
+    for key, field in APPROX_FILTERS.items():
+        if section.get(key) is not None:
+            keep = [c for c in keep if getattr(c, field) in section[key]]
+    return keep
 
 
 def prepare_config(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -59,13 +59,19 @@ def eye_like(rows: int, cols: int, dtype: torch.dtype = torch.float32) -> Tensor
 
 
 def orth_defect(q: Tensor) -> float:
-    """‖QᵀQ − I‖_F / √n for a (m × n) matrix with m ≥ n (uses QQᵀ for wide matrices)."""
+    """‖QᵀQ − I‖_F / √n on the smaller Gram matrix (n = min(rows, cols)), in float64.
+
+    For a square matrix this is the defect from O(n); for a rectangular one it measures how far
+    the columns (tall) or rows (wide) are from orthonormal, i.e. from a semi-orthogonal map.
+    A conv kernel (C_out, C_in, k, k) counts as its (C_out, C_in·k²) reshape.
+    """
     q = q.detach().to(torch.float64)
-    if q.shape[0] < q.shape[1]:
-        q = q.T
-    n = q.shape[1]
-    eye = torch.eye(n, dtype=q.dtype, device=q.device)
-    return float(torch.linalg.matrix_norm(q.T @ q - eye) / math.sqrt(n))
+    if q.ndim > 2:
+        q = q.reshape(q.shape[0], -1)
+    gram = q.T @ q if q.shape[0] >= q.shape[1] else q @ q.T
+    n = gram.shape[0]
+    eye = torch.eye(n, dtype=gram.dtype, device=gram.device)
+    return float(torch.linalg.matrix_norm(gram - eye) / math.sqrt(n))
 
 
 @dataclass
@@ -251,22 +257,6 @@ def circular_conv_fft(x: Tensor, kernel: Tensor) -> Tensor:
     kf = torch.fft.rfft2(kernel.to(x.dtype))
     yf = torch.einsum("oiuv,niuv->nouv", kf, xf)
     return torch.fft.irfft2(yf, s=size)
-
-
-def circular_conv_matrix(weight: Tensor, size: tuple[int, int]) -> Tensor:
-    """Dense matrix of a stride-1 circular cross-correlation (as ``F.conv2d`` computes), by probing.
-
-    Slow and obviously correct: column j is the convolution of the j-th unit input. For tests.
-    """
-    import torch.nn.functional as F
-
-    _, c_in, kh, kw = weight.shape
-    h, w = size
-    n_in = c_in * h * w
-    eye = torch.eye(n_in, dtype=weight.dtype).reshape(n_in, c_in, h, w)
-    padded = F.pad(eye, (0, kw - 1, 0, kh - 1), mode="circular")
-    out = F.conv2d(padded, weight)
-    return out.reshape(n_in, -1).T
 
 
 def centred_conv_phases(kernel_size: int, size: tuple[int, int]) -> Tensor:

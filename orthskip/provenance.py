@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
+from collections.abc import Iterable
 from importlib import metadata
 
 from orthskip.config import REPO_ROOT
@@ -29,9 +30,10 @@ def code_version() -> str:
         return "orthskip-" + metadata.version("orthskip")
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
+    """Python's version and each installed distribution's (``absent`` if not installed)."""
     versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -57,19 +59,3 @@ def provenance(cfg_hash: str, device: object) -> dict[str, str]:
         "torch_version": torch.__version__,
         "device": device_name(device),
     }
-
-
-def source_hash(*parts: str) -> str:
-    """Hash of the library sources a stage depends on (``"train"`` → orthskip/train.py or
-    orthskip/train/**.py). Rules pass it as a param so that a code change reruns them."""
-    import hashlib
-
-    pkg = REPO_ROOT / "orthskip"
-    digest = hashlib.sha256()
-    for part in sorted(parts):
-        files = sorted((pkg / part).rglob("*.py")) if (pkg / part).is_dir() else []
-        files += [pkg / f"{part}.py"] if (pkg / f"{part}.py").is_file() else []
-        for f in files:
-            digest.update(str(f.relative_to(pkg)).encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]

@@ -170,8 +170,8 @@ def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
 # On CPU, oneDNN's 1×1 convolution is slow and erratic at few channels (in ResNet-56 a 16-channel
 # 1×1 forward took longer than the block's 3×3 convolutions); a batched GEMM over the samples,
 # with the residual addition fused in (baddbmm), is faster up to this many channels
-# (bench/bench_apply.py times both per shape). gemm / conv at 32 channels: 0.99 on one 2-core VM,
-# 0.70-0.83 on another (AMD EPYC, AVX2); at 64: 1.20 and 0.78-0.89, so 64 stays on the conv.
+# (bench/bench_apply.py times both per shape; the measured ratios are in the README's
+# Development section): at 64 channels the conv was faster on one machine measured.
 GEMM_MAX_CHANNELS = 32
 
 
@@ -677,10 +677,6 @@ def make_skip(
     ``in_size``: the spatial size of the block's input in CNNs (None for vector input).
     """
     return SKIPS[kind](c_in, c_out, stride, skip_options(kind, skip_cfg), in_size)
-
-
-def skip_parameter_count(skip: Skip) -> int:
-    return sum(p.numel() for p in skip.parameters() if p.requires_grad)
 
 
 __all__ = [

@@ -492,11 +492,13 @@ def orthogonal_approximation_frame(approx: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, depth, kind, correction, phase): mean and std (ddof=1) over seeds of
     the test ``score`` (accuracy in %, R² as it is), of the mean ‖W_i − I‖_F/√n
     (``dist_identity``) and of the mean lower bound on Lip(F′_i) (``branch_lipschitz``);
-    ``n`` seeds with a finite score, ``n_total`` seeds."""
+    ``n`` seeds with a finite score, ``n_total`` seeds, ``n_diverged`` seeds whose fine-tuning
+    diverged (status ``diverged``) and ``n_source_diverged`` seeds whose trained cell had
+    (``source_*``)."""
     keys = ["dataset", "arch", "depth", "kind", "correction", "phase"]
     vals = ["score", "dist_identity", "branch_lipschitz"]
     cols = [*keys, "score_name", *[f"{v}_{s}" for v in vals for s in ("mean", "std")], "n",
-            "n_total"]  # fmt: skip
+            "n_total", "n_diverged", "n_source_diverged"]  # fmt: skip
     if approx.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -508,7 +510,9 @@ def orthogonal_approximation_frame(approx: pd.DataFrame) -> pd.DataFrame:
             s = mean_ci(g[v].to_numpy(dtype=float) * (scale if v == "score" else 1.0))
             out += [s.mean, s.std]
         n = int(np.isfinite(g["score"].to_numpy(dtype=float)).sum())
-        rows.append((*key, name, *out, n, len(g)))
+        status = g["status"].astype(str)
+        rows.append((*key, name, *out, n, len(g), int((status == "diverged").sum()),
+                     int(status.str.startswith("source_").sum())))  # fmt: skip
     f = pd.DataFrame(rows, columns=cols)
     return f.assign(_p=f["phase"].map({p: k for k, p in enumerate(APPROX_PHASES)})).sort_values(
         [*keys[:5], "_p"]).drop(columns="_p").reset_index(drop=True)  # fmt: skip
@@ -529,7 +533,12 @@ def orthogonal_approximation_table(metrics_dir: Path) -> TextTable:
         def at(phase: str, col: str, fmt: str = ".3f", g=g) -> str:
             if phase not in g.index:
                 return "–"
-            return _pm(g.loc[phase, f"{col}_mean"], g.loc[phase, f"{col}_std"], fmt)
+            r = g.loc[phase]
+            lost = int(r["n_diverged"]) + int(r["n_source_diverged"])
+            if lost and int(r["n"]) == 0:
+                return f"diverged ({lost})"
+            text = _pm(r[f"{col}_mean"], r[f"{col}_std"], fmt)
+            return text + (f" ({lost} div.)" if lost and col == "score" else "")
 
         name = str(g["score_name"].iloc[0])
         fmt = ".2f" if name == "acc" else ".3f"
@@ -548,7 +557,8 @@ def orthogonal_approximation_table(metrics_dir: Path) -> TextTable:
         "so that the swapped net computes the same function. Test score (accuracy in %, or R²) "
         "before the swap, right after it, and after fine-tuning with the cell's own recipe; "
         "‖W − I‖_F/√n and the lower bound on Lip(F′_i) (branch_lipschitz, max), each the mean "
-        "over swapped blocks; mean ± std over seeds."
+        "over swapped blocks; mean ± std over seeds that did not diverge (k div.: k seeds "
+        "whose fine-tuning, or the trained cell, diverged; diverged (k): all of them)."
     )
     return TextTable(header, rows, set(), note, "llrlll" + "r" * 9)
 
@@ -620,26 +630,113 @@ def _start_lines(layers: pd.DataFrame, ds: str, arch: str) -> list[str]:
     return lines
 
 
+def _diverged_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, depth, variant): seeds that diverged (``div``) and seeds (``n``)."""
+    c = D.with_variant(cells).assign(_div=_diverged(cells))
+    return c.groupby([*ROW_KEYS, "variant"]).agg(div=("_div", "sum"), n=("_div", "size"))
+
+
 def _accuracy_lines(cells: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    """Significant / not significant among the comparisons with a test (≥ 2 seed pairs, Holm
+    over those); the rest "not tested", with why: divergence of either side, or too few
+    seeds. A diverged run has no accuracy, so "not significant" would claim a test that
+    was never made."""
     if cells.empty or "identity" not in set(D.with_variant(cells)["variant"]):
         return ["- no identity variant to compare with"]
     f = paired_frame(cells)
     f = f[(f["dataset"] == ds) & (f["arch"] == arch)].copy()
     if f.empty:
         return ["- no paired comparisons"]
-    f["p_holm"] = holm(f["p_value"].to_numpy(dtype=float))
+    counts = _diverged_counts(cells)
+    f["p_holm"] = holm(f["p_value"].to_numpy(dtype=float))  # NaN (no test) is not counted
     f = f.assign(_o=f["variant"].map(_variant_order(f))).sort_values(["_o", "depth"])
-    sig = f[f["p_holm"] < 0.05]
-    rest = f[~(f["p_holm"] < 0.05)]
+    tested = np.isfinite(f["p_value"].to_numpy(dtype=float))
+    sig = f[tested & (f["p_holm"] < 0.05).to_numpy()]
+    rest = f[tested & ~(f["p_holm"] < 0.05).to_numpy()]
+    untested = f[~tested]
+
+    def diverged(r: pd.Series) -> list[str]:
+        out = []
+        for variant in (r["variant"], "identity"):
+            key = (r["dataset"], r["arch"], r["depth"], variant)
+            if key in counts.index and counts.loc[key, "div"]:
+                div, n = (int(counts.loc[key, c]) for c in ("div", "n"))
+                out.append(f"{variant} {div} of {n} seed{'s' if n > 1 else ''}")
+        return out
 
     def item(r: pd.Series) -> str:
+        lost = diverged(r)
+        left_out = f"; diverged, left out: {', '.join(lost)}" if lost else ""
         return (f"{r['variant']} at depth {int(r['depth'])}: {r['mean_diff']:+.2f} pp "
-                f"(Holm {_p_eq(r['p_holm'])}, {int(r['n_pairs'])} pairs)")  # fmt: skip
+                f"(Holm {_p_eq(r['p_holm'])}, {int(r['n_pairs'])} pairs{left_out})")  # fmt: skip
 
-    lines = [f"- significant ({len(sig)} of {len(f)}): "
+    def why_not(r: pd.Series) -> str:
+        lost = diverged(r)
+        if lost:
+            return f"{r['variant']} at depth {int(r['depth'])} (diverged: {', '.join(lost)})"
+        n = int(r["n_pairs"])
+        return f"{r['variant']} at depth {int(r['depth'])} ({n} seed pair{'s' * (n != 1)}: no test)"
+
+    lines = [f"- significant ({len(sig)} of {int(tested.sum())}): "
              + ("; ".join(item(r) for _, r in sig.iterrows()) or "none")]  # fmt: skip
     lines.append(f"- not significant ({len(rest)}): "
                  + ("; ".join(item(r) for _, r in rest.iterrows()) or "none"))  # fmt: skip
+    if len(untested):
+        lines.append(f"- not tested ({len(untested)}): "
+                     + "; ".join(why_not(r) for _, r in untested.iterrows()))  # fmt: skip
+    return lines
+
+
+def _approx_lines(approx: pd.DataFrame, ds: str, arch: str) -> list[str]:
+    """The orthogonal_approximation headline per (kind, correction): the test score before
+    the swap → right after → after fine-tuning, and mean ‖W_i − I‖_F/√n at the swap → after
+    fine-tuning, per depth; then how ‖W − I‖ at the swap scales with the swapped blocks m."""
+    if approx.empty:
+        return []
+    a = approx[(approx["dataset"] == ds) & (approx["arch"] == arch)]
+    f = orthogonal_approximation_frame(a)
+    if f.empty:
+        return []
+    lines = []
+    for (kind, corr), g in f.groupby(["kind", "correction"], sort=True):
+        name = str(g["score_name"].iloc[0])
+        label, fmt = ("acc (%)", ".2f") if name == "acc" else ("R²", ".3f")
+        rows = a[(a["kind"] == kind) & (a["correction"] == corr)]
+        epochs = sorted(set(rows.loc[rows["phase"] == "finetuned", "finetune_epochs"]))
+        parts = []
+        for depth, h in g.groupby("depth", sort=True):
+            h = h.set_index("phase")
+
+            def val(phase: str, col: str, f: str, h=h) -> str:
+                return _num(h.loc[phase, f"{col}_mean"], f) if phase in h.index else "–"
+
+            scores = " → ".join(val(p, "score", fmt) for p in APPROX_PHASES)
+            notes = []
+            for p in APPROX_PHASES:
+                if p not in h.index:
+                    continue
+                r, n = h.loc[p], int(h.loc[p, "n_total"])
+                if r["n_source_diverged"] and p == "before":
+                    notes.append(f"the trained cell diverged in {int(r['n_source_diverged'])} "
+                                 f"of {n} seeds")  # fmt: skip
+                if r["n_diverged"]:
+                    notes.append(f"fine-tuning diverged in {int(r['n_diverged'])} of {n} seeds")
+            note = f" ({'; '.join(notes)})" if notes else ""
+            parts.append(f"depth {int(depth)}: {label} {scores}; ‖W − I‖ "
+                         f"{val('swapped', 'dist_identity', '.3f')} → "
+                         f"{val('finetuned', 'dist_identity', '.3f')}{note}")  # fmt: skip
+        how = "with" if corr else "without"
+        lines.append(f"- {kind}, {how} branch correction, {'/'.join(map(str, epochs)) or '–'} "
+                     "fine-tuning epochs: " + "; ".join(parts))  # fmt: skip
+    swapped = a[(a["phase"] == "swapped") & (a["status"] == "ok")]
+    swapped = swapped.drop_duplicates(["depth", "seed", "correction"])  # W_i: the same per kind
+    fit = loglog_slope(swapped["n_swapped"], swapped["dist_identity"])
+    if np.isfinite(fit.slope):
+        ci = f" [{fit.lo:.2f}, {fit.hi:.2f}]" if np.isfinite(fit.lo) else ""
+        ms = sorted(int(m) for m in swapped["n_swapped"].unique())
+        lines.append(f"- mean ‖W − I‖_F/√n at the swap vs m (swapped blocks, m = {ms[0]}–"
+                     f"{ms[-1]}, {fit.n} cells): log–log slope {fit.slope:.2f}{ci} "
+                     f"(log m / m over these m: {log_m_over_m_slope(ms):.2f})")  # fmt: skip
     return lines
 
 
@@ -647,18 +744,22 @@ def findings_markdown(metrics_dir: Path) -> str:
     """results/tables/findings.md: per setting (dataset, arch) the best rate model with its
     margin and the exponent's interval, whether starts far from I (Haar) move toward I, and
     which test-accuracy differences vs identity are significant after Holm's correction
-    (the family: every paired comparison of the setting)."""
+    (the family: every paired comparison of the setting that has a test; those without one,
+    e.g. because a side diverged, are listed as not tested), and the orthogonal
+    approximation's headline numbers where approx.parquet has rows for the setting."""
     metrics_dir = Path(metrics_dir)
     layers = D.read_table(metrics_dir, "layers")
     cells = D.read_table(metrics_dir, "cells")
+    approx = D.read_table(metrics_dir, "approx")
     keys = set()
-    for df in (layers, cells):
+    for df in (layers, cells, approx):
         if not df.empty:
             keys |= set(map(tuple, df[["dataset", "arch"]].drop_duplicates().to_numpy()))
     out = ["# Findings", "",
            "Regenerated from the aggregated results (results/metrics/*.parquet) by the "
-           "findings rule; every number below comes from the tables identity_rate and "
-           "paired_vs_identity and the start/end distances of layers.parquet.", ""]  # fmt: skip
+           "findings rule; every number below comes from the tables identity_rate, "
+           "paired_vs_identity and orthogonal_approximation and the start/end distances of "
+           "layers.parquet.", ""]  # fmt: skip
     if not keys:
         return "\n".join([*out, "No results in this run.", ""])
     for ds, arch in sorted(keys):
@@ -670,6 +771,12 @@ def findings_markdown(metrics_dir: Path) -> str:
         out += ["", "Last-epoch test accuracy vs identity (paired on seed, Holm-corrected "
                 "within the setting, α = 0.05):"]  # fmt: skip
         out += _accuracy_lines(cells, ds, arch)
+        lines = _approx_lines(approx, ds, arch)
+        if lines:
+            out += ["", "Orthogonal approximation of the identity nets (test score before the "
+                    "swap → right after → after fine-tuning, mean over seeds; mean ‖W_i − I‖_F/√n "
+                    "at the swap → after fine-tuning):"]  # fmt: skip
+            out += lines
         out.append("")
     return "\n".join(out)
 

@@ -1,5 +1,5 @@
-"""Suite-wide settings: one torch thread for every test (small ops on a shared 2-core machine
-get up to 20x slower with more)."""
+"""Suite-wide settings: one torch thread for every test (small ops on a machine with few,
+shared cores get much slower with more threads)."""
 
 import pytest
 import torch

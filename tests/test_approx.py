@@ -148,6 +148,22 @@ def test_cnn_swaps_only_non_transition_blocks() -> None:
     assert output_gap(net, new, x) < 1e-4
 
 
+@pytest.mark.parametrize("kind", ["orth_fixed", "orth_learned"])
+def test_vit_fits_w_per_token_and_reproduces_the_net(kind) -> None:
+    """ViT sublayers act per token on the width-d stream: W_i is fitted on the (N·T, d) token
+    rows, and the correction acts on the last dimension."""
+    torch.manual_seed(2)
+    net = build_model("vit", 2, "identity", (3, 8, 8), 4, {"width": 12, "heads": 3, "patch": 4})
+    x = torch.randn(8, 3, 8, 8)
+    new, stats = approximate(net.eval(), x, kind=kind, lipschitz=(2, 0, 10))
+    assert stats["swapped"].all() and len(stats) == 4  # attn and mlp sublayer of 2 blocks
+    assert output_gap(net, new, x) < 1e-4
+    x_in, y_out = block_io(net, x)[1]
+    q = new.blocks[1].skip.matrices()["Q"].detach().double()
+    rows = procrustes_fit(x_in.reshape(-1, 12), y_out.reshape(-1, 12))
+    assert q.shape == (12, 12) and torch.allclose(q, rows, atol=1e-6)
+
+
 def test_refuses_a_net_without_identity_skips() -> None:
     net = build_model("mlp", 2, "orth_learned", (2,), 2)
     with pytest.raises(ValueError, match="identity-skip"):

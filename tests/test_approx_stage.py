@@ -214,3 +214,63 @@ def test_table_without_the_file_says_no_data(metrics_dir, tmp_path):
     (d / "cells.parquet").write_bytes((metrics_dir / "cells.parquet").read_bytes())
     make_table("orthogonal_approximation", d, tmp_path / "a.md", tmp_path / "a.tex")
     assert "no data for this table in this run" in (tmp_path / "a.md").read_text()
+
+
+def test_cli_by_hand_takes_the_configs_approx_section(trained, tmp_path):
+    """`orthskip approx-cell --configfile F --cell C` (the README's command): options not
+    given come from F's approx section; given ones win."""
+    import yaml
+
+    from orthskip.cli import main
+
+    _, data, manifest, cell = trained
+    lip = {"lipschitz_samples": LIP[0], "lipschitz_segments": LIP[1], "lipschitz_steps": LIP[2]}
+    raw = tiny_config(metrics={"probe_size": 32, **lip},
+                      approx={"epochs": 1, "kinds": ["orth_learned"]})  # fmt: skip
+    raw["grid"][0].update(variants=["identity"], depths=[3], seeds=[0])
+    raw["train"]["val_fraction"] = 0.25
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    args = ["approx-cell", "--configfile", str(tmp_path / "c.yaml"), "--cell",
+            "circles/mlp/identity/d3/s0", "--data", str(data), "--manifest", str(manifest),
+            "--snapshots", str(cell / "snapshots.pt"),
+            "--status", str(cell / "status.json")]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a.parquet")]) == 0
+    a = pd.read_parquet(tmp_path / "a.parquet")
+    assert set(a["kind"]) == {"orth_learned"} and a["finetune_epochs"].max() == 1
+    assert a["correction"].all()
+    out_b = str(tmp_path / "b.parquet")
+    assert main([*args, "--out", out_b, "--kinds", "orth_fixed", "--no-correction"]) == 0
+    b = pd.read_parquet(out_b)
+    assert set(b["kind"]) == {"orth_fixed"} and not b["correction"].any()
+    # the same trained net before the swap
+    before = [x.set_index("phase").loc["before", "score"] for x in (a, b)]
+    assert before[0] == before[1]
+
+
+def test_table_and_findings_count_diverged_fine_tuning(metrics_dir, tmp_path):
+    """Fine-tuning that diverged (NaN score, status diverged) is counted, not averaged away."""
+    import shutil
+
+    from orthskip.tables import findings_markdown
+
+    d = tmp_path / "m"
+    shutil.copytree(metrics_dir, d)
+    approx = pd.read_parquet(d / "approx.parquet")
+    tuned8 = (approx["depth"] == 8) & (approx["phase"] == "finetuned")
+    lost = tuned8 & ((approx["kind"] == "orth_learned") | (approx["seed"] == 0))
+    approx.loc[lost, ["score", "loss", "dist_identity", "branch_lipschitz"]] = math.nan
+    approx.loc[lost, "status"] = "diverged"
+    approx.to_parquet(d / "approx.parquet")
+    f = orthogonal_approximation_frame(approx).set_index(["depth", "kind", "phase"])
+    assert f.loc[(8, "orth_learned", "finetuned"), ["n", "n_diverged"]].tolist() == [0, 3]
+    assert f.loc[(8, "orth_fixed", "finetuned"), ["n", "n_diverged"]].tolist() == [2, 1]
+    make_table("orthogonal_approximation", d, tmp_path / "a.md", tmp_path / "a.tex")
+    rows = (tmp_path / "a.md").read_text().splitlines()
+    learned = next(ln for ln in rows if ln.startswith("| moons | mlp | 8 | orth_learned |"))
+    fixed = next(ln for ln in rows if ln.startswith("| moons | mlp | 8 | orth_fixed |"))
+    assert learned.split(" | ")[8] == "diverged (3)"
+    kept = 100 * approx.loc[tuned8 & ~lost & (approx["kind"] == "orth_fixed"), "score"]
+    assert f"{statistics.fmean(kept):.2f} ± {statistics.stdev(kept):.2f} (1 div.)" in fixed
+    text = findings_markdown(d)
+    line = next(ln for ln in text.splitlines() if ln.startswith("- orth_learned, with branch"))
+    assert "depth 8: acc (%)" in line and "(fine-tuning diverged in 3 of 3 seeds)" in line

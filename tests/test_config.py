@@ -8,6 +8,8 @@ import pytest
 
 from orthskip.config import (
     Cell,
+    approx_cells,
+    approx_defaults,
     cell_config,
     cells,
     config_hash,
@@ -97,6 +99,22 @@ BAD_INPUTS += [
 ]
 
 
+BAD_INPUTS += [
+    # the approximation stage's section: typed, closed, and its filters must select cells
+    (tiny_config(approx={"epochz": 3}), ["approx.epochz", "epochs", "allowed"]),
+    (tiny_config(approx={"epochs": 0}), ["approx", "epochs", "minimum of 1"]),
+    (
+        tiny_config(approx={"kinds": ["orth_manifold"]}),
+        ["approx", "kinds", "orth_manifold", "orth_fixed"],
+    ),
+    (
+        tiny_config(approx={"variants": ["orth_learned"]}),
+        ["approx.variants", "orth_learned", "not identity", "allowed: identity"],
+    ),
+    (tiny_config(approx={"depths": [2]}), ["approx.depths", "2", "allowed: 1, 3"]),
+]
+
+
 @pytest.mark.parametrize(("cfg", "words"), BAD_INPUTS)
 def test_bad_config_is_refused_by_the_library(cfg, words):
     with pytest.raises(ConfigError) as err:
@@ -130,6 +148,29 @@ def test_defaults_are_filled_and_cells_enumerated():
     assert Cell.parse(found[0].path) == found[0]
 
 
+def test_approx_cells_are_the_identity_kind_cells_kept_by_the_filters():
+    raw = tiny_config()
+    raw["variants"] = {"identity_lr": {"skip": "identity", "train": {"optimizer": {"lr": 0.1}}}}
+    raw["grid"][0].update(variants=["identity", "orth_learned", "identity_lr"], seeds=[0, 1])
+    cfg = prepare_config(copy.deepcopy(raw))
+    assert cfg["approx"] == {"enabled": True, "epochs": 5, "kinds": ["orth_fixed", "orth_learned"],
+                             "correction": True, "archs": None, "datasets": None,
+                             "variants": None, "depths": None, "seeds": None}  # fmt: skip
+    assert approx_defaults() == cfg["approx"]  # what the CLI by hand falls back to
+    found = approx_cells(cfg)
+    assert found == sorted(c for c in cells(cfg) if c.variant != "orth_learned")
+    assert len(found) == 2 * 2 * 2  # 2 identity-kind variants × 2 depths × 2 seeds
+    only = {"variants": ["identity_lr"], "depths": [3], "seeds": [1]}
+    kept = approx_cells(prepare_config({**copy.deepcopy(raw), "approx": only}))
+    assert kept == [Cell("circles", "mlp", "identity_lr", 3, 1)]
+    assert approx_cells(prepare_config({**copy.deepcopy(raw), "approx": {"enabled": False}})) == []
+    # each filter matches something, but not together
+    raw["grid"].append({"arch": "cifar_resnet", "datasets": ["digits"], "variants": ["identity"],
+                        "depths": [8], "seeds": [0]})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"'approx\.archs', 'approx\.depths'.*select no"):
+        prepare_config({**raw, "approx": {"archs": ["cifar_resnet"], "depths": [3]}})
+
+
 def test_snapshot_after_last_epoch_is_refused():
     cfg = tiny_config()
     cfg["train"]["snapshot_epochs"] = [0, 5]
@@ -152,21 +193,26 @@ def test_resume_key_ignores_epoch_count_but_not_the_recipe():
 def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
     from tests.workflow import REPO
 
-    # (cells, packs): one train job per pack of the cells that differ only in seed
-    for name, n_cells, n_packs in (
-        # 108 mlp cells in 36 packs, 16 cifar_resnet and 4 vit cells of one seed each
-        ("config.yaml", 128, 56),
-        ("paper.yaml", 630, 126),
-        ("rate.yaml", 3740, 374),
+    # (cells, packs, approx): one train job per pack of the cells that differ only in seed
+    # (config.yaml: 108 mlp cells in 36 packs, 16 cifar_resnet and 4 vit cells of one seed
+    # each); one approx_cell job per identity cell of the stage (config.yaml: its 18 mlp
+    # ones; paper.yaml: every identity cell, (2 datasets x 5 depths + 2 x 2) x 5 seeds;
+    # rate.yaml: 4 datasets x 11 depths x 10 seeds)
+    for name, n_cells, n_packs, n_approx in (
+        ("config.yaml", 128, 56, 18),
+        ("paper.yaml", 630, 126, 70),
+        ("rate.yaml", 3740, 374, 440),
     ):
         cfg = load_config(REPO / "config" / name)
         assert len(cells(cfg)) == n_cells
+        assert len(approx_cells(cfg)) == n_approx, name
         proc = snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / name))
         rows = [ln.split() for ln in proc.stdout.splitlines()]
         rows = rows[: next(i for i, r in enumerate(rows) if r[:1] == ["total"])]  # 1st table
-        train = sum(int(r[1]) for r in rows if len(r) == 2 and r[0].split("_")[0] == "train"
-                    and r[1].isdigit())  # fmt: skip
+        counts = {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
+        train = sum(n for rule, n in counts.items() if rule.split("_")[0] == "train")
         assert train == n_packs, name
+        assert counts["approx_cell"] == n_approx and counts["aggregate_approx"] == 1, name
 
 
 def test_variant_overrides_reach_only_its_cells_and_its_path():

@@ -22,7 +22,7 @@ import yaml
 
 from orthskip.figures import FIGURES
 from orthskip.tables import TABLES
-from tests.workflow import REPO, tiny_config
+from tests.workflow import copy_checkout, job_counts, run, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +30,6 @@ BIN = Path(sys.executable).parent
 VENV = BIN.parent
 CELL = "circles/mlp/orth_learned/d1/s0"
 CELL_DIR = f"results/cells/{CELL}"
-ENV = {
-    **os.environ,
-    "PATH": f"{BIN}:{os.environ['PATH']}",
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.org",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.org",
-}
-
-
-def run(cwd: Path, *cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
-            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    return proc
 
 
 def make(cwd: Path, target: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -65,15 +44,7 @@ def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.Completed
 
 def planned(cwd: Path, *args: str) -> dict[str, int]:
     """Job counts per rule of a dry run (empty when nothing is to be done)."""
-    out = snakemake(cwd, "--dry-run", *args).stdout
-    counts: dict[str, int] = {}
-    if "Job stats:" in out:
-        table = out.split("Job stats:", 1)[1].split("\n\n", 1)[0].splitlines()[3:]
-        for line in table:
-            rule, count = line.split()
-            if rule != "total":
-                counts[rule] = int(count)
-    return counts
+    return job_counts(snakemake(cwd, "--dry-run", *args).stdout)
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -96,11 +67,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A git repository of this project on a tiny grid, run and published to a directory."""
     base = tmp_path_factory.mktemp("dvc")
     origin, remote = base / "origin", base / "remote"
-    files = run(REPO, "git", "ls-files", "-co", "--exclude-standard").stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (origin / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, origin / name)
+    copy_checkout(origin)
     grid = [{"arch": "mlp", "datasets": ["circles"], "variants": ["identity", "orth_learned"],
              "depths": [1], "seeds": [0]}]  # fmt: skip
     cfg = tiny_config(grid=grid)
@@ -132,7 +99,7 @@ def test_pull_plans_no_training_and_redraws_figures(published: tuple[Path, Path]
     assert (reader / CELL_DIR / "last.pt").is_file()  # the resume checkpoint is published
 
     # Worst case for Snakemake's mtime rule: every input newer than every output.
-    order = ["figures", "tables", "report.html", "metrics", "cells", "data"]
+    order = ["figures", "tables", "report.html", "metrics", "approx", "cells", "data"]
     t0 = 1_700_000_000
     for rank, part in enumerate(order):
         root = reader / "results" / part

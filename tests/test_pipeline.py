@@ -40,10 +40,17 @@ def test_whole_pipeline_then_nothing_to_do(tmp_path):
     for name in FIGURES:
         for ext in ("pdf", "png"):
             assert (res / f"figures/{name}.{ext}").stat().st_size > 5000
+    # the approximation stage: both identity cells (depths 1 and 3), both kinds, three phases
+    approx = pd.read_parquet(res / "metrics/approx.parquet")
+    assert len(approx) == 2 * 2 * 3 and set(approx["variant"]) == {"identity"}
+    assert set(approx["depth"]) == {1, 3} and (approx["status"] == "ok").all()
+    tuned = approx[approx["phase"] == "finetuned"]
+    assert set(tuned["finetune_epochs"]) == {5}  # the schema's default approx.epochs
+    assert tuned["score"].between(0, 1).all()
+    table = (res / "tables/orthogonal_approximation.md").read_text()
+    assert "| circles | mlp | 3 | orth_learned | yes |" in table
+    assert "Orthogonal approximation of the identity nets" in findings
     for name in TABLES:
-        if name == "orthogonal_approximation":  # no rule produces approx.parquet yet
-            assert "no data" in (res / f"tables/{name}.md").read_text()
-            continue
         for ext in ("md", "tex"):
             assert (res / f"tables/{name}.{ext}").stat().st_size > 100
     report = (res / "report.html").read_text(errors="replace")

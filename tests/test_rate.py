@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from orthskip.stats import (
@@ -391,3 +392,77 @@ def test_findings_without_results(tmp_path):
     from orthskip.tables import findings_markdown
 
     assert "No results in this run." in findings_markdown(tmp_path / "absent")
+
+
+def _cells_frame(spec: dict[tuple[str, int], list[float]], dataset: str = "c") -> pd.DataFrame:
+    """cells.parquet rows: (variant, depth) -> test accuracy per seed (NaN: diverged)."""
+    rows = []
+    for (variant, depth), accs in spec.items():
+        for seed, acc in enumerate(accs):
+            rows.append({"dataset": dataset, "arch": "mlp", "variant": variant, "skip": variant,
+                         "depth": depth, "seed": seed, "test_acc": acc,
+                         "status": "ok" if np.isfinite(acc) else "diverged"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_findings_list_comparisons_without_a_test_as_not_tested(tmp_path):
+    """A side that diverged in every seed (or a single seed) leaves no paired test: "not tested
+    (diverged: …)", never "not significant"; Holm counts only the comparisons tested."""
+    from scipy import stats as sps
+
+    from orthskip.tables import findings_markdown
+
+    nan = float("nan")
+    spec = {
+        ("identity", 2): [0.95, 0.96, 0.97],
+        ("identity", 8): [0.95, 0.96, nan],  # one identity seed lost
+        ("linear", 2): [0.94, 0.965, 0.96],
+        ("linear", 8): [nan, nan, nan],  # every seed diverged
+        ("none", 2): [0.60, 0.62, 0.61],
+        ("none", 8): [0.50, 0.52, 0.53],
+    }
+    one_seed = {("identity", 8): [0.9], ("none", 8): [0.5]}
+    cells = pd.concat([_cells_frame(spec), _cells_frame(one_seed, "d")], ignore_index=True)
+    cells.to_parquet(tmp_path / "cells.parquet")
+    text = findings_markdown(tmp_path)
+    c_part, d_part = text.split("## c / mlp")[1].split("## d / mlp")
+    assert "- not tested (1): linear at depth 8 (diverged: linear 3 of 3 seeds, identity 1 of " \
+           "3 seeds)" in c_part  # fmt: skip
+    assert "linear at depth 8" not in c_part.split("- not tested")[0]
+    # Holm over the three tested comparisons, computed here
+    ps = {}
+    for variant, depth in (("linear", 2), ("none", 2), ("none", 8)):
+        a, b = np.array(spec[(variant, depth)]), np.array(spec[("identity", depth)])
+        ok = np.isfinite(a) & np.isfinite(b)
+        ps[(variant, depth)] = sps.ttest_rel(a[ok], b[ok]).pvalue
+    adj = dict(zip(ps, holm(list(ps.values())), strict=True))
+    assert f"none at depth 8: {100 * (np.mean([0.50, 0.52]) - 0.955):+.2f} pp" in c_part
+    n_sig = sum(p < 0.05 for p in adj.values())
+    assert f"- significant ({n_sig} of 3): " in c_part
+    assert "none at depth 8" in c_part and "2 pairs; diverged, left out: identity 1 of 3" in c_part
+    assert "- not tested (1): none at depth 8 (1 seed pair: no test)" in d_part
+    assert "- significant (0 of 0): none" in d_part
+
+
+def test_findings_quote_the_orthogonal_approximation(metrics_dir):
+    from orthskip.tables import findings_markdown
+
+    text = findings_markdown(metrics_dir)
+    moons = text.split("## moons / mlp")[1].split("## ")[0]
+    assert "Orthogonal approximation of the identity nets" in moons
+    approx = pd.read_parquet(metrics_dir / "approx.parquet")
+    a = approx[(approx["kind"] == "orth_learned") & (approx["depth"] == 8)]
+    mean = a.groupby("phase")[["score", "dist_identity"]].mean()
+    scores = " → ".join(f"{100 * mean.loc[p, 'score']:.2f}"
+                        for p in ("before", "swapped", "finetuned"))  # fmt: skip
+    want = (f"depth 8: acc (%) {scores}; ‖W − I‖ {mean.loc['swapped', 'dist_identity']:.3f} → "
+            f"{mean.loc['finetuned', 'dist_identity']:.3f}")  # fmt: skip
+    line = next(ln for ln in moons.splitlines() if ln.startswith("- orth_learned, with branch"))
+    assert want in line and "2 fine-tuning epochs" in line
+    # ‖W − I‖ at the swap vs m: the fixture's log m / m, one point per cell
+    sw = approx[(approx["phase"] == "swapped") & (approx["kind"] == "orth_fixed")]
+    slope = np.polyfit(np.log(sw["n_swapped"]), np.log(sw["dist_identity"]), 1)[0]
+    assert f"log–log slope {slope:.2f}" in moons and "m = 4–16, 9 cells" in moons
+    # no approximation rows for digits: no such paragraph there
+    digits = text.split("## digits / cifar_resnet")[1].split("## moons")[0]
+    assert "Rate vs blocks" in digits and "Orthogonal approximation" not in digits

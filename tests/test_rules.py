@@ -181,3 +181,62 @@ def test_table_rule(fixture_workdir):
     expected = f"{statistics.fmean(accs):.2f} ± {statistics.stdev(accs):.2f} (3)"
     row = next(line for line in md.splitlines() if line.startswith("| moons | mlp | 8 |"))
     assert expected in row
+
+
+def test_approx_rules_one_job_per_selected_identity_cell_then_the_table(tmp_path):
+    """Two trained identity seeds at depth 3 (depth 1 filtered out by approx.depths): one
+    approx_cell job each, concatenated, and the table drawn from those rows."""
+    raw = tiny_config(approx={"epochs": 2, "depths": [3]})
+    raw["grid"][0].update(variants=["identity"], depths=[1, 3], seeds=[0, 1])
+    cfg = prepare_config(raw)
+    _prepare(tmp_path, cfg)
+    for cell in cells(cfg):
+        _train(tmp_path, cfg, cell)
+    # the other aggregated files the table rule takes, from the fixture (it reads only approx)
+    metrics = tmp_path / "results" / "metrics"
+    write_fixture(metrics)
+    (metrics / "approx.parquet").unlink()
+    table = "results/tables/orthogonal_approximation.md"
+    snakemake(tmp_path, "results/metrics/approx.parquet", table, "--allowed-rules",
+              "approx_cell", "aggregate_approx", "table", cfg=raw)  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "results/approx").rglob("*.parquet")) == [
+        "s0.parquet",
+        "s1.parquet",
+    ]
+    assert not (tmp_path / "results/approx/circles/mlp/identity/d1").exists()
+    rows = pd.read_parquet(metrics / "approx.parquet")
+    assert len(rows) == 2 * 2 * 3  # seeds × kinds × phases
+    assert set(rows["depth"]) == {3} and set(rows["seed"]) == {0, 1}
+    assert (rows["status"] == "ok").all() and (rows["correction"]).all()
+    assert set(rows.loc[rows["phase"] == "finetuned", "finetune_epochs"]) == {2}
+    before_acc = []
+    for seed, g in rows.groupby("seed"):
+        status = json.loads(
+            (tmp_path / f"results/cells/circles/mlp/identity/d3/s{seed}/status.json").read_text()
+        )
+        g = g.set_index(["kind", "phase"])["score"]
+        for kind in ("orth_fixed", "orth_learned"):
+            assert g[(kind, "before")] == pytest.approx(status["test_acc"], abs=1e-12)
+            assert g[(kind, "swapped")] == pytest.approx(status["test_acc"], abs=1e-9)
+        before_acc.append(100 * status["test_acc"])
+        log = tmp_path / f"results/logs/approx/circles/mlp/identity/d3/s{seed}.log"
+        assert "orth_learned finetuned" in log.read_text()
+    md = (tmp_path / table).read_text()
+    row = next(ln for ln in md.splitlines() if ln.startswith("| circles | mlp | 3 | orth_fixed"))
+    want = f"{statistics.fmean(before_acc):.2f} ± {statistics.stdev(before_acc):.2f}"
+    assert want in row and "moons" not in md  # the real rows, not the fixture's
+
+
+def test_approx_stage_switched_off_gives_an_empty_table(tmp_path):
+    """No approx_cell job (test_config checks the plan): the concatenation has no input."""
+    raw = tiny_config(approx={"enabled": False})
+    write_fixture(tmp_path / "results" / "metrics")
+    (tmp_path / "results/metrics/approx.parquet").unlink()
+    snakemake(tmp_path, "results/tables/orthogonal_approximation.md", "--allowed-rules",
+              "aggregate_approx", "table", cfg=raw)  # fmt: skip
+    from orthskip.approx_stage import COLUMNS
+
+    empty = pd.read_parquet(tmp_path / "results/metrics/approx.parquet")
+    assert empty.empty and list(empty.columns) == COLUMNS
+    md = (tmp_path / "results/tables/orthogonal_approximation.md").read_text()
+    assert "no data" in md

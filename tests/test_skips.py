@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from torch.func import jacrev
 
 from orthskip.errors import ConfigError
@@ -14,7 +16,6 @@ from orthskip.optim import build_optimizer
 from orthskip.orth import (
     OrthogonalMap,
     circular_conv_fft,
-    circular_conv_matrix,
     expm_skew,
     haar_orthogonal,
     manifold_step,
@@ -45,6 +46,21 @@ KINDS = (
     "procrustes",
     "orth_jacobian",
 )
+
+
+def circular_conv_matrix(weight: Tensor, size: tuple[int, int]) -> Tensor:
+    """Dense matrix of a stride-1 circular cross-correlation (as ``F.conv2d`` computes), by probing.
+
+    Slow and obviously correct: column j is the convolution of the j-th unit input. The
+    reference the FFT operator tests compare against.
+    """
+    _, c_in, kh, kw = weight.shape
+    h, w = size
+    n_in = c_in * h * w
+    eye = torch.eye(n_in, dtype=weight.dtype).reshape(n_in, c_in, h, w)
+    padded = F.pad(eye, (0, kw - 1, 0, kh - 1), mode="circular")
+    out = F.conv2d(padded, weight)
+    return out.reshape(n_in, -1).T
 
 
 def dense_operator(fn, in_shape: tuple[int, ...]) -> torch.Tensor:

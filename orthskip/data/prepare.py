@@ -17,7 +17,6 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from orthskip.data.raw import RawSplit
 from orthskip.data.sources import SOURCES
 from orthskip.data.spec import resolve_spec
 from orthskip.errors import ConfigError, DatasetError
-from orthskip.io import atomic_path, write_json
+from orthskip.io import atomic_path, sha256_file, write_json
+from orthskip.provenance import library_versions
 
 FORMAT_VERSION = 1
 _KEYS = ("x_train", "y_train", "x_test", "y_test", "mean", "std")
@@ -51,22 +51,8 @@ class Prepared:
         return str(self.meta.get("task", "classification"))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("orthskip", "torch", "numpy", "scikit-learn", "torchvision"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
+# Recorded in each manifest: what built the prepared tensors.
+PREPARE_LIBRARIES = ("orthskip", "torch", "numpy", "scikit-learn", "torchvision")
 
 
 def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +181,7 @@ def prepare_dataset(
             "std": tensors["std"].flatten().tolist(),
             "augment": augment,
             "provenance": raw.provenance,
-            "versions": _versions(),
+            "versions": library_versions(PREPARE_LIBRARIES),
         },
     )
 

@@ -17,7 +17,6 @@ Its integrity check also requires the unlabelled split ``unlabeled_X.bin`` (100 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from orthskip.data.raw import RawSplit
 from orthskip.data.tv_compat import import_torchvision
 from orthskip.errors import ConfigError, DatasetError
+from orthskip.io import sha256_file
 
 CLASS_NAMES = {
     "mnist": "MNIST",
@@ -75,14 +75,6 @@ def _mnist_archive_check(source: str, root: Path) -> str:
             "and prepare again with download: true, or copy intact files there"
         )
     return "torchvision-md5 (.gz archives)" if len(present) == len(cls.resources) else "none"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _missing_help(source: str, root: Path) -> str:
@@ -154,7 +146,7 @@ def load_torchvision(source: str, spec: dict[str, Any]) -> RawSplit:
     if (idx := _subset(spec["n_test"], len(y_te), seed + 1, "n_test")) is not None:
         x_te, y_te = x_te[idx], y_te[idx]
     files = {
-        str(p.relative_to(root)): _sha256(p) for p in expected_files(source, root) if p.exists()
+        str(p.relative_to(root)): sha256_file(p) for p in expected_files(source, root) if p.exists()
     }
     return RawSplit(
         x_train=np.ascontiguousarray(x_tr, dtype=np.uint8),

@@ -7,6 +7,10 @@ import math
 import torch
 from torch import Tensor
 
+from orthskip.orth import orth_defect  # the metric is the library's one definition
+
+__all__ = ["as_matrix", "dist_identity", "dist_init", "orth_defect"]
+
 
 def as_matrix(q: Tensor) -> Tensor:
     """A skip matrix as a 2-D float64 tensor; 1×1 conv kernels (C_out, C_in, 1, 1) are flattened."""
@@ -16,20 +20,6 @@ def as_matrix(q: Tensor) -> Tensor:
     if q.ndim > 2:
         return q.reshape(q.shape[0], -1)
     raise ValueError(f"expected a matrix or a conv kernel, got shape {tuple(q.shape)}")
-
-
-def orth_defect(q: Tensor) -> float:
-    """‖QᵀQ − I‖_F / √n on the smaller Gram matrix (n = min(rows, cols)).
-
-    For a square matrix this is the defect from O(n); for a rectangular one it measures how far
-    the columns (tall) or rows (wide) are from orthonormal, i.e. from a semi-orthogonal map.
-    """
-    q = as_matrix(q)
-    rows, cols = q.shape
-    gram = q.T @ q if rows >= cols else q @ q.T
-    n = gram.shape[0]
-    eye = torch.eye(n, dtype=gram.dtype)
-    return float(torch.linalg.matrix_norm(gram - eye, ord="fro")) / math.sqrt(n)
 
 
 def dist_identity(q: Tensor) -> dict[str, float]:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from orthskip.io import write_parquet
 
@@ -145,11 +144,3 @@ def with_cell_columns(
 def write_cell_metrics(path: str | Path, df: pd.DataFrame) -> None:
     """Validate against SCHEMA and write the per-cell Parquet file atomically."""
     write_parquet(path, to_table(df))
-
-
-def read_metrics(path: str | Path) -> pd.DataFrame:
-    """Read a per-cell (or concatenated) metrics file, checking its schema."""
-    table = pq.read_table(path)
-    if not table.schema.equals(SCHEMA, check_metadata=False):
-        raise SchemaError(f"{path}: schema differs from orthskip.metrics.schema.SCHEMA")
-    return table.to_pandas()

@@ -219,8 +219,8 @@ def sv_operator(
     Gram matrix AᵀA / AAᵀ, an iterative estimate (exact=False; σ_min loses accuracy below
     about 1e-8·σ_max since it is the square root of an eigenvalue of the Gram matrix).
     σ_min is the min(rows, cols)-th singular value; κ = inf when it is 0. Above
-    dense_max_dim with ``iterative`` off (the default: LOBPCG takes ~20 s per 16×32×32 layer)
-    nothing is computed: NaN, method "skipped_large".
+    dense_max_dim with ``iterative`` off (the default: LOBPCG is slow at such sizes, see
+    bench/bench_metrics.py) nothing is computed: NaN, method "skipped_large".
     """
     if conv.padding_mode == "circular":
         try:

@@ -1,12 +1,21 @@
+import functools
 import json
 import re
+import sys
 
 from orthskip import cluster
-from orthskip.config import cell_config, cells, pack_cells, packs
+from orthskip.config import Cell, approx_cells, cell_config, cells, pack_cells, packs
 from orthskip.data.prepare import check_prepared
 from orthskip.figures import FIGURES
-from orthskip.provenance import source_hash
+from orthskip.skips import skip_options
 from orthskip.tables import TABLES
+
+# Workflow-only helpers live beside the rules, not in the library.
+sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
+from code_fingerprint import code_fingerprint as _code_fingerprint
+
+# One per command, not one per pack rule.
+code_fingerprint = functools.cache(_code_fingerprint)
 
 # Jobs run `python -m orthskip` from this checkout: also inside a conda env per job
 # (--sdm conda), where the package is not installed, PYTHONPATH finds it.
@@ -18,6 +27,17 @@ CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
 CELLS = cells(config)
 # members' seeds -> pack keys; one train and one metrics rule per seed tuple
 PACKS = packs(config)
+# what figures, tables and findings read (rule aggregate; rule aggregate_approx)
+METRICS = multiext(
+    "results/metrics/",
+    "cells.parquet",
+    "history.parquet",
+    "layers.parquet",
+    "warp.parquet",
+)
+APPROX_METRICS = "results/metrics/approx.parquet"
+# identity cells of the approximation stage (config `approx`: enabled, filters)
+APPROX_CELLS = approx_cells(config)
 
 
 def check_prepared_datasets():
@@ -131,5 +151,84 @@ def all_figures():
     return expand("results/figures/{name}.{ext}", name=FIGURES, ext=("pdf", "png"))
 
 
+def table_inputs(wildcards):
+    """Every table reads the aggregated metrics; orthogonal_approximation also the stage's."""
+    extra = [APPROX_METRICS] if wildcards.name == "orthogonal_approximation" else []
+    return [*METRICS, *extra]
+
+
 def all_tables():
     return expand("results/tables/{name}.{ext}", name=TABLES, ext=("md", "tex"))
+
+
+# ---- the approximation stage: one job per cell of APPROX_CELLS (workflow/rules/approx.smk)
+
+
+def approx_outputs():
+    return [f"results/approx/{c.path}.parquet" for c in APPROX_CELLS]
+
+
+def _approx_cell(wildcards):
+    cell = Cell(
+        wildcards.dataset,
+        wildcards.arch,
+        wildcards.variant,
+        int(wildcards.depth),
+        int(wildcards.seed),
+    )
+    if cell not in APPROX_CELLS:
+        raise ValueError(
+            f"results/approx/{cell.path}.parquet: {cell.path} is not a cell of the "
+            "approximation stage (an identity-kind cell of the grid kept by `approx:`)"
+        )
+    return cell
+
+
+def approx_cell_config_json(wildcards):
+    """The identity cell's own config (train and metrics included): the stage reuses both."""
+    return json.dumps(cell_config(config, _approx_cell(wildcards)), sort_keys=True)
+
+
+def approx_skip_options_json():
+    """Resolved options of the skips swapped in (a changed default reruns the stage)."""
+    kinds = config["approx"]["kinds"]
+    return json.dumps(
+        {k: skip_options(k, config["skip_options"]) for k in kinds}, sort_keys=True
+    )
+
+
+def _dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def approx_gpus(wildcards):
+    if config["train"]["device"] == "cpu":
+        return 0
+    return cluster.train_gpus(_dataset_spec(wildcards)["source"])
+
+
+def approx_group(wildcards):
+    return cluster.train_group(_dataset_spec(wildcards)["source"])
+
+
+def approx_runtime(wildcards, attempt):
+    """Fine-tuning is `approx.epochs` epochs of the cell's training set per kind."""
+    spec = _dataset_spec(wildcards)
+    return cluster.train_runtime_minutes(
+        spec["source"],
+        wildcards.arch,
+        int(wildcards.depth),
+        config["approx"]["epochs"] * len(config["approx"]["kinds"]),
+        attempt=attempt,
+        n_train=spec.get("n_train"),
+    )
+
+
+def approx_mem(wildcards):
+    spec = _dataset_spec(wildcards)
+    return cluster.train_mem_mb(
+        spec["source"],
+        wildcards.arch,
+        int(wildcards.depth),
+        n_train=spec.get("n_train"),
+    )

@@ -8,7 +8,7 @@ rule prepare_dataset:
         ENV
     params:
         spec=dataset_spec_json,
-        code=source_hash("data"),
+        code=code_fingerprint("prepare"),
     shell:
         "python -m orthskip prepare --name {wildcards.dataset} --spec {params.spec:q}"
         " --out {output.data} --manifest {output.manifest} > {log} 2>&1"

@@ -1,12 +1,3 @@
-METRICS = multiext(
-    "results/metrics/",
-    "cells.parquet",
-    "history.parquet",
-    "layers.parquet",
-    "warp.parquet",
-)
-
-
 rule figure:
     input:
         METRICS,
@@ -24,7 +15,7 @@ rule figure:
         ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
-        code=source_hash("figures", "stats"),
+        code=code_fingerprint("figure"),
     shell:
         "python -m orthskip figure {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
@@ -32,7 +23,7 @@ rule figure:
 
 rule table:
     input:
-        METRICS,
+        table_inputs,
     output:
         md=report(
             "results/tables/{name}.md",
@@ -47,7 +38,7 @@ rule table:
         ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
-        code=source_hash("tables", "stats"),
+        code=code_fingerprint("table"),
     shell:
         "python -m orthskip table {wildcards.name} --metrics-dir {params.metrics_dir}"
         " --md {output.md} --tex {output.tex} > {log} 2>&1"
@@ -56,6 +47,7 @@ rule table:
 rule findings:
     input:
         METRICS,
+        APPROX_METRICS,
     output:
         report(
             "results/tables/findings.md",
@@ -69,7 +61,7 @@ rule findings:
         ENV
     params:
         metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
-        code=source_hash("tables", "stats", "figures"),
+        code=code_fingerprint("findings"),
     shell:
         "python -m orthskip findings --metrics-dir {params.metrics_dir} --out {output}"
         " > {log} 2>&1"

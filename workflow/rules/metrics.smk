@@ -22,7 +22,7 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
         threads: config["train"]["threads"]
         params:
             cfg=pack_config_json(seeds, with_metrics=True),
-            code=source_hash("metrics", "cell_metrics", "models", "skips", "pack"),
+            code=code_fingerprint("metrics-pack"),
         shell:
             "python -m orthskip metrics-pack --pack-config {params.cfg:q} --data {input.data}"
             " --manifest {input.manifest} --snapshots {input.snapshots}"
@@ -47,7 +47,7 @@ rule aggregate:
         ENV
     params:
         outdir=lambda wildcards, output: os.path.dirname(output.cells),
-        code=source_hash("aggregate"),
+        code=code_fingerprint("aggregate"),
     shell:
         "python -m orthskip aggregate --status {input.status} --history {input.history}"
         " --metrics {input.metrics} --warp {input.warp}"
@@ -65,7 +65,7 @@ rule dvc_summary:
     conda:
         ENV
     params:
-        code=source_hash("dvc_summary"),
+        code=code_fingerprint("dvc-summary"),
     shell:
         "python -m orthskip dvc-summary --cells {input.cells} --json {output.json}"
         " --csv {output.csv} > {log} 2>&1"

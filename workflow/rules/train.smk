@@ -34,16 +34,7 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
             outdirs=lambda wildcards, output: [
                 os.path.dirname(p) for p in output.status
             ],
-            code=source_hash(
-                "train",
-                "models",
-                "skips",
-                "optim",
-                "orth",
-                "config",
-                "pack",
-                "stacked",
-            ),
+            code=code_fingerprint("train-pack"),
             sequential=sequential_flag,
         shell:
             "python -m orthskip train-pack --pack-config {params.cfg:q} --data {input.data}"
