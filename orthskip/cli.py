@@ -120,8 +120,9 @@ def cmd_train_pack(args: argparse.Namespace) -> int:
 
     try:
         statuses = train_pack(
-            json.loads(args.pack_config), args.data, args.manifest, args.outs, args.logs
-        )
+            json.loads(args.pack_config), args.data, args.manifest, args.outs, args.logs,
+            vectorise=not args.sequential,
+        )  # fmt: skip
     except Preempted as err:
         logging.getLogger("orthskip").warning("%s", err)
         return PREEMPT_EXIT_CODE
@@ -286,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_metrics)
 
     for name, func, help_text in (
-        ("train-pack", cmd_train_pack, "train the members of a pack, one after another"),
+        ("train-pack", cmd_train_pack, "train the members of a pack (vectorised by default)"),
         ("metrics-pack", cmd_metrics_pack, "per-layer metrics of every member of a pack"),
     ):
         p = sub.add_parser(name, help=help_text)
@@ -296,6 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--logs", type=Path, nargs="+", help="one log per member (appended)")
         if func is cmd_train_pack:
             p.add_argument("--outs", type=Path, nargs="+", required=True, help="cell dirs")
+            p.add_argument(
+                "--sequential",
+                action="store_true",
+                help="train the members one after another (execution.vectorise: false)",
+            )
         else:
             p.add_argument("--snapshots", type=Path, nargs="+", required=True)
             p.add_argument("--outs", type=Path, nargs="+", required=True)

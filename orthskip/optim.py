@@ -181,11 +181,17 @@ def build_optimizer(
         if cfg["name"] == "sgd":
             optimizers.append(
                 torch.optim.SGD(
-                    groups, lr=lr, momentum=float(cfg["momentum"]), nesterov=cfg["nesterov"]
+                    groups,
+                    lr=lr,
+                    momentum=float(cfg["momentum"]),
+                    nesterov=cfg["nesterov"],
+                    foreach=True,  # one call per step, not one per tensor (CPU's default)
                 )
             )
         else:
-            optimizers.append(torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg["betas"])))
+            optimizers.append(
+                torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg["betas"]), foreach=True)
+            )
     if manifold:
         opts = skip_options("orth_manifold", skip_cfg)
         optimizers.append(

@@ -1,11 +1,13 @@
 """A pack: the cells that differ only in seed, run in one process (``execution.pack``).
 
-Each member is trained (and its metrics extracted) exactly as when run alone, one after
-another, writing its own cell directory and its own log: the pack only saves the
-per-job process start-up (Python, torch, the dataset), which dominated short cells.
-A member that diverges is recorded ``diverged`` and the next member starts as usual;
-SIGTERM ends the pack after the running member has checkpointed, and the rerun skips
-finished members (their ``last.pt`` says so) and resumes the interrupted one.
+Training: the members train as one batched computation (``orthskip.stacked``, with
+``execution.vectorise``, the default), each member's numbers those of its solo run to float
+rounding; or one after another, each exactly as when run alone (``vectorise: false``,
+``train.compile`` / ``channels_last``, or checkpoints left at different steps). Either way
+each member writes its own cell directory and its own log, and a diverged member is
+recorded ``diverged`` while the others go on. SIGTERM ends the pack after checkpointing;
+the rerun skips finished members (their ``last.pt`` says so) and resumes the others.
+Metric extraction runs the members one after another in the one process.
 """
 
 from __future__ import annotations
@@ -29,14 +31,25 @@ def train_pack(
     manifest: Path,
     outdirs: Sequence[Path],
     logs: Sequence[Path] | None = None,
+    vectorise: bool = True,
 ) -> list[str]:
     """Train every member; returns their statuses (``ok`` / ``diverged``)."""
-    from orthskip.runlog import train_logged
+    from orthskip.runlog import train_logged, train_stacked_logged
+    from orthskip.stacked import can_vectorise
 
     logs = logs or [None] * len(members)
     _check(members, outdirs, logs)
+    why = can_vectorise(list(members)) if vectorise else "execution.vectorise is false"
+    if why is None:
+        statuses = train_stacked_logged(list(members), data, manifest, list(outdirs), list(logs))
+        if statuses is not None:
+            return statuses
+        why = "the members' checkpoints are at different steps"
+    if len(members) > 1:
+        logging.getLogger(__name__).info("members one after another: %s", why)
+    pack = {"mode": "sequential", "size": len(members)}
     return [
-        _run(log, train_logged, cfg, data, manifest, out)
+        _run(log, train_logged, cfg, data, manifest, out, pack=pack)
         for cfg, out, log in zip(members, outdirs, logs, strict=True)
     ]
 
@@ -61,7 +74,7 @@ def metrics_pack(
     )
 
 
-def _run(log: Path | None, func: Any, cfg: dict[str, Any], *args: Any) -> Any:
+def _run(log: Path | None, func: Any, cfg: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
     """One member, its records also in the rule's per-member log ``log``."""
     from orthskip.runlog import appended_log
 
@@ -71,4 +84,4 @@ def _run(log: Path | None, func: Any, cfg: dict[str, Any], *args: Any) -> Any:
             "member %s/%s/%s/d%s/s%s", cell["dataset"], cell["arch"], cell["variant"],
             cell["depth"], cell["seed"],
         )  # fmt: skip
-        return func(cfg, *args)
+        return func(cfg, *args, **kwargs)

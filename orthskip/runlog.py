@@ -75,21 +75,68 @@ def appended_log(path: Path) -> Iterator[Callable[[str], None]]:
 
 
 def train_logged(
-    cell_cfg: dict[str, Any], data: Path, manifest: Path, out: Path, log_file: Path | None = None
+    cell_cfg: dict[str, Any],
+    data: Path,
+    manifest: Path,
+    out: Path,
+    log_file: Path | None = None,
+    pack: dict[str, Any] | None = None,
 ) -> str:
     """train_cell with its run recorded in ``log_file`` (default ``out/train.log``)."""
     from orthskip.train import PREEMPT_EXIT_CODE, Preempted, train_cell
 
-    c = cell_cfg["cell"]
-    cell = f"{c['dataset']}/{c['arch']}/{c['variant']}/d{c['depth']}/s{c['seed']}"
+    cell = _cell_name(cell_cfg)
     out = Path(out)
     with appended_log(Path(log_file) if log_file else out / "train.log") as say:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         say(f"==== orthskip train {cell} started {now} ({resume_note(cell_cfg, out)})")
         try:
-            status = train_cell(cell_cfg, data, manifest, out)
+            status = train_cell(cell_cfg, data, manifest, out, pack=pack)
         except Preempted:
             say(f"==== orthskip train {cell} preempted (exit {PREEMPT_EXIT_CODE})")
             raise
         say(f"==== orthskip train {cell} finished: status {status}")
     return status
+
+
+def train_stacked_logged(
+    cfgs: list[dict[str, Any]],
+    data: Path,
+    manifest: Path,
+    outs: list[Path],
+    logs: list[Path | None],
+) -> list[str] | None:
+    """orthskip.stacked.train_stacked with each member's run marked in its logs (its
+    ``train.log`` and the rule's member log; both get every member's records)."""
+    from contextlib import ExitStack
+
+    from orthskip.stacked import train_stacked
+    from orthskip.train import PREEMPT_EXIT_CODE, Preempted
+
+    names = [_cell_name(c) for c in cfgs]
+    with ExitStack() as stack:
+        says = []
+        for out, log_file in zip(outs, logs, strict=True):
+            says.append(stack.enter_context(appended_log(Path(out) / "train.log")))
+            if log_file:
+                stack.enter_context(appended_log(Path(log_file)))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for name, cfg, out in zip(names, cfgs, outs, strict=True):
+            note = resume_note(cfg, Path(out))
+            says[0](f"==== orthskip train {name} started {now} ({note}; packed, vectorised)")
+        try:
+            statuses = train_stacked(cfgs, data, manifest, [Path(o) for o in outs])
+        except Preempted:
+            for name in names:
+                says[0](f"==== orthskip train {name} preempted (exit {PREEMPT_EXIT_CODE})")
+            raise
+        if statuses is None:
+            return None
+        for name, status in zip(names, statuses, strict=True):
+            says[0](f"==== orthskip train {name} finished: status {status}")
+    return statuses
+
+
+def _cell_name(cell_cfg: dict[str, Any]) -> str:
+    c = cell_cfg["cell"]
+    return f"{c['dataset']}/{c['arch']}/{c['variant']}/d{c['depth']}/s{c['seed']}"

@@ -527,12 +527,15 @@ class ProcrustesSkip(Skip):
     @torch.no_grad()
     def project(self) -> None:
         """Set every nonzero operator singular value to ``scale`` (exact)."""
-        if not self.transition:
-            return
+        if self.transition:
+            self.weight.copy_(self.projected(self.weight))
+
+    @torch.no_grad()
+    def projected(self, weight: Tensor) -> Tensor:
+        """The projection of a weight of this skip's shape (one pack member's, say)."""
         if self.grid is None:
-            self.weight.copy_((self.scale * polar(self.matrix())).reshape(self.weight.shape))
-        else:
-            self.weight.copy_(project_conv_operator(self.weight, self.grid, self.scale))
+            return (self.scale * polar(weight.reshape(self.c_out, -1))).reshape(weight.shape)
+        return project_conv_operator(weight, self.grid, self.scale)
 
     def matrices(self) -> dict[str, Tensor]:
         return {"W": self.matrix()} if self.transition else {}

@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,33 @@ log = logging.getLogger(__name__)
 EVAL_BATCH = 1024
 SPLITS = ("train", "val", "test")
 PREEMPT_EXIT_CODE = 143  # 128 + SIGTERM, what SLURM and shells expect
+
+
+@dataclass
+class TrainState:
+    """What ``last.pt`` holds besides the weights: the run's position, records and outcome."""
+
+    epoch: int = 0  # epochs fully completed
+    batch: int = 0  # next batch within the running epoch
+    perm: torch.Tensor | None = None  # the running epoch's data order
+    sums: torch.Tensor | None = None  # the running epoch's loss sum, correct, seen, clipped
+    diverged_at: tuple[int, int] | None = None  # (epoch, step) of the first non-finite value
+    stopped: str | None = None  # why training ended before train.epochs (the stopping rule)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    elapsed: float = 0.0
+    status: str = "running"
+
+    @classmethod
+    def of(cls, saved: dict[str, Any]) -> TrainState:
+        return cls(**saved)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))  # shallow: the snapshots are not copied
+
+    def update(self, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
 
 
 class Preempted(Exception):
@@ -155,7 +183,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> t
     for i in range(0, len(x), EVAL_BATCH):
         xb, yb = x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(xb).float()
+            out = model(xb)
+        out = out.float() if amp else out
         if regression:
             loss_sum += nn.functional.mse_loss(out, yb, reduction="sum").double()
         else:
@@ -201,8 +230,16 @@ def _progress(enabled: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir: Path) -> str:
+def train_cell(
+    cell_cfg: dict[str, Any],
+    data_path: Path,
+    manifest: Path,
+    outdir: Path,
+    pack: dict[str, Any] | None = None,
+) -> str:
     """Train one cell; returns the final status (``ok`` or ``diverged``).
+
+    ``pack``: how the cell's pack ran it (recorded in status.json), None when alone.
 
     Raises :class:`Preempted` after checkpointing when SIGTERM arrives.
     """
@@ -223,11 +260,16 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
 
+    dtype = getattr(torch, tcfg.get("dtype", "float32"))
     data = load_prepared(Path(data_path), Path(manifest))
     tr, va = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), cell.seed)
-    x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
-    x_val, y_val = data.x_train[va].to(device), data.y_train[va].to(device)
-    x_test, y_test = data.x_test.to(device), data.y_test.to(device)
+
+    def put(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, dtype) if t.is_floating_point() else t.to(device)
+
+    x_train, y_train = put(data.x_train[tr]), put(data.y_train[tr])
+    x_val, y_val = put(data.x_train[va]), put(data.y_train[va])
+    x_test, y_test = put(data.x_test), put(data.y_test)
     augment = data.meta.get("augment")
     memory_format = torch.preserve_format
     if tcfg.get("channels_last") and x_train.dim() == 4:
@@ -238,6 +280,8 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
 
     torch.manual_seed(cell.seed)
     model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
+    if dtype != torch.float32:  # skips keep their float64 generators in float32 runs
+        model.to(dtype)
     n_params, n_skip_params = count_params(model)
     kind = cell_cfg["cell"]["skip"]
     bundle = build_optimizer(model, tcfg["optimizer"], {kind: cell_cfg["skip_options"]})
@@ -277,18 +321,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
     data_gen = torch.Generator().manual_seed(cell.seed * 1_000_003 + 17)
     aug_gen = torch.Generator(device=device).manual_seed(cell.seed * 1_000_003 + 29)
 
-    state: dict[str, Any] = {
-        "epoch": 0,  # epochs fully completed
-        "batch": 0,  # next batch within the running epoch
-        "perm": None,
-        "sums": None,
-        "diverged_at": None,  # (epoch, step within the epoch) of the first non-finite value
-        "stopped": None,  # why training ended before train.epochs (the stopping rule)
-        "history": [],
-        "snapshots": {},
-        "elapsed": 0.0,
-        "status": "running",
-    }
+    state = TrainState()
     last = outdir / "last.pt"
     if last.exists():
         ckpt = load_torch(last)
@@ -303,10 +336,10 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 sched.load_state_dict(sd)
             data_gen.set_state(ckpt["data_gen"])
             aug_gen.set_state(ckpt["aug_gen"].to(aug_gen.get_state().device))
-            state.update(ckpt["state"])
-            if state["status"] == "ok" and state["epoch"] < epochs and not state["stopped"]:
-                state["status"] = "running"  # continue a finished run for more epochs
-            log.info("resumed %s at epoch %d batch %d", cell.path, state["epoch"], state["batch"])
+            state = TrainState.of(ckpt["state"])
+            if state.status == "ok" and state.epoch < epochs and not state.stopped:
+                state.status = "running"  # continue a finished run for more epochs
+            log.info("resumed %s at epoch %d batch %d", cell.path, state.epoch, state.batch)
 
     def checkpoint() -> None:
         save_torch(
@@ -319,7 +352,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 "schedulers": [s.state_dict() for s in schedulers],
                 "data_gen": data_gen.get_state(),
                 "aug_gen": aug_gen.get_state().cpu(),
-                "state": state,
+                "state": state.as_dict(),
             },
         )
 
@@ -332,7 +365,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         scores.update(
             {f"train_{score}": train_score, f"val_{score}": val_score, f"test_{score}": test_score}
         )
-        state["history"].append(
+        state.history.append(
             {
                 "epoch": epoch,
                 "train_loss": train_loss,
@@ -341,11 +374,11 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 **scores,
                 "clipped_frac": clipped,
                 "lr": bundle.optimizers[0].param_groups[0]["lr"],
-                "time_s": state["elapsed"],
+                "time_s": state.elapsed,
             }
         )
         if epoch in snapshot_epochs:
-            state["snapshots"][str(epoch)] = _cpu_state(model)
+            state.snapshots[str(epoch)] = _cpu_state(model)
         log.info(
             "epoch %d/%d train_loss %.4f train_%s %.4f test_%s %.4f",
             epoch,
@@ -357,7 +390,7 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
             test_score,
         )
 
-    if not state["history"]:
+    if not state.history:
         record(0, *evaluate(model, x_train, y_train, amp), 0.0)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -382,26 +415,26 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
 
     tty = sys.stderr.isatty()
     with _SigtermFlag() as sigterm:
-        while state["status"] == "running" and state["epoch"] < epochs:
-            epoch = state["epoch"] + 1
-            if state["perm"] is None:
-                state["perm"] = torch.randperm(n_train, generator=data_gen)
-                state["sums"] = torch.zeros(4, dtype=torch.float64)
-            perm = state["perm"].to(device)
-            sums = state["sums"].to(device)  # loss sum, correct, seen, clipped steps
+        while state.status == "running" and state.epoch < epochs:
+            epoch = state.epoch + 1
+            if state.perm is None:
+                state.perm = torch.randperm(n_train, generator=data_gen)
+                state.sums = torch.zeros(4, dtype=torch.float64)
+            perm = state.perm.to(device)
+            sums = state.sums.to(device)  # loss sum, correct, seen, clipped steps
             seen = int(sums[2])
             bar = _progress(tty, steps_per_epoch, f"epoch {epoch}/{epochs}")
             t0 = time.perf_counter()
             model.train()
-            b = state["batch"]
+            b = state.batch
             loss = None
             try:
-                for b in range(state["batch"], steps_per_epoch):
+                for b in range(state.batch, steps_per_epoch):
                     if sigterm.raised:
-                        state["batch"] = b
+                        state.batch = b
                         sums[2] = seen
-                        state["sums"] = sums.cpu()
-                        state["elapsed"] += time.perf_counter() - t0
+                        state.sums = sums.cpu()
+                        state.elapsed += time.perf_counter() - t0
                         checkpoint()
                         raise Preempted(f"SIGTERM at epoch {epoch} batch {b}; saved {last}")
                     idx = perm[b * batch : (b + 1) * batch]
@@ -429,21 +462,21 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                 why = None
             if bar is not None:
                 bar.close()
-            state["elapsed"] += time.perf_counter() - t0
+            state.elapsed += time.perf_counter() - t0
             loss_sum, correct, _, n_clipped = sums.tolist()
             if why is None and not math.isfinite(loss_sum):
                 why, b = "non-finite loss", steps_per_epoch - 1  # caught late (CUDA)
             state.update(epoch=epoch, batch=0, perm=None, sums=None)
             if why is not None:
-                state["status"] = "diverged"
-                state["diverged_at"] = (epoch, b)
-                state["history"].append(
+                state.status = "diverged"
+                state.diverged_at = (epoch, b)
+                state.history.append(
                     {
-                        **{k: nan for k in state["history"][0]},
+                        **{k: nan for k in state.history[0]},
                         "epoch": epoch,
                         "clipped_frac": n_clipped / max(b, 1),
                         "lr": bundle.optimizers[0].param_groups[0]["lr"],
-                        "time_s": state["elapsed"],
+                        "time_s": state.elapsed,
                     }
                 )
                 log.warning("%s diverged at epoch %d step %d (%s)", cell.path, epoch, b, why)
@@ -455,14 +488,14 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
                     else correct / seen
                 )
                 record(epoch, loss_sum / seen, train_score, n_clipped / steps_per_epoch)
-                state["stopped"] = plateau(state["history"], tcfg.get("stop") or {})
-                if state["stopped"]:
-                    state["status"] = "ok"
-                    state["snapshots"][str(epoch)] = _cpu_state(model)  # the last epoch
-                    log.info("%s stopped at epoch %d: %s", cell.path, epoch, state["stopped"])
+                state.stopped = plateau(state.history, tcfg.get("stop") or {})
+                if state.stopped:
+                    state.status = "ok"
+                    state.snapshots[str(epoch)] = _cpu_state(model)  # the last epoch
+                    log.info("%s stopped at epoch %d: %s", cell.path, epoch, state.stopped)
             checkpoint()
-    if state["status"] == "running":
-        state["status"] = "ok"
+    if state.status == "running":
+        state.status = "ok"
         checkpoint()
 
     meta = {
@@ -470,15 +503,16 @@ def train_cell(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir
         "n_params": n_params,
         "n_skip_params": n_skip_params,
         "optimizer": bundle.metadata(),
+        **({"pack": pack} if pack else {}),
     }
-    _write_outputs(cell, cell_cfg, state, outdir, device, cfg_hash, meta)
-    return state["status"]
+    write_outputs(cell, cell_cfg, state, outdir, device, cfg_hash, meta)
+    return state.status
 
 
-def _write_outputs(
+def write_outputs(
     cell: Cell,
     cell_cfg: dict[str, Any],
-    state: dict[str, Any],
+    state: TrainState,
     outdir: Path,
     device: torch.device,
     cfg_hash: str,
@@ -486,7 +520,7 @@ def _write_outputs(
 ) -> None:
     import pandas as pd
 
-    history = pd.DataFrame(state["history"])
+    history = pd.DataFrame(state.history)
     cell_cols = cell_cfg["cell"]  # the cell's wildcards and its skip kind
     for key, value in reversed(list(cell_cols.items())):
         history.insert(0, key, value)
@@ -496,25 +530,25 @@ def _write_outputs(
         {
             "cell": cell_cols,
             "config_hash": cfg_hash,
-            "states": state["snapshots"],
+            "states": state.snapshots,
         },
     )
-    final = state["history"][-1]
-    ok = state["status"] == "ok"
+    final = state.history[-1]
+    ok = state.status == "ok"
     nan = float("nan")
     # The best epoch is chosen on validation, never on test; ties go to the earlier epoch.
     score = "r2" if meta["task"] == "regression" else "acc"
-    scored = [h for h in state["history"] if math.isfinite(h[f"val_{score}"])]
+    scored = [h for h in state.history if math.isfinite(h[f"val_{score}"])]
     best = max(scored, key=lambda h: h[f"val_{score}"]) if scored else None
     write_json(
         outdir / "status.json",
         {
             **cell_cols,
-            "status": state["status"],
-            "epochs": state["epoch"],
-            "diverged_epoch": state["diverged_at"][0] if state["diverged_at"] else None,
-            "diverged_step": state["diverged_at"][1] if state["diverged_at"] else None,
-            "stopped": state.get("stopped"),
+            "status": state.status,
+            "epochs": state.epoch,
+            "diverged_epoch": state.diverged_at[0] if state.diverged_at else None,
+            "diverged_step": state.diverged_at[1] if state.diverged_at else None,
+            "stopped": state.stopped,
             **{
                 f"{split}_{name}": final[f"{split}_{name}"] if ok else nan
                 for split in SPLITS
@@ -523,11 +557,11 @@ def _write_outputs(
             "best_val_epoch": best["epoch"] if best else None,
             "test_acc_at_best_val": best["test_acc"] if best else nan,
             "test_r2_at_best_val": best["test_r2"] if best else nan,
-            "clipped_frac": _mean([h["clipped_frac"] for h in state["history"][1:]]),
-            "wall_time_s": state["elapsed"],
+            "clipped_frac": _mean([h["clipped_frac"] for h in state.history[1:]]),
+            "wall_time_s": state.elapsed,
             **meta,
             "model_options": cell_cfg["model"],
-            "snapshot_epochs": sorted(int(e) for e in state["snapshots"]),
+            "snapshot_epochs": sorted(int(e) for e in state.snapshots),
             "skip_weight_decay": cell_cfg["train"]["optimizer"].get("skip_weight_decay", 0.0),
             **provenance(cfg_hash, device),
             "versions": library_versions(),

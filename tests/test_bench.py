@@ -89,3 +89,17 @@ def test_bench_arch_times_vit_and_resnet50() -> None:
     # one architecture alone (resnet-50 at full size is timed on its own)
     rows = run_bench("bench_arch.py", "--quick", "--archs", "vit", "--steps", "1", "--rounds", "1")
     assert [row[0] for row in rows] == ["vit"] * 3
+
+
+def test_bench_pack_quick_ends_with_the_mlp_speedup() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_pack.py"), "--quick"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("mlp pack speedup ")
+    assert float(last.split()[-1]) > 0
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| mlp")]
+    assert len(rows) == 1 and "identity" in rows[0]

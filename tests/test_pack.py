@@ -93,34 +93,40 @@ def test_a_diverging_member_does_not_stop_the_others(tmp_path, circles):
     assert train_pack(members, *circles, outs) == ["ok", "diverged", "ok"]
 
 
-def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("mode", ["vectorised", "sequential"])
+def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path, mode):
     data = tmp_path / "circles.pt"
     spec = {"source": "circles", "n_train": 4096, "n_test": 64, "noise": 0.05}
     prepare_dataset("circles", spec, data, tmp_path / "circles.json")
     members = _members(epochs=2, batch_size=16, snapshot_epochs=[0])
     base = [sys.executable, "-m", "orthskip", "train-pack", "--pack-config", json.dumps(members),
             "--data", str(data), "--manifest", str(tmp_path / "circles.json")]  # fmt: skip
+    if mode == "sequential":
+        base.append("--sequential")
 
     def outs(root):
         return ["--outs", *(str(tmp_path / root / str(i)) for i in range(3))]
 
     subprocess.run([*base, *outs("ref")], check=True, capture_output=True)
     proc = subprocess.Popen([*base, *outs("run")], stderr=subprocess.PIPE, text=True)
-    second = tmp_path / "run" / "1" / "last.pt"  # the second member has started
+    # sequential: the second member has started; vectorised: the first epoch has ended
+    started = tmp_path / "run" / ("1" if mode == "sequential" else "0") / "last.pt"
     deadline = time.time() + 180
-    while not second.exists() and time.time() < deadline:
+    while not started.exists() and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 143, err
-    assert (tmp_path / "run" / "0" / "status.json").exists()
-    assert not (tmp_path / "run" / "2" / "status.json").exists()
+    done = [(tmp_path / "run" / str(i) / "status.json").exists() for i in range(3)]
+    assert done == ([True, False, False] if mode == "sequential" else [False] * 3)
     subprocess.run([*base, *outs("run")], check=True, capture_output=True)
     for i in range(3):
         ref = load_torch(tmp_path / "ref" / str(i) / "snapshots.pt")["states"]
         got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]
         assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
+        status = json.loads((tmp_path / "run" / str(i) / "status.json").read_text())
+        assert status["pack"] == {"mode": mode, "size": 3}
 
 
 def test_default_plans_far_fewer_jobs_than_cells_and_none_plans_one_per_cell(tmp_path):

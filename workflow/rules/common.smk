@@ -90,6 +90,10 @@ def _spec(wildcards):
     return config["datasets"][wildcards.pack.split("/")[0]]
 
 
+def sequential_flag(wildcards):
+    return "" if config.get("execution", {}).get("vectorise", True) else "--sequential"
+
+
 def pack_data(wildcards):
     return f"results/data/{wildcards.pack.split('/')[0]}.pt"
 

@@ -35,7 +35,8 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
                 os.path.dirname(p) for p in output.status
             ],
             code=code_fingerprint("train-pack"),
+            sequential=sequential_flag,
         shell:
             "python -m orthskip train-pack --pack-config {params.cfg:q} --data {input.data}"
             " --manifest {input.manifest} --outs {params.outdirs} --logs {log.members}"
-            " > {log.pack} 2>&1"
+            " {params.sequential} > {log.pack} 2>&1"

@@ -1,0 +1,212 @@
+"""Vectorised packs: K members trained as one batched computation equal their solo runs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from orthskip.config import cell_config, cells, prepare_config
+from orthskip.data import prepare_dataset
+from orthskip.io import load_torch
+from orthskip.orth import orth_defect
+from orthskip.pack import train_pack
+from orthskip.skips import SKIPS
+from orthskip.train import train_cell
+from tests.workflow import tiny_config
+
+KINDS = sorted(SKIPS)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    d = tmp_path_factory.mktemp("digits")
+    prepare_dataset("digits", {"source": "digits", "n_test": 1700}, d / "d.pt", d / "d.json")
+    return d / "d.pt", d / "d.json"
+
+
+def _members(arch: str, kind: str, seeds=(0, 1, 2), **train):
+    cfg = tiny_config()
+    dataset = "circles" if arch == "mlp" else "digits"
+    cfg["grid"] = [
+        {"arch": arch, "datasets": [dataset], "variants": [kind],
+         "depths": [3 if arch == "mlp" else 8], "seeds": list(seeds)}
+    ]  # fmt: skip
+    cfg["model"] = {"mlp": {"width": 6, "norm": "batch"}, "cifar_resnet": {"width": 4}}
+    cfg["train"].update(train)
+    cfg = prepare_config(cfg)
+    return [cell_config(cfg, c) for c in cells(cfg)]
+
+
+def _solo_and_packed(tmp_path, data, members):
+    outs = [tmp_path / "pack" / str(m["cell"]["seed"]) for m in members]
+    statuses = train_pack(copy.deepcopy(members), *data, outs)
+    solos = []
+    for m in members:
+        solo = tmp_path / "solo" / str(m["cell"]["seed"])
+        solos.append(train_cell(copy.deepcopy(m), *data, solo))
+        assert read_json(solo / "status.json").get("pack") is None
+    return statuses, solos, outs
+
+
+def read_json(path):
+    return json.loads(path.read_text())
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    if not a.is_floating_point():
+        return float((a != b).any())
+    # relative to the tensor's largest entry; a tensor that is ~0 throughout (a bias before
+    # BatchNorm: its gradient is zero analytically, rounding noise in practice) absolutely
+    scale = max(float(b.abs().max()), 1e-6)
+    return float((a - b).abs().max()) / scale
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cifar_resnet"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digits, arch, kind):
+    # 20 optimizer steps: mlp 86 rows / batch 22 = 4 steps x 5 epochs; digits 96 rows / 24 x 5
+    data = circles if arch == "mlp" else digits
+    batch = 22 if arch == "mlp" else 24
+    members = _members(
+        arch, kind, dtype="float64", epochs=5, batch_size=batch, snapshot_epochs=[0, 2],
+        optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}, grad_clip=1.0,
+    )  # fmt: skip
+    statuses, solos, outs = _solo_and_packed(tmp_path, data, members)
+    assert statuses == solos == ["ok"] * 3
+    for m, out in zip(members, outs, strict=True):
+        solo = tmp_path / "solo" / str(m["cell"]["seed"])
+        a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
+        assert a["model"].keys() == b["model"].keys()
+        errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
+        assert max(errs.values()) < 1e-9, sorted(errs.items(), key=lambda kv: -kv[1])[:3]
+        assert a["state"]["epoch"] == b["state"]["epoch"] == 5
+        ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
+        cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
+        pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
+        mode = "sequential" if (kind, arch) == ("orth_jacobian", "cifar_resnet") else "vectorised"
+        assert read_json(out / "status.json")["pack"] == {"mode": mode, "size": 3}
+
+
+@pytest.mark.parametrize("kind", ["orth_learned", "orth_manifold", "orth_jacobian"])
+def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind):
+    # a moderate lr: orth_manifold's msign(GWᵀ − WGᵀ) lifts singular values at rounding level
+    # to 1, so in float32 (not float64) any rounding difference, packed or not, can grow
+    members = _members("mlp", kind, epochs=4, batch_size=16, optimizer={"lr": 0.05})
+    statuses, solos, outs = _solo_and_packed(tmp_path, circles, members)
+    assert statuses == solos
+    for m, out in zip(members, outs, strict=True):
+        solo = tmp_path / "solo" / str(m["cell"]["seed"])
+        sa, sb = read_json(out / "status.json"), read_json(solo / "status.json")
+        n_test = 64
+        assert abs(sa["test_acc"] - sb["test_acc"]) * n_test <= 1 + 1e-9
+        model = load_torch(out / "last.pt")["model"]
+        # every orthogonal skip of the member, rebuilt from its weights, is orthogonal
+        from orthskip.train import build_cell_model
+
+        net = build_cell_model(m, _Data())
+        net.load_state_dict(model)
+        qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
+        assert qs and max(orth_defect(q.detach().double()) for q in qs) < 1e-5
+
+
+class _Data:
+    input_shape = (2,)
+    num_classes = 2
+
+
+def _pack_cli(tmp_path, members, root, *extra):
+    data = tmp_path / "circles.pt"
+    if not data.exists():
+        spec = {"source": "circles", "n_train": 4096, "n_test": 64, "noise": 0.05}
+        prepare_dataset("circles", spec, data, tmp_path / "circles.json")
+    outs = [str(tmp_path / root / str(i)) for i in range(len(members))]
+    return [sys.executable, "-m", "orthskip", "train-pack", "--pack-config", json.dumps(members),
+            "--data", str(data), "--manifest", str(tmp_path / "circles.json"), "--outs", *outs,
+            *extra]  # fmt: skip
+
+
+def _same_snapshots(tmp_path, n):
+    for i in range(n):
+        ref = load_torch(tmp_path / "ref" / str(i) / "snapshots.pt")["states"]
+        got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]
+        assert ref.keys() == got.keys()
+        assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
+
+
+def test_sigkill_mid_pack_then_rerun_is_bit_identical(tmp_path):
+    members = _members("mlp", "orth_learned", epochs=3, batch_size=16, snapshot_epochs=[0, 1])
+    subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
+    proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
+    first = tmp_path / "run" / "0" / "last.pt"
+    deadline = time.time() + 180
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # somewhere in epoch 2, possibly between two members' checkpoints
+    proc.kill()
+    proc.wait(timeout=60)
+    subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
+    _same_snapshots(tmp_path, 3)
+
+
+def test_members_killed_between_checkpoint_writes_resume_at_one_step(tmp_path):
+    """Member 0 wrote its new checkpoint, members 1 and 2 did not: all restart together."""
+    members = _members("mlp", "linear", epochs=3, batch_size=16, snapshot_epochs=[0, 1])
+    subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
+    proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
+    first = tmp_path / "run" / "0" / "last.prev.pt"  # the second checkpoint round has begun
+    deadline = time.time() + 180
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    for i in (1, 2):  # as if killed after member 0's write: 1 and 2 still hold the older one
+        d = tmp_path / "run" / str(i)
+        os.replace(d / "last.prev.pt", d / "last.pt")
+    positions = [
+        load_torch(tmp_path / "run" / str(i) / "last.pt")["state"]["epoch"] for i in range(3)
+    ]
+    assert positions[1] == positions[2] and positions[0] >= positions[1]
+    subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
+    _same_snapshots(tmp_path, 3)
+    status = read_json(tmp_path / "run" / "0" / "status.json")
+    assert status["pack"]["mode"] == "vectorised"
+
+
+def test_a_diverging_member_is_frozen_and_the_others_continue_bit_for_bit(tmp_path):
+    """A fault injected into one member's checkpoint: it diverges, the others do not notice."""
+    members = _members("mlp", "orth_learned", epochs=3, batch_size=16, snapshot_epochs=[0, 1, 2])
+    subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
+    proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
+    first = tmp_path / "run" / "0" / "last.pt"
+    deadline = time.time() + 180
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    bad = tmp_path / "run" / "1" / "last.pt"
+    ckpt = load_torch(bad)
+    name = next(k for k in ckpt["model"] if k.endswith("branch.0.weight"))
+    ckpt["model"][name][0, 0] = float("inf")
+    torch.save(ckpt, bad)
+    at = (ckpt["state"]["epoch"] + 1, ckpt["state"]["batch"])
+    subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
+    status = [read_json(tmp_path / "run" / str(i) / "status.json") for i in range(3)]
+    assert [s["status"] for s in status] == ["ok", "diverged", "ok"]
+    assert (status[1]["diverged_epoch"], status[1]["diverged_step"]) == at
+    for i in (0, 2):
+        ref = load_torch(tmp_path / "ref" / str(i) / "snapshots.pt")["states"]
+        got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]
+        assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
+        h = pd.read_parquet(tmp_path / "run" / str(i) / "history.parquet")
+        assert h["train_loss"].notna().all() and len(h) == 4
