@@ -142,17 +142,24 @@ def _same_snapshots(tmp_path, n):
         assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
 
 
-def test_sigkill_mid_pack_then_rerun_is_bit_identical(tmp_path):
-    members = _members("mlp", "orth_learned", epochs=3, batch_size=16, snapshot_epochs=[0, 1])
+def _interrupted(tmp_path, members, wait_for: str, after: float, sig: int) -> int:
+    """Train the reference pack, then start the same pack under ``run/``, wait until member
+    0's ``wait_for`` file exists, ``after`` seconds more, send ``sig``; its exit code."""
     subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
     proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
-    first = tmp_path / "run" / "0" / "last.pt"
+    first = tmp_path / "run" / "0" / wait_for
     deadline = time.time() + 180
     while not first.exists() and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(0.3)  # somewhere in epoch 2, possibly between two members' checkpoints
-    proc.kill()
-    proc.wait(timeout=60)
+    time.sleep(after)
+    proc.send_signal(sig)
+    return proc.wait(timeout=120)
+
+
+def test_sigkill_mid_pack_then_rerun_is_bit_identical(tmp_path):
+    members = _members("mlp", "orth_learned", epochs=3, batch_size=16, snapshot_epochs=[0, 1])
+    # somewhere in epoch 2, possibly between two members' checkpoints
+    assert _interrupted(tmp_path, members, "last.pt", 0.3, signal.SIGKILL) == -signal.SIGKILL
     subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
     _same_snapshots(tmp_path, 3)
 
@@ -160,15 +167,8 @@ def test_sigkill_mid_pack_then_rerun_is_bit_identical(tmp_path):
 def test_members_killed_between_checkpoint_writes_resume_at_one_step(tmp_path):
     """Member 0 wrote its new checkpoint, members 1 and 2 did not: all restart together."""
     members = _members("mlp", "linear", epochs=3, batch_size=16, snapshot_epochs=[0, 1])
-    subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
-    proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
-    first = tmp_path / "run" / "0" / "last.prev.pt"  # the second checkpoint round has begun
-    deadline = time.time() + 180
-    while not first.exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    # last.prev.pt: the second round of checkpoints has begun
+    assert _interrupted(tmp_path, members, "last.prev.pt", 0.2, signal.SIGTERM) == 143
     for i in (1, 2):  # as if killed after member 0's write: 1 and 2 still hold the older one
         d = tmp_path / "run" / str(i)
         os.replace(d / "last.prev.pt", d / "last.pt")
@@ -185,15 +185,7 @@ def test_members_killed_between_checkpoint_writes_resume_at_one_step(tmp_path):
 def test_a_diverging_member_is_frozen_and_the_others_continue_bit_for_bit(tmp_path):
     """A fault injected into one member's checkpoint: it diverges, the others do not notice."""
     members = _members("mlp", "orth_learned", epochs=3, batch_size=16, snapshot_epochs=[0, 1, 2])
-    subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
-    proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
-    first = tmp_path / "run" / "0" / "last.pt"
-    deadline = time.time() + 180
-    while not first.exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=120) == 143
+    assert _interrupted(tmp_path, members, "last.pt", 0.2, signal.SIGTERM) == 143
     bad = tmp_path / "run" / "1" / "last.pt"
     ckpt = load_torch(bad)
     name = next(k for k in ckpt["model"] if k.endswith("branch.0.weight"))
