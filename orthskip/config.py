@@ -430,27 +430,41 @@ def cells(cfg: dict[str, Any]) -> list[Cell]:
     return sorted(found)
 
 
-def packs(cfg: dict[str, Any]) -> dict[tuple[int, ...], list[str]]:
-    """Members' seeds -> the pack keys (:attr:`Cell.pack`) of the packs with those seeds.
+def packs(cfg: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
+    """Members -> the keys of the packs with those members (one job per pack).
 
-    ``execution.pack: seeds``: a pack is all cells that differ only in seed (one job);
-    ``none``: every cell is a pack of its own seed. The workflow defines one train (and one
-    metrics) rule per seed tuple, so that each rule's outputs name its members' seeds.
+    A member is the rest of a cell's path below its pack key. ``execution.pack``:
+    ``seeds`` (default): a pack is the cells that differ only in seed (key
+    ``dataset/arch/variant/dDEPTH``, members ``sSEED``); ``family``: the cells that differ in
+    seed or depth (key ``dataset/arch/variant``, members ``dDEPTH/sSEED``); ``none``: one
+    cell per pack. The workflow defines one train (and one metrics) rule per members
+    tuple, so that each rule's outputs name its members.
     """
-    by_seed = cfg.get("execution", {}).get("pack", "seeds") == "seeds"
-    members: dict[str, list[int]] = {}
+    mode = cfg.get("execution", {}).get("pack", "seeds")
+    members: dict[str, list[str]] = {}
     for c in cells(cfg):
-        members.setdefault(c.pack, []).append(c.seed)
-    out: dict[tuple[int, ...], list[str]] = {}
-    for key, seeds in sorted(members.items()):
-        for group in [tuple(sorted(seeds))] if by_seed else [(s,) for s in sorted(seeds)]:
+        key, _, member = c.path.rpartition("/") if mode != "family" else _family(c)
+        members.setdefault(key, []).append(member)
+    out: dict[tuple[str, ...], list[str]] = {}
+    for key, found in sorted(members.items()):
+        ordered = sorted(found, key=_member_order)
+        for group in [tuple(ordered)] if mode != "none" else [(m,) for m in ordered]:
             out.setdefault(group, []).append(key)
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items(), key=lambda kv: [_member_order(m) for m in kv[0]]))
 
 
-def pack_cells(key: str, seeds: tuple[int, ...]) -> list[Cell]:
-    """The member cells of pack ``key`` (``dataset/arch/variant/dDEPTH``)."""
-    return [Cell.parse(f"{key}/s{s}") for s in seeds]
+def _family(c: Cell) -> tuple[str, str, str]:
+    return f"{c.dataset}/{c.arch}/{c.variant}", "/", f"d{c.depth}/s{c.seed}"
+
+
+def _member_order(member: str) -> tuple[int, ...]:
+    """``sSEED`` or ``dDEPTH/sSEED`` in numeric order."""
+    return tuple(int(part[1:]) for part in member.split("/"))
+
+
+def pack_cells(key: str, members: tuple[str, ...]) -> list[Cell]:
+    """The member cells of pack ``key`` (see :func:`packs`)."""
+    return [Cell.parse(f"{key}/{m}") for m in members]
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from orthskip.config import Cell
+
 
 def _check(members: Sequence[dict[str, Any]], *paths: Sequence[Any]) -> None:
     for p in paths:
@@ -34,14 +36,38 @@ def train_pack(
     vectorise: bool = True,
 ) -> list[str]:
     """Train every member; returns their statuses (``ok`` / ``diverged``)."""
-    from orthskip.runlog import train_logged, train_stacked_logged
-    from orthskip.stacked import can_vectorise
 
     logs = logs or [None] * len(members)
     _check(members, outdirs, logs)
-    why = can_vectorise(list(members)) if vectorise else "execution.vectorise is false"
+    # members that differ only in seed train together; a family pack has one such group
+    # per depth, trained one group after another
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(members):
+        groups.setdefault(Cell.of(cfg["cell"]).pack, []).append(i)
+    statuses: dict[int, str] = {}
+    for idx in groups.values():
+        sub = [members[i] for i in idx]
+        got = _train_group(sub, data, manifest, [outdirs[i] for i in idx],
+                           [logs[i] for i in idx], vectorise)  # fmt: skip
+        statuses.update(zip(idx, got, strict=True))
+    return [statuses[i] for i in range(len(members))]
+
+
+def _train_group(
+    members: list[dict[str, Any]],
+    data: Path,
+    manifest: Path,
+    outdirs: list[Path],
+    logs: list[Path | None],
+    vectorise: bool,
+) -> list[str]:
+    """Members that differ only in seed: vectorised if they can be, else one by one."""
+    from orthskip.runlog import train_logged, train_stacked_logged
+    from orthskip.stacked import can_vectorise
+
+    why = can_vectorise(members) if vectorise else "execution.vectorise is false"
     if why is None:
-        statuses = train_stacked_logged(list(members), data, manifest, list(outdirs), list(logs))
+        statuses = train_stacked_logged(members, data, manifest, outdirs, logs)
         if statuses is not None:
             return statuses
         why = "the members' checkpoints are at different steps"

@@ -36,13 +36,24 @@ def _cfg(**execution):
 def test_packs_group_cells_that_differ_only_in_seed():
     by_seed = packs(_cfg())
     assert by_seed == {
-        (0, 1, 2): [f"circles/mlp/{v}/d{d}" for v in ("identity", "orth_learned") for d in (1, 3)],
-        (5,): ["circles/mlp/linear/d2"],
+        ("s0", "s1", "s2"): [
+            f"circles/mlp/{v}/d{d}" for v in ("identity", "orth_learned") for d in (1, 3)
+        ],
+        ("s5",): ["circles/mlp/linear/d2"],
     }
-    members = {c for seeds, keys in by_seed.items() for k in keys for c in pack_cells(k, seeds)}
+    members = {c for ms, keys in by_seed.items() for k in keys for c in pack_cells(k, ms)}
     assert members == set(cells(_cfg()))
     alone = packs(_cfg(pack="none"))
-    assert set(alone) == {(0,), (1,), (2,), (5,)} and sum(map(len, alone.values())) == 13
+    assert set(alone) == {("s0",), ("s1",), ("s2",), ("s5",)}
+    assert sum(map(len, alone.values())) == 13
+    family = packs(_cfg(pack="family"))
+    both = tuple(f"d{d}/s{s}" for d in (1, 3) for s in (0, 1, 2))
+    assert family == {
+        both: ["circles/mlp/identity", "circles/mlp/orth_learned"],
+        ("d2/s5",): ["circles/mlp/linear"],
+    }
+    members = {c for ms, keys in family.items() for k in keys for c in pack_cells(k, ms)}
+    assert members == set(cells(_cfg()))
 
 
 def test_unknown_pack_mode_is_refused_naming_the_key():
@@ -141,6 +152,26 @@ def test_default_plans_far_fewer_jobs_than_cells_and_none_plans_one_per_cell(tmp
         rows = [ln.split() for ln in out.splitlines()]
         return {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}
 
-    seeds, alone = planned("seeds"), planned("none")
+    seeds, alone, family = planned("seeds"), planned("none"), planned("family")
     assert seeds["train"] == 4 and seeds["extract_metrics"] == 4  # 12 cells in 4 packs
+    assert family["train"] == 2 and family["extract_metrics"] == 2  # 2 depths x 3 seeds each
     assert sum(v for k, v in alone.items() if k.startswith("train")) == 12
+
+
+def test_a_family_pack_runs_through_snakemake_and_trains_each_depth_vectorised(tmp_path):
+    cfg = tiny_config()
+    cfg["grid"][0].update(seeds=[0, 1], variants=["orth_learned"])
+    cfg["execution"] = {"pack": "family"}
+    snakemake(tmp_path, "results/metrics/cells.parquet", cfg=cfg)
+    table = pd.read_parquet(tmp_path / "results" / "metrics" / "cells.parquet")
+    assert sorted(zip(table["depth"], table["seed"], strict=True)) == [
+        (1, 0), (1, 1), (3, 0), (3, 1)
+    ]  # fmt: skip
+    assert set(table["status"]) == {"ok"}
+    for d in (1, 3):
+        for s in (0, 1):
+            cell = tmp_path / "results" / "cells" / "circles" / "mlp" / "orth_learned"
+            status = json.loads((cell / f"d{d}" / f"s{s}" / "status.json").read_text())
+            assert status["pack"] == {"mode": "vectorised", "size": 2}
+    logs = tmp_path / "results" / "logs" / "train" / "circles" / "mlp" / "orth_learned"
+    assert (logs / "pack.log").exists()

@@ -25,7 +25,8 @@ shell.prefix(
 ENV = "../../environment.yml"
 CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
 CELLS = cells(config)
-# members' seeds -> pack keys; one train and one metrics rule per seed tuple
+# members (`sSEED`, or `dDEPTH/sSEED` with execution.pack: family) -> pack keys; one
+# train and one metrics rule per members tuple
 PACKS = packs(config)
 # what figures, tables and findings read (rule aggregate; rule aggregate_approx)
 METRICS = multiext(
@@ -68,16 +69,16 @@ def pack_pattern(keys):
     return "|".join(re.escape(k) for k in keys)
 
 
-def member_files(pattern, seeds):
+def member_files(pattern, members):
     """One path per member: `pattern` below results/ with {cell} = the member's path."""
-    return [pattern.format(cell=f"{{pack}}/s{s}") for s in seeds]
+    return [pattern.format(cell=f"{{pack}}/{m}") for m in members]
 
 
-def pack_config_json(seeds, with_metrics):
+def pack_config_json(members, with_metrics):
     """What a pack's job depends on, per member: a change reruns only the affected packs."""
 
     def config_json(wildcards):
-        parts = [cell_config(config, c) for c in pack_cells(wildcards.pack, seeds)]
+        parts = [cell_config(config, c) for c in pack_cells(wildcards.pack, members)]
         if not with_metrics:
             for part in parts:
                 part.pop("metrics")
@@ -118,33 +119,40 @@ def cell_group(wildcards):
     return cluster.train_group(_spec(wildcards)["source"])
 
 
-def _arch_depth(wildcards):
-    _, arch, _, depth = wildcards.pack.split("/")
-    return arch, int(depth[1:])
-
-
-def train_runtime(seeds):
-    """Members train one after another: K times one cell's estimate."""
+def train_runtime(members):
+    """The sum of the members' estimates (a vectorised pack is faster, not slower)."""
 
     def runtime(wildcards, attempt):
         spec = _spec(wildcards)
-        one = cluster.train_runtime_minutes(
-            spec["source"],
-            *_arch_depth(wildcards),
-            config["train"]["epochs"],
-            attempt=attempt,
-            n_train=spec.get("n_train"),
+        return sum(
+            cluster.train_runtime_minutes(
+                spec["source"],
+                c.arch,
+                c.depth,
+                config["train"]["epochs"],
+                attempt=attempt,
+                n_train=spec.get("n_train"),
+            )
+            for c in pack_cells(wildcards.pack, members)
         )
-        return one * len(seeds)
 
     return runtime
 
 
-def train_mem(wildcards):
-    spec = _spec(wildcards)
-    return cluster.train_mem_mb(
-        spec["source"], *_arch_depth(wildcards), n_train=spec.get("n_train")
-    )
+def train_mem(members):
+    """The largest member's estimate (members of one depth are stacked: K times that)."""
+
+    def mem(wildcards):
+        spec = _spec(wildcards)
+        cells = pack_cells(wildcards.pack, members)
+        per_depth = max(sum(1 for c in cells if c.depth == d) for d in {c.depth for c in cells})
+        one = max(
+            cluster.train_mem_mb(spec["source"], c.arch, c.depth, n_train=spec.get("n_train"))
+            for c in cells
+        )
+        return one * per_depth
+
+    return mem
 
 
 def all_figures():

@@ -1,4 +1,4 @@
-for i, (seeds, keys) in enumerate(PACKS.items()):
+for i, (members, keys) in enumerate(PACKS.items()):
 
     rule:
         name:
@@ -6,13 +6,13 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
         input:
             data=pack_data,
             manifest=pack_manifest,
-            snapshots=member_files("results/cells/{cell}/snapshots.pt", seeds),
+            snapshots=member_files("results/cells/{cell}/snapshots.pt", members),
         output:
-            metrics=member_files("results/cells/{cell}/metrics.parquet", seeds),
-            warp=member_files("results/cells/{cell}/warp.parquet", seeds),
+            metrics=member_files("results/cells/{cell}/metrics.parquet", members),
+            warp=member_files("results/cells/{cell}/warp.parquet", members),
         log:
             pack="results/logs/extract_metrics/{pack}/pack.log",
-            members=member_files("results/logs/extract_metrics/{cell}.log", seeds),
+            members=member_files("results/logs/extract_metrics/{cell}.log", members),
         wildcard_constraints:
             pack=pack_pattern(keys),
         group:
@@ -21,7 +21,7 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
             ENV
         threads: config["train"]["threads"]
         params:
-            cfg=pack_config_json(seeds, with_metrics=True),
+            cfg=pack_config_json(members, with_metrics=True),
             code=code_fingerprint("metrics-pack"),
         shell:
             "python -m orthskip metrics-pack --pack-config {params.cfg:q} --data {input.data}"

@@ -1,6 +1,7 @@
-# One job per pack (execution.pack): its members train one after another in one process,
-# each as if alone, each writing its own cell directory. One rule per members' seed tuple.
-for i, (seeds, keys) in enumerate(PACKS.items()):
+# One job per pack (execution.pack): its members train in one process, those of one depth
+# as one vectorised computation, each writing its own cell directory. One rule per members
+# tuple.
+for i, (members, keys) in enumerate(PACKS.items()):
 
     rule:
         name:
@@ -9,12 +10,12 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
             data=pack_data,
             manifest=pack_manifest,
         output:
-            history=member_files("results/cells/{cell}/history.parquet", seeds),
-            snapshots=member_files("results/cells/{cell}/snapshots.pt", seeds),
-            status=member_files("results/cells/{cell}/status.json", seeds),
+            history=member_files("results/cells/{cell}/history.parquet", members),
+            snapshots=member_files("results/cells/{cell}/snapshots.pt", members),
+            status=member_files("results/cells/{cell}/status.json", members),
         log:
             pack="results/logs/train/{pack}/pack.log",
-            members=member_files("results/logs/train/{cell}.log", seeds),
+            members=member_files("results/logs/train/{cell}.log", members),
         wildcard_constraints:
             pack=pack_pattern(keys),
         group:
@@ -25,12 +26,12 @@ for i, (seeds, keys) in enumerate(PACKS.items()):
         resources:
             gpu=train_gpus,
             cpus_per_gpu=4,
-            mem_mb=train_mem,
-            runtime=train_runtime(seeds),
+            mem_mb=train_mem(members),
+            runtime=train_runtime(members),
             # SIGTERM 2 min before the time limit: training checkpoints, the retry resumes.
             slurm_extra="--signal=TERM@120 --open-mode=append",
         params:
-            cfg=pack_config_json(seeds, with_metrics=False),
+            cfg=pack_config_json(members, with_metrics=False),
             outdirs=lambda wildcards, output: [
                 os.path.dirname(p) for p in output.status
             ],
