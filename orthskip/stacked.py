@@ -215,7 +215,7 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
         prevs.append(prev)
 
     def running(c: dict[str, Any] | None) -> bool:
-        return c is None or c["state"]["status"] == "running" or _continues(c, members[0])
+        return c is None or _running_ckpt(c, members[0])
 
     positions = {(0, 0) if c is None else _position(c) for c in ckpts if running(c)}
     if len(positions) <= 1:
