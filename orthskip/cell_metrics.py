@@ -57,6 +57,7 @@ def cell_metrics(
             model,
             probe_x,
             probe_y,
+            families=mcfg.get("families"),
             jacobian_samples=mcfg.get("jacobian_samples", 8),
             operator_dense_max_dim=mcfg.get("operator_dense_max_dim", 4096),
             operator_iterative=mcfg.get("operator_iterative", False),

@@ -320,3 +320,49 @@ def test_every_row_records_its_shape():
     assert set(block["shape"]) == {"8"}  # one sample's block output
     stem = df[(df["param"] == "stem.weight") & (df["metric"] == "sv_reshaped")]
     assert set(stem["shape"]) == {"8x2"}
+
+
+def test_config_families_are_the_extractor_families_and_reach_the_metrics(tmp_path) -> None:
+    """The schema's `metrics.families` enum is FAMILIES (one list), and cell_metrics computes
+    only the families a cell's config names."""
+    import yaml
+
+    from orthskip.cell_metrics import cell_metrics
+    from orthskip.config import SCHEMA, cell_config, cells, prepare_config
+    from orthskip.data.prepare import prepare_dataset
+    from orthskip.io import save_torch
+
+    enum = yaml.safe_load(SCHEMA.read_text())["properties"]["metrics"]["properties"]["families"]
+    assert enum["items"]["enum"] == list(FAMILIES)
+    cfg = prepare_config(
+        {
+            "datasets": {"c": {"source": "circles", "n_train": 64, "n_test": 64}},
+            "grid": [
+                {
+                    "arch": "mlp",
+                    "datasets": ["c"],
+                    "variants": ["orth_learned"],
+                    "depths": [3],
+                    "seeds": [0],
+                }
+            ],
+            "model": {"mlp": {"width": 4}},
+            "metrics": {"families": ["dist_identity", "branch_lipschitz"], "probe_size": 16},
+        }
+    )
+    cell_cfg = cell_config(cfg, cells(cfg)[0])
+    data = (tmp_path / "c.pt", tmp_path / "c.json")
+    prepare_dataset("c", cfg["datasets"]["c"], *data)
+    torch.manual_seed(0)
+    from orthskip.data import load_prepared
+    from orthskip.train import build_cell_model
+
+    model = build_cell_model(cell_cfg, load_prepared(*data))
+    save_torch(tmp_path / "snap.pt", {"states": {"0": model.state_dict()}})
+    cell_metrics(cell_cfg, *data, tmp_path / "snap.pt", tmp_path / "m.parquet", tmp_path / "w.pq")
+    assert set(pd.read_parquet(tmp_path / "m.parquet")["metric"]) == {
+        "dist_identity",
+        "branch_lipschitz",
+    }
+    with pytest.raises(Exception, match="families"):
+        prepare_config({**cfg, "metrics": {"families": ["orth_defekt"]}})
