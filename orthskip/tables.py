@@ -137,8 +137,7 @@ def _no_data(title: str) -> TextTable:
 
 
 def _diverged(cells: pd.DataFrame) -> np.ndarray:
-    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
-    return (cells["status"] != "ok").to_numpy() | ~np.isfinite(acc)
+    return D.diverged(cells).to_numpy()
 
 
 def _variant_order(df: pd.DataFrame) -> dict[str, int]:
@@ -146,20 +145,25 @@ def _variant_order(df: pd.DataFrame) -> dict[str, int]:
 
 
 def accuracy_frame(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, depth, variant): test accuracy in % at the last epoch, over the seeds
-    that did not diverge (nothing is selected on the test set).
+    """Per (dataset, arch, depth, variant): the test score at the last epoch (accuracy in %,
+    or R² for regression sets), over the seeds that did not diverge (nothing is selected on
+    the test set).
 
     Columns: skip (the variant's kind), mean, std (ddof=1), n (seeds that count), n_diverged,
-    n_total, and mean_at_best_val: mean test accuracy at each seed's best-validation epoch
+    n_total, and mean_at_best_val: the mean score at each seed's best-validation epoch
     (NaN where the results have no ``test_acc_at_best_val``).
     """
-    cells = D.with_variant(cells).assign(_div=_diverged(cells))
+    cells = D.with_variant(cells)
     at_val = "test_acc_at_best_val" in cells.columns
+    cells = cells.assign(
+        _div=_diverged(cells),
+        _score=D.test_score(cells),
+        _best=D.test_score(cells, "_at_best_val") if at_val else np.nan,
+    )
     rows = []
     for (*key, variant, skip), g in cells.groupby([*ROW_KEYS, "variant", "skip"], sort=True):
-        ok = g.loc[~g["_div"], "test_acc"].to_numpy(dtype=float) * 100.0
-        s = mean_ci(ok)
-        bv = mean_ci(g.loc[~g["_div"], "test_acc_at_best_val"].to_numpy(dtype=float) * 100.0)
+        s = mean_ci(g.loc[~g["_div"], "_score"].to_numpy(dtype=float))
+        bv = mean_ci(g.loc[~g["_div"], "_best"].to_numpy(dtype=float))
         rows.append((*key, variant, skip, s.mean, s.std, s.n, int(g["_div"].sum()), len(g),
                      bv.mean if at_val else np.nan))  # fmt: skip
     return pd.DataFrame(rows, columns=[*ROW_KEYS, "variant", "skip", "mean", "std", "n",
@@ -195,7 +199,8 @@ def accuracy_table(metrics_dir: Path) -> TextTable:
                 bold.add((r, 3 + k))
         rows.append(row)
     note = (
-        "Test accuracy (%) at the last epoch: mean ± std over seeds (n seeds that count; "
+        "Test accuracy (%; R² for regression sets) at the last epoch: mean ± std over seeds "
+        "(n seeds that count; "
         "diverged runs, excluded from the mean). Best mean per row in bold. One column per "
         "variant (a skip kind with config overrides; a bare kind is its own variant). No "
         "epoch or model is selected on the test set."
@@ -206,15 +211,23 @@ def accuracy_table(metrics_dir: Path) -> TextTable:
 # ---------------------------------------------------------------- paired vs identity
 
 
-def paired_frame(cells: pd.DataFrame, reference: str = "identity") -> pd.DataFrame:
-    """Differences in last-epoch test accuracy (percentage points) of each variant against the
-    ``reference`` variant, paired by seed; column ``skip`` gives each variant's kind."""
+def paired_frame(cells: pd.DataFrame) -> pd.DataFrame:
+    """Differences in the last-epoch test score (accuracy in percentage points, or R²) of each
+    variant against its (dataset, arch)'s reference variant (``D.reference_variants``: identity),
+    paired by seed; columns ``reference`` and ``skip`` (each variant's kind)."""
     cells = D.with_variant(cells)
-    c = cells.assign(test_acc=pd.to_numeric(cells["test_acc"], errors="coerce") * 100.0)
-    c.loc[_diverged(cells), "test_acc"] = np.nan
-    f = paired_vs_reference(c, "test_acc", reference, ROW_KEYS, group="variant")
-    kinds = D.variant_kinds(cells)
-    f.insert(f.columns.get_loc("variant") + 1, "skip", f["variant"].map(kinds))
+    c = cells.assign(_score=D.test_score(cells).where(~D.diverged(cells)))
+    frames = []
+    for (ds, arch), ref in D.reference_variants(cells).items():
+        g = c[(c["dataset"] == ds) & (c["arch"] == arch)]
+        f = paired_vs_reference(g, "_score", ref, ROW_KEYS, group="variant")
+        frames.append(f.assign(reference=ref))
+    if not frames:
+        cols = [*ROW_KEYS, "variant", "skip", "reference", "mean_diff", "ci_lo", "ci_hi",
+                "p_value", "n_pairs", "n_diverged"]  # fmt: skip
+        return pd.DataFrame(columns=cols)
+    f = pd.concat(frames, ignore_index=True)
+    f.insert(f.columns.get_loc("variant") + 1, "skip", f["variant"].map(D.variant_kinds(cells)))
     return f
 
 
@@ -226,27 +239,28 @@ def _p_text(p: float) -> str:
 
 def paired_table(metrics_dir: Path) -> TextTable:
     cells = D.read_table(metrics_dir, "cells")
-    if cells.empty or "identity" not in set(cells["variant"]):
+    if cells.empty or not D.reference_variants(cells):
         return _no_data("paired comparison against identity")
     f = paired_frame(cells)
     f = f.assign(_o=f["variant"].map(_variant_order(f)))
     f = f.sort_values([*ROW_KEYS, "_o"])
-    header = ["dataset", "arch", "depth", "variant", "Δ acc (pp)", "95 % CI", "p", "pairs",
+    header = ["dataset", "arch", "depth", "variant", "vs", "Δ score", "95 % CI", "p", "pairs",
               "diverged"]  # fmt: skip
     rows = []
     for _, r in f.iterrows():
         ci = f"[{r['ci_lo']:.2f}, {r['ci_hi']:.2f}]" if np.isfinite(r["ci_lo"]) else "–"
         diff = f"{r['mean_diff']:+.2f}" if np.isfinite(r["mean_diff"]) else "–"
         rows.append([str(r["dataset"]), str(r["arch"]), str(int(r["depth"])), str(r["variant"]),
-                     diff, ci, _p_text(r["p_value"]), str(int(r["n_pairs"])),
+                     str(r["reference"]), diff, ci, _p_text(r["p_value"]), str(int(r["n_pairs"])),
                      str(int(r["n_diverged"]))])  # fmt: skip
     note = (
-        "Last-epoch test accuracy of each variant minus the identity variant (percentage "
-        "points), paired on seed within dataset and depth; 95 % t-interval and two-sided "
-        "paired t-test p-value. "
+        "Last-epoch test score of each variant minus that of the identity variant of its "
+        "dataset and arch (column vs): accuracy in percentage points, R² as it is for "
+        "regression sets; paired on seed within dataset and depth; 95 % t-interval and "
+        "two-sided paired t-test p-value. "
         "Pairs with a diverged run are left out (count in the last column)."
     )
-    return TextTable(header, rows, set(), note, "llrlrrrrr")
+    return TextTable(header, rows, set(), note, "llrllrrrrr")
 
 
 # ---------------------------------------------------------------- identity rate
@@ -641,13 +655,16 @@ def _accuracy_lines(cells: pd.DataFrame, ds: str, arch: str) -> list[str]:
     over those); the rest "not tested", with why: divergence of either side, or too few
     seeds. A diverged run has no accuracy, so "not significant" would claim a test that
     was never made."""
-    if cells.empty or "identity" not in set(D.with_variant(cells)["variant"]):
+    ref = D.reference_variants(cells).get((ds, arch))
+    if cells.empty or ref is None:
         return ["- no identity variant to compare with"]
     f = paired_frame(cells)
     f = f[(f["dataset"] == ds) & (f["arch"] == arch)].copy()
     if f.empty:
         return ["- no paired comparisons"]
     counts = _diverged_counts(cells)
+    regression = bool(D.is_regression(cells[cells["dataset"] == ds]).any())
+    unit, prec = ("R²", 3) if regression else ("pp", 2)
     f["p_holm"] = holm(f["p_value"].to_numpy(dtype=float))  # NaN (no test) is not counted
     f = f.assign(_o=f["variant"].map(_variant_order(f))).sort_values(["_o", "depth"])
     tested = np.isfinite(f["p_value"].to_numpy(dtype=float))
@@ -657,7 +674,7 @@ def _accuracy_lines(cells: pd.DataFrame, ds: str, arch: str) -> list[str]:
 
     def diverged(r: pd.Series) -> list[str]:
         out = []
-        for variant in (r["variant"], "identity"):
+        for variant in (r["variant"], ref):
             key = (r["dataset"], r["arch"], r["depth"], variant)
             if key in counts.index and counts.loc[key, "div"]:
                 div, n = (int(counts.loc[key, c]) for c in ("div", "n"))
@@ -667,7 +684,7 @@ def _accuracy_lines(cells: pd.DataFrame, ds: str, arch: str) -> list[str]:
     def item(r: pd.Series) -> str:
         lost = diverged(r)
         left_out = f"; diverged, left out: {', '.join(lost)}" if lost else ""
-        return (f"{r['variant']} at depth {int(r['depth'])}: {r['mean_diff']:+.2f} pp "
+        return (f"{r['variant']} at depth {int(r['depth'])}: {r['mean_diff']:+.{prec}f} {unit} "
                 f"(Holm {_p_eq(r['p_holm'])}, {int(r['n_pairs'])} pairs{left_out})")  # fmt: skip
 
     def why_not(r: pd.Series) -> str:
@@ -768,7 +785,8 @@ def findings_markdown(metrics_dir: Path) -> str:
         out += ["", f"Starts far from I (epoch-0 ‖Q − I‖_F/√n > {FAR_START}; Haar: ≈ √2), "
                 "start → end, paired t-test over seeds:"]  # fmt: skip
         out += _start_lines(layers, ds, arch) if not layers.empty else ["- no layer metrics"]
-        out += ["", "Last-epoch test accuracy vs identity (paired on seed, Holm-corrected "
+        score = D.score_name(cells[cells["dataset"] == ds]) if not cells.empty else "test score"
+        out += ["", f"Last-epoch {score} vs identity (paired on seed, Holm-corrected "
                 "within the setting, α = 0.05):"]  # fmt: skip
         out += _accuracy_lines(cells, ds, arch)
         lines = _approx_lines(approx, ds, arch)

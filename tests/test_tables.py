@@ -187,3 +187,51 @@ def test_tables_without_data_still_write(tmp_path):
 def test_unknown_table_names_allowed_values(tmp_path):
     with pytest.raises(ConfigError, match="accuracy"):
         make_table("nope", tmp_path, tmp_path / "a.md", tmp_path / "a.tex")
+
+
+def _regression_cells(rng: np.random.Generator) -> pd.DataFrame:
+    """A regression setting whose identity variant has a recipe name (rate_identity), beside
+    a classification one; every regression cell is ok, with test_acc NaN as training writes."""
+    rows = []
+    for variant, skip, shift in (("rate_identity", "identity", 0.0), ("rate_lin", "linear", -0.2)):
+        for depth in (2, 8):
+            for seed in range(4):
+                r2 = 0.9 + shift + 0.01 * rng.standard_normal()
+                rows.append(dict(dataset="diffeo2", arch="mlp", variant=variant, skip=skip,
+                                 depth=depth, seed=seed, status="ok", task="regression",
+                                 test_acc=np.nan, test_r2=r2, test_acc_at_best_val=np.nan,
+                                 test_r2_at_best_val=r2))  # fmt: skip
+    for variant in ("identity", "orth_fixed"):
+        for seed in range(4):
+            acc = 0.8 + 0.01 * rng.standard_normal()
+            rows.append(dict(dataset="circles", arch="mlp", variant=variant, skip=variant,
+                             depth=2, seed=seed, status="ok", task="classification",
+                             test_acc=acc, test_r2=np.nan, test_acc_at_best_val=acc,
+                             test_r2_at_best_val=np.nan))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_regression_cells_are_scored_by_r2_against_their_identity_variant(tmp_path):
+    from orthskip.tables import findings_markdown
+
+    cells = _regression_cells(np.random.default_rng(3))
+    acc = accuracy_frame(cells).set_index(["dataset", "depth", "variant"])
+    for (ds, depth, variant), g in cells.groupby(["dataset", "depth", "variant"]):
+        r = acc.loc[(ds, depth, variant)]
+        want = g["test_r2"] if ds == "diffeo2" else 100 * g["test_acc"]
+        assert r["n_diverged"] == 0 and r["n"] == len(g)  # R² counts: nothing "diverged"
+        assert r["mean"] == pytest.approx(want.mean())
+    f = paired_frame(cells).set_index(["dataset", "depth", "variant"])
+    assert set(f.loc["diffeo2", "reference"]) == {"rate_identity"}
+    assert set(f.loc["circles", "reference"]) == {"identity"}
+    for depth in (2, 8):
+        a = cells[(cells.variant == "rate_lin") & (cells.depth == depth)]["test_r2"].to_numpy()
+        b = cells[(cells.variant == "rate_identity") & (cells.depth == depth)]["test_r2"]
+        diff = a - b.to_numpy()
+        r = f.loc[("diffeo2", depth, "rate_lin")]
+        assert r["mean_diff"] == pytest.approx(diff.mean())
+        assert r["p_value"] == pytest.approx(sps.ttest_rel(a, b.to_numpy()).pvalue)
+    cells.to_parquet(tmp_path / "cells.parquet")
+    text = findings_markdown(tmp_path)
+    assert "Last-epoch test R² vs identity" in text
+    assert re.search(r"rate_lin at depth 2: -0\.\d{3} R²", text)

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
@@ -30,12 +29,6 @@ def _depth_axis(ax, depths) -> None:
     ax.set_xlim(lo / pad, hi * pad)
 
 
-def _diverged(cells: pd.DataFrame) -> pd.Series:
-    """A cell counts as diverged when its status says so or its final accuracy is not finite."""
-    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
-    return (cells["status"] != "ok") | ~pd.Series(np.isfinite(acc), index=cells.index)
-
-
 def accuracy_vs_depth(metrics_dir: Path):
     cells = D.read_table(metrics_dir, "cells")
     if cells.empty:
@@ -49,13 +42,13 @@ def accuracy_vs_depth(metrics_dir: Path):
     for k, (title, g) in enumerate(groups):
         ax = axes.flat[k]
         variants = [v for v in styles if v in set(g["variant"])]
-        div = _diverged(g)
-        ok = g[~div]
+        div = D.diverged(g)
+        ok = g[~div].assign(score=D.test_score(g[~div]))
         # spread the variants a little along x so that intervals do not hide each other
         for n, variant in enumerate(variants):
             st = styles[variant]
             shift = 2 ** (0.04 * (n - (len(variants) - 1) / 2))
-            s = summarize(ok[ok["variant"] == variant], ["depth"], "test_acc")
+            s = summarize(ok[ok["variant"] == variant], ["depth"], "score")
             x = s["depth"].to_numpy(dtype=float) * shift
             yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
             ax.errorbar(
@@ -78,7 +71,7 @@ def accuracy_vs_depth(metrics_dir: Path):
         _depth_axis(ax, g["depth"].unique())
         ax.set_title(title)
         ax.set_xlabel("depth")
-        ax.set_ylabel("test accuracy (last epoch)")
+        ax.set_ylabel(f"{D.score_name(g)} (last epoch)")
     for ax in axes.flat[len(groups) :]:
         ax.set_axis_off()
     handles = S.variant_handles(styles)
@@ -87,7 +80,7 @@ def accuracy_vs_depth(metrics_dir: Path):
             Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged (n seeds)")
         )
     S.figure_legend(fig, handles)
-    fig.suptitle("Test accuracy at the last epoch\nmean and 95 % t-interval over seeds")
+    fig.suptitle("Test score at the last epoch\nmean and 95 % t-interval over seeds")
     return fig
 
 
@@ -104,13 +97,16 @@ def training_curves(metrics_dir: Path):
     for r, (title, g) in enumerate(groups):
         depth = int(g["depth"].iloc[0])
         ax_loss, ax_acc = axes[r]
+        # regression sets record R² where classification records accuracy
+        regression = "test_r2" in g and g["test_acc"].isna().all() and g["test_r2"].notna().any()
+        score = "r2" if regression else "acc"
         for variant in [v for v in styles if v in set(g["variant"])]:
             gs = g[g["variant"] == variant]
             st = styles[variant]
             color = st.color
             # the bare kind: plain lines; another variant of it: its marker on the test line
             marker = dict(marker=None) if st.bare else dict(marker=st.marker, ms=2.5)
-            for ax, col in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for ax, col in ((ax_loss, "loss"), (ax_acc, score)):
                 for split, ls in splits:
                     stats = [
                         (e, mean_ci(ge[f"{split}_{col}"].to_numpy(dtype=float)))
@@ -131,11 +127,11 @@ def training_curves(metrics_dir: Path):
                 if bad.any() and (~bad).any():
                     last = gseed[~bad].iloc[-1]
                     ax_loss.plot(last["epoch"], last["test_loss"], DIVERGED_MARKER, color=color)
-                    ax_acc.plot(last["epoch"], last["test_acc"], DIVERGED_MARKER, color=color)
+                    ax_acc.plot(last["epoch"], last[f"test_{score}"], DIVERGED_MARKER, color=color)
         ax_loss.set_yscale("log")
         S.plain_log_ticks(ax_loss)
         ax_loss.set_ylabel("loss")
-        ax_acc.set_ylabel("accuracy")
+        ax_acc.set_ylabel("R²" if regression else "accuracy")
         for ax in (ax_loss, ax_acc):
             ax.set_title(f"{title}, depth {depth}")
             ax.set_xlabel("epoch")

@@ -56,6 +56,49 @@ def variant_kinds(df: pd.DataFrame) -> dict[str, str]:
     return dict(zip(pairs["variant"].astype(str), pairs["skip"].astype(str), strict=True))
 
 
+def is_regression(cells: pd.DataFrame) -> pd.Series:
+    """Rows of regression cells (column ``task``; results without it are classification)."""
+    if "task" not in cells.columns:
+        return pd.Series(False, index=cells.index)
+    return cells["task"].astype(str) == "regression"
+
+
+def test_score(cells: pd.DataFrame, at: str = "") -> pd.Series:
+    """The test score of each cell: accuracy in % (classification) or R² (regression), at the
+    last epoch (``at=""``) or at the best-validation epoch (``at="_at_best_val"``)."""
+    acc = pd.to_numeric(cells.get(f"test_acc{at}", np.nan), errors="coerce") * 100.0
+    if f"test_r2{at}" not in cells.columns:
+        return pd.Series(acc, index=cells.index, dtype=float)
+    r2 = pd.to_numeric(cells[f"test_r2{at}"], errors="coerce")
+    return pd.Series(np.where(is_regression(cells), r2, acc), index=cells.index, dtype=float)
+
+
+def score_name(cells: pd.DataFrame) -> str:
+    """ "test R²", "test accuracy (%)", or both joined, for the rows given."""
+    names = {True: "test R²", False: "test accuracy (%)"}
+    return " / ".join(names[k] for k in sorted(set(is_regression(cells)), reverse=True))
+
+
+def diverged(cells: pd.DataFrame) -> pd.Series:
+    """A cell counts as diverged when its status says so or its test score is not finite."""
+    return (cells["status"] != "ok") | ~np.isfinite(test_score(cells))
+
+
+def reference_variants(cells: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """The variant that every other is compared with, per (dataset, arch): ``identity`` where
+    present, else the one variant of kind identity there (e.g. a recipe's ``rate_identity``)."""
+    cells = with_variant(cells)
+    out = {}
+    for (ds, arch), g in cells.groupby(list(PANEL_KEYS), sort=True):
+        names = set(g["variant"].astype(str))
+        kinds = sorted(set(g.loc[g["skip"] == "identity", "variant"].astype(str)))
+        if "identity" in names:
+            out[(str(ds), str(arch))] = "identity"
+        elif len(kinds) == 1:
+            out[(str(ds), str(arch))] = kinds[0]
+    return out
+
+
 def panels(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
     """One (title, rows) per (dataset, arch); the arch is named only when a dataset has several."""
     if df.empty:
