@@ -534,10 +534,10 @@ def resume_key(cell_cfg: dict[str, Any]) -> str:
     """Hash of everything that must match for training to continue from a checkpoint.
 
     Epoch counts and snapshot epochs are left out so that a finished run can be
-    continued for more epochs.
+    continued for more epochs, and how often checkpoints are written, which changes no result.
     """
     stripped = copy.deepcopy(cell_cfg)
-    stripped["train"].pop("epochs", None)
-    stripped["train"].pop("snapshot_epochs", None)
+    for key in ("epochs", "snapshot_epochs", "checkpoint_every_s"):
+        stripped["train"].pop(key, None)
     stripped.pop("metrics", None)
     return config_hash(stripped)

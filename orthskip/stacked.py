@@ -44,6 +44,7 @@ from orthskip.io import load_torch, save_torch
 from orthskip.train import (
     EVAL_BATCH,
     SPLITS,
+    CheckpointClock,
     Preempted,
     TrainState,
     _select_device,
@@ -353,6 +354,7 @@ def train_stacked(
             reduction="none", label_smoothing=float(tcfg.get("label_smoothing", 0.0))
         )
     snapshot_epochs = sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs})
+    clock = CheckpointClock(tcfg.get("checkpoint_every_s", 0))
     nan = float("nan")
 
     def active_mask() -> Tensor:
@@ -601,6 +603,7 @@ def train_stacked(
                 train_rows.append((loss_sum / seen, train_score, n_clipped / steps_per_epoch))
             if ended:
                 record(ended, epoch, train_rows)
+            due = clock.due()  # one decision for all: the members' checkpoints stay at one step
             for i in ended:
                 m = members[i]
                 m.state.stopped = plateau(m.state.history, tcfg.get("stop") or {})
@@ -610,7 +613,8 @@ def train_stacked(
                     log.info("%s stopped at epoch %d: %s", m.cell.path, epoch, m.state.stopped)
                 if m.running and m.state.epoch >= epochs:
                     m.state.status = "ok"
-                checkpoint(i)
+                if due or not m.running:
+                    checkpoint(i)
             freeze_inactive(active_mask())
 
     statuses = []

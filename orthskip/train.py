@@ -68,6 +68,22 @@ class TrainState:
             setattr(self, key, value)
 
 
+class CheckpointClock:
+    """Whether an end-of-epoch checkpoint is due (``train.checkpoint_every_s``): every epoch
+    at 0, else once that many seconds have passed since the last one. Resuming from any epoch
+    boundary gives the same result, so skipping some only costs work after a SIGKILL."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = float(every_s)
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last < self.every_s:
+            return False
+        self.last = time.monotonic()
+        return True
+
+
 class Preempted(Exception):
     """Raised after the resume checkpoint is written because SIGTERM arrived."""
 
@@ -356,6 +372,7 @@ def train_cell(
             },
         )
 
+    clock = CheckpointClock(tcfg.get("checkpoint_every_s", 0))
     nan = float("nan")
 
     def record(epoch: int, train_loss: float, train_score: float, clipped: float) -> None:
@@ -493,7 +510,8 @@ def train_cell(
                     state.status = "ok"
                     state.snapshots[str(epoch)] = _cpu_state(model)  # the last epoch
                     log.info("%s stopped at epoch %d: %s", cell.path, epoch, state.stopped)
-            checkpoint()
+            if state.status != "running" or clock.due():
+                checkpoint()
     if state.status == "running":
         state.status = "ok"
         checkpoint()

@@ -202,3 +202,20 @@ def test_a_diverging_member_is_frozen_and_the_others_continue_bit_for_bit(tmp_pa
         assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
         h = pd.read_parquet(tmp_path / "run" / str(i) / "history.parquet")
         assert h["train_loss"].notna().all() and len(h) == 4
+
+
+def test_checkpoint_interval_writes_fewer_checkpoints_with_the_same_result(tmp_path, circles):
+    """train.checkpoint_every_s: every epoch at 0 (last.pt rotated to last.prev.pt each
+    time), only the final one when the interval is never reached; same weights either way."""
+    runs = {}
+    for every in (0, 1e9):
+        members = _members("mlp", "orth_learned", epochs=3, batch_size=16,
+                           snapshot_epochs=[0, 1], checkpoint_every_s=every)  # fmt: skip
+        outs = [tmp_path / str(every) / str(i) for i in range(len(members))]
+        assert train_pack(members, *circles, outs) == ["ok"] * 3
+        assert all((o / "last.prev.pt").exists() == (every == 0) for o in outs)
+        assert all(load_torch(o / "last.pt")["state"]["epoch"] == 3 for o in outs)
+        runs[every] = [load_torch(o / "snapshots.pt")["states"] for o in outs]
+    for ref, got in zip(runs[0], runs[1e9], strict=True):
+        assert ref.keys() == got.keys()
+        assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
