@@ -40,25 +40,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import stack_module_state, vmap
 
+from orthskip import runstate
 from orthskip.config import Cell, config_hash, resume_key
 from orthskip.io import load_torch, save_torch
-from orthskip.runstate import (
-    RunSpec,
-    TrainState,
-    apply_stop,
-    checkpoint_payload,
-    epoch_train_stats,
-    loss_and_score,
-    loss_module,
-    lr_schedulers,
-    read_checkpoint,
-    record_divergence,
-    record_epoch,
-    resumed_state,
-    running_ckpt,
-    streams,
-    torch_setup,
-)
+from orthskip.runstate import RunSpec, TrainState
 from orthskip.train import (
     EVAL_BATCH,
     Preempted,
@@ -208,7 +193,7 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
     ckpts: list[dict[str, Any] | None] = []
     prevs: list[dict[str, Any] | None] = []
     for m in members:
-        ckpt, prev = read_checkpoint(m.outdir / "last.pt", m.rkey), None
+        ckpt, prev = runstate.read_checkpoint(m.outdir / "last.pt", m.rkey), None
         prev_path = m.outdir / "last.prev.pt"
         if prev_path.exists():
             prev = load_torch(prev_path)
@@ -222,7 +207,7 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
     epochs = int(members[0].cfg["train"]["epochs"])
 
     def running(c: dict[str, Any] | None) -> bool:
-        return c is None or running_ckpt(c, epochs)
+        return c is None or runstate.running_ckpt(c, epochs)
 
     positions = {(0, 0) if c is None else _position(c) for c in ckpts if running(c)}
     if len(positions) <= 1:
@@ -320,7 +305,7 @@ def _set_up(
     from orthskip.optim import build_optimizer
 
     tcfg = cfgs[0]["train"]
-    device = torch_setup(tcfg)
+    device = runstate.torch_setup(tcfg)
     data = load_prepared(data_path, manifest)
     fraction = float(tcfg.get("val_fraction", 0.0))
     splits = [validation_split(len(data.x_train), fraction, c["cell"]["seed"]) for c in cfgs]
@@ -350,8 +335,8 @@ def _set_up(
         init=[p.detach().clone() for p in net.params],
         bundle=bundle,
         projections=projections,
-        schedulers=lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),
-        loss_fn=loss_module(tcfg, spec.regression, reduction="none"),
+        schedulers=runstate.lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),
+        loss_fn=runstate.loss_module(tcfg, spec.regression, reduction="none"),
     )
     _resume(pack, ckpts)
     return pack
@@ -366,7 +351,7 @@ def _member(
     model = build_cell_model(cfg, data).to(spec.device)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
         model.to(spec.dtype)
-    data_gen, aug_gen = streams(seed, spec.device)
+    data_gen, aug_gen = runstate.streams(seed, spec.device)
     return Member(
         cfg=cfg,
         outdir=outdir,
@@ -384,13 +369,13 @@ def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
     """Load each member's checkpoint; the optimizer's shared scalars (step counts) and the
     schedulers come from a running member's."""
     epochs = pack.spec.epochs
-    live = [c is not None and running_ckpt(c, epochs) for c in ckpts]
+    live = [c is not None and runstate.running_ckpt(c, epochs) for c in ckpts]
     ref = next((i for i, ok in enumerate(live) if ok), None)
     for i, (m, c) in enumerate(zip(pack.members, ckpts, strict=True)):
         if c is None:
             continue
         pack.net.load_member(i, c["model"])
-        m.state = resumed_state(c, epochs, m.data_gen, m.aug_gen)
+        m.state = runstate.resumed_state(c, epochs, m.data_gen, m.aug_gen)
         log.info("resumed %s at epoch %d batch %d", m.cell.path, m.state.epoch, m.state.batch)
     if ref is None:
         return
@@ -430,7 +415,7 @@ def _evaluate_all(pack: PackRun, xs: Tensor, ys: Tensor, shared: bool) -> list[t
     if not n:
         return [(math.nan, math.nan)] * k
     return [
-        loss_and_score(float(loss_sum[i]), float(correct[i]), ys if shared else ys[i],
+        runstate.loss_and_score(float(loss_sum[i]), float(correct[i]), ys if shared else ys[i],
                        spec.regression)
         for i in range(k)
     ]  # fmt: skip
@@ -448,7 +433,9 @@ def _record(
     for i, (scores, clipped) in zip(idx, train, strict=True):
         m = pack.members[i]
         weights = functools.partial(pack.net.member_state, i)
-        record_epoch(m.state, spec, epoch, (scores, vals[i], tests[i]), clipped, pack.lr, weights)
+        runstate.record_epoch(
+            m.state, spec, epoch, (scores, vals[i], tests[i]), clipped, pack.lr, weights
+        )
         log.info(
             "%s epoch %d/%d train_loss %.4f test_%s %.4f",
             m.cell.path, epoch, spec.epochs, scores[0], spec.score, tests[i][1],
@@ -461,7 +448,7 @@ def _checkpoint(pack: PackRun, i: int) -> None:
     m = pack.members[i]
     last = m.outdir / "last.pt"
     m.outdir.mkdir(parents=True, exist_ok=True)
-    payload = checkpoint_payload(
+    payload = runstate.checkpoint_payload(
         m.rkey,
         m.cfg_hash,
         pack.net.member_state(i),
@@ -479,7 +466,7 @@ def _checkpoint(pack: PackRun, i: int) -> None:
 def _diverge(pack: PackRun, i: int, epoch: int, b: int, why: str, sums: Tensor, t0: float) -> None:
     m = pack.members[i]
     m.state.elapsed += time.perf_counter() - t0
-    record_divergence(m.state, m.cell.path, epoch, b, why, float(sums[i, 3]), pack.lr)
+    runstate.record_divergence(m.state, m.cell.path, epoch, b, why, float(sums[i, 3]), pack.lr)
     _checkpoint(pack, i)
 
 
@@ -644,13 +631,15 @@ def _end_epoch(
         if not math.isfinite(float(sums[i, 0])):  # cannot happen: checked per step
             raise RuntimeError(f"{members[i].cell.path}: non-finite epoch loss")
         y_train = pack.data["y_all"][members[i].train_idx]
-        loss, score, clipped = epoch_train_stats(sums[i].tolist(), seen, y_train, spec)
+        loss, score, clipped = runstate.epoch_train_stats(sums[i].tolist(), seen, y_train, spec)
         rows.append(((loss, score), clipped))
     if ended:
         _record(pack, ended, epoch, rows)
     for i in ended:
         m = members[i]
-        apply_stop(m.state, spec, m.cell.path, epoch, functools.partial(pack.net.member_state, i))
+        runstate.apply_stop(
+            m.state, spec, m.cell.path, epoch, functools.partial(pack.net.member_state, i)
+        )
         if m.running and m.state.epoch >= spec.epochs:
             m.state.status = "ok"
         _checkpoint(pack, i)
