@@ -17,6 +17,7 @@ never augmented: anything "best" is chosen on it, never on the test set.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import nn
@@ -324,12 +325,7 @@ def _train_epoch(
     try:
         for b in range(state.batch, spec.steps_per_epoch):
             if sigterm.raised:
-                state.batch = b
-                sums[2] = seen
-                state.sums = sums.cpu()
-                state.elapsed += time.perf_counter() - t0
-                _checkpoint(run)
-                raise Preempted(f"SIGTERM at epoch {epoch} batch {b}; saved {run.last}")
+                _preempt(run, epoch, b, sums, seen, t0)
             idx = perm[b * spec.batch : (b + 1) * spec.batch]
             xb, yb = d["x_train"][idx], d["y_train"][idx]
             if run.augment:
@@ -355,6 +351,19 @@ def _train_epoch(
         bar.close()
     state.elapsed += time.perf_counter() - t0
     return sums.tolist(), seen, b, why
+
+
+def _preempt(
+    run: SoloRun, epoch: int, b: int, sums: torch.Tensor, seen: int, t0: float
+) -> NoReturn:
+    """Checkpoint the position within the epoch (batch b is next), then stop."""
+    state = run.state
+    state.batch = b
+    sums[2] = seen
+    state.sums = sums.cpu()
+    state.elapsed += time.perf_counter() - t0
+    _checkpoint(run)
+    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}; saved {run.last}")
 
 
 def _step(
@@ -401,7 +410,7 @@ def _end_epoch(
         return
     train_loss, train_score, clipped = epoch_train_stats(sums, seen, run.data["y_train"], run.spec)
     _record(run, epoch, (train_loss, train_score), clipped)
-    apply_stop(state, run.spec, run.cell.path, epoch, lambda: _cpu_state(run.model))
+    apply_stop(state, run.spec, run.cell.path, epoch, functools.partial(_cpu_state, run.model))
 
 
 def _record(run: SoloRun, epoch: int, train: tuple[float, float], clipped: float) -> None:
@@ -409,7 +418,7 @@ def _record(run: SoloRun, epoch: int, train: tuple[float, float], clipped: float
     d, spec = run.data, run.spec
     val = evaluate(run.model, d["x_val"], d["y_val"], spec.amp)
     test = evaluate(run.model, d["x_test"], d["y_test"], spec.amp)
-    weights = lambda: _cpu_state(run.model)  # noqa: E731
+    weights = functools.partial(_cpu_state, run.model)
     record_epoch(run.state, spec, epoch, (train, val, test), clipped, run.lr, weights)
     log.info(
         "epoch %d/%d train_loss %.4f train_%s %.4f test_%s %.4f",
