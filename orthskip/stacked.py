@@ -27,33 +27,29 @@ the pack ends bit for bit like an uninterrupted one (on CPU).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
 from torch.func import stack_module_state, vmap
 
+from orthskip import runstate
 from orthskip.config import Cell, config_hash, resume_key
 from orthskip.io import load_torch, save_torch
+from orthskip.runstate import RunSpec, TrainState
 from orthskip.train import (
     EVAL_BATCH,
-    SPLITS,
-    CheckpointClock,
     Preempted,
-    TrainState,
-    _select_device,
     _SigtermFlag,
     build_cell_model,
     count_params,
-    lr_factor,
-    plateau,
-    r_squared,
     validation_split,
     write_outputs,
 )
@@ -197,15 +193,8 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
     ckpts: list[dict[str, Any] | None] = []
     prevs: list[dict[str, Any] | None] = []
     for m in members:
-        ckpt = prev = None
-        last, prev_path = m.outdir / "last.pt", m.outdir / "last.prev.pt"
-        if last.exists():
-            ckpt = load_torch(last)
-            if ckpt.get("resume_key") != m.rkey:
-                stale = last.with_name(f"last.{ckpt.get('resume_key', 'unknown')}.pt")
-                last.rename(stale)
-                log.warning("%s was written for another config; kept as %s", last, stale.name)
-                ckpt = None
+        ckpt, prev = runstate.read_checkpoint(m.outdir / "last.pt", m.rkey), None
+        prev_path = m.outdir / "last.prev.pt"
         if prev_path.exists():
             prev = load_torch(prev_path)
             if prev.get("resume_key") != m.rkey:
@@ -215,8 +204,10 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
         ckpts.append(ckpt)
         prevs.append(prev)
 
+    epochs = int(members[0].cfg["train"]["epochs"])
+
     def running(c: dict[str, Any] | None) -> bool:
-        return c is None or _running_ckpt(c, members[0])
+        return c is None or runstate.running_ckpt(c, epochs)
 
     positions = {(0, 0) if c is None else _position(c) for c in ckpts if running(c)}
     if len(positions) <= 1:
@@ -229,13 +220,6 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
                 return None
             ckpts[i] = p
     return ckpts
-
-
-def _continues(ckpt: dict[str, Any], member: Member) -> bool:
-    """A finished (ok) run asked for more epochs continues, as a solo run does."""
-    st = ckpt["state"]
-    epochs = int(member.cfg["train"]["epochs"])
-    return st["status"] == "ok" and st["epoch"] < epochs and not st["stopped"]
 
 
 def can_vectorise(members: list[dict[str, Any]]) -> str | None:
@@ -257,385 +241,438 @@ def can_vectorise(members: list[dict[str, Any]]) -> str | None:
     return None
 
 
+@dataclass
+class PackRun:
+    """The pack's run: its members, their stacked model and optimizer, the shared data."""
+
+    members: list[Member]
+    spec: RunSpec
+    task: str
+    skip_cfg: dict[str, Any]
+    data: dict[str, Tensor]  # x_/y_all (every training row: members index theirs), x_/y_test
+    augment: str | None
+    net: Stacked
+    init: list[Tensor]  # the initial parameters: finite values for frozen members
+    bundle: Any  # orthskip.optim's optimizers and Riemannian steps over the stacked tensors
+    projections: list[Any]  # procrustes skips, projected per member
+    schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+    loss_fn: nn.Module  # per-row losses (reduction "none")
+    clock: runstate.CheckpointClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = runstate.CheckpointClock(self.spec.checkpoint_every_s)
+
+    @property
+    def k(self) -> int:
+        return len(self.members)
+
+    @property
+    def lr(self) -> float:
+        return self.bundle.optimizers[0].param_groups[0]["lr"]
+
+    def active(self) -> Tensor:
+        """(K,) bool: the members still training."""
+        return torch.tensor([m.running for m in self.members], device=self.spec.device)
+
+
 def train_stacked(
     cfgs: list[dict[str, Any]], data_path: Path, manifest: Path, outdirs: list[Path]
 ) -> list[str] | None:
     """Train the members together; their statuses, or None when their checkpoints are not
     at one step (then the caller trains them one after another, each resuming alone)."""
-    from orthskip.data import augment_batch, load_prepared
+    pack = _set_up(cfgs, Path(data_path), Path(manifest), [Path(o) for o in outdirs])
+    if pack is None:
+        log.warning("the members' checkpoints are at different steps: training one by one")
+        return None
+    members, spec = pack.members, pack.spec
+    fresh = [i for i, m in enumerate(members) if not m.state.history]
+    if fresh:
+        rows = torch.stack([m.train_idx for m in members])
+        train0 = _evaluate_all(pack, pack.data["x_all"][rows], pack.data["y_all"][rows], False)
+        _record(pack, fresh, 0, [(train0[i], 0.0) for i in fresh])
+    _freeze_inactive(pack)
+    with _SigtermFlag() as sigterm:
+        while any(m.running and m.state.epoch < spec.epochs for m in members):
+            run = [i for i, m in enumerate(members) if m.running]
+            epoch = members[run[0]].state.epoch + 1
+            sums, seen, elapsed = _train_epoch(pack, run, epoch, sigterm)
+            _end_epoch(pack, run, epoch, sums, seen, elapsed)
+    return _finish(pack)
+
+
+def _set_up(
+    cfgs: list[dict[str, Any]], data_path: Path, manifest: Path, outdirs: list[Path]
+) -> PackRun | None:
+    """Device, data, the members' seeded models stacked, the optimizer, and the resume;
+    None when the members' checkpoints are not at one step."""
+    from orthskip.data import load_prepared
     from orthskip.optim import build_optimizer
 
     tcfg = cfgs[0]["train"]
-    torch.set_num_threads(tcfg.get("threads", 1))
-    device = _select_device(tcfg.get("device", "auto"))
-    dtype = getattr(torch, tcfg.get("dtype", "float32"))
-    amp = bool(tcfg.get("amp")) and device.type == "cuda"
-    if tcfg.get("deterministic") and device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    data = load_prepared(Path(data_path), Path(manifest))
-    regression = data.task == "regression"
-    score = "r2" if regression else "acc"
-    x_all = data.x_train.to(device, dtype)
-    y_all = data.y_train.to(device, dtype) if regression else data.y_train.to(device)
-    x_test = data.x_test.to(device, dtype)
-    y_test = data.y_test.to(device, dtype) if regression else data.y_test.to(device)
-    augment = data.meta.get("augment")
-
-    members: list[Member] = []
-    for cfg, out in zip(cfgs, outdirs, strict=True):
-        seed = int(cfg["cell"]["seed"])
-        tr, va = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), seed)
-        torch.manual_seed(seed)
-        model = build_cell_model(cfg, data).to(device)
-        if dtype != torch.float32:  # skips keep their float64 generators in float32 runs
-            model.to(dtype)
-        members.append(
-            Member(
-                cfg=cfg,
-                outdir=Path(out),
-                train_idx=tr.to(device),
-                val_idx=va.to(device),
-                data_gen=torch.Generator().manual_seed(seed * 1_000_003 + 17),
-                aug_gen=torch.Generator(device=device).manual_seed(seed * 1_000_003 + 29),
-                model=model,
-                rkey=resume_key(cfg),
-                cfg_hash=config_hash(cfg),
-            )
-        )
+    device = runstate.torch_setup(tcfg)
+    data = load_prepared(data_path, manifest)
+    fraction = float(tcfg.get("val_fraction", 0.0))
+    splits = [validation_split(len(data.x_train), fraction, c["cell"]["seed"]) for c in cfgs]
+    spec = RunSpec.of(tcfg, device, data.task, len(splits[0][0]))
+    tensors = {"x_all": data.x_train, "y_all": data.y_train,
+               "x_test": data.x_test, "y_test": data.y_test}  # fmt: skip
+    tensors = {name: spec.put(t) for name, t in tensors.items()}
+    members = [
+        _member(cfg, out, split, data, spec)
+        for cfg, out, split in zip(cfgs, outdirs, splits, strict=True)
+    ]
     ckpts = load_checkpoints(members)
     if ckpts is None:
-        log.warning("the members' checkpoints are at different steps: training one by one")
         return None
-
-    k_members = len(members)
     net = Stacked([m.model for m in members])
-    init = [p.detach().clone() for p in net.params]  # finite values for frozen members
-    kind = cfgs[0]["cell"]["skip"]
-    skip_cfg = {kind: cfgs[0]["skip_options"]}
+    skip_cfg = {cfgs[0]["cell"]["skip"]: cfgs[0]["skip_options"]}
     bundle = build_optimizer(net.module, tcfg["optimizer"], skip_cfg)
-    projections, bundle.projections = bundle.projections, []  # projected per member below
-    epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
-    n_train = len(members[0].train_idx)
-    steps_per_epoch = max(math.ceil(n_train / batch), 1)
-    schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, steps_per_epoch, tcfg["schedule"], epochs)
-        )
-        for opt in bundle.optimizers
-    ]
-    ref = next((i for i, c in enumerate(ckpts) if c is not None and _running_ckpt(c, members[i])),
-               None)  # fmt: skip
-    for i, (m, c) in enumerate(zip(members, ckpts, strict=True)):
+    projections, bundle.projections = bundle.projections, []  # projected per member
+    pack = PackRun(
+        members=members,
+        spec=spec,
+        task=data.task,
+        skip_cfg=skip_cfg,
+        data=tensors,
+        augment=data.meta.get("augment"),
+        net=net,
+        init=[p.detach().clone() for p in net.params],
+        bundle=bundle,
+        projections=projections,
+        schedulers=runstate.lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),
+        loss_fn=runstate.loss_module(tcfg, spec.regression, reduction="none"),
+    )
+    _resume(pack, ckpts)
+    return pack
+
+
+def _member(
+    cfg: dict[str, Any], outdir: Path, split: tuple[Tensor, Tensor], data: Any, spec: RunSpec
+) -> Member:
+    """One member with its own seed's model and streams, drawn as a solo run draws them."""
+    seed = int(cfg["cell"]["seed"])
+    torch.manual_seed(seed)
+    model = build_cell_model(cfg, data).to(spec.device)
+    if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
+        model.to(spec.dtype)
+    data_gen, aug_gen = runstate.streams(seed, spec.device)
+    return Member(
+        cfg=cfg,
+        outdir=outdir,
+        train_idx=split[0].to(spec.device),
+        val_idx=split[1].to(spec.device),
+        data_gen=data_gen,
+        aug_gen=aug_gen,
+        model=model,
+        rkey=resume_key(cfg),
+        cfg_hash=config_hash(cfg),
+    )
+
+
+def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
+    """Load each member's checkpoint; the optimizer's shared scalars (step counts) and the
+    schedulers come from a running member's."""
+    epochs = pack.spec.epochs
+    live = [c is not None and runstate.running_ckpt(c, epochs) for c in ckpts]
+    ref = next((i for i, ok in enumerate(live) if ok), None)
+    for i, (m, c) in enumerate(zip(pack.members, ckpts, strict=True)):
         if c is None:
             continue
-        net.load_member(i, c["model"])
-        m.data_gen.set_state(c["data_gen"])
-        m.aug_gen.set_state(c["aug_gen"].to(m.aug_gen.get_state().device))
-        m.state = TrainState.of(c["state"])
-        if _continues(c, m):
-            m.state.status = "running"
+        pack.net.load_member(i, c["model"])
+        m.state = runstate.resumed_state(c, epochs, m.data_gen, m.aug_gen)
         log.info("resumed %s at epoch %d batch %d", m.cell.path, m.state.epoch, m.state.batch)
-    if ref is not None:
-        opt_states = [
-            c["optimizer"] if c is not None and _running_ckpt(c, m) else ckpts[ref]["optimizer"]
-            for m, c in zip(members, ckpts, strict=True)
-        ]
-        bundle.load_state_dict(_stack_optimizer_state(opt_states, ref))
-        for sched, sd in zip(schedulers, ckpts[ref]["schedulers"], strict=True):
-            sched.load_state_dict(sd)
+    if ref is None:
+        return
+    ref_ckpt = ckpts[ref]
+    assert ref_ckpt is not None
+    opt_states = [c["optimizer"] if c is not None and ok else ref_ckpt["optimizer"]
+                  for c, ok in zip(ckpts, live, strict=True)]  # fmt: skip
+    pack.bundle.load_state_dict(_stack_optimizer_state(opt_states, ref))
+    for sched, sd in zip(pack.schedulers, ref_ckpt["schedulers"], strict=True):
+        sched.load_state_dict(sd)
 
-    clip = float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None
-    if regression:
-        loss_fn: nn.Module = nn.MSELoss(reduction="none")
-    else:
-        loss_fn = nn.CrossEntropyLoss(
-            reduction="none", label_smoothing=float(tcfg.get("label_smoothing", 0.0))
+
+@torch.no_grad()
+def _evaluate_all(pack: PackRun, xs: Tensor, ys: Tensor, shared: bool) -> list[tuple[float, float]]:
+    """(loss, score) per member, as orthskip.train.evaluate computes them: on each member's
+    own rows xs (K, N, …), or on one xs (N, …) for all (``shared``)."""
+    k, spec = pack.k, pack.spec
+    pack.net.train(False)
+    n = xs.shape[0] if shared else xs.shape[1]
+    loss_sum = torch.zeros(k, device=spec.device, dtype=torch.float64)
+    correct = torch.zeros(k, device=spec.device, dtype=torch.float64)
+    for i in range(0, n, EVAL_BATCH):
+        xb = xs[i : i + EVAL_BATCH] if shared else xs[:, i : i + EVAL_BATCH]
+        yb = ys[i : i + EVAL_BATCH] if shared else ys[:, i : i + EVAL_BATCH]
+        if shared:
+            yb = yb.expand(k, *yb.shape)
+        with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
+            out = pack.net.forward(xb, shared_input=shared)
+        out = out.float() if spec.amp else out
+        if spec.regression:
+            loss_sum += ((out - yb) ** 2).reshape(k, -1).sum(1).double()
+        else:
+            ce = nn.functional.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none")
+            loss_sum += ce.view(k, -1).sum(1).double()
+            correct += (out.argmax(-1) == yb).sum(1)
+    pack.net.train(True)
+    if not n:
+        return [(math.nan, math.nan)] * k
+    return [
+        runstate.loss_and_score(float(loss_sum[i]), float(correct[i]), ys if shared else ys[i],
+                       spec.regression)
+        for i in range(k)
+    ]  # fmt: skip
+
+
+def _record(
+    pack: PackRun, idx: list[int], epoch: int, train: list[tuple[tuple[float, float], float]]
+) -> None:
+    """History rows of members ``idx``: train (loss, score) and clipped as given, val and
+    test evaluated now (for every member at once)."""
+    d, spec = pack.data, pack.spec
+    val_rows = torch.stack([m.val_idx for m in pack.members])
+    vals = _evaluate_all(pack, d["x_all"][val_rows], d["y_all"][val_rows], shared=False)
+    tests = _evaluate_all(pack, d["x_test"], d["y_test"], shared=True)
+    for i, (scores, clipped) in zip(idx, train, strict=True):
+        m = pack.members[i]
+        weights = functools.partial(pack.net.member_state, i)
+        runstate.record_epoch(
+            m.state, spec, epoch, (scores, vals[i], tests[i]), clipped, pack.lr, weights
         )
-    snapshot_epochs = sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs})
-    clock = CheckpointClock(tcfg.get("checkpoint_every_s", 0))
-    nan = float("nan")
+        log.info(
+            "%s epoch %d/%d train_loss %.4f test_%s %.4f",
+            m.cell.path, epoch, spec.epochs, scores[0], spec.score, tests[i][1],
+        )  # fmt: skip
 
-    def active_mask() -> Tensor:
-        return torch.tensor([m.running for m in members], device=device)
 
-    @torch.no_grad()
-    def evaluate_all(xs: Tensor, ys: Tensor, shared: bool) -> list[tuple[float, float]]:
-        """(loss, score) per member, as orthskip.train.evaluate computes them."""
-        net.train(False)
-        n = xs.shape[0] if shared else xs.shape[1]
-        loss_sum = torch.zeros(k_members, device=device, dtype=torch.float64)
-        correct = torch.zeros(k_members, device=device, dtype=torch.float64)
-        for i in range(0, n, EVAL_BATCH):
-            xb = xs[i : i + EVAL_BATCH] if shared else xs[:, i : i + EVAL_BATCH]
-            yb = ys[i : i + EVAL_BATCH] if shared else ys[:, i : i + EVAL_BATCH]
-            if shared:
-                yb = yb.expand(k_members, *yb.shape)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = net.forward(xb, shared_input=shared)
-            out = out.float() if amp else out
-            if regression:
-                err = (out - yb) ** 2
-                loss_sum += err.reshape(k_members, -1).sum(1).double()
-            else:
-                ce = nn.functional.cross_entropy(
-                    out.flatten(0, 1), yb.flatten(), reduction="none"
-                ).view(k_members, -1)
-                loss_sum += ce.sum(1).double()
-                correct += (out.argmax(-1) == yb).sum(1)
-        net.train(True)
-        if not n:
-            return [(nan, nan)] * k_members
-        result = []
-        for i in range(k_members):
-            y_i = ys if shared else ys[i]
-            if regression:
-                result.append(
-                    (float(loss_sum[i]) / y_i.numel(), r_squared(float(loss_sum[i]), y_i))
-                )
-            else:
-                result.append((float(loss_sum[i]) / n, float(correct[i]) / n))
-        return result
+def _checkpoint(pack: PackRun, i: int) -> None:
+    """Member i's ``last.pt``, in a solo run's format; the previous one kept as
+    ``last.prev.pt`` (see load_checkpoints)."""
+    m = pack.members[i]
+    last = m.outdir / "last.pt"
+    m.outdir.mkdir(parents=True, exist_ok=True)
+    payload = runstate.checkpoint_payload(
+        m.rkey,
+        m.cfg_hash,
+        pack.net.member_state(i),
+        _slice_optimizer_state(pack.bundle.state_dict(), i),
+        pack.schedulers,
+        m.data_gen,
+        m.aug_gen,
+        m.state,
+    )
+    if last.exists():
+        os.replace(last, last.with_name("last.prev.pt"))
+    save_torch(last, payload)
 
-    def record(idx: list[int], epoch: int, train: list[tuple[float, float, float]]) -> None:
-        vals = evaluate_all(
-            x_all[torch.stack([m.val_idx for m in members])],
-            y_all[torch.stack([m.val_idx for m in members])],
-            shared=False,
-        )
-        tests = evaluate_all(x_test, y_test, shared=True)
-        for i, (train_loss, train_score, clipped) in zip(idx, train, strict=True):
-            m = members[i]
-            scores = {f"{s}_{name}": nan for s in SPLITS for name in ("acc", "r2")}
-            scores.update(
-                {f"train_{score}": train_score, f"val_{score}": vals[i][1],
-                 f"test_{score}": tests[i][1]}
-            )  # fmt: skip
-            m.state.history.append(
-                {
-                    "epoch": epoch,
-                    "train_loss": train_loss,
-                    "val_loss": vals[i][0],
-                    "test_loss": tests[i][0],
-                    **scores,
-                    "clipped_frac": clipped,
-                    "lr": bundle.optimizers[0].param_groups[0]["lr"],
-                    "time_s": m.state.elapsed,
-                }
-            )
-            if epoch in snapshot_epochs:
-                m.state.snapshots[str(epoch)] = net.member_state(i)
-            log.info(
-                "%s epoch %d/%d train_loss %.4f test_%s %.4f",
-                m.cell.path, epoch, epochs, train_loss, score, tests[i][1],
-            )  # fmt: skip
 
-    def checkpoint(i: int) -> None:
+def _diverge(pack: PackRun, i: int, epoch: int, b: int, why: str, sums: Tensor, t0: float) -> None:
+    m = pack.members[i]
+    m.state.elapsed += time.perf_counter() - t0
+    runstate.record_divergence(m.state, m.cell.path, epoch, b, why, float(sums[i, 3]), pack.lr)
+    _checkpoint(pack, i)
+
+
+@torch.no_grad()
+def _freeze_inactive(pack: PackRun) -> None:
+    """Reset stopped and diverged members to their (finite) initial parameters."""
+    active = pack.active()
+    if bool(active.all()):
+        return
+    for p, p0 in zip(pack.net.params, pack.init, strict=True):
+        p.copy_(torch.where(_view(active, p), p, p0))
+
+
+def _train_epoch(
+    pack: PackRun, run: list[int], epoch: int, sigterm: _SigtermFlag
+) -> tuple[Tensor, int, float]:
+    """The epoch's steps from the saved position: (sums (K, 4), rows seen, seconds)."""
+    perms, sums = _epoch_position(pack)
+    seen = int(sums[run[0], 2])
+    start = pack.members[run[0]].state.batch
+    pack.net.train(True)
+    t0 = time.perf_counter()
+    for b in range(start, pack.spec.steps_per_epoch):
+        if sigterm.raised:
+            _preempt(pack, run, epoch, b, sums, seen, t0)
+        n = _step(pack, perms, epoch, b, sums, t0)
+        if n is None:  # every member diverged
+            break
+        seen += n
+    return sums, seen, time.perf_counter() - t0
+
+
+def _epoch_position(pack: PackRun) -> tuple[list[Tensor], Tensor]:
+    """Each member's data order (drawn at the epoch's start) and running sums (K, 4): loss
+    sum, correct, seen, clipped steps."""
+    n_train = len(pack.members[0].train_idx)
+    perms: list[Tensor] = []
+    for m in pack.members:
+        if m.running and m.state.perm is None:
+            m.state.perm = torch.randperm(n_train, generator=m.data_gen)
+            m.state.sums = torch.zeros(4, dtype=torch.float64)
+        perms.append(m.state.perm.to(pack.spec.device) if m.running else torch.arange(n_train))
+    zeros = torch.zeros(4, dtype=torch.float64)
+    sums = torch.stack([m.state.sums if m.running else zeros for m in pack.members])
+    return perms, sums.to(pack.spec.device)
+
+
+def _preempt(
+    pack: PackRun, run: list[int], epoch: int, b: int, sums: Tensor, seen: int, t0: float
+) -> NoReturn:
+    for i in run:
+        m = pack.members[i]
+        if m.running:
+            m.state.batch = b
+            sums[i, 2] = seen
+            m.state.sums = sums[i].cpu()
+            m.state.elapsed += time.perf_counter() - t0
+            _checkpoint(pack, i)
+    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}")
+
+
+def _step(
+    pack: PackRun, perms: list[Tensor], epoch: int, b: int, sums: Tensor, t0: float
+) -> int | None:
+    """One batched optimizer step; a member whose loss, gradient or parameters go
+    non-finite is recorded diverged. Returns the batch size, None once none runs."""
+    k, spec = pack.k, pack.spec
+    active = pack.active()
+    xb, yb = _member_batches(pack, perms, active.nonzero().flatten().tolist(), b)
+    with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
+        out = pack.net.forward(xb)
+        out_f = out.float() if spec.amp else out
+        # per-member mean loss (K,), as the solo loss module's mean
+        losses = pack.loss_fn(out_f.flatten(0, 1), yb.flatten(0, 1)).reshape(k, -1).mean(1)
+    pack.bundle.zero_grad()
+    torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+    grads = [p.grad for p in pack.net.params if p.grad is not None]
+    bad = active & ~torch.isfinite(losses.detach())
+    clipped = _clip(grads, spec.clip, k)
+    bad_grad = active & ~bad & ~torch.isfinite(_per_member_max(grads, k))
+    for flag, why in ((bad, "non-finite loss"), (bad_grad, "non-finite gradient")):
+        for i in flag.nonzero().flatten().tolist():
+            _diverge(pack, i, epoch, b, why, sums, t0)
+    active = pack.active()
+    if not bool(active.any()):
+        return None
+    if not bool(active.all()):
+        for g in grads:
+            g.masked_fill_(~_view(active, g), 0)
+    pack.bundle.step()
+    _project(pack, active)
+    params = [p.detach() for p in pack.net.params]
+    bad_param = active & ~torch.isfinite(_per_member_max(params, k))
+    for i in bad_param.nonzero().flatten().tolist():
+        _diverge(pack, i, epoch, b, "non-finite parameter after the step", sums, t0)
+    for sched in pack.schedulers:
+        sched.step()
+    with torch.no_grad():
+        sums[:, 0] += losses.detach().double() * yb.shape[1]
+        if not spec.regression:
+            sums[:, 1] += (out.argmax(-1) == yb).sum(1)
+        sums[:, 3] += clipped
+    _freeze_inactive(pack)
+    return yb.shape[1]
+
+
+def _member_batches(
+    pack: PackRun, perms: list[Tensor], live: list[int], b: int
+) -> tuple[Tensor, Tensor]:
+    """(x, y) of shape (K, B, …): the running members' own batches; a frozen member
+    computes on a running member's batch (its result is unused)."""
+    from orthskip.data import augment_batch
+
+    size, members = pack.spec.batch, pack.members
+    rows = [
+        members[i].train_idx[perms[i][b * size : (b + 1) * size]] if i in live else None
+        for i in range(pack.k)
+    ]
+    idx = torch.stack([r if r is not None else rows[live[0]] for r in rows])
+    xb, yb = pack.data["x_all"][idx], pack.data["y_all"][idx]
+    if pack.augment:
+        xb = torch.stack(
+            [augment_batch(xb[i], pack.augment, members[i].aug_gen) if i in live else xb[i]
+             for i in range(pack.k)]
+        )  # fmt: skip
+    return xb, yb
+
+
+def _clip(grads: list[Tensor], clip: float | None, k: int) -> Tensor:
+    """Per-member gradient-norm clipping, in place; (K,) bool: whose gradient it changed."""
+    if not clip:
+        return torch.zeros(k, dtype=torch.bool, device=grads[0].device)
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads])
+    total = torch.linalg.vector_norm(norms, dim=0)
+    coef = (clip / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_view(coef, g).to(g.dtype))
+    return total > clip
+
+
+@torch.no_grad()
+def _project(pack: PackRun, active: Tensor) -> None:
+    """The procrustes projection of the running members, on the optimizer's schedule."""
+    bundle = pack.bundle
+    if not pack.projections or bundle.steps % bundle.project_every:
+        return
+    for skip in pack.projections:
+        for i in active.nonzero().flatten().tolist():
+            skip.weight[i].copy_(skip.projected(skip.weight[i]))
+
+
+def _end_epoch(
+    pack: PackRun, run: list[int], epoch: int, sums: Tensor, seen: int, elapsed: float
+) -> None:
+    """Record the members that finished the epoch, apply the stopping rule, checkpoint."""
+    members, spec = pack.members, pack.spec
+    ended = [i for i in run if members[i].running]
+    rows = []
+    for i in ended:
+        members[i].state.elapsed += elapsed
+        members[i].state.update(epoch=epoch, batch=0, perm=None, sums=None)
+        if not math.isfinite(float(sums[i, 0])):  # cannot happen: checked per step
+            raise RuntimeError(f"{members[i].cell.path}: non-finite epoch loss")
+        y_train = pack.data["y_all"][members[i].train_idx]
+        loss, score, clipped = runstate.epoch_train_stats(sums[i].tolist(), seen, y_train, spec)
+        rows.append(((loss, score), clipped))
+    if ended:
+        _record(pack, ended, epoch, rows)
+    due = pack.clock.due()  # one decision for all: the members' checkpoints stay at one step
+    for i in ended:
         m = members[i]
-        last = m.outdir / "last.pt"
-        m.outdir.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "resume_key": m.rkey,
-            "config_hash": m.cfg_hash,
-            "model": net.member_state(i),
-            "optimizer": _slice_optimizer_state(bundle.state_dict(), i),
-            "schedulers": [s.state_dict() for s in schedulers],
-            "data_gen": m.data_gen.get_state(),
-            "aug_gen": m.aug_gen.get_state().cpu(),
-            "state": m.state.as_dict(),
-        }
-        if last.exists():
-            os.replace(last, last.with_name("last.prev.pt"))
-        save_torch(last, payload)
-
-    def diverge(i: int, epoch: int, b: int, why: str, n_clipped: float) -> None:
-        m = members[i]
-        m.state.update(epoch=epoch, batch=0, perm=None, sums=None)
-        m.state.status = "diverged"
-        m.state.diverged_at = (epoch, b)
-        m.state.history.append(
-            {
-                **{key: nan for key in m.state.history[0]},
-                "epoch": epoch,
-                "clipped_frac": n_clipped / max(b, 1),
-                "lr": bundle.optimizers[0].param_groups[0]["lr"],
-                "time_s": m.state.elapsed,
-            }
+        runstate.apply_stop(
+            m.state, spec, m.cell.path, epoch, functools.partial(pack.net.member_state, i)
         )
-        log.warning("%s diverged at epoch %d step %d (%s)", m.cell.path, epoch, b, why)
-        checkpoint(i)
+        if m.running and m.state.epoch >= spec.epochs:
+            m.state.status = "ok"
+        if due or not m.running:
+            _checkpoint(pack, i)
+    _freeze_inactive(pack)
 
-    @torch.no_grad()
-    def freeze_inactive(active: Tensor) -> None:
-        if bool(active.all()):
-            return
-        for p, p0 in zip(net.params, init, strict=True):
-            p.copy_(torch.where(_view(active, p), p, p0))
 
-    fresh = [i for i, m in enumerate(members) if not m.state.history]
-    if fresh:
-        train0 = evaluate_all(
-            x_all[torch.stack([m.train_idx for m in members])],
-            y_all[torch.stack([m.train_idx for m in members])],
-            shared=False,
-        )
-        record(fresh, 0, [(*train0[i], 0.0) for i in fresh])
-    freeze_inactive(active_mask())
-
-    def member_batches(live: list[int], b: int) -> tuple[Tensor, Tensor]:
-        """(x, y) of shape (K, B, …): the running members' own batches; a frozen member
-        computes on a running member's batch (its result is unused)."""
-        rows = [
-            members[i].train_idx[perms[i][b * batch : (b + 1) * batch]] if i in live else None
-            for i in range(k_members)
-        ]
-        idx = torch.stack([r if r is not None else rows[live[0]] for r in rows])
-        xb, yb = x_all[idx], y_all[idx]
-        if augment:
-            xb = torch.stack(
-                [augment_batch(xb[i], augment, members[i].aug_gen) if i in live else xb[i]
-                 for i in range(k_members)]
-            )  # fmt: skip
-        return xb, yb
-
-    def loss_of(out: Tensor, y: Tensor) -> Tensor:
-        """Per-member mean loss (K,), as the solo nn loss module's mean."""
-        per = loss_fn(out.flatten(0, 1), y.flatten(0, 1))
-        return per.reshape(k_members, -1).mean(1)
-
-    with _SigtermFlag() as sigterm:
-        while any(m.running and m.state.epoch < epochs for m in members):
-            run = [i for i, m in enumerate(members) if m.running]
-            epoch = members[run[0]].state.epoch + 1
-            perms: list[Tensor] = []
-            for m in members:
-                if m.running and m.state.perm is None:
-                    m.state.perm = torch.randperm(n_train, generator=m.data_gen)
-                    m.state.sums = torch.zeros(4, dtype=torch.float64)
-                perms.append(m.state.perm.to(device) if m.running else torch.arange(n_train))
-            sums = torch.stack(
-                [
-                    m.state.sums if m.running else torch.zeros(4, dtype=torch.float64)
-                    for m in members
-                ]
-            ).to(device)
-            seen = int(sums[run[0], 2])
-            start = members[run[0]].state.batch
-            net.train(True)
-            t0 = time.perf_counter()
-            for b in range(start, steps_per_epoch):
-                active = active_mask()
-                if sigterm.raised:
-                    for i in run:
-                        if members[i].running:
-                            members[i].state.batch = b
-                            sums[i, 2] = seen
-                            members[i].state.sums = sums[i].cpu()
-                            members[i].state.elapsed += time.perf_counter() - t0
-                            checkpoint(i)
-                    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}")
-                live = active.nonzero().flatten().tolist()
-                xb, yb = member_batches(live, b)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = net.forward(xb)
-                    losses = loss_of(out.float() if amp else out, yb)
-                bundle.zero_grad()
-                torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
-                grads = [p.grad for p in net.params if p.grad is not None]
-                bad = active & ~torch.isfinite(losses.detach())
-                clipped = torch.zeros(k_members, dtype=torch.bool, device=device)
-                if clip:
-                    norms = torch.stack(
-                        [torch.linalg.vector_norm(g.reshape(k_members, -1), dim=1) for g in grads]
-                    )
-                    total = torch.linalg.vector_norm(norms, dim=0)
-                    coef = (clip / (total + 1e-6)).clamp(max=1.0)
-                    for g in grads:
-                        g.mul_(_view(coef, g).to(g.dtype))
-                    clipped = total > clip
-                bad_grad = active & ~bad & ~torch.isfinite(_per_member_max(grads, k_members))
-                for flag, why in ((bad, "non-finite loss"), (bad_grad, "non-finite gradient")):
-                    for i in flag.nonzero().flatten().tolist():
-                        members[i].state.elapsed += time.perf_counter() - t0
-                        diverge(i, epoch, b, why, float(sums[i, 3]))
-                active = active_mask()
-                if not bool(active.any()):
-                    break
-                if not bool(active.all()):
-                    for g in grads:
-                        g.masked_fill_(~_view(active, g), 0)
-                bundle.step()
-                if projections and bundle.steps % bundle.project_every == 0:
-                    with torch.no_grad():
-                        for skip in projections:
-                            for i in active.nonzero().flatten().tolist():
-                                skip.weight[i].copy_(skip.projected(skip.weight[i]))
-                bad_param = active & ~torch.isfinite(
-                    _per_member_max([p.detach() for p in net.params], k_members)
-                )
-                for i in bad_param.nonzero().flatten().tolist():
-                    members[i].state.elapsed += time.perf_counter() - t0
-                    diverge(i, epoch, b, "non-finite parameter after the step", float(sums[i, 3]))
-                for sched in schedulers:
-                    sched.step()
-                with torch.no_grad():
-                    sums[:, 0] += losses.detach().double() * yb.shape[1]
-                    if not regression:
-                        sums[:, 1] += (out.argmax(-1) == yb).sum(1)
-                    sums[:, 3] += clipped
-                freeze_inactive(active_mask())
-                seen += yb.shape[1]
-            elapsed = time.perf_counter() - t0
-            ended = [i for i in run if members[i].running]
-            for i in ended:
-                members[i].state.elapsed += elapsed
-                members[i].state.update(epoch=epoch, batch=0, perm=None, sums=None)
-            train_rows = []
-            for i in ended:
-                loss_sum, correct, _, n_clipped = sums[i].tolist()
-                ytr = y_all[members[i].train_idx]
-                if not math.isfinite(loss_sum):  # caught late cannot happen: checked per step
-                    raise RuntimeError(f"{members[i].cell.path}: non-finite epoch loss")
-                train_score = (
-                    r_squared(loss_sum * ytr[0].numel(), ytr) if regression else correct / seen
-                )
-                train_rows.append((loss_sum / seen, train_score, n_clipped / steps_per_epoch))
-            if ended:
-                record(ended, epoch, train_rows)
-            due = clock.due()  # one decision for all: the members' checkpoints stay at one step
-            for i in ended:
-                m = members[i]
-                m.state.stopped = plateau(m.state.history, tcfg.get("stop") or {})
-                if m.state.stopped:
-                    m.state.status = "ok"
-                    m.state.snapshots[str(epoch)] = net.member_state(i)
-                    log.info("%s stopped at epoch %d: %s", m.cell.path, epoch, m.state.stopped)
-                if m.running and m.state.epoch >= epochs:
-                    m.state.status = "ok"
-                if due or not m.running:
-                    checkpoint(i)
-            freeze_inactive(active_mask())
+def _finish(pack: PackRun) -> list[str]:
+    """Each member's history, snapshots and status.json; their statuses."""
+    from orthskip.optim import build_optimizer
 
     statuses = []
-    riemann = bundle.metadata()
-    for m in members:
+    riemann = pack.bundle.metadata()
+    tcfg = pack.members[0].cfg["train"]
+    for m in pack.members:
         if m.state.status == "running":
             m.state.status = "ok"
         n_params, n_skip_params = count_params(m.model)
-        solo_meta = build_optimizer(m.model, tcfg["optimizer"], skip_cfg).metadata()
+        # the solo optimizer's description, with the batched Newton–Schulz counts
+        solo_meta = build_optimizer(m.model, tcfg["optimizer"], pack.skip_cfg).metadata()
         solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
         meta = {
-            "task": data.task,
+            "task": pack.task,
             "n_params": n_params,
             "n_skip_params": n_skip_params,
             "optimizer": solo_meta,
-            "pack": {"mode": "vectorised", "size": k_members},
+            "pack": {"mode": "vectorised", "size": pack.k},
         }
-        write_outputs(m.cell, m.cfg, m.state, m.outdir, device, m.cfg_hash, meta)
+        write_outputs(m.cell, m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
         statuses.append(m.state.status)
     return statuses
-
-
-def _running_ckpt(ckpt: dict[str, Any], member: Member) -> bool:
-    return ckpt["state"]["status"] == "running" or _continues(ckpt, member)
