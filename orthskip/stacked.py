@@ -658,19 +658,21 @@ def _finish(pack: PackRun) -> list[str]:
 
     statuses = []
     riemann = pack.bundle.metadata()
-    tcfg = pack.members[0].cfg["train"]
+    first = pack.members[0]
+    # the solo optimizer's description (the members differ only in seed: one serves all),
+    # with the batched Newton–Schulz counts
+    solo_meta = build_optimizer(first.model, first.cfg["train"]["optimizer"], pack.skip_cfg)
+    solo_meta = solo_meta.metadata()
+    solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
     for m in pack.members:
         if m.state.status == "running":
             m.state.status = "ok"
         n_params, n_skip_params = count_params(m.model)
-        # the solo optimizer's description, with the batched Newton–Schulz counts
-        solo_meta = build_optimizer(m.model, tcfg["optimizer"], pack.skip_cfg).metadata()
-        solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
         meta = {
             "task": pack.task,
             "n_params": n_params,
             "n_skip_params": n_skip_params,
-            "optimizer": solo_meta,
+            "optimizer": dict(solo_meta),
             "pack": {"mode": "vectorised", "size": pack.k},
         }
         write_outputs(m.cell, m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
