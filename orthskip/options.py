@@ -111,7 +111,7 @@ def expected(schema: Mapping[str, Any], name: str = "") -> str:
         elif schema.get("minItems"):
             text = "a non-empty list"
         if isinstance(schema.get("items"), Mapping):
-            text += f" of {expected(schema['items'])}"
+            text += f", each {expected(schema['items'])}"
     if "null" in types:
         text += " or null"
     return text
@@ -157,15 +157,19 @@ def schema_error(err: Any, prefix: str = "") -> ConfigError:
             f"config key '{where}': name {err.instance!r} is not allowed; names become paths "
             f"and wildcards and must match {err.schema.get('pattern')}"
         )
+    if err.validator == "required" and isinstance(err.instance, Mapping):
+        missing = [k for k in err.validator_value if k not in err.instance]
+        return ConfigError(f"config key '{key_path(where, missing[:1])}' is required")
     if err.validator == "enum":
         close = difflib.get_close_matches(str(err.instance), [str(e) for e in err.validator_value])
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         return ConfigError(
             f"config key '{where}' = {err.instance!r}{hint}: expected {expected(err.schema)}"
         )
+    # jsonschema's own words say which rule failed (but not for `not`: its words are a dump)
+    why = "" if err.validator == "not" else f" ({err.message})"
     return ConfigError(
-        f"config key '{where}' = {_short(err.instance)}: expected {expected(err.schema, name)} "
-        f"({err.message})"
+        f"config key '{where}' = {_short(err.instance)}: expected {expected(err.schema, name)}{why}"
     )
 
 
