@@ -176,8 +176,8 @@ def check_approx(cfg: dict[str, Any]) -> None:
     """Every value of an ``approx`` filter must select some identity cell of the grid (a typo
     or a non-identity variant would silently drop the stage), and given filters together
     must select at least one. Runs after the schema filled the section's defaults."""
-    section = cfg.get("approx") or {}
-    if not section.get("enabled", True):
+    section = cfg["approx"]  # filled by prepare_config
+    if not section["enabled"]:
         return
     pool = _identity_cells(cfg)
     given = {k: v for k, v in section.items() if k in APPROX_FILTERS and v is not None}
@@ -210,8 +210,8 @@ def approx_defaults() -> dict[str, Any]:
 def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
     """The cells of the approximation stage: every grid cell whose variant's kind is identity,
     kept by the ``approx`` filters; none when ``approx.enabled`` is false."""
-    section = cfg.get("approx") or {}
-    if not section.get("enabled", True):
+    section = cfg["approx"]  # filled by prepare_config
+    if not section["enabled"]:
         return []
     keep = _identity_cells(cfg)
     for key, field in APPROX_FILTERS.items():
@@ -307,7 +307,7 @@ def packs(cfg: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
     cell per pack. The workflow defines one train (and one metrics) rule per members
     tuple, so that each rule's outputs name its members.
     """
-    mode = cfg.get("execution", {}).get("pack", "seeds")
+    mode = cfg["execution"]["pack"]  # filled by prepare_config
     members: dict[str, list[str]] = {}
     for c in cells(cfg):
         key, _, member = c.path.rpartition("/") if mode != "family" else _family(c)
