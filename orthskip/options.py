@@ -80,15 +80,17 @@ def table_schema(table: Table, description: str) -> dict[str, Any]:
 
 
 def _bound(schema: Mapping[str, Any], name: str) -> str:
-    """``>= 1``, ``> 0``, or with both ends ``0 < factor < 1``."""
-    lo = [f"{op} {schema[k]}" for k, op in (("minimum", ">="), ("exclusiveMinimum", ">"))
-          if k in schema]  # fmt: skip
-    hi = [f"{op} {schema[k]}" for k, op in (("maximum", "<="), ("exclusiveMaximum", "<"))
-          if k in schema]  # fmt: skip
+    """``>= 1``, ``> 0``, or with both ends ``with 0 < factor < 1``."""
+    lo = [
+        (schema[k], op) for k, op in (("minimum", ">="), ("exclusiveMinimum", ">")) if k in schema
+    ]
+    hi = [
+        (schema[k], op) for k, op in (("maximum", "<="), ("exclusiveMaximum", "<")) if k in schema
+    ]
     if lo and hi:
-        low, op = lo[0].split(" ")[1], lo[0].split(" ")[0].replace(">", "<")
-        return f"with {low} {op} {name or 'x'} {hi[0]}"
-    return " and ".join(lo + hi)
+        (low, low_op), (high, high_op) = lo[0], hi[0]
+        return f"with {low} {low_op.replace('>', '<')} {name or 'x'} {high_op} {high}"
+    return " and ".join(f"{op} {value}" for value, op in lo + hi)
 
 
 def expected(schema: Mapping[str, Any], name: str = "") -> str:
