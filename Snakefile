@@ -1,9 +1,9 @@
 # orthskip: does an orthogonal skip connection replace the identity in deep residual nets?
 # Data -> train every (dataset x arch x variant x depth x seed) cell -> per-layer metrics
 # -> aggregated Parquet -> figures, tables and the HTML report.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from orthskip.config import WILDCARD_PATTERNS, check_grid, check_options, check_top_keys
+from orthskip.config import WILDCARD_PATTERNS, prepare_config
 
 min_version("9.0")
 
@@ -15,11 +15,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
-# Registry names first (the messages list the allowed values), then types and defaults.
-check_top_keys(config)
-check_grid(config)
-validate(config, "workflow/schemas/config.schema.yaml")
-check_options(config)
+# One check before any job: the schema (workflow/schemas/config.schema.yaml, its registry
+# sections generated from the library) fills defaults and checks every key, then the
+# cross-references; messages name the key and the allowed values.
+prepare_config(config)
 
 
 report: "workflow/report/workflow.rst"

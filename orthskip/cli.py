@@ -54,6 +54,24 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    from orthskip import config_schema
+
+    if args.write:
+        changed = config_schema.write()
+        print(f"{config_schema.SCHEMA}: {'regenerated' if changed else 'up to date'}")
+        return 0
+    if config_schema.SCHEMA.read_text() != config_schema.expected_text():
+        print(
+            f"{config_schema.SCHEMA} differs from the registries' option tables; "
+            "regenerate it with: orthskip config schema --write",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"{config_schema.SCHEMA}: up to date")
+    return 0
+
+
 def cmd_config_cells(args: argparse.Namespace) -> int:
     from orthskip.config_show import list_cells
 
@@ -233,7 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configfile", type=Path)
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("config", help="the effective config: `config show`, `config cells`")
+    p = sub.add_parser(
+        "config", help="the effective config: `config show`, `config cells`, `config schema`"
+    )
     config_sub = p.add_subparsers(dest="config_command", required=True)
     default_config = Path("config/config.yaml")  # what Snakemake reads without --configfile
     p = config_sub.add_parser(
@@ -243,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cell", help="DATASET/ARCH/VARIANT/dDEPTH/sSEED: that cell's config")
     p.add_argument("--origin", action="store_true", help="annotate each value: file or default")
     p.set_defaults(func=cmd_config_show)
+    p = config_sub.add_parser(
+        "schema", help="check (or --write) the schema's sections generated from the registries"
+    )
+    p.add_argument("--write", action="store_true", help="regenerate the schema file")
+    p.set_defaults(func=cmd_config_schema)
     p = config_sub.add_parser("cells", help="list the cells of the grid")
     p.add_argument("--configfile", type=Path, default=default_config)
     p.set_defaults(func=cmd_config_cells)

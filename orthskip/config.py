@@ -1,9 +1,12 @@
 """Loading and checking the pipeline config; cells and their effective configs.
 
-The JSON schema (workflow/schemas/config.schema.yaml) checks structure and types and
-fills defaults; this module checks what the schema cannot know: names that live in the
-library's registries and depths an architecture can build. Every message names the
-key and the allowed values, and all of it runs before any job starts.
+The JSON schema (workflow/schemas/config.schema.yaml, whose registry sections are
+generated from the library's option tables: ``orthskip.config_schema``) holds every key's
+type, default, allowed values and description; :func:`prepare_config` fills its defaults
+and checks a config against it once, then checks what a schema cannot say: the
+cross-references (a grid's datasets and variants, depths an architecture can build, the
+approx filters, a variant's overrides merged into the sections they override). Every
+message names the key and the allowed values, and all of it runs before any job starts.
 
 A *variant* is a name, a skip kind and overrides of the cell-level sections
 (``skip_options``, ``model``, ``train``, ``metrics``), defined under ``variants:``; a bare
@@ -14,32 +17,25 @@ cell's path segment; the kind stays in the ``skip`` field of the cell's config.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from orthskip.config_schema import load as load_schema
 from orthskip.errors import ConfigError
+from orthskip.options import check, unknown
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-TOP_KEYS = (
-    "datasets", "variants", "grid", "model", "skip_options", "train", "metrics", "execution",
-    "approx",
-)  # fmt: skip
-# Sections whose keys check_schema_keys checks against the schema before validation.
-CLOSED_SECTIONS = ("train", "metrics", "approx")
 # approx.<key> filters of the identity cells the approximation stage takes (null: all).
 APPROX_FILTERS = {"archs": "arch", "datasets": "dataset", "variants": "variant",
                   "depths": "depth", "seeds": "seed"}  # fmt: skip
-GRID_KEYS = ("arch", "datasets", "variants", "depths", "seeds")
-# Sections of the config that a variant may override for its cells.
-VARIANT_KEYS = ("skip", "skip_options", "model", "train", "metrics")
+# Top-level sections whose defaults each cell resolves through its registry (resolve_spec,
+# model_options, skip_options): the config keeps them as written.
+AS_WRITTEN = ("datasets", "model", "skip_options")
 # Names that become path segments and wildcards: the Snakefile constrains its wildcards
 # with these same patterns, so a name that passes here always matches a rule.
 NAME_PATTERNS = {"dataset": r"[A-Za-z0-9_-]+", "variant": r"[a-z0-9_]+"}
@@ -88,99 +84,6 @@ def _allowed(values: Any) -> str:
     return ", ".join(sorted(str(v) for v in values))
 
 
-def _unknown(kind: str, key: str, value: Any, allowed: Any) -> ConfigError:
-    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(
-        f"config key '{key}': unknown {kind} {value!r}{hint}; allowed: {_allowed(allowed)}"
-    )
-
-
-def check_top_keys(cfg: dict[str, Any]) -> None:
-    if not isinstance(cfg, dict):
-        raise ConfigError("config must be a mapping with keys: " + _allowed(TOP_KEYS))
-    for key in cfg:
-        if key not in TOP_KEYS:
-            raise _unknown("top-level key", key, key, TOP_KEYS)
-    for key in ("datasets", "grid"):
-        if key not in cfg:
-            raise ConfigError(f"config key '{key}' is required")
-    check_schema_keys(cfg)
-
-
-def check_schema_keys(cfg: dict[str, Any]) -> None:
-    """Unknown keys in the schema's closed sections (``additionalProperties: false``).
-
-    Runs before the schema validation so that a misspelt key is named with the allowed
-    keys and a did-you-mean, not with the schema dump jsonschema prints. Values of the
-    wrong type are left to the validation. A variant's ``train``/``metrics`` overrides are
-    checked against those sections too. The grid and ``variants:`` keys have their own
-    checks with their own messages (check_grid).
-    """
-    schema = _schema()
-    overrides = [(f"variants.{name}", spec) for name, spec in (cfg.get("variants") or {}).items()]
-    for where, spec in [("", cfg), *overrides]:
-        if not isinstance(spec, dict):
-            continue  # check_variants names it
-        for section in CLOSED_SECTIONS:
-            if section in spec and (where == "" or section != "approx"):
-                path = f"{where}.{section}" if where else section
-                _closed_keys(schema["properties"][section], spec[section], path)
-
-
-def _closed_keys(schema: dict[str, Any], value: Any, where: str) -> None:
-    props = schema.get("properties") or {}
-    extra = schema.get("additionalProperties", True)
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key in props:
-                _closed_keys(props[key], sub, path)
-            elif extra is False:
-                raise _unknown("key", path, key, props)
-            elif isinstance(extra, dict):
-                _closed_keys(extra, sub, path)
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(value):
-            _closed_keys(schema["items"], item, f"{where}[{i}]")
-
-
-def _check_name(kind: str, key: str, name: Any) -> None:
-    pattern = NAME_PATTERNS[kind]
-    if not isinstance(name, str) or not re.fullmatch(pattern, name):
-        raise ConfigError(
-            f"config key '{key}': {kind} name {name!r} is not allowed; names become paths "
-            f"and wildcards and must match {pattern}"
-        )
-
-
-def check_variants(cfg: dict[str, Any]) -> None:
-    """Definitions under ``variants:``: a valid name, a known kind, known sections only."""
-    from orthskip.skips import SKIPS
-
-    variants = cfg.get("variants") or {}
-    if not isinstance(variants, dict):
-        raise ConfigError("config key 'variants': expected a mapping name -> definition")
-    for name, spec in variants.items():
-        where = f"variants.{name}"
-        _check_name("variant", "variants", name)
-        if name in SKIPS:
-            raise ConfigError(
-                f"config key '{where}': {name!r} is the name of a skip kind (the bare variant); "
-                "give the variant another name"
-            )
-        if not isinstance(spec, dict) or "skip" not in spec:
-            raise ConfigError(f"config key '{where}': expected a mapping with 'skip'")
-        for key in spec:
-            if key not in VARIANT_KEYS:
-                raise _unknown("key", f"{where}.{key}", key, VARIANT_KEYS)
-        if spec["skip"] not in SKIPS:
-            raise _unknown("skip kind", f"{where}.skip", spec["skip"], SKIPS)
-        for key in VARIANT_KEYS[1:]:
-            if not isinstance(spec.get(key, {}), dict):
-                raise ConfigError(f"config key '{where}.{key}': expected a mapping")
-
-
 def variant_names(cfg: dict[str, Any]) -> list[str]:
     """Every name a grid entry may list: the skip kinds and the defined variants."""
     from orthskip.skips import SKIPS
@@ -193,121 +96,63 @@ def variant_of(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     return (cfg.get("variants") or {}).get(name) or {"skip": name}
 
 
-def check_grid(cfg: dict[str, Any]) -> None:
-    """Registry and range checks of the grid, with messages naming the key."""
-    from orthskip.data import SOURCES
-    from orthskip.models import ARCHS, check_depth
+def check_references(cfg: dict[str, Any]) -> None:
+    """What the schema cannot say: names that refer to other parts of the config or to a
+    registry, depths an architecture can build, dataset class counts, variant overrides
+    merged into the sections they override. Runs after the schema check."""
+    from orthskip.data.spec import check_classes
+    from orthskip.models import check_depth
+    from orthskip.skips import SKIPS
 
-    datasets = cfg.get("datasets") or {}
-    if not isinstance(datasets, dict) or not datasets:
-        raise ConfigError("config key 'datasets': expected a non-empty mapping name -> spec")
-    for name, spec in datasets.items():
-        _check_name("dataset", "datasets", name)
-        if not isinstance(spec, dict) or "source" not in spec:
-            raise ConfigError(f"config key 'datasets.{name}': expected a mapping with 'source'")
-        if spec["source"] not in SOURCES:
-            raise _unknown("dataset source", f"datasets.{name}.source", spec["source"], SOURCES)
-    check_variants(cfg)
-    names = variant_names(cfg)
-    grid = cfg.get("grid")
-    if not isinstance(grid, list) or not grid:
-        raise ConfigError("config key 'grid': expected a non-empty list of grid entries")
-    for i, entry in enumerate(grid):
-        where = f"grid[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"config key '{where}': expected a mapping")
-        if "skips" in entry:
+    for name, spec in cfg["datasets"].items():
+        check_classes(name, spec)
+    for name in cfg["variants"]:
+        if name in SKIPS:
             raise ConfigError(
-                f"config key '{where}.skips' is now '{where}.variants' (skip kinds and the "
-                "names defined under 'variants:'); rename it"
+                f"config key 'variants.{name}': {name!r} is the name of a skip kind (the bare "
+                "variant); give the variant another name"
             )
-        for key in entry:
-            if key not in GRID_KEYS:
-                raise _unknown("key", f"{where}.{key}", key, GRID_KEYS)
-        for key in GRID_KEYS:
-            if key not in entry:
-                raise ConfigError(f"config key '{where}.{key}' is required")
-        for key in ("datasets", "variants", "depths", "seeds"):
-            if not isinstance(entry[key], list) or not entry[key]:
-                raise ConfigError(
-                    f"config key '{where}.{key}': expected a non-empty list, got {entry[key]!r}"
-                )
-        if entry["arch"] not in ARCHS:
-            raise _unknown("architecture", f"{where}.arch", entry["arch"], ARCHS)
+    names = variant_names(cfg)
+    for i, entry in enumerate(cfg["grid"]):
+        where = f"grid[{i}]"
         for ds in entry["datasets"]:
-            if ds not in datasets:
-                raise _unknown("dataset", f"{where}.datasets", ds, datasets)
+            if ds not in cfg["datasets"]:
+                raise unknown(f"{where}.datasets", ds, cfg["datasets"], "dataset")
         for variant in entry["variants"]:
             if variant not in names:
-                raise _unknown("skip kind or variant", f"{where}.variants", variant, names)
+                raise unknown(f"{where}.variants", variant, names, "skip kind or variant")
         for depth in entry["depths"]:
-            if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-                raise ConfigError(
-                    f"config key '{where}.depths': depth {depth!r} is not allowed; "
-                    "depths are integers >= 1"
-                )
             try:
                 check_depth(entry["arch"], depth)
             except ConfigError as err:
                 raise ConfigError(f"config key '{where}.depths': {err}") from None
-        for seed in entry["seeds"]:
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-                raise ConfigError(
-                    f"config key '{where}.seeds': seed {seed!r} is not allowed; "
-                    "seeds are integers >= 0"
-                )
+    _check_epochs(cfg["train"], "train")
+    check_overrides(cfg)
+    check_approx(cfg)
 
 
-def _schema() -> dict[str, Any]:
-    with SCHEMA.open() as fh:
-        return yaml.safe_load(fh)
-
-
-def _check_section(schema: dict[str, Any], section: str, value: Any, where: str) -> None:
-    """A variant's merged section against the schema's definition of that section."""
-    import jsonschema
-
-    sub = schema["properties"][section]
-    errors = sorted(jsonschema.Draft202012Validator(sub).iter_errors(value), key=str)
-    if errors:
-        err = errors[0]
-        path = ".".join(str(k) for k in (where, *err.absolute_path))
-        raise ConfigError(f"config key '{path}': {err.message}")
-
-
-def check_options(cfg: dict[str, Any]) -> None:
-    """Dataset specs, model and skip options against the registries' known keys.
-
-    Runs after the schema filled the defaults. Each variant's overrides are merged into
-    the sections they override and checked there, so a bad override names its own key.
-    """
-    from orthskip.data import validate_spec
+def check_overrides(cfg: dict[str, Any]) -> None:
+    """Each variant's overrides merged into the sections they override, checked there (so a
+    bad override names its own key)."""
     from orthskip.models import validate_model_options
     from orthskip.skips import validate_skip_options
 
-    for name, spec in cfg["datasets"].items():
-        validate_spec(name, spec)
-    for arch, opts in cfg.get("model", {}).items():
-        validate_model_options(arch, opts)
-    validate_skip_options(cfg.get("skip_options", {}))
-    _check_epochs(cfg["train"], "train")
-    check_approx(cfg)
     schema = _schema()
     used = {(e["arch"], v) for e in cfg["grid"] for v in e["variants"]}
-    for name, spec in (cfg.get("variants") or {}).items():
+    for name, spec in cfg["variants"].items():
         where = f"variants.{name}"
         kind = spec["skip"]
         for section in ("train", "metrics"):
             if section in spec:
                 merged = deep_merge(cfg[section], spec[section])
-                _check_section(schema, section, merged, f"{where}.{section}")
+                check(schema["properties"][section], merged, f"{where}.{section}")
         _check_epochs(deep_merge(cfg["train"], spec.get("train", {})), f"{where}.train")
-        opts = deep_merge(cfg.get("skip_options", {}).get(kind, {}), spec.get("skip_options", {}))
+        opts = deep_merge(cfg["skip_options"].get(kind, {}), spec.get("skip_options", {}))
         try:
             validate_skip_options({kind: opts})
             for arch in sorted(a for a, v in used if v == name):
                 validate_model_options(
-                    arch, deep_merge(cfg.get("model", {}).get(arch, {}), spec.get("model", {}))
+                    arch, deep_merge(cfg["model"].get(arch, {}), spec.get("model", {}))
                 )
         except ConfigError as err:
             raise ConfigError(f"config key '{where}': {err}") from None
@@ -331,8 +176,8 @@ def check_approx(cfg: dict[str, Any]) -> None:
     """Every value of an ``approx`` filter must select some identity cell of the grid (a typo
     or a non-identity variant would silently drop the stage), and given filters together
     must select at least one. Runs after the schema filled the section's defaults."""
-    section = cfg.get("approx") or {}
-    if not section.get("enabled", True):
+    section = cfg["approx"]  # filled by prepare_config
+    if not section["enabled"]:
         return
     pool = _identity_cells(cfg)
     given = {k: v for k, v in section.items() if k in APPROX_FILTERS and v is not None}
@@ -365,8 +210,8 @@ def approx_defaults() -> dict[str, Any]:
 def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
     """The cells of the approximation stage: every grid cell whose variant's kind is identity,
     kept by the ``approx`` filters; none when ``approx.enabled`` is false."""
-    section = cfg.get("approx") or {}
-    if not section.get("enabled", True):
+    section = cfg["approx"]  # filled by prepare_config
+    if not section["enabled"]:
         return []
     keep = _identity_cells(cfg)
     for key, field in APPROX_FILTERS.items():
@@ -375,20 +220,42 @@ def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
     return keep
 
 
+def _schema() -> dict[str, Any]:
+    return load_schema()
+
+
+def fill_defaults(schema: dict[str, Any], cfg: dict[str, Any], top: bool = True) -> None:
+    """Fill the schema's defaults into ``cfg`` in place, missing keys after the given ones
+    in schema order (as Snakemake's validate does), except inside :data:`AS_WRITTEN`."""
+    props = schema.get("properties") or {}
+    for key, sub in props.items():
+        if key not in cfg and "default" in sub:
+            cfg[key] = copy.deepcopy(sub["default"])
+    for key, sub in props.items():
+        if isinstance(cfg.get(key), dict) and not (top and key in AS_WRITTEN):
+            fill_defaults(sub, cfg[key], top=False)
+
+
 def prepare_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check ``cfg`` completely and fill defaults in place; returns it.
 
-    Called by the Snakefile (so a bad config fails before any job starts) and by the CLI.
+    Called by the Snakefile (so a bad config fails before any job starts) and by the CLI:
+    one pass of the schema (every key's type, range and allowed values), then the
+    cross-references (:func:`check_references`).
     """
-    from snakemake.utils import validate
-
-    check_top_keys(cfg)
-    check_grid(cfg)
-    try:
-        validate(cfg, str(SCHEMA))
-    except Exception as err:  # snakemake wraps jsonschema errors in WorkflowError
-        raise ConfigError(f"config does not match {SCHEMA.name}: {err}") from None
-    check_options(cfg)
+    if not isinstance(cfg, dict):
+        keys = _allowed(_schema()["properties"])
+        raise ConfigError(f"config must be a mapping with keys: {keys}")
+    for i, entry in enumerate(cfg.get("grid") or []):
+        if isinstance(entry, dict) and "skips" in entry:
+            raise ConfigError(
+                f"config key 'grid[{i}].skips' is now 'grid[{i}].variants' (skip kinds and the "
+                "names defined under 'variants:'); rename it"
+            )
+    schema = _schema()
+    fill_defaults(schema, cfg)
+    check(schema, cfg)
+    check_references(cfg)
     return cfg
 
 
@@ -440,7 +307,7 @@ def packs(cfg: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
     cell per pack. The workflow defines one train (and one metrics) rule per members
     tuple, so that each rule's outputs name its members.
     """
-    mode = cfg.get("execution", {}).get("pack", "seeds")
+    mode = cfg["execution"]["pack"]  # filled by prepare_config
     members: dict[str, list[str]] = {}
     for c in cells(cfg):
         key, _, member = c.path.rpartition("/") if mode != "family" else _family(c)

@@ -19,36 +19,40 @@ import torch
 from torch import nn
 
 from orthskip.errors import ConfigError
+from orthskip.options import Option, check_options, defaults
 from orthskip.orth import manifold_step
 from orthskip.skips import OrthManifoldSkip, ProcrustesSkip, Skip, skip_options
 
-OPTIM_OPTIONS: dict[str, Any] = {
-    "name": "sgd",
-    "lr": 0.1,
-    "momentum": 0.9,
-    "nesterov": False,
-    "weight_decay": 0.0,
-    "skip_weight_decay": 0.0,
-    "betas": [0.9, 0.999],
-}
 OPTIMIZERS = ("sgd", "adamw")
+# config["train"]["optimizer"]: type, default, allowed values (the schema's section is made
+# from this table, so a library call without a config gets the pipeline's defaults).
+OPTIM_SPECS: dict[str, Option] = {
+    "name": Option("string", "sgd", "the Euclidean optimizer", choices=OPTIMIZERS),
+    "lr": Option("number", 0.05, "learning rate (peak of the schedule)", exclusive_minimum=0),
+    "momentum": Option("number", 0.9, "SGD momentum", minimum=0),
+    "nesterov": Option("boolean", False, "Nesterov momentum (sgd with momentum > 0 only)"),
+    "weight_decay": Option("number", 0.0001, "weight decay of the non-skip parameters", minimum=0),
+    "skip_weight_decay": Option(
+        "number",
+        0.0,
+        "weight decay on skip parameters; 0 keeps Q free of a pull toward I",
+        minimum=0,
+    ),
+    "betas": Option(
+        "array",
+        [0.9, 0.999],
+        "AdamW's (beta1, beta2)",
+        extra={"items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    ),
+}
+OPTIM_OPTIONS: dict[str, Any] = defaults(OPTIM_SPECS)
 
 
 def optim_options(optim_cfg: dict | None) -> dict[str, Any]:
-    """Defaults overridden by ``optim_cfg`` (= config['train']['optimizer']), validated.
-
-    Keys not listed in OPTIM_OPTIONS are left to the config schema (e.g. scheduler settings).
-    """
-    cfg = {**OPTIM_OPTIONS, **(optim_cfg or {})}
+    """Defaults overridden by ``optim_cfg`` (= config['train']['optimizer']), validated."""
     where = "train.optimizer"
-    if cfg["name"] not in OPTIMIZERS:
-        raise ConfigError(f"{where}.name = {cfg['name']!r}: expected one of {list(OPTIMIZERS)}")
-    for key in ("lr", "momentum", "weight_decay", "skip_weight_decay"):
-        value = cfg[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"{where}.{key} = {value!r}: expected a number >= 0")
-    if not isinstance(cfg["nesterov"], bool):
-        raise ConfigError(f"{where}.nesterov = {cfg['nesterov']!r}: expected true or false")
+    check_options(OPTIM_SPECS, optim_cfg or {}, where)
+    cfg = {**OPTIM_OPTIONS, **(optim_cfg or {})}
     if cfg["nesterov"] and (cfg["name"] != "sgd" or cfg["momentum"] <= 0):
         raise ConfigError(f"{where}.nesterov = true needs name: sgd and momentum > 0")
     return cfg

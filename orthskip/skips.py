@@ -47,8 +47,8 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
 ``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
 SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal probability).
 Adding a kind: one subclass of ``Skip`` with ``kind`` set (parameters made in ``build``; either
-``linear_map`` for a matrix skip or ``forward``), one entry in ``SKIP_OPTIONS`` (its options and
-defaults) — ``SKIPS`` is filled from the subclasses.
+``linear_map`` for a matrix skip or ``forward``), one entry in ``SKIP_SPECS`` (its options:
+type, default, allowed values, description) — ``SKIPS`` is filled from the subclasses.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from orthskip.errors import ConfigError
+from orthskip.options import Option, check_options, defaults, unknown
 from orthskip.orth import (
     OrthogonalMap,
     apply_spectral,
@@ -76,89 +77,77 @@ from orthskip.orth import (
     project_conv_operator,
 )
 
-# Defaults of every skip kind's options (config["skip_options"][kind]).
-SKIP_OPTIONS: dict[str, dict[str, Any]] = {
+
+def _init(default: str, choices: tuple[str, ...], text: str = "") -> Option:
+    return Option("string", default, text or "initial map", choices=choices)
+
+
+_NEG_DET = Option("boolean", False, "Haar samples in O(n) (det = ±1), not only SO(n)")
+_MAP = Option("string", "matrix_exp", "skew A -> orthogonal map: base·exp(A) or Cayley(A)",
+              choices=("matrix_exp", "cayley"))  # fmt: skip
+_ORTH_INIT = ("identity", "haar")
+
+# Every skip kind's options (config["skip_options"][kind]): type, default, allowed values.
+SKIP_SPECS: dict[str, dict[str, Option]] = {
     "identity": {},
     "none": {},
-    "linear": {"init": "identity"},
-    "orth_fixed": {"init": "haar", "allow_negative_det": False},
-    "orth_learned": {"map": "matrix_exp", "init": "identity", "allow_negative_det": False},
+    "linear": {"init": _init("identity", ("identity", "orthogonal", "kaiming"))},
+    "orth_fixed": {
+        "init": _init("haar", ("haar",), "the frozen map: Haar"),
+        "allow_negative_det": _NEG_DET,
+    },
+    "orth_learned": {
+        "map": _MAP,
+        "init": _init("identity", _ORTH_INIT),
+        "allow_negative_det": _NEG_DET,
+    },
     "orth_manifold": {
-        "init": "identity",
-        "allow_negative_det": False,
-        "lr_scale": 1.0,
-        "ns_tol": 1e-7,
-        "ns_max_iter": 100,
+        "init": _init("identity", _ORTH_INIT),
+        "allow_negative_det": _NEG_DET,
+        "lr_scale": Option("number", 1.0, "Riemannian step = lr x lr_scale", exclusive_minimum=0),
+        "ns_tol": Option(
+            "number", 1e-7, "Newton-Schulz tolerance of the retraction", exclusive_minimum=0
+        ),
+        "ns_max_iter": Option("integer", 100, "Newton-Schulz iteration cap", minimum=1),
     },
-    "procrustes": {"every": 1, "scale": 1.0, "kernel_size": 1},
+    "procrustes": {
+        "every": Option(
+            "integer", 1, "project the transition convs every this many steps", minimum=1
+        ),
+        "scale": Option(
+            "number", 1.0, "the operator's nonzero singular values", exclusive_minimum=0
+        ),
+        "kernel_size": Option(
+            "integer", 1, "transition conv kernel (k > 1: circular, images)", minimum=1
+        ),
+    },
     "orth_jacobian": {
-        "map": "matrix_exp",
-        "init": "haar",
-        "allow_negative_det": False,
-        "kernel_size": 3,
-        "layers": 2,
+        "map": _MAP,
+        "init": _init("haar", _ORTH_INIT, "base of B: identity or Haar SO(C)"),
+        "allow_negative_det": _NEG_DET,
+        "kernel_size": Option(
+            "integer", 3, "B's centred kernel on images (1: channel-wise)", minimum=1, odd=True
+        ),
+        "layers": Option("integer", 2, "layers y = x - 2Bᵀρ(Bx + b) per block", minimum=1),
     },
 }
-
-# Allowed values of the enumerated options; other options are checked by type and range.
-SKIP_CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
-    "linear": {"init": ("identity", "orthogonal", "kaiming")},
-    "orth_fixed": {"init": ("haar",)},
-    "orth_learned": {"map": ("matrix_exp", "cayley"), "init": ("identity", "haar")},
-    "orth_manifold": {"init": ("identity", "haar")},
-    "orth_jacobian": {"map": ("matrix_exp", "cayley"), "init": ("identity", "haar")},
-}
-
-
-# integer options that must be odd (a centred k×k kernel)
-ODD_OPTIONS: frozenset[tuple[str, str]] = frozenset({("orth_jacobian", "kernel_size")})
-
-
-def _check_value(kind: str, key: str, value: Any, default: Any) -> None:
-    where = f"skip_options.{kind}.{key}"
-    choices = SKIP_CHOICES.get(kind, {}).get(key)
-    if choices is not None:
-        if value not in choices:
-            raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
-        return
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} = {value!r}: expected true or false")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where} = {value!r}: expected an integer >= 1")
-        if (kind, key) in ODD_OPTIONS and value % 2 == 0:
-            raise ConfigError(f"{where} = {value!r}: expected an odd integer >= 1")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ConfigError(f"{where} = {value!r}: expected a number > 0")
+# Defaults of every skip kind's options.
+SKIP_OPTIONS: dict[str, dict[str, Any]] = {kind: defaults(t) for kind, t in SKIP_SPECS.items()}
 
 
 def validate_skip_options(skip_cfg: dict | None) -> None:
     """Raise ConfigError for an unknown kind, an unknown key or a bad value in skip_options."""
     for kind, opts in (skip_cfg or {}).items():
-        if kind not in SKIP_OPTIONS:
-            raise ConfigError(
-                f"skip_options.{kind}: unknown skip kind; expected one of {list(SKIPS)}"
-            )
-        if opts is None:
-            continue
-        if not isinstance(opts, dict):
-            raise ConfigError(f"skip_options.{kind}: expected a mapping of options")
-        allowed = SKIP_OPTIONS[kind]
-        for key, value in opts.items():
-            if key not in allowed:
-                allowed_keys = sorted(allowed) or "none"
-                raise ConfigError(
-                    f"skip_options.{kind}.{key}: unknown option; allowed: {allowed_keys}"
-                )
-            _check_value(kind, key, value, allowed[key])
+        if kind not in SKIP_SPECS:
+            raise unknown(f"skip_options.{kind}", kind, SKIP_SPECS, "skip kind")
+        if opts is not None:
+            check_options(SKIP_SPECS[kind], opts, f"skip_options.{kind}")
 
 
 def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
     """Defaults of ``kind`` overridden by ``skip_cfg[kind]``, validated."""
     if kind not in SKIPS:
-        raise ConfigError(f"skip = {kind!r}: unknown skip kind; expected one of {list(SKIPS)}")
+        raise unknown("skip", kind, SKIPS, "skip kind")
     given = (skip_cfg or {}).get(kind) or {}
     validate_skip_options({kind: given})
     return {**SKIP_OPTIONS[kind], **given}
@@ -681,8 +670,8 @@ def make_skip(
 
 __all__ = [
     "SKIPS",
-    "SKIP_CHOICES",
     "SKIP_OPTIONS",
+    "SKIP_SPECS",
     "Skip",
     "apply_matrix",
     "make_skip",

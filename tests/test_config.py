@@ -276,3 +276,68 @@ def test_configfile_stands_alone_paper_grid_has_no_clipping(tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if "orthskip train-pack" in ln)
     members = json.loads(line.split("--pack-config ")[1].split(" --data")[0].strip("'"))
     assert {m["train"]["grad_clip"] for m in members} == {1.0}
+
+
+# ---- one source of truth: the registries' option tables and the schema ---------------------
+
+
+def test_committed_schema_is_generated_from_the_registries():
+    """The schema's registry sections are what orthskip.config_schema writes from the
+    option tables; after changing a registry, `orthskip config schema --write`."""
+    from orthskip.cli import main
+    from orthskip.config_schema import SCHEMA, expected_text
+
+    assert SCHEMA.read_text() == expected_text()
+    assert main(["config", "schema"]) == 0
+
+
+def test_every_schema_key_has_a_description():
+    from orthskip.config_schema import load
+
+    missing: list[str] = []
+
+    def walk(node: dict, where: str) -> None:
+        for key, sub in (node.get("properties") or {}).items():
+            if "description" not in sub:
+                missing.append(f"{where}.{key}".lstrip("."))
+            walk(sub, f"{where}.{key}")
+        for key in ("items", "additionalProperties", "then"):
+            if isinstance(node.get(key), dict):
+                walk(node[key], f"{where}.<{key}>")
+        for i, sub in enumerate(node.get("allOf") or []):
+            walk(sub, f"{where}.<allOf[{i}]>")
+
+    walk(load(), "")
+    assert not missing
+
+
+def test_library_defaults_are_the_pipeline_defaults():
+    """A library call without a config gets what a config run gets (the optimizer's
+    defaults once disagreed: lr 0.1 / weight_decay 0 in the library, 0.05 / 1e-4 in the
+    schema)."""
+    from orthskip.models import MODEL_OPTIONS, model_options
+    from orthskip.optim import optim_options
+    from orthskip.skips import SKIP_OPTIONS, skip_options
+
+    cfg = prepare_config(tiny_config(train={}))
+    assert optim_options(None) == cfg["train"]["optimizer"]
+    assert optim_options(None)["lr"] == 0.05 and optim_options(None)["weight_decay"] == 1e-4
+    cell_cfg = cell_config(cfg, cells(cfg)[0])
+    assert cell_cfg["model"] == model_options("mlp", cfg["model"].get("mlp")) != {}
+    assert set(MODEL_OPTIONS["mlp"]) == set(cell_cfg["model"])
+    assert skip_options("orth_manifold", None) == SKIP_OPTIONS["orth_manifold"]
+
+
+def test_schema_and_library_give_the_same_message():
+    """A bad option is named the same way by the config check and by a library call."""
+    from orthskip.models import validate_model_options
+
+    cfg = tiny_config(model={"mlp": {"norm": "group"}})
+    with pytest.raises(ConfigError) as from_config:
+        prepare_config(cfg)
+    with pytest.raises(ConfigError) as from_library:
+        validate_model_options("mlp", {"norm": "group"})
+    assert str(from_config.value) == str(from_library.value)
+    assert "model.mlp.norm" in str(from_config.value) and "'batch', 'layer'" in str(
+        from_config.value
+    )

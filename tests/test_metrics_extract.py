@@ -328,7 +328,8 @@ def test_config_families_are_the_extractor_families_and_reach_the_metrics(tmp_pa
     import yaml
 
     from orthskip.cell_metrics import cell_metrics
-    from orthskip.config import SCHEMA, cell_config, cells, prepare_config
+    from orthskip.config import cell_config, cells, prepare_config
+    from orthskip.config_schema import SCHEMA
     from orthskip.data.prepare import prepare_dataset
     from orthskip.io import save_torch
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orthskip.data.raw import RawSplit
-from orthskip.data.spec import PARAMS, Param
+from orthskip.data.spec import PARAMS
+from orthskip.options import Option
 
 
 def _lazy(module: str, func: str) -> Callable[[dict[str, Any]], RawSplit]:
@@ -39,7 +40,7 @@ class Source:
     name: str
     kind: str  # "synthetic", "sklearn" or "torchvision"
     build: Callable[[dict[str, Any]], RawSplit]
-    params: dict[str, Param]
+    params: dict[str, Option]
 
 
 _BUILDERS: dict[str, tuple[str, Callable[[dict[str, Any]], RawSplit]]] = {

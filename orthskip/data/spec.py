@@ -1,129 +1,102 @@
 """Dataset specs: the parameters each source accepts, their defaults, and validation.
 
 A spec is one entry of ``config["datasets"][name]``: an optional ``source`` (defaults to
-the dataset's name) plus that source's parameters. ``SOURCE_PARAMS`` is the single table
-of allowed keys and defaults; the config schema and ``validate_spec`` both read it.
+the dataset's name) plus that source's parameters. ``PARAMS`` is the single table of
+each source's options (type, default, range, description): the config schema's
+``datasets`` section is generated from it (``orthskip.config_schema``) and
+``validate_spec`` checks a spec against the same schema.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from orthskip.errors import ConfigError
+from orthskip.options import Option, check, defaults, table_schema, unknown
 
 AUGMENT_KINDS = ("cifar", None)
 
 
-@dataclass(frozen=True)
-class Param:
-    default: Any
-    check: Callable[[Any], bool]
-    expected: str  # what the check accepts, for error messages
+def _count(default: int | None, description: str, lo: int = 1, hi: int | None = None,
+           nullable: bool = False) -> Option:  # fmt: skip
+    return Option("integer", default, description, minimum=lo, maximum=hi, nullable=nullable)
 
 
-def _int(lo: int, hi: int | None = None, *, optional: bool = False) -> Callable[[Any], bool]:
-    def check(v: Any) -> bool:
-        if v is None:
-            return optional
-        return (
-            isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-        )
-
-    return check
-
-
-def _num(lo: float, hi: float | None = None, *, lo_open: bool = False) -> Callable[[Any], bool]:
-    def check(v: Any) -> bool:
-        if not isinstance(v, int | float) or isinstance(v, bool):
-            return False
-        above = v > lo if lo_open else v >= lo
-        return above and (hi is None or v < hi)
-
-    return check
-
-
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def _path(v: Any) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _augment(v: Any) -> bool:
-    return v in AUGMENT_KINDS or v == "none"
-
-
-def _p(default: Any, check: Callable[[Any], bool], expected: str) -> Param:
-    return Param(default, check, expected)
+def _num(default: float, description: str, **bounds: float) -> Option:
+    return Option("number", default, description, **bounds)
 
 
 # Synthetic sets default to 1000/1000 points: the embedded grid trains hundreds of
 # cells on 2 CPU cores in minutes.
 _N = {
-    "n_train": _p(1000, _int(1), "an integer >= 1"),
-    "n_test": _p(1000, _int(1), "an integer >= 1"),
-    "seed": _p(0, _int(0), "an integer >= 0"),
+    "n_train": _count(1000, "training points"),
+    "n_test": _count(1000, "test points"),
+    "seed": _count(0, "seed of the generator", lo=0),
 }
-_NOISE = {"noise": _p(0.1, _num(0.0), "a number >= 0")}
+_NOISE = {"noise": _num(0.1, "standard deviation of the Gaussian noise", minimum=0)}
 _VISION = {
-    "root": _p(None, _path, "a directory path (string) or null"),
-    "download": _p(False, _bool, "true or false"),
-    "n_train": _p(None, _int(1, optional=True), "an integer >= 1 or null (all)"),
-    "n_test": _p(None, _int(1, optional=True), "an integer >= 1 or null (all)"),
-    "seed": _p(0, _int(0), "an integer >= 0 (picks the n_train/n_test subset)"),
+    "root": Option(
+        "string", None, "directory of the torchvision files (null: data/raw)", nullable=True
+    ),
+    "download": Option("boolean", False, "download the files when they are missing"),
+    "n_train": _count(None, "training images kept, a seeded subset (null: all)", nullable=True),
+    "n_test": _count(None, "test images kept, a seeded subset (null: all)", nullable=True),
+    "seed": _count(0, "picks the n_train/n_test subset", lo=0),
 }
 
 
-def _augment_param(default: str | None) -> dict[str, Param]:
-    return {"augment": _p(default, _augment, "'cifar' or 'none'/null")}
+def _augment(default: str | None) -> dict[str, Option]:
+    text = "training augmentation: cifar (4-pixel pad, crop, flip) or none/null"
+    return {"augment": Option("string", default, text, choices=("cifar", "none", None))}
 
 
-PARAMS: dict[str, dict[str, Param]] = {
-    "circles": {**_N, **_NOISE, "factor": _p(0.5, _num(0.0, 1.0, lo_open=True), "0 < factor < 1")},
+PARAMS: dict[str, dict[str, Option]] = {
+    "circles": {
+        **_N,
+        **_NOISE,
+        "factor": _num(
+            0.5, "inner/outer circle radius ratio", exclusive_minimum=0, exclusive_maximum=1
+        ),
+    },
     "moons": {**_N, **_NOISE},
     "blobs": {
         **_N,
-        "dim": _p(2, _int(1), "an integer >= 1"),
-        "n_classes": _p(3, _int(2), "an integer >= 2"),
-        "cluster_std": _p(1.0, _num(0.0, lo_open=True), "a number > 0"),
+        "dim": _count(2, "input dimension"),
+        "n_classes": _count(3, "number of blobs (classes)", lo=2),
+        "cluster_std": _num(1.0, "standard deviation of each blob", exclusive_minimum=0),
     },
     "parity": {
         **_N,
-        "dim": _p(12, _int(2, 1024), "an integer in [2, 1024]"),
-        "noise": _p(0.0, _num(0.0), "a number >= 0"),
+        "dim": _count(12, "number of bits", lo=2, hi=1024),
+        "noise": _num(0.0, "standard deviation of the Gaussian noise", minimum=0),
     },
     "gaussian_mixture": {
         **_N,
-        "dim": _p(2, _int(1), "an integer >= 1"),
-        "n_classes": _p(2, _int(2), "an integer >= 2"),
-        "components_per_class": _p(2, _int(1), "an integer >= 1"),
-        "spread": _p(3.0, _num(0.0, lo_open=True), "a number > 0"),
-        "cluster_std": _p(1.0, _num(0.0, lo_open=True), "a number > 0"),
+        "dim": _count(2, "input dimension"),
+        "n_classes": _count(2, "number of classes", lo=2),
+        "components_per_class": _count(2, "Gaussian components per class"),
+        "spread": _num(3.0, "scale of the component means", exclusive_minimum=0),
+        "cluster_std": _num(1.0, "standard deviation of each component", exclusive_minimum=0),
     },
     # regression on a known diffeomorphism h of R^d (orthskip.data.diffeo); map_seed fixes h
     "diffeo": {
         **_N,
-        "d": _p(2, _int(2, 16), "an integer in [2, 16]"),
-        "map_seed": _p(0, _int(0), "an integer >= 0 (draws the rotations of h)"),
-        "alpha": _p(
-            0.8, _num(0.0, 2.0), "a number in [0, 2) (radial warp; < 2 keeps h invertible)"
-        ),
-        "beta": _p(1.5, _num(0.0), "a number >= 0 (swirl angle at 0, radians)"),
-        "gamma": _p(0.5, _num(0.0), "a number >= 0 (shear strength)"),
+        "d": _count(2, "dimension of the diffeomorphism h of R^d", lo=2, hi=16),
+        "map_seed": _count(0, "draws the rotations of h", lo=0),
+        "alpha": _num(0.8, "radial warp (< 2 keeps h invertible)", minimum=0, exclusive_maximum=2),
+        "beta": _num(1.5, "swirl angle at 0, radians", minimum=0),
+        "gamma": _num(0.5, "shear strength", minimum=0),
     },
     "digits": {
-        "n_test": _p(360, _int(1, 1796), "an integer in [1, 1796]"),
-        "seed": _p(0, _int(0), "an integer >= 0"),
+        "n_test": _count(360, "test images of the 1797", hi=1796),
+        "seed": _count(0, "seed of the train/test split", lo=0),
     },
-    "mnist": {**_VISION, **_augment_param(None)},
-    "fashion_mnist": {**_VISION, **_augment_param(None)},
-    "cifar10": {**_VISION, **_augment_param("cifar")},
-    "cifar100": {**_VISION, **_augment_param("cifar")},
+    "mnist": {**_VISION, **_augment(None)},
+    "fashion_mnist": {**_VISION, **_augment(None)},
+    "cifar10": {**_VISION, **_augment("cifar")},
+    "cifar100": {**_VISION, **_augment("cifar")},
     # 96×96: the same 4-pixel pad + crop + flip (the seed codebase's choice is not stated)
-    "stl10": {**_VISION, **_augment_param("cifar")},
+    "stl10": {**_VISION, **_augment("cifar")},
 }
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
@@ -131,10 +104,20 @@ _SYNTHETIC_CLASSES = {"circles": 2, "moons": 2, "parity": 2}
 #: sources whose targets are real vectors (MSE), not class labels
 REGRESSION_SOURCES: tuple[str, ...] = ("diffeo",)
 
-#: ``{source: {key: default}}`` for the config schema (``source`` itself is always allowed).
-SOURCE_PARAMS: dict[str, dict[str, Any]] = {
-    src: {k: p.default for k, p in params.items()} for src, params in PARAMS.items()
-}
+#: ``{source: {key: default}}`` (``source`` itself is always allowed).
+SOURCE_PARAMS: dict[str, dict[str, Any]] = {src: defaults(t) for src, t in PARAMS.items()}
+SOURCE_DESCRIPTION = "the generator or torchvision class (default: the dataset's name)"
+
+
+def source_schema(src: str) -> dict[str, Any]:
+    """The JSON schema of a spec of source ``src`` (its title names the source in messages)."""
+    out = table_schema(PARAMS[src], f"parameters of source {src}")
+    source = {"description": SOURCE_DESCRIPTION, "const": src}
+    return {
+        "title": f"source {src!r}",
+        **out,
+        "properties": {"source": source, **out["properties"]},
+    }
 
 
 def source_of(name: str, spec: dict | None) -> str:
@@ -142,9 +125,7 @@ def source_of(name: str, spec: dict | None) -> str:
     src = (spec or {}).get("source", name)
     if src not in PARAMS:
         key = f"datasets.{name}.source" if spec and "source" in spec else f"datasets.{name}"
-        raise ConfigError(
-            f"{key}: unknown dataset source {src!r}; allowed sources: {', '.join(SOURCE_NAMES)}"
-        )
+        raise unknown(key, src, SOURCE_NAMES, "dataset source", "allowed sources")
     return src
 
 
@@ -152,22 +133,14 @@ def validate_spec(name: str, spec: dict | None) -> None:
     """Raise ConfigError naming the key and the allowed keys/values if ``spec`` is bad."""
     if spec is not None and not isinstance(spec, dict):
         raise ConfigError(f"datasets.{name}: expected a mapping of parameters, got {spec!r}")
-    src = source_of(name, spec)
-    params = PARAMS[src]
-    for key, value in (spec or {}).items():
-        if key == "source":
-            continue
-        if key not in params:
-            raise ConfigError(
-                f"datasets.{name}.{key}: unknown key for source {src!r}; "
-                f"allowed keys: source, {', '.join(params)}"
-            )
-        if not params[key].check(value):
-            raise ConfigError(
-                f"datasets.{name}.{key}: expected {params[key].expected}, got {value!r}"
-            )
+    check(source_schema(source_of(name, spec)), spec or {}, f"datasets.{name}")
+    check_classes(name, spec)
+
+
+def check_classes(name: str, spec: dict | None) -> None:
+    """What the schema cannot say: a classification set has every class in both splits."""
     full = resolve_spec(name, spec, _validated=True)
-    k = _SYNTHETIC_CLASSES.get(src) or full.get("n_classes")
+    k = _SYNTHETIC_CLASSES.get(full["source"]) or full.get("n_classes")
     if k is not None:
         # the stratified split puts every class in both splits
         for key in ("n_train", "n_test"):

@@ -1,9 +1,9 @@
 """Architectures: residual MLP, CIFAR ResNets (post-/pre-act.), torchvision-style ResNets, ViT.
 
 ``build_model(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)`` returns a
-``ResidualNet`` (stem, blocks, head). ``model_cfg`` is ``config["model"][arch]``; every key has a
-default in ``MODEL_OPTIONS``. What each skip kind does at transition blocks is documented in
-``orthskip.skips``.
+``ResidualNet`` (stem, blocks, head). ``model_cfg`` is ``config["model"][arch]``; every key's
+type, default and allowed values are in ``MODEL_SPECS``. What each skip kind does at transition
+blocks is documented in ``orthskip.skips``.
 
 Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 6n + 2
 (n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet`` counts weighted
@@ -37,53 +37,59 @@ from orthskip.models.base import ResidualBlock, ResidualNet
 from orthskip.models.init import INITS
 from orthskip.models.resnet import BASIC_STAGES, RESNET_STAGES, STEMS
 from orthskip.models.vit import POOLS, POS_EMBEDS
+from orthskip.options import Option, check_options, defaults, unknown
 from orthskip.skips import SKIPS, skip_options, validate_skip_options
 
-ARCHS: tuple[str, ...] = ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18", "vit", "resnet")
 
-MODEL_OPTIONS: dict[str, dict[str, Any]] = {
+def _width(default: int, text: str = "channels of the first stage") -> Option:
+    return Option("integer", default, text, minimum=1)
+
+
+_INIT = Option("string", "kaiming", "kaiming (He/LeCun normal) or torch_default", choices=INITS)
+_MLP_CHOICES = {"activation": ("relu", "tanh", "gelu"), "norm": ("none", "batch", "layer"),
+                "stem": ("linear", "identity"), "head": ("linear", "identity"),
+                "branch_scale": ("none", "inv_depth", "inv_sqrt_depth")}  # fmt: skip
+
+
+def _mlp(key: str, text: str) -> Option:
+    choices = _MLP_CHOICES[key]
+    return Option("string", choices[0], text, choices=choices)
+
+
+# Every architecture's options (config["model"][arch]): type, default, allowed values.
+MODEL_SPECS: dict[str, dict[str, Option]] = {
     "mlp": {
-        "width": 32,
-        "activation": "relu",
-        "norm": "none",
-        "init": "kaiming",
-        "stem": "linear",
-        "head": "linear",
-        "hidden": 0,  # the branch's inner width; 0 = width
-        "branch_scale": "none",  # F scaled by 1, 1/depth or 1/sqrt(depth)
+        "width": Option("integer", 32, "stream width (0: the input dimension)", minimum=0),
+        "activation": _mlp("activation", "the branch's nonlinearity"),
+        "norm": _mlp("norm", "normalisation in the branch"),
+        "init": _INIT,
+        "stem": _mlp("stem", "input -> stream map (identity keeps the input dimension)"),
+        "head": _mlp("head", "stream -> output map"),
+        "hidden": Option("integer", 0, "the branch's inner width (0: width)", minimum=0),
+        "branch_scale": _mlp("branch_scale", "F scaled by 1, 1/depth or 1/sqrt(depth)"),
     },
-    "cifar_resnet": {"width": 16, "init": "kaiming"},
-    "cifar_preresnet": {"width": 16, "init": "kaiming"},
-    "resnet18": {"width": 64, "init": "kaiming"},
+    "cifar_resnet": {"width": _width(16), "init": _INIT},
+    "cifar_preresnet": {"width": _width(16), "init": _INIT},
+    "resnet18": {"width": _width(64), "init": _INIT},
     "vit": {
-        "width": 192,
-        "heads": 3,
-        "mlp_ratio": 4.0,
-        "patch": 4,
-        "pos_embed": "learned",
-        "pool": "cls",
-        "init": "kaiming",
+        "width": _width(192, "token width d"),
+        "heads": Option("integer", 3, "attention heads (divide width)", minimum=1),
+        "mlp_ratio": Option("number", 4.0, "MLP hidden width / width", exclusive_minimum=0),
+        "patch": Option("integer", 4, "patch side in pixels", minimum=1),
+        "pos_embed": Option("string", "learned", "position embedding", choices=POS_EMBEDS),
+        "pool": Option("string", "cls", "cls token or mean of the tokens", choices=POOLS),
+        "init": _INIT,
     },
-    "resnet": {"width": 64, "stem": "cifar", "init": "kaiming"},
-}
-MODEL_CHOICES: dict[str, dict[str, tuple[str, ...]]] = {
-    "mlp": {
-        "activation": ("relu", "tanh", "gelu"),
-        "norm": ("none", "batch", "layer"),
-        "init": INITS,
-        "stem": ("linear", "identity"),
-        "head": ("linear", "identity"),
-        "branch_scale": ("none", "inv_depth", "inv_sqrt_depth"),
+    "resnet": {
+        "width": _width(64),
+        "stem": Option(
+            "string", "cifar", "cifar (3x3) or imagenet (7x7 + max pool) stem", choices=STEMS
+        ),
+        "init": _INIT,
     },
-    "cifar_resnet": {"init": INITS},
-    "cifar_preresnet": {"init": INITS},
-    "resnet18": {"init": INITS},
-    "vit": {"pos_embed": POS_EMBEDS, "pool": POOLS, "init": INITS},
-    "resnet": {"stem": STEMS, "init": INITS},
 }
-# options that are integers >= 1 / numbers > 0 (every arch that has them)
-INT_OPTIONS: frozenset[str] = frozenset({"width", "heads", "patch"})
-POSITIVE_OPTIONS: frozenset[str] = frozenset({"mlp_ratio"})
+ARCHS: tuple[str, ...] = tuple(MODEL_SPECS)
+MODEL_OPTIONS: dict[str, dict[str, Any]] = {a: defaults(t) for a, t in MODEL_SPECS.items()}
 RESNET18_STAGES: dict[int, tuple[int, ...]] = BASIC_STAGES
 
 
@@ -100,7 +106,7 @@ def allowed_depths(arch: str) -> str:
 
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
-        raise ConfigError(f"arch = {arch!r}: unknown architecture; expected one of {list(ARCHS)}")
+        raise unknown("arch", arch, ARCHS, "architecture")
 
 
 def check_depth(arch: str, depth: int) -> None:
@@ -124,23 +130,7 @@ def check_depth(arch: str, depth: int) -> None:
 def validate_model_options(arch: str, model_cfg: dict | None) -> None:
     """Raise ConfigError for an unknown key or bad value in config['model'][arch]."""
     _check_arch(arch)
-    allowed = MODEL_OPTIONS[arch]
-    for key, value in (model_cfg or {}).items():
-        where = f"model.{arch}.{key}"
-        if key not in allowed:
-            raise ConfigError(f"{where}: unknown option; allowed: {sorted(allowed)}")
-        choices = MODEL_CHOICES.get(arch, {}).get(key)
-        if choices is not None and value not in choices:
-            raise ConfigError(f"{where} = {value!r}: expected one of {list(choices)}")
-        # mlp: width 0 = the input dimension, hidden 0 = width
-        least = 0 if (arch, key) in (("mlp", "width"), ("mlp", "hidden")) else 1
-        bad_int = isinstance(value, bool) or not isinstance(value, int) or value < least
-        if (key in INT_OPTIONS or key == "hidden") and bad_int:
-            raise ConfigError(f"{where} = {value!r}: expected an integer >= {least}")
-        if key in POSITIVE_OPTIONS and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not value > 0
-        ):
-            raise ConfigError(f"{where} = {value!r}: expected a number > 0")
+    check_options(MODEL_SPECS[arch], model_cfg or {}, f"model.{arch}")
 
 
 def model_options(arch: str, model_cfg: dict | None) -> dict[str, Any]:
@@ -190,8 +180,8 @@ def build_model(
 __all__ = [
     "ARCHS",
     "INITS",
-    "MODEL_CHOICES",
     "MODEL_OPTIONS",
+    "MODEL_SPECS",
     "SKIPS",
     "ResidualBlock",
     "ResidualNet",

@@ -145,9 +145,13 @@ def train_mem(members):
     def mem(wildcards):
         spec = _spec(wildcards)
         cells = pack_cells(wildcards.pack, members)
-        per_depth = max(sum(1 for c in cells if c.depth == d) for d in {c.depth for c in cells})
+        per_depth = max(
+            sum(1 for c in cells if c.depth == d) for d in {c.depth for c in cells}
+        )
         one = max(
-            cluster.train_mem_mb(spec["source"], c.arch, c.depth, n_train=spec.get("n_train"))
+            cluster.train_mem_mb(
+                spec["source"], c.arch, c.depth, n_train=spec.get("n_train")
+            )
             for c in cells
         )
         return one * per_depth
