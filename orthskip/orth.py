@@ -7,7 +7,7 @@
 - ``polar``: the exact polar factor by SVD (closest semi-orthogonal matrix in Frobenius norm).
 - ``manifold_step``: one Riemannian steepest-descent step on O(n) with the Bernstein/modula update
   and a retraction that keeps the iterate orthogonal to float precision.
-- ``project_conv_operator``: ProcResNet (seeds/002, Algorithm 1) projection of a circular
+- ``project_conv_operator``: ProcResNet (Zaeemzadeh et al., Algorithm 1) projection of a circular
   convolution so that all singular values of its operator equal ``scale``, per FFT frequency.
 - ``expm_skew``: exp(A) of a real skew-symmetric (or complex skew-Hermitian) A from the
   eigendecomposition of the Hermitian −iA, with the exact (Daleckii–Krein) derivative;
@@ -209,7 +209,7 @@ def project_conv_operator(weight: Tensor, size: tuple[int, int], scale: float = 
     """Project a stride-1 circular convolution so every singular value of its operator is ``scale``.
 
     ``weight`` is (C_out, C_in, k, k) applied to inputs of spatial ``size`` with circular padding.
-    Per FFT frequency (u, v) the operator acts by P(u,v) = FFT2(K)[:, :, u, v] (seeds/002,
+    Per FFT frequency (u, v) the operator acts by P(u,v) = FFT2(K)[:, :, u, v] (Zaeemzadeh et al.,
     Theorem 3); each P is replaced by scale · polar(P) (eq. 8). The result is a kernel of full
     spatial support ``size`` (the exact projection; truncating it back to k × k would not be).
     """

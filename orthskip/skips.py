@@ -9,7 +9,7 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
 
 - ``identity``: x / subsample x[..., ::s, ::s], then zero-pad channels: the fixed
   semi-orthogonal map [I; 0] (He et al.'s "option A").
-- ``none``: 0 / 0 (PlainNet, seeds/004).
+- ``none``: 0 / 0 (PlainNet, Oyedotun et al.).
 - ``linear``: W x, W (C × C) learnable and unconstrained / subsample, then a learnable
   C_out × C_in map ("option B").
 - ``orth_fixed``: Q x, Q Haar in SO(C), frozen (a buffer) / subsample, then a frozen Haar
@@ -22,7 +22,7 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
 - ``orth_manifold``: Q x, Q a plain parameter moved only by the Riemannian optimizer
   (``orthskip.optim.RiemannianOrthogonal``) and retracted onto O(C) / subsample, then a
   C_out × C_in Stiefel matrix with the same update.
-- ``procrustes``: x (identity) / ProcResNet's conv* *before* the block (seeds/002, Fig. 1d):
+- ``procrustes``: x (identity) / ProcResNet's conv* *before* the block (Zaeemzadeh et al., Fig. 1d):
   pixel-unshuffle (a permutation; odd sizes are zero-padded to even, which makes the operator
   a contraction, σ ≤ scale, instead of norm-preserving), then a convolution C_in·4 → C_out,
   then y = z + F(z) with an identity skip. With ``kernel_size: 1`` (default) that is a 1×1
@@ -31,7 +31,8 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
   frequency (``orthskip.orth.project_conv_operator``). Either way every nonzero operator
   singular value equals ``scale``.
 - ``orth_jacobian``: the whole block is ``layers`` (default 2, as a basic block has two convs)
-  layers y = x − 2Bᵀρ(Bx + b), ρ = ReLU, no other branch and no BN (seeds/003), so the block
+  layers y = x − 2Bᵀρ(Bx + b), ρ = ReLU, no other branch and no BN (the Orthogonal-Jacobian
+  paper), so the block
   Jacobian I − 2BᵀDB (and the product over layers) is exactly orthogonal / subsample, then a
   parametrized C_out × C_in map with orthonormal columns, then the layers. (A transition
   reduces C·H·W, so no transition Jacobian can be orthogonal.) B per layer:
@@ -448,9 +449,10 @@ class ProcrustesSkip(Skip):
       W ← scale · polar(W) (exact, by SVD) sets every nonzero operator singular value.
     - k > 1: a circular k×k convolution on the unshuffled grid (h', w'). Its operator is
       block-diagonal in the 2-D Fourier basis with blocks P(u, v) = FFT2(K)(u, v), and the
-      projection replaces every block by scale · polar(P(u, v)) (seeds/002, Algorithm 1, with an
-      exact SVD per frequency). The exact projection of a k×k kernel has full spatial support,
-      so after the first projection the kernel is h' × w' (initialised k×k, zero elsewhere), and
+      projection replaces every block by scale · polar(P(u, v)) (Zaeemzadeh et al.,
+      Algorithm 1, with an exact SVD per frequency). The exact projection of a k×k kernel has
+      full spatial support, so after the first projection the kernel is h' × w' (initialised
+      k×k, zero elsewhere), and
       the convolution is applied by FFT, which costs about as much as a 1×1 convolution per
       frequency.
     """

@@ -139,7 +139,8 @@ def loglog_slope(
 
 
 def log_m_over_m_slope(m: Sequence[float] | np.ndarray) -> float:
-    """Log–log slope of the O(log m / m) prediction (seeds/000) fitted over the same depths.
+    """Log–log slope of the O(log m / m) prediction (the Orthogonal Skip Connections paper)
+    fitted over the same depths.
 
     log(log m / m) is not a line in log m, so the prediction's "exponent" depends on the
     depths; fitting it exactly as the data are fitted makes the two comparable. Local

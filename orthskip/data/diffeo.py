@@ -1,4 +1,5 @@
-"""A known smooth invertible map h: R^d → R^d, the regression target of seeds/000's setting.
+"""A known smooth invertible map h: R^d → R^d: the regression target in the setting of the
+Orthogonal Skip Connections paper.
 
 h = R₂ ∘ shear ∘ swirl ∘ radial ∘ R₁ with
 - R₁, R₂ ∈ SO(d): Haar rotations drawn from ``map_seed`` (det +1);

@@ -159,7 +159,8 @@ def geo_mean(values: np.ndarray) -> float:
 def blocks_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
     """Number of residual blocks m of each cell (rows of kind block or transition).
 
-    seeds/000 states its rate in the number of blocks m, not the layer count in a name
+    the Orthogonal Skip Connections paper states its rate in the number of blocks m, not the
+    layer count in a name
     such as ResNet-110; cells without block rows fall back to their depth.
     """
     layers = with_variant(layers)

@@ -1,4 +1,4 @@
-"""Gradient-norm ratio per block (norm preservation, Zaeemzadeh et al., seeds/002)."""
+"""Gradient-norm ratio per block (norm preservation, Zaeemzadeh et al.)."""
 
 from __future__ import annotations
 

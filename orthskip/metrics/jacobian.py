@@ -1,4 +1,5 @@
-"""Singular values of a block's input–output Jacobian (dynamical isometry, seeds/003).
+"""Singular values of a block's input–output Jacobian (dynamical isometry, as in the
+Orthogonal-Jacobian paper).
 
 The block maps a batch to a batch sample by sample (eval mode), so the Jacobian of the batch
 map is block-diagonal; its extreme singular values are the max / min over the samples of each

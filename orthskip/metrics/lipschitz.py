@@ -1,4 +1,5 @@
-"""A lower bound on the Lipschitz constant of a residual branch F_i (seeds/000: ‖h_i − W_i‖_L).
+"""A lower bound on the Lipschitz constant of a residual branch F_i (‖h_i − W_i‖_L in the
+Orthogonal Skip Connections paper).
 
 For a block y = S(x) + F(x) with a linear skip, h_i − W_i = F_i, and for a map that is
 differentiable almost everywhere on a convex set, Lip(F) = sup_x σ_max(∂F/∂x). We take the

@@ -1,4 +1,4 @@
-"""Conditioning of hidden representations (Oyedotun et al., seeds/004, Fig. 9)."""
+"""Conditioning of hidden representations (Oyedotun et al., Fig. 9)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ kaiming_uniform_(a=√5), i.e. U(±1/√fan_in), variance 1/(3·fan_in); biases 
 BatchNorm weight 1, bias 0). A residual-free MLP block Linear–ReLU–Linear then shrinks the
 second moment by 1/3 · 1/2 · 1/3 = 1/18: a deep PlainNet (skip ``none``) starts with no signal.
 
-``kaiming`` (the default; seeds/004 uses He init) draws every weight from N(0, gain²/fan) with
+``kaiming`` (the default; Oyedotun et al. uses He init) draws every weight from N(0, gain²/fan) with
 zero bias, the gain chosen by what the layer's output feeds:
 
 - MLP stem Linear(D, w): fan-in, gain 1 (LeCun-normal). It feeds the residual stream, not a

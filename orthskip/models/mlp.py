@@ -3,14 +3,15 @@
 stem = Flatten → Linear(D, width); ``depth`` blocks y = S(x) + F(x) on ``width`` features
 with F(x) = Linear(act(norm(Linear(x)))) through ``hidden`` inner units (0: = width); head =
 Linear(width, classes). No activation after the addition, so the trunk is a composition of
-maps near S (seeds/000's setting). All blocks keep the width, so an MLP has no transition
-blocks (``procrustes``, which only acts at transitions, is then the identity skip).
+maps near S (the Orthogonal Skip Connections paper's setting). All blocks keep the width, so
+an MLP has no transition blocks (``procrustes``, which only acts at transitions, is then the
+identity skip).
 Initialisation (``init``): ``orthskip.models.init``.
 
 ``width: 0`` is the input dimension. ``stem: identity`` / ``head: identity`` (options) drop
-the input / output linear map, so the blocks *are* the map being learned (seeds/000's theorem
-setting: a map R^d → R^d written as m residual blocks on R^d itself); they need width = input
-dimension / = output dimension.
+the input / output linear map, so the blocks *are* the map being learned (the theorem setting
+of the Orthogonal Skip Connections paper: a map R^d → R^d written as m residual blocks on
+R^d itself); they need width = input dimension / = output dimension.
 ``branch_scale`` multiplies every branch's output by 1, 1/depth or 1/√depth (a fixed factor,
 not a parameter): a depth-dependent step size, so its effect on depth trends can be shown.
 """
