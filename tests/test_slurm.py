@@ -18,11 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+import cluster as res
 import pandas as pd
 import pytest
 import yaml
 
-from orthskip import cluster as res
 from tests.slurm_cluster import missing_prerequisites, slurm_cluster
 from tests.workflow import REPO, snakemake, tiny_config
 
@@ -97,9 +97,10 @@ def cluster(tmp_path_factory):
 
 def _env() -> dict[str, str]:
     # Jobs inherit this environment (sbatch --export=ALL): the venv's snakemake and
-    # orthskip, and this checkout's orthskip package.
+    # orthskip, this checkout's orthskip package and its workflow helpers (workflow/lib).
     path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    paths = [str(REPO), str(REPO / "workflow" / "lib"), os.environ.get("PYTHONPATH")]
+    pythonpath = os.pathsep.join(filter(None, paths))
     return {**os.environ, "PATH": path, "PYTHONPATH": pythonpath}
 
 
@@ -116,7 +117,7 @@ def _profiles(workdir: Path) -> list[str]:
 # cells with one GPU each, and one long job that gets preempted (requeued) once.
 MINI_SNAKEFILE = textwrap.dedent(
     r"""
-    from orthskip.cluster import train_group, train_gpus, train_mem_mb, train_runtime_minutes
+    from cluster import train_group, train_gpus, train_mem_mb, train_runtime_minutes
 
     SHORT = ["circles", "moons", "digits"]
     LONG = ["cifar10", "mnist"]
@@ -218,7 +219,7 @@ def test_profile_submits_groups_requests_gpus_and_requeues(cluster, tmp_path):
         assert out[d]["CUDA_VISIBLE_DEVICES"] in ("0", "1")
     # the short group asked for no GPU and got none
     assert out["circles"]["CUDA_VISIBLE_DEVICES"] is None
-    # The runtime limit is the one orthskip.cluster computed (15 min floor).
+    # The runtime limit is the one workflow/lib/cluster.py computed (15 min floor).
     assert cluster.show_job(job_of["cifar10"])["TimeLimit"] == "00:15:00"
 
     # Preemption: the requeued job got SIGTERM, ran again under the same job id
@@ -284,7 +285,7 @@ def test_tiny_grid_through_slurm_matches_local_run(cluster, tmp_path):
     # prepare_dataset, then train + extract_metrics of the short cell as one group job
     assert len(submitted) == 2, (
         f"{len(submitted)} SLURM jobs for prepare + train + metrics of one short cell; "
-        "expected 2: train and extract_metrics need `group: ` orthskip.cluster.train_group"
+        "expected 2: train and extract_metrics need `group: ` cluster.train_group (workflow/lib)"
         "(source) so that short cells share jobs (docs/cluster.md §3)\n" + proc.stderr[-3000:]
     )
 

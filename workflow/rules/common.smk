@@ -3,7 +3,6 @@ import json
 import re
 import sys
 
-from orthskip import cluster
 from orthskip.config import Cell, approx_cells, cell_config, cells, pack_cells, packs
 from orthskip.data.prepare import check_prepared
 from orthskip.figures import FIGURES
@@ -12,6 +11,7 @@ from orthskip.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
+import cluster
 from code_fingerprint import code_fingerprint as _code_fingerprint
 
 # One per command, not one per pack rule.
