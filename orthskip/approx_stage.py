@@ -38,6 +38,7 @@ from orthskip.config import config_hash
 from orthskip.io import load_torch, write_parquet
 from orthskip.metrics.lipschitz import branch_lipschitz
 from orthskip.provenance import provenance
+from orthskip.runstate import loss_module, streams
 from orthskip.train import build_cell_model, evaluate, lr_factor, validation_split
 
 PHASES = ("before", "swapped", "finetuned")
@@ -127,15 +128,11 @@ def finetune(
         )
         for opt in bundle.optimizers
     ]
-    if y_train.is_floating_point():
-        loss_fn: nn.Module = nn.MSELoss()
-    else:
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=float(tcfg.get("label_smoothing", 0.0)))
+    loss_fn = loss_module(tcfg, y_train.is_floating_point())
     clip = float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None
     params = [p for p in net.parameters() if p.requires_grad]
-    # the training streams' seeds (orthskip.train): the same order as the cell's first epochs
-    data_gen = torch.Generator().manual_seed(seed * 1_000_003 + 17)
-    aug_gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + 29)
+    # the cell's own training streams: the same data order as its first epochs
+    data_gen, aug_gen = streams(seed, device)
     net.train()
     for _ in range(epochs):
         perm = torch.randperm(n, generator=data_gen).to(device)
