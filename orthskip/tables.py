@@ -136,10 +136,6 @@ def _no_data(title: str) -> TextTable:
 # ---------------------------------------------------------------- accuracy
 
 
-def _diverged(cells: pd.DataFrame) -> np.ndarray:
-    return D.diverged(cells).to_numpy()
-
-
 def _variant_order(df: pd.DataFrame) -> dict[str, int]:
     return {v: k for k, v in enumerate(ordered_variants(D.variant_kinds(df)))}
 
@@ -156,7 +152,7 @@ def accuracy_frame(cells: pd.DataFrame) -> pd.DataFrame:
     cells = D.with_variant(cells)
     at_val = "test_acc_at_best_val" in cells.columns
     cells = cells.assign(
-        _div=_diverged(cells),
+        _div=D.diverged(cells),
         _score=D.test_score(cells),
         _best=D.test_score(cells, "_at_best_val") if at_val else np.nan,
     )
@@ -646,7 +642,7 @@ def _start_lines(layers: pd.DataFrame, ds: str, arch: str) -> list[str]:
 
 def _diverged_counts(cells: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, depth, variant): seeds that diverged (``div``) and seeds (``n``)."""
-    c = D.with_variant(cells).assign(_div=_diverged(cells))
+    c = D.with_variant(cells).assign(_div=D.diverged(cells))
     return c.groupby([*ROW_KEYS, "variant"]).agg(div=("_div", "sum"), n=("_div", "size"))
 
 
