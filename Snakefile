@@ -1,9 +1,10 @@
 # orthskip: does an orthogonal skip connection replace the identity in deep residual nets?
 # Data -> train every (dataset x arch x variant x depth x seed) cell -> per-layer metrics
-# -> aggregated Parquet -> figures, tables and the HTML report.
+# -> aggregated Parquet -> figures, tables and the HTML report. Each rule runs one stage,
+# `python -m orthskip COMMAND`; the comment above it names its module in orthskip/stages/.
 from snakemake.utils import min_version
 
-from orthskip.config import WILDCARD_PATTERNS, prepare_config
+from orthskip.config.grid import WILDCARD_PATTERNS, prepare_config
 
 min_version("9.0")
 

@@ -29,8 +29,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from orthskip.models import build_model
-from orthskip.optim import build_optimizer
+from orthskip.nn.models import build_model
+from orthskip.nn.optim import build_optimizer
 
 KINDS = ("identity", "orth_learned", "orth_manifold")
 GOAL = {"orth_learned": 1.10}

@@ -1,10 +1,10 @@
 """Cost of orth_learned's orthogonal maps: all the Q's of one model, forward and backward.
 
 Builds the model once per map (``matrix_exp``: the eigendecomposition exponential of
-``orthskip.orth.expm_skew``; ``cayley``), moves every parameter X off 0 so that A is a generic
+``orthskip.nn.orth.expm_skew``; ``cayley``), moves every parameter X off 0 so that A is a generic
 skew matrix, and times Q = base · map(A(X)) for every skip plus the backward of a random linear
 function of the Q's, in interleaved rounds in one process. ``grouped``: batched per shape, as
-the model's forward computes them (``orthskip.skips.grouped_orthogonal_maps``); ``separate``:
+the model's forward computes them (``orthskip.nn.skips.grouped_orthogonal_maps``); ``separate``:
 one skip at a time. This is the per-step cost that orth_learned adds to ``linear`` whatever the
 batch size: compare it with a training step from bench_skips.py. (Here, with warm caches, the
 two ways cost about the same; inside a training step the grouped one is cheaper, because the
@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 import torch
 
-from orthskip.models import build_model
-from orthskip.skips import OrthLearnedSkip, grouped_orthogonal_maps
+from orthskip.nn.models import build_model
+from orthskip.nn.skips import OrthLearnedSkip, grouped_orthogonal_maps
 
 MAPS = ("matrix_exp", "cayley")
 

@@ -1,4 +1,4 @@
-"""Benchmarks of orthskip.metrics, as ratios measured side by side in one run.
+"""Benchmarks of orthskip.analysis.metrics, as ratios measured side by side in one run.
 
 1. Convolution-operator singular values: FFT/polyphase (orthskip) vs the SVD of the dense
    unrolled operator — speed ratio (goal ≥ 100×) and the largest relative error.
@@ -7,7 +7,7 @@
    shapes (probe 256; a CIFAR epoch = 391 steps of batch 128, extrapolated from a few steps).
    Goal: extraction at all snapshots ≤ 10 % of the cell's training time.
 
-Uses orthskip.models when it is importable, else the toy models of tests/toy_models.py with the
+Uses orthskip.nn.models when it is importable, else the toy models of tests/toy_models.py with the
 same layer shapes. Run from the repository root:
 
     python bench/bench_metrics.py            # default sizes, < 2 minutes
@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orthskip.metrics import conv_operator_svals, extract_metrics
+from orthskip.analysis.metrics import conv_operator_svals, extract_metrics
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> float:
@@ -88,11 +88,11 @@ def build(
     arch: str, depth: int, input_shape: tuple[int, ...], classes: int
 ) -> tuple[nn.Module, str]:
     try:
-        from orthskip.models import build_model  # the real architectures, once merged
+        from orthskip.nn.models import build_model  # the real architectures, once merged
 
         cfg = {"mlp": {"width": 16}}.get(arch, {})
         model = build_model(arch, depth, "orth_learned", input_shape, classes, cfg, {})
-        return model, "orthskip.models"
+        return model, "orthskip.nn.models"
     except ImportError:
         from tests.toy_models import toy_mlp, toy_resnet
 

@@ -1,7 +1,7 @@
 """A vectorised pack of K members vs the same K cells trained one after another, in one run.
 
 Both sides run in this one process, on the same data file, with the same member configs:
-``train_pack(..., vectorise=True)`` (one batched computation, ``orthskip.stacked``) and
+``train_pack(..., vectorise=True)`` (one batched computation, ``orthskip.training.stacked``) and
 ``train_pack(..., vectorise=False)`` (the K cells through ``train_cell`` in turn). The two
 alternate ``--rounds`` times; reported per case are the medians of
 
@@ -31,8 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import fake_dataset
 
-from orthskip.config import cell_config, cells, prepare_config
-from orthskip.pack import train_pack
+from orthskip.config.grid import cell_config, cells, prepare_config
+from orthskip.stages.train import train_pack
 
 CASES = {
     # name: (arch, depth, model options, input shape, n_train, epochs, batch)

@@ -32,9 +32,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from orthskip.models import build_model
-from orthskip.optim import build_optimizer
-from orthskip.skips import SKIPS
+from orthskip.nn.models import build_model
+from orthskip.nn.optim import build_optimizer
+from orthskip.nn.skips import SKIPS
 
 GOALS = {"orth_learned": 1.10, "orth_manifold": 1.15}
 CONTROL = "identity (2nd model)"  # the A/A row: built and timed like a kind, skip = identity

@@ -1,6 +1,6 @@
 """Our training loop vs a bare hand-written PyTorch loop, side by side in one run.
 
-Same model (built by orthskip.models with the same seed), same data tensors, same batch
+Same model (built by orthskip.nn.models with the same seed), same data tensors, same batch
 size, same optimizer (SGD, momentum 0.9) and the same number of epochs. Reported:
 
 * steps: images/s over the optimizer steps only (ours: the per-epoch ``time_s`` that
@@ -22,11 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from orthskip.config import cell_config, cells, prepare_config
+from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json
-from orthskip.optim import build_optimizer
-from orthskip.train import build_cell_model, train_cell
+from orthskip.nn.optim import build_optimizer
+from orthskip.training.solo import build_cell_model, train_cell
 
 
 def fake_dataset(root: Path, n: int, shape: tuple[int, ...], classes: int) -> tuple[Path, Path]:

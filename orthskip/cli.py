@@ -18,7 +18,7 @@ from orthskip.errors import OrthskipError
 
 def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
     """The cell's config, from --cell-config (rules) or --configfile + --cell (by hand)."""
-    from orthskip.config import Cell, cell_config, cells, load_config
+    from orthskip.config.grid import Cell, cell_config, cells, load_config
 
     if args.cell_config:
         return json.loads(args.cell_config)
@@ -40,7 +40,7 @@ def _add_cell_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from orthskip.config import cells, load_config
+    from orthskip.config.grid import cells, load_config
 
     cfg = load_config(args.configfile)
     print(f"{args.configfile}: ok, {len(cells(cfg))} cells")
@@ -48,14 +48,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    from orthskip.config_show import show
+    from orthskip.config.show import show
 
     sys.stdout.write(show(args.configfile, args.cell, args.origin))
     return 0
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
-    from orthskip import config_schema
+    from orthskip.config import schema as config_schema
 
     if args.write:
         changed = config_schema.write()
@@ -73,7 +73,7 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_config_cells(args: argparse.Namespace) -> int:
-    from orthskip.config_show import list_cells
+    from orthskip.config.show import list_cells
 
     sys.stdout.write(list_cells(args.configfile))
     return 0
@@ -96,7 +96,7 @@ def cmd_dvc_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from orthskip.data import prepare_dataset
+    from orthskip.stages.prepare import prepare_dataset
 
     prepare_dataset(
         args.name,
@@ -110,8 +110,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from orthskip.runlog import train_logged
-    from orthskip.train import PREEMPT_EXIT_CODE, Preempted
+    from orthskip.training.runlog import train_logged
+    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
 
     try:
         status = train_logged(_cell_config(args), args.data, args.manifest, args.out, args.log_file)
@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from orthskip.cell_metrics import cell_metrics
+    from orthskip.stages.metrics import cell_metrics
 
     rows = cell_metrics(
         _cell_config(args), args.data, args.manifest, args.snapshots, args.out, args.warp_out
@@ -133,8 +133,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_train_pack(args: argparse.Namespace) -> int:
-    from orthskip.pack import train_pack
-    from orthskip.train import PREEMPT_EXIT_CODE, Preempted
+    from orthskip.stages.train import train_pack
+    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
 
     try:
         statuses = train_pack(
@@ -149,7 +149,7 @@ def cmd_train_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics_pack(args: argparse.Namespace) -> int:
-    from orthskip.pack import metrics_pack
+    from orthskip.stages.metrics import metrics_pack
 
     rows = metrics_pack(
         json.loads(args.pack_config), args.data, args.manifest, args.snapshots, args.outs,
@@ -160,12 +160,12 @@ def cmd_metrics_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_approx_cell(args: argparse.Namespace) -> int:
-    from orthskip.approx_stage import approximate_cell
+    from orthskip.stages.approx import approximate_cell
 
     cell_cfg = _cell_config(args)
     # unset options: the config's approx section and skip_options (by hand, --configfile),
     # else the schema's defaults (the rule passes every option)
-    from orthskip.config import approx_defaults, load_config
+    from orthskip.config.grid import approx_defaults, load_config
 
     by_hand = bool(args.configfile and not args.cell_config)
     cfg = load_config(args.configfile) if by_hand else {"skip_options": {}}
@@ -200,7 +200,7 @@ def cmd_approx_cell(args: argparse.Namespace) -> int:
 
 
 def cmd_approx_aggregate(args: argparse.Namespace) -> int:
-    from orthskip.aggregate import aggregate_approx
+    from orthskip.stages.aggregate import aggregate_approx
 
     n = aggregate_approx(args.inputs, args.out)
     print(f"{n} approximation rows from {len(args.inputs)} cells -> {args.out}")
@@ -208,35 +208,35 @@ def cmd_approx_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    from orthskip.aggregate import aggregate
+    from orthskip.stages.aggregate import aggregate
 
     aggregate(args.status, args.history, args.metrics, args.warp, args.out_dir)
     return 0
 
 
 def cmd_figure(args: argparse.Namespace) -> int:
-    from orthskip.figures import make_figure
+    from orthskip.stages.figures import make_figure
 
     make_figure(args.name, args.metrics_dir, args.pdf, args.png)
     return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from orthskip.tables import make_table
+    from orthskip.stages.tables import make_table
 
     make_table(args.name, args.metrics_dir, args.md, args.tex)
     return 0
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from orthskip.tables import write_findings
+    from orthskip.stages.tables import write_findings
 
     write_findings(args.metrics_dir, args.out)
     return 0
 
 
 def cmd_dvc_summary(args: argparse.Namespace) -> int:
-    from orthskip.dvc_summary import write_summary
+    from orthskip.stages.dvc_summary import write_summary
 
     write_summary(args.cells, args.json, args.csv)
     return 0

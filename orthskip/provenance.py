@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Iterable
 from importlib import metadata
 
-from orthskip.config import REPO_ROOT
+from orthskip.config.grid import REPO_ROOT
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pandas", "pyarrow", "scikit-learn", "snakemake")
 

@@ -4,7 +4,7 @@ shared cores get much slower with more threads)."""
 import pytest
 import torch
 
-from orthskip.data import prepare_dataset
+from orthskip.stages.prepare import prepare_dataset
 
 torch.set_num_threads(1)
 

@@ -348,7 +348,7 @@ APPROX_PHASES = ("before", "swapped", "finetuned")
 
 
 def _approx_rows(rng: np.random.Generator) -> list[dict]:
-    """results/metrics/approx.parquet (orthskip.approx_stage): moons/mlp identity cells, both
+    """results/metrics/approx.parquet (orthskip.stages.approx): moons/mlp identity cells, both
     kinds, with the correction layer: ``swapped`` reproduces ``before``; fine-tuning moves the
     score a little and W toward I."""
     rows = []

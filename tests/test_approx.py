@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from orthskip.approx import approximate, block_io, output_gap, procrustes_fit
-from orthskip.models import build_model
-from orthskip.orth import haar_orthogonal
+from orthskip.analysis.approx import approximate, block_io, output_gap, procrustes_fit
+from orthskip.nn.models import build_model
+from orthskip.nn.orth import haar_orthogonal
 
 
 def _objective(w: torch.Tensor, x: torch.Tensor, h: torch.Tensor) -> float:

@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from orthskip.approx import approximate
-from orthskip.approx_stage import COLUMNS, PHASES, approximate_cell, finetune
-from orthskip.config import cell_config, cells, prepare_config
-from orthskip.data import load_prepared, prepare_dataset
+from orthskip.analysis.approx import approximate
+from orthskip.config.grid import cell_config, cells, prepare_config
+from orthskip.data import load_prepared
 from orthskip.io import load_torch
-from orthskip.tables import make_table, orthogonal_approximation_frame
-from orthskip.train import build_cell_model, train_cell, validation_split
+from orthskip.stages.approx import COLUMNS, PHASES, approximate_cell, finetune
+from orthskip.stages.prepare import prepare_dataset
+from orthskip.stages.tables import make_table, orthogonal_approximation_frame
+from orthskip.training.solo import build_cell_model, train_cell, validation_split
 from tests.workflow import tiny_config
 
 LIP = (16, 4, 20)  # (samples, segments, steps) of branch_lipschitz: small and quick
@@ -91,7 +92,7 @@ def test_swapped_reproduces_before_with_the_correction_layer(rows):
 
 
 def test_swapped_stats_match_the_approximation_itself(rows, trained):
-    """Means over blocks of orthskip.approx.approximate's own per-block numbers."""
+    """Means over blocks of orthskip.analysis.approx.approximate's own per-block numbers."""
     _, probe, model = _probe_and_model(trained)
     for kind, g in rows.groupby("kind"):
         _, per_block = approximate(model, probe, kind=kind, lipschitz=LIP)
@@ -251,7 +252,7 @@ def test_table_and_findings_count_diverged_fine_tuning(metrics_dir, tmp_path):
     """Fine-tuning that diverged (NaN score, status diverged) is counted, not averaged away."""
     import shutil
 
-    from orthskip.tables import findings_markdown
+    from orthskip.stages.tables import findings_markdown
 
     d = tmp_path / "m"
     shutil.copytree(metrics_dir, d)

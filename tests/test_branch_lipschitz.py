@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from orthskip.metrics import FAMILIES, extract_metrics
-from orthskip.metrics.lipschitz import branch_lipschitz, segment_points, sigma_max_power
-from orthskip.models import build_model
+from orthskip.analysis.metrics import FAMILIES, extract_metrics
+from orthskip.analysis.metrics.lipschitz import branch_lipschitz, segment_points, sigma_max_power
+from orthskip.nn.models import build_model
 
 
 def _dense_sigma(f, pts: torch.Tensor) -> np.ndarray:
@@ -153,7 +153,7 @@ def test_zero_branch_has_zero_lipschitz() -> None:
 
 def test_extract_metrics_on_a_regression_probe() -> None:
     """Float targets (the diffeo task): grad_norm_ratio uses the MSE, every family runs."""
-    from orthskip.metrics.gradflow import grad_norm_ratios
+    from orthskip.analysis.metrics.gradflow import grad_norm_ratios
 
     torch.manual_seed(3)
     net = build_model("mlp", 3, "orth_learned", (2,), 2, {"width": 2}).eval()

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from orthskip.config import (
+from orthskip.config.grid import (
     Cell,
     approx_cells,
     approx_defaults,
@@ -282,17 +282,17 @@ def test_configfile_stands_alone_paper_grid_has_no_clipping(tmp_path):
 
 
 def test_committed_schema_is_generated_from_the_registries():
-    """The schema's registry sections are what orthskip.config_schema writes from the
+    """The schema's registry sections are what orthskip.config.schema writes from the
     option tables; after changing a registry, `orthskip config schema --write`."""
     from orthskip.cli import main
-    from orthskip.config_schema import SCHEMA, expected_text
+    from orthskip.config.schema import SCHEMA, expected_text
 
     assert SCHEMA.read_text() == expected_text()
     assert main(["config", "schema"]) == 0
 
 
 def test_every_schema_key_has_a_description():
-    from orthskip.config_schema import load
+    from orthskip.config.schema import load
 
     missing: list[str] = []
 
@@ -315,9 +315,9 @@ def test_library_defaults_are_the_pipeline_defaults():
     """A library call without a config gets what a config run gets (the optimizer's
     defaults once disagreed: lr 0.1 / weight_decay 0 in the library, 0.05 / 1e-4 in the
     schema)."""
-    from orthskip.models import MODEL_OPTIONS, model_options
-    from orthskip.optim import optim_options
-    from orthskip.skips import SKIP_OPTIONS, skip_options
+    from orthskip.nn.models import MODEL_OPTIONS, model_options
+    from orthskip.nn.optim import optim_options
+    from orthskip.nn.skips import SKIP_OPTIONS, skip_options
 
     cfg = prepare_config(tiny_config(train={}))
     assert optim_options(None) == cfg["train"]["optimizer"]
@@ -330,7 +330,7 @@ def test_library_defaults_are_the_pipeline_defaults():
 
 def test_schema_and_library_give_the_same_message():
     """A bad option is named the same way by the config check and by a library call."""
-    from orthskip.models import validate_model_options
+    from orthskip.nn.models import validate_model_options
 
     cfg = tiny_config(model={"mlp": {"norm": "group"}})
     with pytest.raises(ConfigError) as from_config:

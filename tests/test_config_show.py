@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from orthskip.cli import main
-from orthskip.config import Cell, cell_config, load_config
+from orthskip.config.grid import Cell, cell_config, load_config
 from tests.workflow import REPO, tiny_config, write_config
 
 PAPER = REPO / "config" / "paper.yaml"

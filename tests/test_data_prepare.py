@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from orthskip.data import load_prepared, prepare_dataset, read_manifest
+from orthskip.data import load_prepared, read_manifest
 from orthskip.errors import DatasetError
+from orthskip.stages.prepare import prepare_dataset
 
 
 @pytest.fixture

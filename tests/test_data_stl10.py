@@ -11,9 +11,10 @@ import pytest
 import torch
 from fakedata import STL10_NAMES, bypass_md5, write_stl10
 
-from orthskip.data import load_prepared, prepare_dataset, read_manifest
+from orthskip.data import load_prepared, read_manifest
 from orthskip.data.spec import resolve_spec
 from orthskip.errors import DatasetError
+from orthskip.stages.prepare import prepare_dataset
 
 
 def test_stl10_round_trip_through_torchvision(tmp_path, monkeypatch):

@@ -14,11 +14,11 @@ from orthskip.data import (
     SOURCE_PARAMS,
     SOURCES,
     load_prepared,
-    prepare_dataset,
     resolve_spec,
     validate_spec,
 )
 from orthskip.errors import ConfigError
+from orthskip.stages.prepare import prepare_dataset
 
 SMALL = ("circles", "moons", "blobs", "parity", "gaussian_mixture", "digits")
 

@@ -15,9 +15,10 @@ import pytest
 import torch
 from fakedata import bypass_md5, write_cifar, write_mnist
 
-from orthskip.data import load_prepared, prepare_dataset, read_manifest
+from orthskip.data import load_prepared, read_manifest
 from orthskip.data.tv_compat import import_torchvision
 from orthskip.errors import ConfigError, DatasetError
+from orthskip.stages.prepare import prepare_dataset
 
 
 def _python(code: str) -> subprocess.CompletedProcess:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from orthskip.devices import claim_gpu_slot, select_device, visible_gpu_tokens
 from orthskip.errors import ConfigError
+from orthskip.training.devices import claim_gpu_slot, select_device, visible_gpu_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ HOLDER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from orthskip.devices import claim_gpu_slot
+    from orthskip.training.devices import claim_gpu_slot
     slot = claim_gpu_slot([str(i) for i in range(int(sys.argv[1]))], Path(sys.argv[2]))
     print(slot.index, int(slot.exclusive), flush=True)
     sys.stdin.read()
@@ -142,7 +142,7 @@ GPU_SNAKEFILE = textwrap.dedent(
         shell:
             "python -c 'import sys, time\n"
             "from pathlib import Path\n"
-            "from orthskip.devices import claim_gpu_slot, visible_gpu_tokens\n"
+            "from orthskip.training.devices import claim_gpu_slot, visible_gpu_tokens\n"
             "t0 = time.time()\n"
             "slot = claim_gpu_slot(visible_gpu_tokens(2), Path(\"locks\"))\n"
             "time.sleep(1.5)\n"

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from orthskip.figures import FIGURES
-from orthskip.tables import TABLES
+from orthskip.stages.figures import FIGURES
+from orthskip.stages.tables import TABLES
 from tests.workflow import copy_checkout, job_counts, run, tiny_config
 
 pytestmark = pytest.mark.slow

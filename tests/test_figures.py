@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from fixture_results import DIVERGED, HAAR
 
+from orthskip.analysis.stats import loglog_slope
 from orthskip.errors import ConfigError
-from orthskip.figures import FIGURES, make_figure, style
+from orthskip.figures import style
 from orthskip.figures.accuracy import accuracy_vs_depth
 from orthskip.figures.orthogonality import dist_identity
-from orthskip.stats import loglog_slope
+from orthskip.stages.figures import FIGURES, make_figure
 
 
 def _check_outputs(pdf: Path, png: Path) -> np.ndarray:
@@ -172,7 +173,11 @@ def test_results_without_variant_column_still_draw(metrics_dir, tmp_path):
 def test_no_figure_or_table_reads_best_test_acc():
     # nothing is selected on the test set: the column is gone from cells.parquet
     root = Path(__file__).resolve().parents[1] / "orthskip"
-    sources = [*sorted((root / "figures").glob("*.py")), root / "tables.py"]
+    sources = [
+        *sorted((root / "figures").glob("*.py")),
+        root / "stages" / "tables.py",
+        root / "results.py",
+    ]
     assert all("best_test_acc" not in p.read_text() for p in sources)
 
 
@@ -239,7 +244,7 @@ def test_all_issue_figures_are_registered():
 def test_style_covers_every_registered_skip_kind():
     # style.py keeps its own list (plot jobs must not import torch for it): keep them in step.
     from orthskip.figures import style
-    from orthskip.skips import SKIPS
+    from orthskip.nn.skips import SKIPS
 
     assert tuple(SKIPS) == style.SKIP_ORDER
     for table in (style.SKIP_COLORS, style.SKIP_MARKERS, style.SKIP_LABELS):

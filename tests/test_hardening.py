@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orthskip.config import cell_config, cells, load_config, prepare_config, warp_seed_for
+from orthskip.config.grid import cell_config, cells, load_config, prepare_config, warp_seed_for
 from orthskip.errors import ConfigError
 from tests.workflow import REPO, snakemake, tiny_config, write_config
 
@@ -155,11 +155,11 @@ def test_explicit_warp_seed_is_kept():
 
 
 def test_seeds_7_and_11_give_warp_rows_for_seed_7_only(tmp_path):
-    from orthskip.aggregate import aggregate
-    from orthskip.cell_metrics import cell_metrics
-    from orthskip.data import prepare_dataset
     from orthskip.figures.decision import _why_empty, decision_regions
-    from orthskip.train import train_cell
+    from orthskip.stages.aggregate import aggregate
+    from orthskip.stages.metrics import cell_metrics
+    from orthskip.stages.prepare import prepare_dataset
+    from orthskip.training.solo import train_cell
 
     cfg = _seeds_cfg([7, 11])
     spec = cfg["datasets"]["circles"]
@@ -248,8 +248,9 @@ def test_corrupt_dataset_stops_before_any_job_and_keeps_results(trained, tmp_pat
 
 
 def test_check_prepared_hashes_and_compares_sizes(tmp_path):
-    from orthskip.data.prepare import check_prepared, prepare_dataset
+    from orthskip.data.prepared import check_prepared
     from orthskip.errors import DatasetError
+    from orthskip.stages.prepare import prepare_dataset
 
     data, man = tmp_path / "c.pt", tmp_path / "c.manifest.json"
     check_prepared(data, man)  # neither exists: nothing to check (prepare will make them)
@@ -276,7 +277,7 @@ def test_check_prepared_hashes_and_compares_sizes(tmp_path):
 
 def test_train_cli_appends_a_marker_per_run(tmp_path, caplog):
     from orthskip.cli import main
-    from orthskip.data import prepare_dataset
+    from orthskip.stages.prepare import prepare_dataset
 
     caplog.set_level(logging.INFO)  # main's basicConfig(INFO) is a no-op under pytest
 

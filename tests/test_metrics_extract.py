@@ -11,14 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from orthskip.metrics import (
+from orthskip.analysis.metrics import FAMILIES, extract_metrics, select_probe
+from orthskip.results import (
     COLUMNS,
-    FAMILIES,
     METRIC_COLUMNS,
     SCHEMA,
     SchemaError,
-    extract_metrics,
-    select_probe,
     to_table,
     with_cell_columns,
     write_cell_metrics,
@@ -327,11 +325,11 @@ def test_config_families_are_the_extractor_families_and_reach_the_metrics(tmp_pa
     only the families a cell's config names."""
     import yaml
 
-    from orthskip.cell_metrics import cell_metrics
-    from orthskip.config import cell_config, cells, prepare_config
-    from orthskip.config_schema import SCHEMA
-    from orthskip.data.prepare import prepare_dataset
+    from orthskip.config.grid import cell_config, cells, prepare_config
+    from orthskip.config.schema import SCHEMA
     from orthskip.io import save_torch
+    from orthskip.stages.metrics import cell_metrics
+    from orthskip.stages.prepare import prepare_dataset
 
     enum = yaml.safe_load(SCHEMA.read_text())["properties"]["metrics"]["properties"]["families"]
     assert enum["items"]["enum"] == list(FAMILIES)
@@ -356,7 +354,7 @@ def test_config_families_are_the_extractor_families_and_reach_the_metrics(tmp_pa
     prepare_dataset("c", cfg["datasets"]["c"], *data)
     torch.manual_seed(0)
     from orthskip.data import load_prepared
-    from orthskip.train import build_cell_model
+    from orthskip.training.solo import build_cell_model
 
     model = build_cell_model(cell_cfg, load_prepared(*data))
     save_torch(tmp_path / "snap.pt", {"states": {"0": model.state_dict()}})

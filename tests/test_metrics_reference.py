@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from orthskip.metrics import (
+from orthskip.analysis.metrics import (
     dist_identity,
     dist_init,
     grad_norm_ratio,
@@ -328,8 +328,8 @@ def test_non_finite_activations_give_nan_not_a_crash():
 
     from torch import nn
 
-    from orthskip.metrics.jacobian import jacobian_sv
-    from orthskip.metrics.representation import repr_condition
+    from orthskip.analysis.metrics.jacobian import jacobian_sv
+    from orthskip.analysis.metrics.representation import repr_condition
 
     h = torch.ones(8, 4)
     h[0, 0] = float("inf")
@@ -342,7 +342,7 @@ def test_non_finite_activations_give_nan_not_a_crash():
 
 
 def test_repr_condition_of_tokens_has_one_row_per_token() -> None:
-    from orthskip.metrics.representation import representation_matrix
+    from orthskip.analysis.metrics.representation import representation_matrix
 
     h = torch.randn(4, 5, 3)  # (N, T, d): 20 tokens of 3 features
     m = representation_matrix(h)

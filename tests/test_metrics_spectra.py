@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from orthskip.metrics import (
+from orthskip.analysis.metrics import (
     conv_operator_matrix,
     conv_operator_svals,
     orth_defect,

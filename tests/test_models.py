@@ -9,10 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from orthskip.errors import ConfigError
-from orthskip.models import ARCHS, MODEL_OPTIONS, build_model, check_depth, validate_model_options
-from orthskip.optim import build_optimizer
-from orthskip.orth import orth_defect
-from orthskip.skips import SKIPS
+from orthskip.nn.models import (
+    ARCHS,
+    MODEL_OPTIONS,
+    build_model,
+    check_depth,
+    validate_model_options,
+)
+from orthskip.nn.optim import build_optimizer
+from orthskip.nn.orth import orth_defect
+from orthskip.nn.skips import SKIPS
 
 # (arch, two depths, input shape, model config): small sizes so the grid runs in seconds
 CASES = {
@@ -294,7 +300,7 @@ def test_torch_default_is_pytorchs_construction_untouched():
     # the same modules built by hand in the same order with the same seed, never re-initialised
     from torch import nn
 
-    from orthskip.models.cifar_resnet import conv3x3, post_act_branch
+    from orthskip.nn.models.cifar_resnet import conv3x3, post_act_branch
 
     torch.manual_seed(3)
     mlp = build_model("mlp", 3, "identity", (5,), 4, {"width": 16, "init": "torch_default"}, {})

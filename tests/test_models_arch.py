@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from orthskip.analysis.metrics import extract_metrics
 from orthskip.errors import ConfigError
-from orthskip.metrics import extract_metrics
-from orthskip.models import build_model, check_depth, validate_model_options
-from orthskip.models.cifar_resnet import build_cnn
-from orthskip.models.resnet import RESNET_STAGES
-from orthskip.models.vit import sincos_2d
-from orthskip.optim import build_optimizer
-from orthskip.skips import SKIPS, IdentitySkip, apply_matrix
+from orthskip.nn.models import build_model, check_depth, validate_model_options
+from orthskip.nn.models.cifar_resnet import build_cnn
+from orthskip.nn.models.resnet import RESNET_STAGES
+from orthskip.nn.models.vit import sincos_2d
+from orthskip.nn.optim import build_optimizer
+from orthskip.nn.skips import SKIPS, IdentitySkip, apply_matrix
 
 MATRIX_KINDS = ("linear", "orth_learned", "orth_manifold")
 VIT_CFG = {"width": 8, "heads": 2, "mlp_ratio": 2, "patch": 2}
 
 
 def vit_params(kind: str, depth: int, shape, cfg: dict, classes: int, layers: int = 2) -> int:
-    """The ViT's parameter count from its definition (orthskip.models.vit)."""
+    """The ViT's parameter count from its definition (orthskip.nn.models.vit)."""
     d, p = cfg["width"], cfg["patch"]
     hidden = round(d * cfg["mlp_ratio"])
     cls = cfg.get("pool", "cls") == "cls"
@@ -43,7 +43,7 @@ def vit_params(kind: str, depth: int, shape, cfg: dict, classes: int, layers: in
 
 
 def resnet_params(kind: str, depth: int, c: int, width: int, classes: int, stem: str) -> int:
-    """The ResNet's parameter count from its definition (orthskip.models.resnet, .skips)."""
+    """The ResNet's parameter count from its definition (orthskip.nn.models.resnet, .skips)."""
     bottleneck = depth >= 50
     k = 7 if stem == "imagenet" else 3
     total = c * k * k * width + 2 * width
@@ -365,7 +365,7 @@ def test_orthogonal_skips_stay_exact_after_500_large_steps(arch, kind):
     [("seed_codebase.yaml", 3 * 3 * 3 * 3), ("vit.yaml", 2 * 14 * 2 * 3)],
 )
 def test_new_configs_plan_their_grids_in_snakemake(tmp_path, name, train_jobs):
-    from orthskip.config import cells, load_config
+    from orthskip.config.grid import cells, load_config
     from tests.workflow import REPO, snakemake
 
     # train_jobs counts cells; with execution.pack: seeds one job trains its 3 seeds

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from orthskip.errors import ConfigError
-from orthskip.models import build_model
-from orthskip.optim import RiemannianOrthogonal, build_optimizer
-from orthskip.orth import manifold_step, orth_defect
+from orthskip.nn.models import build_model
+from orthskip.nn.optim import RiemannianOrthogonal, build_optimizer
+from orthskip.nn.orth import manifold_step, orth_defect
 
 
 def mlp(kind: str, skip_cfg: dict | None = None, depth: int = 2):

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from orthskip.config import cell_config, cells, pack_cells, packs, prepare_config
-from orthskip.data import prepare_dataset
+from orthskip.config.grid import cell_config, cells, pack_cells, packs, prepare_config
 from orthskip.errors import ConfigError
 from orthskip.io import load_torch
-from orthskip.pack import train_pack
-from orthskip.train import train_cell
+from orthskip.stages.prepare import prepare_dataset
+from orthskip.stages.train import train_pack
+from orthskip.training.solo import train_cell
 from tests.workflow import snakemake, tiny_config
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orthskip.figures import FIGURES
-from orthskip.tables import TABLES
+from orthskip.stages.figures import FIGURES
+from orthskip.stages.tables import TABLES
 from tests.workflow import snakemake, tiny_config
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from orthskip.io import load_torch
-from orthskip.models import build_model
+from orthskip.nn.models import build_model
 from tests.workflow import snakemake, tiny_config
 
 KINDS = ["identity", "orth_learned", "orth_manifold", "procrustes"]

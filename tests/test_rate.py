@@ -1,4 +1,4 @@
-"""Rate-model comparison (orthskip.stats) on data drawn from each model, and Holm's correction."""
+"""Rate-model comparison (orthskip.analysis.stats) on data drawn from each model; Holm."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orthskip.stats import (
+from orthskip.analysis.stats import (
     RATE_MODELS,
     compare_rate_models,
     holm,
@@ -158,7 +158,7 @@ def _cell_points(layers, variant, metric, stat):
 def test_identity_rate_frame_names_the_fixture_models(metrics_dir, quantity, metric, stat):
     import pandas as pd
 
-    from orthskip.tables import identity_rate_frame
+    from orthskip.stages.tables import identity_rate_frame
 
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
     f = identity_rate_frame(layers, quantity).set_index(["dataset", "arch", "variant"])
@@ -184,7 +184,7 @@ def test_identity_rate_frame_names_the_fixture_models(metrics_dir, quantity, met
 
 
 def test_identity_rate_table_has_a_row_per_quantity(metrics_dir, tmp_path):
-    from orthskip.tables import make_table
+    from orthskip.stages.tables import make_table
 
     md = tmp_path / "rate.md"
     make_table("identity_rate", metrics_dir, md, tmp_path / "rate.tex")
@@ -204,7 +204,7 @@ def test_dist_identity_figure_overlays_the_fitted_models(metrics_dir):
 
     from orthskip.figures import style
     from orthskip.figures.orthogonality import dist_identity
-    from orthskip.tables import identity_rate_frame
+    from orthskip.stages.tables import identity_rate_frame
 
     with style.style():
         fig = dist_identity(metrics_dir)
@@ -313,7 +313,8 @@ def test_diffeo_spec_validation() -> None:
 def test_diffeo_prepared_round_trip(tmp_path) -> None:
     import torch
 
-    from orthskip.data import load_prepared, prepare_dataset, read_manifest
+    from orthskip.data import load_prepared, read_manifest
+    from orthskip.stages.prepare import prepare_dataset
 
     spec = {"source": "diffeo", "d": 3, "n_train": 50, "n_test": 20, "seed": 4, "map_seed": 2}
     out, man = tmp_path / "r.pt", tmp_path / "r.json"
@@ -346,7 +347,7 @@ def test_findings_on_the_fixture(metrics_dir, tmp_path):
     import pandas as pd
     from scipy import stats as sps
 
-    from orthskip.tables import findings_markdown, identity_rate_frame, write_findings
+    from orthskip.stages.tables import findings_markdown, identity_rate_frame, write_findings
 
     text = findings_markdown(metrics_dir)
     assert text.startswith("# Findings") and "## moons / mlp" in text
@@ -389,7 +390,7 @@ def test_findings_on_the_fixture(metrics_dir, tmp_path):
 
 
 def test_findings_without_results(tmp_path):
-    from orthskip.tables import findings_markdown
+    from orthskip.stages.tables import findings_markdown
 
     assert "No results in this run." in findings_markdown(tmp_path / "absent")
 
@@ -410,7 +411,7 @@ def test_findings_list_comparisons_without_a_test_as_not_tested(tmp_path):
     (diverged: …)", never "not significant"; Holm counts only the comparisons tested."""
     from scipy import stats as sps
 
-    from orthskip.tables import findings_markdown
+    from orthskip.stages.tables import findings_markdown
 
     nan = float("nan")
     spec = {
@@ -445,7 +446,7 @@ def test_findings_list_comparisons_without_a_test_as_not_tested(tmp_path):
 
 
 def test_findings_quote_the_orthogonal_approximation(metrics_dir):
-    from orthskip.tables import findings_markdown
+    from orthskip.stages.tables import findings_markdown
 
     text = findings_markdown(metrics_dir)
     moons = text.split("## moons / mlp")[1].split("## ")[0]

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from orthskip.config import cell_config, cells, prepare_config
-from orthskip.data import prepare_dataset
+from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
-from orthskip.train import train_cell
+from orthskip.stages.prepare import prepare_dataset
+from orthskip.training.solo import train_cell
 from tests.fixture_results import fixture_frames, write_fixture
 from tests.workflow import snakemake, tiny_config
 
@@ -116,7 +116,7 @@ def test_extract_metrics_rule(tmp_path):
 def test_aggregate_rule(tmp_path):
     cfg = prepare_config(tiny_config())
     _prepare(tmp_path, cfg)
-    from orthskip.cell_metrics import cell_metrics
+    from orthskip.stages.metrics import cell_metrics
 
     for cell in cells(cfg):
         _train(tmp_path, cfg, cell)
@@ -234,7 +234,7 @@ def test_approx_stage_switched_off_gives_an_empty_table(tmp_path):
     (tmp_path / "results/metrics/approx.parquet").unlink()
     snakemake(tmp_path, "results/tables/orthogonal_approximation.md", "--allowed-rules",
               "aggregate_approx", "table", cfg=raw)  # fmt: skip
-    from orthskip.approx_stage import COLUMNS
+    from orthskip.stages.approx import COLUMNS
 
     empty = pd.read_parquet(tmp_path / "results/metrics/approx.parquet")
     assert empty.empty and list(empty.columns) == COLUMNS

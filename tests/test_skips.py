@@ -11,9 +11,9 @@ from torch import Tensor
 from torch.func import jacrev
 
 from orthskip.errors import ConfigError
-from orthskip.models import build_model
-from orthskip.optim import build_optimizer
-from orthskip.orth import (
+from orthskip.nn.models import build_model
+from orthskip.nn.optim import build_optimizer
+from orthskip.nn.orth import (
     OrthogonalMap,
     circular_conv_fft,
     expm_skew,
@@ -25,7 +25,7 @@ from orthskip.orth import (
     polar,
     project_conv_operator,
 )
-from orthskip.skips import (
+from orthskip.nn.skips import (
     GEMM_MAX_CHANNELS,
     SKIP_OPTIONS,
     SKIPS,
@@ -619,7 +619,7 @@ def test_procrustes_kernel_size_errors_name_the_key():
 
 
 def test_batched_polar_matches_svd_including_the_rank_deficient_fallback():
-    from orthskip.orth import _polar_batched
+    from orthskip.nn.orth import _polar_batched
 
     gen = torch.Generator().manual_seed(0)
     p = torch.randn(5, 3, 7, generator=gen, dtype=torch.complex128)
@@ -666,7 +666,7 @@ def test_unknown_kind_names_the_allowed_kinds():
 def test_orthogonal_map_stays_exact_under_bf16_autocast():
     # bf16 autocast (as on CUDA with train.amp) must not touch the orthogonal map itself:
     # it is computed in float64, which autocast never casts.
-    from orthskip.models import build_model
+    from orthskip.nn.models import build_model
 
     torch.manual_seed(0)
     model = build_model("mlp", 2, "orth_learned", (2,), 2, {"width": 16},

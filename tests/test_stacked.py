@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from orthskip.config import cell_config, cells, prepare_config
-from orthskip.data import prepare_dataset
+from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
-from orthskip.orth import orth_defect
-from orthskip.pack import train_pack
-from orthskip.skips import SKIPS
-from orthskip.train import train_cell
+from orthskip.nn.orth import orth_defect
+from orthskip.nn.skips import SKIPS
+from orthskip.stages.prepare import prepare_dataset
+from orthskip.stages.train import train_pack
+from orthskip.training.solo import train_cell
 from tests.workflow import tiny_config
 
 KINDS = sorted(SKIPS)
@@ -110,7 +110,7 @@ def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind
         assert abs(sa["test_acc"] - sb["test_acc"]) * n_test <= 1 + 1e-9
         model = load_torch(out / "last.pt")["model"]
         # every orthogonal skip of the member, rebuilt from its weights, is orthogonal
-        from orthskip.train import build_cell_model
+        from orthskip.training.solo import build_cell_model
 
         net = build_cell_model(m, _Data())
         net.load_state_dict(model)

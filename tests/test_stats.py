@@ -1,4 +1,4 @@
-"""orthskip.stats against hand computations and synthetic data with known answers."""
+"""orthskip.analysis.stats against hand computations and synthetic data with known answers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from orthskip.stats import (
+from orthskip.analysis.stats import (
     log_m_over_m_slope,
     loglog_slope,
     mean_ci,

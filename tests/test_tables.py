@@ -13,7 +13,7 @@ from fixture_results import DIVERGED, HAAR
 from scipy import stats as sps
 
 from orthskip.errors import ConfigError
-from orthskip.tables import (
+from orthskip.stages.tables import (
     TABLES,
     accuracy_frame,
     identity_rate_frame,
@@ -212,7 +212,7 @@ def _regression_cells(rng: np.random.Generator) -> pd.DataFrame:
 
 
 def test_regression_cells_are_scored_by_r2_against_their_identity_variant(tmp_path):
-    from orthskip.tables import findings_markdown
+    from orthskip.stages.tables import findings_markdown
 
     cells = _regression_cells(np.random.default_rng(3))
     acc = accuracy_frame(cells).set_index(["dataset", "depth", "variant"])

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from orthskip.config import cell_config, cells, prepare_config
-from orthskip.data import prepare_dataset
+from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
-from orthskip.train import lr_factor, train_cell
+from orthskip.stages.prepare import prepare_dataset
+from orthskip.training.runstate import lr_factor
+from orthskip.training.solo import train_cell
 from tests.workflow import tiny_config
 
 
@@ -176,7 +177,7 @@ def test_every_kind_at_an_exploding_lr_ends_diverged(tmp_path, circles, digits, 
 
 
 def test_validation_split_is_seeded_disjoint_and_picks_the_best_epoch(tmp_path, circles):
-    from orthskip.train import validation_split
+    from orthskip.training.solo import validation_split
 
     tr, va = validation_split(96, 0.25, seed=3)
     tr2, va2 = validation_split(96, 0.25, seed=3)
@@ -211,7 +212,7 @@ def test_clipped_frac_counts_the_steps_clipping_changed(tmp_path, circles):
 
 
 def test_linear_algebra_failure_on_finite_values_is_not_divergence():
-    from orthskip.train import _linalg_diverged
+    from orthskip.training.solo import _linalg_diverged
 
     model = torch.nn.Linear(3, 3)
     err = torch.linalg.LinAlgError("did not converge")
@@ -249,7 +250,7 @@ def test_regression_cell_on_the_theorem_setting(tmp_path):
     assert status["test_r2"] == hist["test_r2"].iloc[-1] <= 1.0
     # R² by hand at the last epoch equals the recorded one
     from orthskip.data import load_prepared
-    from orthskip.models import build_model
+    from orthskip.nn.models import build_model
 
     data = load_prepared(d / "h.pt", d / "h.json")
     torch.manual_seed(0)
@@ -267,14 +268,14 @@ def test_regression_cell_on_the_theorem_setting(tmp_path):
 
 def test_identity_stem_needs_the_input_dimension():
     from orthskip.errors import ConfigError
-    from orthskip.models import build_model
+    from orthskip.nn.models import build_model
 
     with pytest.raises(ConfigError, match=r"model\.mlp\.stem.*width = 2"):
         build_model("mlp", 2, "identity", (2,), 2, {"width": 3, "stem": "identity"}, {})
 
 
 def test_stopping_rule_plateau():
-    from orthskip.train import plateau
+    from orthskip.training.runstate import plateau
 
     hist = [{"train_loss": v} for v in (9.0, 1.0, 0.5, 0.49, 0.495, 0.5)]
     assert plateau(hist, {}) is None  # off by default
@@ -299,7 +300,7 @@ def test_training_stops_on_a_plateau_and_records_why(tmp_path, circles):
 
 
 def test_branch_scale_divides_each_branch_output():
-    from orthskip.models import build_model
+    from orthskip.nn.models import build_model
 
     x = torch.randn(5, 2)
     out = {}

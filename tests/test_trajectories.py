@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from fixture_results import HAAR, SNAPSHOTS
 
-from orthskip.figures import data as D
+from orthskip import results as D
 from orthskip.figures import style
 from orthskip.figures.trajectories import dist_identity_epochs
-from orthskip.tables import far_start_variants, make_table, start_end_distance_frame
+from orthskip.stages.tables import far_start_variants, make_table, start_end_distance_frame
 
 
 @pytest.fixture(scope="module")

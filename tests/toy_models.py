@@ -1,6 +1,6 @@
 """Small models obeying the ResidualNet contract (stem, blocks, head) for the metrics tests.
 
-Independent of orthskip.models on purpose: the metrics are tested against this contract only.
+Independent of orthskip.nn.models on purpose: the metrics are tested against this contract only.
 """
 
 from __future__ import annotations

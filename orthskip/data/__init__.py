@@ -1,12 +1,13 @@
-"""Datasets: synthetic sets, scikit-learn digits, torchvision image sets; prepare and load.
+"""Datasets: synthetic sets, scikit-learn digits, torchvision image sets; load and augment.
 
 Public API (docs/interfaces.md, "orthskip.data"): ``Prepared``, ``SOURCES``,
-``SOURCE_PARAMS``, ``validate_spec``, ``resolve_spec``, ``prepare_dataset``,
-``load_prepared``, ``augment_batch``.
+``SOURCE_PARAMS``, ``validate_spec``, ``resolve_spec``, ``load_prepared``,
+``augment_batch``. Building a prepared set is the prepare stage
+(``orthskip.stages.prepare.prepare_dataset``).
 """
 
 from orthskip.data.augment import AUGMENTS, augment_batch
-from orthskip.data.prepare import Prepared, load_prepared, prepare_dataset, read_manifest
+from orthskip.data.prepared import Prepared, load_prepared, read_manifest
 from orthskip.data.sources import SOURCES, Source
 from orthskip.data.spec import SOURCE_NAMES, SOURCE_PARAMS, resolve_spec, validate_spec
 
@@ -19,7 +20,6 @@ __all__ = [
     "Source",
     "augment_batch",
     "load_prepared",
-    "prepare_dataset",
     "read_manifest",
     "resolve_spec",
     "validate_spec",

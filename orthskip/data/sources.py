@@ -6,9 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from orthskip.config.options import Option
 from orthskip.data.raw import RawSplit
 from orthskip.data.spec import PARAMS
-from orthskip.options import Option
 
 
 def _lazy(module: str, func: str) -> Callable[[dict[str, Any]], RawSplit]:

@@ -3,7 +3,7 @@
 A spec is one entry of ``config["datasets"][name]``: an optional ``source`` (defaults to
 the dataset's name) plus that source's parameters. ``PARAMS`` is the single table of
 each source's options (type, default, range, description): the config schema's
-``datasets`` section is generated from it (``orthskip.config_schema``) and
+``datasets`` section is generated from it (``orthskip.config.schema``) and
 ``validate_spec`` checks a spec against the same schema.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orthskip.config.options import Option, check, defaults, table_schema, unknown
 from orthskip.errors import ConfigError
-from orthskip.options import Option, check, defaults, table_schema, unknown
 
 AUGMENT_KINDS = ("cifar", None)
 

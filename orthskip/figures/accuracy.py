@@ -9,9 +9,9 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
-from orthskip.figures import data as D
+from orthskip import results as D
+from orthskip.analysis.stats import mean_ci, summarize
 from orthskip.figures import style as S
-from orthskip.stats import mean_ci, summarize
 
 DIVERGED_MARKER = "X"
 

@@ -10,7 +10,7 @@ from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from orthskip.figures import data as D
+from orthskip import results as D
 from orthskip.figures import style as S
 
 GNR_TITLE = "Gradient-norm ratio ‖∂E/∂x_l‖ / ‖∂E/∂x_(l+1)‖ per block"

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from orthskip.figures import data as D
+from orthskip import results as D
 from orthskip.figures import style as S
 
 WEIGHT_TITLE = "Condition number of each weight layer"

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.lines import Line2D
 
-from orthskip.figures import data as D
+from orthskip import results as D
 from orthskip.figures import style as S
 
 TITLE = "Decision regions and warped input grid"

@@ -14,9 +14,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
-from orthskip.figures import data as D
-from orthskip.figures import style as S
-from orthskip.stats import (
+from orthskip import results as D
+from orthskip.analysis.stats import (
     RATE_MODEL_LABELS,
     RATE_MODELS,
     compare_rate_models,
@@ -25,6 +24,7 @@ from orthskip.stats import (
     rate_model_curve,
     summarize,
 )
+from orthskip.figures import style as S
 
 DIST_LABEL = "‖Q − I‖_F / √n"
 TITLE = f"Distance of the skip to the identity, {DIST_LABEL}"

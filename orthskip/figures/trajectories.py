@@ -15,9 +15,9 @@ from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from orthskip.figures import data as D
+from orthskip import results as D
+from orthskip.analysis.stats import summarize
 from orthskip.figures import style as S
-from orthskip.stats import summarize
 
 DIST_LABEL = "mean ‖Q − I‖_F / √n"
 TITLE = "Does training move the skips toward I?"
@@ -49,8 +49,8 @@ def _panel(ax, rows, depth_colors, linestyles) -> None:
 
 
 def dist_identity_epochs(metrics_dir: Path):
-    # imported here: orthskip.tables imports this package (its data reader)
-    from orthskip.tables import FAR_START, far_start_variants
+    # imported here: orthskip.stages.tables imports this package (its data reader)
+    from orthskip.stages.tables import FAR_START, far_start_variants
 
     layers = D.read_table(metrics_dir, "layers")
     per_epoch = D.dist_per_epoch(layers)

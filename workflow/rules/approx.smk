@@ -2,6 +2,7 @@
 # approximation"): one job per cell of APPROX_CELLS, then one cheap concatenation.
 
 
+# code: orthskip/stages/approx.py (approximate_cell)
 rule approx_cell:
     input:
         data="results/data/{dataset}.pt",
@@ -38,6 +39,7 @@ rule approx_cell:
         " {params.correction} --skip-options {params.skip_options:q} > {log} 2>&1"
 
 
+# code: orthskip/stages/aggregate.py (aggregate_approx)
 rule aggregate_approx:
     input:
         approx_outputs(),

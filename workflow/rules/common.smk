@@ -3,11 +3,18 @@ import json
 import re
 import sys
 
-from orthskip.config import Cell, approx_cells, cell_config, cells, pack_cells, packs
-from orthskip.data.prepare import check_prepared
-from orthskip.figures import FIGURES
-from orthskip.skips import skip_options
-from orthskip.tables import TABLES
+from orthskip.config.grid import (
+    Cell,
+    approx_cells,
+    cell_config,
+    cells,
+    pack_cells,
+    packs,
+)
+from orthskip.data.prepared import check_prepared
+from orthskip.nn.skips import skip_options
+from orthskip.stages.figures import FIGURES
+from orthskip.stages.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))

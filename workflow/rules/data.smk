@@ -1,3 +1,4 @@
+# code: orthskip/stages/prepare.py (prepare_dataset)
 rule prepare_dataset:
     output:
         data="results/data/{dataset}.pt",

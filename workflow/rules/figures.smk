@@ -1,3 +1,4 @@
+# code: orthskip/stages/figures.py (make_figure)
 rule figure:
     input:
         METRICS,
@@ -21,6 +22,7 @@ rule figure:
         " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
 
 
+# code: orthskip/stages/tables.py (make_table)
 rule table:
     input:
         table_inputs,
@@ -44,6 +46,7 @@ rule table:
         " --md {output.md} --tex {output.tex} > {log} 2>&1"
 
 
+# code: orthskip/stages/tables.py (write_findings)
 rule findings:
     input:
         METRICS,

@@ -1,3 +1,4 @@
+# code: orthskip/stages/metrics.py (metrics_pack)
 for i, (members, keys) in enumerate(PACKS.items()):
 
     rule:
@@ -30,6 +31,7 @@ for i, (members, keys) in enumerate(PACKS.items()):
             " > {log.pack} 2>&1"
 
 
+# code: orthskip/stages/aggregate.py (aggregate)
 rule aggregate:
     input:
         status=expand("{cell}/status.json", cell=cell_dirs()),
@@ -54,6 +56,7 @@ rule aggregate:
         " --out-dir {params.outdir} > {log} 2>&1"
 
 
+# code: orthskip/stages/dvc_summary.py (write_summary)
 rule dvc_summary:
     input:
         cells="results/metrics/cells.parquet",

@@ -1,3 +1,4 @@
+# code: orthskip/stages/train.py (train_pack)
 # One job per pack (execution.pack): its members train in one process, those of one depth
 # as one vectorised computation, each writing its own cell directory. One rule per members
 # tuple.

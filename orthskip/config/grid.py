@@ -1,0 +1,410 @@
+"""Loading and checking the pipeline config; cells and their effective configs.
+
+The JSON schema (workflow/schemas/config.schema.yaml, whose registry sections are
+generated from the library's option tables: ``orthskip.config.schema``) holds every key's
+type, default, allowed values and description; :func:`prepare_config` fills its defaults
+and checks a config against it once, then checks what a schema cannot say: the
+cross-references (a grid's datasets and variants, depths an architecture can build, the
+approx filters, a variant's overrides merged into the sections they override). Every
+message names the key and the allowed values, and all of it runs before any job starts.
+
+A *variant* is a name, a skip kind and overrides of the cell-level sections
+(``skip_options``, ``model``, ``train``, ``metrics``), defined under ``variants:``; a bare
+skip kind is the variant of its own name with no overrides. The variant name is the
+cell's path segment; the kind stays in the ``skip`` field of the cell's config.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orthskip.config.options import check, unknown
+from orthskip.config.schema import load as load_schema
+from orthskip.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# approx.<key> filters of the identity cells the approximation stage takes (null: all).
+APPROX_FILTERS = {"archs": "arch", "datasets": "dataset", "variants": "variant",
+                  "depths": "depth", "seeds": "seed"}  # fmt: skip
+# Top-level sections whose defaults each cell resolves through its registry (resolve_spec,
+# model_options, skip_options): the config keeps them as written.
+AS_WRITTEN = ("datasets", "model", "skip_options")
+# Names that become path segments and wildcards: the Snakefile constrains its wildcards
+# with these same patterns, so a name that passes here always matches a rule.
+NAME_PATTERNS = {"dataset": r"[A-Za-z0-9_-]+", "variant": r"[a-z0-9_]+"}
+WILDCARD_PATTERNS = {**NAME_PATTERNS, "arch": r"[a-z0-9_]+", "depth": r"[0-9]+", "seed": r"[0-9]+"}
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    dataset: str
+    arch: str
+    variant: str
+    depth: int
+    seed: int
+
+    @property
+    def path(self) -> str:
+        """Directory of the cell below results/cells/."""
+        return f"{self.dataset}/{self.arch}/{self.variant}/d{self.depth}/s{self.seed}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cell:
+        """Parse ``dataset/arch/variant/dDEPTH/sSEED`` (the form of :attr:`path`)."""
+        parts = text.strip("/").split("/")
+        if len(parts) != 5 or parts[3][:1] != "d" or parts[4][:1] != "s":
+            raise ConfigError(f"cell {text!r}: expected dataset/arch/variant/dDEPTH/sSEED")
+        try:
+            return cls(parts[0], parts[1], parts[2], int(parts[3][1:]), int(parts[4][1:]))
+        except ValueError as err:
+            raise ConfigError(f"cell {text!r}: depth and seed must be integers") from err
+
+    @property
+    def pack(self) -> str:
+        """The pack key: the cell's path without the seed (cells that differ only in seed)."""
+        return f"{self.dataset}/{self.arch}/{self.variant}/d{self.depth}"
+
+    @classmethod
+    def of(cls, cell: dict[str, Any]) -> Cell:
+        """The cell of a cell config's ``cell`` entry (which also names the skip kind)."""
+        return cls(*(cell[f] for f in ("dataset", "arch", "variant", "depth", "seed")))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _allowed(values: Any) -> str:
+    return ", ".join(sorted(str(v) for v in values))
+
+
+def variant_names(cfg: dict[str, Any]) -> list[str]:
+    """Every name a grid entry may list: the skip kinds and the defined variants."""
+    from orthskip.nn.skips import SKIPS
+
+    return [*SKIPS, *(cfg.get("variants") or {})]
+
+
+def variant_of(cfg: dict[str, Any], name: str) -> dict[str, Any]:
+    """The definition of variant ``name``: ``{"skip": kind, <overrides>}``."""
+    return (cfg.get("variants") or {}).get(name) or {"skip": name}
+
+
+def check_references(cfg: dict[str, Any]) -> None:
+    """What the schema cannot say: names that refer to other parts of the config or to a
+    registry, depths an architecture can build, dataset class counts, variant overrides
+    merged into the sections they override. Runs after the schema check."""
+    from orthskip.data.spec import check_classes
+    from orthskip.nn.models import check_depth
+    from orthskip.nn.skips import SKIPS
+
+    for name, spec in cfg["datasets"].items():
+        check_classes(name, spec)
+    for name in cfg["variants"]:
+        if name in SKIPS:
+            raise ConfigError(
+                f"config key 'variants.{name}': {name!r} is the name of a skip kind (the bare "
+                "variant); give the variant another name"
+            )
+    names = variant_names(cfg)
+    for i, entry in enumerate(cfg["grid"]):
+        where = f"grid[{i}]"
+        for ds in entry["datasets"]:
+            if ds not in cfg["datasets"]:
+                raise unknown(f"{where}.datasets", ds, cfg["datasets"], "dataset")
+        for variant in entry["variants"]:
+            if variant not in names:
+                raise unknown(f"{where}.variants", variant, names, "skip kind or variant")
+        for depth in entry["depths"]:
+            try:
+                check_depth(entry["arch"], depth)
+            except ConfigError as err:
+                raise ConfigError(f"config key '{where}.depths': {err}") from None
+    _check_epochs(cfg["train"], "train")
+    check_overrides(cfg)
+    check_approx(cfg)
+
+
+def check_overrides(cfg: dict[str, Any]) -> None:
+    """Each variant's overrides merged into the sections they override, checked there (so a
+    bad override names its own key)."""
+    from orthskip.nn.models import validate_model_options
+    from orthskip.nn.skips import validate_skip_options
+
+    schema = _schema()
+    used = {(e["arch"], v) for e in cfg["grid"] for v in e["variants"]}
+    for name, spec in cfg["variants"].items():
+        where = f"variants.{name}"
+        kind = spec["skip"]
+        for section in ("train", "metrics"):
+            if section in spec:
+                merged = deep_merge(cfg[section], spec[section])
+                check(schema["properties"][section], merged, f"{where}.{section}")
+        _check_epochs(deep_merge(cfg["train"], spec.get("train", {})), f"{where}.train")
+        opts = deep_merge(cfg["skip_options"].get(kind, {}), spec.get("skip_options", {}))
+        try:
+            validate_skip_options({kind: opts})
+            for arch in sorted(a for a, v in used if v == name):
+                validate_model_options(
+                    arch, deep_merge(cfg["model"].get(arch, {}), spec.get("model", {}))
+                )
+        except ConfigError as err:
+            raise ConfigError(f"config key '{where}': {err}") from None
+
+
+def _check_epochs(train: dict[str, Any], where: str) -> None:
+    epochs = train["epochs"]
+    for e in train["snapshot_epochs"]:
+        if e > epochs:
+            raise ConfigError(
+                f"config key '{where}.snapshot_epochs': epoch {e} is after the last epoch "
+                f"({where}.epochs = {epochs}); allowed: 0..{epochs}"
+            )
+
+
+def _identity_cells(cfg: dict[str, Any]) -> list[Cell]:
+    return [c for c in cells(cfg) if variant_of(cfg, c.variant)["skip"] == "identity"]
+
+
+def check_approx(cfg: dict[str, Any]) -> None:
+    """Every value of an ``approx`` filter must select some identity cell of the grid (a typo
+    or a non-identity variant would silently drop the stage), and given filters together
+    must select at least one. Runs after the schema filled the section's defaults."""
+    section = cfg["approx"]  # filled by prepare_config
+    if not section["enabled"]:
+        return
+    pool = _identity_cells(cfg)
+    given = {k: v for k, v in section.items() if k in APPROX_FILTERS and v is not None}
+    for key, values in given.items():
+        field = APPROX_FILTERS[key]
+        allowed = sorted({getattr(c, field) for c in pool})
+        for value in values:
+            if value in allowed:
+                continue
+            why = "no identity cell of the grid has it"
+            if key == "variants" and value in variant_names(cfg):
+                why = f"its skip kind is {variant_of(cfg, value)['skip']!r}, not identity"
+            raise ConfigError(
+                f"config key 'approx.{key}': {value!r} selects nothing ({why}); allowed: "
+                + (_allowed(allowed) or "none (the grid has no identity-kind cell)")
+            )
+    if given and not approx_cells(cfg):
+        raise ConfigError(
+            "config keys 'approx." + "', 'approx.".join(given) + "': together they select no "
+            "identity cell of the grid; widen them, or set approx.enabled: false"
+        )
+
+
+def approx_defaults() -> dict[str, Any]:
+    """The ``approx`` section as the schema fills it when a config leaves it out."""
+    props = _schema()["properties"]["approx"]["properties"]
+    return {key: copy.deepcopy(spec.get("default")) for key, spec in props.items()}
+
+
+def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
+    """The cells of the approximation stage: every grid cell whose variant's kind is identity,
+    kept by the ``approx`` filters; none when ``approx.enabled`` is false."""
+    section = cfg["approx"]  # filled by prepare_config
+    if not section["enabled"]:
+        return []
+    keep = _identity_cells(cfg)
+    for key, field in APPROX_FILTERS.items():
+        if section.get(key) is not None:
+            keep = [c for c in keep if getattr(c, field) in section[key]]
+    return keep
+
+
+def _schema() -> dict[str, Any]:
+    return load_schema()
+
+
+def fill_defaults(schema: dict[str, Any], cfg: dict[str, Any], top: bool = True) -> None:
+    """Fill the schema's defaults into ``cfg`` in place, missing keys after the given ones
+    in schema order (as Snakemake's validate does), except inside :data:`AS_WRITTEN`."""
+    props = schema.get("properties") or {}
+    for key, sub in props.items():
+        if key not in cfg and "default" in sub:
+            cfg[key] = copy.deepcopy(sub["default"])
+    for key, sub in props.items():
+        if isinstance(cfg.get(key), dict) and not (top and key in AS_WRITTEN):
+            fill_defaults(sub, cfg[key], top=False)
+
+
+def prepare_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check ``cfg`` completely and fill defaults in place; returns it.
+
+    Called by the Snakefile (so a bad config fails before any job starts) and by the CLI:
+    one pass of the schema (every key's type, range and allowed values), then the
+    cross-references (:func:`check_references`).
+    """
+    if not isinstance(cfg, dict):
+        keys = _allowed(_schema()["properties"])
+        raise ConfigError(f"config must be a mapping with keys: {keys}")
+    for i, entry in enumerate(cfg.get("grid") or []):
+        if isinstance(entry, dict) and "skips" in entry:
+            raise ConfigError(
+                f"config key 'grid[{i}].skips' is now 'grid[{i}].variants' (skip kinds and the "
+                "names defined under 'variants:'); rename it"
+            )
+    schema = _schema()
+    fill_defaults(schema, cfg)
+    check(schema, cfg)
+    check_references(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        with path.open() as fh:
+            cfg = yaml.safe_load(fh) or {}
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(_yaml_message(path, err)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    return prepare_config(cfg)
+
+
+def _yaml_message(path: Path, err: yaml.MarkedYAMLError) -> str:
+    """``FILE:LINE:COLUMN: problem`` (1-based, as editors count), plus what YAML was in."""
+    mark, cmark = err.problem_mark or err.context_mark, err.context_mark
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    context = ""
+    if err.context:
+        at = f" started at line {cmark.line + 1}, column {cmark.column + 1}" if cmark else ""
+        context = f" ({err.context}{at})"
+    return f"{where}: YAML syntax error: {err.problem}{context}"
+
+
+def cells(cfg: dict[str, Any]) -> list[Cell]:
+    """Every cell of the grid, sorted and without duplicates."""
+    found = {
+        Cell(ds, entry["arch"], variant, int(depth), int(seed))
+        for entry in cfg["grid"]
+        for ds in entry["datasets"]
+        for variant in entry["variants"]
+        for depth in entry["depths"]
+        for seed in entry["seeds"]
+    }
+    return sorted(found)
+
+
+def packs(cfg: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
+    """Members -> the keys of the packs with those members (one job per pack).
+
+    A member is the rest of a cell's path below its pack key. ``execution.pack``:
+    ``seeds`` (default): a pack is the cells that differ only in seed (key
+    ``dataset/arch/variant/dDEPTH``, members ``sSEED``); ``family``: the cells that differ in
+    seed or depth (key ``dataset/arch/variant``, members ``dDEPTH/sSEED``); ``none``: one
+    cell per pack. The workflow defines one train (and one metrics) rule per members
+    tuple, so that each rule's outputs name its members.
+    """
+    mode = cfg["execution"]["pack"]  # filled by prepare_config
+    members: dict[str, list[str]] = {}
+    for c in cells(cfg):
+        key, _, member = c.path.rpartition("/") if mode != "family" else _family(c)
+        members.setdefault(key, []).append(member)
+    out: dict[tuple[str, ...], list[str]] = {}
+    for key, found in sorted(members.items()):
+        ordered = sorted(found, key=_member_order)
+        for group in [tuple(ordered)] if mode != "none" else [(m,) for m in ordered]:
+            out.setdefault(group, []).append(key)
+    return dict(sorted(out.items(), key=lambda kv: [_member_order(m) for m in kv[0]]))
+
+
+def _family(c: Cell) -> tuple[str, str, str]:
+    return f"{c.dataset}/{c.arch}/{c.variant}", "/", f"d{c.depth}/s{c.seed}"
+
+
+def _member_order(member: str) -> tuple[int, ...]:
+    """``sSEED`` or ``dDEPTH/sSEED`` in numeric order."""
+    return tuple(int(part[1:]) for part in member.split("/"))
+
+
+def pack_cells(key: str, members: tuple[str, ...]) -> list[Cell]:
+    """The member cells of pack ``key`` (see :func:`packs`)."""
+    return [Cell.parse(f"{key}/{m}") for m in members]
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``over`` merged in; nested mappings merge, the rest replaces."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def cell_config(cfg: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """The part of the config one cell depends on (its hash decides reruns and resumes).
+
+    The variant's overrides are merged into the sections they override; ``cell.skip``
+    names the variant's kind; model and skip options are resolved against their defaults.
+    """
+    from orthskip.nn.models import model_options
+    from orthskip.nn.skips import skip_options
+
+    spec = variant_of(cfg, cell.variant)
+    kind = spec["skip"]
+    model = deep_merge(cfg.get("model", {}).get(cell.arch, {}), spec.get("model", {}))
+    skip = deep_merge(cfg.get("skip_options", {}).get(kind, {}), spec.get("skip_options", {}))
+    out = {
+        "cell": {**cell.as_dict(), "skip": kind},
+        "dataset": copy.deepcopy(cfg["datasets"][cell.dataset]),
+        # resolved: a changed library default changes the hash and reruns the cell
+        "model": model_options(cell.arch, model),
+        "skip_options": skip_options(kind, {kind: skip}),
+        "train": deep_merge(cfg["train"], spec.get("train", {})),
+        "metrics": deep_merge(cfg["metrics"], spec.get("metrics", {})),
+    }
+    out["metrics"]["warp_seed"] = warp_seed_for(cfg, cell)  # null resolved per cell family
+    return out
+
+
+def warp_seed_for(cfg: dict[str, Any], cell: Cell) -> int:
+    """The seed whose 2-D cells record decision-region grids, for ``cell``'s family.
+
+    ``metrics.warp_seed`` (the variant's override first) when set; when null (the
+    default), the smallest seed of the cell's family: the grid's cells that differ from
+    ``cell`` only in seed. So every family gets its grids whatever its seeds are.
+    """
+    spec = variant_of(cfg, cell.variant)
+    seed = deep_merge(cfg.get("metrics", {}), spec.get("metrics", {})).get("warp_seed")
+    if seed is not None:
+        return int(seed)
+    family = [
+        int(seed)
+        for e in cfg["grid"]
+        if e["arch"] == cell.arch and cell.dataset in e["datasets"]
+        and cell.variant in e["variants"] and cell.depth in e["depths"]
+        for seed in e["seeds"]
+    ]  # fmt: skip
+    return min(family, default=cell.seed)
+
+
+def config_hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resume_key(cell_cfg: dict[str, Any]) -> str:
+    """Hash of everything that must match for training to continue from a checkpoint.
+
+    Epoch counts and snapshot epochs are left out so that a finished run can be
+    continued for more epochs, and how often checkpoints are written, which changes no result.
+    """
+    stripped = copy.deepcopy(cell_cfg)
+    for key in ("epochs", "snapshot_epochs", "checkpoint_every_s"):
+        stripped["train"].pop(key, None)
+    stripped.pop("metrics", None)
+    return config_hash(stripped)

@@ -1,0 +1,111 @@
+"""The config schema's registry sections, generated from the registries' option tables.
+
+workflow/schemas/config.schema.yaml is the one place for the keys of the pipeline itself
+(grid, train, metrics, execution, approx); the sections whose keys belong to a registry
+(``datasets`` per source, ``model`` per architecture, ``skip_options`` per kind,
+``train.optimizer``) and the names it enumerates (architectures, skip kinds, dataset
+sources, metric families, the name patterns) are written into it from the library. A test
+checks that the committed file is what this module writes; after changing a registry,
+regenerate it with ``python -m orthskip config schema --write``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _datasets(section: dict[str, Any]) -> dict[str, Any]:
+    from orthskip.config.grid import NAME_PATTERNS
+    from orthskip.data.spec import PARAMS, SOURCE_DESCRIPTION, source_schema
+
+    return {
+        "description": section["description"],
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": {"pattern": f"^{NAME_PATTERNS['dataset']}$"},
+        "additionalProperties": {
+            "description": "a dataset: its source and that source's parameters",
+            "type": "object",
+            "required": ["source"],
+            "properties": {"source": {"description": SOURCE_DESCRIPTION, "enum": list(PARAMS)}},
+            "allOf": [
+                {"if": {"properties": {"source": {"const": src}}}, "then": source_schema(src)}
+                for src in PARAMS
+            ],
+        },
+    }
+
+
+def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dict[str, Any]:
+    from orthskip.config.options import table_schema
+
+    return {
+        "description": section["description"],
+        "type": "object",
+        "default": {},
+        "additionalProperties": False,
+        "properties": {
+            name: table_schema(t, f"options of {what} {name}") for name, t in tables.items()
+        },
+    }
+
+
+def generate(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its registry sections (re)written from the registries."""
+    from orthskip.analysis.metrics.extract import FAMILIES
+    from orthskip.config.grid import NAME_PATTERNS
+    from orthskip.config.options import table_schema
+    from orthskip.nn.models import ARCHS, MODEL_SPECS
+    from orthskip.nn.optim import OPTIM_SPECS
+    from orthskip.nn.skips import SKIP_SPECS, SKIPS
+
+    out = copy.deepcopy(schema)
+    props = out["properties"]
+    props["datasets"] = _datasets(props["datasets"])
+    props["model"] = _per_name(props["model"], MODEL_SPECS, "architecture")
+    props["skip_options"] = _per_name(props["skip_options"], SKIP_SPECS, "skip kind")
+    train = props["train"]["properties"]
+    train["optimizer"] = {**table_schema(OPTIM_SPECS, train["optimizer"]["description"]),
+                          "default": {}}  # fmt: skip
+    variants = props["variants"]
+    variants["propertyNames"] = {"pattern": f"^{NAME_PATTERNS['variant']}$"}
+    variants["additionalProperties"]["properties"]["skip"]["enum"] = list(SKIPS)
+    grid = props["grid"]["items"]["properties"]
+    grid["arch"]["enum"] = list(ARCHS)
+    grid["variants"]["items"]["pattern"] = f"^{NAME_PATTERNS['variant']}$"
+    props["metrics"]["properties"]["families"]["items"]["enum"] = list(FAMILIES)
+    return out
+
+
+def load(path: Path = SCHEMA) -> dict[str, Any]:
+    with path.open() as fh:
+        return yaml.safe_load(fh)
+
+
+def render(schema: dict[str, Any]) -> str:
+    header = (
+        "# Generated in part: see orthskip/config/schema.py (`orthskip config schema --write`).\n"
+    )
+    return header + yaml.safe_dump(schema, sort_keys=False, width=96, allow_unicode=True)
+
+
+def expected_text(path: Path = SCHEMA) -> str:
+    """What the committed schema file must read."""
+    return render(generate(load(path)))
+
+
+def write(path: Path = SCHEMA) -> bool:
+    """Regenerate ``path``; True when it changed."""
+    text = expected_text(path)
+    if path.read_text() == text:
+        return False
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return True

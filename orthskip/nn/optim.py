@@ -1,0 +1,220 @@
+"""Optimizers: one Euclidean optimizer, a Riemannian one for orth_manifold, post-step projections.
+
+``build_optimizer(model, optim_cfg, skip_cfg)`` partitions the parameters into
+- ``main``: everything outside skips, with ``weight_decay``;
+- ``skip``: parameters of skip modules (linear W, the skew generators of orth_learned and of
+  orth_jacobian's B, procrustes conv*), with ``skip_weight_decay`` (default 0: weight decay on a
+  skew generator pulls Q towards its base and would confound "Q converges to the identity");
+- ``manifold``: orth_manifold matrices, stepped only by ``RiemannianOrthogonal`` (never also by
+  SGD/AdamW, and never weight-decayed).
+After each step (every ``skip_options.procrustes.every`` steps) the procrustes transition convs
+are projected so that their operator's nonzero singular values equal ``scale``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from orthskip.config.options import Option, check_options, defaults
+from orthskip.errors import ConfigError
+from orthskip.nn.orth import manifold_step
+from orthskip.nn.skips import OrthManifoldSkip, ProcrustesSkip, Skip, skip_options
+
+OPTIMIZERS = ("sgd", "adamw")
+# config["train"]["optimizer"]: type, default, allowed values (the schema's section is made
+# from this table, so a library call without a config gets the pipeline's defaults).
+OPTIM_SPECS: dict[str, Option] = {
+    "name": Option("string", "sgd", "the Euclidean optimizer", choices=OPTIMIZERS),
+    "lr": Option("number", 0.05, "learning rate (peak of the schedule)", exclusive_minimum=0),
+    "momentum": Option("number", 0.9, "SGD momentum", minimum=0),
+    "nesterov": Option("boolean", False, "Nesterov momentum (sgd with momentum > 0 only)"),
+    "weight_decay": Option("number", 0.0001, "weight decay of the non-skip parameters", minimum=0),
+    "skip_weight_decay": Option(
+        "number",
+        0.0,
+        "weight decay on skip parameters; 0 keeps Q free of a pull toward I",
+        minimum=0,
+    ),
+    "betas": Option(
+        "array",
+        [0.9, 0.999],
+        "AdamW's (beta1, beta2)",
+        extra={"items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    ),
+}
+OPTIM_OPTIONS: dict[str, Any] = defaults(OPTIM_SPECS)
+
+
+def optim_options(optim_cfg: dict | None) -> dict[str, Any]:
+    """Defaults overridden by ``optim_cfg`` (= config['train']['optimizer']), validated."""
+    where = "train.optimizer"
+    check_options(OPTIM_SPECS, optim_cfg or {}, where)
+    cfg = {**OPTIM_OPTIONS, **(optim_cfg or {})}
+    if cfg["nesterov"] and (cfg["name"] != "sgd" or cfg["momentum"] <= 0):
+        raise ConfigError(f"{where}.nesterov = true needs name: sgd and momentum > 0")
+    return cfg
+
+
+class RiemannianOrthogonal(torch.optim.Optimizer):
+    """Steepest descent on O(n) / the Stiefel manifold (``orthskip.nn.orth.manifold_step``).
+
+    Newton–Schulz runs to ``ns_tol``; the per-parameter state records the iteration counts of
+    the last step, their maximum so far, and how many steps did not converge within
+    ``ns_max_iter`` (``nonconverged``).
+    """
+
+    def __init__(self, params, lr: float, ns_tol: float = 1e-7, ns_max_iter: int = 100) -> None:
+        super().__init__(params, {"lr": lr, "ns_tol": ns_tol, "ns_max_iter": ns_max_iter})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            # one batched step per matrix shape: few, large kernels instead of many small ones
+            by_shape: dict[tuple, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_shape.setdefault((tuple(p.shape), p.dtype, p.device), []).append(p)
+            for params in by_shape.values():
+                w = torch.stack([p.detach() for p in params])
+                g = torch.stack([p.grad for p in params])
+                new, stats = manifold_step(
+                    w, g, group["lr"], tol=group["ns_tol"], max_iter=group["ns_max_iter"]
+                )
+                for p, value in zip(params, new.unbind(0), strict=True):
+                    p.copy_(value)
+                    st = self.state[p]
+                    st["steps"] = st.get("steps", 0) + 1
+                    st["ns_iterations"] = stats.ns_iterations
+                    st["retraction_iterations"] = stats.retraction_iterations
+                    st["max_ns_iterations"] = max(
+                        st.get("max_ns_iterations", 0), stats.ns_iterations
+                    )
+                    st["nonconverged"] = st.get("nonconverged", 0) + int(not stats.converged)
+        return loss
+
+    def stats(self) -> dict[str, int]:
+        states = [self.state[p] for g in self.param_groups for p in g["params"] if p in self.state]
+        return {
+            "ns_max_iterations": max((s["max_ns_iterations"] for s in states), default=0),
+            "ns_nonconverged_steps": sum(s["nonconverged"] for s in states),
+        }
+
+
+class OptimizerBundle:
+    """The optimizers of one model, stepped together; schedulers wrap each of ``optimizers``."""
+
+    def __init__(
+        self,
+        optimizers: list[torch.optim.Optimizer],
+        projections: list[ProcrustesSkip],
+        project_every: int,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.optimizers = optimizers
+        self.projections = projections
+        self.project_every = project_every
+        self.steps = 0
+        self._metadata = metadata
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+        self.steps += 1
+        if self.projections and self.steps % self.project_every == 0:
+            for skip in self.projections:
+                skip.project()
+
+    def metadata(self) -> dict[str, Any]:
+        """What to record in the cell's metadata (weight-decay choices, NS iteration counts)."""
+        out = dict(self._metadata)
+        for opt in self.optimizers:
+            if isinstance(opt, RiemannianOrthogonal):
+                out.update(opt.stats())
+        return out
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [o.state_dict() for o in self.optimizers], "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise ValueError("optimizer state does not match this model's optimizers")
+        for opt, st in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(st)
+        self.steps = int(state["steps"])
+
+
+def _skips(model: nn.Module) -> list[Skip]:
+    return [m for m in model.modules() if isinstance(m, Skip)]
+
+
+def build_optimizer(
+    model: nn.Module, optim_cfg: dict | None, skip_cfg: dict | None = None
+) -> OptimizerBundle:
+    cfg = optim_options(optim_cfg)
+    skips = _skips(model)
+    manifold = [s.Q for s in skips if isinstance(s, OrthManifoldSkip) and s.Q.requires_grad]
+    manifold_ids = {id(p) for p in manifold}
+    skip_params = [
+        p for s in skips for p in s.parameters() if p.requires_grad and id(p) not in manifold_ids
+    ]
+    skip_ids = {id(p) for p in skip_params} | manifold_ids
+    main = [p for p in model.parameters() if p.requires_grad and id(p) not in skip_ids]
+
+    groups = [
+        {"params": ps, "weight_decay": wd, "name": name}
+        for name, ps, wd in (
+            ("main", main, float(cfg["weight_decay"])),
+            ("skip", skip_params, float(cfg["skip_weight_decay"])),
+        )
+        if ps
+    ]
+    lr = float(cfg["lr"])
+    optimizers: list[torch.optim.Optimizer] = []
+    if groups:
+        if cfg["name"] == "sgd":
+            optimizers.append(
+                torch.optim.SGD(
+                    groups,
+                    lr=lr,
+                    momentum=float(cfg["momentum"]),
+                    nesterov=cfg["nesterov"],
+                    foreach=True,  # one call per step, not one per tensor (CPU's default)
+                )
+            )
+        else:
+            optimizers.append(
+                torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg["betas"]), foreach=True)
+            )
+    if manifold:
+        opts = skip_options("orth_manifold", skip_cfg)
+        optimizers.append(
+            RiemannianOrthogonal(
+                manifold,
+                lr=lr * float(opts["lr_scale"]),
+                ns_tol=float(opts["ns_tol"]),
+                ns_max_iter=int(opts["ns_max_iter"]),
+            )
+        )
+    projections = [s for s in skips if isinstance(s, ProcrustesSkip) and s.transition]
+    every = int(skip_options("procrustes", skip_cfg)["every"])
+    metadata = {
+        "optimizer": cfg["name"],
+        "weight_decay": float(cfg["weight_decay"]),
+        "skip_weight_decay": float(cfg["skip_weight_decay"]),
+        "n_skip_params": sum(p.numel() for p in skip_params) + sum(p.numel() for p in manifold),
+        "n_manifold_params": sum(p.numel() for p in manifold),
+        "procrustes_every": every if projections else 0,
+        "n_projected_convs": len(projections),
+    }
+    return OptimizerBundle(optimizers, projections, every, metadata)

@@ -1,0 +1,250 @@
+"""The metrics stage: per-layer metrics of a cell at every snapshot epoch, and the
+decision-region grids of 2-D sets. A pack's members run one after another in one process.
+
+Rebuilds the cell's model from ``snapshots.pt``, runs
+:func:`orthskip.analysis.metrics.extract_metrics` on a fixed, seeded probe batch of the test
+set, and writes one Parquet file per cell (schema: :mod:`orthskip.results`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from orthskip.config.grid import config_hash
+from orthskip.io import load_torch, write_parquet
+from orthskip.provenance import provenance
+from orthskip.training.runlog import check_member_paths, run_member
+from orthskip.training.solo import build_cell_model
+
+
+def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
+    """The fixed probe batch of a dataset: the same rows for every cell of that dataset."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
+
+
+def cell_metrics(
+    cell_cfg: dict[str, Any],
+    data_path: Path,
+    manifest: Path,
+    snapshots: Path,
+    out: Path,
+    warp_out: Path,
+) -> int:
+    """Write the per-layer metrics of every snapshot; returns the number of rows."""
+    from orthskip.analysis.metrics import extract_metrics
+    from orthskip.data import load_prepared
+    from orthskip.results import to_table
+
+    torch.set_num_threads(cell_cfg["train"].get("threads", 1))
+    cell = cell_keys(cell_cfg["cell"])
+    mcfg = cell_cfg["metrics"]
+    data = load_prepared(Path(data_path), Path(manifest))
+    idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
+    probe_x, probe_y = data.x_test[idx], data.y_test[idx]
+    snaps = load_torch(snapshots)["states"]
+    model = build_cell_model(cell_cfg, data)
+    prov = provenance(config_hash(cell_cfg), "cpu")
+    initial = initial_skip_matrices(model, snaps)
+    frames = []
+    for epoch in sorted(snaps, key=int):
+        model.load_state_dict(snaps[epoch])
+        model.eval()
+        df = extract_metrics(
+            model,
+            probe_x,
+            probe_y,
+            families=mcfg.get("families"),
+            jacobian_samples=mcfg.get("jacobian_samples", 8),
+            operator_dense_max_dim=mcfg.get("operator_dense_max_dim", 4096),
+            operator_iterative=mcfg.get("operator_iterative", False),
+            lipschitz=(
+                mcfg.get("lipschitz_samples", 32),
+                mcfg.get("lipschitz_segments", 32),
+                mcfg.get("lipschitz_steps", 30),
+            ),
+            initial_skips=initial,
+        )
+        df.insert(0, "epoch", int(epoch))
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for key, value in reversed(list(cell.items())):
+        table.insert(0, key, value)
+    for key, value in prov.items():
+        table[key] = value
+    write_parquet(out, to_table(table))
+
+    warp = decision_grids(model, data, cell, mcfg) if snaps else None
+    write_parquet(warp_out, warp if warp is not None else _empty_warp())
+    return len(table)
+
+
+def metrics_pack(
+    members: Sequence[dict[str, Any]],
+    data: Path,
+    manifest: Path,
+    snapshots: Sequence[Path],
+    outs: Sequence[Path],
+    warp_outs: Sequence[Path],
+    logs: Sequence[Path] | None = None,
+) -> int:
+    """Extract every member's metrics; returns the number of rows written."""
+    logs = logs or [None] * len(members)
+    check_member_paths(members, snapshots, outs, warp_outs, logs)
+    return sum(
+        run_member(log, cell_metrics, cfg, data, manifest, snap, out, warp)
+        for cfg, snap, out, warp, log in zip(members, snapshots, outs, warp_outs, logs, strict=True)
+    )
+
+
+def cell_keys(cell: dict[str, Any]) -> dict[str, Any]:
+    """The cell's key columns in schema order, from the cell dict (variant defaults to skip).
+
+    A plain dict, not orthskip.config.grid.Cell: the cell's fields belong to the training side.
+    """
+    return {
+        "dataset": str(cell["dataset"]),
+        "arch": str(cell["arch"]),
+        "variant": str(cell.get("variant") or cell["skip"]),
+        "skip": str(cell["skip"]),
+        "depth": int(cell["depth"]),
+        "seed": int(cell["seed"]),
+    }
+
+
+def initial_skip_matrices(model: Any, snaps: dict[Any, Any]) -> dict[str, torch.Tensor]:
+    """Skip matrices at epoch 0 keyed by param (``blocks.3.skip.Q``); empty if 0 is missing.
+
+    Loads the epoch-0 state into ``model`` (the caller loads every snapshot afterwards).
+    An empty dict makes ``dist_init`` rows NaN rather than absent, so the gap is visible.
+    """
+    key = next((k for k in snaps if int(k) == 0), None)
+    if key is None:
+        return {}
+    model.load_state_dict(snaps[key])
+    with torch.no_grad():
+        return {
+            f"blocks.{i}.{name}": mat.detach().to("cpu", torch.float64).clone()
+            for i, block in enumerate(model.blocks)
+            for name, mat in block.skip_matrices().items()
+        }
+
+
+WARP_COLUMNS = {
+    "dataset": "str",
+    "arch": "str",
+    "variant": "str",
+    "skip": "str",
+    "depth": "int64",
+    "seed": "int64",
+    "grid": "str",
+    "block": "int64",
+    "i": "int64",
+    "j": "int64",
+    "x": "float64",
+    "y": "float64",
+    "pred": "int64",
+}
+
+
+def _empty_warp() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in WARP_COLUMNS.items()})
+
+
+def _pca2(feats: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
+    """Project onto the two leading principal axes of ``fit_on`` (identity for 2-D)."""
+    if feats.shape[1] == 2:
+        return feats
+    if not np.isfinite(fit_on).all():  # an exploding net: no plane to project onto
+        return np.full((len(feats), 2), np.nan)
+    mean = fit_on.mean(0)
+    _, _, vt = np.linalg.svd(fit_on - mean, full_matrices=False)
+    return (feats - mean) @ vt[:2].T
+
+
+@torch.no_grad()
+def decision_grids(
+    model: Any, data: Any, cell: dict[str, Any], mcfg: dict[str, Any]
+) -> pd.DataFrame | None:
+    """Decision regions and the input grid warped by each block (2-D inputs, one seed only).
+
+    Grid points and training points go through the same maps and are drawn in the same
+    coordinates: block 0 is the input plane; block k the k-th block's output projected onto
+    the two leading principal axes of the grid's features at that block.
+    """
+    cell = cell_keys(cell)
+    if data.task == "regression":  # decision regions need class labels
+        return None
+    if tuple(data.input_shape) != (2,) or cell["seed"] != mcfg["warp_seed"]:
+        return None
+    n = mcfg["warp_grid"]
+    pts = data.x_train
+    lo, hi = pts.min(0).values - 0.5, pts.max(0).values + 0.5
+    gx, gy = torch.meshgrid(
+        torch.linspace(float(lo[0]), float(hi[0]), n),
+        torch.linspace(float(lo[1]), float(hi[1]), n),
+        indexing="ij",
+    )
+    grid = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+    train = pts[:300]
+    both = torch.cat([grid, train])
+    model.eval()
+    pred = model(both).argmax(1)
+    ii, jj = np.divmod(np.arange(n * n), n)
+    rows = [
+        pd.DataFrame(
+            {
+                "grid": "decision",
+                "block": 0,
+                "i": ii,
+                "j": jj,
+                "x": grid[:, 0].numpy(),
+                "y": grid[:, 1].numpy(),
+                "pred": pred[: n * n].numpy(),
+            }
+        )
+    ]
+    h = model.stem(both)
+    feats = [both.numpy()]
+    for block in model.blocks:
+        h = block(h)
+        feats.append(h.reshape(len(both), -1).float().numpy())
+    labels = data.y_train[:300].numpy()
+    for k, f in enumerate(feats):
+        xy = _pca2(f.astype(np.float64), f[: n * n].astype(np.float64))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "grid": "warp",
+                    "block": k,
+                    "i": ii,
+                    "j": jj,
+                    "x": xy[: n * n, 0],
+                    "y": xy[: n * n, 1],
+                    "pred": pred[: n * n].numpy(),
+                }
+            )
+        )
+        rows.append(
+            pd.DataFrame(
+                {
+                    "grid": "train",
+                    "block": k,
+                    "i": -1,
+                    "j": -1,
+                    "x": xy[n * n :, 0],
+                    "y": xy[n * n :, 1],
+                    "pred": labels,
+                }
+            )
+        )
+    out = pd.concat(rows, ignore_index=True)
+    for key, value in reversed(list(cell.items())):
+        out.insert(0, key, value)
+    return out.astype(WARP_COLUMNS)

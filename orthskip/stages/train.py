@@ -1,0 +1,73 @@
+"""The train stage: a pack of cells that differ only in seed, in one process (``execution.pack``).
+
+The members train as one batched computation (``orthskip.training.stacked``, with
+``execution.vectorise``, the default), each member's numbers those of its solo run to float
+rounding; or one after another, each exactly as when run alone (``vectorise: false``,
+``train.compile`` / ``channels_last``, or checkpoints left at different steps). Either way
+each member writes its own cell directory and its own log, and a diverged member is
+recorded ``diverged`` while the others go on. SIGTERM ends the pack after checkpointing;
+the rerun skips finished members (their ``last.pt`` says so) and resumes the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orthskip.config.grid import Cell
+from orthskip.training.runlog import check_member_paths
+
+
+def train_pack(
+    members: Sequence[dict[str, Any]],
+    data: Path,
+    manifest: Path,
+    outdirs: Sequence[Path],
+    logs: Sequence[Path] | None = None,
+    vectorise: bool = True,
+) -> list[str]:
+    """Train every member; returns their statuses (``ok`` / ``diverged``)."""
+
+    logs = logs or [None] * len(members)
+    check_member_paths(members, outdirs, logs)
+    # members that differ only in seed train together; a family pack has one such group
+    # per depth, trained one group after another
+    groups: dict[str, list[int]] = {}
+    for i, cfg in enumerate(members):
+        groups.setdefault(Cell.of(cfg["cell"]).pack, []).append(i)
+    statuses: dict[int, str] = {}
+    for idx in groups.values():
+        sub = [members[i] for i in idx]
+        got = _train_group(sub, data, manifest, [outdirs[i] for i in idx],
+                           [logs[i] for i in idx], vectorise)  # fmt: skip
+        statuses.update(zip(idx, got, strict=True))
+    return [statuses[i] for i in range(len(members))]
+
+
+def _train_group(
+    members: list[dict[str, Any]],
+    data: Path,
+    manifest: Path,
+    outdirs: list[Path],
+    logs: list[Path | None],
+    vectorise: bool,
+) -> list[str]:
+    """Members that differ only in seed: vectorised if they can be, else one by one."""
+    from orthskip.training.runlog import run_member, train_logged, train_stacked_logged
+    from orthskip.training.stacked import can_vectorise
+
+    why = can_vectorise(members) if vectorise else "execution.vectorise is false"
+    if why is None:
+        statuses = train_stacked_logged(members, data, manifest, outdirs, logs)
+        if statuses is not None:
+            return statuses
+        why = "the members' checkpoints are at different steps"
+    if len(members) > 1:
+        logging.getLogger(__name__).info("members one after another: %s", why)
+    pack = {"mode": "sequential", "size": len(members)}
+    return [
+        run_member(log, train_logged, cfg, data, manifest, out, pack=pack)
+        for cfg, out, log in zip(members, outdirs, logs, strict=True)
+    ]

@@ -1,0 +1,157 @@
+"""Append-only run logs: every run of a cell, with a marker line at each start and end.
+
+Snakemake deletes a rule's log file before it reruns the job, so training keeps a second,
+append-only log in the cell's directory (``train.log``): it holds every run of the cell —
+the fresh start, a preemption, each resume and the finish (and a failure's traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def resume_note(cell_cfg: dict[str, Any], outdir: Path) -> str:
+    """What train_cell will do with ``outdir/last.pt``: resume from epoch N, or fresh."""
+    from orthskip.config.grid import resume_key
+
+    last = outdir / "last.pt"
+    if not last.exists():
+        return "fresh"
+    import torch
+
+    try:  # mmap: only the small state dict is read, not the weights
+        ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # train_cell reports an unreadable checkpoint itself
+        return f"last.pt unreadable ({type(err).__name__})"
+    if ckpt.get("resume_key") != resume_key(cell_cfg):
+        return "fresh; last.pt is for another config"
+    state = ckpt.get("state", {})
+    batch = f" batch {state['batch']}" if state.get("batch") else ""
+    return f"resume from epoch {state.get('epoch', '?')}{batch}"
+
+
+@contextmanager
+def appended_log(path: Path) -> Iterator[Callable[[str], None]]:
+    """Copy every log record (and the lines given to ``say``) to ``path``, appended.
+
+    Snakemake deletes a rule's log file before it reruns the job, so the train rule keeps
+    this second, append-only log in the cell's directory: it holds every run of the cell.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)  # epoch lines are INFO
+
+    def say(line: str) -> None:
+        """A marker line, verbatim, on stderr and in every log file open now (the rule's too)."""
+        print(line, file=sys.stderr, flush=True)
+        for h in root.handlers:
+            if isinstance(h, logging.FileHandler):
+                h.stream.write(line + "\n")
+                h.flush()
+
+    try:
+        yield say
+    except Exception as err:  # the reason of a failed run belongs in its history too
+        handler.stream.write("".join(traceback.format_exception(err)))
+        handler.flush()
+        raise
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)
+        handler.close()
+
+
+def train_logged(
+    cell_cfg: dict[str, Any],
+    data: Path,
+    manifest: Path,
+    out: Path,
+    log_file: Path | None = None,
+    pack: dict[str, Any] | None = None,
+) -> str:
+    """train_cell with its run recorded in ``log_file`` (default ``out/train.log``)."""
+    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted, train_cell
+
+    cell = _cell_name(cell_cfg)
+    out = Path(out)
+    with appended_log(Path(log_file) if log_file else out / "train.log") as say:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        say(f"==== orthskip train {cell} started {now} ({resume_note(cell_cfg, out)})")
+        try:
+            status = train_cell(cell_cfg, data, manifest, out, pack=pack)
+        except Preempted:
+            say(f"==== orthskip train {cell} preempted (exit {PREEMPT_EXIT_CODE})")
+            raise
+        say(f"==== orthskip train {cell} finished: status {status}")
+    return status
+
+
+def train_stacked_logged(
+    cfgs: list[dict[str, Any]],
+    data: Path,
+    manifest: Path,
+    outs: list[Path],
+    logs: list[Path | None],
+) -> list[str] | None:
+    """orthskip.training.stacked.train_stacked with each member's run marked in its logs (its
+    ``train.log`` and the rule's member log; both get every member's records)."""
+    from contextlib import ExitStack
+
+    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
+    from orthskip.training.stacked import train_stacked
+
+    names = [_cell_name(c) for c in cfgs]
+    with ExitStack() as stack:
+        says = []
+        for out, log_file in zip(outs, logs, strict=True):
+            says.append(stack.enter_context(appended_log(Path(out) / "train.log")))
+            if log_file:
+                stack.enter_context(appended_log(Path(log_file)))
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for name, cfg, out in zip(names, cfgs, outs, strict=True):
+            note = resume_note(cfg, Path(out))
+            says[0](f"==== orthskip train {name} started {now} ({note}; packed, vectorised)")
+        try:
+            statuses = train_stacked(cfgs, data, manifest, [Path(o) for o in outs])
+        except Preempted:
+            for name in names:
+                says[0](f"==== orthskip train {name} preempted (exit {PREEMPT_EXIT_CODE})")
+            raise
+        if statuses is None:
+            return None
+        for name, status in zip(names, statuses, strict=True):
+            says[0](f"==== orthskip train {name} finished: status {status}")
+    return statuses
+
+
+def _cell_name(cell_cfg: dict[str, Any]) -> str:
+    c = cell_cfg["cell"]
+    return f"{c['dataset']}/{c['arch']}/{c['variant']}/d{c['depth']}/s{c['seed']}"
+
+
+def check_member_paths(members: Sequence[dict[str, Any]], *paths: Sequence[Any]) -> None:
+    """A pack's per-member paths: one of each per member."""
+    for p in paths:
+        if len(p) != len(members):
+            raise ValueError(f"a pack of {len(members)} members needs as many paths, got {len(p)}")
+
+
+def run_member(log: Path | None, func: Any, cfg: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    """One member, its records also in the rule's per-member log ``log``."""
+    with appended_log(log) if log else contextlib.nullcontext():
+        logging.getLogger(__name__).info("member %s", _cell_name(cfg))
+        return func(cfg, *args, **kwargs)

@@ -1,0 +1,346 @@
+"""What the solo trainer (``training.solo``) and the packed one (``training.stacked``) share.
+
+A run's fixed settings (:class:`RunSpec`), its resumable state (:class:`TrainState`), the
+rows it records (an epoch, a divergence, the stopping rule) and its ``last.pt`` (payload,
+reading, resuming). Both trainers write the same history and checkpoint format through
+these, so a packed member's ``last.pt`` resumes alone and the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from orthskip.io import load_torch
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TrainState:
+    """What ``last.pt`` holds besides the weights: the run's position, records and outcome."""
+
+    epoch: int = 0  # epochs fully completed
+    batch: int = 0  # next batch within the running epoch
+    perm: torch.Tensor | None = None  # the running epoch's data order
+    sums: torch.Tensor | None = None  # the running epoch's loss sum, correct, seen, clipped
+    diverged_at: tuple[int, int] | None = None  # (epoch, step) of the first non-finite value
+    stopped: str | None = None  # why training ended before train.epochs (the stopping rule)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    elapsed: float = 0.0
+    status: str = "running"
+
+    @classmethod
+    def of(cls, saved: dict[str, Any]) -> TrainState:
+        return cls(**saved)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))  # shallow: the snapshots are not copied
+
+    def update(self, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The run's fixed settings, read once from the ``train`` config and the data."""
+
+    device: torch.device
+    dtype: torch.dtype
+    amp: bool
+    epochs: int
+    batch: int
+    steps_per_epoch: int
+    regression: bool
+    snapshot_epochs: list[int]
+    clip: float | None
+    stop: dict[str, Any]
+    checkpoint_every_s: float = 0.0
+
+    @classmethod
+    def of(cls, tcfg: dict[str, Any], device: torch.device, task: str, n_train: int) -> RunSpec:
+        epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
+        return cls(
+            device=device,
+            dtype=getattr(torch, tcfg.get("dtype", "float32")),
+            amp=bool(tcfg.get("amp")) and device.type == "cuda",
+            epochs=epochs,
+            batch=batch,
+            steps_per_epoch=max(math.ceil(n_train / batch), 1),
+            regression=task == "regression",
+            snapshot_epochs=sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs}),
+            clip=float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None,
+            stop=tcfg.get("stop") or {},
+            checkpoint_every_s=float(tcfg.get("checkpoint_every_s", 0)),
+        )
+
+    def put(self, t: torch.Tensor) -> torch.Tensor:
+        """t on the run's device; floating point in the run's dtype, labels as they are."""
+        return t.to(self.device, self.dtype) if t.is_floating_point() else t.to(self.device)
+
+    @property
+    def score(self) -> str:
+        """The history/status column of the task's score."""
+        return "r2" if self.regression else "acc"
+
+
+class CheckpointClock:
+    """Whether an end-of-epoch checkpoint is due (``train.checkpoint_every_s``): every epoch
+    at 0, else once that many seconds have passed since the last one. Resuming from any epoch
+    boundary gives the same result, so skipping some only costs work after a SIGKILL."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = float(every_s)
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last < self.every_s:
+            return False
+        self.last = time.monotonic()
+        return True
+
+
+def torch_setup(tcfg: dict[str, Any]) -> torch.device:
+    """Threads, the device, and deterministic kernels where asked; returns the device."""
+    from orthskip.training.devices import select_device
+
+    torch.set_num_threads(tcfg.get("threads", 1))
+    device = select_device(tcfg.get("device", "auto"))
+    if tcfg.get("deterministic") and device.type == "cuda":
+        # cuBLAS needs a fixed workspace for reproducible reductions (set before first use).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    return device
+
+
+def lr_factor(step: int, steps_per_epoch: int, sched: dict[str, Any], epochs: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    warm = sched.get("warmup_epochs", 0) * steps_per_epoch
+    if warm and step < warm:
+        return (step + 1) / warm
+    name = sched.get("name", "cosine")
+    if name == "constant":
+        return 1.0
+    if name == "multistep":
+        epoch = step // steps_per_epoch
+        passed = sum(1 for m in sched.get("milestones", []) if epoch >= m)
+        return sched.get("gamma", 0.1) ** passed
+    total = max(epochs * steps_per_epoch - warm, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total) / total))
+
+
+def lr_schedulers(
+    optimizers: list[torch.optim.Optimizer], spec: RunSpec, schedule: dict[str, Any]
+) -> list[torch.optim.lr_scheduler.LambdaLR]:
+    """One scheduler per optimizer, stepped after every optimizer step.
+
+    LambdaLR on the closed form, not LinearLR/CosineAnnealingLR in a SequentialLR: those
+    update the rate recursively (lr ← lr · ratio), which drifts from the closed form by
+    float rounding, and ``last.pt`` files hold LambdaLR states.
+    """
+    steps, epochs = spec.steps_per_epoch, spec.epochs
+    return [
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, schedule, epochs))
+        for opt in optimizers
+    ]
+
+
+def loss_module(tcfg: dict[str, Any], regression: bool, reduction: str = "mean") -> nn.Module:
+    if regression:
+        return nn.MSELoss(reduction=reduction)
+    smoothing = float(tcfg.get("label_smoothing", 0.0))
+    return nn.CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)
+
+
+def streams(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(data order, augmentation): separate streams, so neither depends on the other."""
+    return (
+        torch.Generator().manual_seed(seed * 1_000_003 + 17),
+        torch.Generator(device=device).manual_seed(seed * 1_000_003 + 29),
+    )
+
+
+def plateau(history: list[dict[str, Any]], stop: dict[str, Any]) -> str | None:
+    """The stopping rule: training loss plateaued (``train.stop``), or None to go on.
+
+    Stops when the best training loss of the last ``patience`` epochs is not below
+    (1 − ``min_delta``) × the best before them; patience 0 switches the rule off (then
+    training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is not counted.
+    """
+    patience = int(stop.get("patience", 0))
+    losses = [h["train_loss"] for h in history[1:]]
+    if patience <= 0 or len(losses) <= patience:
+        return None
+    before, recent = min(losses[:-patience]), min(losses[-patience:])
+    if recent < (1.0 - float(stop.get("min_delta", 0.0))) * before:
+        return None
+    return f"train_loss plateau: best of the last {patience} epochs {recent:.4g} vs {before:.4g}"
+
+
+def r_squared(sse: float, y: torch.Tensor) -> float:
+    """1 − SSE / SST with SST = Σ (y − ȳ)² over rows, every target entry counted."""
+    sst = float(((y.double() - y.double().mean(0)) ** 2).sum())
+    return 1.0 - sse / sst if sst > 0 else math.nan
+
+
+def loss_and_score(
+    loss_sum: float, correct: float, y: torch.Tensor, regression: bool
+) -> tuple[float, float]:
+    """(mean loss, score) from the sums over the rows y: MSE per entry and R², or CE and
+    accuracy."""
+    if regression:
+        return loss_sum / y.numel(), r_squared(loss_sum, y)
+    return loss_sum / len(y), correct / len(y)
+
+
+def epoch_train_stats(
+    sums: list[float], seen: int, y_train: torch.Tensor, spec: RunSpec
+) -> tuple[float, float, float]:
+    """(train loss, train score, clipped fraction) from an epoch's running sums."""
+    loss_sum, correct, _, n_clipped = sums
+    # regression: the epoch's running SSE (loss is the mean over target entries)
+    score = r_squared(loss_sum * y_train[0].numel(), y_train) if spec.regression else correct / seen
+    return loss_sum / seen, score, n_clipped / spec.steps_per_epoch
+
+
+def record_epoch(
+    state: TrainState,
+    spec: RunSpec,
+    epoch: int,
+    scores: tuple[tuple[float, float], tuple[float, float], tuple[float, float]],
+    clipped: float,
+    lr: float,
+    weights: Callable[[], dict[str, torch.Tensor]],
+) -> None:
+    """Append the epoch's history row; ``weights()`` is kept at the snapshot epochs.
+
+    ``scores``: (loss, score) on train, val and test; the other task's scores are NaN.
+    """
+    (train_loss, train), (val_loss, val), (test_loss, test) = scores
+    named = {f"{split}_{name}": math.nan for split in SPLITS for name in ("acc", "r2")}
+    named.update(
+        {f"train_{spec.score}": train, f"val_{spec.score}": val, f"test_{spec.score}": test}
+    )
+    state.history.append(
+        {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "test_loss": test_loss,
+            **named,
+            "clipped_frac": clipped,
+            "lr": lr,
+            "time_s": state.elapsed,
+        }
+    )
+    if epoch in spec.snapshot_epochs:
+        state.snapshots[str(epoch)] = weights()
+
+
+def record_divergence(
+    state: TrainState, name: str, epoch: int, step: int, why: str, n_clipped: float, lr: float
+) -> None:
+    """End the run ``diverged`` at (epoch, step): a row of NaN scores, the history kept."""
+    state.update(epoch=epoch, batch=0, perm=None, sums=None)
+    state.status = "diverged"
+    state.diverged_at = (epoch, step)
+    state.history.append(
+        {
+            **{key: math.nan for key in state.history[0]},
+            "epoch": epoch,
+            "clipped_frac": n_clipped / max(step, 1),
+            "lr": lr,
+            "time_s": state.elapsed,
+        }
+    )
+    log.warning("%s diverged at epoch %d step %d (%s)", name, epoch, step, why)
+
+
+def apply_stop(
+    state: TrainState,
+    spec: RunSpec,
+    name: str,
+    epoch: int,
+    weights: Callable[[], dict[str, torch.Tensor]],
+) -> None:
+    """The stopping rule after a recorded epoch: a stopped run ends ``ok``, its last
+    epoch's weights kept as a snapshot."""
+    state.stopped = plateau(state.history, spec.stop)
+    if state.stopped:
+        state.status = "ok"
+        state.snapshots[str(epoch)] = weights()
+        log.info("%s stopped at epoch %d: %s", name, epoch, state.stopped)
+
+
+def checkpoint_payload(
+    rkey: str,
+    cfg_hash: str,
+    model: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler],
+    data_gen: torch.Generator,
+    aug_gen: torch.Generator,
+    state: TrainState,
+) -> dict[str, Any]:
+    """The content of ``last.pt`` (its keys are the format: keep them)."""
+    return {
+        "resume_key": rkey,
+        "config_hash": cfg_hash,
+        "model": model,
+        "optimizer": optimizer,
+        "schedulers": [s.state_dict() for s in schedulers],
+        "data_gen": data_gen.get_state(),
+        "aug_gen": aug_gen.get_state().cpu(),
+        "state": state.as_dict(),
+    }
+
+
+def read_checkpoint(last: Path, rkey: str) -> dict[str, Any] | None:
+    """``last`` if it exists and was written for this config (``rkey``); a checkpoint of
+    another config is kept aside as ``last.<its key>.pt`` and None returned."""
+    if not last.exists():
+        return None
+    ckpt = load_torch(last)
+    if ckpt.get("resume_key") == rkey:
+        return ckpt
+    stale = last.with_name(f"last.{ckpt.get('resume_key', 'unknown')}.pt")
+    last.rename(stale)
+    log.warning("%s was written for another config; kept as %s", last, stale.name)
+    return None
+
+
+def continues(ckpt: dict[str, Any], epochs: int) -> bool:
+    """A finished (ok) run asked for more epochs continues."""
+    st = ckpt["state"]
+    return st["status"] == "ok" and st["epoch"] < epochs and not st["stopped"]
+
+
+def running_ckpt(ckpt: dict[str, Any], epochs: int) -> bool:
+    """Whether training goes on from this checkpoint."""
+    return ckpt["state"]["status"] == "running" or continues(ckpt, epochs)
+
+
+def resumed_state(
+    ckpt: dict[str, Any], epochs: int, data_gen: torch.Generator, aug_gen: torch.Generator
+) -> TrainState:
+    """The checkpoint's TrainState, its random streams restored into the two generators."""
+    data_gen.set_state(ckpt["data_gen"])
+    aug_gen.set_state(ckpt["aug_gen"].to(aug_gen.get_state().device))
+    state = TrainState.of(ckpt["state"])
+    if continues(ckpt, epochs):
+        state.status = "running"  # continue a finished run for more epochs
+    return state

@@ -1,0 +1,680 @@
+"""Vectorised packs: the K members of a pack train as one batched computation.
+
+Every parameter and buffer of the K member models is stacked along a new leading dimension
+(``torch.func.stack_module_state``); one forward/backward runs the K models at once under
+``torch.func.vmap``, and one optimizer steps the stacked tensors. Nothing couples members:
+
+- each member's init, validation split, data order and augmentation come from its own seed,
+  drawn exactly as ``orthskip.training.solo.train_cell`` draws them;
+- the loss is the sum of the members' mean losses, so each member's gradient is its own;
+  SGD and AdamW act elementwise; gradient clipping, ``clipped_frac``, BatchNorm statistics
+  and the procrustes projection are per member; the Riemannian step of orth_manifold runs
+  batched, one matrix per member (its Newton–Schulz stopping test covers the whole batch, so
+  a member may get one more iteration than alone: a change of ~1e-13, tested to 1e-9);
+- a member whose loss, gradient or parameters go non-finite is recorded ``diverged`` at that
+  step (its checkpoint holds what a solo run would hold) and then frozen: its gradient is
+  zeroed and its parameters are reset to their finite initial values after every step, so
+  no NaN reaches a batched eigendecomposition or Newton–Schulz test the others share. A
+  member stopped by the plateau rule is frozen the same way.
+
+Each member writes its usual cell directory, and its ``last.pt`` has the format of a solo
+run's (a solo run can resume it). Checkpoints are written member by member, each after
+renaming the previous one to ``last.prev.pt``: after a kill between two writes the members
+ahead resume from their previous checkpoint, so every member restarts at the same step and
+the pack ends bit for bit like an uninterrupted one (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from torch import Tensor, nn
+from torch.func import stack_module_state, vmap
+
+from orthskip.config.grid import Cell, config_hash, resume_key
+from orthskip.io import load_torch, save_torch
+from orthskip.training import runstate
+from orthskip.training.runstate import RunSpec, TrainState
+from orthskip.training.solo import (
+    EVAL_BATCH,
+    Preempted,
+    _SigtermFlag,
+    build_cell_model,
+    count_params,
+    validation_split,
+    write_outputs,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Member:
+    """One cell of the pack: its config, seeds' streams, data split and training state."""
+
+    cfg: dict[str, Any]
+    outdir: Path
+    train_idx: Tensor
+    val_idx: Tensor
+    data_gen: torch.Generator
+    aug_gen: torch.Generator
+    model: nn.Module  # the member's own module: its init, state-dict layout and counts
+    rkey: str
+    cfg_hash: str
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def cell(self) -> Cell:
+        return Cell.of(self.cfg["cell"])
+
+    @property
+    def running(self) -> bool:
+        return self.state.status == "running"
+
+
+class Stacked:
+    """K modules of one architecture as stacked tensors, called together under vmap."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        self.k = len(models)
+        params, buffers = stack_module_state(models)
+        # ``module``: the stacked tensors registered in a copy of member 0, so that the
+        # optimizer partition (skip / manifold / main) and state-dict keys are the solo ones
+        self.module = copy.deepcopy(models[0])
+        self.base = copy.deepcopy(models[0])  # the module vmap calls with batched tensors
+        self.slots: list[tuple[nn.Module, str, str, str]] = []
+        names = {**params, **buffers}
+        for (prefix, mod), (_, bmod) in zip(
+            self.module.named_modules(remove_duplicate=False),
+            self.base.named_modules(remove_duplicate=False),
+            strict=True,
+        ):
+            for where in ("_parameters", "_buffers"):
+                for attr, value in list(getattr(mod, where).items()):
+                    if value is None:
+                        continue
+                    name = f"{prefix}.{attr}" if prefix else attr
+                    stacked = names[name]
+                    if where == "_parameters":
+                        stacked = nn.Parameter(stacked, requires_grad=value.requires_grad)
+                    getattr(mod, where)[attr] = stacked
+                    self.slots.append((bmod, where, attr, name))
+        self.tensors = [self._lookup(name) for *_, name in self.slots]
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+
+    def _lookup(self, name: str) -> Tensor:
+        mod_name, _, attr = name.rpartition(".")
+        mod = self.module.get_submodule(mod_name) if mod_name else self.module
+        return mod._parameters.get(attr, mod._buffers.get(attr))
+
+    def _call(self, tensors: list[Tensor], x: Tensor) -> Tensor:
+        for (mod, where, attr, _), t in zip(self.slots, tensors, strict=True):
+            getattr(mod, where)[attr] = t
+        return self.base(x)
+
+    def forward(self, x: Tensor, shared_input: bool = False) -> Tensor:
+        """Outputs (K, N, …) of the K members on x (K, N, …), or on one x (N, …) for all."""
+        out = vmap(self._call, in_dims=(0, None if shared_input else 0))(self.tensors, x)
+        for mod, where, attr, _ in self.slots:  # drop the batched wrappers vmap left behind
+            getattr(mod, where)[attr] = None
+        return out
+
+    def train(self, mode: bool = True) -> None:
+        self.base.train(mode)
+        self.module.train(mode)
+
+    def member_state(self, k: int) -> dict[str, Tensor]:
+        """Member k's state dict, on the CPU (the keys of a solo model's state dict)."""
+        return {n: t[k].detach().to("cpu", copy=True) for n, t in self.module.state_dict().items()}
+
+    @torch.no_grad()
+    def load_member(self, k: int, state: dict[str, Tensor]) -> None:
+        for n, t in self.module.state_dict().items():
+            t[k].copy_(state[n])
+
+
+def _per_member_max(tensors: list[Tensor], k: int) -> Tensor:
+    """max |entry| per member (K,): NaN and inf propagate, nothing overflows.
+
+    One concatenation and one reduction instead of one reduction per tensor: for small
+    models the per-call overhead, not the arithmetic, is the cost.
+    """
+    flat = torch.cat([t.detach().reshape(k, -1) for t in tensors], dim=1)
+    return torch.linalg.vector_norm(flat, ord=math.inf, dim=1)
+
+
+def _view(mask: Tensor, t: Tensor) -> Tensor:
+    return mask.view(-1, *([1] * (t.dim() - 1)))
+
+
+def _slice_optimizer_state(state: Any, k: int) -> Any:
+    """Member k's part of a stacked optimizer state (every tensor of rank ≥ 1 is stacked)."""
+    if isinstance(state, Tensor):
+        return state[k].clone() if state.dim() else state.clone()
+    if isinstance(state, dict):
+        return {key: _slice_optimizer_state(v, k) for key, v in state.items()}
+    if isinstance(state, list):
+        return [_slice_optimizer_state(v, k) for v in state]
+    return copy.deepcopy(state)
+
+
+def _stack_optimizer_state(states: list[Any], ref: int) -> Any:
+    """Inverse of _slice_optimizer_state; scalars (step counts) come from member ``ref``."""
+    first = states[ref]
+    if isinstance(first, Tensor):
+        return torch.stack(states) if first.dim() else first.clone()
+    if isinstance(first, dict):
+        return {key: _stack_optimizer_state([s[key] for s in states], ref) for key in first}
+    if isinstance(first, list):
+        return [_stack_optimizer_state([s[i] for s in states], ref) for i in range(len(first))]
+    return copy.deepcopy(first)
+
+
+def _position(ckpt: dict[str, Any]) -> tuple[int, int]:
+    return int(ckpt["state"]["epoch"]), int(ckpt["state"]["batch"])
+
+
+def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | None:
+    """Each member's resume checkpoint, all running members at one step; None if impossible.
+
+    A member whose ``last.pt`` is ahead of the others (the pack was killed between two
+    checkpoint writes) takes its ``last.prev.pt``; a checkpoint of another config is kept
+    aside as ``last.<key>.pt`` (as a solo run does) and the member starts fresh.
+    """
+    ckpts: list[dict[str, Any] | None] = []
+    prevs: list[dict[str, Any] | None] = []
+    for m in members:
+        ckpt, prev = runstate.read_checkpoint(m.outdir / "last.pt", m.rkey), None
+        prev_path = m.outdir / "last.prev.pt"
+        if prev_path.exists():
+            prev = load_torch(prev_path)
+            if prev.get("resume_key") != m.rkey:
+                prev = None
+        if ckpt is None and prev is not None:
+            ckpt, prev = prev, None  # killed between renaming last.pt and writing the new one
+        ckpts.append(ckpt)
+        prevs.append(prev)
+
+    epochs = int(members[0].cfg["train"]["epochs"])
+
+    def running(c: dict[str, Any] | None) -> bool:
+        return c is None or runstate.running_ckpt(c, epochs)
+
+    positions = {(0, 0) if c is None else _position(c) for c in ckpts if running(c)}
+    if len(positions) <= 1:
+        return ckpts
+    target = min(positions)
+    for i, c in enumerate(ckpts):
+        if c is not None and running(c) and _position(c) != target:
+            p = prevs[i]
+            if p is None or _position(p) != target:
+                return None
+            ckpts[i] = p
+    return ckpts
+
+
+def can_vectorise(members: list[dict[str, Any]]) -> str | None:
+    """Why these members cannot train as one batched computation, or None if they can."""
+    if len(members) < 2:
+        return "a pack of one"
+    tcfg = members[0]["train"]
+    for key in ("compile", "channels_last"):
+        if tcfg.get(key):
+            return f"train.{key} is on (torch.compile / channels_last are not used under vmap)"
+    cell = members[0]["cell"]
+    if cell["skip"] == "orth_jacobian" and cell["arch"] != "mlp":
+        # its spatial (FFT) form gave some members wrong branch gradients under vmap at
+        # V = 0 (tests/test_stacked.py); the matrix form on mlp is exact
+        return "orth_jacobian's spectral convolution is not vectorised"
+    strip = [{**m, "cell": {**m["cell"], "seed": 0}} for m in members]
+    if any(resume_key(s) != resume_key(strip[0]) for s in strip):
+        return "the members differ in more than their seed"
+    return None
+
+
+@dataclass
+class PackRun:
+    """The pack's run: its members, their stacked model and optimizer, the shared data."""
+
+    members: list[Member]
+    spec: RunSpec
+    task: str
+    skip_cfg: dict[str, Any]
+    data: dict[str, Tensor]  # x_/y_all (every training row: members index theirs), x_/y_test
+    augment: str | None
+    net: Stacked
+    init: list[Tensor]  # the initial parameters: finite values for frozen members
+    bundle: Any  # orthskip.nn.optim's optimizers and Riemannian steps over the stacked tensors
+    projections: list[Any]  # procrustes skips, projected per member
+    schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+    loss_fn: nn.Module  # per-row losses (reduction "none")
+    clock: runstate.CheckpointClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = runstate.CheckpointClock(self.spec.checkpoint_every_s)
+
+    @property
+    def k(self) -> int:
+        return len(self.members)
+
+    @property
+    def lr(self) -> float:
+        return self.bundle.optimizers[0].param_groups[0]["lr"]
+
+    def active(self) -> Tensor:
+        """(K,) bool: the members still training."""
+        return torch.tensor([m.running for m in self.members], device=self.spec.device)
+
+
+def train_stacked(
+    cfgs: list[dict[str, Any]], data_path: Path, manifest: Path, outdirs: list[Path]
+) -> list[str] | None:
+    """Train the members together; their statuses, or None when their checkpoints are not
+    at one step (then the caller trains them one after another, each resuming alone)."""
+    pack = _set_up(cfgs, Path(data_path), Path(manifest), [Path(o) for o in outdirs])
+    if pack is None:
+        log.warning("the members' checkpoints are at different steps: training one by one")
+        return None
+    members, spec = pack.members, pack.spec
+    fresh = [i for i, m in enumerate(members) if not m.state.history]
+    if fresh:
+        rows = torch.stack([m.train_idx for m in members])
+        train0 = _evaluate_all(pack, pack.data["x_all"][rows], pack.data["y_all"][rows], False)
+        _record(pack, fresh, 0, [(train0[i], 0.0) for i in fresh])
+    _freeze_inactive(pack)
+    with _SigtermFlag() as sigterm:
+        while any(m.running and m.state.epoch < spec.epochs for m in members):
+            run = [i for i, m in enumerate(members) if m.running]
+            epoch = members[run[0]].state.epoch + 1
+            sums, seen, elapsed = _train_epoch(pack, run, epoch, sigterm)
+            _end_epoch(pack, run, epoch, sums, seen, elapsed)
+    return _finish(pack)
+
+
+def _set_up(
+    cfgs: list[dict[str, Any]], data_path: Path, manifest: Path, outdirs: list[Path]
+) -> PackRun | None:
+    """Device, data, the members' seeded models stacked, the optimizer, and the resume;
+    None when the members' checkpoints are not at one step."""
+    from orthskip.data import load_prepared
+    from orthskip.nn.optim import build_optimizer
+
+    tcfg = cfgs[0]["train"]
+    device = runstate.torch_setup(tcfg)
+    data = load_prepared(data_path, manifest)
+    fraction = float(tcfg.get("val_fraction", 0.0))
+    splits = [validation_split(len(data.x_train), fraction, c["cell"]["seed"]) for c in cfgs]
+    spec = RunSpec.of(tcfg, device, data.task, len(splits[0][0]))
+    tensors = {"x_all": data.x_train, "y_all": data.y_train,
+               "x_test": data.x_test, "y_test": data.y_test}  # fmt: skip
+    tensors = {name: spec.put(t) for name, t in tensors.items()}
+    members = [
+        _member(cfg, out, split, data, spec)
+        for cfg, out, split in zip(cfgs, outdirs, splits, strict=True)
+    ]
+    ckpts = load_checkpoints(members)
+    if ckpts is None:
+        return None
+    net = Stacked([m.model for m in members])
+    skip_cfg = {cfgs[0]["cell"]["skip"]: cfgs[0]["skip_options"]}
+    bundle = build_optimizer(net.module, tcfg["optimizer"], skip_cfg)
+    projections, bundle.projections = bundle.projections, []  # projected per member
+    pack = PackRun(
+        members=members,
+        spec=spec,
+        task=data.task,
+        skip_cfg=skip_cfg,
+        data=tensors,
+        augment=data.meta.get("augment"),
+        net=net,
+        init=[p.detach().clone() for p in net.params],
+        bundle=bundle,
+        projections=projections,
+        schedulers=runstate.lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),
+        loss_fn=runstate.loss_module(tcfg, spec.regression, reduction="none"),
+    )
+    _resume(pack, ckpts)
+    return pack
+
+
+def _member(
+    cfg: dict[str, Any], outdir: Path, split: tuple[Tensor, Tensor], data: Any, spec: RunSpec
+) -> Member:
+    """One member with its own seed's model and streams, drawn as a solo run draws them."""
+    seed = int(cfg["cell"]["seed"])
+    torch.manual_seed(seed)
+    model = build_cell_model(cfg, data).to(spec.device)
+    if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
+        model.to(spec.dtype)
+    data_gen, aug_gen = runstate.streams(seed, spec.device)
+    return Member(
+        cfg=cfg,
+        outdir=outdir,
+        train_idx=split[0].to(spec.device),
+        val_idx=split[1].to(spec.device),
+        data_gen=data_gen,
+        aug_gen=aug_gen,
+        model=model,
+        rkey=resume_key(cfg),
+        cfg_hash=config_hash(cfg),
+    )
+
+
+def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
+    """Load each member's checkpoint; the optimizer's shared scalars (step counts) and the
+    schedulers come from a running member's."""
+    epochs = pack.spec.epochs
+    live = [c is not None and runstate.running_ckpt(c, epochs) for c in ckpts]
+    ref = next((i for i, ok in enumerate(live) if ok), None)
+    for i, (m, c) in enumerate(zip(pack.members, ckpts, strict=True)):
+        if c is None:
+            continue
+        pack.net.load_member(i, c["model"])
+        m.state = runstate.resumed_state(c, epochs, m.data_gen, m.aug_gen)
+        log.info("resumed %s at epoch %d batch %d", m.cell.path, m.state.epoch, m.state.batch)
+    if ref is None:
+        return
+    ref_ckpt = ckpts[ref]
+    assert ref_ckpt is not None
+    opt_states = [c["optimizer"] if c is not None and ok else ref_ckpt["optimizer"]
+                  for c, ok in zip(ckpts, live, strict=True)]  # fmt: skip
+    pack.bundle.load_state_dict(_stack_optimizer_state(opt_states, ref))
+    for sched, sd in zip(pack.schedulers, ref_ckpt["schedulers"], strict=True):
+        sched.load_state_dict(sd)
+
+
+@torch.no_grad()
+def _evaluate_all(pack: PackRun, xs: Tensor, ys: Tensor, shared: bool) -> list[tuple[float, float]]:
+    """(loss, score) per member, as orthskip.training.solo.evaluate computes them: on each member's
+    own rows xs (K, N, …), or on one xs (N, …) for all (``shared``)."""
+    k, spec = pack.k, pack.spec
+    pack.net.train(False)
+    n = xs.shape[0] if shared else xs.shape[1]
+    loss_sum = torch.zeros(k, device=spec.device, dtype=torch.float64)
+    correct = torch.zeros(k, device=spec.device, dtype=torch.float64)
+    for i in range(0, n, EVAL_BATCH):
+        xb = xs[i : i + EVAL_BATCH] if shared else xs[:, i : i + EVAL_BATCH]
+        yb = ys[i : i + EVAL_BATCH] if shared else ys[:, i : i + EVAL_BATCH]
+        if shared:
+            yb = yb.expand(k, *yb.shape)
+        with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
+            out = pack.net.forward(xb, shared_input=shared)
+        out = out.float() if spec.amp else out
+        if spec.regression:
+            loss_sum += ((out - yb) ** 2).reshape(k, -1).sum(1).double()
+        else:
+            ce = nn.functional.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none")
+            loss_sum += ce.view(k, -1).sum(1).double()
+            correct += (out.argmax(-1) == yb).sum(1)
+    pack.net.train(True)
+    if not n:
+        return [(math.nan, math.nan)] * k
+    return [
+        runstate.loss_and_score(float(loss_sum[i]), float(correct[i]), ys if shared else ys[i],
+                       spec.regression)
+        for i in range(k)
+    ]  # fmt: skip
+
+
+def _record(
+    pack: PackRun, idx: list[int], epoch: int, train: list[tuple[tuple[float, float], float]]
+) -> None:
+    """History rows of members ``idx``: train (loss, score) and clipped as given, val and
+    test evaluated now (for every member at once)."""
+    d, spec = pack.data, pack.spec
+    val_rows = torch.stack([m.val_idx for m in pack.members])
+    vals = _evaluate_all(pack, d["x_all"][val_rows], d["y_all"][val_rows], shared=False)
+    tests = _evaluate_all(pack, d["x_test"], d["y_test"], shared=True)
+    for i, (scores, clipped) in zip(idx, train, strict=True):
+        m = pack.members[i]
+        weights = functools.partial(pack.net.member_state, i)
+        runstate.record_epoch(
+            m.state, spec, epoch, (scores, vals[i], tests[i]), clipped, pack.lr, weights
+        )
+        log.info(
+            "%s epoch %d/%d train_loss %.4f test_%s %.4f",
+            m.cell.path, epoch, spec.epochs, scores[0], spec.score, tests[i][1],
+        )  # fmt: skip
+
+
+def _checkpoint(pack: PackRun, i: int) -> None:
+    """Member i's ``last.pt``, in a solo run's format; the previous one kept as
+    ``last.prev.pt`` (see load_checkpoints)."""
+    m = pack.members[i]
+    last = m.outdir / "last.pt"
+    m.outdir.mkdir(parents=True, exist_ok=True)
+    payload = runstate.checkpoint_payload(
+        m.rkey,
+        m.cfg_hash,
+        pack.net.member_state(i),
+        _slice_optimizer_state(pack.bundle.state_dict(), i),
+        pack.schedulers,
+        m.data_gen,
+        m.aug_gen,
+        m.state,
+    )
+    if last.exists():
+        os.replace(last, last.with_name("last.prev.pt"))
+    save_torch(last, payload)
+
+
+def _diverge(pack: PackRun, i: int, epoch: int, b: int, why: str, sums: Tensor, t0: float) -> None:
+    m = pack.members[i]
+    m.state.elapsed += time.perf_counter() - t0
+    runstate.record_divergence(m.state, m.cell.path, epoch, b, why, float(sums[i, 3]), pack.lr)
+    _checkpoint(pack, i)
+
+
+@torch.no_grad()
+def _freeze_inactive(pack: PackRun) -> None:
+    """Reset stopped and diverged members to their (finite) initial parameters."""
+    active = pack.active()
+    if bool(active.all()):
+        return
+    for p, p0 in zip(pack.net.params, pack.init, strict=True):
+        p.copy_(torch.where(_view(active, p), p, p0))
+
+
+def _train_epoch(
+    pack: PackRun, run: list[int], epoch: int, sigterm: _SigtermFlag
+) -> tuple[Tensor, int, float]:
+    """The epoch's steps from the saved position: (sums (K, 4), rows seen, seconds)."""
+    perms, sums = _epoch_position(pack)
+    seen = int(sums[run[0], 2])
+    start = pack.members[run[0]].state.batch
+    pack.net.train(True)
+    t0 = time.perf_counter()
+    for b in range(start, pack.spec.steps_per_epoch):
+        if sigterm.raised:
+            _preempt(pack, run, epoch, b, sums, seen, t0)
+        n = _step(pack, perms, epoch, b, sums, t0)
+        if n is None:  # every member diverged
+            break
+        seen += n
+    return sums, seen, time.perf_counter() - t0
+
+
+def _epoch_position(pack: PackRun) -> tuple[list[Tensor], Tensor]:
+    """Each member's data order (drawn at the epoch's start) and running sums (K, 4): loss
+    sum, correct, seen, clipped steps."""
+    n_train = len(pack.members[0].train_idx)
+    perms: list[Tensor] = []
+    for m in pack.members:
+        if m.running and m.state.perm is None:
+            m.state.perm = torch.randperm(n_train, generator=m.data_gen)
+            m.state.sums = torch.zeros(4, dtype=torch.float64)
+        perms.append(m.state.perm.to(pack.spec.device) if m.running else torch.arange(n_train))
+    zeros = torch.zeros(4, dtype=torch.float64)
+    sums = torch.stack([m.state.sums if m.running else zeros for m in pack.members])
+    return perms, sums.to(pack.spec.device)
+
+
+def _preempt(
+    pack: PackRun, run: list[int], epoch: int, b: int, sums: Tensor, seen: int, t0: float
+) -> NoReturn:
+    for i in run:
+        m = pack.members[i]
+        if m.running:
+            m.state.batch = b
+            sums[i, 2] = seen
+            m.state.sums = sums[i].cpu()
+            m.state.elapsed += time.perf_counter() - t0
+            _checkpoint(pack, i)
+    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}")
+
+
+def _step(
+    pack: PackRun, perms: list[Tensor], epoch: int, b: int, sums: Tensor, t0: float
+) -> int | None:
+    """One batched optimizer step; a member whose loss, gradient or parameters go
+    non-finite is recorded diverged. Returns the batch size, None once none runs."""
+    k, spec = pack.k, pack.spec
+    active = pack.active()
+    xb, yb = _member_batches(pack, perms, active.nonzero().flatten().tolist(), b)
+    with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
+        out = pack.net.forward(xb)
+        out_f = out.float() if spec.amp else out
+        # per-member mean loss (K,), as the solo loss module's mean
+        losses = pack.loss_fn(out_f.flatten(0, 1), yb.flatten(0, 1)).reshape(k, -1).mean(1)
+    pack.bundle.zero_grad()
+    torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
+    grads = [p.grad for p in pack.net.params if p.grad is not None]
+    bad = active & ~torch.isfinite(losses.detach())
+    clipped = _clip(grads, spec.clip, k)
+    bad_grad = active & ~bad & ~torch.isfinite(_per_member_max(grads, k))
+    for flag, why in ((bad, "non-finite loss"), (bad_grad, "non-finite gradient")):
+        for i in flag.nonzero().flatten().tolist():
+            _diverge(pack, i, epoch, b, why, sums, t0)
+    active = pack.active()
+    if not bool(active.any()):
+        return None
+    if not bool(active.all()):
+        for g in grads:
+            g.masked_fill_(~_view(active, g), 0)
+    pack.bundle.step()
+    _project(pack, active)
+    params = [p.detach() for p in pack.net.params]
+    bad_param = active & ~torch.isfinite(_per_member_max(params, k))
+    for i in bad_param.nonzero().flatten().tolist():
+        _diverge(pack, i, epoch, b, "non-finite parameter after the step", sums, t0)
+    for sched in pack.schedulers:
+        sched.step()
+    with torch.no_grad():
+        sums[:, 0] += losses.detach().double() * yb.shape[1]
+        if not spec.regression:
+            sums[:, 1] += (out.argmax(-1) == yb).sum(1)
+        sums[:, 3] += clipped
+    _freeze_inactive(pack)
+    return yb.shape[1]
+
+
+def _member_batches(
+    pack: PackRun, perms: list[Tensor], live: list[int], b: int
+) -> tuple[Tensor, Tensor]:
+    """(x, y) of shape (K, B, …): the running members' own batches; a frozen member
+    computes on a running member's batch (its result is unused)."""
+    from orthskip.data import augment_batch
+
+    size, members = pack.spec.batch, pack.members
+    rows = [
+        members[i].train_idx[perms[i][b * size : (b + 1) * size]] if i in live else None
+        for i in range(pack.k)
+    ]
+    idx = torch.stack([r if r is not None else rows[live[0]] for r in rows])
+    xb, yb = pack.data["x_all"][idx], pack.data["y_all"][idx]
+    if pack.augment:
+        xb = torch.stack(
+            [augment_batch(xb[i], pack.augment, members[i].aug_gen) if i in live else xb[i]
+             for i in range(pack.k)]
+        )  # fmt: skip
+    return xb, yb
+
+
+def _clip(grads: list[Tensor], clip: float | None, k: int) -> Tensor:
+    """Per-member gradient-norm clipping, in place; (K,) bool: whose gradient it changed."""
+    if not clip:
+        return torch.zeros(k, dtype=torch.bool, device=grads[0].device)
+    norms = torch.stack([torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads])
+    total = torch.linalg.vector_norm(norms, dim=0)
+    coef = (clip / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_view(coef, g).to(g.dtype))
+    return total > clip
+
+
+@torch.no_grad()
+def _project(pack: PackRun, active: Tensor) -> None:
+    """The procrustes projection of the running members, on the optimizer's schedule."""
+    bundle = pack.bundle
+    if not pack.projections or bundle.steps % bundle.project_every:
+        return
+    for skip in pack.projections:
+        for i in active.nonzero().flatten().tolist():
+            skip.weight[i].copy_(skip.projected(skip.weight[i]))
+
+
+def _end_epoch(
+    pack: PackRun, run: list[int], epoch: int, sums: Tensor, seen: int, elapsed: float
+) -> None:
+    """Record the members that finished the epoch, apply the stopping rule, checkpoint."""
+    members, spec = pack.members, pack.spec
+    ended = [i for i in run if members[i].running]
+    rows = []
+    for i in ended:
+        members[i].state.elapsed += elapsed
+        members[i].state.update(epoch=epoch, batch=0, perm=None, sums=None)
+        if not math.isfinite(float(sums[i, 0])):  # cannot happen: checked per step
+            raise RuntimeError(f"{members[i].cell.path}: non-finite epoch loss")
+        y_train = pack.data["y_all"][members[i].train_idx]
+        loss, score, clipped = runstate.epoch_train_stats(sums[i].tolist(), seen, y_train, spec)
+        rows.append(((loss, score), clipped))
+    if ended:
+        _record(pack, ended, epoch, rows)
+    due = pack.clock.due()  # one decision for all: the members' checkpoints stay at one step
+    for i in ended:
+        m = members[i]
+        runstate.apply_stop(
+            m.state, spec, m.cell.path, epoch, functools.partial(pack.net.member_state, i)
+        )
+        if m.running and m.state.epoch >= spec.epochs:
+            m.state.status = "ok"
+        if due or not m.running:
+            _checkpoint(pack, i)
+    _freeze_inactive(pack)
+
+
+def _finish(pack: PackRun) -> list[str]:
+    """Each member's history, snapshots and status.json; their statuses."""
+    from orthskip.nn.optim import build_optimizer
+
+    statuses = []
+    riemann = pack.bundle.metadata()
+    first = pack.members[0]
+    # the solo optimizer's description (the members differ only in seed: one serves all),
+    # with the batched Newton–Schulz counts
+    solo_meta = build_optimizer(first.model, first.cfg["train"]["optimizer"], pack.skip_cfg)
+    solo_meta = solo_meta.metadata()
+    solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
+    for m in pack.members:
+        if m.state.status == "running":
+            m.state.status = "ok"
+        n_params, n_skip_params = count_params(m.model)
+        meta = {
+            "task": pack.task,
+            "n_params": n_params,
+            "n_skip_params": n_skip_params,
+            "optimizer": dict(solo_meta),
+            "pack": {"mode": "vectorised", "size": pack.k},
+        }
+        write_outputs(m.cell, m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
+        statuses.append(m.state.status)
+    return statuses
