@@ -5,7 +5,7 @@ Times forward + backward (gradients of x, the matrix and the residual input) of
 in one process, and prints the ratio gemm / conv per shape (< 1: the GEMM path is faster).
 For scale it also times the identity residual x + F(x) and the GEMM path with a frozen matrix. The
 shapes are those of CIFAR ResNet stages at widths 8 and 16 and of the 8×8 digits default.
-``GEMM_MAX_CHANNELS`` in orthskip/nn/skips.py is set from this table.
+``GEMM_MAX_CHANNELS`` in orthskip/nn/skips/base.py is set from this table.
 
     PYTHONPATH=. python bench/bench_apply.py
 """
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from orthskip.nn.skips import GEMM_MAX_CHANNELS, apply_channels_conv, apply_channels_gemm
+from orthskip.nn.skips.base import GEMM_MAX_CHANNELS, apply_channels_conv, apply_channels_gemm
 
 SHAPES = [  # (batch, channels, spatial size)
     (128, 8, 32),

@@ -12,6 +12,7 @@ from torch import nn
 from orthskip.analysis.metrics import FAMILIES, extract_metrics
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz, segment_points, sigma_max_power
 from orthskip.nn.models import build_model
+from orthskip.nn.models.base import PreMapBlock
 
 
 def _dense_sigma(f, pts: torch.Tensor) -> np.ndarray:
@@ -114,7 +115,7 @@ def test_procrustes_branch_is_evaluated_at_the_mapped_input() -> None:
     torch.manual_seed(2)
     net = build_model("cifar_resnet", 8, "procrustes", (3, 6, 6), 3).double().eval()
     block = net.blocks[1]  # transition: z = S(x), y = z + F(z)
-    assert block.skip.pre_map
+    assert isinstance(block, PreMapBlock)
     x = torch.randn(3, 16, 6, 6, dtype=torch.float64)
     stats, method = branch_lipschitz(block, x, segments=0, steps=400)
     assert method == "power_iteration"  # 32 x 3 x 3 = 288 numbers per sample

@@ -14,6 +14,7 @@ from torch import nn
 from orthskip.analysis.metrics import extract_metrics
 from orthskip.errors import ConfigError
 from orthskip.nn.models import build_model, check_depth, validate_model_options
+from orthskip.nn.models.base import JacobianBlock
 from orthskip.nn.models.cifar_resnet import build_cnn
 from orthskip.nn.models.resnet import RESNET_STAGES
 from orthskip.nn.models.vit import sincos_2d
@@ -107,7 +108,7 @@ def test_vit_orth_jacobian_replaces_the_mlp_and_keeps_identity_attention():
     model = build_model("vit", 2, "orth_jacobian", (3, 4, 4), 5, VIT_CFG, {})
     attn, mlp = model.blocks[0], model.blocks[1]
     assert isinstance(attn.skip, IdentitySkip) and attn.branch is not None
-    assert mlp.skip.owns_block and mlp.branch is None and mlp.skip.spatial is False
+    assert isinstance(mlp, JacobianBlock) and mlp.branch is None and mlp.skip.spatial is False
     x = torch.randn(2, 5, 8)
     assert torch.equal(attn(x), x + attn.branch(x))
 

@@ -26,7 +26,6 @@ from orthskip.nn.orth import (
     project_conv_operator,
 )
 from orthskip.nn.skips import (
-    GEMM_MAX_CHANNELS,
     SKIP_OPTIONS,
     SKIPS,
     apply_matrix,
@@ -35,6 +34,7 @@ from orthskip.nn.skips import (
     skip_options,
     validate_skip_options,
 )
+from orthskip.nn.skips.base import GEMM_MAX_CHANNELS
 
 KINDS = (
     "identity",

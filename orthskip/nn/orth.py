@@ -334,8 +334,8 @@ class _ExpSkew(torch.autograd.Function):
     L(A, E) = U ((UᴴEU) ∘ Φ) Uᴴ with the divided differences Φ_jk = (e^{iθj} − e^{iθk}) /
     (iθj − iθk) = e^{i(θj+θk)/2} sinc((θj − θk)/2), which has no 0/0 at equal eigenvalues. The
     backward is its adjoint, the same gradient as ``torch.linalg.matrix_exp`` gives (tested),
-    cheaper than matrix_exp's 2n × 2n block exponential (1.7× at n = 64, 3.5× at n = 16 for
-    forward + backward on one CPU thread; all 27 maps of ResNet-56: 32 → 25 ms per step).
+    cheaper than matrix_exp's 2n × 2n block exponential (bench/bench_maps.py; the measured
+    ratios are in the README's Development section).
     """
 
     generate_vmap_rule = True

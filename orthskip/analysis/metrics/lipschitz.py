@@ -26,20 +26,18 @@ BranchFn = Callable[[Tensor], Tensor]
 
 
 def branch_of(block: nn.Module) -> tuple[BranchFn, BranchFn] | None:
-    """(F, to_branch_input) for a ResidualBlock, or None when the block has no branch.
+    """(F, to_branch_input) for a block, or None when the block has no branch.
 
-    ``to_branch_input`` maps the block's input x to where F is evaluated: x itself, or
-    z = S(x) for a pre-mapping skip (procrustes: y = z + F(z)). orth_jacobian owns its block
-    (y = S(x), no branch): None. A post-activation (CIFAR ResNet: y = ReLU(S(x) + F(x))) is
-    not part of F; the bound is that of the branch module as built.
+    ``to_branch_input`` maps the block's input x to where F is evaluated
+    (``Block.branch_input``): x itself, or z = S(x) in a pre-map block (procrustes:
+    y = z + F(z)). A Jacobian block (orth_jacobian, y = S(x), no branch): None. A
+    post-activation (CIFAR ResNet: y = ReLU(S(x) + F(x))) is not part of F; the bound is that
+    of the branch module as built.
     """
     branch = getattr(block, "branch", None)
     if branch is None:
         return None
-    skip = block.skip
-    if getattr(skip, "pre_map", False):
-        return branch, skip
-    return branch, lambda x: x
+    return branch, getattr(block, "branch_input", lambda x: x)
 
 
 def segment_points(x: Tensor, n: int, generator: torch.Generator) -> Tensor:

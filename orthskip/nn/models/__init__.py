@@ -34,7 +34,7 @@ from typing import Any
 
 from orthskip.config.options import Option, check_options, defaults, unknown
 from orthskip.errors import ConfigError
-from orthskip.nn.models.base import ResidualBlock, ResidualNet
+from orthskip.nn.models.base import BLOCKS, Block, ResidualNet, make_block
 from orthskip.nn.models.init import INITS
 from orthskip.nn.models.resnet import BASIC_STAGES, RESNET_STAGES, STEMS
 from orthskip.nn.models.vit import POOLS, POS_EMBEDS
@@ -179,15 +179,17 @@ def build_model(
 
 __all__ = [
     "ARCHS",
+    "BLOCKS",
     "INITS",
     "MODEL_OPTIONS",
     "MODEL_SPECS",
     "SKIPS",
-    "ResidualBlock",
+    "Block",
     "ResidualNet",
     "allowed_depths",
     "build_model",
     "check_depth",
+    "make_block",
     "model_options",
     "validate_model_options",
 ]

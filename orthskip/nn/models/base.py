@@ -1,4 +1,5 @@
-"""The residual network container and the generic residual block shared by every architecture."""
+"""The residual network container and its blocks: one block class per way a skip joins the
+branch (residual sum, no sum, skip before the branch, skip as the whole block)."""
 
 from __future__ import annotations
 
@@ -12,57 +13,91 @@ from orthskip.nn.skips import Skip, grouped_orthogonal_maps, make_skip
 BranchFactory = Callable[[int, int, int], nn.Module]
 
 
-class ResidualBlock(nn.Module):
-    """y = post(S(x) + F(x)), with the skip deciding the special cases.
+class Block(nn.Module):
+    """A block of a residual network: its name, its skip S and its residual branch F."""
 
-    - ``skip.is_zero`` (none): y = post(F(x));
-    - ``skip.pre_map`` (procrustes): z = S(x), y = post(z + F(z)), F built at stride 1 on C_out
-      (at non-transition blocks S is the identity, so this is the usual block);
-    - ``skip.owns_block`` (orth_jacobian): y = S(x); no branch, no post-activation (which would
-      break the orthogonal Jacobian).
-    """
-
-    def __init__(
-        self,
-        name: str,
-        skip_kind: str,
-        c_in: int,
-        c_out: int,
-        stride: int,
-        branch: BranchFactory,
-        skip_cfg: dict | None,
-        post: nn.Module | None = None,
-        in_size: tuple[int, int] | None = None,
-    ) -> None:
+    def __init__(self, name: str, skip: Skip, branch: nn.Module | None, post: nn.Module | None):
         super().__init__()
         self.name = name
-        self.transition = c_in != c_out or stride != 1
-        self.skip: Skip = make_skip(skip_kind, c_in, c_out, stride, skip_cfg, in_size)
-        if self.skip.owns_block:
-            self.branch = None
-            self.post = nn.Identity()
-        elif self.skip.pre_map:
-            self.branch = branch(c_out, c_out, 1)
-            self.post = post if post is not None else nn.Identity()
-        else:
-            self.branch = branch(c_in, c_out, stride)
-            self.post = post if post is not None else nn.Identity()
+        self.skip = skip
+        self.transition = skip.transition
+        self.branch = branch
+        self.post = post if post is not None else nn.Identity()
 
-    def forward(self, x: Tensor) -> Tensor:
-        skip = self.skip
-        if skip.owns_block:
-            return skip(x)
-        if skip.pre_map:
-            z = skip(x)
-            return self.post(z + self.branch(z))
-        out = self.branch(x)
-        if skip.is_zero:
-            return self.post(out)
-        return self.post(skip.residual(x, out))
+    def branch_input(self, x: Tensor) -> Tensor:
+        """Where F is evaluated for the block input x."""
+        return x
 
     def skip_matrices(self) -> dict[str, Tensor]:
         """Skip matrices keyed relative to the block: ``skip.Q`` is param ``blocks.3.skip.Q``."""
         return {f"skip.{k}": v for k, v in self.skip.matrices().items()}
+
+
+class ResidualBlock(Block):
+    """y = post(S(x) + F(x)): the usual residual block (the matrix skips fuse the sum)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.post(self.skip.residual(x, self.branch(x)))
+
+
+class PlainBlock(Block):
+    """y = post(F(x)): S(x) = 0 (``none``, PlainNet), so there is no addition."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.post(self.branch(x))
+
+
+class PreMapBlock(Block):
+    """z = S(x), y = post(z + F(z)), F built at stride 1 on C_out (``procrustes``: the skip maps
+    x before a transition block; inside a stage S is the identity and this is the usual block)."""
+
+    def branch_input(self, x: Tensor) -> Tensor:
+        return self.skip(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.skip(x)
+        return self.post(z + self.branch(z))
+
+
+class JacobianBlock(Block):
+    """y = S(x): the skip is the whole block (``orth_jacobian``); no branch and no
+    post-activation, which would break the orthogonal Jacobian."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.skip(x)
+
+
+# The block each skip kind sits in (``Skip.block``).
+BLOCKS: dict[str, type[Block]] = {
+    "residual": ResidualBlock,
+    "plain": PlainBlock,
+    "pre_map": PreMapBlock,
+    "jacobian": JacobianBlock,
+}
+
+
+def make_block(
+    name: str,
+    skip_kind: str,
+    c_in: int,
+    c_out: int,
+    stride: int,
+    branch: BranchFactory,
+    skip_cfg: dict | None,
+    post: nn.Module | None = None,
+    in_size: tuple[int, int] | None = None,
+) -> Block:
+    """The block of ``skip_kind`` mapping (c_in, in_size) to c_out at ``stride``.
+
+    ``branch(c_in, c_out, stride)`` builds F; a pre-map block builds it on the mapped input
+    (c_out, stride 1); a Jacobian block builds none.
+    """
+    skip = make_skip(skip_kind, c_in, c_out, stride, skip_cfg, in_size)
+    cls = BLOCKS[skip.block]
+    if cls is JacobianBlock:
+        return cls(name, skip, None, None)
+    f = branch(c_out, c_out, 1) if cls is PreMapBlock else branch(c_in, c_out, stride)
+    return cls(name, skip, f, post)
 
 
 class ResidualNet(nn.Module):
@@ -73,7 +108,7 @@ class ResidualNet(nn.Module):
         arch: str,
         skip: str,
         stem: nn.Module,
-        blocks: list[ResidualBlock],
+        blocks: list[Block],
         head: nn.Module,
     ) -> None:
         super().__init__()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from orthskip.nn.models.base import ResidualBlock, ResidualNet
+from orthskip.nn.models.base import ResidualNet, make_block
 from orthskip.nn.models.init import init_cnn
 
 
@@ -79,9 +79,7 @@ def build_cnn(
             stride = 2 if (s > 0 and i == 0) else 1
             post = None if pre_act else nn.ReLU()
             name = f"stage{s + 1}.block{i}"
-            blocks.append(
-                ResidualBlock(name, skip, c_in, c_out, stride, branch, skip_cfg, post, size)
-            )
+            blocks.append(make_block(name, skip, c_in, c_out, stride, branch, skip_cfg, post, size))
             c_in = c_out
             # a 3×3 / pad 1 / stride s conv (and every transition skip) gives ceil(n / s)
             size = (-(-size[0] // stride), -(-size[1] // stride))

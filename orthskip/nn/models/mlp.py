@@ -23,7 +23,7 @@ import math
 from torch import Tensor, nn
 
 from orthskip.errors import ConfigError
-from orthskip.nn.models.base import ResidualBlock, ResidualNet
+from orthskip.nn.models.base import ResidualNet, make_block
 from orthskip.nn.models.init import init_mlp
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -80,7 +80,7 @@ def build_mlp(
     stem_map = nn.Identity() if cfg["stem"] == "identity" else nn.Linear(d_in, width)
     stem = nn.Sequential(nn.Flatten(), stem_map)
     blocks = [
-        ResidualBlock(f"block{i}", skip, width, width, 1, branch, skip_cfg) for i in range(depth)
+        make_block(f"block{i}", skip, width, width, 1, branch, skip_cfg) for i in range(depth)
     ]
     head = nn.Identity() if cfg["head"] == "identity" else nn.Linear(width, num_classes)
     net = ResidualNet("mlp", skip, stem, blocks, head)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from orthskip.nn.models.base import ResidualBlock, ResidualNet
+from orthskip.nn.models.base import ResidualNet, make_block
 from orthskip.nn.models.cifar_resnet import conv3x3, post_act_branch
 from orthskip.nn.models.init import init_cnn
 
@@ -101,7 +101,7 @@ def build_resnet(
             stride = 2 if (s > 0 and i == 0) else 1
             name = f"stage{s + 1}.block{i}"
             blocks.append(
-                ResidualBlock(name, skip, c_in, c_out, stride, branch, skip_cfg, nn.ReLU(), size)
+                make_block(name, skip, c_in, c_out, stride, branch, skip_cfg, nn.ReLU(), size)
             )
             c_in = c_out
             size = (-(-size[0] // stride), -(-size[1] // stride))

@@ -4,7 +4,7 @@ stem: patch embedding (a ``patch`` × ``patch`` convolution of stride ``patch``,
 → tokens (N, T, d), T = (H/p)(W/p), plus a class token when ``pool: cls``, plus a position
 embedding (``pos_embed``: ``learned``, N(0, 0.02²) at init, or ``sincos``, the fixed 2-D
 sine-cosine table of MAE / Beyer et al., a buffer; the class token's row is 0).
-blocks: ``depth`` transformer blocks, each two ``ResidualBlock``s (so per-layer metrics see every
+blocks: ``depth`` transformer blocks, each two residual blocks (so per-layer metrics see every
 sublayer: ``blockI.attn`` and ``blockI.mlp``):
 
     x ← S(x) + Attn(LN(x)),   Attn = multi-head self-attention (``heads``; qkv and output Linear)
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from orthskip.errors import ConfigError
-from orthskip.nn.models.base import ResidualBlock, ResidualNet
+from orthskip.nn.models.base import Block, ResidualNet, make_block
 from orthskip.nn.models.init import activation_gain, normal_init_, outside_skips
 
 POS_EMBEDS: tuple[str, ...] = ("learned", "sincos")
@@ -154,10 +154,10 @@ def build_vit(
 
     # orth_jacobian replaces the MLP sublayer only; attention keeps the identity skip
     attn_kind = "identity" if skip == "orth_jacobian" else skip
-    blocks: list[ResidualBlock] = []
+    blocks: list[Block] = []
     for i in range(depth):
-        blocks.append(ResidualBlock(f"block{i}.attn", attn_kind, d, d, 1, attn, skip_cfg))
-        blocks.append(ResidualBlock(f"block{i}.mlp", skip, d, d, 1, mlp, skip_cfg))
+        blocks.append(make_block(f"block{i}.attn", attn_kind, d, d, 1, attn, skip_cfg))
+        blocks.append(make_block(f"block{i}.mlp", skip, d, d, 1, mlp, skip_cfg))
     net = ResidualNet("vit", skip, stem, blocks, TokenHead(d, num_classes, cfg["pool"]))
     if cfg["init"] == "kaiming":
         init_vit(net)

@@ -1,0 +1,90 @@
+"""The orthogonal matrix kinds: ``orth_fixed`` (a frozen Haar Q), ``orth_learned`` (Q
+parametrized, exactly orthogonal at every step) and ``orth_manifold`` (Q stepped on the manifold
+by ``orthskip.nn.optim.RiemannianOrthogonal``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from orthskip.config.options import Option
+from orthskip.nn.orth import haar_orthogonal
+from orthskip.nn.skips.base import (
+    MAP,
+    NEG_DET,
+    ORTH_INIT,
+    Skip,
+    init_option,
+    orthogonal_init,
+    parametrized,
+)
+
+
+class OrthFixedSkip(Skip):
+    kind = "orth_fixed"
+    options_table: ClassVar[dict[str, Option]] = {
+        "init": init_option("haar", ("haar",), "the frozen map: Haar"),
+        "allow_negative_det": NEG_DET,
+    }
+
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
+        q = haar_orthogonal(c_out, c_in, special=not options["allow_negative_det"])
+        self.register_buffer("Q", q)  # a buffer: saved, never optimized
+
+    def linear_map(self) -> Tensor:
+        return self.Q
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
+
+
+class OrthLearnedSkip(Skip):
+    kind = "orth_learned"
+    options_table: ClassVar[dict[str, Option]] = {
+        "map": MAP,
+        "init": init_option("identity", ORTH_INIT),
+        "allow_negative_det": NEG_DET,
+    }
+
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
+        init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
+        self.q = parametrized(init, options["map"])
+
+    @property
+    def Q(self) -> Tensor:
+        return self.q.value()
+
+    def linear_map(self) -> Tensor:
+        return self.Q
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
+
+
+class OrthManifoldSkip(Skip):
+    """Q is stepped only by ``orthskip.nn.optim.RiemannianOrthogonal`` (never by SGD/AdamW)."""
+
+    kind = "orth_manifold"
+    options_table: ClassVar[dict[str, Option]] = {
+        "init": init_option("identity", ORTH_INIT),
+        "allow_negative_det": NEG_DET,
+        "lr_scale": Option("number", 1.0, "Riemannian step = lr x lr_scale", exclusive_minimum=0),
+        "ns_tol": Option(
+            "number", 1e-7, "Newton-Schulz tolerance of the retraction", exclusive_minimum=0
+        ),
+        "ns_max_iter": Option("integer", 100, "Newton-Schulz iteration cap", minimum=1),
+    }
+
+    def build(self, options: dict[str, Any]) -> None:
+        c_in, c_out = self.c_in, self.c_out
+        init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
+        self.Q = nn.Parameter(init)
+
+    def linear_map(self) -> Tensor:
+        return self.Q
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
