@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from orthskip.config.options import check, unknown
+from orthskip.config.schema import NAME_PATTERNS
 from orthskip.config.schema import load as load_schema
 from orthskip.errors import ConfigError
 
@@ -36,9 +37,8 @@ APPROX_FILTERS = {"archs": "arch", "datasets": "dataset", "variants": "variant",
 # Top-level sections whose defaults each cell resolves through its registry (resolve_spec,
 # model_options, skip_options): the config keeps them as written.
 AS_WRITTEN = ("datasets", "model", "skip_options")
-# Names that become path segments and wildcards: the Snakefile constrains its wildcards
-# with these same patterns, so a name that passes here always matches a rule.
-NAME_PATTERNS = {"dataset": r"[A-Za-z0-9_-]+", "variant": r"[a-z0-9_]+"}
+# The Snakefile constrains its wildcards with these patterns (the schema's NAME_PATTERNS for
+# the names a config chooses), so a name that passes validation always matches a rule.
 WILDCARD_PATTERNS = {**NAME_PATTERNS, "arch": r"[a-z0-9_]+", "depth": r"[0-9]+", "seed": r"[0-9]+"}
 
 

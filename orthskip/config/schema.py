@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
+# Names that become path segments and wildcards.
+NAME_PATTERNS = {"dataset": r"[A-Za-z0-9_-]+", "variant": r"[a-z0-9_]+"}
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def _datasets(section: dict[str, Any]) -> dict[str, Any]:
-    from orthskip.config.grid import NAME_PATTERNS
     from orthskip.data.spec import PARAMS, SOURCE_DESCRIPTION, source_schema
 
     return {
@@ -59,7 +60,6 @@ def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dic
 def generate(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its registry sections (re)written from the registries."""
     from orthskip.analysis.metrics.extract import FAMILIES
-    from orthskip.config.grid import NAME_PATTERNS
     from orthskip.config.options import table_schema
     from orthskip.nn.models import ARCHS, MODEL_SPECS
     from orthskip.nn.optim import OPTIM_SPECS
