@@ -1,21 +1,26 @@
-"""The pipeline's result tables: their schemas, the one writer and the one reader.
+"""The pipeline's result tables: their schemas, the writers and the one reader.
 
-Per cell, the metrics stage writes ``metrics.parquet`` (``SCHEMA``, enforced by
-``write_cell_metrics``); the aggregate stage merges the cells into
-``results/metrics/{cells,history,layers,warp,approx}.parquet`` and figures, tables and
+Per cell, the train stage writes ``status.json`` and ``history.parquet`` (one row per epoch:
+the cell's keys and the history row of ``orthskip.training.solo``), the metrics stage
+``metrics.parquet`` (``SCHEMA``, enforced by ``write_cell_metrics``) and ``warp.parquet``
+(``WARP_COLUMNS``), the approximation stage ``approx.parquet`` (``APPROX_COLUMNS``); the
+aggregate stage merges the cells into ``results/metrics/{cells,history,layers,warp,approx}
+.parquet`` (cells: ``STATUS_COLUMNS``, read by ``read_status``) and figures, tables and
 findings read them with ``read_table`` and the selections below.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from orthskip.errors import DatasetError
 from orthskip.io import write_parquet
@@ -34,7 +39,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "method",
 )
 # variant: a named skip kind + config overrides; a bare kind is the variant of its own name
-CELL_COLUMNS: tuple[str, ...] = ("dataset", "arch", "variant", "skip", "depth", "seed")
+# (a list: pandas takes it as column keys for indexing, groupby and merge)
+CELL_COLUMNS: list[str] = ["dataset", "arch", "variant", "skip", "depth", "seed"]
 PROVENANCE_COLUMNS: tuple[str, ...] = ("config_hash", "code_version", "torch_version", "device")
 
 _TYPES: dict[str, pa.DataType] = {
@@ -62,6 +68,58 @@ _TYPES: dict[str, pa.DataType] = {
 }
 COLUMNS: tuple[str, ...] = (*CELL_COLUMNS, "epoch", *METRIC_COLUMNS, *PROVENANCE_COLUMNS)
 SCHEMA: pa.Schema = pa.schema([pa.field(c, _TYPES[c], nullable=False) for c in COLUMNS])
+
+
+# cells.parquet: one row per cell from its status.json
+SCORE_COLUMNS: tuple[str, ...] = (
+    "train_loss",
+    "train_acc",
+    "train_r2",
+    "val_loss",
+    "val_acc",
+    "val_r2",
+    "test_loss",
+    "test_acc",
+    "test_r2",
+    "test_acc_at_best_val",
+    "test_r2_at_best_val",
+    "clipped_frac",
+)
+STATUS_COLUMNS: tuple[str, ...] = (
+    "dataset",
+    "arch",
+    "variant",
+    "depth",
+    "seed",
+    "skip",
+    "task",
+    "status",
+    "epochs",
+    "diverged_epoch",
+    "diverged_step",
+    "stopped",
+    *SCORE_COLUMNS,
+    "best_val_epoch",
+    "wall_time_s",
+    "n_params",
+    "n_skip_params",
+    *PROVENANCE_COLUMNS,
+)
+# warp.parquet: the decision-boundary grids of the metrics stage (pandas dtypes)
+WARP_COLUMNS: dict[str, str] = {
+    **{c: "int64" if c in ("depth", "seed") else "str" for c in CELL_COLUMNS},
+    "grid": "str",
+    "block": "int64",
+    "i": "int64",
+    "j": "int64",
+    "x": "float64",
+    "y": "float64",
+    "pred": "int64",
+}
+# approx.parquet: per cell, kind of the approximation stage and phase, one row
+APPROX_COLUMNS: tuple[str, ...] = (*CELL_COLUMNS, "kind", "correction", "phase",
+    "finetune_epochs", "source_epoch", "status", "score_name", "score", "loss", "n_swapped",
+    "dist_identity", "branch_lipschitz", "correction_norm", "orth_defect")  # fmt: skip
 
 
 class SchemaError(ValueError):
@@ -152,10 +210,38 @@ def write_cell_metrics(path: str | Path, df: pd.DataFrame) -> None:
     write_parquet(path, to_table(df))
 
 
+def read_status(paths: Sequence[Path]) -> pd.DataFrame:
+    """The cells table (STATUS_COLUMNS) from the cells' status.json files, sorted by cell."""
+    rows = []
+    for path in paths:
+        with open(path) as fh:
+            status = json.load(fh)
+        rows.append({k: status.get(k) for k in STATUS_COLUMNS})
+    df = pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+    for col in ("depth", "seed", "epochs", "n_params", "n_skip_params"):
+        df[col] = df[col].astype("int64")
+    for col in ("diverged_epoch", "diverged_step", "best_val_epoch"):  # None where not set
+        df[col] = df[col].astype("Int64")
+    for col in SCORE_COLUMNS:
+        df[col] = df[col].astype("float64")
+    return df.sort_values(["dataset", "arch", "variant", "depth", "seed"], ignore_index=True)
+
+
+def concat_parquet(paths: Sequence[Path]) -> pa.Table:
+    """Concatenate per-cell Parquet files (schemas must agree)."""
+    tables = [pq.read_table(p) for p in paths]
+    nonempty = [t for t in tables if t.num_rows] or tables[:1]
+    return pa.concat_tables(nonempty, promote_options="default")
+
+
+def empty_table(columns: Sequence[str]) -> pa.Table:
+    """A table with these columns and no rows (a stage that produced none)."""
+    return pa.Table.from_pandas(pd.DataFrame(columns=list(columns)), preserve_index=False)
+
+
 # approx: the orthogonal-approximation stage (orthskip.stages.approx), aggregated
 RESULT_FILES = ("cells", "history", "layers", "warp", "approx")
 PANEL_KEYS = ("dataset", "arch")
-CELL = ["dataset", "arch", "variant", "skip", "depth", "seed"]
 _BLOCK_RE = re.compile(r"(?:^|\.)blocks\.(\d+)(?:\.|$)")
 
 
@@ -260,7 +346,7 @@ def last_epoch(layers: pd.DataFrame) -> pd.DataFrame:
     if layers.empty:
         return layers
     layers = with_variant(layers)
-    last = layers.groupby(CELL)["epoch"].transform("max")
+    last = layers.groupby(CELL_COLUMNS)["epoch"].transform("max")
     return layers[layers["epoch"] == last]
 
 
@@ -305,10 +391,10 @@ def blocks_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
     such as ResNet-110; cells without block rows fall back to their depth.
     """
     layers = with_variant(layers)
-    cells = layers[CELL].drop_duplicates()
+    cells = layers[CELL_COLUMNS].drop_duplicates()
     blocks = layers[layers["layer_kind"].isin(["block", "transition"])]
-    m = blocks.assign(_b=block_index(blocks)).groupby(CELL)["_b"].nunique().rename("m")
-    out = cells.merge(m.reset_index(), on=CELL, how="left")
+    m = blocks.assign(_b=block_index(blocks)).groupby(CELL_COLUMNS)["_b"].nunique().rename("m")
+    out = cells.merge(m.reset_index(), on=CELL_COLUMNS, how="left")
     out["m"] = out["m"].fillna(out["depth"]).astype("int64")
     return out
 
@@ -331,9 +417,9 @@ def dist_identity_per_cell(
     layers = with_variant(layers)
     rows = _square_skip_rows(last_epoch(layers), metric_name, stat)
     if rows.empty:
-        return pd.DataFrame(columns=[*CELL, "m", "value", "n_blocks"])
-    agg = rows.groupby(CELL)["value"].agg(value="mean", n_blocks="size").reset_index()
-    return agg.merge(blocks_per_cell(layers), on=CELL, how="left")
+        return pd.DataFrame(columns=[*CELL_COLUMNS, "m", "value", "n_blocks"])
+    agg = rows.groupby(CELL_COLUMNS)["value"].agg(value="mean", n_blocks="size").reset_index()
+    return agg.merge(blocks_per_cell(layers), on=CELL_COLUMNS, how="left")
 
 
 def dist_per_epoch(
@@ -342,16 +428,16 @@ def dist_per_epoch(
     """Like :func:`dist_identity_per_cell` at every snapshot epoch of every cell, not only the
     last: the trajectory of the mean distance. Columns: cell columns, epoch, m, value,
     n_blocks."""
-    cols = [*CELL, "epoch", "m", "value", "n_blocks"]
+    cols = [*CELL_COLUMNS, "epoch", "m", "value", "n_blocks"]
     if layers.empty:
         return pd.DataFrame(columns=cols)
     layers = with_variant(layers)
     rows = _square_skip_rows(layers, metric_name, stat)
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    by = [*CELL, "epoch"]
+    by = [*CELL_COLUMNS, "epoch"]
     agg = rows.groupby(by)["value"].agg(value="mean", n_blocks="size").reset_index()
-    return agg.merge(blocks_per_cell(layers), on=CELL, how="left")[cols]
+    return agg.merge(blocks_per_cell(layers), on=CELL_COLUMNS, how="left")[cols]
 
 
 def _square_skip_rows(layers: pd.DataFrame, metric_name: str, stat: str) -> pd.DataFrame:
@@ -362,10 +448,10 @@ def _square_skip_rows(layers: pd.DataFrame, metric_name: str, stat: str) -> pd.D
     trans = (
         layers[layers["layer_kind"] == "transition"]
         .assign(_b=lambda d: block_index(d))
-        .loc[:, [*CELL, "_b"]]
+        .loc[:, [*CELL_COLUMNS, "_b"]]
         .drop_duplicates()
         .assign(_t=True)
     )
-    rows = rows.assign(_b=block_index(rows)).merge(trans, on=[*CELL, "_b"], how="left")
+    rows = rows.assign(_b=block_index(rows)).merge(trans, on=[*CELL_COLUMNS, "_b"], how="left")
     rows = rows[rows["_t"].isna()]
     return rows[np.isfinite(rows["value"].to_numpy(dtype=float))]

@@ -14,7 +14,8 @@ from orthskip.analysis.approx import approximate
 from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.data import load_prepared
 from orthskip.io import load_torch
-from orthskip.stages.approx import COLUMNS, PHASES, approximate_cell, finetune
+from orthskip.results import APPROX_COLUMNS
+from orthskip.stages.approx import PHASES, approximate_cell, finetune
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.tables import make_table, orthogonal_approximation_frame
 from orthskip.training.solo import build_cell_model, train_cell, validation_split
@@ -63,7 +64,7 @@ def _probe_and_model(trained):
 
 def test_one_row_per_kind_and_phase_with_the_cells_columns(rows, trained):
     cfg = trained[0]
-    assert list(rows.columns[: len(COLUMNS)]) == COLUMNS
+    assert list(rows.columns[: len(APPROX_COLUMNS)]) == list(APPROX_COLUMNS)
     assert sorted(zip(rows["kind"], rows["phase"], strict=True)) == sorted(
         (k, p) for k in ("orth_fixed", "orth_learned") for p in PHASES
     )
@@ -97,7 +98,8 @@ def test_swapped_stats_match_the_approximation_itself(rows, trained):
     for kind, g in rows.groupby("kind"):
         _, per_block = approximate(model, probe, kind=kind, lipschitz=LIP)
         r = g.set_index("phase").loc["swapped"]
-        assert r["dist_identity"] == pytest.approx(per_block["dist_identity"].mean(), rel=1e-9)
+        # float32 activations: another CPU's kernels differ in the last bits (2e-9 seen on Intel)
+        assert r["dist_identity"] == pytest.approx(per_block["dist_identity"].mean(), rel=1e-6)
         assert r["branch_lipschitz"] == pytest.approx(per_block["lip_new_branch"].mean(), rel=1e-6)
         # C_i = I − W_i at the swap: ‖C_i‖_F/√n = ‖W_i − I‖_F/√n
         assert r["correction_norm"] == pytest.approx(r["dist_identity"], rel=1e-6)

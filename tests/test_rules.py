@@ -234,9 +234,9 @@ def test_approx_stage_switched_off_gives_an_empty_table(tmp_path):
     (tmp_path / "results/metrics/approx.parquet").unlink()
     snakemake(tmp_path, "results/tables/orthogonal_approximation.md", "--allowed-rules",
               "aggregate_approx", "table", cfg=raw)  # fmt: skip
-    from orthskip.stages.approx import COLUMNS
+    from orthskip.results import APPROX_COLUMNS
 
     empty = pd.read_parquet(tmp_path / "results/metrics/approx.parquet")
-    assert empty.empty and list(empty.columns) == COLUMNS
+    assert empty.empty and list(empty.columns) == list(APPROX_COLUMNS)
     md = (tmp_path / "results/tables/orthogonal_approximation.md").read_text()
     assert "no data" in md

@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-CELL_COLUMNS = ("dataset", "arch", "variant", "skip", "depth", "seed")
-
 
 @dataclass(frozen=True)
 class MeanCI:

@@ -18,7 +18,7 @@ INF_MARKER = r"$\infty$"  # distinct from every kind's and variant's marker
 
 def _weight_position(rows: pd.DataFrame) -> pd.Series:
     """Position of each weight layer within its cell (0, 1, 2, …) by layer_index."""
-    return rows.groupby(D.CELL)["layer_index"].rank(method="dense").astype(int) - 1
+    return rows.groupby(D.CELL_COLUMNS)["layer_index"].rank(method="dense").astype(int) - 1
 
 
 def _mark_infinite(ax, x, color) -> None:

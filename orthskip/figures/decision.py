@@ -30,13 +30,13 @@ def _choose_cells(warp: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, variant): the deepest depth, then the lowest seed that did not
     diverge; variants in their kind's order, then by name."""
     warp, cells = D.with_variant(warp), D.with_variant(cells)
-    have = warp[D.CELL].drop_duplicates()
+    have = warp[D.CELL_COLUMNS].drop_duplicates()
     if not cells.empty and "status" in cells:
-        have = have.merge(cells[[*D.CELL, "status"]], on=D.CELL, how="left")
+        have = have.merge(cells[[*D.CELL_COLUMNS, "status"]], on=D.CELL_COLUMNS, how="left")
         have = have[have["status"].fillna("ok") == "ok"]
     have = have.sort_values(["dataset", "arch", "variant", "depth", "seed"],
                             ascending=[True, True, True, False, True])  # fmt: skip
-    have = have.groupby(["dataset", "arch", "variant"], sort=True).head(1)[D.CELL]
+    have = have.groupby(["dataset", "arch", "variant"], sort=True).head(1)[D.CELL_COLUMNS]
     order = {v: k for k, v in enumerate(S.ordered_variants(D.variant_kinds(have)))}
     return have.sort_values(["dataset", "arch", "variant"], key=lambda c: c.map(order)
                             if c.name == "variant" else c)  # fmt: skip
@@ -100,12 +100,12 @@ def decision_regions(metrics_dir: Path):
     if chosen.empty:
         return S.no_data_figure(TITLE, "every cell with decision grids diverged")
     styles = S.variant_styles(D.variant_kinds(chosen))
-    warp = warp.merge(chosen, on=D.CELL)
+    warp = warp.merge(chosen, on=D.CELL_COLUMNS)
     n_cls = int(max(2, warp.loc[warp["grid"] != "warp", "pred"].max() + 1))
     ncols = 3
     rows = list(chosen.itertuples(index=False))
     fig, axes = S.new_figure(len(rows), ncols, height=1.05 * len(rows) + 0.4)
-    by_cell = dict(list(warp.groupby(D.CELL, sort=False)))
+    by_cell = dict(list(warp.groupby(D.CELL_COLUMNS, sort=False)))
     for r, cell in enumerate(rows):
         c = by_cell[tuple(cell)]
         train = c[c["grid"] == "train"]

@@ -38,15 +38,12 @@ from orthskip.analysis.metrics.lipschitz import branch_lipschitz
 from orthskip.config.grid import config_hash
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
+from orthskip.results import APPROX_COLUMNS
 from orthskip.stages.metrics import cell_keys, probe_indices
 from orthskip.training.runstate import loss_module, lr_factor, streams
 from orthskip.training.solo import build_cell_model, evaluate, validation_split
 
 PHASES = ("before", "swapped", "finetuned")
-COLUMNS = ["dataset", "arch", "variant", "skip", "depth", "seed", "kind", "correction", "phase",
-           "finetune_epochs", "source_epoch", "status", "score_name", "score", "loss",
-           "n_swapped", "dist_identity", "branch_lipschitz", "correction_norm",
-           "orth_defect"]  # fmt: skip
 
 
 def _lipschitz_options(mcfg: dict[str, Any]) -> tuple[int, int, int]:
@@ -173,7 +170,7 @@ def approximate_cell(
     skip_options: dict | None = None,
     status: Path | None = None,
 ) -> None:
-    """Write ``out`` (Parquet): per kind of ``kinds`` and phase of PHASES one row (COLUMNS).
+    """Write ``out`` (Parquet): per kind of ``kinds`` and phase of PHASES one row (APPROX_COLUMNS).
 
     ``cell_cfg``: the trained identity cell's config (orthskip.config.grid.cell_config);
     ``snapshots``: its snapshots.pt (the last epoch is used); ``epochs``: fine-tuning epochs;
@@ -255,7 +252,7 @@ def approximate_cell(
             rows.append({**base, "kind": kind, "phase": "finetuned", "finetune_epochs": epochs,
                          "status": status, "score": score2, "loss": loss2,
                          **stats2})  # fmt: skip
-    table = pd.DataFrame(rows)[COLUMNS]
+    table = pd.DataFrame(rows)[list(APPROX_COLUMNS)]
     for key, value in provenance(config_hash(cell_cfg), device).items():
         table[key] = value
     write_parquet(Path(out), table)

@@ -19,6 +19,7 @@ import torch
 from orthskip.config.grid import config_hash
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
+from orthskip.results import WARP_COLUMNS
 from orthskip.training.runlog import check_member_paths, run_member
 from orthskip.training.solo import build_cell_model
 
@@ -134,23 +135,6 @@ def initial_skip_matrices(model: Any, snaps: dict[Any, Any]) -> dict[str, torch.
             for i, block in enumerate(model.blocks)
             for name, mat in block.skip_matrices().items()
         }
-
-
-WARP_COLUMNS = {
-    "dataset": "str",
-    "arch": "str",
-    "variant": "str",
-    "skip": "str",
-    "depth": "int64",
-    "seed": "int64",
-    "grid": "str",
-    "block": "int64",
-    "i": "int64",
-    "j": "int64",
-    "x": "float64",
-    "y": "float64",
-    "pred": "int64",
-}
 
 
 def _empty_warp() -> pd.DataFrame:

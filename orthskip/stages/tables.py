@@ -383,14 +383,15 @@ def start_end_frame(layers: pd.DataFrame) -> pd.DataFrame:
     if layers.empty:
         return pd.DataFrame(columns=cols)
     layers = D.with_variant(layers)
-    first = layers.groupby(D.CELL)["epoch"].transform("min")
-    at_start = layers[(layers["epoch"] == first) & (layers["epoch"] < layers.groupby(D.CELL)[
-        "epoch"].transform("max"))]  # fmt: skip
+    cell = D.CELL_COLUMNS
+    first = layers.groupby(cell)["epoch"].transform("min")
+    last = layers.groupby(cell)["epoch"].transform("max")
+    at_start = layers[(layers["epoch"] == first) & (layers["epoch"] < last)]
     start = D.dist_identity_per_cell(at_start).rename(columns={"value": "start"})
     end = D.dist_identity_per_cell(layers).rename(columns={"value": "end"})
     if start.empty or end.empty:
         return pd.DataFrame(columns=cols)
-    both = start[[*D.CELL, "start"]].merge(end[[*D.CELL, "m", "end"]], on=D.CELL)
+    both = start[[*cell, "start"]].merge(end[[*cell, "m", "end"]], on=cell)
     rows = []
     for (ds, arch, variant, skip, m), g in both.groupby(
         ["dataset", "arch", "variant", "skip", "m"], sort=True
@@ -431,10 +432,11 @@ def start_end_distance_frame(layers: pd.DataFrame) -> pd.DataFrame:
         pe = D.dist_per_epoch(layers, metric_name=fam)
         if pe.empty:
             continue
-        first = pe.groupby(D.CELL)["epoch"].transform("min")
-        last = pe.groupby(D.CELL)["epoch"].transform("max")
-        start = pe[(pe["epoch"] == first) & (first < last)].set_index([*D.CELL, "m"])["value"]
-        end = pe[pe["epoch"] == last].set_index([*D.CELL, "m"])["value"]
+        cell = [*D.CELL_COLUMNS, "m"]
+        first = pe.groupby(D.CELL_COLUMNS)["epoch"].transform("min")
+        last = pe.groupby(D.CELL_COLUMNS)["epoch"].transform("max")
+        start = pe[(pe["epoch"] == first) & (first < last)].set_index(cell)["value"]
+        end = pe[pe["epoch"] == last].set_index(cell)["value"]
         per_cell += [start.rename(f"{fam}_start"), end.rename(f"{fam}_end")]
     if not per_cell:
         return pd.DataFrame(columns=cols)
