@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import fake_dataset
 
-from orthskip.config.grid import cell_config, cells, prepare_config
+from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.stages.train import train_pack
 
 CASES = {
@@ -71,7 +71,7 @@ def members(
 
 
 def run(
-    cfgs: list[dict], data: tuple[Path, Path], root: Path, vectorise: bool
+    cfgs: list[CellConfig], data: tuple[Path, Path], root: Path, vectorise: bool
 ) -> tuple[float, float]:
     """(step seconds summed over the members, wall seconds) of one train_pack call."""
     outs = [root / str(i) for i in range(len(cfgs))]

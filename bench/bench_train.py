@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from orthskip.config.grid import cell_config, cells, prepare_config
+from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json
 from orthskip.nn.optim import build_optimizer
@@ -74,21 +74,20 @@ def fake_dataset(root: Path, n: int, shape: tuple[int, ...], classes: int) -> tu
     return out, man
 
 
-def bare_loop(cc: dict, data_path: Path, manifest: Path, device: torch.device) -> float:
+def bare_loop(cc: CellConfig, data_path: Path, manifest: Path, device: torch.device) -> float:
     """The reference: the plainest correct loop over the same model and data; seconds."""
     data = load_prepared(data_path, manifest)
     x, y = data.x_train.to(device), data.y_train.to(device)
-    cell = cc["cell"]
-    torch.manual_seed(cell["seed"])
+    torch.manual_seed(cc.cell.seed)
     model = build_cell_model(cc, data).to(device)
-    opt = build_optimizer(model, cc["train"]["optimizer"], {cell["skip"]: cc["skip_options"]})
+    opt = build_optimizer(model, cc.train["optimizer"], {cc.skip: cc.skip_options})
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator(device=device).manual_seed(1)
-    batch = cc["train"]["batch_size"]
+    batch = cc.train["batch_size"]
     augment = data.meta.get("augment")
     model.train()
     start = time.perf_counter()
-    for _ in range(cc["train"]["epochs"]):
+    for _ in range(cc.train["epochs"]):
         perm = torch.randperm(len(x), device=device)
         for i in range(0, len(x), batch):
             idx = perm[i : i + batch]

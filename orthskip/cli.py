@@ -11,17 +11,20 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from orthskip.errors import OrthskipError
 
+if TYPE_CHECKING:
+    from orthskip.config.grid import CellConfig
 
-def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
+
+def _cell_config(args: argparse.Namespace) -> CellConfig:
     """The cell's config, from --cell-config (rules) or --configfile + --cell (by hand)."""
-    from orthskip.config.grid import Cell, cell_config, cells, load_config
+    from orthskip.config.grid import Cell, CellConfig, cell_config, cells, load_config
 
     if args.cell_config:
-        return json.loads(args.cell_config)
+        return CellConfig.of(args.cell_config)
     if not (args.configfile and args.cell):
         raise OrthskipError("give --cell-config JSON, or --configfile FILE and --cell CELL")
     cfg = load_config(args.configfile)
@@ -29,6 +32,13 @@ def _cell_config(args: argparse.Namespace) -> dict[str, Any]:
     if cell not in cells(cfg):
         raise OrthskipError(f"cell {args.cell} is not in the grid of {args.configfile}")
     return cell_config(cfg, cell)
+
+
+def _pack_config(args: argparse.Namespace) -> list[CellConfig]:
+    """The members' configs (--pack-config: a JSON list of cell configs, what the rules pass)."""
+    from orthskip.config.grid import CellConfig
+
+    return [CellConfig.of(m) for m in json.loads(args.pack_config)]
 
 
 def _add_cell_args(p: argparse.ArgumentParser) -> None:
@@ -138,7 +148,7 @@ def cmd_train_pack(args: argparse.Namespace) -> int:
 
     try:
         statuses = train_pack(
-            json.loads(args.pack_config), args.data, args.manifest, args.outs, args.logs,
+            _pack_config(args), args.data, args.manifest, args.outs, args.logs,
             vectorise=not args.sequential,
         )  # fmt: skip
     except Preempted as err:
@@ -152,7 +162,7 @@ def cmd_metrics_pack(args: argparse.Namespace) -> int:
     from orthskip.stages.metrics import metrics_pack
 
     rows = metrics_pack(
-        json.loads(args.pack_config), args.data, args.manifest, args.snapshots, args.outs,
+        _pack_config(args), args.data, args.manifest, args.snapshots, args.outs,
         args.warp_outs, args.logs,
     )  # fmt: skip
     print(f"{rows} metric rows")
@@ -176,7 +186,7 @@ def cmd_approx_cell(args: argparse.Namespace) -> int:
     skip_opts = json.loads(args.skip_options) if args.skip_options else cfg["skip_options"]
     log = logging.getLogger("orthskip")
     log.info("approx-cell %s: kinds %s, %d fine-tuning epochs, correction %s",
-             "/".join(str(cell_cfg["cell"][k]) for k in ("dataset", "arch", "variant")),
+             cell_cfg.cell.path,
              " ".join(kinds), epochs, correction)  # fmt: skip
     approximate_cell(
         cell_cfg,

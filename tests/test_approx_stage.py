@@ -55,8 +55,8 @@ def rows(trained) -> pd.DataFrame:
 def _probe_and_model(trained):
     cfg, data_path, manifest, cell = trained
     data = load_prepared(data_path, manifest)
-    gen = torch.Generator().manual_seed(cfg["metrics"]["probe_seed"])
-    idx = torch.randperm(len(data.x_test), generator=gen)[: cfg["metrics"]["probe_size"]]
+    gen = torch.Generator().manual_seed(cfg.metrics["probe_seed"])
+    idx = torch.randperm(len(data.x_test), generator=gen)[: cfg.metrics["probe_size"]]
     model = build_cell_model(cfg, data)
     model.load_state_dict(load_torch(cell / "snapshots.pt")["states"]["2"])
     return data, data.x_test[idx.sort().values], model.eval()
@@ -69,7 +69,7 @@ def test_one_row_per_kind_and_phase_with_the_cells_columns(rows, trained):
         (k, p) for k in ("orth_fixed", "orth_learned") for p in PHASES
     )
     assert (rows["status"] == "ok").all() and (rows["score_name"] == "acc").all()
-    cell = cfg["cell"]
+    cell = cfg.keys
     for key in ("dataset", "arch", "skip", "depth", "seed"):
         assert (rows[key] == cell[key]).all()
     assert (rows["variant"] == "identity").all() and (rows["source_epoch"] == 2).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -12,7 +13,6 @@ from orthskip.config.grid import (
     approx_defaults,
     cell_config,
     cells,
-    config_hash,
     load_config,
     prepare_config,
     resume_key,
@@ -182,11 +182,9 @@ def test_resume_key_ignores_epoch_count_but_not_the_recipe():
     cfg = prepare_config(tiny_config())
     cell = cells(cfg)[0]
     a = cell_config(cfg, cell)
-    b = copy.deepcopy(a)
-    b["train"]["epochs"] = 10
-    c = copy.deepcopy(a)
-    c["train"]["optimizer"]["lr"] = 0.2
-    assert resume_key(a) == resume_key(b) and config_hash(a) != config_hash(b)
+    b = replace(a, train={**a.train, "epochs": 10})
+    c = replace(a, train={**a.train, "optimizer": {**a.train["optimizer"], "lr": 0.2}})
+    assert resume_key(a) == resume_key(b) and a.hash != b.hash
     assert resume_key(a) != resume_key(c)
 
 
@@ -230,14 +228,14 @@ def test_variant_overrides_reach_only_its_cells_and_its_path():
     by_variant = {c.variant: cell_config(cfg, c) for c in cells(cfg)}
     assert set(by_variant) == {"identity", "orth_learned", "orth_learned_haar", "identity_lr"}
     haar = by_variant["orth_learned_haar"]
-    assert haar["cell"]["skip"] == "orth_learned" and haar["cell"]["variant"] == "orth_learned_haar"
-    assert haar["skip_options"]["init"] == "haar"
-    assert by_variant["orth_learned"]["skip_options"].get("init", "identity") == "identity"
+    assert haar.skip == "orth_learned" and haar.cell.variant == "orth_learned_haar"
+    assert haar.skip_options["init"] == "haar"
+    assert by_variant["orth_learned"].skip_options.get("init", "identity") == "identity"
     fast = by_variant["identity_lr"]
-    assert fast["train"]["optimizer"]["lr"] == 0.2 and fast["cell"]["skip"] == "identity"
+    assert fast.train["optimizer"]["lr"] == 0.2 and fast.skip == "identity"
     # the rest of the section is the global one, defaults included
-    assert fast["train"]["optimizer"]["momentum"] == cfg["train"]["optimizer"]["momentum"]
-    assert by_variant["identity"]["train"]["optimizer"]["lr"] == cfg["train"]["optimizer"]["lr"]
+    assert fast.train["optimizer"]["momentum"] == cfg["train"]["optimizer"]["momentum"]
+    assert by_variant["identity"].train["optimizer"]["lr"] == cfg["train"]["optimizer"]["lr"]
     cell = next(c for c in cells(cfg) if c.variant == "orth_learned_haar")
     assert cell.path == "circles/mlp/orth_learned_haar/d1/s0" and Cell.parse(cell.path) == cell
 
@@ -323,8 +321,8 @@ def test_library_defaults_are_the_pipeline_defaults():
     assert optim_options(None) == cfg["train"]["optimizer"]
     assert optim_options(None)["lr"] == 0.05 and optim_options(None)["weight_decay"] == 1e-4
     cell_cfg = cell_config(cfg, cells(cfg)[0])
-    assert cell_cfg["model"] == model_options("mlp", cfg["model"].get("mlp")) != {}
-    assert set(MODEL_OPTIONS["mlp"]) == set(cell_cfg["model"])
+    assert cell_cfg.model == model_options("mlp", cfg["model"].get("mlp")) != {}
+    assert set(MODEL_OPTIONS["mlp"]) == set(cell_cfg.model)
     assert skip_options("orth_manifold", None) == SKIP_OPTIONS["orth_manifold"]
 
 

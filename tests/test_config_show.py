@@ -43,14 +43,14 @@ def test_paper_cell_is_the_paper_recipe_without_clipping():
         "skip_weight_decay": 0.0, "betas": [0.9, 0.999],
     }  # fmt: skip
     assert shown["train"]["schedule"]["milestones"] == [100, 150]
-    assert shown == cell_config(load_config(PAPER), Cell.parse(PAPER_CELL))
+    assert shown == cell_config(load_config(PAPER), Cell.parse(PAPER_CELL)).as_dict()
 
 
 def test_origin_names_the_file_key_or_default(capsys):
     args = ["config", "show", "--configfile", str(PAPER), "--cell", PAPER_CELL, "--origin"]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert yaml.safe_load(text) == cell_config(load_config(PAPER), Cell.parse(PAPER_CELL))
+    assert yaml.safe_load(text) == cell_config(load_config(PAPER), Cell.parse(PAPER_CELL)).as_dict()
     origins = _origins(text)
     assert origins["train.optimizer.lr"] == f"{PAPER}: train.optimizer.lr"
     assert origins["train.grad_clip"] == "default"

@@ -130,7 +130,7 @@ def test_warp_seed_defaults_to_the_smallest_seed_of_each_family():
     assert cfg["metrics"]["warp_seed"] is None  # the schema default
     for cell in cells(cfg):
         assert warp_seed_for(cfg, cell) == 7
-        assert cell_config(cfg, cell)["metrics"]["warp_seed"] == 7
+        assert cell_config(cfg, cell).metrics["warp_seed"] == 7
     # families differ in depth too: each gets its own smallest seed
     cfg = tiny_config()
     cfg["grid"] = [

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -74,13 +75,13 @@ def _members(kind="orth_learned", **train):
 @pytest.mark.parametrize("kind", ["identity", "orth_learned"])
 def test_a_packed_member_equals_its_solo_run_bit_for_bit(tmp_path, circles, kind):
     members = _members(kind)
-    outs = [tmp_path / "pack" / str(m["cell"]["seed"]) for m in members]
-    logs = [tmp_path / "logs" / f"{m['cell']['seed']}.log" for m in members]
+    outs = [tmp_path / "pack" / str(m.cell.seed) for m in members]
+    logs = [tmp_path / "logs" / f"{m.cell.seed}.log" for m in members]
     # one after another: bit for bit (the vectorised pack is checked in tests/test_stacked.py)
     assert train_pack(members, *circles, outs, logs, vectorise=False) == ["ok"] * 3
     for m, out, log in zip(members, outs, logs, strict=True):
-        solo = tmp_path / "solo" / str(m["cell"]["seed"])
-        train_cell(copy.deepcopy(m), *circles, solo)
+        solo = tmp_path / "solo" / str(m.cell.seed)
+        train_cell(m, *circles, solo)
         a, b = (
             load_torch(out / "snapshots.pt")["states"],
             load_torch(solo / "snapshots.pt")["states"],
@@ -92,7 +93,7 @@ def test_a_packed_member_equals_its_solo_run_bit_for_bit(tmp_path, circles, kind
         pd.testing.assert_frame_equal(ha[cols], hb[cols], check_exact=True)
         # each member logs to its own file, and only its own epochs
         text = log.read_text()
-        assert f"s{m['cell']['seed']}" in text and text.count("epoch 2/2") == 1
+        assert f"s{m.cell.seed}" in text and text.count("epoch 2/2") == 1
     # members differ from each other (their own seeds)
     first = [load_torch(o / "snapshots.pt")["states"]["2"] for o in outs]
     assert not all(torch.equal(first[0][k], first[1][k]) for k in first[0])
@@ -100,7 +101,8 @@ def test_a_packed_member_equals_its_solo_run_bit_for_bit(tmp_path, circles, kind
 
 def test_a_diverging_member_does_not_stop_the_others(tmp_path, circles):
     members = _members("identity")
-    members[1]["train"]["optimizer"]["lr"] = 1e30  # only the second member explodes
+    exploding = {**members[1].train["optimizer"], "lr": 1e30}  # only the second member explodes
+    members[1] = replace(members[1], train={**members[1].train, "optimizer": exploding})
     outs = [tmp_path / str(i) for i in range(3)]
     assert train_pack(members, *circles, outs) == ["ok", "diverged", "ok"]
 
@@ -111,7 +113,8 @@ def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path, mode):
     spec = {"source": "circles", "n_train": 4096, "n_test": 64, "noise": 0.05}
     prepare_dataset("circles", spec, data, tmp_path / "circles.json")
     members = _members(epochs=2, batch_size=16, snapshot_epochs=[0])
-    base = [sys.executable, "-m", "orthskip", "train-pack", "--pack-config", json.dumps(members),
+    base = [sys.executable, "-m", "orthskip", "train-pack", "--pack-config",
+            json.dumps([m.as_dict() for m in members]),
             "--data", str(data), "--manifest", str(tmp_path / "circles.json")]  # fmt: skip
     if mode == "sequential":
         base.append("--sequential")

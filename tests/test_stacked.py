@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -47,12 +46,12 @@ def _members(arch: str, kind: str, seeds=(0, 1, 2), **train):
 
 
 def _solo_and_packed(tmp_path, data, members):
-    outs = [tmp_path / "pack" / str(m["cell"]["seed"]) for m in members]
-    statuses = train_pack(copy.deepcopy(members), *data, outs)
+    outs = [tmp_path / "pack" / str(m.cell.seed) for m in members]
+    statuses = train_pack(list(members), *data, outs)
     solos = []
     for m in members:
-        solo = tmp_path / "solo" / str(m["cell"]["seed"])
-        solos.append(train_cell(copy.deepcopy(m), *data, solo))
+        solo = tmp_path / "solo" / str(m.cell.seed)
+        solos.append(train_cell(m, *data, solo))
         assert read_json(solo / "status.json").get("pack") is None
     return statuses, solos, outs
 
@@ -83,7 +82,7 @@ def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digi
     statuses, solos, outs = _solo_and_packed(tmp_path, data, members)
     assert statuses == solos == ["ok"] * 3
     for m, out in zip(members, outs, strict=True):
-        solo = tmp_path / "solo" / str(m["cell"]["seed"])
+        solo = tmp_path / "solo" / str(m.cell.seed)
         a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
         assert a["model"].keys() == b["model"].keys()
         errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
@@ -104,7 +103,7 @@ def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind
     statuses, solos, outs = _solo_and_packed(tmp_path, circles, members)
     assert statuses == solos
     for m, out in zip(members, outs, strict=True):
-        solo = tmp_path / "solo" / str(m["cell"]["seed"])
+        solo = tmp_path / "solo" / str(m.cell.seed)
         sa, sb = read_json(out / "status.json"), read_json(solo / "status.json")
         n_test = 64
         assert abs(sa["test_acc"] - sb["test_acc"]) * n_test <= 1 + 1e-9
@@ -129,7 +128,8 @@ def _pack_cli(tmp_path, members, root, *extra):
         spec = {"source": "circles", "n_train": 4096, "n_test": 64, "noise": 0.05}
         prepare_dataset("circles", spec, data, tmp_path / "circles.json")
     outs = [str(tmp_path / root / str(i)) for i in range(len(members))]
-    return [sys.executable, "-m", "orthskip", "train-pack", "--pack-config", json.dumps(members),
+    return [sys.executable, "-m", "orthskip", "train-pack", "--pack-config",
+            json.dumps([m.as_dict() for m in members]),
             "--data", str(data), "--manifest", str(tmp_path / "circles.json"), "--outs", *outs,
             *extra]  # fmt: skip
 

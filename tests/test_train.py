@@ -71,7 +71,7 @@ def test_sigterm_checkpoints_and_rerun_resumes_bit_for_bit(tmp_path):
     prepare_dataset("circles", spec, data, tmp_path / "circles.json")
     cfg = _cell_cfg(depth=4, epochs=2, batch_size=16, snapshot_epochs=[0], optimizer={"lr": 0.01})
     args = [
-        sys.executable, "-m", "orthskip", "train", "--cell-config", json.dumps(cfg),
+        sys.executable, "-m", "orthskip", "train", "--cell-config", cfg.to_json(),
         "--data", str(data), "--manifest", str(tmp_path / "circles.json"),
     ]  # fmt: skip
     # Uninterrupted reference run.
@@ -255,7 +255,7 @@ def test_regression_cell_on_the_theorem_setting(tmp_path):
     data = load_prepared(d / "h.pt", d / "h.json")
     torch.manual_seed(0)
     model = build_model(
-        "mlp", 4, "orth_learned", (2,), 2, cc["model"], {"orth_learned": cc["skip_options"]}
+        "mlp", 4, "orth_learned", (2,), 2, cc.model, {"orth_learned": cc.skip_options}
     )
     model.load_state_dict(load_torch(tmp_path / "cell" / "snapshots.pt")["states"]["3"])
     model.eval()

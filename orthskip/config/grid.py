@@ -19,8 +19,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -345,11 +347,86 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def cell_config(cfg: dict[str, Any], cell: Cell) -> dict[str, Any]:
+def freeze(value: Any) -> Any:
+    """A read-only copy: mappings become read-only views, lists tuples, all the way down."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The plain (JSON) form of a frozen value: dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+SECTIONS = ("dataset", "model", "skip_options", "train", "metrics")
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """One cell's effective config: validated (``prepare_config``) and resolved
+    (:func:`cell_config`) once, then read-only wherever it goes.
+
+    ``cell`` is where the cell stands in the grid, ``skip`` its variant's kind; the sections
+    are the dataset's spec and the model, skip, train and metrics options with the variant's
+    overrides merged in and every default filled. It crosses process boundaries as JSON
+    (:meth:`to_json`, :meth:`of`); its hash is that of the JSON form. ``metrics`` is None in
+    a train job (:meth:`without_metrics`): a metrics setting must not retrain a cell.
+    """
+
+    cell: Cell
+    skip: str
+    dataset: Mapping[str, Any]
+    model: Mapping[str, Any]
+    skip_options: Mapping[str, Any]
+    train: Mapping[str, Any]
+    metrics: Mapping[str, Any] | None
+
+    def __post_init__(self) -> None:
+        for name in SECTIONS:
+            object.__setattr__(self, name, freeze(getattr(self, name)))
+
+    def without_metrics(self) -> CellConfig:
+        return replace(self, metrics=None)
+
+    @classmethod
+    def of(cls, value: CellConfig | Mapping[str, Any] | str) -> CellConfig:
+        """From the JSON form (text or parsed: {"cell": {..., "skip"}, sections...})."""
+        if isinstance(value, CellConfig):
+            return value
+        blob = json.loads(value) if isinstance(value, str) else value
+        return cls(Cell.of(blob["cell"]), blob["cell"]["skip"], *(blob.get(k) for k in SECTIONS))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (plain dicts and lists)."""
+        sections = {k: thaw(getattr(self, k)) for k in SECTIONS}
+        return {"cell": self.keys, **{k: v for k, v in sections.items() if v is not None}}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)
+
+    @property
+    def hash(self) -> str:
+        """Decides reruns and resumes (``config_hash`` of the JSON form)."""
+        return config_hash(self.as_dict())
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        """The cell's columns in every result table: its wildcards and its skip kind."""
+        return {**self.cell.as_dict(), "skip": self.skip}
+
+
+def cell_config(cfg: dict[str, Any], cell: Cell) -> CellConfig:
     """The part of the config one cell depends on (its hash decides reruns and resumes).
 
-    The variant's overrides are merged into the sections they override; ``cell.skip``
-    names the variant's kind; model and skip options are resolved against their defaults.
+    The variant's overrides are merged into the sections they override; ``skip`` names the
+    variant's kind; model and skip options are resolved against their defaults.
     """
     from orthskip.nn.models import model_options
     from orthskip.nn.skips import skip_options
@@ -358,17 +435,18 @@ def cell_config(cfg: dict[str, Any], cell: Cell) -> dict[str, Any]:
     kind = spec["skip"]
     model = deep_merge(cfg.get("model", {}).get(cell.arch, {}), spec.get("model", {}))
     skip = deep_merge(cfg.get("skip_options", {}).get(kind, {}), spec.get("skip_options", {}))
-    out = {
-        "cell": {**cell.as_dict(), "skip": kind},
-        "dataset": copy.deepcopy(cfg["datasets"][cell.dataset]),
+    metrics = deep_merge(cfg["metrics"], spec.get("metrics", {}))
+    metrics["warp_seed"] = warp_seed_for(cfg, cell)  # null resolved per cell family
+    return CellConfig(
+        cell=cell,
+        skip=kind,
+        dataset=cfg["datasets"][cell.dataset],
         # resolved: a changed library default changes the hash and reruns the cell
-        "model": model_options(cell.arch, model),
-        "skip_options": skip_options(kind, {kind: skip}),
-        "train": deep_merge(cfg["train"], spec.get("train", {})),
-        "metrics": deep_merge(cfg["metrics"], spec.get("metrics", {})),
-    }
-    out["metrics"]["warp_seed"] = warp_seed_for(cfg, cell)  # null resolved per cell family
-    return out
+        model=model_options(cell.arch, model),
+        skip_options=skip_options(kind, {kind: skip}),
+        train=deep_merge(cfg["train"], spec.get("train", {})),
+        metrics=metrics,
+    )
 
 
 def warp_seed_for(cfg: dict[str, Any], cell: Cell) -> int:
@@ -397,14 +475,13 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def resume_key(cell_cfg: dict[str, Any]) -> str:
+def resume_key(cell_cfg: CellConfig) -> str:
     """Hash of everything that must match for training to continue from a checkpoint.
 
     Epoch counts and snapshot epochs are left out so that a finished run can be
     continued for more epochs, and how often checkpoints are written, which changes no result.
     """
-    stripped = copy.deepcopy(cell_cfg)
+    stripped = cell_cfg.without_metrics().as_dict()
     for key in ("epochs", "snapshot_epochs", "checkpoint_every_s"):
         stripped["train"].pop(key, None)
-    stripped.pop("metrics", None)
     return config_hash(stripped)

@@ -176,10 +176,22 @@ def schema_error(err: Any, prefix: str = "") -> ConfigError:
 
 
 @functools.cache
-def _validator(blob: str) -> Any:
+def _validator_class() -> Any:
+    """Draft 2020-12 that also takes a frozen cell config's read-only mappings as objects and
+    its tuples as arrays (``orthskip.config.grid.freeze``)."""
     import jsonschema
 
-    return jsonschema.Draft202012Validator(json.loads(blob))
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine_many({
+        "object": lambda _, v: isinstance(v, Mapping),
+        "array": lambda _, v: isinstance(v, list | tuple),
+    })  # fmt: skip
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+@functools.cache
+def _validator(blob: str) -> Any:
+    return _validator_class()(json.loads(blob))
 
 
 def check(schema: Mapping[str, Any], value: Any, prefix: str = "") -> None:

@@ -115,7 +115,7 @@ def effective(configfile: Path, cell: str | None = None) -> tuple[dict[str, Any]
             f"cell {cell} is not in the grid of {configfile} ({len(grid)} cells{hint}); "
             f"list them with: orthskip config cells --configfile {configfile}"
         )
-    cell_cfg = cell_config(cfg, parsed)
+    cell_cfg = cell_config(cfg, parsed).as_dict()
     return cell_cfg, cell_origins(raw, cell_cfg, source)
 
 

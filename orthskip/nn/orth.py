@@ -91,10 +91,12 @@ def msign(
     (zero singular values stay zero). The iteration converges for any start with singular
     values in (0, √3), so with ``near_orthogonal`` a matrix with ‖AᵀA − I‖_F < 1/2 (every σ² in
     (1/2, 3/2)) is not rescaled: rescaling by ‖A‖_F = √n would shrink every σ to ~1/√n and cost
-    ~log(√n)/log(1.5) extra iterations (9 instead of 1 at n = 64). The iteration stops when
-    ‖X_{k+1} − X_k‖_F ≤ tol·√n for every matrix, not after a fixed count; ``iterations`` and
-    ``converged`` report what happened. ``a`` may carry leading batch dimensions (one iteration
-    count for the batch, so that a GPU runs one batched loop per shape). Computed in float64,
+    ~log(√n)/log(1.5) extra iterations (9 instead of 1 at n = 64). Each matrix stops when
+    ‖X_{k+1} − X_k‖_F ≤ tol·√n, not after a fixed count; ``iterations`` (the most any matrix
+    took) and ``converged`` report what happened. ``a`` may carry leading batch dimensions: one
+    batched loop per shape, each matrix frozen once it has stopped, so that its result is the
+    one it gets alone (the iterate of near-zero singular values depends on the count: a batch-
+    wide count made a skip's step depend on the other skips of its shape). Computed in float64,
     returned in ``a``'s dtype.
     """
     x = a.detach().to(torch.float64)
@@ -102,28 +104,33 @@ def msign(
     if wide:
         x = x.mT
     n = x.shape[-1]
-    eye = torch.eye(n, dtype=x.dtype, device=x.device)
-    close = near_orthogonal and float(torch.linalg.matrix_norm(x.mT @ x - eye).max()) < 0.5
-    if not close:
-        norm = torch.linalg.matrix_norm(x, keepdim=True)
-        x = x / norm.clamp_min(torch.finfo(torch.float64).tiny)
-    threshold = tol * math.sqrt(n)
-    residual = math.inf
-    it = 0
     shape = x.shape
     x = x.reshape(-1, *shape[-2:])  # one baddbmm per iteration whatever the batch dims
+    scale = torch.linalg.matrix_norm(x, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    if near_orthogonal:  # per matrix: those already close to the manifold keep their scale
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)
+        close = torch.linalg.matrix_norm(x.mT @ x - eye, keepdim=True) < 0.5
+        scale = torch.where(close, torch.ones_like(scale), scale)
+    x = x / scale
+    threshold = tol * math.sqrt(n)
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    residual = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
+    it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
         # the step D = X_{k+1} − X_k = 0.5 X − 0.5 X XᵀX in one fused GEMM: fewer passes over
         # memory than 1.5 X − 0.5 X (XᵀX), and the residual ‖D‖ comes without a subtraction
         step = torch.baddbmm(x, x, x.mT @ x, beta=0.5, alpha=-0.5)
-        residual = float(torch.linalg.matrix_norm(step).max())
-        x = x + step
-        if residual <= threshold:
+        res = torch.linalg.matrix_norm(step)
+        x = torch.where(active[:, None, None], x + step, x)
+        residual = torch.where(active, res, residual)
+        active = active & (res > threshold)
+        if not bool(active.any()):
             break
     x = x.reshape(shape)
     if wide:
         x = x.mT
-    return MsignResult(x.to(a.dtype), it, residual <= threshold, residual)
+    worst = float(residual.max())
+    return MsignResult(x.to(a.dtype), it, worst <= threshold, worst)
 
 
 def msign_spectral(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> MsignResult:
@@ -132,7 +139,8 @@ def msign_spectral(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> Msig
 
     Every NS iterate is that matrix function of A (odd polynomials of A keep its singular
     vectors), and ‖X_{k+1} − X_k‖_F = ‖f_{k+1}(σ) − f_k(σ)‖₂, so the result, the iteration count
-    and ``converged`` are those of ``msign`` (to float64 rounding; tested), with one SVD in place
+    and ``converged`` are those of ``msign`` (to float64 rounding; tested; each matrix of a batch
+    stops on its own, as there), with one SVD in place
     of two n × n products per iteration (~30 iterations for a gradient's skew part: ~4× cheaper
     at n = 192). Small singular values stay as small as NS leaves them; this is not the exact
     polar factor.
@@ -143,16 +151,20 @@ def msign_spectral(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> Msig
     norm = sigma.square().sum(-1, keepdim=True).sqrt()
     s = sigma / norm.clamp_min(torch.finfo(torch.float64).tiny)
     threshold = tol * math.sqrt(n)
-    residual = math.inf
+    active = torch.ones(s.shape[:-1], dtype=torch.bool, device=s.device)
+    residual = torch.full(s.shape[:-1], math.inf, dtype=s.dtype, device=s.device)
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
         step = 0.5 * s - 0.5 * s.pow(3)
-        residual = float(torch.linalg.vector_norm(step, dim=-1).max())
-        s = s + step
-        if residual <= threshold:
+        res = torch.linalg.vector_norm(step, dim=-1)
+        s = torch.where(active.unsqueeze(-1), s + step, s)
+        residual = torch.where(active, res, residual)
+        active = active & (res > threshold)
+        if not bool(active.any()):
             break
     value = (u * s.unsqueeze(-2)) @ vh
-    return MsignResult(value.to(a.dtype), it, residual <= threshold, residual)
+    worst = float(residual.max())
+    return MsignResult(value.to(a.dtype), it, worst <= threshold, worst)
 
 
 def polar(w: Tensor) -> Tensor:

@@ -35,23 +35,15 @@ from torch import Tensor, nn
 
 from orthskip.analysis.approx import VARIANT_KINDS, CorrectedBranch, approximate, block_io
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
-from orthskip.config.grid import config_hash
+from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
 from orthskip.results import APPROX_COLUMNS
-from orthskip.stages.metrics import cell_keys, probe_indices
+from orthskip.stages.metrics import cell_keys, lipschitz_options, probe_indices
 from orthskip.training.runstate import loss_module, lr_factor, streams
 from orthskip.training.solo import build_cell_model, evaluate, validation_split
 
 PHASES = ("before", "swapped", "finetuned")
-
-
-def _lipschitz_options(mcfg: dict[str, Any]) -> tuple[int, int, int]:
-    return (
-        int(mcfg.get("lipschitz_samples", 32)),
-        int(mcfg.get("lipschitz_segments", 32)),
-        int(mcfg.get("lipschitz_steps", 30)),
-    )
 
 
 def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]) -> dict:
@@ -99,7 +91,7 @@ def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]
 
 def finetune(
     net: nn.Module,
-    cell_cfg: dict[str, Any],
+    cell_cfg: CellConfig,
     x_train: Tensor,
     y_train: Tensor,
     *,
@@ -112,14 +104,13 @@ def finetune(
     from orthskip.data import augment_batch
     from orthskip.nn.optim import build_optimizer
 
-    tcfg = cell_cfg["train"]
-    seed = int(cell_cfg["cell"]["seed"])
+    tcfg, seed = cell_cfg.train, cell_cfg.cell.seed
     device = x_train.device
     bundle = build_optimizer(net, tcfg["optimizer"], skip_options)
     batch = int(tcfg["batch_size"])
     n = len(x_train)
     steps_per_epoch = max(math.ceil(n / batch), 1)
-    sched_cfg = tcfg.get("schedule", {})
+    sched_cfg = tcfg["schedule"]
     schedulers = [
         torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: lr_factor(s, steps_per_epoch, sched_cfg, epochs)
@@ -158,7 +149,7 @@ def _finite_state(state: dict[str, Tensor]) -> bool:
 
 
 def approximate_cell(
-    cell_cfg: dict[str, Any],
+    cell_cfg: CellConfig,
     data_path: Path,
     manifest: Path,
     snapshots: Path,
@@ -184,22 +175,20 @@ def approximate_cell(
     from orthskip.data import load_prepared
     from orthskip.training.devices import select_device
 
-    if cell_cfg["cell"]["skip"] != "identity":
-        raise ValueError(
-            f"approximate_cell needs an identity cell, got {cell_cfg['cell']['skip']!r}"
-        )
+    if cell_cfg.skip != "identity":
+        raise ValueError(f"approximate_cell needs an identity cell, got {cell_cfg.skip!r}")
     for kind in kinds:
         if kind not in VARIANT_KINDS:
             raise ValueError(f"kind {kind!r}: expected one of {VARIANT_KINDS}")
-    tcfg, mcfg = cell_cfg["train"], cell_cfg["metrics"]
-    torch.set_num_threads(tcfg.get("threads", 1))
-    device = select_device(tcfg.get("device", "auto"))
+    tcfg, mcfg = cell_cfg.train, cell_cfg.metrics
+    torch.set_num_threads(tcfg["threads"])
+    device = select_device(tcfg["device"])
     data = load_prepared(Path(data_path), Path(manifest))
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x = data.x_test[idx]
-    lipschitz = _lipschitz_options(mcfg)
-    seed = int(cell_cfg["cell"]["seed"])
-    tr, _ = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), seed)
+    lipschitz = lipschitz_options(mcfg)
+    seed = cell_cfg.cell.seed
+    tr, _ = validation_split(len(data.x_train), float(tcfg["val_fraction"]), seed)
     x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     augment = data.meta.get("augment")
@@ -212,7 +201,7 @@ def approximate_cell(
     model.load_state_dict(state)
     model.eval()
 
-    base = {**cell_keys(cell_cfg["cell"]), "correction": bool(correction),
+    base = {**cell_keys(cell_cfg), "correction": bool(correction),
             "source_epoch": source_epoch, "score_name": score_name}  # fmt: skip
     nan_stats = dict.fromkeys(["dist_identity", "branch_lipschitz", "correction_norm",
                                "orth_defect"], math.nan) | {"n_swapped": 0}  # fmt: skip
@@ -253,6 +242,6 @@ def approximate_cell(
                          "status": status, "score": score2, "loss": loss2,
                          **stats2})  # fmt: skip
     table = pd.DataFrame(rows)[list(APPROX_COLUMNS)]
-    for key, value in provenance(config_hash(cell_cfg), device).items():
+    for key, value in provenance(cell_cfg.hash, device).items():
         table[key] = value
     write_parquet(Path(out), table)

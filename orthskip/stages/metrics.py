@@ -8,7 +8,7 @@ set, and writes one Parquet file per cell (schema: :mod:`orthskip.results`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from orthskip.config.grid import config_hash
+from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
-from orthskip.results import WARP_COLUMNS
+from orthskip.results import CELL_COLUMNS, WARP_COLUMNS
 from orthskip.training.runlog import check_member_paths, run_member
 from orthskip.training.solo import build_cell_model
 
@@ -31,7 +31,7 @@ def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
 
 
 def cell_metrics(
-    cell_cfg: dict[str, Any],
+    cell_cfg: CellConfig,
     data_path: Path,
     manifest: Path,
     snapshots: Path,
@@ -43,15 +43,15 @@ def cell_metrics(
     from orthskip.data import load_prepared
     from orthskip.results import to_table
 
-    torch.set_num_threads(cell_cfg["train"].get("threads", 1))
-    cell = cell_keys(cell_cfg["cell"])
-    mcfg = cell_cfg["metrics"]
+    torch.set_num_threads(cell_cfg.train["threads"])
+    cell = cell_keys(cell_cfg)
+    mcfg = cell_cfg.metrics
     data = load_prepared(Path(data_path), Path(manifest))
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x, probe_y = data.x_test[idx], data.y_test[idx]
     snaps = load_torch(snapshots)["states"]
     model = build_cell_model(cell_cfg, data)
-    prov = provenance(config_hash(cell_cfg), "cpu")
+    prov = provenance(cell_cfg.hash, "cpu")
     initial = initial_skip_matrices(model, snaps)
     frames = []
     for epoch in sorted(snaps, key=int):
@@ -61,15 +61,11 @@ def cell_metrics(
             model,
             probe_x,
             probe_y,
-            families=mcfg.get("families"),
-            jacobian_samples=mcfg.get("jacobian_samples", 8),
-            operator_dense_max_dim=mcfg.get("operator_dense_max_dim", 4096),
-            operator_iterative=mcfg.get("operator_iterative", False),
-            lipschitz=(
-                mcfg.get("lipschitz_samples", 32),
-                mcfg.get("lipschitz_segments", 32),
-                mcfg.get("lipschitz_steps", 30),
-            ),
+            families=mcfg["families"],
+            jacobian_samples=mcfg["jacobian_samples"],
+            operator_dense_max_dim=mcfg["operator_dense_max_dim"],
+            operator_iterative=mcfg["operator_iterative"],
+            lipschitz=lipschitz_options(mcfg),
             initial_skips=initial,
         )
         df.insert(0, "epoch", int(epoch))
@@ -87,7 +83,7 @@ def cell_metrics(
 
 
 def metrics_pack(
-    members: Sequence[dict[str, Any]],
+    members: Sequence[CellConfig],
     data: Path,
     manifest: Path,
     snapshots: Sequence[Path],
@@ -104,19 +100,16 @@ def metrics_pack(
     )
 
 
-def cell_keys(cell: dict[str, Any]) -> dict[str, Any]:
-    """The cell's key columns in schema order, from the cell dict (variant defaults to skip).
+def cell_keys(cell_cfg: CellConfig) -> dict[str, Any]:
+    """The cell's key columns in the result tables' order (``orthskip.results.CELL_COLUMNS``)."""
+    keys = cell_cfg.keys
+    return {c: keys[c] for c in CELL_COLUMNS}
 
-    A plain dict, not orthskip.config.grid.Cell: the cell's fields belong to the training side.
-    """
-    return {
-        "dataset": str(cell["dataset"]),
-        "arch": str(cell["arch"]),
-        "variant": str(cell.get("variant") or cell["skip"]),
-        "skip": str(cell["skip"]),
-        "depth": int(cell["depth"]),
-        "seed": int(cell["seed"]),
-    }
+
+def lipschitz_options(mcfg: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(samples, segments, power-iteration steps) of the branch Lipschitz estimate."""
+    return (int(mcfg["lipschitz_samples"]), int(mcfg["lipschitz_segments"]),
+            int(mcfg["lipschitz_steps"]))  # fmt: skip
 
 
 def initial_skip_matrices(model: Any, snaps: dict[Any, Any]) -> dict[str, torch.Tensor]:
@@ -154,15 +147,15 @@ def _pca2(feats: np.ndarray, fit_on: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def decision_grids(
-    model: Any, data: Any, cell: dict[str, Any], mcfg: dict[str, Any]
+    model: Any, data: Any, cell: dict[str, Any], mcfg: Mapping[str, Any]
 ) -> pd.DataFrame | None:
     """Decision regions and the input grid warped by each block (2-D inputs, one seed only).
 
     Grid points and training points go through the same maps and are drawn in the same
     coordinates: block 0 is the input plane; block k the k-th block's output projected onto
-    the two leading principal axes of the grid's features at that block.
+    the two leading principal axes of the grid's features at that block. ``cell``: the
+    cell's key columns (:func:`cell_keys`).
     """
-    cell = cell_keys(cell)
     if data.task == "regression":  # decision regions need class labels
         return None
     if tuple(data.input_shape) != (2,) or cell["seed"] != mcfg["warp_seed"]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from orthskip.config.grid import Cell
+from orthskip.config.grid import CellConfig
 from orthskip.training.runlog import check_member_paths
 
 
 def train_pack(
-    members: Sequence[dict[str, Any]],
+    members: Sequence[CellConfig],
     data: Path,
     manifest: Path,
     outdirs: Sequence[Path],
@@ -36,7 +35,7 @@ def train_pack(
     # per depth, trained one group after another
     groups: dict[str, list[int]] = {}
     for i, cfg in enumerate(members):
-        groups.setdefault(Cell.of(cfg["cell"]).pack, []).append(i)
+        groups.setdefault(cfg.cell.pack, []).append(i)
     statuses: dict[int, str] = {}
     for idx in groups.values():
         sub = [members[i] for i in idx]
@@ -47,7 +46,7 @@ def train_pack(
 
 
 def _train_group(
-    members: list[dict[str, Any]],
+    members: list[CellConfig],
     data: Path,
     manifest: Path,
     outdirs: list[Path],

@@ -15,12 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orthskip.config.grid import CellConfig
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def resume_note(cell_cfg: dict[str, Any], outdir: Path) -> str:
+def resume_note(cell_cfg: CellConfig, outdir: Path) -> str:
     """What train_cell will do with ``outdir/last.pt``: resume from epoch N, or fresh."""
     from orthskip.config.grid import resume_key
 
@@ -76,7 +79,7 @@ def appended_log(path: Path) -> Iterator[Callable[[str], None]]:
 
 
 def train_logged(
-    cell_cfg: dict[str, Any],
+    cell_cfg: CellConfig,
     data: Path,
     manifest: Path,
     out: Path,
@@ -86,7 +89,7 @@ def train_logged(
     """train_cell with its run recorded in ``log_file`` (default ``out/train.log``)."""
     from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted, train_cell
 
-    cell = _cell_name(cell_cfg)
+    cell = cell_cfg.cell.path
     out = Path(out)
     with appended_log(Path(log_file) if log_file else out / "train.log") as say:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -101,7 +104,7 @@ def train_logged(
 
 
 def train_stacked_logged(
-    cfgs: list[dict[str, Any]],
+    cfgs: list[CellConfig],
     data: Path,
     manifest: Path,
     outs: list[Path],
@@ -114,7 +117,7 @@ def train_stacked_logged(
     from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
     from orthskip.training.stacked import train_stacked
 
-    names = [_cell_name(c) for c in cfgs]
+    names = [c.cell.path for c in cfgs]
     with ExitStack() as stack:
         says = []
         for out, log_file in zip(outs, logs, strict=True):
@@ -138,20 +141,15 @@ def train_stacked_logged(
     return statuses
 
 
-def _cell_name(cell_cfg: dict[str, Any]) -> str:
-    c = cell_cfg["cell"]
-    return f"{c['dataset']}/{c['arch']}/{c['variant']}/d{c['depth']}/s{c['seed']}"
-
-
-def check_member_paths(members: Sequence[dict[str, Any]], *paths: Sequence[Any]) -> None:
+def check_member_paths(members: Sequence[CellConfig], *paths: Sequence[Any]) -> None:
     """A pack's per-member paths: one of each per member."""
     for p in paths:
         if len(p) != len(members):
             raise ValueError(f"a pack of {len(members)} members needs as many paths, got {len(p)}")
 
 
-def run_member(log: Path | None, func: Any, cfg: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+def run_member(log: Path | None, func: Any, cfg: CellConfig, *args: Any, **kwargs: Any) -> Any:
     """One member, its records also in the rule's per-member log ``log``."""
     with appended_log(log) if log else contextlib.nullcontext():
-        logging.getLogger(__name__).info("member %s", _cell_name(cfg))
+        logging.getLogger(__name__).info("member %s", cfg.cell.path)
         return func(cfg, *args, **kwargs)

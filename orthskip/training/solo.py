@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 import torch
 from torch import nn
 
-from orthskip.config.grid import Cell, config_hash, resume_key
+from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
 from orthskip.io import save_torch, write_json, write_parquet
 from orthskip.provenance import library_versions, provenance
 from orthskip.training.runstate import (
@@ -88,31 +88,19 @@ def _linalg_diverged(err: Exception, model: nn.Module, loss: torch.Tensor | None
     return (loss is not None and not torch.isfinite(loss).all()) or not _finite(tensors)
 
 
-def build_cell_model(cell_cfg: dict[str, Any], data: Any) -> nn.Module:
+def build_cell_model(cell_cfg: CellConfig, data: Any) -> nn.Module:
     """The model of one cell for a prepared dataset (initialised from torch's global RNG)."""
     from orthskip.nn.models import build_model
 
-    cell = cell_cfg["cell"]
     return build_model(
-        cell["arch"],
-        cell["depth"],
-        cell["skip"],
+        cell_cfg.cell.arch,
+        cell_cfg.cell.depth,
+        cell_cfg.skip,
         tuple(data.input_shape),
         data.num_classes,
-        cell_cfg["model"],
-        {cell["skip"]: cell_cfg["skip_options"]},
+        cell_cfg.model,
+        {cell_cfg.skip: cell_cfg.skip_options},
     )
-
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    skip = sum(
-        p.numel()
-        for block in model.blocks
-        if getattr(block, "skip", None) is not None
-        for p in block.skip.parameters()
-    )
-    return total, skip
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -179,7 +167,7 @@ class SoloRun:
     """One cell's run: what stays fixed while it trains, and its TrainState."""
 
     cell: Cell
-    cfg: dict[str, Any]
+    cfg: CellConfig
     rkey: str  # resume_key: which last.pt this run may resume
     cfg_hash: str
     spec: RunSpec
@@ -211,7 +199,7 @@ class SoloRun:
 
 
 def train_cell(
-    cell_cfg: dict[str, Any],
+    cell_cfg: CellConfig,
     data_path: Path,
     manifest: Path,
     outdir: Path,
@@ -243,13 +231,12 @@ def train_cell(
     return state.status
 
 
-def _set_up(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir: Path) -> SoloRun:
+def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path) -> SoloRun:
     """Device, data (with the validation split), seeded model, optimizer and schedulers."""
     from orthskip.data import load_prepared
     from orthskip.nn.optim import build_optimizer
 
-    cell = Cell.of(cell_cfg["cell"])
-    tcfg = cell_cfg["train"]
+    cell, tcfg = cell_cfg.cell, cell_cfg.train
     device = torch_setup(tcfg)
     data = load_prepared(data_path, manifest)
     tr, va = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), cell.seed)
@@ -269,14 +256,13 @@ def _set_up(cell_cfg: dict[str, Any], data_path: Path, manifest: Path, outdir: P
     model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
         model.to(spec.dtype)
-    kind = cell_cfg["cell"]["skip"]
-    bundle = build_optimizer(model, tcfg["optimizer"], {kind: cell_cfg["skip_options"]})
+    bundle = build_optimizer(model, tcfg["optimizer"], {cell_cfg.skip: cell_cfg.skip_options})
     data_gen, aug_gen = streams(cell.seed, device)
     return SoloRun(
         cell=cell,
         cfg=cell_cfg,
         rkey=resume_key(cell_cfg),
-        cfg_hash=config_hash(cell_cfg),
+        cfg_hash=cell_cfg.hash,
         spec=spec,
         outdir=outdir,
         task=data.task,
@@ -443,20 +429,18 @@ def _checkpoint(run: SoloRun) -> None:
 
 def _finish(run: SoloRun, pack: dict[str, Any] | None) -> None:
     """The cell's history, snapshots and status.json."""
-    n_params, n_skip_params = count_params(run.model)
     meta = {
         "task": run.task,
-        "n_params": n_params,
-        "n_skip_params": n_skip_params,
+        "n_params": run.model.n_params(),
+        "n_skip_params": run.model.n_skip_params(),
         "optimizer": run.bundle.metadata(),
         **({"pack": pack} if pack else {}),
     }
-    write_outputs(run.cell, run.cfg, run.state, run.outdir, run.spec.device, run.cfg_hash, meta)
+    write_outputs(run.cfg, run.state, run.outdir, run.spec.device, run.cfg_hash, meta)
 
 
 def write_outputs(
-    cell: Cell,
-    cell_cfg: dict[str, Any],
+    cell_cfg: CellConfig,
     state: TrainState,
     outdir: Path,
     device: torch.device,
@@ -466,7 +450,7 @@ def write_outputs(
     import pandas as pd
 
     history = pd.DataFrame(state.history)
-    cell_cols = cell_cfg["cell"]  # the cell's wildcards and its skip kind
+    cell_cols = cell_cfg.keys  # the cell's wildcards and its skip kind
     for key, value in reversed(list(cell_cols.items())):
         history.insert(0, key, value)
     write_parquet(outdir / "history.parquet", history)
@@ -505,12 +489,12 @@ def write_outputs(
             "clipped_frac": _mean([h["clipped_frac"] for h in state.history[1:]]),
             "wall_time_s": state.elapsed,
             **meta,
-            "model_options": cell_cfg["model"],
+            "model_options": thaw(cell_cfg.model),
             "snapshot_epochs": sorted(int(e) for e in state.snapshots),
-            "skip_weight_decay": cell_cfg["train"]["optimizer"].get("skip_weight_decay", 0.0),
+            "skip_weight_decay": cell_cfg.train["optimizer"]["skip_weight_decay"],
             **provenance(cfg_hash, device),
             "versions": library_versions(),
-            "cell_config": cell_cfg,
+            "cell_config": cell_cfg.as_dict(),
         },
     )
 

@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import stack_module_state, vmap
 
-from orthskip.config.grid import Cell, config_hash, resume_key
+from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.io import load_torch, save_torch
 from orthskip.training import runstate
 from orthskip.training.runstate import RunSpec, TrainState
@@ -49,7 +49,6 @@ from orthskip.training.solo import (
     Preempted,
     _SigtermFlag,
     build_cell_model,
-    count_params,
     validation_split,
     write_outputs,
 )
@@ -61,7 +60,7 @@ log = logging.getLogger(__name__)
 class Member:
     """One cell of the pack: its config, seeds' streams, data split and training state."""
 
-    cfg: dict[str, Any]
+    cfg: CellConfig
     outdir: Path
     train_idx: Tensor
     val_idx: Tensor
@@ -74,7 +73,7 @@ class Member:
 
     @property
     def cell(self) -> Cell:
-        return Cell.of(self.cfg["cell"])
+        return self.cfg.cell
 
     @property
     def running(self) -> bool:
@@ -204,7 +203,7 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
         ckpts.append(ckpt)
         prevs.append(prev)
 
-    epochs = int(members[0].cfg["train"]["epochs"])
+    epochs = int(members[0].cfg.train["epochs"])
 
     def running(c: dict[str, Any] | None) -> bool:
         return c is None or runstate.running_ckpt(c, epochs)
@@ -222,20 +221,19 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
     return ckpts
 
 
-def can_vectorise(members: list[dict[str, Any]]) -> str | None:
+def can_vectorise(members: list[CellConfig]) -> str | None:
     """Why these members cannot train as one batched computation, or None if they can."""
     if len(members) < 2:
         return "a pack of one"
-    tcfg = members[0]["train"]
+    tcfg = members[0].train
     for key in ("compile", "channels_last"):
         if tcfg.get(key):
             return f"train.{key} is on (torch.compile / channels_last are not used under vmap)"
-    cell = members[0]["cell"]
-    if cell["skip"] == "orth_jacobian" and cell["arch"] != "mlp":
+    if members[0].skip == "orth_jacobian" and members[0].cell.arch != "mlp":
         # its spatial (FFT) form gave some members wrong branch gradients under vmap at
         # V = 0 (tests/test_stacked.py); the matrix form on mlp is exact
         return "orth_jacobian's spectral convolution is not vectorised"
-    strip = [{**m, "cell": {**m["cell"], "seed": 0}} for m in members]
+    strip = [replace(m, cell=replace(m.cell, seed=0)) for m in members]
     if any(resume_key(s) != resume_key(strip[0]) for s in strip):
         return "the members differ in more than their seed"
     return None
@@ -276,7 +274,7 @@ class PackRun:
 
 
 def train_stacked(
-    cfgs: list[dict[str, Any]], data_path: Path, manifest: Path, outdirs: list[Path]
+    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path]
 ) -> list[str] | None:
     """Train the members together; their statuses, or None when their checkpoints are not
     at one step (then the caller trains them one after another, each resuming alone)."""
@@ -301,18 +299,18 @@ def train_stacked(
 
 
 def _set_up(
-    cfgs: list[dict[str, Any]], data_path: Path, manifest: Path, outdirs: list[Path]
+    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path]
 ) -> PackRun | None:
     """Device, data, the members' seeded models stacked, the optimizer, and the resume;
     None when the members' checkpoints are not at one step."""
     from orthskip.data import load_prepared
     from orthskip.nn.optim import build_optimizer
 
-    tcfg = cfgs[0]["train"]
+    tcfg = cfgs[0].train
     device = runstate.torch_setup(tcfg)
     data = load_prepared(data_path, manifest)
     fraction = float(tcfg.get("val_fraction", 0.0))
-    splits = [validation_split(len(data.x_train), fraction, c["cell"]["seed"]) for c in cfgs]
+    splits = [validation_split(len(data.x_train), fraction, c.cell.seed) for c in cfgs]
     spec = RunSpec.of(tcfg, device, data.task, len(splits[0][0]))
     tensors = {"x_all": data.x_train, "y_all": data.y_train,
                "x_test": data.x_test, "y_test": data.y_test}  # fmt: skip
@@ -325,7 +323,7 @@ def _set_up(
     if ckpts is None:
         return None
     net = Stacked([m.model for m in members])
-    skip_cfg = {cfgs[0]["cell"]["skip"]: cfgs[0]["skip_options"]}
+    skip_cfg = {cfgs[0].skip: cfgs[0].skip_options}
     bundle = build_optimizer(net.module, tcfg["optimizer"], skip_cfg)
     projections, bundle.projections = bundle.projections, []  # projected per member
     pack = PackRun(
@@ -347,10 +345,10 @@ def _set_up(
 
 
 def _member(
-    cfg: dict[str, Any], outdir: Path, split: tuple[Tensor, Tensor], data: Any, spec: RunSpec
+    cfg: CellConfig, outdir: Path, split: tuple[Tensor, Tensor], data: Any, spec: RunSpec
 ) -> Member:
     """One member with its own seed's model and streams, drawn as a solo run draws them."""
-    seed = int(cfg["cell"]["seed"])
+    seed = cfg.cell.seed
     torch.manual_seed(seed)
     model = build_cell_model(cfg, data).to(spec.device)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
@@ -365,7 +363,7 @@ def _member(
         aug_gen=aug_gen,
         model=model,
         rkey=resume_key(cfg),
-        cfg_hash=config_hash(cfg),
+        cfg_hash=cfg.hash,
     )
 
 
@@ -661,20 +659,19 @@ def _finish(pack: PackRun) -> list[str]:
     first = pack.members[0]
     # the solo optimizer's description (the members differ only in seed: one serves all),
     # with the batched Newton–Schulz counts
-    solo_meta = build_optimizer(first.model, first.cfg["train"]["optimizer"], pack.skip_cfg)
+    solo_meta = build_optimizer(first.model, first.cfg.train["optimizer"], pack.skip_cfg)
     solo_meta = solo_meta.metadata()
     solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
     for m in pack.members:
         if m.state.status == "running":
             m.state.status = "ok"
-        n_params, n_skip_params = count_params(m.model)
         meta = {
             "task": pack.task,
-            "n_params": n_params,
-            "n_skip_params": n_skip_params,
+            "n_params": m.model.n_params(),
+            "n_skip_params": m.model.n_skip_params(),
             "optimizer": dict(solo_meta),
             "pack": {"mode": "vectorised", "size": pack.k},
         }
-        write_outputs(m.cell, m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
+        write_outputs(m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
         statuses.append(m.state.status)
     return statuses

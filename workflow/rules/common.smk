@@ -87,9 +87,8 @@ def pack_config_json(members, with_metrics):
     def config_json(wildcards):
         parts = [cell_config(config, c) for c in pack_cells(wildcards.pack, members)]
         if not with_metrics:
-            for part in parts:
-                part.pop("metrics")
-        return json.dumps(parts, sort_keys=True)
+            parts = [part.without_metrics() for part in parts]
+        return json.dumps([part.as_dict() for part in parts], sort_keys=True)
 
     return config_json
 
@@ -205,7 +204,7 @@ def _approx_cell(wildcards):
 
 def approx_cell_config_json(wildcards):
     """The identity cell's own config (train and metrics included): the stage reuses both."""
-    return json.dumps(cell_config(config, _approx_cell(wildcards)), sort_keys=True)
+    return cell_config(config, _approx_cell(wildcards)).to_json()
 
 
 def approx_skip_options_json():
