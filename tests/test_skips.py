@@ -143,6 +143,33 @@ def test_msign_spectral_is_the_newton_schulz_iterate(shape, max_iter):
         assert not sp.converged
 
 
+def _skew_with_singular_values(pairs: list[float], seed: int) -> Tensor:
+    """A skew matrix Q diag([[0, s], [−s, 0]]) Qᵀ: singular values s, s for each s."""
+    blocks = torch.zeros(2 * len(pairs), 2 * len(pairs), dtype=torch.float64)
+    for i, v in enumerate(pairs):
+        blocks[2 * i, 2 * i + 1], blocks[2 * i + 1, 2 * i] = v, -v
+    q = haar_orthogonal(
+        len(blocks), dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
+    return q @ blocks @ q.T
+
+
+@pytest.mark.parametrize("fn", [msign, msign_spectral])
+def test_msign_of_a_batch_is_each_matrix_alone(fn):
+    # a gradient's skew part with singular values near 1e-8 (NS stops before it lifts them,
+    # their steps being below the tolerance) beside one with a singular value 0.01 that needs
+    # more iterations: a batch-wide count lifted the first one's tiny values too, so a skip's
+    # step depended on the other skips of its shape
+    batch = torch.stack([_skew_with_singular_values([1.0, 0.3, 1e-8, 4e-9], 0),
+                         _skew_with_singular_values([1.0, 0.4, 0.2, 0.01], 1)])  # fmt: skip
+    together = fn(batch, tol=1e-7)
+    alone = [fn(a, tol=1e-7) for a in batch]
+    assert alone[0].iterations < alone[1].iterations == together.iterations
+    for value, r in zip(together.value, alone, strict=True):
+        assert torch.allclose(value, r.value, atol=1e-12)
+    assert together.converged == all(r.converged for r in alone)
+
+
 def test_polar_is_the_nearest_semi_orthogonal_matrix():
     torch.manual_seed(0)
     w = torch.randn(5, 9, dtype=torch.float64)
