@@ -87,7 +87,7 @@ def test_test_split_uses_training_statistics(prepared):
 
 
 def test_failed_prepare_leaves_no_output(tmp_path, monkeypatch):
-    from orthskip.data import prepare as prep_mod
+    from orthskip.stages import prepare as prep_mod
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
