@@ -107,13 +107,18 @@ def test_finished_run_continues_for_more_epochs(tmp_path, circles):
     assert before == 1 and list(hist["epoch"]) == [0, 1, 2]
 
 
+def _schedule(**given):
+    """train.schedule as a run gets it: the given keys, the schema's defaults for the rest."""
+    return prepare_config(tiny_config(train={"schedule": given}))["train"]["schedule"]
+
+
 def test_lr_schedule_warmup_cosine_multistep():
-    sched = {"name": "cosine", "warmup_epochs": 1}
+    sched = _schedule(name="cosine", warmup_epochs=1)
     assert lr_factor(0, 10, sched, 5) == pytest.approx(0.1)
     assert lr_factor(9, 10, sched, 5) == pytest.approx(1.0)
     assert lr_factor(10, 10, sched, 5) == pytest.approx(1.0)
     assert lr_factor(50, 10, sched, 5) == pytest.approx(0.0, abs=1e-12)
-    multi = {"name": "multistep", "milestones": [2, 4], "gamma": 0.1}
+    multi = _schedule(name="multistep", milestones=[2, 4], gamma=0.1)
     assert lr_factor(19, 10, multi, 5) == 1.0 and lr_factor(20, 10, multi, 5) == pytest.approx(0.1)
     assert lr_factor(45, 10, multi, 5) == pytest.approx(0.01)
 
@@ -274,16 +279,21 @@ def test_identity_stem_needs_the_input_dimension():
         build_model("mlp", 2, "identity", (2,), 2, {"width": 3, "stem": "identity"}, {})
 
 
+def _stop(**given):
+    """train.stop as a run gets it: the given keys, the schema's defaults for the rest."""
+    return prepare_config(tiny_config(train={"stop": given}))["train"]["stop"]
+
+
 def test_stopping_rule_plateau():
     from orthskip.training.runstate import plateau
 
     hist = [{"train_loss": v} for v in (9.0, 1.0, 0.5, 0.49, 0.495, 0.5)]
-    assert plateau(hist, {}) is None  # off by default
-    assert plateau(hist, {"patience": 2, "min_delta": 0.0}) is not None  # 0.495 !< 0.49
-    assert plateau(hist, {"patience": 3, "min_delta": 0.0}) is None  # 0.49 < 0.5: improving
-    assert plateau(hist[:4], {"patience": 1, "min_delta": 0.0}) is None  # 0.49 < 0.5
-    assert plateau(hist[:4], {"patience": 1, "min_delta": 0.05}) is not None  # not 5 % better
-    assert plateau(hist[:3], {"patience": 5}) is None  # too few epochs to judge
+    assert plateau(hist, _stop()) is None  # off by default
+    assert plateau(hist, _stop(patience=2, min_delta=0.0)) is not None  # 0.495 !< 0.49
+    assert plateau(hist, _stop(patience=3, min_delta=0.0)) is None  # 0.49 < 0.5: improving
+    assert plateau(hist[:4], _stop(patience=1, min_delta=0.0)) is None  # 0.49 < 0.5
+    assert plateau(hist[:4], _stop(patience=1, min_delta=0.05)) is not None  # not 5 % better
+    assert plateau(hist[:3], _stop(patience=5)) is None  # too few epochs to judge
 
 
 def test_training_stops_on_a_plateau_and_records_why(tmp_path, circles):

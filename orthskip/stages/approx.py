@@ -118,7 +118,7 @@ def finetune(
         for opt in bundle.optimizers
     ]
     loss_fn = loss_module(tcfg, y_train.is_floating_point())
-    clip = float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None
+    clip = float(tcfg["grad_clip"]) if tcfg["grad_clip"] else None
     params = [p for p in net.parameters() if p.requires_grad]
     # the cell's own training streams: the same data order as its first epochs
     data_gen, aug_gen = streams(seed, device)

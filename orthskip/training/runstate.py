@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,24 +67,24 @@ class RunSpec:
     regression: bool
     snapshot_epochs: list[int]
     clip: float | None
-    stop: dict[str, Any]
+    stop: Mapping[str, Any]
     checkpoint_every_s: float = 0.0
 
     @classmethod
-    def of(cls, tcfg: dict[str, Any], device: torch.device, task: str, n_train: int) -> RunSpec:
+    def of(cls, tcfg: Mapping[str, Any], device: torch.device, task: str, n_train: int) -> RunSpec:
         epochs, batch = int(tcfg["epochs"]), int(tcfg["batch_size"])
         return cls(
             device=device,
-            dtype=getattr(torch, tcfg.get("dtype", "float32")),
-            amp=bool(tcfg.get("amp")) and device.type == "cuda",
+            dtype=getattr(torch, tcfg["dtype"]),
+            amp=bool(tcfg["amp"]) and device.type == "cuda",
             epochs=epochs,
             batch=batch,
             steps_per_epoch=max(math.ceil(n_train / batch), 1),
             regression=task == "regression",
-            snapshot_epochs=sorted(set(tcfg.get("snapshot_epochs", [])) | {epochs}),
-            clip=float(tcfg["grad_clip"]) if tcfg.get("grad_clip") else None,
-            stop=tcfg.get("stop") or {},
-            checkpoint_every_s=float(tcfg.get("checkpoint_every_s", 0)),
+            snapshot_epochs=sorted(set(tcfg["snapshot_epochs"]) | {epochs}),
+            clip=float(tcfg["grad_clip"]) if tcfg["grad_clip"] else None,
+            stop=tcfg["stop"],
+            checkpoint_every_s=float(tcfg["checkpoint_every_s"]),
         )
 
     def put(self, t: torch.Tensor) -> torch.Tensor:
@@ -113,13 +113,13 @@ class CheckpointClock:
         return True
 
 
-def torch_setup(tcfg: dict[str, Any]) -> torch.device:
+def torch_setup(tcfg: Mapping[str, Any]) -> torch.device:
     """Threads, the device, and deterministic kernels where asked; returns the device."""
     from orthskip.training.devices import select_device
 
-    torch.set_num_threads(tcfg.get("threads", 1))
-    device = select_device(tcfg.get("device", "auto"))
-    if tcfg.get("deterministic") and device.type == "cuda":
+    torch.set_num_threads(tcfg["threads"])
+    device = select_device(tcfg["device"])
+    if tcfg["deterministic"] and device.type == "cuda":
         # cuBLAS needs a fixed workspace for reproducible reductions (set before first use).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
@@ -127,24 +127,27 @@ def torch_setup(tcfg: dict[str, Any]) -> torch.device:
     return device
 
 
-def lr_factor(step: int, steps_per_epoch: int, sched: dict[str, Any], epochs: int) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
-    warm = sched.get("warmup_epochs", 0) * steps_per_epoch
+def lr_factor(step: int, steps_per_epoch: int, sched: Mapping[str, Any], epochs: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
+
+    ``sched``: the config's ``train.schedule``, every key filled (defaults: the schema's).
+    """
+    warm = sched["warmup_epochs"] * steps_per_epoch
     if warm and step < warm:
         return (step + 1) / warm
-    name = sched.get("name", "cosine")
+    name = sched["name"]
     if name == "constant":
         return 1.0
     if name == "multistep":
         epoch = step // steps_per_epoch
-        passed = sum(1 for m in sched.get("milestones", []) if epoch >= m)
-        return sched.get("gamma", 0.1) ** passed
+        passed = sum(1 for m in sched["milestones"] if epoch >= m)
+        return sched["gamma"] ** passed
     total = max(epochs * steps_per_epoch - warm, 1)
     return 0.5 * (1.0 + math.cos(math.pi * min(step - warm, total) / total))
 
 
 def lr_schedulers(
-    optimizers: list[torch.optim.Optimizer], spec: RunSpec, schedule: dict[str, Any]
+    optimizers: list[torch.optim.Optimizer], spec: RunSpec, schedule: Mapping[str, Any]
 ) -> list[torch.optim.lr_scheduler.LambdaLR]:
     """One scheduler per optimizer, stepped after every optimizer step.
 
@@ -159,10 +162,10 @@ def lr_schedulers(
     ]
 
 
-def loss_module(tcfg: dict[str, Any], regression: bool, reduction: str = "mean") -> nn.Module:
+def loss_module(tcfg: Mapping[str, Any], regression: bool, reduction: str = "mean") -> nn.Module:
     if regression:
         return nn.MSELoss(reduction=reduction)
-    smoothing = float(tcfg.get("label_smoothing", 0.0))
+    smoothing = float(tcfg["label_smoothing"])
     return nn.CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)
 
 
@@ -174,19 +177,19 @@ def streams(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Gen
     )
 
 
-def plateau(history: list[dict[str, Any]], stop: dict[str, Any]) -> str | None:
+def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | None:
     """The stopping rule: training loss plateaued (``train.stop``), or None to go on.
 
     Stops when the best training loss of the last ``patience`` epochs is not below
     (1 − ``min_delta``) × the best before them; patience 0 switches the rule off (then
     training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is not counted.
     """
-    patience = int(stop.get("patience", 0))
+    patience = int(stop["patience"])
     losses = [h["train_loss"] for h in history[1:]]
     if patience <= 0 or len(losses) <= patience:
         return None
     before, recent = min(losses[:-patience]), min(losses[-patience:])
-    if recent < (1.0 - float(stop.get("min_delta", 0.0))) * before:
+    if recent < (1.0 - float(stop["min_delta"])) * before:
         return None
     return f"train_loss plateau: best of the last {patience} epochs {recent:.4g} vs {before:.4g}"
 

@@ -239,14 +239,14 @@ def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path)
     cell, tcfg = cell_cfg.cell, cell_cfg.train
     device = torch_setup(tcfg)
     data = load_prepared(data_path, manifest)
-    tr, va = validation_split(len(data.x_train), float(tcfg.get("val_fraction", 0.0)), cell.seed)
+    tr, va = validation_split(len(data.x_train), float(tcfg["val_fraction"]), cell.seed)
     spec = RunSpec.of(tcfg, device, data.task, len(tr))
     tensors = {
         "x_train": data.x_train[tr], "y_train": data.y_train[tr],
         "x_val": data.x_train[va], "y_val": data.y_train[va],
         "x_test": data.x_test, "y_test": data.y_test,
     }  # fmt: skip
-    channels_last = bool(tcfg.get("channels_last")) and tensors["x_train"].dim() == 4
+    channels_last = bool(tcfg["channels_last"]) and tensors["x_train"].dim() == 4
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     for name, t in tensors.items():
         t = spec.put(t)
@@ -269,7 +269,7 @@ def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path)
         data=tensors,
         augment=data.meta.get("augment"),
         model=model,
-        forward=torch.compile(model) if tcfg.get("compile") else model,
+        forward=torch.compile(model) if tcfg["compile"] else model,
         bundle=bundle,
         params=[p for p in model.parameters() if p.requires_grad],
         schedulers=lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),

@@ -227,7 +227,7 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
         return "a pack of one"
     tcfg = members[0].train
     for key in ("compile", "channels_last"):
-        if tcfg.get(key):
+        if tcfg[key]:
             return f"train.{key} is on (torch.compile / channels_last are not used under vmap)"
     if members[0].skip == "orth_jacobian" and members[0].cell.arch != "mlp":
         # its spatial (FFT) form gave some members wrong branch gradients under vmap at
@@ -309,7 +309,7 @@ def _set_up(
     tcfg = cfgs[0].train
     device = runstate.torch_setup(tcfg)
     data = load_prepared(data_path, manifest)
-    fraction = float(tcfg.get("val_fraction", 0.0))
+    fraction = float(tcfg["val_fraction"])
     splits = [validation_split(len(data.x_train), fraction, c.cell.seed) for c in cfgs]
     spec = RunSpec.of(tcfg, device, data.task, len(splits[0][0]))
     tensors = {"x_all": data.x_train, "y_all": data.y_train,
