@@ -91,22 +91,28 @@ def latex_escape(text: str) -> str:
 
 
 def render_latex(t: TextTable) -> str:
-    ncol = len(t.header)
-    align = t.align or "l" * ncol
-    lines = []
-    if t.note:
-        lines += [f"% {_ascii(line)}" for line in t.note.splitlines()]
-    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule"]
-    lines.append(" & ".join(latex_escape(h) for h in t.header) + r" \\")
-    lines.append(r"\midrule")
-    for r, row in enumerate(t.rows):
-        cells = [
-            rf"\textbf{{{latex_escape(c)}}}" if (r, k) in t.bold else latex_escape(c)
-            for k, c in enumerate(row)
-        ]
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
+    """A booktabs tabular (pandas' Styler), cells escaped by :func:`latex_escape`, bold cells
+    in \\textbf, the note as leading comments."""
+    styler = (
+        pd.DataFrame(t.rows, columns=range(len(t.header)))
+        .style.hide(axis="index")
+        .relabel_index([latex_escape(h) for h in t.header], axis="columns")
+        .format(latex_escape)
+    )
+    if t.bold:
+        styler = styler.apply(lambda d: _css(d, t.bold, "textbf:--rwrap;"), axis=None)
+    body = styler.to_latex(hrules=True, column_format=t.align or "l" * len(t.header))
+    note = "".join(f"% {_ascii(line)}\n" for line in t.note.splitlines())
+    return note + body
+
+
+def _css(frame: pd.DataFrame, cells: set[tuple[int, int]], props: str) -> pd.DataFrame:
+    """Styler's per-cell properties: ``props`` at the (row, column) positions in ``cells``."""
+    return pd.DataFrame(
+        [[props if (r, k) in cells else "" for k in range(frame.shape[1])]
+         for r in range(frame.shape[0])],
+        index=frame.index, columns=frame.columns,
+    )  # fmt: skip
 
 
 def _md_cell(text: str) -> str:
@@ -114,6 +120,8 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(t: TextTable) -> str:
+    """A pipe table, one line per row, cells as written (a compact form the findings and the
+    tests read line by line; pandas' to_markdown pads every cell), bold cells in **."""
     align = t.align or "l" * len(t.header)
     rule = ["---:" if a == "r" else (":---:" if a == "c" else ":---") for a in align]
     lines = ["| " + " | ".join(_md_cell(h) for h in t.header) + " |"]
