@@ -4,9 +4,9 @@ workflow/schemas/config.schema.yaml is the one place for the keys of the pipelin
 (grid, train, metrics, execution, approx); the sections whose keys belong to a registry
 (``datasets`` per source, ``model`` per architecture, ``skip_options`` per kind,
 ``train.optimizer``) and the names it enumerates (architectures, skip kinds, dataset
-sources, metric families, the name patterns) are written into it from the library. A test
-checks that the committed file is what this module writes; after changing a registry,
-regenerate it with ``python -m orthskip config schema --write``.
+sources, metric families, the approximation kinds, the name patterns) are written into it
+from the library. A test checks that the committed file is what this module writes; after
+changing a registry, regenerate it with ``python -m orthskip config schema --write``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dic
 
 def generate(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its registry sections (re)written from the registries."""
+    from orthskip.analysis.approx import VARIANT_KINDS
     from orthskip.analysis.metrics.extract import FAMILIES
     from orthskip.config.options import table_schema
     from orthskip.nn.models import ARCHS, MODEL_SPECS
@@ -80,6 +81,9 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     grid["arch"]["enum"] = list(ARCHS)
     grid["variants"]["items"]["pattern"] = f"^{NAME_PATTERNS['variant']}$"
     props["metrics"]["properties"]["families"]["items"]["enum"] = list(FAMILIES)
+    approx_kinds = props["approx"]["properties"]["kinds"]
+    approx_kinds["items"]["enum"] = list(VARIANT_KINDS)
+    approx_kinds["default"] = list(VARIANT_KINDS)
     return out
 
 
