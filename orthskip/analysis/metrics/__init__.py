@@ -17,22 +17,9 @@ from orthskip.analysis.metrics.spectra import (
     sv_operator,
     sv_reshaped,
 )
-from orthskip.results import (
-    COLUMNS,
-    METRIC_COLUMNS,
-    SCHEMA,
-    SchemaError,
-    to_table,
-    with_cell_columns,
-    write_cell_metrics,
-)
 
 __all__ = [
-    "COLUMNS",
     "FAMILIES",
-    "METRIC_COLUMNS",
-    "SCHEMA",
-    "SchemaError",
     "conv_operator_matrix",
     "conv_operator_svals",
     "dist_identity",
@@ -47,7 +34,4 @@ __all__ = [
     "sv_hosvd",
     "sv_operator",
     "sv_reshaped",
-    "to_table",
-    "with_cell_columns",
-    "write_cell_metrics",
 ]
