@@ -26,7 +26,7 @@ from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json
 from orthskip.nn.optim import build_optimizer
-from orthskip.training.solo import build_cell_model, train_cell
+from orthskip.training.solo import train_cell
 
 
 def fake_dataset(root: Path, n: int, shape: tuple[int, ...], classes: int) -> tuple[Path, Path]:
@@ -79,7 +79,7 @@ def bare_loop(cc: CellConfig, data_path: Path, manifest: Path, device: torch.dev
     data = load_prepared(data_path, manifest)
     x, y = data.x_train.to(device), data.y_train.to(device)
     torch.manual_seed(cc.cell.seed)
-    model = build_cell_model(cc, data).to(device)
+    model = cc.build_model(data).to(device)
     opt = build_optimizer(model, cc.train["optimizer"], {cc.skip: cc.skip_options})
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator(device=device).manual_seed(1)

@@ -18,7 +18,7 @@ from orthskip.results import APPROX_COLUMNS
 from orthskip.stages.approx import PHASES, approximate_cell, finetune
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.tables import make_table, orthogonal_approximation_frame
-from orthskip.training.solo import build_cell_model, train_cell, validation_split
+from orthskip.training.solo import train_cell, validation_split
 from tests.workflow import tiny_config
 
 LIP = (16, 4, 20)  # (samples, segments, steps) of branch_lipschitz: small and quick
@@ -57,7 +57,7 @@ def _probe_and_model(trained):
     data = load_prepared(data_path, manifest)
     gen = torch.Generator().manual_seed(cfg.metrics["probe_seed"])
     idx = torch.randperm(len(data.x_test), generator=gen)[: cfg.metrics["probe_size"]]
-    model = build_cell_model(cfg, data)
+    model = cfg.build_model(data)
     model.load_state_dict(load_torch(cell / "snapshots.pt")["states"]["2"])
     return data, data.x_test[idx.sort().values], model.eval()
 

@@ -290,7 +290,7 @@ def test_committed_schema_is_generated_from_the_registries():
 
 
 def test_every_schema_key_has_a_description():
-    from orthskip.config.schema import load
+    from orthskip.config.grid import load_schema as load
 
     missing: list[str] = []
 

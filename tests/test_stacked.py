@@ -109,9 +109,7 @@ def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind
         assert abs(sa["test_acc"] - sb["test_acc"]) * n_test <= 1 + 1e-9
         model = load_torch(out / "last.pt")["model"]
         # every orthogonal skip of the member, rebuilt from its weights, is orthogonal
-        from orthskip.training.solo import build_cell_model
-
-        net = build_cell_model(m, _Data())
+        net = m.build_model(_Data())
         net.load_state_dict(model)
         qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
         assert qs and max(orth_defect(q.detach().double()) for q in qs) < 1e-5

@@ -28,19 +28,21 @@ from typing import Any
 import yaml
 
 from orthskip.config.options import check, unknown
-from orthskip.config.schema import NAME_PATTERNS
-from orthskip.config.schema import load as load_schema
 from orthskip.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The config schema; its registry sections are written by orthskip.config.schema.
+SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Names that become path segments and wildcards.
+NAME_PATTERNS = {"dataset": r"[A-Za-z0-9_-]+", "variant": r"[a-z0-9_]+"}
 # approx.<key> filters of the identity cells the approximation stage takes (null: all).
 APPROX_FILTERS = {"archs": "arch", "datasets": "dataset", "variants": "variant",
                   "depths": "depth", "seeds": "seed"}  # fmt: skip
 # Top-level sections whose defaults each cell resolves through its registry (resolve_spec,
 # model_options, skip_options): the config keeps them as written.
 AS_WRITTEN = ("datasets", "model", "skip_options")
-# The Snakefile constrains its wildcards with these patterns (the schema's NAME_PATTERNS for
-# the names a config chooses), so a name that passes validation always matches a rule.
+# The Snakefile constrains its wildcards with these patterns (NAME_PATTERNS, which the schema
+# enforces, for the names a config chooses), so a name that passes validation matches a rule.
 WILDCARD_PATTERNS = {**NAME_PATTERNS, "arch": r"[a-z0-9_]+", "depth": r"[0-9]+", "seed": r"[0-9]+"}
 
 
@@ -139,7 +141,7 @@ def check_overrides(cfg: dict[str, Any]) -> None:
     from orthskip.nn.models import validate_model_options
     from orthskip.nn.skips import validate_skip_options
 
-    schema = _schema()
+    schema = load_schema()
     used = {(e["arch"], v) for e in cfg["grid"] for v in e["variants"]}
     for name, spec in cfg["variants"].items():
         where = f"variants.{name}"
@@ -205,7 +207,7 @@ def check_approx(cfg: dict[str, Any]) -> None:
 
 def approx_defaults() -> dict[str, Any]:
     """The ``approx`` section as the schema fills it when a config leaves it out."""
-    props = _schema()["properties"]["approx"]["properties"]
+    props = load_schema()["properties"]["approx"]["properties"]
     return {key: copy.deepcopy(spec.get("default")) for key, spec in props.items()}
 
 
@@ -222,8 +224,9 @@ def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
     return keep
 
 
-def _schema() -> dict[str, Any]:
-    return load_schema()
+def load_schema(path: Path = SCHEMA) -> dict[str, Any]:
+    with path.open() as fh:
+        return yaml.safe_load(fh)
 
 
 def fill_defaults(schema: dict[str, Any], cfg: dict[str, Any], top: bool = True) -> None:
@@ -246,7 +249,7 @@ def prepare_config(cfg: dict[str, Any]) -> dict[str, Any]:
     cross-references (:func:`check_references`).
     """
     if not isinstance(cfg, dict):
-        keys = _allowed(_schema()["properties"])
+        keys = _allowed(load_schema()["properties"])
         raise ConfigError(f"config must be a mapping with keys: {keys}")
     for i, entry in enumerate(cfg.get("grid") or []):
         if isinstance(entry, dict) and "skips" in entry:
@@ -254,7 +257,7 @@ def prepare_config(cfg: dict[str, Any]) -> dict[str, Any]:
                 f"config key 'grid[{i}].skips' is now 'grid[{i}].variants' (skip kinds and the "
                 "names defined under 'variants:'); rename it"
             )
-    schema = _schema()
+    schema = load_schema()
     fill_defaults(schema, cfg)
     check(schema, cfg)
     check_references(cfg)
@@ -415,6 +418,15 @@ class CellConfig:
     def hash(self) -> str:
         """Decides reruns and resumes (``config_hash`` of the JSON form)."""
         return config_hash(self.as_dict())
+
+    def build_model(self, data: Any) -> Any:
+        """The cell's model (an ``orthskip.nn.models.ResidualNet``) for a prepared dataset,
+        initialised from torch's global RNG (seed it first)."""
+        from orthskip.nn.models import build_model
+
+        cell, shape = self.cell, tuple(data.input_shape)
+        return build_model(cell.arch, cell.depth, self.skip, shape, data.num_classes, self.model,
+                           {self.skip: self.skip_options})  # fmt: skip
 
     @property
     def keys(self) -> dict[str, Any]:

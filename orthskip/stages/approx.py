@@ -41,7 +41,7 @@ from orthskip.provenance import provenance
 from orthskip.results import APPROX_COLUMNS
 from orthskip.stages.metrics import cell_keys, lipschitz_options, probe_indices
 from orthskip.training.runstate import loss_module, lr_factor, streams
-from orthskip.training.solo import build_cell_model, evaluate, validation_split
+from orthskip.training.solo import evaluate, validation_split
 
 PHASES = ("before", "swapped", "finetuned")
 
@@ -197,7 +197,7 @@ def approximate_cell(
     states = load_torch(snapshots)["states"]
     source_epoch = max(int(e) for e in states)
     state = states[next(k for k in states if int(k) == source_epoch)]
-    model = build_cell_model(cell_cfg, data)
+    model = cell_cfg.build_model(data)
     model.load_state_dict(state)
     model.eval()
 

@@ -18,10 +18,9 @@ import torch
 
 from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
+from orthskip.logs import check_member_paths, run_member
 from orthskip.provenance import provenance
 from orthskip.results import CELL_COLUMNS, WARP_COLUMNS
-from orthskip.training.runlog import check_member_paths, run_member
-from orthskip.training.solo import build_cell_model
 
 
 def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
@@ -50,7 +49,7 @@ def cell_metrics(
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x, probe_y = data.x_test[idx], data.y_test[idx]
     snaps = load_torch(snapshots)["states"]
-    model = build_cell_model(cell_cfg, data)
+    model = cell_cfg.build_model(data)
     prov = provenance(cell_cfg.hash, "cpu")
     initial = initial_skip_matrices(model, snaps)
     frames = []

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orthskip.config.grid import CellConfig
-from orthskip.training.runlog import check_member_paths
+from orthskip.logs import check_member_paths, run_member
 
 
 def train_pack(
@@ -54,7 +54,7 @@ def _train_group(
     vectorise: bool,
 ) -> list[str]:
     """Members that differ only in seed: vectorised if they can be, else one by one."""
-    from orthskip.training.runlog import run_member, train_logged, train_stacked_logged
+    from orthskip.training.runlog import train_logged, train_stacked_logged
     from orthskip.training.stacked import can_vectorise
 
     why = can_vectorise(members) if vectorise else "execution.vectorise is false"

@@ -88,21 +88,6 @@ def _linalg_diverged(err: Exception, model: nn.Module, loss: torch.Tensor | None
     return (loss is not None and not torch.isfinite(loss).all()) or not _finite(tensors)
 
 
-def build_cell_model(cell_cfg: CellConfig, data: Any) -> nn.Module:
-    """The model of one cell for a prepared dataset (initialised from torch's global RNG)."""
-    from orthskip.nn.models import build_model
-
-    return build_model(
-        cell_cfg.cell.arch,
-        cell_cfg.cell.depth,
-        cell_cfg.skip,
-        tuple(data.input_shape),
-        data.num_classes,
-        cell_cfg.model,
-        {cell_cfg.skip: cell_cfg.skip_options},
-    )
-
-
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -253,7 +238,7 @@ def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path)
         tensors[name] = t.contiguous(memory_format=memory_format) if channels_last else t
 
     torch.manual_seed(cell.seed)
-    model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
+    model = cell_cfg.build_model(data).to(device, memory_format=memory_format)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
         model.to(spec.dtype)
     bundle = build_optimizer(model, tcfg["optimizer"], {cell_cfg.skip: cell_cfg.skip_options})

@@ -48,7 +48,6 @@ from orthskip.training.solo import (
     EVAL_BATCH,
     Preempted,
     _SigtermFlag,
-    build_cell_model,
     validation_split,
     write_outputs,
 )
@@ -350,7 +349,7 @@ def _member(
     """One member with its own seed's model and streams, drawn as a solo run draws them."""
     seed = cfg.cell.seed
     torch.manual_seed(seed)
-    model = build_cell_model(cfg, data).to(spec.device)
+    model = cfg.build_model(data).to(spec.device)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
         model.to(spec.dtype)
     data_gen, aug_gen = runstate.streams(seed, spec.device)

@@ -1,0 +1,70 @@
+"""Append-only logs, and a pack's members run one after another, each logged to its own file.
+
+Snakemake deletes a rule's log file before it reruns the job, so a stage that must keep every
+run's history (training: the cell's ``train.log``) appends to a second file of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orthskip.config.grid import CellConfig
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextmanager
+def appended_log(path: Path) -> Iterator[Callable[[str], None]]:
+    """Copy every log record (and the lines given to ``say``) to ``path``, appended.
+
+    Snakemake deletes a rule's log file before it reruns the job, so the train rule keeps
+    this second, append-only log in the cell's directory: it holds every run of the cell.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)  # epoch lines are INFO
+
+    def say(line: str) -> None:
+        """A marker line, verbatim, on stderr and in every log file open now (the rule's too)."""
+        print(line, file=sys.stderr, flush=True)
+        for h in root.handlers:
+            if isinstance(h, logging.FileHandler):
+                h.stream.write(line + "\n")
+                h.flush()
+
+    try:
+        yield say
+    except Exception as err:  # the reason of a failed run belongs in its history too
+        handler.stream.write("".join(traceback.format_exception(err)))
+        handler.flush()
+        raise
+    finally:
+        root.setLevel(level)
+        root.removeHandler(handler)
+        handler.close()
+
+
+def check_member_paths(members: Sequence[CellConfig], *paths: Sequence[Any]) -> None:
+    """A pack's per-member paths: one of each per member."""
+    for p in paths:
+        if len(p) != len(members):
+            raise ValueError(f"a pack of {len(members)} members needs as many paths, got {len(p)}")
+
+
+def run_member(log: Path | None, func: Any, cfg: CellConfig, *args: Any, **kwargs: Any) -> Any:
+    """One member, its records also in the rule's per-member log ``log``."""
+    with appended_log(log) if log else contextlib.nullcontext():
+        logging.getLogger(__name__).info("member %s", cfg.cell.path)
+        return func(cfg, *args, **kwargs)
