@@ -21,7 +21,19 @@ from orthskip.nn.skips.base import (
 )
 
 
-class OrthFixedSkip(Skip):
+class OrthogonalMatrixSkip(Skip):
+    """S(x) = Q · subsample(x) with Q (semi-)orthogonal; subclasses say how Q is held."""
+
+    Q: Tensor
+
+    def linear_map(self) -> Tensor:
+        return self.Q
+
+    def matrices(self) -> dict[str, Tensor]:
+        return {"Q": self.Q}
+
+
+class OrthFixedSkip(OrthogonalMatrixSkip):
     kind = "orth_fixed"
     options_table: ClassVar[dict[str, Option]] = {
         "init": init_option("haar", ("haar",), "the frozen map: Haar"),
@@ -33,14 +45,8 @@ class OrthFixedSkip(Skip):
         q = haar_orthogonal(c_out, c_in, special=not options["allow_negative_det"])
         self.register_buffer("Q", q)  # a buffer: saved, never optimized
 
-    def linear_map(self) -> Tensor:
-        return self.Q
 
-    def matrices(self) -> dict[str, Tensor]:
-        return {"Q": self.Q}
-
-
-class OrthLearnedSkip(Skip):
+class OrthLearnedSkip(OrthogonalMatrixSkip):
     kind = "orth_learned"
     options_table: ClassVar[dict[str, Option]] = {
         "map": MAP,
@@ -57,14 +63,8 @@ class OrthLearnedSkip(Skip):
     def Q(self) -> Tensor:
         return self.q.value()
 
-    def linear_map(self) -> Tensor:
-        return self.Q
 
-    def matrices(self) -> dict[str, Tensor]:
-        return {"Q": self.Q}
-
-
-class OrthManifoldSkip(Skip):
+class OrthManifoldSkip(OrthogonalMatrixSkip):
     """Q is stepped only by ``orthskip.nn.optim.RiemannianOrthogonal`` (never by SGD/AdamW)."""
 
     kind = "orth_manifold"
@@ -82,9 +82,3 @@ class OrthManifoldSkip(Skip):
         c_in, c_out = self.c_in, self.c_out
         init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.Q = nn.Parameter(init)
-
-    def linear_map(self) -> Tensor:
-        return self.Q
-
-    def matrices(self) -> dict[str, Tensor]:
-        return {"Q": self.Q}
