@@ -40,7 +40,7 @@ from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
 from orthskip.results import APPROX_COLUMNS
 from orthskip.stages.metrics import cell_keys, lipschitz_options, probe_indices
-from orthskip.training.runstate import loss_module, lr_factor, streams
+from orthskip.training.runstate import loss_module, lr_schedulers, streams
 from orthskip.training.solo import evaluate, validation_split
 
 PHASES = ("before", "swapped", "finetuned")
@@ -110,13 +110,7 @@ def finetune(
     batch = int(tcfg["batch_size"])
     n = len(x_train)
     steps_per_epoch = max(math.ceil(n / batch), 1)
-    sched_cfg = tcfg["schedule"]
-    schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, steps_per_epoch, sched_cfg, epochs)
-        )
-        for opt in bundle.optimizers
-    ]
+    schedulers = lr_schedulers(bundle.optimizers, steps_per_epoch, epochs, tcfg["schedule"])
     loss_fn = loss_module(tcfg, y_train.is_floating_point())
     clip = float(tcfg["grad_clip"]) if tcfg["grad_clip"] else None
     params = [p for p in net.parameters() if p.requires_grad]

@@ -147,7 +147,10 @@ def lr_factor(step: int, steps_per_epoch: int, sched: Mapping[str, Any], epochs:
 
 
 def lr_schedulers(
-    optimizers: list[torch.optim.Optimizer], spec: RunSpec, schedule: Mapping[str, Any]
+    optimizers: list[torch.optim.Optimizer],
+    steps_per_epoch: int,
+    epochs: int,
+    schedule: Mapping[str, Any],
 ) -> list[torch.optim.lr_scheduler.LambdaLR]:
     """One scheduler per optimizer, stepped after every optimizer step.
 
@@ -155,9 +158,10 @@ def lr_schedulers(
     update the rate recursively (lr ← lr · ratio), which drifts from the closed form by
     float rounding, and ``last.pt`` files hold LambdaLR states.
     """
-    steps, epochs = spec.steps_per_epoch, spec.epochs
     return [
-        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, schedule, epochs))
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, steps_per_epoch, schedule, epochs)
+        )
         for opt in optimizers
     ]
 

@@ -257,7 +257,9 @@ def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path)
         forward=torch.compile(model) if tcfg["compile"] else model,
         bundle=bundle,
         params=[p for p in model.parameters() if p.requires_grad],
-        schedulers=lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),
+        schedulers=lr_schedulers(
+            bundle.optimizers, spec.steps_per_epoch, spec.epochs, tcfg["schedule"]
+        ),
         loss_fn=loss_module(tcfg, spec.regression),
         data_gen=data_gen,
         aug_gen=aug_gen,

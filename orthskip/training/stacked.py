@@ -336,7 +336,9 @@ def _set_up(
         init=[p.detach().clone() for p in net.params],
         bundle=bundle,
         projections=projections,
-        schedulers=runstate.lr_schedulers(bundle.optimizers, spec, tcfg["schedule"]),
+        schedulers=runstate.lr_schedulers(
+            bundle.optimizers, spec.steps_per_epoch, spec.epochs, tcfg["schedule"]
+        ),
         loss_fn=runstate.loss_module(tcfg, spec.regression, reduction="none"),
     )
     _resume(pack, ckpts)
