@@ -97,8 +97,13 @@ def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digi
 
 @pytest.mark.parametrize("kind", ["orth_learned", "orth_manifold", "orth_jacobian"])
 def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind):
-    # a moderate lr: orth_manifold's msign(GWᵀ − WGᵀ) lifts singular values at rounding level
-    # to 1, so in float32 (not float64) any rounding difference, packed or not, can grow
+    # float32: a packed member and its solo run round differently (vmap's op order; another
+    # CPU's kernels), and this small-batch MLP amplifies that like any float32 training does —
+    # after 24 steps their weights differ by 0.8–6 % of the largest entry for every kind,
+    # identity included (AMD EPYC). What holds on any CPU is the same accuracy up to a couple
+    # of test points and weights that agree far better than two seeds do; the exact claim is
+    # the float64 test above. orth_manifold's direction has a singular-value floor, so its
+    # rounding differences are not lifted to unit steps (tests/test_skips.py).
     members = _members("mlp", kind, epochs=4, batch_size=16, optimizer={"lr": 0.05})
     statuses, solos, outs = _solo_and_packed(tmp_path, circles, members)
     assert statuses == solos
@@ -106,13 +111,18 @@ def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind
         solo = tmp_path / "solo" / str(m.cell.seed)
         sa, sb = read_json(out / "status.json"), read_json(solo / "status.json")
         n_test = 64
-        assert abs(sa["test_acc"] - sb["test_acc"]) * n_test <= 1 + 1e-9
+        assert abs(sa["test_acc"] - sb["test_acc"]) * n_test <= 2 + 1e-9
         model = load_torch(out / "last.pt")["model"]
+        ref = load_torch(solo / "last.pt")["model"]
+        assert max(_rel(model[k], ref[k]) for k in ref) < 0.25
         # every orthogonal skip of the member, rebuilt from its weights, is orthogonal
         net = m.build_model(_Data())
         net.load_state_dict(model)
         qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
         assert qs and max(orth_defect(q.detach().double()) for q in qs) < 1e-5
+    # two seeds' weights differ at O(1): the bound above is not vacuous
+    other = [load_torch(o / "last.pt")["model"] for o in outs[:2]]
+    assert max(_rel(other[0][k], other[1][k]) for k in other[1]) > 0.25
 
 
 class _Data:

@@ -20,7 +20,7 @@ from torch import nn
 
 from orthskip.config.options import Option, check_options, defaults
 from orthskip.errors import ConfigError
-from orthskip.nn.orth import manifold_step
+from orthskip.nn.orth import MSIGN_FLOOR, manifold_step
 from orthskip.nn.skips import OrthManifoldSkip, ProcrustesSkip, Skip, skip_options
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -61,13 +61,27 @@ def optim_options(optim_cfg: dict | None) -> dict[str, Any]:
 class RiemannianOrthogonal(torch.optim.Optimizer):
     """Steepest descent on O(n) / the Stiefel manifold (``orthskip.nn.orth.manifold_step``).
 
-    Newton–Schulz runs to ``ns_tol``; the per-parameter state records the iteration counts of
-    the last step, their maximum so far, and how many steps did not converge within
+    The direction's msign has the relative singular-value floor ``msign_floor``; the retraction's
+    Newton–Schulz runs to ``ns_tol``. The per-parameter state records the retraction's iteration
+    count of the last step, its maximum so far, and how many steps did not converge within
     ``ns_max_iter`` (``nonconverged``).
     """
 
-    def __init__(self, params, lr: float, ns_tol: float = 1e-7, ns_max_iter: int = 100) -> None:
-        super().__init__(params, {"lr": lr, "ns_tol": ns_tol, "ns_max_iter": ns_max_iter})
+    def __init__(
+        self,
+        params,
+        lr: float,
+        msign_floor: float = MSIGN_FLOOR,
+        ns_tol: float = 1e-7,
+        ns_max_iter: int = 100,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "msign_floor": msign_floor,
+            "ns_tol": ns_tol,
+            "ns_max_iter": ns_max_iter,
+        }
+        super().__init__(params, defaults)
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -85,16 +99,20 @@ class RiemannianOrthogonal(torch.optim.Optimizer):
                 w = torch.stack([p.detach() for p in params])
                 g = torch.stack([p.grad for p in params])
                 new, stats = manifold_step(
-                    w, g, group["lr"], tol=group["ns_tol"], max_iter=group["ns_max_iter"]
+                    w,
+                    g,
+                    group["lr"],
+                    floor=group["msign_floor"],
+                    tol=group["ns_tol"],
+                    max_iter=group["ns_max_iter"],
                 )
                 for p, value in zip(params, new.unbind(0), strict=True):
                     p.copy_(value)
                     st = self.state[p]
                     st["steps"] = st.get("steps", 0) + 1
-                    st["ns_iterations"] = stats.ns_iterations
                     st["retraction_iterations"] = stats.retraction_iterations
-                    st["max_ns_iterations"] = max(
-                        st.get("max_ns_iterations", 0), stats.ns_iterations
+                    st["max_retraction_iterations"] = max(
+                        st.get("max_retraction_iterations", 0), stats.retraction_iterations
                     )
                     st["nonconverged"] = st.get("nonconverged", 0) + int(not stats.converged)
         return loss
@@ -102,8 +120,10 @@ class RiemannianOrthogonal(torch.optim.Optimizer):
     def stats(self) -> dict[str, int]:
         states = [self.state[p] for g in self.param_groups for p in g["params"] if p in self.state]
         return {
-            "ns_max_iterations": max((s["max_ns_iterations"] for s in states), default=0),
-            "ns_nonconverged_steps": sum(s["nonconverged"] for s in states),
+            "retraction_max_iterations": max(
+                (s["max_retraction_iterations"] for s in states), default=0
+            ),
+            "retraction_nonconverged_steps": sum(s["nonconverged"] for s in states),
         }
 
 
@@ -202,6 +222,7 @@ def build_optimizer(
             RiemannianOrthogonal(
                 manifold,
                 lr=lr * float(opts["lr_scale"]),
+                msign_floor=float(opts["msign_floor"]),
                 ns_tol=float(opts["ns_tol"]),
                 ns_max_iter=int(opts["ns_max_iter"]),
             )

@@ -3,7 +3,9 @@
 - ``haar_orthogonal``: Haar-random (semi-)orthogonal matrices; SO(n) unless a det = −1 start is
   asked for (half of Haar O(n) has det = −1 and can never reach the identity continuously).
 - ``msign``: the matrix sign U Vᵀ of A = U Σ Vᵀ by the cubic Newton–Schulz iteration, run to a
-  tolerance; it returns its iteration count so that callers record it.
+  tolerance; it returns its iteration count so that callers record it (the retraction's projector).
+- ``msign_floored``: the matrix sign with a relative singular-value floor, U min(1, Σ/(ε σ_max)) Vᵀ:
+  continuous in A, unlike the exact sign (the direction of the manifold step).
 - ``polar``: the exact polar factor by SVD (closest semi-orthogonal matrix in Frobenius norm).
 - ``manifold_step``: one Riemannian steepest-descent step on O(n) with the Bernstein/modula update
   and a retraction that keeps the iterate orthogonal to float precision.
@@ -133,38 +135,34 @@ def msign(
     return MsignResult(x.to(a.dtype), it, worst <= threshold, worst)
 
 
-def msign_spectral(a: Tensor, *, tol: float = 1e-7, max_iter: int = 100) -> MsignResult:
-    """The Newton–Schulz iterate of ``msign`` (start A/‖A‖_F, same stopping rule), run on the
-    singular values: X_k = U f_k(Σ/‖A‖_F) Vᵀ with f_k the scalar iteration s ← 1.5 s − 0.5 s³.
+def msign_floored(a: Tensor, floor: float) -> Tensor:
+    """U φ(Σ) Vᵀ for A = U Σ Vᵀ with φ(σ) = min(1, σ / (ε σ_max)), ε = ``floor``.
 
-    Every NS iterate is that matrix function of A (odd polynomials of A keep its singular
-    vectors), and ‖X_{k+1} − X_k‖_F = ‖f_{k+1}(σ) − f_k(σ)‖₂, so the result, the iteration count
-    and ``converged`` are those of ``msign`` (to float64 rounding; tested; each matrix of a batch
-    stops on its own, as there), with one SVD in place
-    of two n × n products per iteration (~30 iterations for a gradient's skew part: ~4× cheaper
-    at n = 192). Small singular values stay as small as NS leaves them; this is not the exact
-    polar factor.
+    Singular values at or above ε·σ_max map to 1, as in the exact matrix sign; those below it are
+    scaled down linearly to 0 at σ = 0. The exact sign is discontinuous at σ = 0: a singular
+    value at rounding level (a skew gradient's null direction, an odd n) becomes a unit
+    component, so a rounding difference — another op order, another CPU's kernels — becomes an
+    O(1) difference of the direction. φ is Lipschitz with constant 1/(ε σ_max), so a
+    perturbation E of A moves the result by at most about ‖E‖/(ε σ_max), whatever the spectrum.
+    ``floor = 0`` is the exact sign.
+
+    Computed as A (AᵀA ∨ ε²σ_max² I)^(-1/2) from the eigendecomposition of the smaller Gram
+    matrix in float64 (batched, the same on CPU and GPU): every eigenvalue below the floor gets
+    the same factor 1/(ε σ_max), so the inaccurate eigenvectors of a cluster of tiny eigenvalues
+    do not matter. ``a`` may carry leading batch dimensions; returned in ``a``'s dtype.
     """
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"msign floor = {floor}: expected a number in [0, 1]")
     x = a.detach().to(torch.float64)
-    n = min(x.shape[-2:])
-    u, sigma, vh = torch.linalg.svd(x, full_matrices=False)
-    norm = sigma.square().sum(-1, keepdim=True).sqrt()
-    s = sigma / norm.clamp_min(torch.finfo(torch.float64).tiny)
-    threshold = tol * math.sqrt(n)
-    active = torch.ones(s.shape[:-1], dtype=torch.bool, device=s.device)
-    residual = torch.full(s.shape[:-1], math.inf, dtype=s.dtype, device=s.device)
-    it = 0
-    for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        step = 0.5 * s - 0.5 * s.pow(3)
-        res = torch.linalg.vector_norm(step, dim=-1)
-        s = torch.where(active.unsqueeze(-1), s + step, s)
-        residual = torch.where(active, res, residual)
-        active = active & (res > threshold)
-        if not bool(active.any()):
-            break
-    value = (u * s.unsqueeze(-2)) @ vh
-    worst = float(residual.max())
-    return MsignResult(value.to(a.dtype), it, worst <= threshold, worst)
+    wide = x.shape[-2] < x.shape[-1]
+    if wide:
+        x = x.mT
+    lam, v = torch.linalg.eigh(x.mT @ x)
+    lam_max = lam[..., -1:].clamp_min(0.0)
+    tiny = torch.finfo(torch.float64).tiny
+    inv_sqrt = lam.clamp_min(floor * floor * lam_max).clamp_min(tiny).rsqrt()
+    out = x @ ((v * inv_sqrt.unsqueeze(-2)) @ v.mT)
+    return (out.mT if wide else out).to(a.dtype)
 
 
 def polar(w: Tensor) -> Tensor:
@@ -173,15 +171,25 @@ def polar(w: Tensor) -> Tensor:
     return (u @ vh).to(w.dtype)
 
 
+# The relative singular-value floor of the manifold step's direction (see ``msign_floored``):
+# components of WᵀG − GᵀW below 1e-3 of its largest are damped, not lifted to unit steps.
+MSIGN_FLOOR = 1e-3
+
+
 @dataclass
 class StepStats:
-    ns_iterations: int  # Newton–Schulz iterations of the update direction msign(WᵀG − GᵀW)
     retraction_iterations: int  # Newton–Schulz iterations of the clean-up projection
-    converged: bool
+    converged: bool  # the retraction reached its tolerance
 
 
 def manifold_step(
-    w: Tensor, grad: Tensor, lr: float, *, tol: float = 1e-7, max_iter: int = 100
+    w: Tensor,
+    grad: Tensor,
+    lr: float,
+    *,
+    floor: float = MSIGN_FLOOR,
+    tol: float = 1e-7,
+    max_iter: int = 100,
 ) -> tuple[Tensor, StepStats]:
     """One steepest-descent step on O(n) (or the Stiefel manifold: m × n, columns orthonormal).
 
@@ -189,21 +197,19 @@ def manifold_step(
     W ← W (I − ηX)(I − XᵀX + XᵀX/√(1+η²)). It is computed in the equivalent left form
     X' = msign(GWᵀ − WGᵀ) = W X Wᵀ, W ← (I − ηX')(I − X'ᵀX' + X'ᵀX'/√(1+η²)) W, which for a
     tall W also moves the column space (tangent vectors of the Stiefel manifold are ΩW, Ω skew);
-    for a square W the two forms agree. For an exactly orthogonal W and a partial isometry X' the
-    result is exactly orthogonal; the float error of each step is removed by projecting onto the
-    manifold again with msign (one or two Newton–Schulz iterations near the manifold), so the
-    defect does not accumulate over steps. Computed in float64; ``w`` and ``grad`` may carry
-    leading batch dimensions.
+    for a square W the two forms agree. msign has the relative floor ``floor``
+    (``msign_floored``): the exact sign would turn singular values of the skew part at rounding
+    level into unit steps, and float32 runs would split by op order and CPU. For an exactly
+    orthogonal W and a partial isometry X' the result is exactly orthogonal; the float error of
+    each step, and the part of a floored component that is not a partial isometry, are removed
+    by projecting onto the manifold again with msign (one or two Newton–Schulz iterations near
+    the manifold), so the defect does not accumulate over steps. Computed in float64; ``w`` and
+    ``grad`` may carry leading batch dimensions.
     """
     w64 = w.detach().to(torch.float64)
     g64 = grad.detach().to(torch.float64)
     m = w64.shape[-2]
-    skew = g64 @ w64.mT - w64 @ g64.mT
-    # the same NS iterate either way (msign_spectral): an SVD on CPU, where ~30 pairs of small
-    # products cost ~4× more; GEMMs on a GPU, where batched small SVDs are the slow part
-    ns = msign_spectral if w.device.type == "cpu" else msign
-    direction = ns(skew, tol=tol, max_iter=max_iter)
-    x = direction.value
+    x = msign_floored(g64 @ w64.mT - w64 @ g64.mT, floor)
     scale = 1.0 / math.sqrt(1.0 + lr * lr)
     # (I − ηX)(I − XᵀX + XᵀX/√(1+η²)) W as T = W + (s − 1) XᵀX W, then T − η X T: fused GEMMs
     # on (…, m, n) instead of m × m products with I
@@ -212,9 +218,7 @@ def manifold_step(
     t = torch.baddbmm(flat, xf.mT @ xf, flat, alpha=scale - 1.0)
     w_new = torch.baddbmm(t, xf, t, alpha=-lr).reshape(w64.shape)
     retract = msign(w_new, tol=tol, max_iter=max_iter, near_orthogonal=True)
-    converged = direction.converged and retract.converged
-    stats = StepStats(direction.iterations, retract.iterations, converged)
-    return retract.value.to(w.dtype), stats
+    return retract.value.to(w.dtype), StepStats(retract.iterations, retract.converged)
 
 
 def project_conv_operator(weight: Tensor, size: tuple[int, int], scale: float = 1.0) -> Tensor:

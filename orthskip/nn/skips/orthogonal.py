@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from orthskip.config.options import Option
-from orthskip.nn.orth import haar_orthogonal
+from orthskip.nn.orth import MSIGN_FLOOR, haar_orthogonal
 from orthskip.nn.skips.base import (
     MAP,
     NEG_DET,
@@ -72,6 +72,15 @@ class OrthManifoldSkip(OrthogonalMatrixSkip):
         "init": init_option("identity", ORTH_INIT),
         "allow_negative_det": NEG_DET,
         "lr_scale": Option("number", 1.0, "Riemannian step = lr x lr_scale", exclusive_minimum=0),
+        "msign_floor": Option(
+            "number",
+            MSIGN_FLOOR,
+            "relative singular-value floor of the step direction's msign: components of"
+            " WtG - GtW below floor x its largest singular value are damped, not lifted to"
+            " unit steps (0 = the exact, discontinuous sign)",
+            minimum=0,
+            maximum=1,
+        ),
         "ns_tol": Option(
             "number", 1e-7, "Newton-Schulz tolerance of the retraction", exclusive_minimum=0
         ),
