@@ -14,7 +14,15 @@ from torch.nn.utils import parametrize
 from orthskip.analysis.metrics.gradflow import block_activations, grad_norm_ratios
 from orthskip.analysis.metrics.jacobian import jacobian_sv
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
-from orthskip.analysis.metrics.orthogonality import as_matrix, dist_identity, dist_init, orth_defect
+from orthskip.analysis.metrics.orthogonality import (
+    as_matrix,
+    dist_identity,
+    dist_init,
+    linear_fit_rotation,
+    orth_defect,
+    rotation_angle,
+    skip_product,
+)
 from orthskip.analysis.metrics.representation import repr_condition
 from orthskip.analysis.metrics.spectra import sv_circular, sv_hosvd, sv_operator, sv_reshaped
 from orthskip.results import METRIC_COLUMNS
@@ -31,6 +39,7 @@ FAMILIES = (
     "jacobian_sv",
     "repr_condition",
     "branch_lipschitz",
+    "skip_product",
 )
 
 
@@ -219,6 +228,9 @@ def _extract(
                 d = dist_init(mat, q0)
                 rows.add(layer, "skip", param, "dist_init", d, shape=tuple(as_matrix(mat).shape))
 
+    if "skip_product" in want:
+        _product_rows(rows, model, probe_x, probe_y)
+
     for name, mod in weights:
         layer = _layer_of(name, model)
         kind = "conv" if isinstance(mod, nn.Conv2d) else "linear"
@@ -256,6 +268,23 @@ def _lipschitz_rows(
         layer, block_kind, f"blocks.{i}.branch", "branch_lipschitz", stats, False, shape,
         method,
     )  # fmt: skip
+
+
+def _product_rows(rows: _Rows, model: nn.Module, probe_x: Tensor, probe_y: Tensor) -> None:
+    """One row for the whole net: the rotation of its skips' product beside that of the probe
+    targets' best linear fit (``fit_*``, only for a regression onto the input space)."""
+    mats = [q for block in model.blocks for q in block.skip_matrices().values()]
+    if len(mats) != len(model.blocks) or any(bool(b.transition) for b in model.blocks):
+        return
+    product = skip_product(mats)
+    if product is None:
+        return
+    stats = rotation_angle(product)
+    if probe_y.is_floating_point():
+        fit = linear_fit_rotation(probe_x, probe_y)
+        stats.update({f"fit_{k}": v for k, v in fit.items() if not math.isnan(v)})
+    layer = _Layer(-1, "skip_product")
+    rows.add(layer, "skip_path", "blocks.*.skip", "skip_product", stats, shape=tuple(product.shape))
 
 
 def _skip_rows(rows: _Rows, layer: _Layer, param: str, mat: Tensor, want: set[str]) -> None:
