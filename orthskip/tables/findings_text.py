@@ -49,9 +49,9 @@ def rate_section(f: pd.DataFrame) -> list[str]:
         f"{len(f)} fits (one per setting, quantity and variant; learned orthogonal skips and "
         f"the linear control). Best model by AIC: {wins or 'none'}"
         + (f"; {few} with too few depths (m ≥ 2) to compare." if few else ".")
-        + f" Models y = C·g(m), g ∈ {{{', '.join(RATE_MODEL_LABELS[k] for k in RATE_MODELS)}}}, "
-        "least squares on log y; a: exponent of C·m^(−a), 95 % bootstrap interval over seeds "
-        "(identity_rate.md has every model's ΔAIC).",
+        + f" Models {', '.join(RATE_MODEL_LABELS[k] for k in RATE_MODELS)}, each fitted by "
+        "least squares on log y over m ≥ 2; a: exponent of C·m^(−a), 95 % bootstrap interval "
+        "over seeds (identity_rate.md has every model's ΔAIC).",
         "",
     ]
 

@@ -21,8 +21,16 @@ class Table:
     align: str = ""
 
     @classmethod
-    def of_rows(cls, header: list[str], rows: list[list[str]], **kw) -> Table:
-        return cls(pd.DataFrame(rows, columns=header, dtype=object), **kw)
+    def of_rows(
+        cls,
+        header: list[str],
+        rows: list[list[str]],
+        bold: set[tuple[int, int]] | None = None,
+        note: str = "",
+        align: str = "",
+    ) -> Table:
+        body = pd.DataFrame(rows, columns=header, dtype=object)
+        return cls(body, bold or set(), note, align)
 
     @property
     def header(self) -> list[str]:
