@@ -1,7 +1,7 @@
 """The ``orthskip`` command line: one subcommand per pipeline stage.
 
 Snakemake rules call these with explicit paths; a person can run any cell by hand with
-the same commands (see the README).
+the same commands (docs/running.md).
 """
 
 from __future__ import annotations

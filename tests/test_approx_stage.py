@@ -17,7 +17,8 @@ from orthskip.io import load_torch
 from orthskip.results import APPROX_COLUMNS
 from orthskip.stages.approx import PHASES, approximate_cell, finetune
 from orthskip.stages.prepare import prepare_dataset
-from orthskip.stages.tables import make_table, orthogonal_approximation_frame
+from orthskip.stages.tables import make_table
+from orthskip.tables.approximation import orthogonal_approximation_frame
 from orthskip.training.solo import train_cell, validation_split
 from tests.workflow import tiny_config
 
@@ -254,7 +255,8 @@ def test_table_and_findings_count_diverged_fine_tuning(metrics_dir, tmp_path):
     """Fine-tuning that diverged (NaN score, status diverged) is counted, not averaged away."""
     import shutil
 
-    from orthskip.stages.tables import findings_markdown
+    from findings_md import findings_of, section
+    from findings_md import rows as table_rows
 
     d = tmp_path / "m"
     shutil.copytree(metrics_dir, d)
@@ -274,6 +276,11 @@ def test_table_and_findings_count_diverged_fine_tuning(metrics_dir, tmp_path):
     assert learned.split(" | ")[8] == "diverged (3)"
     kept = 100 * approx.loc[tuned8 & ~lost & (approx["kind"] == "orth_fixed"), "score"]
     assert f"{statistics.fmean(kept):.2f} ± {statistics.stdev(kept):.2f} (1 div.)" in fixed
-    text = findings_markdown(d)
-    line = next(ln for ln in text.splitlines() if ln.startswith("- orth_learned, with branch"))
-    assert "depth 8: acc (%)" in line and "(fine-tuning diverged in 3 of 3 seeds)" in line
+    table = table_rows(section(findings_of(d), "Orthogonal approximation"))
+    row = next(
+        r
+        for r in table
+        if (r["kind"], r["depth"], r["correction"]) == ("orth_learned", "8", "with")
+    )
+    assert row["score"] == "acc (%)" and row["seeds lost"] == "fine-tuning diverged in 3 of 3 seeds"
+    assert row["before → swapped → fine-tuned"].endswith(" → –")  # no seed left to average

@@ -175,6 +175,7 @@ def test_no_figure_or_table_reads_best_test_acc():
     root = Path(__file__).resolve().parents[1] / "orthskip"
     sources = [
         *sorted((root / "figures").glob("*.py")),
+        *sorted((root / "tables").glob("*.py")),
         root / "stages" / "tables.py",
         root / "results.py",
     ]

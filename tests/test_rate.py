@@ -158,7 +158,7 @@ def _cell_points(layers, variant, metric, stat):
 def test_identity_rate_frame_names_the_fixture_models(metrics_dir, quantity, metric, stat):
     import pandas as pd
 
-    from orthskip.stages.tables import identity_rate_frame
+    from orthskip.tables.identity_rate import identity_rate_frame
 
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
     f = identity_rate_frame(layers, quantity).set_index(["dataset", "arch", "variant"])
@@ -204,7 +204,7 @@ def test_dist_identity_figure_overlays_the_fitted_models(metrics_dir):
 
     from orthskip.figures import style
     from orthskip.figures.orthogonality import dist_identity
-    from orthskip.stages.tables import identity_rate_frame
+    from orthskip.tables.identity_rate import identity_rate_frame
 
     with style.style():
         fig = dist_identity(metrics_dir)
@@ -343,56 +343,86 @@ def test_diffeo_prepared_round_trip(tmp_path) -> None:
 # ---------------------------------------------------------------- findings.md
 
 
+def _holm_by_hand(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment written out: the k-th smallest of n p-values times
+    (n − k), capped at 1, never below the one before it."""
+    order = sorted(range(len(ps)), key=lambda k: ps[k])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, k in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[k]))
+        out[k] = running
+    return out
+
+
 def test_findings_on_the_fixture(metrics_dir, tmp_path):
-    import pandas as pd
+    from findings_md import findings_of, rows, section
     from scipy import stats as sps
 
-    from orthskip.stages.tables import findings_markdown, identity_rate_frame, write_findings
+    from orthskip.stages.tables import write_findings
+    from orthskip.tables.identity_rate import identity_rate_frame
 
-    text = findings_markdown(metrics_dir)
-    assert text.startswith("# Findings") and "## moons / mlp" in text
-    assert "## digits / cifar_resnet" in text
-    moons = text.split("## moons / mlp")[1]
+    text = findings_of(metrics_dir)
+    assert text.startswith("# Findings")
     # the rate: the fixture's orth_learned falls like log m / m, with the frame's margin
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
-    r = identity_rate_frame(layers).set_index("variant").loc["orth_learned"]
-    r = r[r["dataset"] == "moons"].iloc[0] if isinstance(r, pd.DataFrame) else r
-    assert (f"‖Q − I‖_F/√n, orth_learned: best C·log m / m (ΔAIC to the runner-up "
-            f"{r['margin']:.1f}); a = {r['exponent']:.2f} [{r['exponent_lo']:.2f}, "
-            f"{r['exponent_hi']:.2f}]; m = 4–16, 3 seeds") in moons  # fmt: skip
+    f = identity_rate_frame(layers).set_index(["dataset", "variant"])
+    rate = {(r["setting"], r["quantity"], r["variant"]): r for r in rows(section(text, "Rate"))}
+    assert {s for s, _, _ in rate} == {"moons / mlp", "digits / cifar_resnet"}
+    r = f.loc[("moons", "orth_learned")]
+    row = rate[("moons / mlp", "‖Q − I‖_F/√n", "orth_learned")]
+    assert row == {"setting": "moons / mlp", "quantity": "‖Q − I‖_F/√n",
+                   "variant": "orth_learned", "m": "4–16", "best model": "C·log m / m",
+                   "ΔAIC to runner-up": f"{r['margin']:.1f}", "a": f"{r['exponent']:.2f}",
+                   "95 % CI of a": f"[{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]",
+                   "seeds": "3"}  # fmt: skip
     # Haar start: start → end from the raw rows, and the verdict
+    starts = section(text, "Starts far from I")
     g = layers[(layers["variant"] == HAAR_VARIANT) & (layers["metric"] == "dist_identity")
                & (layers["stat"] == "fro_rel") & (layers["depth"] == 8)]  # fmt: skip
     start = g[g["epoch"] == 0].groupby("seed")["value"].mean()
     end = g[g["epoch"] == 4].groupby("seed")["value"].mean()
-    assert f"m = 8: {start.mean():.3f} → {end.mean():.3f}" in moons
-    assert f"{HAAR_VARIANT}: moves toward I at 3 of 3 depths" in moons
-    assert "orth_fixed: moves" not in moons  # a frozen skip is not a learned start
-    # accuracy: Holm over the setting's paired t-tests, computed here from cells.parquet
+    moved = rows(starts, "Significant")
+    assert [(r["variant"], r["m"]) for r in moved] == [(HAAR_VARIANT, m) for m in ("4", "8", "16")]
+    m8 = next(r for r in moved if r["m"] == "8")
+    assert m8["‖Q − I‖_F/√n start → end"] == f"{start.mean():.3f} → {end.mean():.3f}"
+    p8 = sps.ttest_rel(end, start).pvalue
+    assert m8["p"] == ("<0.001" if p8 < 1e-3 else f"{p8:.3f}")
+    assert m8["direction"] == "toward I" and rows(starts, "Not significant") == []
+    assert f"{HAAR_VARIANT} (moons / mlp) at 3 of 3 depths" in starts
+    assert "orth_fixed" not in starts  # a frozen skip is not a learned start
+    # accuracy: Holm over each setting's paired t-tests, computed here from cells.parquet
     cells = pd.read_parquet(metrics_dir / "cells.parquet")
-    c = cells[cells["dataset"] == "moons"].copy()
-    c.loc[c["status"] != "ok", "test_acc"] = np.nan
-    ref = c[c["variant"] == "identity"].set_index(["depth", "seed"])["test_acc"]
-    keys, ps = [], []
-    for (variant, depth), g in c[c["variant"] != "identity"].groupby(["variant", "depth"]):
-        a = g.set_index(["depth", "seed"])["test_acc"]
-        both = pd.concat([a, ref.loc[a.index]], axis=1).dropna()
-        keys.append((variant, depth))
-        ps.append(sps.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
-    adj = holm(ps)
-    sig = {k for k, p in zip(keys, adj, strict=True) if p < 0.05}
-    assert sig == {("none", 16)}  # the fixture's plain nets degrade; the rest is noise
-    assert "significant (1 of 21): none at depth 16" in moons
-    assert "orth_learned at depth 16" in moons.split("not significant (20)")[1]
+    acc = section(text, "Last-epoch")
+    want_sig, want_rest = set(), set()
+    for (ds, arch), c in cells.groupby(["dataset", "arch"]):
+        c = c.copy()
+        c.loc[c["status"] != "ok", "test_acc"] = np.nan
+        ref = c[c["variant"] == "identity"].set_index(["depth", "seed"])["test_acc"]
+        keys, ps = [], []
+        for (variant, depth), v in c[c["variant"] != "identity"].groupby(["variant", "depth"]):
+            a = v.set_index(["depth", "seed"])["test_acc"]
+            both = pd.concat([a, ref.loc[a.index]], axis=1).dropna()
+            keys.append((f"{ds} / {arch}", variant, str(depth)))
+            ps.append(sps.ttest_rel(both.iloc[:, 0], both.iloc[:, 1]).pvalue)
+        adj = _holm_by_hand(ps)
+        want_sig |= {k for k, p in zip(keys, adj, strict=True) if p < 0.05}
+        want_rest |= {k for k, p in zip(keys, adj, strict=True) if p >= 0.05}
+        np.testing.assert_allclose(adj, holm(ps))
+    sig, rest = rows(acc, "Significant"), rows(acc, "Not significant")
+    assert {(r["setting"], r["variant"], r["depth"]) for r in sig} == want_sig
+    assert {(r["setting"], r["variant"], r["depth"]) for r in rest} == want_rest
+    assert ("moons / mlp", "none", "16") in want_sig  # the fixture's plain nets degrade
+    assert rows(acc, "Not tested") == []
+    assert "moons / mlp 1 of 21" in acc
     out = tmp_path / "findings.md"
     write_findings(metrics_dir, out)
     assert out.read_text() == text
 
 
 def test_findings_without_results(tmp_path):
-    from orthskip.stages.tables import findings_markdown
+    from findings_md import findings_of
 
-    assert "No results in this run." in findings_markdown(tmp_path / "absent")
+    assert "No results in this run." in findings_of(tmp_path / "absent")
 
 
 def _cells_frame(spec: dict[tuple[str, int], list[float]], dataset: str = "c") -> pd.DataFrame:
@@ -409,9 +439,8 @@ def _cells_frame(spec: dict[tuple[str, int], list[float]], dataset: str = "c") -
 def test_findings_list_comparisons_without_a_test_as_not_tested(tmp_path):
     """A side that diverged in every seed (or a single seed) leaves no paired test: "not tested
     (diverged: …)", never "not significant"; Holm counts only the comparisons tested."""
+    from findings_md import findings_of, rows, section
     from scipy import stats as sps
-
-    from orthskip.stages.tables import findings_markdown
 
     nan = float("nan")
     spec = {
@@ -425,45 +454,55 @@ def test_findings_list_comparisons_without_a_test_as_not_tested(tmp_path):
     one_seed = {("identity", 8): [0.9], ("none", 8): [0.5]}
     cells = pd.concat([_cells_frame(spec), _cells_frame(one_seed, "d")], ignore_index=True)
     cells.to_parquet(tmp_path / "cells.parquet")
-    text = findings_markdown(tmp_path)
-    c_part, d_part = text.split("## c / mlp")[1].split("## d / mlp")
-    assert "- not tested (1): linear at depth 8 (diverged: linear 3 of 3 seeds, identity 1 of " \
-           "3 seeds)" in c_part  # fmt: skip
-    assert "linear at depth 8" not in c_part.split("- not tested")[0]
+    acc = section(findings_of(tmp_path), "Last-epoch")
+    untested = {(r["setting"], r["variant"], r["depth"]): r["why"]
+                for r in rows(acc, "Not tested")}  # fmt: skip
+    assert untested == {
+        ("c / mlp", "linear", "8"): "diverged: linear 3 of 3 seeds, identity 1 of 3 seeds",
+        ("d / mlp", "none", "8"): "1 seed pair: no test",
+    }
     # Holm over the three tested comparisons, computed here
     ps = {}
     for variant, depth in (("linear", 2), ("none", 2), ("none", 8)):
         a, b = np.array(spec[(variant, depth)]), np.array(spec[("identity", depth)])
         ok = np.isfinite(a) & np.isfinite(b)
         ps[(variant, depth)] = sps.ttest_rel(a[ok], b[ok]).pvalue
-    adj = dict(zip(ps, holm(list(ps.values())), strict=True))
-    assert f"none at depth 8: {100 * (np.mean([0.50, 0.52]) - 0.955):+.2f} pp" in c_part
+    adj = dict(zip(ps, _holm_by_hand(list(ps.values())), strict=True))
+    tested = rows(acc, "Significant") + rows(acc, "Not significant")
+    by_key = {(r["variant"], int(r["depth"])): r for r in tested}
+    assert set(by_key) == set(ps) and all(r["setting"] == "c / mlp" for r in tested)
+    for key, p in adj.items():
+        assert by_key[key]["p (Holm)"] == (f"{p:.3f}" if p >= 1e-3 else "<0.001")
+        assert (by_key[key] in rows(acc, "Significant")) == (p < 0.05)
+    none8 = by_key[("none", 8)]
+    assert none8["value"] == f"{100 * (np.mean([0.50, 0.52]) - 0.955):+.2f}"
+    assert none8["pairs"] == "2" and none8["diverged, left out"] == "identity 1 of 3 seeds"
     n_sig = sum(p < 0.05 for p in adj.values())
-    assert f"- significant ({n_sig} of 3): " in c_part
-    assert "none at depth 8" in c_part and "2 pairs; diverged, left out: identity 1 of 3" in c_part
-    assert "- not tested (1): none at depth 8 (1 seed pair: no test)" in d_part
-    assert "- significant (0 of 0): none" in d_part
+    assert f"c / mlp {n_sig} of 3, d / mlp 0 of 0" in acc and "2 not tested" in acc
 
 
 def test_findings_quote_the_orthogonal_approximation(metrics_dir):
-    from orthskip.stages.tables import findings_markdown
+    from findings_md import findings_of, rows, section
 
-    text = findings_markdown(metrics_dir)
-    moons = text.split("## moons / mlp")[1].split("## ")[0]
-    assert "Orthogonal approximation of the identity nets" in moons
+    part = section(findings_of(metrics_dir), "Orthogonal approximation")
     approx = pd.read_parquet(metrics_dir / "approx.parquet")
     a = approx[(approx["kind"] == "orth_learned") & (approx["depth"] == 8)]
     mean = a.groupby("phase")[["score", "dist_identity"]].mean()
-    scores = " → ".join(f"{100 * mean.loc[p, 'score']:.2f}"
-                        for p in ("before", "swapped", "finetuned"))  # fmt: skip
-    want = (f"depth 8: acc (%) {scores}; ‖W − I‖ {mean.loc['swapped', 'dist_identity']:.3f} → "
-            f"{mean.loc['finetuned', 'dist_identity']:.3f}")  # fmt: skip
-    line = next(ln for ln in moons.splitlines() if ln.startswith("- orth_learned, with branch"))
-    assert want in line and "2 fine-tuning epochs" in line
+    table = rows(part)
+    row = next(r for r in table if (r["kind"], r["depth"]) == ("orth_learned", "8"))
+    assert row["setting"] == "moons / mlp" and row["correction"] == "with"
+    assert row["epochs"] == "2" and row["score"] == "acc (%)"
+    assert row["before → swapped → fine-tuned"] == " → ".join(
+        f"{100 * mean.loc[p, 'score']:.2f}" for p in ("before", "swapped", "finetuned")
+    )
+    assert row["‖W − I‖ swapped → fine-tuned"] == (f"{mean.loc['swapped', 'dist_identity']:.3f}"
+        f" → {mean.loc['finetuned', 'dist_identity']:.3f}")  # fmt: skip
+    # no approximation rows for digits
+    assert {r["setting"] for r in table} == {"moons / mlp"}
     # ‖W − I‖ at the swap vs m: the fixture's log m / m, one point per cell
     sw = approx[(approx["phase"] == "swapped") & (approx["kind"] == "orth_fixed")]
     slope = np.polyfit(np.log(sw["n_swapped"]), np.log(sw["dist_identity"]), 1)[0]
-    assert f"log–log slope {slope:.2f}" in moons and "m = 4–16, 9 cells" in moons
-    # no approximation rows for digits: no such paragraph there
-    digits = text.split("## digits / cifar_resnet")[1].split("## moons")[0]
-    assert "Rate vs blocks" in digits and "Orthogonal approximation" not in digits
+    fit = rows(part.split("swapped blocks")[1])
+    assert fit == [{"setting": "moons / mlp", "m": "4–16", "cells": "9",
+                    "log–log slope": f"{slope:.2f}", "95 % CI": fit[0]["95 % CI"],
+                    "log m / m": fit[0]["log m / m"]}]  # fmt: skip

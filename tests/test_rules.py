@@ -183,6 +183,17 @@ def test_table_rule(fixture_workdir):
     assert expected in row
 
 
+def test_findings_rule(fixture_workdir):
+    """The rule writes what the findings code makes of the same files."""
+    from tests.findings_md import findings_of
+
+    snakemake(fixture_workdir, "results/tables/findings.md", "--allowed-rules", "findings",
+              cfg=tiny_config())  # fmt: skip
+    text = (fixture_workdir / "results/tables/findings.md").read_text()
+    assert text == findings_of(fixture_workdir / "results/metrics")
+    assert "### Significant after Holm" in text and "| moons / mlp | none | 16 |" in text
+
+
 def test_approx_rules_one_job_per_selected_identity_cell_then_the_table(tmp_path):
     """Two trained identity seeds at depth 3 (depth 1 filtered out by approx.depths): one
     approx_cell job each, concatenated, and the table drawn from those rows."""

@@ -13,14 +13,11 @@ from fixture_results import DIVERGED, HAAR
 from scipy import stats as sps
 
 from orthskip.errors import ConfigError
-from orthskip.stages.tables import (
-    TABLES,
-    accuracy_frame,
-    identity_rate_frame,
-    latex_escape,
-    make_table,
-    paired_frame,
-)
+from orthskip.stages.tables import TABLES, make_table
+from orthskip.tables.accuracy import accuracy_frame
+from orthskip.tables.identity_rate import identity_rate_frame
+from orthskip.tables.paired import paired_frame
+from orthskip.tables.render import latex_escape
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +209,7 @@ def _regression_cells(rng: np.random.Generator) -> pd.DataFrame:
 
 
 def test_regression_cells_are_scored_by_r2_against_their_identity_variant(tmp_path):
-    from orthskip.stages.tables import findings_markdown
+    from findings_md import findings_of, rows, section
 
     cells = _regression_cells(np.random.default_rng(3))
     acc = accuracy_frame(cells).set_index(["dataset", "depth", "variant"])
@@ -232,6 +229,78 @@ def test_regression_cells_are_scored_by_r2_against_their_identity_variant(tmp_pa
         assert r["mean_diff"] == pytest.approx(diff.mean())
         assert r["p_value"] == pytest.approx(sps.ttest_rel(a, b.to_numpy()).pvalue)
     cells.to_parquet(tmp_path / "cells.parquet")
-    text = findings_markdown(tmp_path)
-    assert "Last-epoch test R² vs identity" in text
-    assert re.search(r"rate_lin at depth 2: -0\.\d{3} R²", text)
+    acc = section(findings_of(tmp_path), "Last-epoch test R² / test accuracy (%) vs identity")
+    stats = {(r["setting"], r["variant"], r["depth"]): (r["statistic"], r["value"])
+             for r in rows(acc, "Significant") + rows(acc, "Not significant")}  # fmt: skip
+    r2, value = stats[("diffeo2 / mlp", "rate_lin", "2")]
+    assert r2 == "Δ test R²" and re.fullmatch(r"-0\.\d{3}", value)
+    assert stats[("circles / mlp", "orth_fixed", "2")][0] == "Δ test acc (pp)"
+
+
+# ---- the package's pieces on small frames ----------------------------------------------
+
+
+def test_one_p_value_format():
+    from orthskip.tables.formats import p_value
+
+    cases = {0.0: "<0.001", 0.000999: "<0.001", 0.001: "0.001", 0.0456: "0.046", 1.0: "1.000",
+             float("nan"): "–", float("inf"): "–"}  # fmt: skip
+    assert {p: p_value(p) for p in cases} == cases
+
+
+def test_renderers_on_a_two_by_two_table():
+    from orthskip.tables.render import Table, render_latex, render_markdown
+
+    t = Table.of_rows(["a_b", "Δ"], [["x|y", "1.0 ± 0.1"], ["z", "−2"]], bold={(1, 1)},
+                      note="n ≥ 2", align="lr")  # fmt: skip
+    assert render_markdown(t) == (
+        "| a_b | Δ |\n| :--- | ---: |\n| x\\|y | 1.0 ± 0.1 |\n| z | **−2** |\n\nn ≥ 2\n"
+    )
+    assert render_latex(t) == (
+        "% n >= 2\n\\begin{tabular}{lr}\n\\toprule\na\\_b & $\\Delta$ \\\\\n\\midrule\n"
+        "x|y & 1.0 $\\pm$ 0.1 \\\\\nz & \\textbf{$-$2} \\\\\n\\bottomrule\n\\end{tabular}\n"
+    )
+
+
+def test_holm_is_applied_within_each_setting():
+    """Two settings, two comparisons each: findings' p (Holm) is each setting's own Holm
+    adjustment, written out here, not one over all four."""
+    from orthskip.tables.findings import accuracy_findings
+
+    accs = {("s1", "a"): [0.90, 0.91, 0.92, 0.93], ("s1", "b"): [0.80, 0.83, 0.79, 0.84],
+            ("s1", "identity"): [0.91, 0.915, 0.925, 0.94],
+            ("s2", "a"): [0.70, 0.74, 0.69, 0.75], ("s2", "b"): [0.60, 0.66, 0.61, 0.69],
+            ("s2", "identity"): [0.71, 0.73, 0.70, 0.74]}  # fmt: skip
+    cells = pd.DataFrame([dict(dataset=ds, arch="mlp", variant=v, skip=v, depth=4, seed=k,
+                               test_acc=a, status="ok")
+                          for (ds, v), xs in accs.items() for k, a in enumerate(xs)])  # fmt: skip
+    f = accuracy_findings(cells).set_index(["dataset", "variant"])
+    for ds in ("s1", "s2"):
+        p = {v: sps.ttest_rel(accs[(ds, v)], accs[(ds, "identity")]).pvalue for v in "ab"}
+        lo, hi = sorted(p, key=p.get)
+        want = {lo: min(1.0, 2 * p[lo])}
+        want[hi] = max(want[lo], min(1.0, p[hi]))
+        for v in "ab":
+            r = f.loc[(ds, v)]
+            assert r["p_holm"] == pytest.approx(want[v])
+            assert bool(r["significant"]) == (want[v] < 0.05) and bool(r["tested"])
+            assert r["variant_diverged"] == r["reference_diverged"] == 0
+
+
+def test_a_new_table_is_one_registry_entry(metrics_dir, tmp_path, monkeypatch):
+    """The stage reads the files a table names, in that order, and renders what it returns."""
+    from orthskip.stages import tables as stage
+    from orthskip.tables.render import Table
+
+    seen = []
+
+    def counts(cells: pd.DataFrame, approx: pd.DataFrame) -> Table:
+        seen.append((cells, approx))
+        return Table.of_rows(["rows"], [[str(len(cells))], [str(len(approx))]])
+
+    monkeypatch.setitem(stage.TABLES, "counts", stage.TableSpec(("cells", "approx"), counts))
+    make_table("counts", metrics_dir, tmp_path / "c.md", tmp_path / "c.tex")
+    cells, approx = (pd.read_parquet(metrics_dir / f"{n}.parquet") for n in ("cells", "approx"))
+    pd.testing.assert_frame_equal(seen[0][0], cells)
+    pd.testing.assert_frame_equal(seen[0][1], approx)
+    assert _md_rows((tmp_path / "c.md").read_text())[2:] == [[str(len(cells))], [str(len(approx))]]

@@ -17,7 +17,8 @@ from fixture_results import HAAR, SNAPSHOTS
 from orthskip import results as D
 from orthskip.figures import style
 from orthskip.figures.trajectories import dist_identity_epochs
-from orthskip.stages.tables import far_start_variants, make_table, start_end_distance_frame
+from orthskip.stages.tables import make_table
+from orthskip.tables.start_end import far_start_variants, start_end_distance_frame
 
 
 @pytest.fixture(scope="module")

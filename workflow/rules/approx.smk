@@ -1,4 +1,4 @@
-# The orthogonal approximation of trained identity cells (README, "The orthogonal
+# The orthogonal approximation of trained identity cells (docs/method.md, "The orthogonal
 # approximation"): one job per cell of APPROX_CELLS, then one cheap concatenation.
 
 

@@ -1,0 +1,150 @@
+"""What the results say, one row per test or fit: the numbers behind findings.md (and, for
+a paper, behind any macro that quotes them).
+
+Each ``*_findings`` function is a pure function of the aggregated result DataFrames and
+returns numbers, never text; :mod:`orthskip.tables.findings_text` renders them. A row holds
+its setting (dataset, arch), the variant and depth it is about, the statistic with its
+interval, and for a test its p-value and whether it counts as significant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from orthskip import results as D
+from orthskip.analysis.stats import holm, log_m_over_m_slope, loglog_slope
+from orthskip.tables.approximation import APPROX_PHASES, orthogonal_approximation_frame
+from orthskip.tables.identity_rate import all_quantities_frame
+from orthskip.tables.keys import ROW_KEYS, variant_order
+from orthskip.tables.paired import COLUMNS as PAIRED_COLUMNS
+from orthskip.tables.paired import paired_frame
+from orthskip.tables.start_end import start_end_frame
+
+ALPHA = 0.05
+SETTING = ["dataset", "arch"]
+
+
+def rate_findings(layers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, quantity, learned or control variant): the best rate model by
+    AIC (``best``: empty where fewer than two depths m ≥ 2 leave nothing to compare), the
+    runner-up's ΔAIC (``margin``) and the exponent a of C·m^(−a) with its seed-bootstrap
+    interval."""
+    cols = [*SETTING, "quantity", "variant", "skip", "best", "margin", "exponent",
+            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds"]  # fmt: skip
+    f = all_quantities_frame(layers)
+    return f[cols].reset_index(drop=True) if not f.empty else pd.DataFrame(columns=cols)
+
+
+def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, variant, m) of a learned skip (``D.RATE_KINDS``: a frozen
+    orth_fixed cannot move) whose mean start is far from I: mean ‖Q − I‖_F/√n at the start
+    and the end, ``diff`` = end − start paired on seed with its two-sided t-test ``p_value``
+    (uncorrected); ``significant`` at ALPHA, ``toward_identity`` when significant and the
+    distance fell."""
+    f = start_end_frame(layers)
+    f = f[f["far_start"].astype(bool) & f["skip"].isin(D.RATE_KINDS)].copy()
+    p = f["p_value"].to_numpy(dtype=float)
+    f["significant"] = np.isfinite(p) & (p < ALPHA)
+    f["toward_identity"] = f["significant"] & (f["diff"].to_numpy(dtype=float) < 0)
+    return f.drop(columns="far_start").reset_index(drop=True)
+
+
+def _diverged_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, depth, variant): seeds that diverged (``div``) and seeds (``n``)."""
+    c = D.with_variant(cells).assign(_div=D.diverged(cells))
+    return c.groupby([*ROW_KEYS, "variant"]).agg(div=("_div", "sum"), n=("_div", "size"))
+
+
+def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
+    """:func:`orthskip.tables.paired.paired_frame` with Holm's correction over each setting's
+    tested comparisons (≥ 2 seed pairs): ``p_holm``, ``tested``, ``significant`` (at ALPHA
+    after Holm), ``regression`` (R² rather than accuracy in pp), and per side the seeds that
+    diverged and were left out (``variant_diverged`` / ``reference_diverged`` of
+    ``variant_seeds`` / ``reference_seeds``). A diverged run has no score, so a comparison
+    without a test is "not tested", never "not significant"."""
+    extra = ["regression", "p_holm", "tested", "significant", "variant_diverged",
+             "variant_seeds", "reference_diverged", "reference_seeds"]  # fmt: skip
+    f = paired_frame(cells) if not cells.empty else pd.DataFrame(columns=PAIRED_COLUMNS)
+    if f.empty:
+        return pd.DataFrame(columns=[*f.columns, *extra])
+    counts = _diverged_counts(cells)
+    regression = cells.assign(_r=D.is_regression(cells)).groupby("dataset")["_r"].any()
+    f["regression"] = f["dataset"].map(regression).astype(bool)
+    f["p_holm"] = np.nan
+    for _, idx in f.groupby(SETTING).groups.items():
+        f.loc[idx, "p_holm"] = holm(f.loc[idx, "p_value"].to_numpy(dtype=float))
+    p = f["p_value"].to_numpy(dtype=float)
+    f["tested"] = np.isfinite(p)
+    f["significant"] = f["tested"] & (f["p_holm"].to_numpy(dtype=float) < ALPHA)
+    for side, col in (("variant", "variant"), ("reference", "reference")):
+        keys = list(zip(f["dataset"], f["arch"], f["depth"], f[col], strict=True))
+        f[f"{side}_diverged"] = [int(counts["div"].get(k, 0)) for k in keys]
+        f[f"{side}_seeds"] = [int(counts["n"].get(k, 0)) for k in keys]
+    f = f.assign(_o=f["variant"].map(variant_order(f)))
+    return f.sort_values([*SETTING, "_o", "depth"]).drop(columns="_o").reset_index(drop=True)
+
+
+def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, kind, correction, depth): the mean test score (accuracy in % or
+    R², ``score_name``) before the swap, right after it and after fine-tuning, the mean
+    ‖W_i − I‖_F/√n at the swap and after fine-tuning, the fine-tuning epochs, and the seeds
+    lost: ``n_source_diverged`` (the trained cell diverged) and ``n_diverged`` (fine-tuning
+    did), of ``n_total``."""
+    keys = [*SETTING, "kind", "correction", "depth"]
+    scores = [f"score_{p}" for p in APPROX_PHASES]
+    cols = [*keys, "score_name", *scores, "dist_swapped", "dist_finetuned", "epochs",
+            "n_source_diverged", "n_diverged", "n_total"]  # fmt: skip
+    f = orthogonal_approximation_frame(approx)
+    if f.empty:
+        return pd.DataFrame(columns=cols)
+    tuned = approx[approx["phase"] == "finetuned"].groupby(keys)["finetune_epochs"]
+    epochs = tuned.agg(lambda e: "/".join(str(int(v)) for v in sorted(set(e))))
+    rows = []
+    for key, g in f.groupby(keys, sort=True):
+        g = g.set_index("phase")
+
+        def at(phase: str, col: str, g=g) -> float:
+            return float(g.loc[phase, col]) if phase in g.index else np.nan
+
+        phases = {"n_source_diverged": "before", "n_diverged": "finetuned"}
+        lost = {c: int(g.loc[p, c]) if p in g.index else 0 for c, p in phases.items()}
+        rows.append((*key, str(g["score_name"].iloc[0]),
+                     *[at(p, "score_mean") for p in APPROX_PHASES],
+                     at("swapped", "dist_identity_mean"), at("finetuned", "dist_identity_mean"),
+                     epochs.get(key, ""), lost["n_source_diverged"], lost["n_diverged"],
+                     int(g["n_total"].max())))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def approximation_rate_findings(approx: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: the log–log slope of ‖W_i − I‖_F/√n at the swap against the number m of
+    swapped blocks (one point per cell; W_i is the same for every kind swapped in) with its
+    t-interval, and the slope of log m / m over the same m."""
+    cols = [*SETTING, "slope", "slope_lo", "slope_hi", "n_cells", "m_min", "m_max", "predicted"]
+    rows = []
+    if approx.empty:
+        return pd.DataFrame(columns=cols)
+    swapped = approx[(approx["phase"] == "swapped") & (approx["status"] == "ok")]
+    swapped = swapped.drop_duplicates([*SETTING, "depth", "seed", "correction"])
+    for key, g in swapped.groupby(SETTING, sort=True):
+        fit = loglog_slope(g["n_swapped"], g["dist_identity"])
+        if not np.isfinite(fit.slope):
+            continue
+        ms = sorted(int(m) for m in g["n_swapped"].unique())
+        rows.append((*key, fit.slope, fit.lo, fit.hi, fit.n, ms[0], ms[-1],
+                     log_m_over_m_slope(ms)))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def findings_frames(
+    layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """Every section of findings.md as its frame of numbers, in the order it prints them."""
+    return {
+        "rate": rate_findings(layers),
+        "starts": start_findings(layers),
+        "accuracy": accuracy_findings(cells),
+        "approximation": approximation_findings(approx),
+        "approximation_rate": approximation_rate_findings(approx),
+    }  # fmt: skip

@@ -1,0 +1,237 @@
+"""findings.md from the frames of :mod:`orthskip.tables.findings`: per section one generated
+sentence that counts what the rows say, then the rows as tables (significant and not
+significant apart)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from orthskip import results as D
+from orthskip.analysis.stats import RATE_MODEL_LABELS, RATE_MODELS
+from orthskip.tables.findings import ALPHA, findings_frames
+from orthskip.tables.formats import MISSING, interval, num, p_value
+from orthskip.tables.identity_rate import RATE_QUANTITIES
+from orthskip.tables.render import Table, render_markdown
+from orthskip.tables.start_end import FAR_START
+
+
+def _setting(r: pd.Series) -> str:
+    return f"{r['dataset']} / {r['arch']}"
+
+
+def _table(f: pd.DataFrame, columns: dict[str, Callable[[pd.Series], str]], align: str) -> str:
+    """``f``'s rows as a Markdown table, one column per (header, cell text function)."""
+    if f.empty:
+        return "none\n"
+    rows = [[cell(r) for cell in columns.values()] for _, r in f.iterrows()]
+    return render_markdown(Table.of_rows(list(columns), rows, align=align))
+
+
+def _counts(f: pd.DataFrame, hits: pd.Series, of: pd.Series) -> str:
+    """``k of n`` per setting, in setting order: k rows of ``hits`` among n of ``of``."""
+    both = pd.DataFrame({"hit": hits & of, "of": of})
+    parts = [f"{k[0]} / {k[1]} {int(g['hit'].sum())} of {int(g['of'].sum())}"
+             for k, g in both.groupby([f["dataset"], f["arch"]], sort=True)]  # fmt: skip
+    return ", ".join(parts)
+
+
+def rate_section(f: pd.DataFrame) -> list[str]:
+    out = ["## Rate vs blocks m", ""]
+    if f.empty:
+        return [*out, "No learned orthogonal or linear skips in this run.", ""]
+    best = f["best"].value_counts()
+    wins = ", ".join(f"{RATE_MODEL_LABELS[k]} in {best[k]}" for k in RATE_MODELS if k in best)
+    few = int((~f["best"].astype(bool)).sum())
+    out += [
+        f"{len(f)} fits (one per setting, quantity and variant; learned orthogonal skips and "
+        f"the linear control). Best model by AIC: {wins or 'none'}"
+        + (f"; {few} with too few depths (m ≥ 2) to compare." if few else ".")
+        + f" Models {', '.join(RATE_MODEL_LABELS[k] for k in RATE_MODELS)}, each fitted by "
+        "least squares on log y over m ≥ 2; a: exponent of C·m^(−a), 95 % bootstrap interval "
+        "over seeds (identity_rate.md has every model's ΔAIC).",
+        "",
+    ]
+
+    def best_text(r: pd.Series) -> str:
+        return RATE_MODEL_LABELS[r["best"]] if r["best"] else "too few depths to compare"
+
+    def ci(r: pd.Series) -> str:
+        if not np.isfinite(r["exponent_lo"]):
+            return "– (one seed)" if r["best"] else MISSING
+        return interval(r["exponent_lo"], r["exponent_hi"])
+
+    cols = {
+        "setting": _setting,
+        "quantity": lambda r: RATE_QUANTITIES[r["quantity"]][2],
+        "variant": lambda r: str(r["variant"]),
+        "m": lambda r: f"{int(r['m_min'])}–{int(r['m_max'])}" if r["best"] else MISSING,
+        "best model": best_text,
+        "ΔAIC to runner-up": lambda r: num(r["margin"], ".1f"),
+        "a": lambda r: num(r["exponent"]),
+        "95 % CI of a": ci,
+        "seeds": lambda r: str(int(r["n_seeds"])),
+    }
+    return [*out, _table(f, cols, "llllllrrr")]
+
+
+def starts_section(f: pd.DataFrame) -> list[str]:
+    out = ["## Starts far from I: does Q move toward I?", ""]
+    if f.empty:
+        return [*out, "No learned skip starts far from I (no Haar start) in this run.", ""]
+    toward = f.groupby(["dataset", "arch", "variant"], sort=True)["toward_identity"]
+    per = "; ".join(f"{v} ({ds} / {a}) at {int(g.sum())} of {len(g)} depths"
+                    for (ds, a, v), g in toward)  # fmt: skip
+    out += [
+        f"Learned skips whose mean epoch-0 ‖Q − I‖_F/√n exceeds {FAR_START} (a Haar start: "
+        "≈ √2); end − start paired on seed, two-sided t-test, uncorrected, α = "
+        f"{ALPHA}. Moves toward I: {per}.",
+        "",
+    ]
+    cols = {
+        "setting": _setting,
+        "variant": lambda r: str(r["variant"]),
+        "m": lambda r: str(int(r["m"])),
+        "‖Q − I‖_F/√n start → end": lambda r: f"{r['start']:.3f} → {r['end']:.3f}",
+        "end − start": lambda r: num(r["diff"], "+.3f"),
+        "p": lambda r: p_value(r["p_value"]),
+        "direction": lambda r: "toward I" if r["diff"] < 0 else "away from I",
+        "seeds": lambda r: str(int(r["n_seeds"])),
+    }
+    sig = f["significant"].astype(bool)
+    return [*out, f"### Significant (p < {ALPHA})", "", _table(f[sig], cols, "llrrrrlr"),
+            "### Not significant", "", _table(f[~sig], cols, "llrrrrlr")]  # fmt: skip
+
+
+def _lost(r: pd.Series) -> str:
+    parts = [f"{r[col]} {int(r[f'{side}_diverged'])} of {int(r[f'{side}_seeds'])} "
+             f"seed{'s' * (int(r[f'{side}_seeds']) != 1)}"
+             for side, col in (("variant", "variant"), ("reference", "reference"))
+             if r[f"{side}_diverged"]]  # fmt: skip
+    return ", ".join(parts)
+
+
+def accuracy_section(f: pd.DataFrame, score: str) -> list[str]:
+    out = [f"## Last-epoch {score} vs identity", ""]
+    if f.empty:
+        return [*out, "No identity variant to compare with in this run.", ""]
+    tested = f["tested"].astype(bool)
+    sig = f["significant"].astype(bool)
+    out += [
+        "Each variant's last-epoch test score minus its setting's identity variant's "
+        "(accuracy in pp, R² as it is), paired on seed; 95 % t-interval; two-sided paired "
+        f"t-test, Holm-corrected over each setting's tested comparisons, α = {ALPHA}. "
+        f"Significant (of those tested): {_counts(f, sig, tested)}"
+        + (f"; {int((~tested).sum())} not tested (a side diverged, or one seed pair)."
+           if (~tested).any() else "."),
+        "",
+    ]  # fmt: skip
+
+    def prec(r: pd.Series) -> str:
+        return ".3f" if r["regression"] else ".2f"
+
+    cols = {
+        "setting": _setting,
+        "variant": lambda r: str(r["variant"]),
+        "depth": lambda r: str(int(r["depth"])),
+        "comparison": lambda r: f"{r['variant']} − {r['reference']}",
+        "statistic": lambda r: "Δ test R²" if r["regression"] else "Δ test acc (pp)",
+        "value": lambda r: num(r["mean_diff"], "+" + prec(r)),
+        "95 % CI": lambda r: interval(r["ci_lo"], r["ci_hi"], prec(r)),
+        "p (Holm)": lambda r: p_value(r["p_holm"]),
+        "pairs": lambda r: str(int(r["n_pairs"])),
+        "diverged, left out": lambda r: _lost(r) or MISSING,
+    }
+    align = "llrllrrrrl"
+
+    def why_not(r: pd.Series) -> str:
+        lost = _lost(r)
+        if lost:
+            return f"diverged: {lost}"
+        n = int(r["n_pairs"])
+        return f"{n} seed pair{'s' * (n != 1)}: no test"
+
+    untested = {k: cols[k] for k in ("setting", "variant", "depth", "comparison")}
+    untested["why"] = why_not
+    return [*out, f"### Significant after Holm (α = {ALPHA})", "", _table(f[sig], cols, align),
+            "### Not significant", "", _table(f[tested & ~sig], cols, align),
+            "### Not tested", "", _table(f[~tested], untested, "llrll")]  # fmt: skip
+
+
+def approximation_section(f: pd.DataFrame, rate: pd.DataFrame) -> list[str]:
+    if f.empty:
+        return []
+    out = [
+        "## Orthogonal approximation of the identity nets",
+        "",
+        "Identity nets with each block's skip swapped for the orthogonal W_i closest to the "
+        "block, frozen (orth_fixed) or learnable (orth_learned), with or without the branch "
+        "correction I − W_i, then fine-tuned: test score before the swap → right after → "
+        "after fine-tuning and mean ‖W_i − I‖_F/√n at the swap → after fine-tuning, means "
+        "over seeds (orthogonal_approximation.md has the spreads).",
+        "",
+    ]
+
+    def score(r: pd.Series) -> str:
+        fmt = ".2f" if r["score_name"] == "acc" else ".3f"
+        return " → ".join(num(r[f"score_{p}"], fmt) for p in ("before", "swapped", "finetuned"))
+
+    def lost(r: pd.Series) -> str:
+        n, notes = int(r["n_total"]), []
+        if r["n_source_diverged"]:
+            notes.append(f"the trained cell diverged in {int(r['n_source_diverged'])} of {n} seeds")
+        if r["n_diverged"]:
+            notes.append(f"fine-tuning diverged in {int(r['n_diverged'])} of {n} seeds")
+        return "; ".join(notes) or MISSING
+
+    cols = {
+        "setting": _setting,
+        "kind": lambda r: str(r["kind"]),
+        "correction": lambda r: "with" if r["correction"] else "without",
+        "epochs": lambda r: r["epochs"] or MISSING,
+        "depth": lambda r: str(int(r["depth"])),
+        "score": lambda r: "acc (%)" if r["score_name"] == "acc" else "R²",
+        "before → swapped → fine-tuned": score,
+        "‖W − I‖ swapped → fine-tuned": lambda r: (f"{num(r['dist_swapped'], '.3f')} → "
+                                                   f"{num(r['dist_finetuned'], '.3f')}"),
+        "seeds lost": lost,
+    }  # fmt: skip
+    out.append(_table(f, cols, "lllrrlrrl"))
+    if not rate.empty:
+        out += [
+            "Mean ‖W_i − I‖_F/√n at the swap vs the number m of swapped blocks, one point per "
+            "cell: log–log slope with its 95 % t-interval, beside the slope of log m / m over "
+            "the same m.",
+            "",
+            _table(rate, {
+                "setting": _setting,
+                "m": lambda r: f"{int(r['m_min'])}–{int(r['m_max'])}",
+                "cells": lambda r: str(int(r["n_cells"])),
+                "log–log slope": lambda r: num(r["slope"]),
+                "95 % CI": lambda r: interval(r["slope_lo"], r["slope_hi"]),
+                "log m / m": lambda r: num(r["predicted"]),
+            }, "llrrrr"),
+        ]  # fmt: skip
+    return out
+
+
+def findings_markdown(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.DataFrame) -> str:
+    """results/tables/findings.md: the rate fits, the far starts' moves, the paired score
+    differences against identity and the orthogonal approximation, each a section of tables
+    with one row per test or fit."""
+    out = ["# Findings", "",
+           "Regenerated from the aggregated results (results/metrics/*.parquet) by the "
+           "findings rule: one row per test or fit, from the computations of the tables "
+           "identity_rate, start_end_distance, paired_vs_identity and "
+           "orthogonal_approximation.", ""]  # fmt: skip
+    if all(df.empty for df in (layers, cells, approx)):
+        return "\n".join([*out, "No results in this run.", ""])
+    f = findings_frames(layers, cells, approx)
+    score = D.score_name(cells) if not cells.empty else "test score"
+    out += rate_section(f["rate"])
+    out += starts_section(f["starts"])
+    out += accuracy_section(f["accuracy"], score)
+    out += approximation_section(f["approximation"], f["approximation_rate"])
+    return "\n".join(out).rstrip("\n") + "\n"

@@ -1,0 +1,138 @@
+"""A table as strings (:class:`Table`) and its two renderings: a booktabs LaTeX tabular
+(pandas' Styler) and a compact Markdown pipe table (pandas' own ``to_markdown`` needs
+``tabulate``, which is not a dependency, and pads every cell)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class Table:
+    """A table rendered to strings: ``body`` (the header is its columns), which cells are
+    bold as (row, column) positions, a note printed under it, and one LaTeX column letter per
+    column (default: ``l`` for every column)."""
+
+    body: pd.DataFrame
+    bold: set[tuple[int, int]] = field(default_factory=set)
+    note: str = ""
+    align: str = ""
+
+    @classmethod
+    def of_rows(
+        cls,
+        header: list[str],
+        rows: list[list[str]],
+        bold: set[tuple[int, int]] | None = None,
+        note: str = "",
+        align: str = "",
+    ) -> Table:
+        body = pd.DataFrame(rows, columns=header, dtype=object)
+        return cls(body, bold or set(), note, align)
+
+    @property
+    def header(self) -> list[str]:
+        return [str(c) for c in self.body.columns]
+
+    @property
+    def rows(self) -> list[list[str]]:
+        return self.body.astype(str).to_numpy().tolist()
+
+
+def no_data(title: str) -> Table:
+    return Table.of_rows([title], [["no data for this table in this run"]])
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+# Symbols we produce ourselves, replaced after escaping.
+_LATEX_SYMBOLS = {
+    "±": r"$\pm$",
+    "−": "$-$",
+    "‖": r"$\|$",
+    "≤": r"$\leq$",
+    "Δ": r"$\Delta$",
+    "₂": r"$_2$",
+    "≥": r"$\geq$",
+    "√": r"$\surd$",
+    "·": r"$\cdot$",
+    "₀": r"$_0$",
+    "²": r"$^2$",
+}
+# Comments are not typeset, but keep them ASCII so that any engine reads the file.
+_ASCII = {"±": "+/-", "−": "-", "‖": "||", "≤": "<=", "Δ": "Delta", "₂": "_2", "≥": ">=",
+          "√": "sqrt", "·": "*", "₀": "_0", "²": "^2"}  # fmt: skip
+
+
+def _ascii(text: str) -> str:
+    for sym, plain in _ASCII.items():
+        text = text.replace(sym, plain)
+    return text
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    for sym, tex in _LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def render_latex(t: Table) -> str:
+    """A booktabs tabular (pandas' Styler), cells escaped by :func:`latex_escape`, bold cells
+    in \\textbf, the note as leading comments."""
+    header = t.header
+    styler = (
+        pd.DataFrame(t.rows, columns=range(len(header)))
+        .style.hide(axis="index")
+        .relabel_index([latex_escape(h) for h in header], axis="columns")
+        .format(latex_escape)
+    )
+    if t.bold:
+        styler = styler.apply(lambda d: _css(d, t.bold, "textbf:--rwrap;"), axis=None)
+    body = styler.to_latex(hrules=True, column_format=t.align or "l" * len(header))
+    note = "".join(f"% {_ascii(line)}\n" for line in t.note.splitlines())
+    return note + body
+
+
+def _css(frame: pd.DataFrame, cells: set[tuple[int, int]], props: str) -> pd.DataFrame:
+    """Styler's per-cell properties: ``props`` at the (row, column) positions in ``cells``."""
+    return pd.DataFrame(
+        [[props if (r, k) in cells else "" for k in range(frame.shape[1])]
+         for r in range(frame.shape[0])],
+        index=frame.index, columns=frame.columns,
+    )  # fmt: skip
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", r"\|")
+
+
+def render_markdown(t: Table) -> str:
+    """A pipe table, one line per row, cells as written (findings.md and the tests read it
+    line by line), bold cells in **; the note after a blank line."""
+    header = t.header
+    align = t.align or "l" * len(header)
+    rule = ["---:" if a == "r" else (":---:" if a == "c" else ":---") for a in align]
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |"]
+    lines.append("| " + " | ".join(rule) + " |")
+    for r, row in enumerate(t.rows):
+        cells = [
+            f"**{_md_cell(c)}**" if (r, k) in t.bold and c else _md_cell(c)
+            for k, c in enumerate(row)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    if t.note:
+        lines += ["", t.note]
+    return "\n".join(lines) + "\n"
