@@ -23,7 +23,9 @@ from orthskip.tables.approximation import orthogonal_approximation_table
 from orthskip.tables.findings_text import findings_markdown
 from orthskip.tables.identity_rate import identity_rate_table
 from orthskip.tables.paired import paired_table
+from orthskip.tables.rate_by_epoch import rate_by_epoch_table
 from orthskip.tables.render import Table, render_latex, render_markdown
+from orthskip.tables.skip_rotation import skip_rotation_table
 from orthskip.tables.start_end import (  # the far-start rule: orthskip.figures.trajectories
     FAR_START,
     far_start_variants,
@@ -44,6 +46,8 @@ TABLES: dict[str, TableSpec] = {
     "accuracy": TableSpec(("cells",), accuracy_table),
     "paired_vs_identity": TableSpec(("cells",), paired_table),
     "identity_rate": TableSpec(("layers",), identity_rate_table),
+    "rate_by_epoch": TableSpec(("layers",), rate_by_epoch_table),
+    "skip_rotation": TableSpec(("layers",), skip_rotation_table),
     "start_end_distance": TableSpec(("layers",), start_end_distance_table),
     "orthogonal_approximation": TableSpec(("approx",), orthogonal_approximation_table),
 }

@@ -19,6 +19,8 @@ from orthskip.tables.identity_rate import all_quantities_frame
 from orthskip.tables.keys import ROW_KEYS, variant_order
 from orthskip.tables.paired import COLUMNS as PAIRED_COLUMNS
 from orthskip.tables.paired import paired_frame
+from orthskip.tables.rate_by_epoch import rate_by_epoch_frame
+from orthskip.tables.skip_rotation import skip_rotation_frame
 from orthskip.tables.start_end import start_end_frame
 
 ALPHA = 0.05
@@ -34,6 +36,40 @@ def rate_findings(layers: pd.DataFrame) -> pd.DataFrame:
             "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds"]  # fmt: skip
     f = all_quantities_frame(layers)
     return f[cols].reset_index(drop=True) if not f.empty else pd.DataFrame(columns=cols)
+
+
+def rate_budget_findings(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, variant): the exponent a at the first and the last snapshot epoch > 0
+    that was fitted, and its range over all of them — how much the training state moves a
+    under one recipe (``rate_by_epoch.md`` has every epoch)."""
+    cols = [*SETTING, "variant", "skip", "first_epoch", "a_first", "last_epoch", "a_last",
+            "a_min", "a_max", "n_epochs"]  # fmt: skip
+    f = rate_by_epoch_frame(layers)
+    f = f[np.isfinite(f["exponent"].to_numpy(dtype=float))]
+    rows = []
+    for (dataset, arch, variant, skip), g in f.groupby([*SETTING, "variant", "skip"], sort=True):
+        g = g.sort_values("epoch")
+        a = g["exponent"].to_numpy(dtype=float)
+        rows.append((dataset, arch, variant, skip, int(g["epoch"].iloc[0]), a[0],
+                     int(g["epoch"].iloc[-1]), a[-1], a.min(), a.max(), len(g)))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def rotation_findings(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per (setting, variant) with a skips' product: at the shallowest and the deepest m, the
+    product's mean angle, its share of the target's best linear fit's angle and the mean
+    ‖Q − I‖_F/√n — whether the skips together take up h's rotation while each stays near I,
+    or a Haar start's product carries it while each stays far (``skip_rotation.md``)."""
+    cols = [*SETTING, "variant", "skip", "m_min", "m_max", "share_min", "share_max",
+            "angle_max", "dist_min", "dist_max"]  # fmt: skip
+    f = skip_rotation_frame(layers)
+    rows = []
+    for (dataset, arch, variant, skip), g in f.groupby([*SETTING, "variant", "skip"], sort=True):
+        g = g.sort_values("m")
+        lo, hi = g.iloc[0], g.iloc[-1]
+        rows.append((dataset, arch, variant, skip, int(lo["m"]), int(hi["m"]), lo["share"],
+                     hi["share"], hi["angle"], lo["dist"], hi["dist"]))  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
@@ -143,6 +179,8 @@ def findings_frames(
     """Every section of findings.md as its frame of numbers, in the order it prints them."""
     return {
         "rate": rate_findings(layers),
+        "rate_budget": rate_budget_findings(layers),
+        "rotation": rotation_findings(layers),
         "starts": start_findings(layers),
         "accuracy": accuracy_findings(cells),
         "approximation": approximation_findings(approx),

@@ -77,6 +77,53 @@ def rate_section(f: pd.DataFrame) -> list[str]:
     return [*out, _table(f, cols, "llllllrrr")]
 
 
+def rate_budget_section(f: pd.DataFrame) -> list[str]:
+    if f.empty:
+        return []
+    spread = f["a_max"] - f["a_min"]
+    out = [
+        "## The exponent against training state",
+        "",
+        f"The fit above repeated at every snapshot epoch, one recipe per variant: over the "
+        f"{int(f['n_epochs'].max())} snapshots fitted, a moves by up to "
+        f"{num(float(spread.max()))} (rate_by_epoch.md has every epoch). An exponent is a "
+        "property of the training state it was fitted at, not of depth alone.",
+        "",
+    ]
+    cols = {
+        "setting": _setting,
+        "variant": lambda r: str(r["variant"]),
+        "a at first epoch": lambda r: f"{num(r['a_first'])} (epoch {int(r['first_epoch'])})",
+        "a at last epoch": lambda r: f"{num(r['a_last'])} (epoch {int(r['last_epoch'])})",
+        "range of a": lambda r: f"{num(r['a_min'])} – {num(r['a_max'])}",
+        "epochs": lambda r: str(int(r["n_epochs"])),
+    }
+    return [*out, _table(f, cols, "llrrrr")]
+
+
+def rotation_section(f: pd.DataFrame) -> list[str]:
+    if f.empty:
+        return []
+    out = [
+        "## Where the rotation goes",
+        "",
+        "The angle ‖log P‖_F/√2 of the skips' product P = Q_m ⋯ Q_1, as a share of the angle "
+        "of the target's best linear fit (its orthogonal factor), beside the mean per-skip "
+        "‖Q − I‖_F/√n, at the shallowest and the deepest m; seed means at each cell's last "
+        "snapshot (skip_rotation.md has every m).",
+        "",
+    ]
+    cols = {
+        "setting": _setting,
+        "variant": lambda r: str(r["variant"]),
+        "m": lambda r: f"{int(r['m_min'])} → {int(r['m_max'])}",
+        "share of h's angle": lambda r: f"{num(r['share_min'])} → {num(r['share_max'])}",
+        "angle at deepest (rad)": lambda r: num(r["angle_max"], ".3f"),
+        "‖Q − I‖_F/√n": lambda r: f"{num(r['dist_min'], '.4f')} → {num(r['dist_max'], '.4f')}",
+    }
+    return [*out, _table(f, cols, "llrrrr")]
+
+
 def starts_section(f: pd.DataFrame) -> list[str]:
     out = ["## Starts far from I: does Q move toward I?", ""]
     if f.empty:
@@ -224,13 +271,15 @@ def findings_markdown(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.Data
     out = ["# Findings", "",
            "Regenerated from the aggregated results (results/metrics/*.parquet) by the "
            "findings rule: one row per test or fit, from the computations of the tables "
-           "identity_rate, start_end_distance, paired_vs_identity and "
-           "orthogonal_approximation.", ""]  # fmt: skip
+           "identity_rate, rate_by_epoch, skip_rotation, start_end_distance, "
+           "paired_vs_identity and orthogonal_approximation.", ""]  # fmt: skip
     if all(df.empty for df in (layers, cells, approx)):
         return "\n".join([*out, "No results in this run.", ""])
     f = findings_frames(layers, cells, approx)
     score = D.score_name(cells) if not cells.empty else "test score"
     out += rate_section(f["rate"])
+    out += rate_budget_section(f["rate_budget"])
+    out += rotation_section(f["rotation"])
     out += starts_section(f["starts"])
     out += accuracy_section(f["accuracy"], score)
     out += approximation_section(f["approximation"], f["approximation_rate"])

@@ -1,0 +1,115 @@
+"""The rate exponent by snapshot epoch and the skips' product rotation, on synthetic layers
+with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orthskip.results import CELL_COLUMNS
+from orthskip.stages.tables import TABLES, make_table
+from orthskip.tables.findings import findings_frames
+from orthskip.tables.findings_text import findings_markdown
+from orthskip.tables.rate_by_epoch import rate_by_epoch_frame
+from orthskip.tables.skip_rotation import skip_rotation_frame
+
+DEPTHS = (2, 4, 8, 16, 32, 64, 128)
+SEEDS = (0, 1, 2, 3)
+# the exponent a of ‖Q − I‖ = C·m^(−a) at each snapshot: it moves with training
+EXPONENT = {10: 0.3, 30: 0.55, 60: 0.7}
+
+
+def _row(cell: dict, epoch: int, block: int, kind: str, param: str, metric: str, stat: str,
+         value: float) -> dict:  # fmt: skip
+    return {**cell, "epoch": epoch, "layer_index": block, "layer_name": f"blocks.{block}",
+            "layer_kind": kind, "param": param, "shape": "2x2", "metric": metric, "stat": stat,
+            "value": float(value), "exact": True, "method": "direct"}  # fmt: skip
+
+
+def _layers(skip_product: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in DEPTHS:
+        for seed in SEEDS:
+            cell = dict(zip(CELL_COLUMNS, ("diffeo2", "mlp", "rate_orth_learned",
+                                           "orth_learned", m, seed), strict=True))  # fmt: skip
+            for epoch, a in EXPONENT.items():
+                # per-seed level noise: the bootstrap has something to resample
+                level = 0.4 * math.exp(rng.normal(0, 0.05))
+                for b in range(m):
+                    rows.append(_row(cell, epoch, b, "block", "", "grad_norm_ratio", "value", 1))
+                    value = level * m ** (-a) * math.exp(rng.normal(0, 0.02))
+                    param = f"blocks.{b}.skip.Q"
+                    rows.append(_row(cell, epoch, b, "skip", param, "dist_identity", "fro_rel",
+                                     value))  # fmt: skip
+                if skip_product:
+                    angle = 0.1 * math.log2(m) * (epoch / 60)
+                    for stat, v in (("angle", angle), ("max_angle", angle), ("det", 1.0),
+                                    ("fit_angle", 1.6)):  # fmt: skip
+                        rows.append(_row(cell, epoch, -1, "skip_path", "blocks.*.skip",
+                                         "skip_product", stat, v))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_rate_by_epoch_recovers_the_exponent_of_each_snapshot():
+    f = rate_by_epoch_frame(_layers())
+    assert list(f["epoch"]) == sorted(EXPONENT)
+    for r in f.itertuples():
+        assert r.exponent == pytest.approx(EXPONENT[r.epoch], abs=0.02)
+        assert r.exponent_lo <= r.exponent <= r.exponent_hi  # seeds resampled
+        assert r.n_cells == len(DEPTHS) * len(SEEDS) and (r.m_min, r.m_max) == (2, 128)
+        assert r.best == "power"
+    # a cell without a late snapshot (stopped early) is not counted there
+    layers = _layers()
+    early = (layers["depth"] == 2) & (layers["seed"] == 0) & (layers["epoch"] == 60)
+    f = rate_by_epoch_frame(layers[~early]).set_index("epoch")
+    assert f.loc[60, "n_cells"] == len(DEPTHS) * len(SEEDS) - 1 and f.loc[30, "n_cells"] == 28
+
+
+def test_skip_rotation_is_seed_means_of_the_last_snapshot():
+    layers = _layers(skip_product=True)
+    f = skip_rotation_frame(layers).set_index("m")
+    assert list(f.index) == list(DEPTHS)
+    for m in DEPTHS:
+        angle = 0.1 * math.log2(m)  # the last snapshot, epoch 60
+        assert f.loc[m, "angle"] == pytest.approx(angle, abs=1e-12)
+        assert f.loc[m, "share"] == pytest.approx(angle / 1.6, abs=1e-12)
+        assert f.loc[m, "n_seeds"] == len(SEEDS)
+        last = layers[(layers["depth"] == m) & (layers["epoch"] == 60)]
+        dist = last[last["metric"] == "dist_identity"].groupby("seed")["value"].mean().mean()
+        assert f.loc[m, "dist"] == pytest.approx(dist, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["rate_by_epoch", "skip_rotation"])
+def test_the_tables_are_registered_and_write(name, tmp_path):
+    assert name in TABLES
+    _layers(skip_product=True).to_parquet(tmp_path / "layers.parquet")
+    md, tex = tmp_path / f"{name}.md", tmp_path / f"{name}.tex"
+    make_table(name, tmp_path, md, tex)
+    text = md.read_text()
+    assert "rate_orth_learned" in text and "no data" not in text
+    if name == "rate_by_epoch":  # one row per snapshot, each with the frame's a
+        frame = rate_by_epoch_frame(_layers())
+        rows = [ln.split(" | ") for ln in text.splitlines() if "| rate_orth_learned |" in ln]
+        assert [r[8] for r in rows] == [f"{a:.2f}" for a in frame["exponent"]]
+
+
+def test_findings_state_the_exponent_per_epoch_and_the_rotation_share():
+    layers = _layers(skip_product=True)
+    frames = findings_frames(layers, pd.DataFrame(), pd.DataFrame())
+    budget = frames["rate_budget"].iloc[0]
+    assert (budget["first_epoch"], budget["last_epoch"], budget["n_epochs"]) == (10, 60, 3)
+    assert budget["a_first"] == pytest.approx(EXPONENT[10], abs=0.02)
+    assert budget["a_last"] == pytest.approx(EXPONENT[60], abs=0.02)
+    rot = frames["rotation"].iloc[0]
+    assert (rot["m_min"], rot["m_max"]) == (2, 128)
+    assert rot["share_min"] == pytest.approx(0.1 / 1.6) and rot["share_max"] == pytest.approx(
+        0.7 / 1.6
+    )
+    text = findings_markdown(layers, pd.DataFrame(), pd.DataFrame())
+    assert "## The exponent against training state" in text and "## Where the rotation goes" in text
+    spread = budget["a_max"] - budget["a_min"]
+    assert f"a moves by up to {spread:.2f}" in text
