@@ -98,6 +98,7 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "diverged_epoch",
     "diverged_step",
     "stopped",
+    "converged",
     *SCORE_COLUMNS,
     "best_val_epoch",
     "wall_time_s",
@@ -210,14 +211,25 @@ def write_cell_metrics(path: str | Path, df: pd.DataFrame) -> None:
     write_parquet(path, to_table(df))
 
 
+def is_converged(status: str, stopped: str | None) -> bool:
+    """A cell converged when it ended ``ok`` because the stopping rule (``train.stop``) fired:
+    not at the epoch cap, not diverged. Rate fits use converged cells and report the others
+    apart (DESIGN §6): a fixed budget otherwise decides the exponent."""
+    return status == "ok" and bool(stopped)
+
+
 def read_status(paths: Sequence[Path]) -> pd.DataFrame:
     """The cells table (STATUS_COLUMNS) from the cells' status.json files, sorted by cell."""
     rows = []
     for path in paths:
         with open(path) as fh:
             status = json.load(fh)
-        rows.append({k: status.get(k) for k in STATUS_COLUMNS})
+        row = {k: status.get(k) for k in STATUS_COLUMNS}
+        # from its definition, so status.json files written before the flag read the same
+        row["converged"] = is_converged(status["status"], status.get("stopped"))
+        rows.append(row)
     df = pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+    df["converged"] = df["converged"].astype(bool)
     for col in ("depth", "seed", "epochs", "n_params", "n_skip_params"):
         df[col] = df[col].astype("int64")
     for col in ("diverged_epoch", "diverged_step", "best_val_epoch"):  # None where not set

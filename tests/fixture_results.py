@@ -163,6 +163,8 @@ def _cell_rows(dataset, arch, skip, depth, seed, chance, rng):
         **cell,
         "status": "diverged" if diverged else "ok",
         "epochs": 2 if diverged else EPOCHS,
+        "stopped": None if diverged else "train_loss plateau",
+        "converged": not diverged,
         "train_loss": last["train_loss"],
         "train_acc": last["train_acc"],
         "test_loss": last["test_loss"],

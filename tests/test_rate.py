@@ -161,7 +161,9 @@ def test_identity_rate_frame_names_the_fixture_models(metrics_dir, quantity, met
     from orthskip.tables.identity_rate import identity_rate_frame
 
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
-    f = identity_rate_frame(layers, quantity).set_index(["dataset", "arch", "variant"])
+    cells = pd.read_parquet(metrics_dir / "cells.parquet")
+    f = identity_rate_frame(layers, cells, quantity).set_index(["dataset", "arch", "variant"])
+    assert f["converged"].all()  # every fixture cell of a rate kind ended by the stopping rule
     assert set(f["quantity"]) == {quantity}
     assert set(f["skip"]) == {"linear", "orth_learned", "orth_manifold"}
     for variant in ("orth_learned", "orth_manifold", "linear"):
@@ -213,7 +215,10 @@ def test_dist_identity_figure_overlays_the_fitted_models(metrics_dir):
         for a in fig.axes
         if a.get_title() == "moons: orth. learned" and a.get_xlabel() == "blocks m"
     )
-    f = identity_rate_frame(pd.read_parquet(metrics_dir / "layers.parquet"))
+    f = identity_rate_frame(
+        pd.read_parquet(metrics_dir / "layers.parquet"),
+        pd.read_parquet(metrics_dir / "cells.parquet"),
+    )
     r = f.set_index(["dataset", "arch", "variant"]).loc[("moons", "mlp", "orth_learned")]
     text = "\n".join(t.get_text() for t in ax.texts)
     assert f"best: C·log m / m (ΔAIC {r['margin']:.1f})" in text
@@ -365,13 +370,15 @@ def test_findings_on_the_fixture(metrics_dir, tmp_path):
     assert text.startswith("# Findings")
     # the rate: the fixture's orth_learned falls like log m / m, with the frame's margin
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
-    f = identity_rate_frame(layers).set_index(["dataset", "variant"])
+    cells = pd.read_parquet(metrics_dir / "cells.parquet")
+    f = identity_rate_frame(layers, cells).set_index(["dataset", "variant"])
     rate = {(r["setting"], r["quantity"], r["variant"]): r for r in rows(section(text, "Rate"))}
     assert {s for s, _, _ in rate} == {"moons / mlp", "digits / cifar_resnet"}
     r = f.loc[("moons", "orth_learned")]
     row = rate[("moons / mlp", "‖Q − I‖_F/√n", "orth_learned")]
     assert row == {"setting": "moons / mlp", "quantity": "‖Q − I‖_F/√n",
-                   "variant": "orth_learned", "m": "4–16", "best model": "C·log m / m",
+                   "variant": "orth_learned", "trained to": "convergence", "m": "4–16",
+                   "best model": "C·log m / m",
                    "ΔAIC to runner-up": f"{r['margin']:.1f}", "a": f"{r['exponent']:.2f}",
                    "95 % CI of a": f"[{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]",
                    "seeds": "3"}  # fmt: skip

@@ -13,6 +13,7 @@ from orthskip.results import CELL_COLUMNS
 from orthskip.stages.tables import TABLES, make_table
 from orthskip.tables.findings import findings_frames
 from orthskip.tables.findings_text import findings_markdown
+from orthskip.tables.identity_rate import identity_rate_frame
 from orthskip.tables.rate_by_epoch import rate_by_epoch_frame
 from orthskip.tables.skip_rotation import skip_rotation_frame
 
@@ -113,3 +114,48 @@ def test_findings_state_the_exponent_per_epoch_and_the_rotation_share():
     assert "## The exponent against training state" in text and "## Where the rotation goes" in text
     spread = budget["a_max"] - budget["a_min"]
     assert f"a moves by up to {spread:.2f}" in text
+
+
+def _cells(converged_seeds: set[int]) -> pd.DataFrame:
+    rows = []
+    for m in DEPTHS:
+        for seed in SEEDS:
+            done = seed in converged_seeds
+            rows.append({"dataset": "diffeo2", "arch": "mlp", "variant": "rate_orth_learned",
+                         "skip": "orth_learned", "depth": m, "seed": seed, "status": "ok",
+                         "stopped": "train_loss plateau" if done else None,
+                         "converged": done})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_rate_fits_keep_converged_and_capped_cells_apart():
+    layers = _layers()
+    f = identity_rate_frame(layers, _cells({0, 1}))
+    assert sorted(f["converged"]) == [False, True]
+    assert set(f["n_points"]) == {len(DEPTHS) * 2}  # two seeds each, never pooled
+    for r in f.itertuples():  # each fitted on its own cells only
+        assert r.n_seeds == 2
+    pooled = identity_rate_frame(layers, _cells(set(SEEDS)))
+    assert list(pooled["converged"]) == [True] and pooled["n_points"].iloc[0] == 28
+    # findings say which is which
+    text = findings_markdown(layers, _cells({0, 1}), pd.DataFrame())
+    assert "| epoch cap |" in text and "| convergence |" in text
+    assert "14 converged cell-points, 14 at the cap" in text
+
+
+def test_status_files_give_the_converged_flag(tmp_path):
+    import json
+
+    from orthskip.results import read_status
+
+    base = {"dataset": "d", "arch": "mlp", "variant": "v", "skip": "identity", "seed": 0,
+            "epochs": 5, "n_params": 1, "n_skip_params": 0}  # fmt: skip
+    cases = [("ok", "train_loss plateau", True), ("ok", None, False),
+             ("diverged", None, False)]  # fmt: skip
+    paths = []
+    for depth, (status, stopped, _) in enumerate(cases, start=1):
+        path = tmp_path / f"{depth}.json"  # written before the flag existed: no "converged"
+        path.write_text(json.dumps({**base, "depth": depth, "status": status, "stopped": stopped}))
+        paths.append(path)
+    df = read_status(paths)
+    assert df["converged"].tolist() == [c for *_, c in cases] and df["converged"].dtype == bool

@@ -110,9 +110,9 @@ def test_paired_frame_matches_hand_t_test(cells):
     assert f.loc[("moons", "mlp", 8, HAAR), "skip"] == "orth_learned"
 
 
-def test_identity_rate_matches_independent_fit(metrics_dir, tmp_path):
+def test_identity_rate_matches_independent_fit(metrics_dir, cells, tmp_path):
     layers = pd.read_parquet(metrics_dir / "layers.parquet")
-    f = identity_rate_frame(layers).set_index(["dataset", "arch", "variant"])
+    f = identity_rate_frame(layers, cells).set_index(["dataset", "arch", "variant"])
     cell = ["dataset", "arch", "variant", "skip", "depth", "seed"]
     for key in [("moons", "mlp", "orth_learned"), ("digits", "cifar_resnet", "orth_learned"),
                 ("moons", "mlp", HAAR)]:  # fmt: skip

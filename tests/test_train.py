@@ -296,12 +296,32 @@ def test_stopping_rule_plateau():
     assert plateau(hist[:3], _stop(patience=5)) is None  # too few epochs to judge
 
 
+def test_stopping_rule_on_synthetic_curves_fires_at_a_plateau_not_while_falling():
+    # the rate recipe's rule (patience 10, min_delta 1e-3) on 300-epoch curves: a loss that
+    # settles (fast approach to a floor) stops; one still falling slowly (−30 % over the
+    # last 50 epochs, as the audit measured at lr 1e-3) does not
+    from orthskip.training.runstate import plateau
+
+    stop = _stop(patience=10, min_delta=1e-3)
+    settling = [0.05 + math.exp(-e / 15) for e in range(301)]
+    falling = [0.01 + math.exp(-e / 150) for e in range(301)]
+    assert falling[-51] / falling[-1] > 1.3
+    fired = next(e for e in range(1, 301) if plateau(_hist(settling[: e + 1]), stop))
+    assert 100 < fired < 200  # once the curve is within 0.1 % of its floor for 10 epochs
+    assert all(plateau(_hist(falling[: e + 1]), stop) is None for e in range(1, 301))
+
+
+def _hist(losses: list[float]) -> list[dict[str, float]]:
+    return [{"train_loss": v} for v in losses]
+
+
 def test_training_stops_on_a_plateau_and_records_why(tmp_path, circles):
     cfg = _cell_cfg(epochs=30, stop={"patience": 2, "min_delta": 0.5}, snapshot_epochs=[0])
     assert train_cell(cfg, *circles, tmp_path) == "ok"
     status = json.loads((tmp_path / "status.json").read_text())
     hist = pd.read_parquet(tmp_path / "history.parquet")
     assert status["stopped"].startswith("train_loss plateau") and status["epochs"] < 30
+    assert status["converged"] is True
     assert hist["epoch"].iloc[-1] == status["epochs"]
     assert str(status["epochs"]) in load_torch(tmp_path / "snapshots.pt")["states"]
     # a stopped run is finished: asking again trains nothing more

@@ -45,7 +45,7 @@ class TableSpec:
 TABLES: dict[str, TableSpec] = {
     "accuracy": TableSpec(("cells",), accuracy_table),
     "paired_vs_identity": TableSpec(("cells",), paired_table),
-    "identity_rate": TableSpec(("layers",), identity_rate_table),
+    "identity_rate": TableSpec(("layers", "cells"), identity_rate_table),
     "rate_by_epoch": TableSpec(("layers",), rate_by_epoch_table),
     "skip_rotation": TableSpec(("layers",), skip_rotation_table),
     "start_end_distance": TableSpec(("layers",), start_end_distance_table),

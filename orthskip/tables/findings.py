@@ -27,14 +27,15 @@ ALPHA = 0.05
 SETTING = ["dataset", "arch"]
 
 
-def rate_findings(layers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setting, quantity, learned or control variant): the best rate model by
+def rate_findings(layers: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (setting, quantity, learned or control variant, converged or at the epoch
+    cap — never mixed): the best rate model by
     AIC (``best``: empty where fewer than two depths m ≥ 2 leave nothing to compare), the
     runner-up's ΔAIC (``margin``) and the exponent a of C·m^(−a) with its seed-bootstrap
     interval."""
-    cols = [*SETTING, "quantity", "variant", "skip", "best", "margin", "exponent",
-            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds"]  # fmt: skip
-    f = all_quantities_frame(layers)
+    cols = [*SETTING, "quantity", "variant", "skip", "converged", "best", "margin", "exponent",
+            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds", "n_points"]  # fmt: skip
+    f = all_quantities_frame(layers, cells)
     return f[cols].reset_index(drop=True) if not f.empty else pd.DataFrame(columns=cols)
 
 
@@ -178,7 +179,7 @@ def findings_frames(
 ) -> dict[str, pd.DataFrame]:
     """Every section of findings.md as its frame of numbers, in the order it prints them."""
     return {
-        "rate": rate_findings(layers),
+        "rate": rate_findings(layers, cells),
         "rate_budget": rate_budget_findings(layers),
         "rotation": rotation_findings(layers),
         "starts": start_findings(layers),

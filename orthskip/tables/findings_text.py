@@ -45,13 +45,18 @@ def rate_section(f: pd.DataFrame) -> list[str]:
     best = f["best"].value_counts()
     wins = ", ".join(f"{RATE_MODEL_LABELS[k]} in {best[k]}" for k in RATE_MODELS if k in best)
     few = int((~f["best"].astype(bool)).sum())
+    conv = f["converged"].astype(bool)
     out += [
         f"{len(f)} fits (one per setting, quantity and variant; learned orthogonal skips and "
         f"the linear control). Best model by AIC: {wins or 'none'}"
         + (f"; {few} with too few depths (m ≥ 2) to compare." if few else ".")
         + f" Models {', '.join(RATE_MODEL_LABELS[k] for k in RATE_MODELS)}, each fitted by "
         "least squares on log y over m ≥ 2; a: exponent of C·m^(−a), 95 % bootstrap interval "
-        "over seeds (identity_rate.md has every model's ΔAIC).",
+        "over seeds (identity_rate.md has every model's ΔAIC). Cells that converged (the "
+        "stopping rule fired) and cells stopped by the epoch cap are fitted apart: "
+        f"{int(f.loc[conv, 'n_points'].sum())} converged cell-points, "
+        f"{int(f.loc[~conv, 'n_points'].sum())} at the cap. An exponent fitted at the cap "
+        "describes that budget.",
         "",
     ]
 
@@ -67,6 +72,7 @@ def rate_section(f: pd.DataFrame) -> list[str]:
         "setting": _setting,
         "quantity": lambda r: RATE_QUANTITIES[r["quantity"]][2],
         "variant": lambda r: str(r["variant"]),
+        "trained to": lambda r: "convergence" if r["converged"] else "epoch cap",
         "m": lambda r: f"{int(r['m_min'])}–{int(r['m_max'])}" if r["best"] else MISSING,
         "best model": best_text,
         "ΔAIC to runner-up": lambda r: num(r["margin"], ".1f"),
@@ -74,7 +80,7 @@ def rate_section(f: pd.DataFrame) -> list[str]:
         "95 % CI of a": ci,
         "seeds": lambda r: str(int(r["n_seeds"])),
     }
-    return [*out, _table(f, cols, "llllllrrr")]
+    return [*out, _table(f, cols, "lllllllrrr")]
 
 
 def rate_budget_section(f: pd.DataFrame) -> list[str]:

@@ -26,16 +26,27 @@ RATE_QUANTITIES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def rate_per_cell(layers: pd.DataFrame, quantity: str = "dist_identity") -> pd.DataFrame:
+def rate_per_cell(
+    layers: pd.DataFrame, cells: pd.DataFrame, quantity: str = "dist_identity"
+) -> pd.DataFrame:
     """One point per cell: mean over its non-transition blocks of the quantity at the last
-    snapshot, for the variants whose kind is in ``D.RATE_KINDS``."""
+    snapshot, for the variants whose kind is in ``D.RATE_KINDS``, with the cell's
+    ``converged`` flag (cells.parquet; False for a cell without a status row)."""
     family, stat, _ = RATE_QUANTITIES[quantity]
     pc = D.dist_identity_per_cell(layers, stat=stat, metric_name=family)
-    return pc[pc["skip"].isin(D.RATE_KINDS)]
+    pc = pc[pc["skip"].isin(D.RATE_KINDS)]
+    flags = D.with_variant(cells)[[*D.CELL_COLUMNS, "converged"]] if not cells.empty else None
+    if flags is None:
+        return pc.assign(converged=False)
+    pc = pc.merge(flags, on=D.CELL_COLUMNS, how="left")
+    return pc.assign(converged=pc["converged"].fillna(False).astype(bool))
 
 
 def identity_rate_frame(
-    layers: pd.DataFrame, quantity: str = "dist_identity", criterion: str = "aic"
+    layers: pd.DataFrame,
+    cells: pd.DataFrame,
+    quantity: str = "dist_identity",
+    criterion: str = "aic",
 ) -> pd.DataFrame:
     """Rate of a per-cell quantity vs blocks m per (dataset, arch, variant), for the variants
     whose kind is in ``D.RATE_KINDS`` only (orth_learned, orth_manifold: the learned skips the
@@ -43,7 +54,9 @@ def identity_rate_frame(
 
     ``quantity``: ``dist_identity`` (mean ‖Q − I‖_F/√n) or ``branch_lipschitz`` (mean of the
     lower bound on Lip(F_i)). One point per cell (mean over its blocks at the last snapshot),
-    seeds as replicates. Columns: the single log–log ``slope`` with its t-interval (all m > 0)
+    seeds as replicates. Converged cells (the stopping rule fired) and the others (the epoch
+    cap) are fitted apart, never mixed: ``converged`` tells which. Columns: the single log–log
+    ``slope`` with its t-interval (all m > 0)
     and ``predicted``, the slope of log m / m over the same m; then the model comparison of
     :func:`orthskip.analysis.stats.compare_rate_models` on m ≥ 2: ``<criterion>_<model>``
     and ``c_<model>`` per model of ``RATE_MODELS``, ``best``, ``margin`` (criterion of the
@@ -51,32 +64,33 @@ def identity_rate_frame(
     ``exponent_lo`` / ``exponent_hi``, ``m_min`` / ``m_max`` (the range fitted), ``n_seeds``.
     """
     models = [f"{criterion}_{k}" for k in RATE_MODELS] + [f"c_{k}" for k in RATE_MODELS]
-    cols = ["dataset", "arch", "variant", "skip", "quantity", "slope", "ci_lo", "ci_hi",
-            "n_points", "depths", "predicted", *models, "best", "margin", "exponent",
+    cols = ["dataset", "arch", "variant", "skip", "converged", "quantity", "slope", "ci_lo",
+            "ci_hi", "n_points", "depths", "predicted", *models, "best", "margin", "exponent",
             "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds"]  # fmt: skip
     if layers.empty:
         return pd.DataFrame(columns=cols)
-    pc = rate_per_cell(layers, quantity)
+    pc = rate_per_cell(layers, cells, quantity)
     rows = []
-    for (dataset, arch, variant, skip), g in pc.groupby(
-        ["dataset", "arch", "variant", "skip"], sort=True
+    for (dataset, arch, variant, skip, converged), g in pc.groupby(
+        ["dataset", "arch", "variant", "skip", "converged"], sort=True
     ):
         fit = loglog_slope(g["m"], g["value"])
         ms = sorted(int(v) for v in g["m"].unique())
         cmp = compare_rate_models(g["m"], g["value"], g["seed"], criterion=criterion)
         scores = [getattr(cmp.fits[k], criterion) for k in RATE_MODELS]
         consts = [cmp.fits[k].c for k in RATE_MODELS]
-        rows.append((dataset, arch, variant, skip, quantity, fit.slope, fit.lo, fit.hi, fit.n,
+        rows.append((dataset, arch, variant, skip, bool(converged), quantity, fit.slope, fit.lo,
+                     fit.hi, fit.n,
                      ",".join(map(str, ms)), log_m_over_m_slope(ms), *scores, *consts,
                      cmp.best, cmp.margin, cmp.exponent, cmp.exponent_lo, cmp.exponent_hi,
                      cmp.m_min, cmp.m_max, cmp.n_seeds))  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
-def all_quantities_frame(layers: pd.DataFrame) -> pd.DataFrame:
+def all_quantities_frame(layers: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """:func:`identity_rate_frame` of every quantity of ``RATE_QUANTITIES``, one after the
     other."""
-    frames = [identity_rate_frame(layers, q) for q in RATE_QUANTITIES]
+    frames = [identity_rate_frame(layers, cells, q) for q in RATE_QUANTITIES]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -91,19 +105,22 @@ NOTE = (
     "percentile bootstrap interval over seeds (whole seeds resampled). Only the learned "
     "orthogonal skips (orth_learned, orth_manifold and their variants) and the "
     "unconstrained linear control are fitted: orth_fixed is frozen and the theory says "
-    "nothing about the others."
+    "nothing about the others. Cells that converged (the stopping rule fired) and cells "
+    "stopped by the epoch cap are fitted apart (trained to): an exponent fitted at a cap "
+    "describes that budget."
 )
 
 
-def identity_rate_table(layers: pd.DataFrame) -> Table:
-    f = all_quantities_frame(layers)
+def identity_rate_table(layers: pd.DataFrame, cells: pd.DataFrame) -> Table:
+    f = all_quantities_frame(layers, cells)
     if f.empty:
         return no_data("rate of ‖Q − I‖ vs depth")
     f = f.assign(_o=f["variant"].map(variant_order(f)),
                  _q=f["quantity"].map({q: k for k, q in enumerate(RATE_QUANTITIES)}))  # fmt: skip
-    f = f.sort_values(["dataset", "arch", "_q", "_o"])
+    f = f.sort_values(["dataset", "arch", "_q", "_o", "converged"], ascending=[1, 1, 1, 1, 0])
     labels = [RATE_MODEL_LABELS[k] for k in RATE_MODELS]
-    header = ["dataset", "arch", "quantity", "variant", "role", "m", *[f"ΔAIC {x}" for x in labels],
+    header = ["dataset", "arch", "quantity", "variant", "role", "trained to", "m",
+              *[f"ΔAIC {x}" for x in labels],
               "best", "margin", "a [95 % CI]", "points"]  # fmt: skip
     rows, bold = [], set()
     for r_i, (_, r) in enumerate(f.iterrows()):
@@ -112,7 +129,7 @@ def identity_rate_table(layers: pd.DataFrame) -> Table:
         deltas = [num(v - low, ".1f") for v in scores]
         for k, name in enumerate(RATE_MODELS):
             if name == r["best"]:
-                bold.add((r_i, 6 + k))
+                bold.add((r_i, 7 + k))
         a = num(r["exponent"])
         if np.isfinite(r["exponent_lo"]):
             a += f" [{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]"
@@ -120,7 +137,8 @@ def identity_rate_table(layers: pd.DataFrame) -> Table:
         m_range = f"{int(r['m_min'])}–{int(r['m_max'])}" if r["m_max"] else "–"
         best = RATE_MODEL_LABELS.get(r["best"], "–")
         rows.append([str(r["dataset"]), str(r["arch"]), RATE_QUANTITIES[r["quantity"]][2],
-                     str(r["variant"]), role, m_range, *deltas, best, num(r["margin"], ".1f"),
+                     str(r["variant"]), role, "convergence" if r["converged"] else "epoch cap",
+                     m_range, *deltas, best, num(r["margin"], ".1f"),
                      a, str(int(r["n_points"]))])  # fmt: skip
     return Table.of_rows(header, rows, bold=bold, note=NOTE,
-                         align="lllllr" + "r" * len(labels) + "lrrr")  # fmt: skip
+                         align="llllllr" + "r" * len(labels) + "lrrr")  # fmt: skip

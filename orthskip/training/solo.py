@@ -34,6 +34,7 @@ from torch import nn
 from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
 from orthskip.io import save_torch, write_json, write_parquet
 from orthskip.provenance import library_versions, provenance
+from orthskip.results import is_converged
 from orthskip.training.runstate import (
     SPLITS,
     CheckpointClock,
@@ -465,6 +466,7 @@ def write_outputs(
             "diverged_epoch": state.diverged_at[0] if state.diverged_at else None,
             "diverged_step": state.diverged_at[1] if state.diverged_at else None,
             "stopped": state.stopped,
+            "converged": is_converged(state.status, state.stopped),
             **{
                 f"{split}_{name}": final[f"{split}_{name}"] if ok else nan
                 for split in SPLITS
