@@ -116,3 +116,24 @@ def test_a_malformed_cell_names_the_expected_form(tmp_path, capsys, cell, words)
     path = write_config(tmp_path, tiny_config())
     assert main(["config", "show", "--configfile", str(path), "--cell", cell]) == 2
     assert f"cell {cell!r}: {words}" in capsys.readouterr().err
+
+
+def test_grid_summary_states_each_variants_own_recipe():
+    # the report's landing text: every variant of every grid entry, with the recipe its
+    # cells train with — a variant's overrides, not the top-level train section
+    from orthskip.config.grid import prepare_config
+    from orthskip.config.summary import grid_summary
+
+    cfg = tiny_config()
+    cfg["variants"] = {"fast": {"skip": "orth_learned", "train": {
+        "epochs": 4, "optimizer": {"name": "adamw", "lr": 0.003},
+        "stop": {"patience": 2, "min_delta": 0.01}}}}  # fmt: skip
+    cfg["grid"][0]["variants"] = ["identity", "orth_learned", "fast"]
+    lines = grid_summary(prepare_config(cfg))
+    assert lines == [
+        "mlp on circles with variants identity, orth_learned; depths 1, 3; seeds 0; "
+        "2 epochs, batch size 32, sgd (lr 0.05)",
+        "mlp on circles with variants fast (orth_learned); depths 1, 3; seeds 0; up to 4 "
+        "epochs (stops at a training-loss plateau: patience 2, min_delta 0.01), batch size "
+        "32, adamw (lr 0.003)",
+    ]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
 import pandas as pd
+import pytest
 
 from orthskip.stages.figures import FIGURES
 from orthskip.stages.tables import TABLES
@@ -55,6 +61,59 @@ def test_whole_pipeline_then_nothing_to_do(tmp_path):
             assert (res / f"tables/{name}.{ext}").stat().st_size > 100
     report = (res / "report.html").read_text(errors="replace")
     assert len(report) > 100_000 and "accuracy_vs_depth" in report
+    _check_report_in_a_browser(res / "report.html", cfg)
     # A second run plans nothing.
     dry = snakemake(tmp_path, "-n", cfg=cfg)
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+class _VisibleText(HTMLParser):
+    """The text a reader sees: every text node outside script and style elements."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = 0
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.hidden += tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.hidden -= tag in ("script", "style")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden and data.strip():
+            self.parts.append(" ".join(data.split()))
+
+
+def _rendered(report: Path, category: str | None = None) -> list[str]:
+    """The report as headless Chromium renders it (its JavaScript app run), optionally after
+    opening a results category the way the report's own menu does (``app.showCategory``)."""
+    page = report
+    if category is not None:
+        page = report.with_name(f"report-{category}.html")
+        script = f"<script>setTimeout(() => app.showCategory({category!r}), 500);</script>"
+        page.write_text(report.read_text(errors="replace") + script)
+    proc = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=180, check=True,
+    )  # fmt: skip
+    parser = _VisibleText()
+    parser.feed(proc.stdout)
+    return parser.parts
+
+
+def _check_report_in_a_browser(report: Path, cfg: dict) -> None:
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (CI installs it: .ci/run)")
+    text = " ".join(_rendered(report))
+    grid = text.split("Grid of this run", 1)[1]
+    for entry in cfg["grid"]:
+        for variant in entry["variants"]:
+            assert variant in grid, (variant, grid[:600])
+    lr = cfg["train"]["optimizer"]["lr"]
+    assert f"{cfg['train']['epochs']} epochs" in grid and f"(lr {lr})" in grid
+    for category, names in (("Figures", FIGURES), ("Tables", [*TABLES, "findings"])):
+        shown = set(_rendered(report, category))
+        assert category in shown and set(names) <= shown, (category, set(names) - shown)

@@ -11,6 +11,7 @@ from orthskip.config.grid import (
     pack_cells,
     packs,
 )
+from orthskip.config.summary import grid_summary
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
 from orthskip.stages.figures import FIGURES
@@ -32,6 +33,9 @@ shell.prefix(
 ENV = "../../environment.yml"
 CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
 CELLS = cells(config)
+# The report's landing page reads only `config`: the grid in words, per variant's effective
+# recipe (not the top-level train section). Added after validation; jobs never read it.
+config["_report_grid"] = grid_summary(config)
 # members (`sSEED`, or `dDEPTH/sSEED` with execution.pack: family) -> pack keys; one
 # train and one metrics rule per members tuple
 PACKS = packs(config)
