@@ -47,9 +47,14 @@ def rate_members(depth: int, seeds: int) -> list[CellConfig]:
         "datasets": {"diffeo2": default["datasets"]["diffeo2"]},
         "variants": {v: default["variants"][v] for v in RATE},
         "grid": [
-            {"arch": "mlp", "datasets": ["diffeo2"], "variants": list(RATE),
-             "depths": [depth], "seeds": list(range(seeds))}
-        ],  # fmt: skip
+            {
+                "arch": "mlp",
+                "datasets": ["diffeo2"],
+                "variants": list(RATE),
+                "depths": [depth],
+                "seeds": list(range(seeds)),
+            }
+        ],
         "train": {"device": "cpu", "threads": default["train"].get("threads", 1)},
     }
     prepared = prepare_config(cfg)
@@ -123,17 +128,18 @@ def main() -> None:
     work = len(cfgs) * args.depth  # member-blocks per step of all the packs
     flop = flops_per_member_block(cfgs[0])
     print(f"rate shape: m = {args.depth}, {len(by_variant)} variants x {args.seeds} seeds, "
-          f"{steps} steps x {rounds} rounds, {threads} thread(s)")  # fmt: skip
-    print(f"{'engine':<28}{'step ms':>10}{'member-block-steps/s':>22}{'us/member-block':>17}"
-          f"{'GFLOP/s':>9}")  # fmt: skip
+          f"{steps} steps x {rounds} rounds, {threads} thread(s)\n")  # fmt: skip
+    print("| engine | step ms | member-block-steps/s | us per member-block | GFLOP/s |")
+    print("|---|---|---|---|---|")
     rows = (
         (f"vmap, {len(by_variant)} packs of {args.seeds}", statistics.median(vmap_s)),
         (f"hand, 1 pack of {len(cfgs)}", statistics.median(hand_s)),
     )
     for name, sec in rows:
         rate = work / sec
-        print(f"{name:<28}{sec * 1e3:>10.1f}{rate:>22.0f}{1e6 / rate:>17.2f}"
-              f"{rate * flop / 1e9:>9.2f}")  # fmt: skip
+        print(f"| {name} | {sec * 1e3:.1f} | {rate:.0f} | {1e6 / rate:.2f} "
+              f"| {rate * flop / 1e9:.3f} |")  # fmt: skip
+    print()
     print(f"float32 matmul ceiling (2048^2, {threads} thread(s)): {ceiling:.1f} GFLOP/s; "
           f"{flop / 1e3:.1f} kFLOP per member-block-step")  # fmt: skip
     print(f"rate speedup {statistics.median(vmap_s) / statistics.median(hand_s):.2f}")
