@@ -141,7 +141,8 @@ def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path, mode):
         got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]
         assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
         status = json.loads((tmp_path / "run" / str(i) / "status.json").read_text())
-        assert status["pack"] == {"mode": mode, "size": 3}
+        engine = {"engine": "hand"} if mode == "vectorised" else {}
+        assert status["pack"] == {"mode": mode, "size": 3, **engine}
 
 
 def test_default_plans_far_fewer_jobs_than_cells_and_none_plans_one_per_cell(tmp_path):
