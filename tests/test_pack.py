@@ -218,3 +218,20 @@ def test_a_kinds_pack_runs_through_snakemake_as_one_computation_per_depth(tmp_pa
     assert status["pack"] == {"mode": "vectorised", "size": 4, "engine": "hand"}
     logs = tmp_path / "results" / "logs" / "train" / "circles" / "mlp"
     assert len(list(logs.glob("pack.*.log"))) == 1
+
+
+def test_variants_that_cannot_pack_together_train_apart_named_with_why(caplog):
+    from orthskip.stages.train import _groups
+
+    cfg = tiny_config(variants={"fast": {"skip": "linear", "train": {"optimizer": {"lr": 0.5}}}})
+    cfg["grid"][0].update(seeds=[0, 1], variants=["identity", "orth_learned", "fast"], depths=[3])
+    cfg = prepare_config(cfg)
+    members = [cell_config(cfg, c) for c in cells(cfg)]
+    together = [cell_config(cfg, c) for c in cells(cfg) if c.variant != "fast"]
+    assert _groups(together) == [list(range(4))]  # two kinds x two seeds: one computation
+    with caplog.at_level("INFO", logger="orthskip.stages.train"):
+        groups = _groups(members)
+    assert sorted(sorted(members[i].cell.variant for i in g) for g in groups) == [
+        ["fast", "fast"], ["identity", "identity"], ["orth_learned", "orth_learned"]
+    ]  # fmt: skip
+    assert "circles/mlp/fast/d3/s0" in caplog.text and "train settings" in caplog.text

@@ -60,9 +60,8 @@ def _groups(members: Sequence[CellConfig]) -> list[list[int]]:
             if why is None:
                 groups.append(idx)
                 continue
-            logging.getLogger(__name__).info(
-                "%s: variants packed apart (%s)", members[idx[0]].cell.path, why
-            )
+            cells = ", ".join(members[i].cell.path for i in idx)
+            logging.getLogger(__name__).info("packed per variant: %s (%s)", cells, why)
         by_variant: dict[str, list[int]] = {}
         for i in idx:
             by_variant.setdefault(members[i].cell.pack, []).append(i)

@@ -285,11 +285,12 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
         # its spatial (FFT) form gave some members wrong branch gradients under vmap at
         # V = 0 (tests/test_stacked.py); the matrix form on mlp is exact
         return "orth_jacobian's spectral convolution is not vectorised"
-    if hand_batched_reason(members) is None:
+    across = hand_batched_reason(members)
+    if across is None:
         return None  # mixed matrix kinds, hand-batched (orthskip.training.handmlp)
     strip = [replace(m, cell=replace(m.cell, seed=0)) for m in members]
     if any(resume_key(s) != resume_key(strip[0]) for s in strip):
-        return "the members differ in more than their seed"
+        return f"the members differ in more than their seed, and {across}"
     return None
 
 
