@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
     args = ap.parse_args()
-    steps = args.steps or (4 if args.quick else 12)
+    steps = args.steps or (3 if args.quick else 12)
     rounds = args.rounds or (1 if args.quick else 3)
     cfgs = rate_members(args.depth, args.seeds)
     by_variant: dict[str, list[CellConfig]] = {}
