@@ -62,8 +62,10 @@ def hand_batched_reason(cfgs: list[CellConfig]) -> str | None:
 
 
 def _manifold_key(cfg: CellConfig) -> tuple[Any, ...]:
+    """The options of the one Riemannian optimizer a pack's orth_manifold members share:
+    every option but the initial map's."""
     opts = skip_options("orth_manifold", {"orth_manifold": dict(cfg.skip_options)})
-    return (opts["lr_scale"], opts["ns_tol"], opts["ns_max_iter"])
+    return tuple(sorted((k, v) for k, v in opts.items() if k not in ("init", "allow_negative_det")))
 
 
 def _group(cfg: CellConfig) -> str:
