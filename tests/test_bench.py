@@ -103,3 +103,20 @@ def test_bench_pack_quick_ends_with_the_mlp_speedup() -> None:
     assert float(last.split()[-1]) > 0
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| mlp")]
     assert len(rows) == 1 and "identity" in rows[0]
+
+
+def test_bench_engine_times_both_engines() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["--depth", "4", "--seeds", "2", "--steps", "2", "--rounds", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_engine.py"), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("|")][2:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [c[0] for c in cells] == ["vmap, 4 packs of 2", "hand, 1 pack of 8"]
+    assert all(float(v) > 0 for c in cells for v in c[1:])
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("rate speedup ") and float(last.split()[-1]) > 0
+    assert "GFLOP/s" in proc.stdout and "ceiling" in proc.stdout

@@ -141,7 +141,8 @@ def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path, mode):
         got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]
         assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
         status = json.loads((tmp_path / "run" / str(i) / "status.json").read_text())
-        assert status["pack"] == {"mode": mode, "size": 3}
+        engine = {"engine": "hand"} if mode == "vectorised" else {}
+        assert status["pack"] == {"mode": mode, "size": 3, **engine}
 
 
 def test_default_plans_far_fewer_jobs_than_cells_and_none_plans_one_per_cell(tmp_path):
@@ -175,6 +176,62 @@ def test_a_family_pack_runs_through_snakemake_and_trains_each_depth_vectorised(t
         for s in (0, 1):
             cell = tmp_path / "results" / "cells" / "circles" / "mlp" / "orth_learned"
             status = json.loads((cell / f"d{d}" / f"s{s}" / "status.json").read_text())
-            assert status["pack"] == {"mode": "vectorised", "size": 2}
+            assert status["pack"] == {"mode": "vectorised", "size": 2, "engine": "hand"}
     logs = tmp_path / "results" / "logs" / "train" / "circles" / "mlp" / "orth_learned"
     assert (logs / "pack.log").exists()
+
+
+def test_kinds_packs_the_variants_of_one_recipe_together():
+    cfg = tiny_config(variants={"fast": {"skip": "linear", "train": {"optimizer": {"lr": 0.5}}}})
+    cfg["grid"][0].update(seeds=[0, 1], variants=["identity", "orth_learned", "fast"])
+    cfg["grid"].append(
+        {"arch": "cifar_resnet", "datasets": ["digits"], "variants": ["identity", "linear"],
+         "depths": [8], "seeds": [0]}
+    )  # fmt: skip
+    cfg["execution"] = {"pack": "kinds"}
+    cfg = prepare_config(cfg)
+    got = packs(cfg)
+    together = tuple(f"{v}/d{d}/s{s}" for d in (1, 3) for s in (0, 1)
+                     for v in ("identity", "orth_learned"))  # fmt: skip
+    assert got == {
+        # another lr: a pack of its own
+        tuple(f"fast/d{d}/s{s}" for d in (1, 3) for s in (0, 1)): ["circles/mlp"],
+        ("d8/s0",): ["digits/cifar_resnet/identity", "digits/cifar_resnet/linear"],
+        together: ["circles/mlp"],
+    }
+    members = {c for ms, keys in got.items() for k in keys for c in pack_cells(k, ms)}
+    assert members == set(cells(cfg))
+
+
+def test_a_kinds_pack_runs_through_snakemake_as_one_computation_per_depth(tmp_path):
+    cfg = tiny_config()
+    cfg["grid"][0].update(seeds=[0, 1], variants=["identity", "orth_learned"])
+    cfg["execution"] = {"pack": "kinds"}
+    out = snakemake(tmp_path / "plan", "-n", cfg=cfg).stdout
+    rows = [ln.split() for ln in out.splitlines()]
+    assert {r[0]: int(r[1]) for r in rows if len(r) == 2 and r[1].isdigit()}["train"] == 1
+    snakemake(tmp_path, "results/metrics/cells.parquet", cfg=cfg)
+    table = pd.read_parquet(tmp_path / "results" / "metrics" / "cells.parquet")
+    assert len(table) == 8 and set(table["status"]) == {"ok"}
+    cell = tmp_path / "results" / "cells" / "circles" / "mlp" / "orth_learned" / "d3" / "s1"
+    status = json.loads((cell / "status.json").read_text())
+    assert status["pack"] == {"mode": "vectorised", "size": 4, "engine": "hand"}
+    logs = tmp_path / "results" / "logs" / "train" / "circles" / "mlp"
+    assert len(list(logs.glob("pack.*.log"))) == 1
+
+
+def test_variants_that_cannot_pack_together_train_apart_named_with_why(caplog):
+    from orthskip.stages.train import _groups
+
+    cfg = tiny_config(variants={"fast": {"skip": "linear", "train": {"optimizer": {"lr": 0.5}}}})
+    cfg["grid"][0].update(seeds=[0, 1], variants=["identity", "orth_learned", "fast"], depths=[3])
+    cfg = prepare_config(cfg)
+    members = [cell_config(cfg, c) for c in cells(cfg)]
+    together = [cell_config(cfg, c) for c in cells(cfg) if c.variant != "fast"]
+    assert _groups(together) == [list(range(4))]  # two kinds x two seeds: one computation
+    with caplog.at_level("INFO", logger="orthskip.stages.train"):
+        groups = _groups(members)
+    assert sorted(sorted(members[i].cell.variant for i in g) for g in groups) == [
+        ["fast", "fast"], ["identity", "identity"], ["orth_learned", "orth_learned"]
+    ]  # fmt: skip
+    assert "circles/mlp/fast/d3/s0" in caplog.text and "train settings" in caplog.text

@@ -19,6 +19,7 @@ from orthskip.nn.orth import orth_defect
 from orthskip.nn.skips import SKIPS
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
+from orthskip.training.handmlp import MATRIX_KINDS
 from orthskip.training.solo import train_cell
 from tests.workflow import tiny_config
 
@@ -91,8 +92,12 @@ def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digi
         ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
         cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
         pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
-        mode = "sequential" if (kind, arch) == ("orth_jacobian", "cifar_resnet") else "vectorised"
-        assert read_json(out / "status.json")["pack"] == {"mode": mode, "size": 3}
+        pack = read_json(out / "status.json")["pack"]
+        if (kind, arch) == ("orth_jacobian", "cifar_resnet"):
+            assert pack == {"mode": "sequential", "size": 3}
+        else:
+            hand = arch == "mlp" and kind in MATRIX_KINDS
+            assert pack == {"mode": "vectorised", "size": 3, "engine": "hand" if hand else "vmap"}
 
 
 @pytest.mark.parametrize("kind", ["orth_learned", "orth_manifold", "orth_jacobian"])
@@ -227,3 +232,98 @@ def test_checkpoint_interval_writes_fewer_checkpoints_with_the_same_result(tmp_p
     for ref, got in zip(runs[0], runs[1e9], strict=True):
         assert ref.keys() == got.keys()
         assert all(torch.equal(ref[e][k], got[e][k]) for e in ref for k in ref[e])
+
+
+# every way a matrix skip's Q is produced: I, 0, W, frozen Haar Q, exp or Cayley from I or
+# Haar, the manifold step
+MIXED = {
+    "orth_learned_haar": {"skip": "orth_learned", "skip_options": {"init": "haar"}},
+    "orth_learned_cayley": {"skip": "orth_learned", "skip_options": {"map": "cayley"}},
+}
+MIXED_KINDS = [*MATRIX_KINDS, *MIXED]
+
+
+def _mixed_members(seeds=(0, 1), norm="batch", **train):
+    """One mlp pack of every matrix kind (``MIXED_KINDS``) and seed."""
+    cfg = tiny_config(variants=MIXED)
+    cfg["grid"] = [
+        {"arch": "mlp", "datasets": ["circles"], "variants": MIXED_KINDS, "depths": [3],
+         "seeds": list(seeds)}
+    ]  # fmt: skip
+    cfg["model"] = {"mlp": {"width": 6, "norm": norm}}
+    cfg["train"].update(train)
+    cfg = prepare_config(cfg)
+    return [cell_config(cfg, c) for c in cells(cfg)]
+
+
+@pytest.mark.parametrize(
+    ("norm", "optimizer"),
+    [
+        ("batch", {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}),
+        # no batch norm under AdamW: the bias before it has a zero gradient up to rounding,
+        # which Adam's normalisation turns into full steps, packed or solo alike
+        ("layer", {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4}),
+    ],
+)
+def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_in_float64(
+    tmp_path, circles, norm, optimizer
+):
+    # 20 optimizer steps (86 rows / batch 22 = 4 steps x 5 epochs), every kind in one pack
+    members = _mixed_members(
+        norm=norm, dtype="float64", epochs=5, batch_size=22, snapshot_epochs=[0, 2],
+        optimizer=optimizer, grad_clip=1.0,
+    )  # fmt: skip
+    outs = [tmp_path / "pack" / m.cell.path for m in members]
+    assert train_pack(members, *circles, outs) == ["ok"] * len(members)
+    for m, out in zip(members, outs, strict=True):
+        solo = tmp_path / "solo" / m.cell.path
+        assert train_cell(m, *circles, solo) == "ok"
+        a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
+        assert a["model"].keys() == b["model"].keys()
+        errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
+        assert max(errs.values()) < 1e-9, (m.cell.path, max(errs.items(), key=lambda kv: kv[1]))
+        ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
+        cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
+        pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
+        pack = read_json(out / "status.json")["pack"]
+        assert pack == {"mode": "vectorised", "size": len(members), "engine": "hand"}
+        # the member's checkpoint is a solo run's: the same optimizer and scheduler layout
+        assert _layout(a["optimizer"]) == _layout(b["optimizer"])
+        assert a["schedulers"] == b["schedulers"]
+        assert a["optimizer"]["steps"] == b["optimizer"]["steps"] == 20
+
+
+def _layout(opt_state):
+    return [
+        (
+            [g["params"] for g in o["param_groups"]],
+            sorted(o["state"]),
+            [g["lr"] for g in o["param_groups"]],
+        )
+        for o in opt_state["optimizers"]
+    ]
+
+
+def test_mixed_kind_pack_float32_skips_orthogonal(tmp_path, circles):
+    members = _mixed_members(epochs=4, batch_size=16, optimizer={"lr": 0.05})
+    outs = [tmp_path / m.cell.path for m in members]
+    assert train_pack(members, *circles, outs) == ["ok"] * len(members)
+    for m, out in zip(members, outs, strict=True):
+        net = m.build_model(_Data())
+        net.load_state_dict(load_torch(out / "last.pt")["model"])
+        qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
+        if m.skip.startswith("orth"):
+            assert qs and max(orth_defect(q.detach().double()) for q in qs) < 1e-5
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_mixed_kind_pack_killed_then_rerun_is_bit_identical(tmp_path, sig):
+    members = _mixed_members(
+        seeds=(0,), epochs=3, batch_size=16, snapshot_epochs=[0, 1],
+        optimizer={"name": "adamw", "lr": 0.01},
+    )  # fmt: skip
+    code = _interrupted(tmp_path, members, "last.pt", 0.3, sig)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 143)
+    subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
+    _same_snapshots(tmp_path, len(members))
+    assert read_json(tmp_path / "run" / "0" / "status.json")["pack"]["engine"] == "hand"

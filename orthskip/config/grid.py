@@ -308,30 +308,52 @@ def packs(cfg: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
     A member is the rest of a cell's path below its pack key. ``execution.pack``:
     ``seeds`` (default): a pack is the cells that differ only in seed (key
     ``dataset/arch/variant/dDEPTH``, members ``sSEED``); ``family``: the cells that differ in
-    seed or depth (key ``dataset/arch/variant``, members ``dDEPTH/sSEED``); ``none``: one
-    cell per pack. The workflow defines one train (and one metrics) rule per members
-    tuple, so that each rule's outputs name its members.
+    seed or depth (key ``dataset/arch/variant``, members ``dDEPTH/sSEED``); ``kinds``: as
+    family, and across variants where they train as one computation per depth (the mlp's
+    matrix skip kinds with the same dataset, model and train settings: key ``dataset/arch``,
+    members ``VARIANT/dDEPTH/sSEED``; see :func:`kinds_signature`); ``none``: one cell per
+    pack. The workflow defines one train (and one metrics) rule per members tuple, so that
+    each rule's outputs name its members.
     """
     mode = cfg["execution"]["pack"]  # filled by prepare_config
-    members: dict[str, list[str]] = {}
+    members: dict[tuple[str, str], list[str]] = {}
     for c in cells(cfg):
-        key, _, member = c.path.rpartition("/") if mode != "family" else _family(c)
-        members.setdefault(key, []).append(member)
+        sig = kinds_signature(cfg, c) if mode == "kinds" else None
+        if sig is not None:
+            key, member = f"{c.dataset}/{c.arch}", f"{c.variant}/d{c.depth}/s{c.seed}"
+        else:
+            key, _, member = _family(c) if mode in ("family", "kinds") else c.path.rpartition("/")
+        members.setdefault((key, sig or ""), []).append(member)
     out: dict[tuple[str, ...], list[str]] = {}
-    for key, found in sorted(members.items()):
+    for (key, _), found in sorted(members.items()):
         ordered = sorted(found, key=_member_order)
         for group in [tuple(ordered)] if mode != "none" else [(m,) for m in ordered]:
             out.setdefault(group, []).append(key)
     return dict(sorted(out.items(), key=lambda kv: [_member_order(m) for m in kv[0]]))
 
 
+def kinds_signature(cfg: dict[str, Any], c: Cell) -> str | None:
+    """What a cell's variant must share with others to pack across kinds (the hash of its
+    dataset, model and train settings), or None for a cell that packs only with its own
+    variant: an arch or skip kind the hand-batched engine does not take
+    (``orthskip.training.handmlp``)."""
+    from orthskip.training.handmlp import MATRIX_KINDS
+
+    cc = cell_config(cfg, c)
+    if c.arch != "mlp" or cc.skip not in MATRIX_KINDS:
+        return None
+    return config_hash({k: thaw(getattr(cc, k)) for k in ("dataset", "model", "train")})
+
+
 def _family(c: Cell) -> tuple[str, str, str]:
     return f"{c.dataset}/{c.arch}/{c.variant}", "/", f"d{c.depth}/s{c.seed}"
 
 
-def _member_order(member: str) -> tuple[int, ...]:
-    """``sSEED`` or ``dDEPTH/sSEED`` in numeric order."""
-    return tuple(int(part[1:]) for part in member.split("/"))
+def _member_order(member: str) -> tuple[int | str, ...]:
+    """``sSEED``, ``dDEPTH/sSEED`` or ``VARIANT/dDEPTH/sSEED``: numbers, then the variant."""
+    parts = member.split("/")
+    variant = parts[:-2] if len(parts) == 3 else []
+    return (*(int(p[1:]) for p in parts[len(variant) :]), *variant)
 
 
 def pack_cells(key: str, members: tuple[str, ...]) -> list[Cell]:

@@ -181,7 +181,6 @@ def _skips(model: nn.Module) -> list[Skip]:
 def build_optimizer(
     model: nn.Module, optim_cfg: dict | None, skip_cfg: dict | None = None
 ) -> OptimizerBundle:
-    cfg = optim_options(optim_cfg)
     skips = _skips(model)
     manifold = [s.Q for s in skips if isinstance(s, OrthManifoldSkip) and s.Q.requires_grad]
     manifold_ids = {id(p) for p in manifold}
@@ -190,6 +189,21 @@ def build_optimizer(
     ]
     skip_ids = {id(p) for p in skip_params} | manifold_ids
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in skip_ids]
+    projections = [s for s in skips if isinstance(s, ProcrustesSkip) and s.transition]
+    return optimizer_bundle(main, skip_params, manifold, projections, optim_cfg, skip_cfg)
+
+
+def optimizer_bundle(
+    main: list[torch.Tensor],
+    skip_params: list[torch.Tensor],
+    manifold: list[torch.Tensor],
+    projections: list[ProcrustesSkip],
+    optim_cfg: dict | None,
+    skip_cfg: dict | None = None,
+) -> OptimizerBundle:
+    """The optimizers of parameters already partitioned (see the module docstring): the
+    packed trainer's stacked tensors take the same groups and settings as a solo model's."""
+    cfg = optim_options(optim_cfg)
 
     groups = [
         {"params": ps, "weight_decay": wd, "name": name}
@@ -227,7 +241,6 @@ def build_optimizer(
                 ns_max_iter=int(opts["ns_max_iter"]),
             )
         )
-    projections = [s for s in skips if isinstance(s, ProcrustesSkip) and s.transition]
     every = int(skip_options("procrustes", skip_cfg)["every"])
     metadata = {
         "optimizer": cfg["name"],

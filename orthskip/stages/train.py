@@ -1,9 +1,11 @@
-"""The train stage: a pack of cells that differ only in seed, in one process (``execution.pack``).
+"""The train stage: a pack of cells, in one process (``execution.pack``).
 
-The members train as one batched computation (``orthskip.training.stacked``, with
-``execution.vectorise``, the default), each member's numbers those of its solo run to float
-rounding; or one after another, each exactly as when run alone (``vectorise: false``,
-``train.compile`` / ``channels_last``, or checkpoints left at different steps). Either way
+The members of one (dataset, arch, depth) train as one batched computation
+(``orthskip.training.stacked``, with ``execution.vectorise``, the default): any mix of the
+mlp's matrix skip kinds hand-batched (``orthskip.training.handmlp``), other members per
+variant under vmap; each member's numbers are those of its solo run to float rounding. Or
+one after another, each exactly as when run alone (``vectorise: false``, ``train.compile`` /
+``channels_last``, or checkpoints left at different steps). Either way
 each member writes its own cell directory and its own log, and a diverged member is
 recorded ``diverged`` while the others go on. SIGTERM ends the pack after checkpointing;
 the rerun skips finished members (their ``last.pt`` says so) and resumes the others.
@@ -31,18 +33,40 @@ def train_pack(
 
     logs = logs or [None] * len(members)
     check_member_paths(members, outdirs, logs)
-    # members that differ only in seed train together; a family pack has one such group
-    # per depth, trained one group after another
-    groups: dict[str, list[int]] = {}
-    for i, cfg in enumerate(members):
-        groups.setdefault(cfg.cell.pack, []).append(i)
     statuses: dict[int, str] = {}
-    for idx in groups.values():
+    for idx in _groups(members):
         sub = [members[i] for i in idx]
         got = _train_group(sub, data, manifest, [outdirs[i] for i in idx],
                            [logs[i] for i in idx], vectorise)  # fmt: skip
         statuses.update(zip(idx, got, strict=True))
     return [statuses[i] for i in range(len(members))]
+
+
+def _groups(members: Sequence[CellConfig]) -> list[list[int]]:
+    """The batched computations: the members of one (dataset, arch, depth), any variant,
+    where they can train as one (the mlp's matrix kinds, hand-batched); else the members
+    that differ only in seed. A family pack has one such group per depth, trained one
+    group after another."""
+    from orthskip.training.stacked import can_vectorise
+
+    by_depth: dict[tuple[str, str, int], list[int]] = {}
+    for i, cfg in enumerate(members):
+        c = cfg.cell
+        by_depth.setdefault((c.dataset, c.arch, c.depth), []).append(i)
+    groups: list[list[int]] = []
+    for idx in by_depth.values():
+        if len({members[i].cell.variant for i in idx}) > 1:
+            why = can_vectorise([members[i] for i in idx])
+            if why is None:
+                groups.append(idx)
+                continue
+            cells = ", ".join(members[i].cell.path for i in idx)
+            logging.getLogger(__name__).info("packed per variant: %s (%s)", cells, why)
+        by_variant: dict[str, list[int]] = {}
+        for i in idx:
+            by_variant.setdefault(members[i].cell.pack, []).append(i)
+        groups.extend(by_variant.values())
+    return groups
 
 
 def _train_group(
@@ -53,7 +77,7 @@ def _train_group(
     logs: list[Path | None],
     vectorise: bool,
 ) -> list[str]:
-    """Members that differ only in seed: vectorised if they can be, else one by one."""
+    """One batched computation if the members can be (see ``_groups``), else one by one."""
     from orthskip.training.runlog import train_logged, train_stacked_logged
     from orthskip.training.stacked import can_vectorise
 

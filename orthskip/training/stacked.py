@@ -43,6 +43,7 @@ from torch.func import stack_module_state, vmap
 from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.io import load_torch, save_torch
 from orthskip.training import runstate
+from orthskip.training.handmlp import HandMLP, Slot, hand_batched_reason
 from orthskip.training.runstate import RunSpec, TrainState
 from orthskip.training.solo import (
     EVAL_BATCH,
@@ -82,8 +83,9 @@ class Member:
 class Stacked:
     """K modules of one architecture as stacked tensors, called together under vmap."""
 
-    def __init__(self, models: list[nn.Module]) -> None:
+    def __init__(self, models: list[nn.Module], skip_cfg: dict[str, Any]) -> None:
         self.k = len(models)
+        self.skip_cfg = skip_cfg
         params, buffers = stack_module_state(models)
         # ``module``: the stacked tensors registered in a copy of member 0, so that the
         # optimizer partition (skip / manifold / main) and state-dict keys are the solo ones
@@ -108,6 +110,33 @@ class Stacked:
                     self.slots.append((bmod, where, attr, name))
         self.tensors = [self._lookup(name) for *_, name in self.slots]
         self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.layout: list[Slot | None] = [None] * len(self.params)  # member dim 0, in order
+
+    def build_bundle(self, tcfg: Any, spec: RunSpec) -> Any:
+        from orthskip.nn.optim import build_optimizer
+
+        del spec  # the vmap pack's optimizer is the solo one on the stacked module
+        return build_optimizer(self.module, tcfg["optimizer"], self.skip_cfg)
+
+    def optimizer_state(self, k: int, bundle: Any) -> dict[str, Any]:
+        return _slice_optimizer_state(bundle.state_dict(), k)
+
+    def scheduler_states(self, k: int, schedulers: list[Any]) -> list[dict[str, Any]]:
+        return [s.state_dict() for s in schedulers]
+
+    def load_optimizer(
+        self, ckpts: list[dict[str, Any] | None], live: list[bool], bundle: Any, schedulers: list
+    ) -> None:
+        """The optimizer's shared scalars (step counts) and the schedulers come from a
+        running member's checkpoint; a member that no longer runs takes its state too."""
+        ref = next(i for i, ok in enumerate(live) if ok)
+        ref_ckpt = ckpts[ref]
+        assert ref_ckpt is not None
+        opt_states = [c["optimizer"] if c is not None and ok else ref_ckpt["optimizer"]
+                      for c, ok in zip(ckpts, live, strict=True)]  # fmt: skip
+        bundle.load_state_dict(_stack_optimizer_state(opt_states, ref))
+        for sched, sd in zip(schedulers, ref_ckpt["schedulers"], strict=True):
+            sched.load_state_dict(sd)
 
     def _lookup(self, name: str) -> Tensor:
         mod_name, _, attr = name.rpartition(".")
@@ -150,8 +179,32 @@ def _per_member_max(tensors: list[Tensor], k: int) -> Tensor:
     return torch.linalg.vector_norm(flat, ord=math.inf, dim=1)
 
 
-def _view(mask: Tensor, t: Tensor) -> Tensor:
-    return mask.view(-1, *([1] * (t.dim() - 1)))
+def _view(mask: Tensor, t: Tensor, slot: Slot | None = None) -> Tensor:
+    """The per-member (K,) ``mask`` broadcast over t's rows (``slot``: t's member dim and the
+    member of each row; None: dim 0, every member in order)."""
+    if slot is None:
+        return mask.view(-1, *([1] * (t.dim() - 1)))
+    shape = [1] * t.dim()
+    shape[slot.member_dim] = len(slot.ids)
+    return mask[slot.ids.to(mask.device)].view(shape)
+
+
+def _member_rows(t: Tensor, slot: Slot) -> Tensor:
+    """t as (rows, -1), one row per member row of t."""
+    return t.movedim(slot.member_dim, 0).reshape(len(slot.ids), -1)
+
+
+def _member_finite(tensors: list[Tensor], layout: list[Slot | None], k: int) -> Tensor:
+    """(K,) bool: every entry of the member's part of ``tensors`` is finite."""
+    if all(s is None for s in layout):
+        return torch.isfinite(_per_member_max(tensors, k))
+    bad = torch.zeros(k, dtype=torch.long, device=tensors[0].device)
+    for t, slot in zip(tensors, layout, strict=True):
+        if slot is None:
+            slot = Slot(0, torch.arange(k))
+        rows = (~torch.isfinite(_member_rows(t.detach(), slot))).any(1)
+        bad.index_add_(0, slot.ids.to(bad.device), rows.long())
+    return bad == 0
 
 
 def _slice_optimizer_state(state: Any, k: int) -> Any:
@@ -232,10 +285,22 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
         # its spatial (FFT) form gave some members wrong branch gradients under vmap at
         # V = 0 (tests/test_stacked.py); the matrix form on mlp is exact
         return "orth_jacobian's spectral convolution is not vectorised"
+    across = hand_batched_reason(members)
+    if across is None:
+        return None  # mixed matrix kinds, hand-batched (orthskip.training.handmlp)
     strip = [replace(m, cell=replace(m.cell, seed=0)) for m in members]
     if any(resume_key(s) != resume_key(strip[0]) for s in strip):
-        return "the members differ in more than their seed"
+        return f"the members differ in more than their seed, and {across}"
     return None
+
+
+def engine_for(members: list[CellConfig], engine: str = "auto") -> str:
+    """``hand`` (stacked tensors, bmm per block: the mlp's matrix kinds, any mix) or
+    ``vmap`` (torch.func.vmap over copies of one module: every other pack). ``engine``
+    forces vmap (the benchmark's baseline); auto picks hand where it applies."""
+    if engine == "vmap" or hand_batched_reason(members) is not None:
+        return "vmap"
+    return "hand"
 
 
 @dataclass
@@ -248,7 +313,7 @@ class PackRun:
     skip_cfg: dict[str, Any]
     data: dict[str, Tensor]  # x_/y_all (every training row: members index theirs), x_/y_test
     augment: str | None
-    net: Stacked
+    net: Stacked | HandMLP
     init: list[Tensor]  # the initial parameters: finite values for frozen members
     bundle: Any  # orthskip.nn.optim's optimizers and Riemannian steps over the stacked tensors
     projections: list[Any]  # procrustes skips, projected per member
@@ -273,11 +338,18 @@ class PackRun:
 
 
 def train_stacked(
-    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path]
+    cfgs: list[CellConfig],
+    data_path: Path,
+    manifest: Path,
+    outdirs: list[Path],
+    engine: str = "auto",
 ) -> list[str] | None:
     """Train the members together; their statuses, or None when their checkpoints are not
-    at one step (then the caller trains them one after another, each resuming alone)."""
-    pack = _set_up(cfgs, Path(data_path), Path(manifest), [Path(o) for o in outdirs])
+    at one step (then the caller trains them one after another, each resuming alone).
+    ``engine``: see :func:`engine_for`."""
+    pack = _set_up(
+        cfgs, Path(data_path), Path(manifest), [Path(o) for o in outdirs], engine_for(cfgs, engine)
+    )
     if pack is None:
         log.warning("the members' checkpoints are at different steps: training one by one")
         return None
@@ -298,12 +370,11 @@ def train_stacked(
 
 
 def _set_up(
-    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path]
+    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path], engine: str
 ) -> PackRun | None:
     """Device, data, the members' seeded models stacked, the optimizer, and the resume;
     None when the members' checkpoints are not at one step."""
     from orthskip.data import load_prepared
-    from orthskip.nn.optim import build_optimizer
 
     tcfg = cfgs[0].train
     device = runstate.torch_setup(tcfg)
@@ -321,9 +392,10 @@ def _set_up(
     ckpts = load_checkpoints(members)
     if ckpts is None:
         return None
-    net = Stacked([m.model for m in members])
+    models = [m.model for m in members]
     skip_cfg = {cfgs[0].skip: cfgs[0].skip_options}
-    bundle = build_optimizer(net.module, tcfg["optimizer"], skip_cfg)
+    net = HandMLP(models, cfgs) if engine == "hand" else Stacked(models, skip_cfg)
+    bundle = net.build_bundle(tcfg, spec)
     projections, bundle.projections = bundle.projections, []  # projected per member
     pack = PackRun(
         members=members,
@@ -382,13 +454,7 @@ def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
         log.info("resumed %s at epoch %d batch %d", m.cell.path, m.state.epoch, m.state.batch)
     if ref is None:
         return
-    ref_ckpt = ckpts[ref]
-    assert ref_ckpt is not None
-    opt_states = [c["optimizer"] if c is not None and ok else ref_ckpt["optimizer"]
-                  for c, ok in zip(ckpts, live, strict=True)]  # fmt: skip
-    pack.bundle.load_state_dict(_stack_optimizer_state(opt_states, ref))
-    for sched, sd in zip(pack.schedulers, ref_ckpt["schedulers"], strict=True):
-        sched.load_state_dict(sd)
+    pack.net.load_optimizer(ckpts, live, pack.bundle, pack.schedulers)
 
 
 @torch.no_grad()
@@ -455,8 +521,8 @@ def _checkpoint(pack: PackRun, i: int) -> None:
         m.rkey,
         m.cfg_hash,
         pack.net.member_state(i),
-        _slice_optimizer_state(pack.bundle.state_dict(), i),
-        pack.schedulers,
+        pack.net.optimizer_state(i, pack.bundle),
+        pack.net.scheduler_states(i, pack.schedulers),
         m.data_gen,
         m.aug_gen,
         m.state,
@@ -479,8 +545,8 @@ def _freeze_inactive(pack: PackRun) -> None:
     active = pack.active()
     if bool(active.all()):
         return
-    for p, p0 in zip(pack.net.params, pack.init, strict=True):
-        p.copy_(torch.where(_view(active, p), p, p0))
+    for p, p0, slot in zip(pack.net.params, pack.init, pack.net.layout, strict=True):
+        p.copy_(torch.where(_view(active, p, slot), p, p0))
 
 
 def _train_epoch(
@@ -546,10 +612,12 @@ def _step(
         losses = pack.loss_fn(out_f.flatten(0, 1), yb.flatten(0, 1)).reshape(k, -1).mean(1)
     pack.bundle.zero_grad()
     torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
-    grads = [p.grad for p in pack.net.params if p.grad is not None]
+    with_grad = [(p.grad, s) for p, s in zip(pack.net.params, pack.net.layout, strict=True)
+                 if p.grad is not None]  # fmt: skip
+    grads, layout = [g for g, _ in with_grad], [s for _, s in with_grad]
     bad = active & ~torch.isfinite(losses.detach())
-    clipped = _clip(grads, spec.clip, k)
-    bad_grad = active & ~bad & ~torch.isfinite(_per_member_max(grads, k))
+    clipped = _clip(grads, layout, spec.clip, k)
+    bad_grad = active & ~bad & ~_member_finite(grads, layout, k)
     for flag, why in ((bad, "non-finite loss"), (bad_grad, "non-finite gradient")):
         for i in flag.nonzero().flatten().tolist():
             _diverge(pack, i, epoch, b, why, sums, t0)
@@ -557,12 +625,12 @@ def _step(
     if not bool(active.any()):
         return None
     if not bool(active.all()):
-        for g in grads:
-            g.masked_fill_(~_view(active, g), 0)
+        for g, slot in zip(grads, layout, strict=True):
+            g.masked_fill_(~_view(active, g, slot), 0)
     pack.bundle.step()
     _project(pack, active)
     params = [p.detach() for p in pack.net.params]
-    bad_param = active & ~torch.isfinite(_per_member_max(params, k))
+    bad_param = active & ~_member_finite(params, pack.net.layout, k)
     for i in bad_param.nonzero().flatten().tolist():
         _diverge(pack, i, epoch, b, "non-finite parameter after the step", sums, t0)
     for sched in pack.schedulers:
@@ -598,15 +666,23 @@ def _member_batches(
     return xb, yb
 
 
-def _clip(grads: list[Tensor], clip: float | None, k: int) -> Tensor:
+def _clip(grads: list[Tensor], layout: list[Slot | None], clip: float | None, k: int) -> Tensor:
     """Per-member gradient-norm clipping, in place; (K,) bool: whose gradient it changed."""
     if not clip:
         return torch.zeros(k, dtype=torch.bool, device=grads[0].device)
-    norms = torch.stack([torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads])
-    total = torch.linalg.vector_norm(norms, dim=0)
+    if all(s is None for s in layout):
+        norms = torch.stack([torch.linalg.vector_norm(g.reshape(k, -1), dim=1) for g in grads])
+        total = torch.linalg.vector_norm(norms, dim=0)
+    else:  # stacked blocks: the sum of squares over a member's rows (equal up to rounding)
+        sq = torch.zeros(k, dtype=torch.float64, device=grads[0].device)
+        for g, slot in zip(grads, layout, strict=True):
+            slot = slot or Slot(0, torch.arange(k))
+            rows = torch.linalg.vector_norm(_member_rows(g, slot), dim=1).double() ** 2
+            sq.index_add_(0, slot.ids.to(sq.device), rows)
+        total = sq.sqrt().to(grads[0].dtype)
     coef = (clip / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(_view(coef, g).to(g.dtype))
+    for g, slot in zip(grads, layout, strict=True):
+        g.mul_(_view(coef, g, slot).to(g.dtype))
     return total > clip
 
 
@@ -657,21 +733,22 @@ def _finish(pack: PackRun) -> list[str]:
 
     statuses = []
     riemann = pack.bundle.metadata()
-    first = pack.members[0]
-    # the solo optimizer's description (the members differ only in seed: one serves all),
-    # with the batched Newton–Schulz counts
-    solo_meta = build_optimizer(first.model, first.cfg.train["optimizer"], pack.skip_cfg)
-    solo_meta = solo_meta.metadata()
-    solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
+    hand = isinstance(pack.net, HandMLP)
     for m in pack.members:
         if m.state.status == "running":
             m.state.status = "ok"
+        # the member's solo optimizer's description, with the batched Newton–Schulz counts
+        # where the member has a Riemannian step
+        solo = build_optimizer(m.model, m.cfg.train["optimizer"], {m.cfg.skip: m.cfg.skip_options})
+        solo_meta = solo.metadata()
+        if solo_meta["n_manifold_params"]:
+            solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
         meta = {
             "task": pack.task,
             "n_params": m.model.n_params(),
             "n_skip_params": m.model.n_skip_params(),
-            "optimizer": dict(solo_meta),
-            "pack": {"mode": "vectorised", "size": pack.k},
+            "optimizer": solo_meta,
+            "pack": {"mode": "vectorised", "size": pack.k, "engine": "hand" if hand else "vmap"},
         }
         write_outputs(m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
         statuses.append(m.state.status)

@@ -1,4 +1,5 @@
 import functools
+import hashlib
 import json
 import re
 import sys
@@ -36,7 +37,8 @@ CELLS = cells(config)
 # The report's landing page reads only `config`: the grid in words, per variant's effective
 # recipe (not the top-level train section). Added after validation; jobs never read it.
 config["_report_grid"] = grid_summary(config)
-# members (`sSEED`, or `dDEPTH/sSEED` with execution.pack: family) -> pack keys; one
+# members (`sSEED`, `dDEPTH/sSEED` with execution.pack: family, `VARIANT/dDEPTH/sSEED`
+# for packs across kinds) -> pack keys; one
 # train and one metrics rule per members tuple
 PACKS = packs(config)
 # what figures, tables and findings read (rule aggregate; rule aggregate_approx)
@@ -78,6 +80,15 @@ def pack_rule_name(stage, i):
 def pack_pattern(keys):
     """The `pack` wildcard of one rule matches exactly its packs."""
     return "|".join(re.escape(k) for k in keys)
+
+
+def pack_log(stage, members):
+    """The job's log. Packs across kinds (members `VARIANT/dDEPTH/sSEED`) of one dataset
+    and arch share their key: their members name the file."""
+    if members[0].count("/") < 2:
+        return f"results/logs/{stage}/{{pack}}/pack.log"
+    tag = hashlib.sha256("|".join(members).encode()).hexdigest()[:12]
+    return f"results/logs/{stage}/{{pack}}/pack.{tag}.log"
 
 
 def member_files(pattern, members):

@@ -12,7 +12,7 @@ for i, (members, keys) in enumerate(PACKS.items()):
             metrics=member_files("results/cells/{cell}/metrics.parquet", members),
             warp=member_files("results/cells/{cell}/warp.parquet", members),
         log:
-            pack="results/logs/extract_metrics/{pack}/pack.log",
+            pack=pack_log("extract_metrics", members),
             members=member_files("results/logs/extract_metrics/{cell}.log", members),
         wildcard_constraints:
             pack=pack_pattern(keys),

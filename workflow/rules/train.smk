@@ -15,7 +15,7 @@ for i, (members, keys) in enumerate(PACKS.items()):
             snapshots=member_files("results/cells/{cell}/snapshots.pt", members),
             status=member_files("results/cells/{cell}/status.json", members),
         log:
-            pack="results/logs/train/{pack}/pack.log",
+            pack=pack_log("train", members),
             members=member_files("results/logs/train/{cell}.log", members),
         wildcard_constraints:
             pack=pack_pattern(keys),

@@ -1,0 +1,391 @@
+"""The MLP pack hand-batched: M members' parameters stacked, every block one set of bmm calls.
+
+``torch.func.vmap`` (``orthskip.training.stacked.Stacked``) batches a pack over its members
+but still runs the model's Python once per block per step, and the backward of each per-block
+parameter slice materialises a full-size gradient. Here the members' tensors are stacked as
+``[depth, M, …]`` (block tensors) or ``[M, …]`` (stem, head), unbound once per step, and each
+block is three ``baddbmm`` calls over all members at once. Members may differ in skip kind:
+each member's skip matrix Q is produced by its kind, one batched computation per kind group —
+identity (I), none (0), linear (W), orth_fixed (frozen Q), orth_learned (one
+``map_to_orthogonal`` call per map over every member and block), orth_manifold (Q, stepped by
+``RiemannianOrthogonal``, batched) — and the residual sum is Q x + F(x) for every kind (I x and
+0 x are exact, so identity and none members compute their solo values).
+
+Each member's tensors are copies of its own solo model's (built with its seed), so init is the
+solo init; its state dict, optimizer state and scheduler state are read and written through
+its solo model and solo optimizer (``member_state``, ``member_optimizer_state``): a packed
+member's ``last.pt`` is a solo run's.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from orthskip.config.grid import CellConfig
+from orthskip.nn.optim import OptimizerBundle, build_optimizer, optimizer_bundle
+from orthskip.nn.orth import map_to_orthogonal
+from orthskip.nn.skips import skip_options
+from orthskip.training.runstate import RunSpec, lr_schedulers
+
+# the kinds whose skip is a matrix (Q = I, 0, W, frozen, parametrized, manifold)
+MATRIX_KINDS = ("identity", "none", "linear", "orth_fixed", "orth_learned", "orth_manifold")
+_BLOCK = re.compile(r"blocks\.(\d+)\.(.*)")
+_ORIGINAL = "skip.q.parametrizations.weight.original"
+_BASE = "skip.q.parametrizations.weight.0.base"
+
+
+def hand_batched_reason(cfgs: list[CellConfig]) -> str | None:
+    """Why these members cannot run hand-batched (then vmap or one by one), or None."""
+    first = cfgs[0]
+    if first.cell.arch != "mlp":
+        return f"arch {first.cell.arch} is batched by vmap"
+    kinds = {c.skip for c in cfgs}
+    if not kinds <= set(MATRIX_KINDS):
+        return f"skip kinds {sorted(kinds - set(MATRIX_KINDS))} are not matrix skips"
+    for c in cfgs:
+        for section in ("dataset", "model", "train"):
+            if getattr(c, section) != getattr(first, section):
+                return f"{c.cell.path} differs from {first.cell.path} in its {section} settings"
+        if c.cell.depth != first.cell.depth or c.cell.dataset != first.cell.dataset:
+            return f"{c.cell.path} differs from {first.cell.path} in depth or dataset"
+    manifold = {_manifold_key(c) for c in cfgs if c.skip == "orth_manifold"}
+    if len(manifold) > 1:
+        return "orth_manifold members with different Riemannian step options"
+    return None
+
+
+def _manifold_key(cfg: CellConfig) -> tuple[Any, ...]:
+    """The options of the one Riemannian optimizer a pack's orth_manifold members share:
+    every option but the initial map's."""
+    opts = skip_options("orth_manifold", {"orth_manifold": dict(cfg.skip_options)})
+    return tuple(sorted((k, v) for k, v in opts.items() if k not in ("init", "allow_negative_det")))
+
+
+def _group(cfg: CellConfig) -> str:
+    """The member's skip group: members whose Q is computed by one batched call."""
+    if cfg.skip == "orth_learned":
+        return f"orth_learned[{cfg.skip_options['map']}]"
+    return cfg.skip
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a stacked tensor's rows come from: the member dim and the member of each row."""
+
+    member_dim: int
+    ids: Tensor  # (rows,) long: the member of each row along member_dim
+
+
+class HandMLP:
+    """M residual MLPs (``orthskip.nn.models.mlp``) as stacked tensors; members may differ
+    in skip kind. The interface of ``stacked.Stacked`` plus the optimizer translation."""
+
+    def __init__(self, models: list[nn.Module], cfgs: list[CellConfig]) -> None:
+        self.k = len(models)
+        self.models = models
+        self.cfgs = cfgs
+        ref = models[0]
+        self.depth = len(ref.blocks)
+        self.training = True
+        self._read_structure(ref)
+        kinds = {_group(c) for c in cfgs}
+        self.groups = sorted(kinds, key=lambda g: (MATRIX_KINDS.index(g.split("[")[0]), g))
+        self.where: list[dict[str, tuple[str, tuple[int, ...]]]] = []
+        self.tensors: dict[str, Tensor] = {}
+        self.slots: dict[str, Slot] = {}
+        self._stack(models, cfgs)
+        self.params = [t for t in self.tensors.values() if t.requires_grad]
+        self.layout = [self.slots[n] for n, t in self.tensors.items() if t.requires_grad]
+        # the member order of the concatenated per-group skip matrices, and its inverse
+        order = torch.cat([self.slots[self._skip_key(g)].ids for g in self.groups])
+        self.unsort = None if bool((order == torch.arange(self.k)).all()) else order.argsort()
+
+    # -- structure -----------------------------------------------------------------------
+
+    def _read_structure(self, ref: nn.Module) -> None:
+        branch = ref.blocks[0].branch
+        norm, act = branch[1], branch[2]
+        self.norm = (
+            "batch" if isinstance(norm, nn.BatchNorm1d)
+            else "layer" if isinstance(norm, nn.LayerNorm) else "none"
+        )  # fmt: skip
+        self.eps = float(getattr(norm, "eps", 0.0))
+        self.momentum = float(getattr(norm, "momentum", 0.1) or 0.1)
+        if isinstance(norm, nn.BatchNorm1d) and norm.momentum is None:
+            raise ValueError("BatchNorm with cumulative averaging is not hand-batched")
+        self.act = act
+        self.scale = float(branch[4].factor) if len(branch) > 4 else 1.0
+        self.stem = isinstance(ref.stem[1], nn.Linear)
+        self.head = isinstance(ref.head, nn.Linear)
+
+    def _skip_key(self, group: str) -> str:
+        return f"skip<{group}>"
+
+    def _stack(self, models: list[nn.Module], cfgs: list[CellConfig]) -> None:
+        """Stack every member's state-dict tensors; record where each solo name lives."""
+        rows: dict[str, list[tuple[tuple[int, ...], Tensor, int]]] = {}
+        group_rows: dict[str, list[int]] = {}
+        requires: dict[str, bool] = {}
+        for k, (model, cfg) in enumerate(zip(models, cfgs, strict=True)):
+            group = _group(cfg)
+            g_row = len(group_rows.setdefault(group, []))
+            group_rows[group].append(k)
+            grads = {n for n, p in model.named_parameters() if p.requires_grad}
+            where: dict[str, tuple[str, tuple[int, ...]]] = {}
+            for name, t in model.state_dict(keep_vars=True).items():
+                match = _BLOCK.fullmatch(name)
+                if match is None:
+                    key, idx = name, (k,)
+                else:
+                    i, rest = int(match[1]), match[2]
+                    if rest.startswith("skip."):
+                        key, idx = f"{self._skip_key(group)}.{rest}", (i, g_row)
+                    else:
+                        key, idx = rest, (i, k)
+                where[name] = (key, idx)
+                rows.setdefault(key, []).append((idx, t.detach(), k))
+                requires[key] = name in grads
+            self.where.append(where)
+        for group, members in group_rows.items():
+            # a group without tensors (identity, none) still records its members
+            self.slots[self._skip_key(group)] = Slot(1, torch.tensor(members))
+        for key, found in rows.items():
+            blockwise = len(found[0][0]) == 2
+            n_rows = len({idx[-1] for idx, _, _ in found})
+            t0 = found[0][1]
+            shape = ((self.depth,) if blockwise else ()) + (n_rows, *t0.shape)
+            stacked = torch.empty(shape, dtype=t0.dtype, device=t0.device)
+            ids = torch.empty(n_rows, dtype=torch.long)
+            for idx, t, k in found:
+                stacked[idx].copy_(t)
+                ids[idx[-1]] = k
+            if requires[key]:
+                stacked = nn.Parameter(stacked)
+            self.tensors[key] = stacked
+            self.slots[key] = Slot(1 if blockwise else 0, ids)
+
+    # -- forward -------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> None:
+        self.training = mode
+
+    def forward(self, x: Tensor, shared_input: bool = False) -> Tensor:
+        """Outputs (M, N, …) of the members on x (M, N, …), or on one x (N, …) for all."""
+        t = self.tensors
+        if shared_input:
+            x = x.unsqueeze(0).expand(self.k, *x.shape)
+        # features × rows: every product below then has the batch as its wide side (N = B);
+        # with the rows first, the d = 2 outputs of the branch's second linear are a slow
+        # shape for the batched GEMM (~2.5× the time of the whole block otherwise)
+        x = x.reshape(self.k, x.shape[1], -1).mT.contiguous()
+        if self.stem:
+            x = torch.baddbmm(t["stem.1.bias"].unsqueeze(-1), t["stem.1.weight"], x)
+        qs = self._skip_matrices(x.dtype).unbind(0)
+        # one unbind per step: the backward stacks the blocks' gradients once, where
+        # indexing block i would materialise a full-size zero gradient per block
+        w1, b1 = t["branch.0.weight"].unbind(0), t["branch.0.bias"].unsqueeze(-1).unbind(0)
+        w2, b2 = t["branch.3.weight"], t["branch.3.bias"].unsqueeze(-1)
+        if self.scale != 1.0:  # Scale(s) folded into the second linear, once for all blocks
+            w2, b2 = w2 * self.scale, b2 * self.scale
+        w2, b2 = w2.unbind(0), b2.unbind(0)
+        norm = self._norm_params()
+        for i in range(self.depth):
+            h = torch.baddbmm(b1[i], w1[i], x)
+            h = self.act(self._normalise(h, i, norm))
+            f = torch.baddbmm(b2[i], w2[i], h)
+            x = torch.baddbmm(f, qs[i], x)  # S(x) + F(x) in one kernel, S = Q of the kind
+        if self.head:
+            x = torch.baddbmm(t["head.bias"].unsqueeze(-1), t["head.weight"], x)
+        return x.mT
+
+    def _norm_params(self) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None:
+        if self.norm == "none":
+            return None
+        t = self.tensors
+        return t["branch.1.weight"].unsqueeze(-1).unbind(0), t["branch.1.bias"].unsqueeze(
+            -1
+        ).unbind(0)
+
+    def _normalise(self, h: Tensor, i: int, norm: Any) -> Tensor:
+        """The branch's norm per member: h (M, H, B), features × rows."""
+        if norm is None:
+            return h
+        weight, bias = norm[0][i], norm[1][i]
+        if self.norm == "layer":
+            mean, var = h.mean(1, keepdim=True), h.var(1, unbiased=False, keepdim=True)
+            return (h - mean) * torch.rsqrt(var + self.eps) * weight + bias
+        t = self.tensors
+        mean_run, var_run = t["branch.1.running_mean"][i], t["branch.1.running_var"][i]
+        if self.training:
+            mean, var = h.mean(2), h.var(2, unbiased=False)
+            with torch.no_grad():  # as nn.BatchNorm1d: the running variance is unbiased
+                n = h.shape[2]
+                mean_run.lerp_(mean.detach(), self.momentum)
+                var_run.lerp_(var.detach() * (n / max(n - 1, 1)), self.momentum)
+                t["branch.1.num_batches_tracked"][i].add_(1)
+        else:
+            mean, var = mean_run, var_run
+        return (h - mean.unsqueeze(-1)) * torch.rsqrt(var.unsqueeze(-1) + self.eps) * weight + bias
+
+    def _skip_matrices(self, dtype: torch.dtype) -> Tensor:
+        """Every member's skip matrix at every block, (depth, M, w, w), in member order."""
+        parts = []
+        width = self.tensors["branch.3.weight"].shape[-2]
+        for group in self.groups:
+            key = self._skip_key(group)
+            n = len(self.slots[key].ids)
+            if group in ("identity", "none"):
+                eye = torch.eye(width, dtype=dtype, device=self.params[0].device)
+                m = eye if group == "identity" else torch.zeros_like(eye)
+                parts.append(m.expand(self.depth, n, width, width))
+            elif group.startswith("orth_learned"):
+                x = self.tensors[f"{key}.{_ORIGINAL}"]
+                base = self.tensors[f"{key}.{_BASE}"]
+                kind = group[len("orth_learned[") : -1]
+                q = map_to_orthogonal(x.flatten(0, 1), base.flatten(0, 1), kind)
+                parts.append(q.view(x.shape).to(dtype))
+            else:  # linear's W, orth_fixed's and orth_manifold's Q
+                name = "skip.weight" if group == "linear" else "skip.Q"
+                parts.append(self.tensors[f"{key}.{name}"].to(dtype))
+        q = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return q if self.unsort is None else q[:, self.unsort.to(q.device)]
+
+    # -- members' states -----------------------------------------------------------------
+
+    def member_state(self, k: int) -> dict[str, Tensor]:
+        """Member k's state dict, on the CPU (the keys of its solo model's state dict)."""
+        return {
+            name: self.tensors[key][idx].detach().to("cpu", copy=True)
+            for name, (key, idx) in self.where[k].items()
+        }
+
+    @torch.no_grad()
+    def load_member(self, k: int, state: Mapping[str, Tensor]) -> None:
+        for name, (key, idx) in self.where[k].items():
+            self.tensors[key][idx].copy_(state[name])
+
+    # -- optimizer -----------------------------------------------------------------------
+
+    def build_bundle(self, tcfg: Mapping[str, Any], spec: RunSpec) -> OptimizerBundle:
+        """The solo partition on the stacked tensors: skip parameters (linear's W,
+        orth_learned's generators) in the ``skip`` group (``skip_weight_decay``),
+        orth_manifold's Q to the Riemannian optimizer, everything else ``main``. Each
+        member's solo optimizer and schedulers (on its own model) are made beside it: they
+        translate the member's part of the state to and from the checkpoint format."""
+        main, skip, manifold = [], [], []
+        for key, t in self.tensors.items():
+            if not t.requires_grad:
+                continue
+            if key.startswith("skip<orth_manifold>"):
+                manifold.append(t)
+            elif key.startswith("skip<"):
+                skip.append(t)
+            else:
+                main.append(t)
+        skip_cfg = next(
+            ({c.skip: dict(c.skip_options)} for c in self.cfgs if c.skip == "orth_manifold"), None
+        )
+        self.solos = [
+            build_optimizer(m, dict(tcfg["optimizer"]), {c.skip: dict(c.skip_options)})
+            for m, c in zip(self.models, self.cfgs, strict=True)
+        ]
+        self.solo_schedulers = [
+            lr_schedulers(b.optimizers, spec.steps_per_epoch, spec.epochs, tcfg["schedule"])
+            for b in self.solos
+        ]
+        return optimizer_bundle(main, skip, manifold, [], dict(tcfg["optimizer"]), skip_cfg)
+
+    def scheduler_states(
+        self, k: int, schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+    ) -> list[dict[str, Any]]:
+        """Member k's solo schedulers' states at the pack's step."""
+        steps = schedulers[0].last_epoch
+        for sched in self.solo_schedulers[k]:
+            set_schedule(sched, steps)
+        return [s.state_dict() for s in self.solo_schedulers[k]]
+
+    def optimizer_state(self, k: int, pack: OptimizerBundle) -> dict[str, Any]:
+        """Member k's part of the stacked optimizer state, in its solo optimizer's format
+        (its group rates set by ``scheduler_states``' closed form, as the pack's)."""
+        solo = self.solos[k]
+        for opt in solo.optimizers:
+            opt.state.clear()
+        for opt, p, group, twin, t, idx in self._solo_slots(k, pack):
+            st = twin.state.get(t)
+            if st:
+                opt.state[p] = {n: _slice(v, idx) for n, v in st.items()}
+            named = next(g for g in twin.param_groups if g.get("name") == group.get("name"))
+            group["lr"] = named["lr"]
+        solo.steps = pack.steps
+        out = solo.state_dict()
+        for opt in solo.optimizers:
+            opt.state.clear()  # ``out`` holds the per-parameter dicts
+        return out
+
+    @torch.no_grad()
+    def load_optimizer(
+        self,
+        ckpts: list[dict[str, Any] | None],
+        live: list[bool],
+        pack: OptimizerBundle,
+        schedulers: list[torch.optim.lr_scheduler.LambdaLR],
+    ) -> None:
+        """Stack the running members' solo optimizer states (the others' rows stay zero:
+        they are frozen) and put the schedulers at their step."""
+        steps = None
+        for k, (ckpt, ok) in enumerate(zip(ckpts, live, strict=True)):
+            if ckpt is None or not ok:
+                continue
+            solo = self.solos[k]
+            solo.load_state_dict(ckpt["optimizer"])
+            for opt, p, _, twin, t, idx in self._solo_slots(k, pack):
+                st = twin.state[t]
+                for name, v in opt.state.get(p, {}).items():
+                    if isinstance(v, Tensor) and v.dim():
+                        if name not in st:
+                            st[name] = torch.zeros(t.shape, dtype=v.dtype, device=t.device)
+                        st[name][idx].copy_(v)
+                    else:
+                        st[name] = v.clone() if isinstance(v, Tensor) else copy.deepcopy(v)
+            pack.steps = solo.steps
+            steps = int(ckpt["schedulers"][0]["last_epoch"])
+            for opt in solo.optimizers:
+                opt.state.clear()
+        for sched in schedulers if steps is not None else []:
+            set_schedule(sched, steps)
+
+    def _solo_slots(self, k: int, pack: OptimizerBundle) -> Iterator[tuple[Any, ...]]:
+        """(solo optimizer, its param, its group, pack optimizer, stacked tensor, index)."""
+        solo = self.solos[k]
+        names = {id(p): n for n, p in self.models[k].named_parameters()}
+        by_type = {type(o): o for o in pack.optimizers}
+        for opt in solo.optimizers:
+            twin = by_type[type(opt)]
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    key, idx = self.where[k][names[id(p)]]
+                    yield opt, p, group, twin, self.tensors[key], idx
+
+
+def _slice(value: Any, idx: tuple[int, ...]) -> Any:
+    if isinstance(value, Tensor):
+        return value[idx].clone() if value.dim() else value.clone()
+    return copy.deepcopy(value)
+
+
+def set_schedule(sched: torch.optim.lr_scheduler.LambdaLR, steps: int) -> None:
+    """Put a LambdaLR where ``steps`` calls of ``step()`` would (its closed form), the
+    optimizer's rates included: a member's solo scheduler state, or the pack's on resume."""
+    sched.last_epoch = steps
+    sched._step_count = steps + 1
+    lrs = [base * fn(steps) for base, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
+    for group, lr in zip(sched.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    sched._last_lr = lrs
