@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from orthskip.config.grid import cell_config, cells, load_config, prepare_config, warp_seed_for
 from orthskip.errors import ConfigError
@@ -348,3 +349,69 @@ def test_make_check_prints_the_yaml_location(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0
     assert f"{path}:3:5: YAML syntax error" in proc.stderr
+
+
+# ---- issue 32 item 4: a truncated snapshots.pt is named, and costs no other member anything --
+
+PACK = "results/cells/circles/mlp/identity"
+
+
+def _family_config() -> dict:
+    """One pack (execution.pack: family) of two members: d1/s0 and d3/s0."""
+    cfg = tiny_config(execution={"pack": "family"})
+    cfg["grid"][0].update(variants=["identity"], depths=[1, 3], seeds=[0])
+    return cfg
+
+
+def test_truncated_snapshots_is_named_and_keeps_the_other_members_outputs(tmp_path):
+    """The issue: the family pack's metrics job died with `OSError: [Errno 22]` (no file
+    named) and Snakemake deleted the 3 healthy members' metrics and warp files."""
+    work = tmp_path / "w"
+    bad, good = f"{PACK}/d1/s0", f"{PACK}/d3/s0"
+    outs = [f"{cell}/{name}" for cell in (bad, good) for name in ("metrics.parquet",
+                                                                  "warp.parquet")]  # fmt: skip
+    snakemake(work, *outs, cfg=_family_config(), cores=1)
+    snap = work / bad / "snapshots.pt"
+    snap.write_bytes(snap.read_bytes()[: snap.stat().st_size // 2])  # a truncated copy
+    before = _snapshot(work / "results")
+
+    for args in (["-n"], [f"{bad}/metrics.parquet"], []):  # the plan, the target, a plain run
+        proc = snakemake(work, *args, cfg=_family_config(), cores=1, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert f"snapshots {bad}/snapshots.pt is truncated or corrupt" in out, out
+        assert f"delete it and ask for it again (`snakemake --cores 1 {bad}/snapshots.pt`" in out
+        assert "from the cell's last.pt, without retraining" in out, out
+        assert "extract_metrics" not in out.split("DatasetError")[0]  # no job was planned
+        assert _snapshot(work / "results") == before  # every member keeps its outputs
+
+    # the fix the message gives: delete it; the train job rewrites it from last.pt
+    snap.unlink()
+    snakemake(work, f"{bad}/snapshots.pt", cfg=_family_config(), cores=1)
+    rerun = (work / "results/logs/train" / f"{bad.removeprefix('results/cells/')}.log").read_text()
+    assert "(resume from epoch 2)" in rerun, rerun  # rewritten from last.pt, not retrained
+    assert "extract_metrics" in snakemake(work, *outs, cfg=_family_config(), cores=1).stderr
+    for name in outs:
+        assert (work / name).is_file()
+
+
+def test_metrics_pack_names_every_bad_member_before_any_work(tmp_path):
+    """Inside a job (a file broken after planning): every bad member named, nothing written."""
+    from orthskip.config.grid import cell_config, pack_cells, prepare_config
+    from orthskip.errors import DatasetError
+    from orthskip.stages.metrics import metrics_pack
+
+    cfg = prepare_config(_family_config())
+    members = [cell_config(cfg, c) for c in pack_cells("circles/mlp/identity", ("d1/s0", "d3/s0"))]
+    snaps = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    torch.save({"states": {}}, snaps[0])
+    snaps[0].write_bytes(snaps[0].read_bytes()[:-40])
+    snaps[1].write_bytes(b"not a zip archive")
+    outs = [tmp_path / "m1.parquet", tmp_path / "m2.parquet"]
+    warps = [tmp_path / "w1.parquet", tmp_path / "w2.parquet"]
+    with pytest.raises(DatasetError) as err:
+        metrics_pack(members, tmp_path / "data.pt", tmp_path / "m.json", snaps, outs, warps)
+    for path in snaps:
+        assert f"snapshots {path} is truncated or corrupt" in str(err.value)
+    assert not any(p.exists() for p in outs + warps)
+

@@ -14,6 +14,7 @@ from orthskip.config.grid import (
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
 from orthskip.stages.figures import FIGURES
+from orthskip.stages.metrics import check_snapshots
 from orthskip.stages.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
@@ -59,8 +60,22 @@ def check_prepared_datasets():
         check_prepared(f"results/data/{name}.pt", f"results/data/{name}.manifest.json")
 
 
+def check_snapshots_files():
+    """Stop here when a cell's snapshots.pt is truncated (a failed copy, say).
+
+    Otherwise its pack's metrics job fails, and Snakemake deletes the metrics of every
+    member of the pack. The message names the file and the fix (delete it and ask for it:
+    the train job writes it again from the cell's last.pt without retraining).
+    """
+    for c in CELLS:
+        path = f"results/cells/{c.path}/snapshots.pt"
+        if os.path.exists(path):
+            check_snapshots(path, full=False)
+
+
 if workflow.is_main_process:
     check_prepared_datasets()
+    check_snapshots_files()
 
 
 def cell_dirs():
