@@ -415,3 +415,22 @@ def test_metrics_pack_names_every_bad_member_before_any_work(tmp_path):
         assert f"snapshots {path} is truncated or corrupt" in str(err.value)
     assert not any(p.exists() for p in outs + warps)
 
+
+# ---- issue 32 item 8: a YAML error in the default config/config.yaml names line and column --
+
+
+def test_yaml_error_in_the_default_configfile_names_file_line_and_column(tmp_path):
+    work = tmp_path / "w"
+    (work / "config").mkdir(parents=True)
+    (work / "config/config.yaml").write_text(
+        "datasets:\n  circles: {source: circles}\ngrid:\n  - arch: mlp\n    datasets: [circles\n"
+    )
+    proc = snakemake(work, "-n", check=False)  # no --configfile: the embedded default
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "config/config.yaml:6:1: YAML syntax error" in out, out
+    assert "started at line 5, column 15" in out, out
+    assert "not valid JSON or YAML" not in out
+    (work / "config/config.yaml").write_text("datasets:\n\tcircles: {}\n")  # a tab indent
+    proc = snakemake(work, "-n", check=False)
+    assert "config/config.yaml:2:1: YAML syntax error" in proc.stdout + proc.stderr

@@ -367,14 +367,28 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    return prepare_config(read_yaml(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A config file's content (``safe_load``); ConfigError naming FILE:LINE:COLUMN on a
+    syntax error."""
+    path = Path(path)
     try:
         with path.open() as fh:
-            cfg = yaml.safe_load(fh) or {}
+            return yaml.safe_load(fh) or {}
     except yaml.MarkedYAMLError as err:
         raise ConfigError(_yaml_message(path, err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    return prepare_config(cfg)
+
+
+def check_yaml_syntax(path: str | Path) -> None:
+    """For the Snakefile, before its ``configfile:`` directive (Snakemake reports a syntax
+    error there only as "not valid JSON or YAML"): ConfigError naming FILE:LINE:COLUMN
+    when ``path`` is not valid YAML. A missing file is left to Snakemake."""
+    if Path(path).is_file():
+        read_yaml(path)
 
 
 def _yaml_message(path: Path, err: yaml.MarkedYAMLError) -> str:
