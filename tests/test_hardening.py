@@ -434,3 +434,21 @@ def test_yaml_error_in_the_default_configfile_names_file_line_and_column(tmp_pat
     (work / "config/config.yaml").write_text("datasets:\n\tcircles: {}\n")  # a tab indent
     proc = snakemake(work, "-n", check=False)
     assert "config/config.yaml:2:1: YAML syntax error" in proc.stdout + proc.stderr
+
+
+# ---- issue 32 item 7: checkpoints are byte-reproducible ------------------------------------
+
+
+def test_save_torch_writes_equal_tensors_as_equal_bytes(tmp_path):
+    import zipfile
+
+    from orthskip.io import load_torch, save_torch
+
+    obj = {"states": {0: {"w": torch.arange(6.0).reshape(2, 3)}}, "epochs": [0]}
+    path = tmp_path / "snapshots.pt"
+    save_torch(path, obj)
+    first = path.read_bytes()
+    save_torch(path, obj)  # rewritten: another temporary file each time
+    assert path.read_bytes() == first
+    assert {n.split("/")[0] for n in zipfile.ZipFile(path).namelist()} == {"archive"}
+    assert torch.equal(load_torch(path)["states"][0]["w"], obj["states"][0]["w"])
