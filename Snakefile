@@ -60,3 +60,10 @@ rule all:
         "results/tables/findings.md",
         "results/metrics/summary.json",
         "results/metrics/accuracy_vs_depth.csv",
+        # Every file the pipeline promises, not only the final ones: Snakemake does not
+        # make a missing intermediate file again while what was made from it is up to date,
+        # so a plain rerun would not notice a deleted status.json or cells.parquet.
+        METRICS,
+        APPROX_METRICS,
+        cell_files(),
+        approx_outputs(),

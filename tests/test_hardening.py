@@ -452,3 +452,33 @@ def test_save_torch_writes_equal_tensors_as_equal_bytes(tmp_path):
     assert path.read_bytes() == first
     assert {n.split("/")[0] for n in zipfile.ZipFile(path).namelist()} == {"archive"}
     assert torch.equal(load_torch(path)["states"][0]["w"], obj["states"][0]["w"])
+
+
+# ---- issue 32 item 5: a plain rerun notices a missing file -----------------------------------
+
+
+def test_plain_rerun_plans_every_missing_file_again(tmp_path):
+    """A deleted status.json (or any file a cell promises) was not made again by a plain
+    rerun while what was made from it stayed up to date."""
+    from tests.workflow import job_counts
+
+    work, cfg = tmp_path / "w", _family_config()
+    snakemake(work, "results/metrics/cells.parquet", cfg=cfg, cores=1)
+
+    def planned() -> set[str]:
+        counts = job_counts(snakemake(work, "-n", cfg=cfg, cores=1).stdout)
+        return {rule.rstrip("_0123456789") for rule in counts}
+
+    assert not {"train", "extract_metrics", "aggregate"} & planned()  # the rest is figures
+    makers = {"status.json": "train", "history.parquet": "train", "snapshots.pt": "train",
+              "metrics.parquet": "extract_metrics", "warp.parquet": "extract_metrics"}  # fmt: skip
+    for name, rule in makers.items():
+        path = work / PACK / "d3/s0" / name
+        aside = path.rename(path.with_suffix(".aside"))
+        assert rule in planned(), name
+        aside.rename(path)
+    for name in ("cells", "history", "layers", "warp"):
+        path = work / f"results/metrics/{name}.parquet"
+        aside = path.rename(path.with_suffix(".aside"))
+        assert "aggregate" in planned(), name
+        aside.rename(path)

@@ -82,6 +82,21 @@ def cell_dirs():
     return [f"results/cells/{c.path}" for c in CELLS]
 
 
+# What the train and metrics rules write per cell (last.pt is their working state, not a
+# promise: train.log and it are kept by the train stage itself).
+CELL_FILES = (
+    "status.json",
+    "history.parquet",
+    "snapshots.pt",
+    "metrics.parquet",
+    "warp.parquet",
+)
+
+
+def cell_files():
+    return expand("{cell}/{name}", cell=cell_dirs(), name=CELL_FILES)
+
+
 def pack_rule_name(stage, i):
     return stage if i == 0 else f"{stage}_{i + 1}"
 
