@@ -4,14 +4,17 @@
 # `python -m orthskip COMMAND`; the comment above it names its module in orthskip/stages/.
 from snakemake.utils import min_version
 
-from orthskip.config.grid import WILDCARD_PATTERNS, prepare_config
+from orthskip.config.grid import WILDCARD_PATTERNS, check_yaml_syntax, prepare_config
 
 min_version("9.0")
 
 
 # The embedded default only when no --configfile is given: a config passed on the command
 # line stands alone (keys it omits take the schema's defaults, never this file's values).
+# Its syntax is checked first: Snakemake itself says only "not valid JSON or YAML", where
+# this names the file, line and column (Snakemake reads a --configfile before this file).
 if not workflow.overwrite_configfiles:
+    check_yaml_syntax("config/config.yaml")
 
     configfile: "config/config.yaml"
 
@@ -57,3 +60,10 @@ rule all:
         "results/tables/findings.md",
         "results/metrics/summary.json",
         "results/metrics/accuracy_vs_depth.csv",
+        # Every file the pipeline promises, not only the final ones: Snakemake does not
+        # make a missing intermediate file again while what was made from it is up to date,
+        # so a plain rerun would not notice a deleted status.json or cells.parquet.
+        METRICS,
+        APPROX_METRICS,
+        cell_files(),
+        approx_outputs(),

@@ -42,10 +42,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
+    """torch.save, atomically and byte-reproducibly: given a path, torch.save names the
+    archive's entries after the file (here a random temporary name), so equal tensors
+    gave other bytes and reran everything downstream; given an open file it names them
+    ``archive/...`` always."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_torch(path: str | Path) -> Any:

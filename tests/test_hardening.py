@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from orthskip.config.grid import cell_config, cells, load_config, prepare_config, warp_seed_for
 from orthskip.errors import ConfigError
@@ -348,3 +349,137 @@ def test_make_check_prints_the_yaml_location(tmp_path):
     )  # fmt: skip
     assert proc.returncode != 0
     assert f"{path}:3:5: YAML syntax error" in proc.stderr
+
+
+# ---- issue 32 item 4: a truncated snapshots.pt is named, and costs no other member anything --
+
+PACK = "results/cells/circles/mlp/identity"
+
+
+def _family_config() -> dict:
+    """One pack (execution.pack: family) of two members: d1/s0 and d3/s0."""
+    cfg = tiny_config(execution={"pack": "family"})
+    cfg["grid"][0].update(variants=["identity"], depths=[1, 3], seeds=[0])
+    return cfg
+
+
+def test_truncated_snapshots_is_named_and_keeps_the_other_members_outputs(tmp_path):
+    """The issue: the family pack's metrics job died with `OSError: [Errno 22]` (no file
+    named) and Snakemake deleted the 3 healthy members' metrics and warp files."""
+    work = tmp_path / "w"
+    bad, good = f"{PACK}/d1/s0", f"{PACK}/d3/s0"
+    outs = [f"{cell}/{name}" for cell in (bad, good) for name in ("metrics.parquet",
+                                                                  "warp.parquet")]  # fmt: skip
+    snakemake(work, *outs, cfg=_family_config(), cores=1)
+    snap = work / bad / "snapshots.pt"
+    whole = snap.read_bytes()
+    snap.write_bytes(whole[: len(whole) // 2])  # a truncated copy
+    before = _snapshot(work / "results")
+
+    for args in (["-n"], [f"{bad}/metrics.parquet"], []):  # the plan, the target, a plain run
+        proc = snakemake(work, *args, cfg=_family_config(), cores=1, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, out
+        assert f"snapshots {bad}/snapshots.pt is truncated or corrupt" in out, out
+        assert f"delete it and ask for it again (`snakemake --cores 1 {bad}/snapshots.pt`" in out
+        assert "from the cell's last.pt, without retraining" in out, out
+        assert "extract_metrics" not in out.split("DatasetError")[0]  # no job was planned
+        assert _snapshot(work / "results") == before  # every member keeps its outputs
+
+    # the fix the message gives: delete it; the train job rewrites it from last.pt
+    snap.unlink()
+    snakemake(work, f"{bad}/snapshots.pt", cfg=_family_config(), cores=1)
+    rerun = (work / "results/logs/train" / f"{bad.removeprefix('results/cells/')}.log").read_text()
+    assert "(resume from epoch 2)" in rerun, rerun  # rewritten from last.pt, not retrained
+    assert snap.read_bytes() == whole  # the same bytes: the metrics made from it still hold
+    dry = snakemake(work, "-n", *outs, cfg=_family_config(), cores=1)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_metrics_pack_names_every_bad_member_before_any_work(tmp_path):
+    """Inside a job (a file broken after planning): every bad member named, nothing written."""
+    from orthskip.config.grid import cell_config, pack_cells, prepare_config
+    from orthskip.errors import DatasetError
+    from orthskip.stages.metrics import metrics_pack
+
+    cfg = prepare_config(_family_config())
+    members = [cell_config(cfg, c) for c in pack_cells("circles/mlp/identity", ("d1/s0", "d3/s0"))]
+    snaps = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    torch.save({"states": {}}, snaps[0])
+    snaps[0].write_bytes(snaps[0].read_bytes()[:-40])
+    snaps[1].write_bytes(b"not a zip archive")
+    outs = [tmp_path / "m1.parquet", tmp_path / "m2.parquet"]
+    warps = [tmp_path / "w1.parquet", tmp_path / "w2.parquet"]
+    with pytest.raises(DatasetError) as err:
+        metrics_pack(members, tmp_path / "data.pt", tmp_path / "m.json", snaps, outs, warps)
+    for path in snaps:
+        assert f"snapshots {path} is truncated or corrupt" in str(err.value)
+    assert not any(p.exists() for p in outs + warps)
+
+
+# ---- issue 32 item 8: a YAML error in the default config/config.yaml names line and column --
+
+
+def test_yaml_error_in_the_default_configfile_names_file_line_and_column(tmp_path):
+    work = tmp_path / "w"
+    (work / "config").mkdir(parents=True)
+    (work / "config/config.yaml").write_text(
+        "datasets:\n  circles: {source: circles}\ngrid:\n  - arch: mlp\n    datasets: [circles\n"
+    )
+    proc = snakemake(work, "-n", check=False)  # no --configfile: the embedded default
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "config/config.yaml:6:1: YAML syntax error" in out, out
+    assert "started at line 5, column 15" in out, out
+    assert "not valid JSON or YAML" not in out
+    (work / "config/config.yaml").write_text("datasets:\n\tcircles: {}\n")  # a tab indent
+    proc = snakemake(work, "-n", check=False)
+    assert "config/config.yaml:2:1: YAML syntax error" in proc.stdout + proc.stderr
+
+
+# ---- issue 32 item 7: checkpoints are byte-reproducible ------------------------------------
+
+
+def test_save_torch_writes_equal_tensors_as_equal_bytes(tmp_path):
+    import zipfile
+
+    from orthskip.io import load_torch, save_torch
+
+    obj = {"states": {0: {"w": torch.arange(6.0).reshape(2, 3)}}, "epochs": [0]}
+    path = tmp_path / "snapshots.pt"
+    save_torch(path, obj)
+    first = path.read_bytes()
+    save_torch(path, obj)  # rewritten: another temporary file each time
+    assert path.read_bytes() == first
+    assert {n.split("/")[0] for n in zipfile.ZipFile(path).namelist()} == {"archive"}
+    assert torch.equal(load_torch(path)["states"][0]["w"], obj["states"][0]["w"])
+
+
+# ---- issue 32 item 5: a plain rerun notices a missing file -----------------------------------
+
+
+def test_plain_rerun_plans_every_missing_file_again(tmp_path):
+    """A deleted status.json (or any file a cell promises) was not made again by a plain
+    rerun while what was made from it stayed up to date."""
+    from tests.workflow import job_counts
+
+    work, cfg = tmp_path / "w", _family_config()
+    snakemake(work, "results/metrics/cells.parquet", cfg=cfg, cores=1)
+
+    def planned() -> set[str]:
+        counts = job_counts(snakemake(work, "-n", cfg=cfg, cores=1).stdout)
+        return {rule.rstrip("_0123456789") for rule in counts}
+
+    assert not {"train", "extract_metrics", "aggregate"} & planned()  # the rest is figures
+    makers = {"status.json": "train", "history.parquet": "train", "snapshots.pt": "train",
+              "metrics.parquet": "extract_metrics", "warp.parquet": "extract_metrics"}  # fmt: skip
+    for name, rule in makers.items():
+        path = work / PACK / "d3/s0" / name
+        aside = path.rename(path.with_suffix(".aside"))
+        assert rule in planned(), name
+        aside.rename(path)
+    for name in ("cells", "history", "layers", "warp"):
+        path = work / f"results/metrics/{name}.parquet"
+        aside = path.rename(path.with_suffix(".aside"))
+        assert "aggregate" in planned(), name
+        aside.rename(path)

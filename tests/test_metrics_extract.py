@@ -346,6 +346,8 @@ def test_config_families_are_the_extractor_families_and_reach_the_metrics(tmp_pa
                 }
             ],
             "model": {"mlp": {"width": 4}},
+            # 58 training points after the validation split: a batch must fit (issue 32)
+            "train": {"batch_size": 32},
             "metrics": {"families": ["dist_identity", "branch_lipschitz"], "probe_size": 16},
         }
     )

@@ -162,9 +162,9 @@ def test_vit_sincos_table_and_option_errors():
     with pytest.raises(ConfigError, match="multiple of 4"):
         build_model("vit", 1, "identity", (3, 4, 4), 2, {**VIT_CFG, "width": 6, "heads": 2,
                     "pos_embed": "sincos"}, {})  # fmt: skip
-    with pytest.raises(ConfigError, match=r"model\.vit\.patch = 3"):
+    with pytest.raises(ConfigError, match=r"'model\.vit\.patch' = 3"):
         build_model("vit", 1, "identity", (3, 8, 8), 2, {**VIT_CFG, "patch": 3}, {})
-    with pytest.raises(ConfigError, match=r"model\.vit\.heads = 3"):
+    with pytest.raises(ConfigError, match=r"'model\.vit\.heads' = 3"):
         build_model("vit", 1, "identity", (3, 8, 8), 2, {**VIT_CFG, "heads": 3}, {})
     with pytest.raises(ConfigError, match=r"model\.vit\.mlp_ratio"):
         validate_model_options("vit", {"mlp_ratio": 0})

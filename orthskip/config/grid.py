@@ -44,6 +44,12 @@ AS_WRITTEN = ("datasets", "model", "skip_options")
 # The Snakefile constrains its wildcards with these patterns (NAME_PATTERNS, which the schema
 # enforces, for the names a config chooses), so a name that passes validation matches a rule.
 WILDCARD_PATTERNS = {**NAME_PATTERNS, "arch": r"[a-z0-9_]+", "depth": r"[0-9]+", "seed": r"[0-9]+"}
+# The largest cell seed (grid[i].seeds; the schema's maximum, written by
+# orthskip.config.schema): the training engine seeds torch Generators with
+# seed * 1_000_003 + k, k <= 41 (orthskip.training.runstate.streams,
+# orthskip.training.solo.validation_split), and a Generator takes seeds up to 2**64 - 1.
+# It is below 2**63, so a seed also fits the int64 seed column of the result tables.
+MAX_SEED = (2**64 - 1 - 41) // 1_000_003
 
 
 @dataclass(frozen=True, order=True)
@@ -132,7 +138,97 @@ def check_references(cfg: dict[str, Any]) -> None:
                 raise ConfigError(f"config key '{where}.depths': {err}") from None
     _check_epochs(cfg["train"], "train")
     check_overrides(cfg)
+    check_cells(cfg)
     check_approx(cfg)
+
+
+def check_cells(cfg: dict[str, Any]) -> None:
+    """What each cell's builders enforce, checked for every (arch, dataset, variant) of the
+    grid before any job: the constraints the architecture, the skip kind and the optimizer
+    declare (``orthskip.config.constraints``) against the dataset's shape as its spec gives
+    it, and a training split that holds at least a batch (and a validation split that is not
+    empty when one is asked for). Messages name the key that set the value (a variant's
+    override or the section) and the grid entry."""
+    from orthskip.config.constraints import enforce
+    from orthskip.data.spec import data_shape
+    from orthskip.nn.models import MODEL_CONSTRAINTS, model_options
+    from orthskip.nn.optim import OPTIM_CONSTRAINTS, optim_options
+    from orthskip.nn.skips import SKIPS, skip_options
+
+    optim_options(cfg["train"]["optimizer"])  # the section itself, whichever variant uses it
+    seen: set[tuple[str, str, str]] = set()
+    for i, entry in enumerate(cfg["grid"]):
+        arch = entry["arch"]
+        for ds in entry["datasets"]:
+            shape = data_shape(ds, cfg["datasets"][ds])
+            for name in entry["variants"]:
+                if (arch, ds, name) in seen:
+                    continue
+                seen.add((arch, ds, name))
+                spec = variant_of(cfg, name)
+                kind = spec["skip"]
+                context = (
+                    f" (grid[{i}]: arch {arch}, variant {name}, dataset {ds!r} with "
+                    f"{shape.describe()})"
+                )
+                over = spec.get("model", {})
+                model = model_options(arch, deep_merge(cfg["model"].get(arch, {}), over))
+                enforce(MODEL_CONSTRAINTS[arch], model, shape, f"model.{arch}",
+                        key_of=_key_of(name, over, "model", f"model.{arch}"),
+                        data_key=f"grid[{i}].datasets", context=context)  # fmt: skip
+                over = spec.get("skip_options", {})
+                opts = deep_merge(cfg["skip_options"].get(kind, {}), over)
+                enforce(SKIPS[kind].constraints, skip_options(kind, {kind: opts}), shape,
+                        f"skip_options.{kind}", data_key=f"grid[{i}].datasets",
+                        key_of=_key_of(name, over, "skip_options", f"skip_options.{kind}"),
+                        context=context)  # fmt: skip
+                over = spec.get("train", {})
+                train = deep_merge(cfg["train"], over)
+                opt_key = _key_of(name, over.get("optimizer", {}), "train.optimizer",
+                                  "train.optimizer")  # fmt: skip
+                enforce(OPTIM_CONSTRAINTS, optim_options(train["optimizer"]), None,
+                        "train.optimizer", key_of=opt_key, context=context)  # fmt: skip
+                _check_split(cfg, ds, train, _key_of(name, over, "train", "train"), context)
+
+
+def _key_of(variant: str, over: Mapping[str, Any], section: str, base: str) -> Any:
+    """The config key that set option ``k``: the variant's override, else the section."""
+
+    def key_of(k: str) -> str:
+        return f"variants.{variant}.{section}.{k}" if k in over else f"{base}.{k}"
+
+    return key_of
+
+
+def _check_split(
+    cfg: dict[str, Any], ds: str, train: dict[str, Any], key_of: Any, context: str
+) -> None:
+    """A training split of at least one batch; a validation split, when asked for, not
+    empty (it is evaluated whole, so it may be smaller than a batch)."""
+    from orthskip.data.spec import train_size, validation_size
+
+    n = train_size(ds, cfg["datasets"][ds])
+    fraction, batch = float(train["val_fraction"]), int(train["batch_size"])
+    n_val = validation_size(n, fraction)
+    n_train = n - n_val
+    sizes = (
+        f"dataset {ds!r} has {n} training examples; val_fraction {fraction} takes {n_val} "
+        f"for validation and leaves {n_train} to train on"
+    )
+    if n_train < batch:
+        raise ConfigError(
+            f"config keys '{key_of('val_fraction')}' = {fraction} and "
+            f"'{key_of('batch_size')}' = {batch}{context}: {sizes}, fewer than a batch of "
+            f"{batch}; lower val_fraction"
+            + (f", or batch_size to at most {n_train}" if n_train else "")
+            + f", or give datasets.{ds} more training examples"
+        )
+    if fraction > 0 and n_val == 0:
+        raise ConfigError(
+            f"config key '{key_of('val_fraction')}' = {fraction}{context}: {sizes}, so the "
+            f"validation split asked for is empty; raise val_fraction above "
+            f"{0.5 / n:.3g}, or set it to 0 for no validation split"
+        )
 
 
 def check_overrides(cfg: dict[str, Any]) -> None:
@@ -225,8 +321,11 @@ def approx_cells(cfg: dict[str, Any]) -> list[Cell]:
 
 
 def load_schema(path: Path = SCHEMA) -> dict[str, Any]:
+    # libyaml's safe loader where PyYAML has it (the same documents, ~10x faster: the schema
+    # is read several times per check)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with path.open() as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=loader)
 
 
 def fill_defaults(schema: dict[str, Any], cfg: dict[str, Any], top: bool = True) -> None:
@@ -268,14 +367,28 @@ def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    return prepare_config(read_yaml(path))
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A config file's content (``safe_load``); ConfigError naming FILE:LINE:COLUMN on a
+    syntax error."""
+    path = Path(path)
     try:
         with path.open() as fh:
-            cfg = yaml.safe_load(fh) or {}
+            return yaml.safe_load(fh) or {}
     except yaml.MarkedYAMLError as err:
         raise ConfigError(_yaml_message(path, err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    return prepare_config(cfg)
+
+
+def check_yaml_syntax(path: str | Path) -> None:
+    """For the Snakefile, before its ``configfile:`` directive (Snakemake reports a syntax
+    error there only as "not valid JSON or YAML"): ConfigError naming FILE:LINE:COLUMN
+    when ``path`` is not valid YAML. A missing file is left to Snakemake."""
+    if Path(path).is_file():
+        read_yaml(path)
 
 
 def _yaml_message(path: Path, err: yaml.MarkedYAMLError) -> str:

@@ -147,7 +147,8 @@ def _short(value: Any) -> str:
 def schema_error(err: Any, prefix: str = "") -> ConfigError:
     """A ConfigError from a jsonschema ValidationError: the key path, the value, the rule."""
     where = key_path(prefix, err.absolute_path)
-    name = str(err.absolute_path[-1]) if err.absolute_path else ""
+    # the bound's name: the innermost key (``seeds`` for grid[0].seeds[1], not the index)
+    name = next((str(k) for k in reversed(err.absolute_path) if isinstance(k, str)), "")
     if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
         allowed = err.schema.get("properties") or {}
         extra = [k for k in err.instance if k not in allowed]

@@ -19,7 +19,7 @@ import yaml
 
 # Only the generator imports the registries: the config checks (orthskip.config.grid) read the
 # committed file, so a stage's code fingerprint does not take in every registry's module.
-from orthskip.config.grid import NAME_PATTERNS, SCHEMA, load_schema
+from orthskip.config.grid import MAX_SEED, NAME_PATTERNS, SCHEMA, load_schema
 
 
 def _datasets(section: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +62,7 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     from orthskip.analysis.approx import VARIANT_KINDS
     from orthskip.analysis.metrics.extract import FAMILIES
     from orthskip.config.options import table_schema
+    from orthskip.data.spec import TORCH_SEED_MAX
     from orthskip.nn.models import ARCHS, MODEL_SPECS
     from orthskip.nn.optim import OPTIM_SPECS
     from orthskip.nn.skips import SKIP_SPECS, SKIPS
@@ -80,7 +81,12 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     grid = props["grid"]["items"]["properties"]
     grid["arch"]["enum"] = list(ARCHS)
     grid["variants"]["items"]["pattern"] = f"^{NAME_PATTERNS['variant']}$"
-    props["metrics"]["properties"]["families"]["items"]["enum"] = list(FAMILIES)
+    # seeds the generators take (MAX_SEED: the training engine's derived seeds fit)
+    grid["seeds"]["items"]["maximum"] = MAX_SEED
+    metrics = props["metrics"]["properties"]
+    metrics["warp_seed"]["maximum"] = MAX_SEED
+    metrics["probe_seed"]["maximum"] = TORCH_SEED_MAX
+    metrics["families"]["items"]["enum"] = list(FAMILIES)
     approx_kinds = props["approx"]["properties"]["kinds"]
     approx_kinds["items"]["enum"] = list(VARIANT_KINDS)
     approx_kinds["default"] = list(VARIANT_KINDS)

@@ -9,8 +9,10 @@ each source's options (type, default, range, description): the config schema's
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, check, defaults, table_schema, unknown
 from orthskip.errors import ConfigError
 
@@ -28,21 +30,42 @@ def _num(default: float, description: str, **bounds: float) -> Option:
 
 # Synthetic sets default to 1000/1000 points: the embedded grid trains hundreds of
 # cells on 2 CPU cores in minutes.
+# The largest seed each generator takes: scikit-learn's RandomState 2**32 - 1, torch's
+# Generator 2**64 - 1 (numpy's default_rng takes any; its sets share the synthetic bound).
+SKLEARN_SEED_MAX = 2**32 - 1
+TORCH_SEED_MAX = 2**64 - 1
 _N = {
     "n_train": _count(1000, "training points"),
     "n_test": _count(1000, "test points"),
-    "seed": _count(0, "seed of the generator", lo=0),
+    "seed": _count(0, "seed of the generator", lo=0, hi=SKLEARN_SEED_MAX),
 }
 _NOISE = {"noise": _num(0.1, "standard deviation of the Gaussian noise", minimum=0)}
-_VISION = {
-    "root": Option(
-        "string", None, "directory of the torchvision files (null: data/raw)", nullable=True
-    ),
-    "download": Option("boolean", False, "download the files when they are missing"),
-    "n_train": _count(None, "training images kept, a seeded subset (null: all)", nullable=True),
-    "n_test": _count(None, "test images kept, a seeded subset (null: all)", nullable=True),
-    "seed": _count(0, "picks the n_train/n_test subset", lo=0),
+# (training, test) images of each torchvision set: a larger subset cannot be drawn
+VISION_SIZES: dict[str, tuple[int, int]] = {
+    "mnist": (60000, 10000),
+    "fashion_mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+    "stl10": (5000, 8000),
 }
+DIGITS_SIZE = 1797
+
+
+def _vision(source: str) -> dict[str, Option]:
+    n_train, n_test = VISION_SIZES[source]
+    return {
+        "root": Option(
+            "string", None, "directory of the torchvision files (null: data/raw)", nullable=True
+        ),
+        "download": Option("boolean", False, "download the files when they are missing"),
+        "n_train": _count(
+            None, "training images kept, a seeded subset (null: all)", hi=n_train, nullable=True
+        ),
+        "n_test": _count(
+            None, "test images kept, a seeded subset (null: all)", hi=n_test, nullable=True
+        ),
+        "seed": _count(0, "picks the n_train/n_test subset", lo=0, hi=TORCH_SEED_MAX),
+    }
 
 
 def _augment(default: str | None) -> dict[str, Option]:
@@ -82,21 +105,21 @@ PARAMS: dict[str, dict[str, Option]] = {
     "diffeo": {
         **_N,
         "d": _count(2, "dimension of the diffeomorphism h of R^d", lo=2, hi=16),
-        "map_seed": _count(0, "draws the rotations of h", lo=0),
+        "map_seed": _count(0, "draws the rotations of h", lo=0, hi=TORCH_SEED_MAX),
         "alpha": _num(0.8, "radial warp (< 2 keeps h invertible)", minimum=0, exclusive_maximum=2),
         "beta": _num(1.5, "swirl angle at 0, radians", minimum=0),
         "gamma": _num(0.5, "shear strength", minimum=0),
     },
     "digits": {
-        "n_test": _count(360, "test images of the 1797", hi=1796),
-        "seed": _count(0, "seed of the train/test split", lo=0),
+        "n_test": _count(360, "test images of the 1797", hi=DIGITS_SIZE - 1),
+        "seed": _count(0, "seed of the train/test split", lo=0, hi=SKLEARN_SEED_MAX),
     },
-    "mnist": {**_VISION, **_augment(None)},
-    "fashion_mnist": {**_VISION, **_augment(None)},
-    "cifar10": {**_VISION, **_augment("cifar")},
-    "cifar100": {**_VISION, **_augment("cifar")},
+    "mnist": {**_vision("mnist"), **_augment(None)},
+    "fashion_mnist": {**_vision("fashion_mnist"), **_augment(None)},
+    "cifar10": {**_vision("cifar10"), **_augment("cifar")},
+    "cifar100": {**_vision("cifar100"), **_augment("cifar")},
     # 96×96: the same 4-pixel pad + crop + flip (the seed codebase's choice is not stated)
-    "stl10": {**_VISION, **_augment("cifar")},
+    "stl10": {**_vision("stl10"), **_augment("cifar")},
 }
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
@@ -137,18 +160,75 @@ def validate_spec(name: str, spec: dict | None) -> None:
     check_classes(name, spec)
 
 
+def _enough(key: str) -> Constraint:
+    """A stratified split (the synthetic classification sets, digits) puts every class in
+    both splits; torchvision subsets are drawn at random, not stratified."""
+
+    def test(full: Mapping[str, Any], data: DataShape | None) -> str | None:
+        k = None if full["source"] in VISION_SIZES else _classes(full)
+        n = full.get(key)
+        if k is None or n is None or n >= k:
+            return None
+        return f"{n} is fewer than the {k} classes; expected an integer >= {k}"
+
+    return Constraint(f"{key}_holds_every_class", key, f"{key} >= the number of classes", test)
+
+
+# What preparing a dataset needs of its spec beyond the option tables (a resolved spec:
+# ``resolve_spec``); also checked by the config check before any job.
+DATASET_CONSTRAINTS: tuple[Constraint, ...] = (_enough("n_train"), _enough("n_test"))
+
+
+def _classes(full: Mapping[str, Any]) -> int | None:
+    """The number of classes of a resolved spec (None: a regression set)."""
+    src = full["source"]
+    if src in REGRESSION_SOURCES:
+        return None
+    if src in _SYNTHETIC_CLASSES:
+        return _SYNTHETIC_CLASSES[src]
+    if "n_classes" in full:
+        return int(full["n_classes"])
+    return {"cifar100": 100}.get(src, 10)  # digits, MNIST, Fashion-MNIST, CIFAR-10, STL-10
+
+
 def check_classes(name: str, spec: dict | None) -> None:
-    """What the schema cannot say: a classification set has every class in both splits."""
+    """What the schema cannot say (DATASET_CONSTRAINTS): every class in both splits."""
+    enforce(DATASET_CONSTRAINTS, resolve_spec(name, spec, _validated=True), None,
+            f"datasets.{name}")  # fmt: skip
+
+
+_IMAGES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
+           "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "stl10": (3, 96, 96)}  # fmt: skip
+
+
+def data_shape(name: str, spec: dict | None) -> DataShape:
+    """The input shape and outputs of dataset ``name`` as prepared, from its spec alone (so
+    the config check can check a model against it before the set is prepared)."""
     full = resolve_spec(name, spec, _validated=True)
-    k = _SYNTHETIC_CLASSES.get(full["source"]) or full.get("n_classes")
-    if k is not None:
-        # the stratified split puts every class in both splits
-        for key in ("n_train", "n_test"):
-            if full[key] < k:
-                raise ConfigError(
-                    f"datasets.{name}.{key}: {full[key]} is fewer than the {k} classes; "
-                    f"expected an integer >= {k}"
-                )
+    src = full["source"]
+    if src in _IMAGES:
+        shape: tuple[int, ...] = _IMAGES[src]
+    else:
+        shape = (int(full.get("dim", full.get("d", 2))),)
+    outputs = _classes(full)
+    return DataShape(shape, int(full["d"]) if outputs is None else outputs)
+
+
+def train_size(name: str, spec: dict | None) -> int:
+    """Training examples of dataset ``name`` as prepared (before the validation split)."""
+    full = resolve_spec(name, spec, _validated=True)
+    src = full["source"]
+    if src == "digits":
+        return DIGITS_SIZE - int(full["n_test"])
+    if src in VISION_SIZES and full["n_train"] is None:
+        return VISION_SIZES[src][0]
+    return int(full["n_train"])
+
+
+def validation_size(n: int, fraction: float) -> int:
+    """Examples a validation split of ``fraction`` takes from n training examples: the rule
+    of ``orthskip.training.solo.validation_split`` (a test keeps the two equal)."""
+    return round(n * fraction)
 
 
 def resolve_spec(name: str, spec: dict | None, *, _validated: bool = False) -> dict[str, Any]:

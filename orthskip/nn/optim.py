@@ -13,13 +13,14 @@ are projected so that their operator's nonzero singular values equal ``scale``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, check_options, defaults
-from orthskip.errors import ConfigError
 from orthskip.nn.orth import MSIGN_FLOOR, manifold_step
 from orthskip.nn.skips import OrthManifoldSkip, ProcrustesSkip, Skip, skip_options
 
@@ -48,13 +49,25 @@ OPTIM_SPECS: dict[str, Option] = {
 OPTIM_OPTIONS: dict[str, Any] = defaults(OPTIM_SPECS)
 
 
-def optim_options(optim_cfg: dict | None) -> dict[str, Any]:
+def _nesterov(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
+    if cfg["nesterov"] and (cfg["name"] != "sgd" or cfg["momentum"] <= 0):
+        name, momentum = cfg["name"], cfg["momentum"]
+        return f"true needs name: sgd and momentum > 0 (name {name}, momentum {momentum})"
+    return None
+
+
+# What build_optimizer needs of its options beyond the table (also checked by the config
+# check, for train.optimizer and every variant's override, before any job).
+OPTIM_CONSTRAINTS: tuple[Constraint, ...] = (
+    Constraint("nesterov_sgd", "nesterov", "nesterov needs sgd with momentum > 0", _nesterov),
+)
+
+
+def optim_options(optim_cfg: dict | None, where: str = "train.optimizer") -> dict[str, Any]:
     """Defaults overridden by ``optim_cfg`` (= config['train']['optimizer']), validated."""
-    where = "train.optimizer"
     check_options(OPTIM_SPECS, optim_cfg or {}, where)
     cfg = {**OPTIM_OPTIONS, **(optim_cfg or {})}
-    if cfg["nesterov"] and (cfg["name"] != "sgd" or cfg["momentum"] <= 0):
-        raise ConfigError(f"{where}.nesterov = true needs name: sgd and momentum > 0")
+    enforce(OPTIM_CONSTRAINTS, cfg, None, where)
     return cfg
 
 

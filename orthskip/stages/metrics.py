@@ -4,10 +4,17 @@ decision-region grids of 2-D sets. A pack's members run one after another in one
 Rebuilds the cell's model from ``snapshots.pt``, runs
 :func:`orthskip.analysis.metrics.extract_metrics` on a fixed, seeded probe batch of the test
 set, and writes one Parquet file per cell (schema: :mod:`orthskip.results`).
+
+A truncated ``snapshots.pt`` (a failed copy, say) is named with its fix before any job: the
+workflow checks every cell's file when it plans (:func:`check_snapshots` with ``full=False``,
+workflow/rules/common.smk), since Snakemake deletes every member's outputs when a pack's
+job fails. A pack job checks its members' files in full (every entry's CRC) before it
+computes anything, and names every bad one.
 """
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +24,58 @@ import pandas as pd
 import torch
 
 from orthskip.config.grid import CellConfig
+from orthskip.errors import DatasetError
 from orthskip.io import load_torch, write_parquet
 from orthskip.logs import check_member_paths, run_member
 from orthskip.provenance import provenance
 from orthskip.results import CELL_COLUMNS, WARP_COLUMNS
+
+
+def snapshots_fix(path: Path) -> str:
+    """What to do about a bad ``snapshots.pt``: its cell's last.pt holds every snapshot."""
+    return (
+        f"delete it and ask for it again (`snakemake --cores 1 {path}`, or restore it with "
+        "`dvc pull`): the train job writes it again from the cell's last.pt, without "
+        "retraining, and the next run extracts its metrics"
+    )
+
+
+def check_snapshots(path: str | Path, full: bool = True) -> None:
+    """Raise DatasetError naming ``path`` and the fix unless it is a whole snapshots file.
+
+    torch.save writes a zip archive whose central directory is at its end, so a truncated
+    copy cannot be opened (what ``full=False`` checks: a few reads, for planning); ``full``
+    also reads every entry against its CRC, without keeping it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"snapshots {path} does not exist: rerun the cell's train job")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip() if full else None
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        why = f"{type(err).__name__}: {err}"
+    else:
+        if bad is None:
+            return
+        why = f"entry {bad} fails its CRC check"
+    raise DatasetError(
+        f"snapshots {path} is truncated or corrupt ({why}, {path.stat().st_size} bytes): "
+        f"{snapshots_fix(path)}"
+    )
+
+
+def load_snapshots(path: Path) -> dict[Any, Any]:
+    """The per-epoch model states of a cell's ``snapshots.pt`` (DatasetError naming the file
+    and the fix when it cannot be read)."""
+    try:
+        states = load_torch(path)["states"]
+    except Exception as err:
+        check_snapshots(path)  # the precise reason when the archive itself is broken
+        raise DatasetError(
+            f"snapshots {path} cannot be read ({type(err).__name__}: {err}): {snapshots_fix(path)}"
+        ) from None
+    return states
 
 
 def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
@@ -48,7 +103,7 @@ def cell_metrics(
     data = load_prepared(Path(data_path), Path(manifest))
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x, probe_y = data.x_test[idx], data.y_test[idx]
-    snaps = load_torch(snapshots)["states"]
+    snaps = load_snapshots(snapshots)
     model = cell_cfg.build_model(data)
     prov = provenance(cell_cfg.hash, "cpu")
     initial = initial_skip_matrices(model, snaps)
@@ -93,6 +148,15 @@ def metrics_pack(
     """Extract every member's metrics; returns the number of rows written."""
     logs = logs or [None] * len(members)
     check_member_paths(members, snapshots, outs, warp_outs, logs)
+    # every member's input first: one bad file fails the job before any work, naming them all
+    bad = []
+    for path in snapshots:
+        try:
+            check_snapshots(path)
+        except DatasetError as err:
+            bad.append(str(err))
+    if bad:
+        raise DatasetError("\n".join(bad))
     return sum(
         run_member(log, cell_metrics, cfg, data, manifest, snap, out, warp)
         for cfg, snap, out, warp, log in zip(members, snapshots, outs, warp_outs, logs, strict=True)

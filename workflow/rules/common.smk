@@ -16,6 +16,7 @@ from orthskip.config.summary import grid_summary
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
 from orthskip.stages.figures import FIGURES
+from orthskip.stages.metrics import check_snapshots
 from orthskip.stages.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
@@ -65,12 +66,41 @@ def check_prepared_datasets():
         check_prepared(f"results/data/{name}.pt", f"results/data/{name}.manifest.json")
 
 
+def check_snapshots_files():
+    """Stop here when a cell's snapshots.pt is truncated (a failed copy, say).
+
+    Otherwise its pack's metrics job fails, and Snakemake deletes the metrics of every
+    member of the pack. The message names the file and the fix (delete it and ask for it:
+    the train job writes it again from the cell's last.pt without retraining).
+    """
+    for c in CELLS:
+        path = f"results/cells/{c.path}/snapshots.pt"
+        if os.path.exists(path):
+            check_snapshots(path, full=False)
+
+
 if workflow.is_main_process:
     check_prepared_datasets()
+    check_snapshots_files()
 
 
 def cell_dirs():
     return [f"results/cells/{c.path}" for c in CELLS]
+
+
+# What the train and metrics rules write per cell (last.pt is their working state, not a
+# promise: train.log and it are kept by the train stage itself).
+CELL_FILES = (
+    "status.json",
+    "history.parquet",
+    "snapshots.pt",
+    "metrics.parquet",
+    "warp.parquet",
+)
+
+
+def cell_files():
+    return expand("{cell}/{name}", cell=cell_dirs(), name=CELL_FILES)
 
 
 def pack_rule_name(stage, i):

@@ -30,10 +30,13 @@ stores a full-support C_out × 4·C_in × h' × w' kernel per transition.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, check_options, defaults, unknown
 from orthskip.errors import ConfigError
+from orthskip.nn.models import mlp, vit
 from orthskip.nn.models.base import BLOCKS, Block, ResidualNet, make_block
 from orthskip.nn.models.init import INITS
 from orthskip.nn.models.resnet import BASIC_STAGES, RESNET_STAGES, STEMS
@@ -89,6 +92,31 @@ MODEL_SPECS: dict[str, dict[str, Option]] = {
     },
 }
 ARCHS: tuple[str, ...] = tuple(MODEL_SPECS)
+
+
+def _image(arch: str) -> Constraint:
+    def test(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
+        if data is None or len(data.input_shape) == 3:
+            return None
+        return (
+            f"arch {arch} needs image inputs (C, H, W); the dataset gives shape "
+            f"{data.input_shape} (use arch mlp for vector data)"
+        )
+
+    return Constraint("image_input", None, f"{arch} needs image inputs", test)
+
+
+# What each architecture's builder needs of its options and the data, beyond the option
+# tables: enforced by build_model and, for every cell, by the config check before any job.
+MODEL_CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
+    "mlp": mlp.CONSTRAINTS,
+    "cifar_resnet": (_image("cifar_resnet"),),
+    "cifar_preresnet": (_image("cifar_preresnet"),),
+    "resnet18": (_image("resnet18"),),
+    "vit": (_image("vit"), *vit.CONSTRAINTS),
+    "resnet": (_image("resnet"),),
+}
+assert set(MODEL_CONSTRAINTS) == set(ARCHS)
 MODEL_OPTIONS: dict[str, dict[str, Any]] = {a: defaults(t) for a, t in MODEL_SPECS.items()}
 RESNET18_STAGES: dict[int, tuple[int, ...]] = BASIC_STAGES
 
@@ -149,18 +177,15 @@ def build_model(
 ) -> ResidualNet:
     """Build ``arch`` at ``depth`` with skip kind ``skip`` (ConfigError on any bad value)."""
     check_depth(arch, depth)
-    skip_options(skip, skip_cfg)  # unknown kind / bad option -> ConfigError before building
+    opts = skip_options(skip, skip_cfg)  # unknown kind / bad option -> ConfigError first
     validate_skip_options(skip_cfg)
     cfg = model_options(arch, model_cfg)
     input_shape = tuple(int(s) for s in input_shape)
+    data = DataShape(input_shape, int(num_classes))
+    enforce(MODEL_CONSTRAINTS[arch], cfg, data, f"model.{arch}")
+    enforce(SKIPS[skip].constraints, opts, data, f"skip_options.{skip}")
     if arch == "mlp":
-        from orthskip.nn.models.mlp import build_mlp
-
-        return build_mlp(depth, skip, input_shape, num_classes, cfg, skip_cfg)
-    if len(input_shape) != 3:
-        raise ConfigError(
-            f"arch {arch} needs image inputs (C, H, W); the dataset gives shape {input_shape}"
-        )
+        return mlp.build_mlp(depth, skip, input_shape, num_classes, cfg, skip_cfg)
     if arch in ("cifar_resnet", "cifar_preresnet"):
         from orthskip.nn.models.cifar_resnet import build_cifar_resnet
 
@@ -168,9 +193,7 @@ def build_model(
             depth, skip, input_shape, num_classes, cfg, skip_cfg, pre_act=arch == "cifar_preresnet"
         )
     if arch == "vit":
-        from orthskip.nn.models.vit import build_vit
-
-        return build_vit(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+        return vit.build_vit(depth, skip, input_shape, num_classes, cfg, skip_cfg)
     from orthskip.nn.models.resnet import build_resnet
 
     # resnet18 is the alias of resnet with the CIFAR stem (its options have no stem)
@@ -181,6 +204,7 @@ __all__ = [
     "ARCHS",
     "BLOCKS",
     "INITS",
+    "MODEL_CONSTRAINTS",
     "MODEL_OPTIONS",
     "MODEL_SPECS",
     "SKIPS",

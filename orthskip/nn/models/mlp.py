@@ -19,10 +19,12 @@ not a parameter): a depth-dependent step size, so its effect on depth trends can
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
-from orthskip.errors import ConfigError
+from orthskip.config.constraints import Constraint, DataShape
 from orthskip.nn.models.base import ResidualNet, make_block
 from orthskip.nn.models.init import init_mlp
 
@@ -51,6 +53,32 @@ def _norm(kind: str, width: int) -> nn.Module:
     return nn.Identity()
 
 
+def _identity_map(key: str) -> Constraint:
+    """``stem``/``head: identity`` maps nothing: the width must be the data's input/output
+    dimension (``width: 0`` is the input dimension)."""
+    side = "input" if key == "stem" else "output"
+
+    def test(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
+        if data is None or cfg[key] != "identity":
+            return None
+        d_in = math.prod(data.input_shape)
+        dim = d_in if key == "stem" else data.n_outputs
+        width = int(cfg["width"]) or d_in
+        if width != dim:
+            return (
+                f"identity needs model.mlp.width = {dim} (the data's {side} dimension"
+                f"{', or 0' if key == 'stem' else ''}); width is {width}"
+            )
+        return None
+
+    return Constraint(f"{key}_identity_width", key, f"{key} identity: width = {side} dim", test)
+
+
+# What build_mlp needs of its options and the data (enforced by build_model and by the
+# config check before any job).
+CONSTRAINTS: tuple[Constraint, ...] = (_identity_map("stem"), _identity_map("head"))
+
+
 def build_mlp(
     depth: int, skip: str, input_shape: tuple[int, ...], num_classes: int, cfg: dict, skip_cfg
 ) -> ResidualNet:
@@ -71,12 +99,6 @@ def build_mlp(
         ]
         return nn.Sequential(*layers, *([Scale(scale)] if scale != 1.0 else []))
 
-    for key, dim in (("stem", d_in), ("head", num_classes)):
-        if cfg[key] == "identity" and dim != width:
-            raise ConfigError(
-                f"model.mlp.{key} = identity needs width = {dim} (the data's "
-                f"{'input' if key == 'stem' else 'output'} dimension); width is {width}"
-            )
     stem_map = nn.Identity() if cfg["stem"] == "identity" else nn.Linear(d_in, width)
     stem = nn.Sequential(nn.Flatten(), stem_map)
     blocks = [

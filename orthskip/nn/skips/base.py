@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from orthskip.config.constraints import Constraint
 from orthskip.config.options import Option
 from orthskip.errors import ConfigError
 from orthskip.nn.orth import OrthogonalMap, eye_like, haar_orthogonal, map_to_orthogonal
@@ -168,6 +169,11 @@ class Skip(nn.Module):
     options_table: ClassVar[dict[str, Option]] = {}
     # the block the skip sits in (``orthskip.nn.models.base.BLOCKS``): y = post(S(x) + F(x))
     block: ClassVar[str] = "residual"
+    # what the kind needs of its options and the data beyond its options_table (enforced by
+    # build_model and by the config check for every cell; orthskip.config.constraints). The
+    # checks in __init__/build below are invariants of the architectures (none narrows the
+    # channels or strides by more than 2), which no config can break.
+    constraints: ClassVar[tuple[Constraint, ...]] = ()
 
     def __init__(
         self,
