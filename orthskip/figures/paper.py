@@ -384,7 +384,8 @@ def grad_ratio(metrics_dir: Path):
         return _no_data(title)
     styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in panels])))
     fig = _per_block_figure(panels, styles, "gradient-norm ratio", 1.0)
-    fig.suptitle("last snapshot, geometric mean over seeds; dotted: norm preserved (1)")
+    # two lines: one setting gives a column-wide figure
+    fig.suptitle("last snapshot, geometric mean over seeds\ndotted: norm preserved (1)")
     return fig
 
 
@@ -398,5 +399,7 @@ def conditioning(metrics_dir: Path):
         return _no_data(title)
     styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in panels])))
     fig = _per_block_figure(panels, styles, "condition number κ", None)
-    fig.suptitle("hidden representations: last snapshot, geometric mean over seeds of finite κ")
+    fig.suptitle(
+        "hidden representations at the last snapshot\ngeometric mean over seeds of finite κ"
+    )
     return fig
