@@ -92,6 +92,6 @@ pull: dvc-remote-check
 	$(BIN)/snakemake --cores 1 --dry-run --quiet all
 
 figures: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --forcerun figure table findings \
-	  --allowed-rules figure table findings
+	$(BIN)/snakemake --cores $(CORES) --forcerun figure figure_setting table findings \
+	  --allowed-rules figure figure_setting table findings
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html

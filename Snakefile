@@ -46,6 +46,7 @@ include: "workflow/rules/figures.smk"
 localrules:
     all,
     figure,
+    figure_setting,
     table,
     findings,
     dvc_summary,

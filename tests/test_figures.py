@@ -235,11 +235,17 @@ def test_decision_regions_without_2d_data(metrics_dir, tmp_path):
 
 
 def test_all_issue_figures_are_registered():
-    # dist_identity_epochs added by issue 15 item 6 (trajectories toward I)
-    assert set(FIGURES) == {"accuracy_vs_depth", "training_curves", "dist_identity",
-                            "grad_norm_ratio", "weight_condition", "repr_condition",
-                            "jacobian_spread", "decision_regions",
+    from orthskip.stages.figures import PAPER_FIGURES
+
+    # dist_identity_epochs added by issue 15 item 6 (trajectories toward I); the paper
+    # figures by issue 30 (the names the paper's \includegraphics use)
+    assert set(FIGURES) - set(PAPER_FIGURES) == {"accuracy_vs_depth", "training_curves",
+                            "dist_identity", "grad_norm_ratio", "weight_condition",
+                            "repr_condition", "jacobian_spread", "decision_regions",
                             "dist_identity_epochs"}  # fmt: skip
+    assert set(PAPER_FIGURES) == {"paper_rate", "paper_accuracy_depth", "paper_start_end",
+                                  "paper_approximation", "paper_grad_ratio",
+                                  "paper_conditioning"}  # fmt: skip
 
 
 def test_style_covers_every_registered_skip_kind():
@@ -251,3 +257,158 @@ def test_style_covers_every_registered_skip_kind():
     for table in (style.SKIP_COLORS, style.SKIP_MARKERS, style.SKIP_LABELS):
         assert set(table) == set(SKIPS)
     assert len(set(style.SKIP_COLORS.values())) == len(SKIPS)  # one colour per kind
+
+
+# ---------------------------------------------------------------- print layout (issue 30)
+
+MIN_FONT_PT = 6.0
+MAX_WIDTH_IN, MAX_HEIGHT_IN = 7.0, 9.0
+PAPER_WIDTHS_IN = (3.4, 7.0)  # one column or the whole page
+TOL_PX = 0.5  # anti-aliasing slack: bboxes that merely touch do not collide
+
+
+@pytest.fixture(scope="module")
+def rate_metrics_dir(tmp_path_factory):
+    """The fixture with the rate setting added (diffeo2/mlp, m = 2…256, the rate_* variants)."""
+    from fixture_results import write_fixture
+
+    d = tmp_path_factory.mktemp("rate_metrics")
+    write_fixture(d, rate=True)
+    return d
+
+
+def _drawn_texts(fig) -> list:
+    """Every text a reader sees: figure and axes texts, titles, labels, legends, and the tick
+    labels matplotlib actually draws (ticks outside the view keep stale labels: skipped)."""
+    from matplotlib.text import Text
+
+    all_ticks, drawn = set(), set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tk in axis.get_major_ticks() + axis.get_minor_ticks():
+                all_ticks.update({id(tk.label1), id(tk.label2)})
+            if ax.axison and axis.get_visible():  # an axis turned off draws no tick labels
+                for tk in axis._update_ticks():  # the ticks inside the view, as draw() uses
+                    drawn.update({id(tk.label1), id(tk.label2)})
+    return [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible()
+        and t.get_text().strip()
+        and (id(t) not in all_ticks or id(t) in drawn)
+        and not (t.axes is not None and not t.axes.get_visible())
+    ]
+
+
+def layout_problems(fig, paper: bool = False) -> list[str]:
+    """What a reader of the printed figure would object to, one line each (empty: none)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    problems = []
+    w, h = fig.get_size_inches()
+    if w > MAX_WIDTH_IN + 1e-6 or h > MAX_HEIGHT_IN + 1e-6:
+        problems.append(f"size {w:.2f} x {h:.2f} in exceeds {MAX_WIDTH_IN} x {MAX_HEIGHT_IN}")
+    if paper and not any(abs(w - pw) < 1e-6 for pw in PAPER_WIDTHS_IN):
+        problems.append(f"paper width {w:.2f} in is neither column nor page width")
+    fig_box = fig.bbox
+    texts = _drawn_texts(fig)
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for t, b in zip(texts, boxes, strict=True):
+        if t.get_fontsize() < MIN_FONT_PT - 1e-6:
+            problems.append(f"{t.get_text()!r}: {t.get_fontsize():.1f} pt < {MIN_FONT_PT} pt")
+        if (b.x0 < fig_box.x0 - TOL_PX or b.y0 < fig_box.y0 - TOL_PX
+                or b.x1 > fig_box.x1 + TOL_PX or b.y1 > fig_box.y1 + TOL_PX):  # fmt: skip
+            problems.append(f"{t.get_text()!r} is cut by the figure edge")
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = boxes[i], boxes[j]
+            dx = min(a.x1, b.x1) - max(a.x0, b.x0)
+            dy = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if dx > TOL_PX and dy > TOL_PX:
+                problems.append(f"{texts[i].get_text()!r} overlaps {texts[j].get_text()!r}")
+    return problems
+
+
+def _settings(metrics_dir: Path) -> list[tuple[str, str]]:
+    cells = pd.read_parquet(metrics_dir / "cells.parquet")
+    return sorted(set(map(tuple, cells[["dataset", "arch"]].astype(str).to_numpy())))
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_every_figure_prints_legibly(name, rate_metrics_dir):
+    """Each figure as the workflow draws it (a per-setting one once per setting): no text on
+    another, none cut by the edge, none below 6 pt, at most 7 x 9 in (paper: 3.4 or 7 wide)."""
+    from orthskip.stages.figures import PER_SETTING, draw_figure
+
+    settings = _settings(rate_metrics_dir) if name in PER_SETTING else [None]
+    found = []
+    for setting in settings:
+        with style.style():  # drawn as the stage draws it: inside the style
+            fig = draw_figure(name, rate_metrics_dir, setting)
+            try:
+                problems = layout_problems(fig, name.startswith("paper_"))
+            finally:
+                plt.close(fig)
+        found += [f"{setting}: {p}" for p in problems]
+    assert not found, f"{name}: {len(found)} problems, e.g.\n" + "\n".join(found[:12])
+
+
+def test_every_variant_in_a_figure_has_its_own_marker_and_line_style():
+    # issue 30: rate_linear and rate_orth_learned_haar were both dashed, and three
+    # orth_learned variants differed only by shade
+    from fixture_results import RATE_VARIANTS, VARIANT_KIND
+
+    kinds = {k: k for k in style.SKIP_ORDER} | VARIANT_KIND | RATE_VARIANTS
+    st = style.variant_styles(kinds)
+    assert len({s.marker for s in st.values()}) == len(st)
+    assert len({str(s.linestyle) for s in st.values()}) == len(st)
+    assert st["rate_linear"].linestyle != st["rate_orth_learned_haar"].linestyle
+
+
+def test_a_per_setting_figure_draws_only_its_setting(rate_metrics_dir, tmp_path):
+    from orthskip.stages.figures import PER_SETTING, draw_figure
+
+    assert "dist_identity" in PER_SETTING
+    with style.style():
+        fig = draw_figure("dist_identity", rate_metrics_dir, ("diffeo2", "mlp"))
+    titles = {a.get_title() for a in fig.axes if a.get_title()}
+    plt.close(fig)
+    assert titles == {f"diffeo2: {v}" for v in
+                      ("rate_linear", "rate_orth_learned", "rate_orth_learned_haar")}  # fmt: skip
+
+
+def test_figure_cli_takes_one_setting(rate_metrics_dir, tmp_path):
+    from orthskip.cli import main
+
+    pdf, png = tmp_path / "g.pdf", tmp_path / "g.png"
+    argv = ["figure", "grad_norm_ratio", "--metrics-dir", str(rate_metrics_dir), "--pdf",
+            str(pdf), "--png", str(png), "--dataset", "moons", "--arch", "mlp"]  # fmt: skip
+    assert main(argv) == 0
+    _check_outputs(pdf, png)
+    assert main(argv[:-2]) != 0  # --dataset without --arch: refused
+
+
+def test_a_setting_without_the_figures_metrics_gets_no_file():
+    from orthskip.stages.figures import setting_draws
+
+    rate_recipe = frozenset({"orth_defect", "dist_identity", "dist_init", "branch_lipschitz",
+                             "grad_norm_ratio"})  # fmt: skip
+    assert not setting_draws("weight_condition", [rate_recipe])
+    assert setting_draws("dist_identity", [rate_recipe])
+    assert setting_draws("weight_condition", [rate_recipe, None])  # None: every family
+    assert setting_draws("training_curves", [frozenset()])  # history is always there
+
+
+@pytest.mark.parametrize("name", ["paper_conditioning", "paper_grad_ratio", "paper_accuracy_depth"])
+def test_a_paper_figure_of_one_setting_is_column_wide_and_legible(name, rate_metrics_dir):
+    # one panel makes a column-wide figure: its title must fit 3.4 in (a real run found one
+    # that did not)
+    from orthskip.stages.figures import draw_figure
+
+    with style.style():
+        fig = draw_figure(name, rate_metrics_dir, ("moons", "mlp"))
+        try:
+            assert fig.get_figwidth() == pytest.approx(style.COLUMN_WIDTH_IN)
+            assert layout_problems(fig, paper=True) == []
+        finally:
+            plt.close(fig)

@@ -34,9 +34,10 @@ def grad_norm_ratio(metrics_dir: Path):
         g = D.deepest(g)
         for variant in [v for v in styles if v in set(g["variant"])]:
             groups.append((title, styles[variant], g[g["variant"] == variant]))
-    ncols = 2 if len(groups) > 1 else 1
+    ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
-    fig, axes = S.new_figure(nrows, ncols, height=1.3 * nrows + 0.5, sharey=True)
+    width = S.PAGE_WIDTH_IN if ncols > 1 else S.COLUMN_WIDTH_IN
+    fig, axes = S.new_figure(nrows, ncols, height=1.6 * nrows + 1.1, width=width, sharey=True)
     cmap = colormaps["plasma"]
     epochs_all = sorted(gnr["epoch"].unique())
     for k, (title, st, g) in enumerate(groups):
@@ -47,12 +48,15 @@ def grad_norm_ratio(metrics_dir: Path):
         for e in epochs:
             color = cmap(0.85 * epochs_all.index(e) / max(1, len(epochs_all) - 1))
             per_block = g[g["epoch"] == e].groupby("_b")["value"].apply(D.geo_mean)
-            ax.plot(per_block.index, per_block.to_numpy(), color=color, lw=0.8, marker=".", ms=2)
+            # a dot per block only where they stay apart (≤ 40 blocks)
+            ax.plot(per_block.index, per_block.to_numpy(), color=color, lw=0.8,
+                    marker="." if len(per_block) <= 40 else None, ms=2)  # fmt: skip
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
-        ax.set_title(f"{title} d{int(g['depth'].iloc[0])}: {st.label}", color=st.color)
-        ax.set_xlabel("block")
+        # two lines: setting and variant side by side would run into the next panel's title
+        ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}\n{st.label}")
+        S.block_axis(ax)
         if k % ncols == 0:
             ax.set_ylabel("gradient-norm ratio")
     for ax in axes.flat[len(groups) :]:
@@ -61,12 +65,11 @@ def grad_norm_ratio(metrics_dir: Path):
         Line2D([], [], color=cmap(0.85 * n / max(1, len(epochs_all) - 1)), label=f"epoch {e}")
         for n, e in enumerate(epochs_all)
     ]
-    handles += [
-        Patch(color="0.85", label="transition block"),
-        Line2D([], [], color="k", ls=":", label="norm preserved (1)"),
-    ]
-    S.figure_legend(fig, handles, ncols=3)
-    fig.suptitle(GNR_TITLE + "\ngeometric mean over seeds")
+    if D.transition_blocks(gnr):  # the key only where a panel has a shaded block
+        handles.append(Patch(color="0.85", label="transition block"))
+    handles.append(Line2D([], [], color="k", ls=":", label="norm preserved (1)"))
+    S.figure_legend(fig, handles)
+    fig.suptitle(GNR_TITLE + ", geometric mean over seeds")
     return fig
 
 
@@ -78,7 +81,8 @@ def jacobian_spread(metrics_dir: Path):
     styles = S.variant_styles(D.variant_kinds(jac))
     groups = list(D.panels(jac))
     any_zero = any_estimate = False
-    fig, axes = S.new_figure(len(groups), 1, height=1.8 * len(groups) + 0.5)
+    fig, axes = S.new_figure(len(groups), 1, height=1.9 * len(groups) + 1.1,
+                             width=S.PAGE_WIDTH_IN)  # fmt: skip
     for r, (title, g) in enumerate(groups):
         ax = axes[r, 0]
         g = D.deepest(g)
@@ -105,9 +109,11 @@ def jacobian_spread(metrics_dir: Path):
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
         ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}, last snapshot")
-        ax.set_xlabel("block")
+        S.block_axis(ax)
         ax.set_ylabel("singular value of ∂y/∂x")
-    handles = S.variant_handles(styles)
+    # line style says σ_max or σ_min here: the variants by colour and marker alone
+    handles = [Line2D([], [], color=st.color, marker=st.marker, label=st.label)
+               for st in styles.values()]  # fmt: skip
     handles += [
         Line2D([], [], color="k", ls="-", label="σ_max" + (" (some Lanczos)" if any_estimate
                                                            else "")),
@@ -118,8 +124,8 @@ def jacobian_spread(metrics_dir: Path):
     if any_zero:
         handles.append(Line2D([], [], color="0.3", marker=ZERO_MARKER, ls="",
                               label="σ_min = 0 (below floor)"))  # fmt: skip
-    S.figure_legend(fig, handles, ncols=3)
+    S.figure_legend(fig, handles)
     fig.suptitle(
-        JAC_TITLE + "\nat the last snapshot; geometric mean over seeds of the positive values"
+        f"{JAC_TITLE} at the last snapshot\ngeometric mean over seeds of the positive values"
     )
     return fig

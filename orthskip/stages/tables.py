@@ -26,11 +26,7 @@ from orthskip.tables.paired import paired_table
 from orthskip.tables.rate_by_epoch import rate_by_epoch_table
 from orthskip.tables.render import Table, render_latex, render_markdown
 from orthskip.tables.skip_rotation import skip_rotation_table
-from orthskip.tables.start_end import (  # the far-start rule: orthskip.figures.trajectories
-    FAR_START,
-    far_start_variants,
-    start_end_distance_table,
-)
+from orthskip.tables.start_end import start_end_distance_table
 
 
 @dataclass(frozen=True)
@@ -72,4 +68,4 @@ def write_findings(metrics_dir: Path, out: Path) -> None:
     write_text(out, findings_markdown(*_read(metrics_dir, ("layers", "cells", "approx"))))
 
 
-__all__ = ["FAR_START", "TABLES", "TableSpec", "far_start_variants", "make_table", "write_findings"]
+__all__ = ["TABLES", "TableSpec", "make_table", "write_findings"]

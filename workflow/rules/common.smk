@@ -15,7 +15,7 @@ from orthskip.config.grid import (
 from orthskip.config.summary import grid_summary
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
-from orthskip.stages.figures import FIGURES
+from orthskip.stages.figures import FIGURES, PER_SETTING, setting_draws
 from orthskip.stages.metrics import check_snapshots
 from orthskip.stages.tables import TABLES
 
@@ -210,8 +210,38 @@ def train_mem(members):
     return mem
 
 
+def _measured_families():
+    """(dataset, arch) -> the metric families of each variant there (None: all)."""
+    out = {}
+    one_per_variant = {(c.dataset, c.arch, c.variant): c for c in CELLS}
+    for c in one_per_variant.values():
+        fams = cell_config(config, c).metrics.get("families")
+        out.setdefault((c.dataset, c.arch), []).append(
+            None if fams is None else frozenset(fams)
+        )
+    return out
+
+
 def all_figures():
-    return expand("results/figures/{name}.{ext}", name=FIGURES, ext=("pdf", "png"))
+    """Paper and whole-run figures as results/figures/{name}.{ext}; the per-setting report
+    figures (PER_SETTING) as results/figures/{name}/{dataset}/{arch}.{ext}, for the settings
+    that measure what they draw."""
+    whole = [n for n in FIGURES if n not in PER_SETTING]
+    measured = _measured_families()
+    per = [
+        f"results/figures/{n}/{d}/{a}.{ext}"
+        for n in sorted(PER_SETTING)
+        for (d, a), fams in sorted(measured.items())
+        if setting_draws(n, fams)
+        for ext in ("pdf", "png")
+    ]
+    return expand("results/figures/{name}.{ext}", name=whole, ext=("pdf", "png")) + per
+
+
+def figure_inputs(wildcards):
+    """Every figure reads the aggregated metrics; paper_approximation also the stage's."""
+    extra = [APPROX_METRICS] if wildcards.name == "paper_approximation" else []
+    return [*METRICS, *extra]
 
 
 def table_inputs(wildcards):
