@@ -378,7 +378,90 @@ def _approx_rows(rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
+# The rate setting (config.yaml's diffeo2 grid, smaller): a regression with m over 2.1
+# decades, so that the figures meet the real run's 2…256 depth axes. Opt-in
+# (``fixture_frames(rate=True)``): every other test keeps the tables it was written against.
+RATE_DATASET, RATE_ARCH = "diffeo2", "mlp"
+RATE_DEPTHS = (2, 4, 8, 16, 32, 64, 128, 256)
+RATE_VARIANTS = {
+    "rate_identity": "identity",
+    "rate_linear": "linear",
+    "rate_orth_learned": "orth_learned",
+    "rate_orth_learned_haar": "orth_learned",
+}
+RATE_SNAPSHOTS = (0, 2, 4)
+
+
+def _rate_history(cell: dict, rng: np.random.Generator) -> tuple[dict, list[dict]]:
+    r2 = float(np.clip(0.99 - 0.02 * rng.random(), 0.0, 1.0))
+    history = []
+    for epoch in range(EPOCHS + 1):
+        frac = epoch / EPOCHS
+        loss = 0.5 * np.exp(-3 * frac) + (1 - r2)
+        history.append({**cell, "task": "regression", "epoch": epoch, "train_loss": loss,
+                        "test_loss": 1.05 * loss, "val_loss": 1.03 * loss,
+                        "train_acc": np.nan, "test_acc": np.nan, "val_acc": np.nan,
+                        "train_r2": 1 - loss, "test_r2": 1 - 1.05 * loss,
+                        "val_r2": 1 - 1.03 * loss, "clipped_frac": 0.0, "lr": 1e-3,
+                        "time_s": 0.1 * epoch})  # fmt: skip
+    last = history[-1]
+    row = {**cell, "task": "regression", "status": "ok", "epochs": EPOCHS,
+           **{k: last[k] for k in ("train_loss", "test_loss", "val_loss", "train_acc",
+                                   "test_acc", "val_acc", "train_r2", "test_r2", "val_r2")},
+           "best_val_epoch": EPOCHS, "test_acc_at_best_val": np.nan,
+           "test_r2_at_best_val": last["test_r2"], "wall_time_s": 1.0, "n_params": 48 * 16,
+           "n_skip_params": 0 if cell["skip"] == "identity" else 4 * cell["depth"],
+           **PROVENANCE}  # fmt: skip
+    return row, history
+
+
+def _rate_layer_rows(cell: dict, rng: np.random.Generator) -> list[dict]:
+    """Only the families the rate recipe measures: skip distances, Lip(F), gradient ratio."""
+    m, skip, variant = cell["depth"], cell["skip"], cell["variant"]
+    rows = []
+    for epoch in RATE_SNAPSHOTS:
+        t = epoch / EPOCHS
+        for b in range(m):
+            base = {**cell, "epoch": epoch, "layer_index": b, "layer_kind": "block",
+                    "exact": False, "method": "direct", **PROVENANCE}  # fmt: skip
+
+            def add(name, param, metric, stat, value, base=base, b=b):
+                rows.append({**base, "layer_name": f"blocks.{b}{name}", "param": param,
+                             "metric": metric, "stat": stat, "value": float(value)})  # fmt: skip
+
+            add("", "", "grad_norm_ratio", "value", np.exp(rng.normal(0, 0.02)))
+            add("", f"blocks.{b}.branch", "branch_lipschitz", "max",
+                branch_lip(skip, m, t, rng))  # fmt: skip
+            if skip == "identity":
+                continue
+            if variant.endswith("haar"):
+                fro_rel = haar_fro_rel(m, t, rng)
+                init = abs(fro_rel - haar_fro_rel(m, 0.0, rng))
+            else:
+                fro_rel = 0.6 * dist_identity_spec(skip, m, b, rng) * t
+                init = fro_rel
+            add(".skip", f"blocks.{b}.skip.Q", "dist_identity", "fro_rel", fro_rel)
+            add(".skip", f"blocks.{b}.skip.Q", "dist_init", "fro_rel", init)
+            add(".skip", f"blocks.{b}.skip.Q", "orth_defect", "value",
+                0.3 if skip == "linear" else 1e-7)  # fmt: skip
+    return rows
+
+
+def _rate_frames(rng: np.random.Generator) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {"cells": [], "history": [], "layers": []}
+    for variant, skip in RATE_VARIANTS.items():
+        for depth in RATE_DEPTHS:
+            for s in SEEDS:
+                cell = {"dataset": RATE_DATASET, "arch": RATE_ARCH, "variant": variant,
+                        "skip": skip, "depth": depth, "seed": s}  # fmt: skip
+                row, hist = _rate_history(cell, rng)
+                out["cells"].append(row)
+                out["history"].extend(hist)
+                out["layers"].extend(_rate_layer_rows(cell, rng))
+    return out
+
+
+def fixture_frames(seed: int = 0, rate: bool = False) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     cells, history, layers, warp = [], [], [], []
     for dataset, arch, depths, skips, chance in GRID:
@@ -392,6 +475,10 @@ def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
                     # warp grids for two seeds keep the file small; figure 8 shows one seed
                     if dataset == "moons" and row["status"] == "ok" and s < 2:
                         warp.extend(_warp_rows(dataset, arch, skip, depth, s, rng))
+    if rate:  # its own stream: the default tables stay as they were
+        extra = _rate_frames(np.random.default_rng(seed + 30))
+        cells, history, layers = (cells + extra["cells"], history + extra["history"],
+                                  layers + extra["layers"])  # fmt: skip
     frames = {
         "cells": pd.DataFrame(cells),
         "history": pd.DataFrame(history),
@@ -406,12 +493,14 @@ def fixture_frames(seed: int = 0) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def write_fixture(directory: Path, seed: int = 0) -> dict[str, Path]:
-    """Write the five aggregated Parquet files into ``directory``; return their paths."""
+def write_fixture(directory: Path, seed: int = 0, rate: bool = False) -> dict[str, Path]:
+    """Write the five aggregated Parquet files into ``directory``; return their paths.
+
+    ``rate``: add the rate setting (diffeo2/mlp, m = 2…256, the rate_* variants)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, df in fixture_frames(seed).items():
+    for name, df in fixture_frames(seed, rate).items():
         path = directory / f"{name}.parquet"
         df.to_parquet(path, index=False)
         paths[name] = path

@@ -251,3 +251,97 @@ def test_style_covers_every_registered_skip_kind():
     for table in (style.SKIP_COLORS, style.SKIP_MARKERS, style.SKIP_LABELS):
         assert set(table) == set(SKIPS)
     assert len(set(style.SKIP_COLORS.values())) == len(SKIPS)  # one colour per kind
+
+
+# ---------------------------------------------------------------- print layout (issue 30)
+
+MIN_FONT_PT = 6.0
+MAX_WIDTH_IN, MAX_HEIGHT_IN = 7.0, 9.0
+PAPER_WIDTHS_IN = (3.4, 7.0)  # one column or the whole page
+TOL_PX = 0.5  # anti-aliasing slack: bboxes that merely touch do not collide
+
+
+@pytest.fixture(scope="module")
+def rate_metrics_dir(tmp_path_factory):
+    """The fixture with the rate setting added (diffeo2/mlp, m = 2…256, the rate_* variants)."""
+    from fixture_results import write_fixture
+
+    d = tmp_path_factory.mktemp("rate_metrics")
+    write_fixture(d, rate=True)
+    return d
+
+
+def _drawn_texts(fig) -> list:
+    """Every text a reader sees: figure and axes texts, titles, labels, legends, and the tick
+    labels matplotlib actually draws (ticks outside the view keep stale labels: skipped)."""
+    from matplotlib.text import Text
+
+    all_ticks, drawn = set(), set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for tk in axis.get_major_ticks() + axis.get_minor_ticks():
+                all_ticks.update({id(tk.label1), id(tk.label2)})
+            if ax.axison and axis.get_visible():  # an axis turned off draws no tick labels
+                for tk in axis._update_ticks():  # the ticks inside the view, as draw() uses
+                    drawn.update({id(tk.label1), id(tk.label2)})
+    return [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible()
+        and t.get_text().strip()
+        and (id(t) not in all_ticks or id(t) in drawn)
+        and not (t.axes is not None and not t.axes.get_visible())
+    ]
+
+
+def layout_problems(fig, paper: bool = False) -> list[str]:
+    """What a reader of the printed figure would object to, one line each (empty: none)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    problems = []
+    w, h = fig.get_size_inches()
+    if w > MAX_WIDTH_IN + 1e-6 or h > MAX_HEIGHT_IN + 1e-6:
+        problems.append(f"size {w:.2f} x {h:.2f} in exceeds {MAX_WIDTH_IN} x {MAX_HEIGHT_IN}")
+    if paper and not any(abs(w - pw) < 1e-6 for pw in PAPER_WIDTHS_IN):
+        problems.append(f"paper width {w:.2f} in is neither column nor page width")
+    fig_box = fig.bbox
+    texts = _drawn_texts(fig)
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for t, b in zip(texts, boxes, strict=True):
+        if t.get_fontsize() < MIN_FONT_PT - 1e-6:
+            problems.append(f"{t.get_text()!r}: {t.get_fontsize():.1f} pt < {MIN_FONT_PT} pt")
+        if (b.x0 < fig_box.x0 - TOL_PX or b.y0 < fig_box.y0 - TOL_PX
+                or b.x1 > fig_box.x1 + TOL_PX or b.y1 > fig_box.y1 + TOL_PX):  # fmt: skip
+            problems.append(f"{t.get_text()!r} is cut by the figure edge")
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            a, b = boxes[i], boxes[j]
+            dx = min(a.x1, b.x1) - max(a.x0, b.x0)
+            dy = min(a.y1, b.y1) - max(a.y0, b.y0)
+            if dx > TOL_PX and dy > TOL_PX:
+                problems.append(f"{texts[i].get_text()!r} overlaps {texts[j].get_text()!r}")
+    return problems
+
+
+def _settings(metrics_dir: Path) -> list[tuple[str, str]]:
+    cells = pd.read_parquet(metrics_dir / "cells.parquet")
+    return sorted(set(map(tuple, cells[["dataset", "arch"]].astype(str).to_numpy())))
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_every_figure_prints_legibly(name, rate_metrics_dir):
+    """Each figure as the workflow draws it (a per-setting one once per setting): no text on
+    another, none cut by the edge, none below 6 pt, at most 7 x 9 in (paper: 3.4 or 7 wide)."""
+    from orthskip.stages.figures import PER_SETTING, draw_figure
+
+    settings = _settings(rate_metrics_dir) if name in PER_SETTING else [None]
+    found = []
+    for setting in settings:
+        with style.style():  # drawn as the stage draws it: inside the style
+            fig = draw_figure(name, rate_metrics_dir, setting)
+            try:
+                problems = layout_problems(fig, name.startswith("paper_"))
+            finally:
+                plt.close(fig)
+        found += [f"{setting}: {p}" for p in problems]
+    assert not found, f"{name}: {len(found)} problems, e.g.\n" + "\n".join(found[:12])

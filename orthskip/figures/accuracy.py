@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
 
 from orthskip import results as D
 from orthskip.analysis.stats import mean_ci, summarize
@@ -16,17 +15,39 @@ from orthskip.figures import style as S
 DIVERGED_MARKER = "X"
 
 
-def _depth_axis(ax, depths) -> None:
-    """Log-scaled depth axis labelled with exactly the depths that were run."""
-    depths = sorted({int(d) for d in depths})
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(depths))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([str(d) for d in depths])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    lo, hi = min(depths), max(depths)
-    pad = 1.15 if hi > lo else 1.5
-    ax.set_xlim(lo / pad, hi * pad)
+def accuracy_panel(ax, g, styles: dict[str, S.VariantStyle]) -> bool:
+    """One setting's test score against depth: mean and 95 % t-interval per variant, diverged
+    seeds as crosses on the bottom edge with their count. Returns whether any diverged."""
+    variants = [v for v in styles if v in set(g["variant"])]
+    div = D.diverged(g)
+    ok = g[~div].assign(score=D.test_score(g[~div]))
+    any_diverged = False
+    # spread the variants a little along x so that intervals do not hide each other
+    for n, variant in enumerate(variants):
+        st = styles[variant]
+        shift = 2 ** (0.04 * (n - (len(variants) - 1) / 2))
+        s = summarize(ok[ok["variant"] == variant], ["depth"], "score")
+        x = s["depth"].to_numpy(dtype=float) * shift
+        yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
+        ax.errorbar(
+            x, s["mean"], yerr=np.nan_to_num(yerr), color=st.color, marker=st.marker,
+            ls=st.linestyle, label=st.label, elinewidth=0.7,
+        )  # fmt: skip
+        d = g[div & (g["variant"] == variant)].groupby("depth").size()
+        for depth, count in d.items():
+            any_diverged = True
+            ax.plot(
+                depth * shift, 0.04, DIVERGED_MARKER, color=st.color,
+                transform=ax.get_xaxis_transform(), clip_on=False, markersize=4,
+            )  # fmt: skip
+            ax.annotate(
+                f"{count}", (depth * shift, 0.04), xycoords=ax.get_xaxis_transform(),
+                xytext=(3, 2), textcoords="offset points", fontsize=6, color=st.color,
+            )  # fmt: skip
+    S.depth_axis(ax, g["depth"].unique())
+    ax.set_xlabel("depth")
+    ax.set_ylabel(D.score_name(g))
+    return any_diverged
 
 
 def accuracy_vs_depth(metrics_dir: Path):
@@ -35,43 +56,15 @@ def accuracy_vs_depth(metrics_dir: Path):
         return S.no_data_figure("Test accuracy vs depth")
     groups = list(D.panels(cells))
     styles = S.variant_styles(D.variant_kinds(cells))
-    ncols = min(2, len(groups))
+    ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
-    fig, axes = S.new_figure(nrows, ncols, height=S.PANEL_HEIGHT_IN * nrows + 0.4)
+    width = S.COLUMN_WIDTH_IN if ncols == 1 else S.PAGE_WIDTH_IN
+    fig, axes = S.new_figure(nrows, ncols, height=S.PANEL_HEIGHT_IN * nrows + 1.2, width=width)
     any_diverged = False
     for k, (title, g) in enumerate(groups):
         ax = axes.flat[k]
-        variants = [v for v in styles if v in set(g["variant"])]
-        div = D.diverged(g)
-        ok = g[~div].assign(score=D.test_score(g[~div]))
-        # spread the variants a little along x so that intervals do not hide each other
-        for n, variant in enumerate(variants):
-            st = styles[variant]
-            shift = 2 ** (0.04 * (n - (len(variants) - 1) / 2))
-            s = summarize(ok[ok["variant"] == variant], ["depth"], "score")
-            x = s["depth"].to_numpy(dtype=float) * shift
-            yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
-            ax.errorbar(
-                x, s["mean"], yerr=np.nan_to_num(yerr), color=st.color,
-                marker=st.marker, label=st.label, elinewidth=0.7,
-            )  # fmt: skip
-            # diverged seeds: a cross at the bottom edge with the count beside it
-            d = g[div & (g["variant"] == variant)].groupby("depth").size()
-            for depth, count in d.items():
-                any_diverged = True
-                ax.plot(
-                    depth * shift, 0.04, DIVERGED_MARKER, color=st.color,
-                    transform=ax.get_xaxis_transform(), clip_on=False, markersize=4,
-                )  # fmt: skip
-                ax.annotate(
-                    f"{count}", (depth * shift, 0.04), xycoords=ax.get_xaxis_transform(),
-                    xytext=(2.5, 1.5), textcoords="offset points", fontsize=5,
-                    color=st.color,
-                )  # fmt: skip
-        _depth_axis(ax, g["depth"].unique())
+        any_diverged |= accuracy_panel(ax, g, styles)
         ax.set_title(title)
-        ax.set_xlabel("depth")
-        ax.set_ylabel(f"{D.score_name(g)} (last epoch)")
     for ax in axes.flat[len(groups) :]:
         ax.set_axis_off()
     handles = S.variant_handles(styles)
@@ -80,8 +73,33 @@ def accuracy_vs_depth(metrics_dir: Path):
             Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged (n seeds)")
         )
     S.figure_legend(fig, handles)
-    fig.suptitle("Test score at the last epoch\nmean and 95 % t-interval over seeds")
+    fig.suptitle("Test score at the last epoch: mean and 95 % t-interval over seeds")
     return fig
+
+
+# the splits of one variant: its own line style throughout (a variant is told by colour,
+# marker and line style); train and validation thin and faint beneath the test curve
+SPLIT_LOOK = {
+    "test": {"lw": 1.0, "alpha": 1.0},
+    "train": {"lw": 0.6, "alpha": 0.45},
+    "val": {"lw": 0.6, "alpha": 0.45, "marker": "."},
+}
+
+
+def _split_curve(ax, gs, split: str, col: str, st: S.VariantStyle) -> None:
+    stats = [(e, mean_ci(ge[f"{split}_{col}"].to_numpy(dtype=float)))
+             for e, ge in gs.groupby("epoch")]  # fmt: skip
+    ep = np.array([e for e, _ in stats], dtype=float)
+    mean = np.array([c.mean for _, c in stats])
+    look = dict(SPLIT_LOOK[split])
+    marker = look.pop("marker", st.marker if split == "test" else None)
+    every = max(1, len(ep) // 8)  # a marker every few epochs: 60 of them would hide the line
+    ax.plot(ep, mean, color=st.color, ls=st.linestyle, marker=marker, ms=2.5,
+            markevery=every, **look)  # fmt: skip
+    if split == "test":
+        lo = np.array([c.lo for _, c in stats])
+        hi = np.array([c.hi for _, c in stats])
+        ax.fill_between(ep, lo, hi, color=st.color, alpha=0.15, lw=0)
 
 
 def training_curves(metrics_dir: Path):
@@ -90,10 +108,11 @@ def training_curves(metrics_dir: Path):
         return S.no_data_figure("Training curves at the deepest depth")
     groups = [(t, D.deepest(g)) for t, g in D.panels(history)]
     styles = S.variant_styles(D.variant_kinds(history))
-    splits = [("test", "-"), ("train", "--")]
+    splits = ["test", "train"]
     if "val_acc" in history.columns:  # validation split carved from the training data
-        splits.append(("val", ":"))
-    fig, axes = S.new_figure(len(groups), 2, height=1.6 * len(groups) + 0.5)
+        splits.append("val")
+    fig, axes = S.new_figure(len(groups), 2, height=1.8 * len(groups) + 1.0,
+                             width=S.PAGE_WIDTH_IN)  # fmt: skip
     for r, (title, g) in enumerate(groups):
         depth = int(g["depth"].iloc[0])
         ax_loss, ax_acc = axes[r]
@@ -103,31 +122,18 @@ def training_curves(metrics_dir: Path):
         for variant in [v for v in styles if v in set(g["variant"])]:
             gs = g[g["variant"] == variant]
             st = styles[variant]
-            color = st.color
-            # the bare kind: plain lines; another variant of it: its marker on the test line
-            marker = dict(marker=None) if st.bare else dict(marker=st.marker, ms=2.5)
             for ax, col in ((ax_loss, "loss"), (ax_acc, score)):
-                for split, ls in splits:
-                    stats = [
-                        (e, mean_ci(ge[f"{split}_{col}"].to_numpy(dtype=float)))
-                        for e, ge in gs.groupby("epoch")
-                    ]
-                    ep = np.array([e for e, _ in stats], dtype=float)
-                    mean = np.array([c.mean for _, c in stats])
-                    mk = marker if split == "test" else {}
-                    ax.plot(ep, mean, ls=ls, color=color, lw=0.9, **mk)
-                    if split == "test":
-                        lo = np.array([c.lo for _, c in stats])
-                        hi = np.array([c.hi for _, c in stats])
-                        ax.fill_between(ep, lo, hi, color=color, alpha=0.15, lw=0)
+                for split in splits:
+                    _split_curve(ax, gs, split, col, st)
             # a seed that diverged: cross at its last finite test accuracy
             for _, gseed in gs.groupby("seed"):
                 gseed = gseed.sort_values("epoch")
                 bad = ~np.isfinite(gseed["test_loss"].to_numpy(dtype=float))
                 if bad.any() and (~bad).any():
                     last = gseed[~bad].iloc[-1]
-                    ax_loss.plot(last["epoch"], last["test_loss"], DIVERGED_MARKER, color=color)
-                    ax_acc.plot(last["epoch"], last[f"test_{score}"], DIVERGED_MARKER, color=color)
+                    ax_loss.plot(last["epoch"], last["test_loss"], DIVERGED_MARKER, color=st.color)
+                    ax_acc.plot(last["epoch"], last[f"test_{score}"], DIVERGED_MARKER,
+                                color=st.color)  # fmt: skip
         ax_loss.set_yscale("log")
         S.plain_log_ticks(ax_loss)
         ax_loss.set_ylabel("loss")
@@ -137,11 +143,11 @@ def training_curves(metrics_dir: Path):
             ax.set_xlabel("epoch")
     handles = S.variant_handles(styles)
     handles += [
-        Line2D([], [], color="k", ls="-", label="test (mean, 95 % t-band over seeds)"),
-        Line2D([], [], color="k", ls="--", label="train (mean)"),
+        Line2D([], [], color="k", label="test (mean, 95 % t-band)", **SPLIT_LOOK["test"]),
+        Line2D([], [], color="k", label="train (mean)", **SPLIT_LOOK["train"]),
     ]
-    if ("val", ":") in splits:
-        handles.append(Line2D([], [], color="k", ls=":", label="validation (mean)"))
+    if "val" in splits:
+        handles.append(Line2D([], [], color="k", label="validation (mean)", **SPLIT_LOOK["val"]))
     handles.append(Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged after"))
     S.figure_legend(fig, handles)
     return fig

@@ -34,9 +34,10 @@ def grad_norm_ratio(metrics_dir: Path):
         g = D.deepest(g)
         for variant in [v for v in styles if v in set(g["variant"])]:
             groups.append((title, styles[variant], g[g["variant"] == variant]))
-    ncols = 2 if len(groups) > 1 else 1
+    ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
-    fig, axes = S.new_figure(nrows, ncols, height=1.3 * nrows + 0.5, sharey=True)
+    width = S.PAGE_WIDTH_IN if ncols > 1 else S.COLUMN_WIDTH_IN
+    fig, axes = S.new_figure(nrows, ncols, height=1.6 * nrows + 1.1, width=width, sharey=True)
     cmap = colormaps["plasma"]
     epochs_all = sorted(gnr["epoch"].unique())
     for k, (title, st, g) in enumerate(groups):
@@ -51,7 +52,8 @@ def grad_norm_ratio(metrics_dir: Path):
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
-        ax.set_title(f"{title} d{int(g['depth'].iloc[0])}: {st.label}", color=st.color)
+        # two lines: setting and variant side by side would run into the next panel's title
+        ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}\n{st.label}", color=st.color)
         ax.set_xlabel("block")
         if k % ncols == 0:
             ax.set_ylabel("gradient-norm ratio")
@@ -65,8 +67,8 @@ def grad_norm_ratio(metrics_dir: Path):
         Patch(color="0.85", label="transition block"),
         Line2D([], [], color="k", ls=":", label="norm preserved (1)"),
     ]
-    S.figure_legend(fig, handles, ncols=3)
-    fig.suptitle(GNR_TITLE + "\ngeometric mean over seeds")
+    S.figure_legend(fig, handles)
+    fig.suptitle(GNR_TITLE + ", geometric mean over seeds")
     return fig
 
 
@@ -78,7 +80,8 @@ def jacobian_spread(metrics_dir: Path):
     styles = S.variant_styles(D.variant_kinds(jac))
     groups = list(D.panels(jac))
     any_zero = any_estimate = False
-    fig, axes = S.new_figure(len(groups), 1, height=1.8 * len(groups) + 0.5)
+    fig, axes = S.new_figure(len(groups), 1, height=1.9 * len(groups) + 1.1,
+                             width=S.PAGE_WIDTH_IN)  # fmt: skip
     for r, (title, g) in enumerate(groups):
         ax = axes[r, 0]
         g = D.deepest(g)
@@ -118,8 +121,8 @@ def jacobian_spread(metrics_dir: Path):
     if any_zero:
         handles.append(Line2D([], [], color="0.3", marker=ZERO_MARKER, ls="",
                               label="σ_min = 0 (below floor)"))  # fmt: skip
-    S.figure_legend(fig, handles, ncols=3)
+    S.figure_legend(fig, handles)
     fig.suptitle(
-        JAC_TITLE + "\nat the last snapshot; geometric mean over seeds of the positive values"
+        f"{JAC_TITLE} at the last snapshot\ngeometric mean over seeds of the positive values"
     )
     return fig

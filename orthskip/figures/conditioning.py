@@ -44,7 +44,8 @@ def weight_condition(metrics_dir: Path):
         # sv_operator is the operator at the layer's real padding; the circular surrogate
         # (sv_operator_circular) is not drawn: its κ is not the operator's
         families.append(("sv_operator", "conv operator"))
-    fig, axes = S.new_figure(len(groups), len(families), height=1.7 * len(groups) + 0.5,
+    fig, axes = S.new_figure(len(groups), len(families), height=1.8 * len(groups) + 1.1,
+                             width=S.PAGE_WIDTH_IN if len(families) > 1 else S.COLUMN_WIDTH_IN,
                              sharey="row")  # fmt: skip
     any_estimate = any_inf = False
     for r, (title, g) in enumerate(groups):
@@ -73,7 +74,7 @@ def weight_condition(metrics_dir: Path):
                     exact=("exact", "all"),
                     inf=("value", lambda v: bool(np.isposinf(v.to_numpy(dtype=float)).any())),
                 )
-                ax.plot(per.index, per["value"], color=color, lw=0.8)
+                ax.plot(per.index, per["value"], color=color, ls=st.linestyle, lw=0.8)
                 ex, bd = per[per["exact"]], per[~per["exact"]]
                 ax.plot(ex.index, ex["value"], st.marker, color=color, ms=2.5)
                 # an iterative (LOBPCG) estimate of the operator's κ, a lower bound on it
@@ -102,7 +103,8 @@ def repr_condition(metrics_dir: Path):
         return S.no_data_figure(REPR_TITLE)
     groups = list(D.panels(rc))
     styles = S.variant_styles(D.variant_kinds(rc))
-    fig, axes = S.new_figure(len(groups), 2, height=1.7 * len(groups) + 0.5)
+    fig, axes = S.new_figure(len(groups), 2, height=1.8 * len(groups) + 1.1,
+                             width=S.PAGE_WIDTH_IN)  # fmt: skip
     any_inf = False
     for r, (title, g) in enumerate(groups):
         g = D.deepest(g)
@@ -116,17 +118,16 @@ def repr_condition(metrics_dir: Path):
             cond = gs[gs["stat"] == "cond"].groupby("_b")["value"]
             finite = cond.apply(D.geo_mean)
             n_inf = cond.apply(lambda v: int(np.isposinf(v.to_numpy(dtype=float)).sum()))
-            ax_c.plot(finite.index, finite.to_numpy(), color=color, lw=0.8,
-                      marker=st.marker, ms=2)  # fmt: skip
+            ax_c.plot(finite.index, finite.to_numpy(), **st.line(), lw=0.8, ms=2)
             inf_blocks = n_inf.index[n_inf > 0]
             _mark_infinite(ax_c, inf_blocks, color)
             for b in inf_blocks:
                 ax_c.annotate(f"{n_inf[b]}", (b, 0.97), xycoords=ax_c.get_xaxis_transform(),
                               xytext=(0, 3), textcoords="offset points", ha="center",
-                              fontsize=4.5, color=color)  # fmt: skip
+                              fontsize=6, color=color)  # fmt: skip
             any_inf |= len(inf_blocks) > 0
             er = gs[gs["stat"] == "eff_rank"].groupby("_b")["value"].mean()
-            ax_r.plot(er.index, er.to_numpy(), color=color, lw=0.8, marker=st.marker, ms=2)
+            ax_r.plot(er.index, er.to_numpy(), **st.line(), lw=0.8, ms=2)
         ax_c.set_yscale("log")
         S.plain_log_ticks(ax_c)
         ax_c.set_ylabel("condition number")
@@ -139,5 +140,5 @@ def repr_condition(metrics_dir: Path):
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="",
                               label="∞ (σ_min at floor; n seeds)"))  # fmt: skip
     S.figure_legend(fig, handles)
-    fig.suptitle(REPR_TITLE + "\n(finite values: geometric mean over seeds)")
+    fig.suptitle(REPR_TITLE + " (finite values: geometric mean over seeds)")
     return fig

@@ -104,7 +104,7 @@ def decision_regions(metrics_dir: Path):
     n_cls = int(max(2, warp.loc[warp["grid"] != "warp", "pred"].max() + 1))
     ncols = 3
     rows = list(chosen.itertuples(index=False))
-    fig, axes = S.new_figure(len(rows), ncols, height=1.05 * len(rows) + 0.4)
+    fig, axes = S.new_figure(len(rows), ncols, height=1.0 * len(rows) + 0.8)
     by_cell = dict(list(warp.groupby(D.CELL_COLUMNS, sort=False)))
     for r, cell in enumerate(rows):
         c = by_cell[tuple(cell)]
@@ -126,10 +126,11 @@ def decision_regions(metrics_dir: Path):
             wg = c[(c["grid"] == "warp") & (c["block"] == b)]
             _draw_warp(ax, wg, train[train["block"] == b], n_cls)
             ax.set_title(f"after block {b} of {m}", fontsize=6)
-        for ax in axes[r]:
+        for k, ax in enumerate(axes[r]):
             ax.set_aspect("equal", adjustable="datalim")
-            ax.tick_params(labelsize=5)
             ax.grid(False)
+            if k:  # principal-axis coordinates of a warped grid: their numbers mean nothing
+                ax.tick_params(labelbottom=False, labelleft=False)
     dark = _class_colors(n_cls, True)
     handles = [
         Line2D([], [], color=dark[k], marker="o", ls="", label=f"class {k}") for k in range(n_cls)

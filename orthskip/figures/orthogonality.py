@@ -12,7 +12,6 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullLocator
 
 from orthskip import results as D
 from orthskip.analysis.stats import (
@@ -55,7 +54,9 @@ def _per_block(ax, rows, layers_panel) -> None:
     S.plain_log_ticks(ax)
     ax.set_xlabel("block")
     ax.set_ylabel(DIST_LABEL)
-    ax.legend(fontsize=5, handlelength=1.0, loc="best")
+    # beside the panel, not on the lines: up to eight depths would cover them
+    ax.legend(handlelength=1.2, loc="center left", bbox_to_anchor=(1.01, 0.5),
+              ncols=2 if len(depths) > 5 else 1, columnspacing=0.8)  # fmt: skip
 
 
 # line style of each rate model's fitted curve (the best one drawn thicker)
@@ -93,7 +94,7 @@ def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
     s = summarize(per_cell, ["m"], "value")
     m = s["m"].to_numpy(dtype=float)
     yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
-    ax.errorbar(m, s["mean"], yerr=np.nan_to_num(yerr), fmt=st.marker, color=st.color)
+    ax.errorbar(m, s["mean"], yerr=np.nan_to_num(yerr), fmt=st.marker, color=st.color, ms=3)
     fit = loglog_slope(per_cell["m"], per_cell["value"])
     if st.skip not in D.RATE_KINDS:
         text = "no rate fit (not a kind\nthe rate question covers)"
@@ -103,13 +104,11 @@ def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
         text += "\n" + _model_curves(ax, per_cell, st.color)
     else:
         text = "fewer than 2 depths: no fit"
-    ax.text(0.03, 0.04, text, transform=ax.transAxes, fontsize=5.5, va="bottom",
-            bbox={"fc": "white", "alpha": 0.75, "lw": 0, "pad": 1})  # fmt: skip
-    ax.set_xscale("log")
+    # right of the panel, not on the data (constrained layout makes room for it)
+    ax.text(1.04, 0.5, text, transform=ax.transAxes, fontsize=6, va="center", ha="left")
     ax.set_yscale("log")
-    ax.set_xticks(sorted(set(m.astype(int))), labels=[str(int(v)) for v in sorted(set(m))])
-    ax.xaxis.set_minor_locator(NullLocator())
     S.plain_log_ticks(ax)
+    S.depth_axis(ax, m)
     ax.set_xlabel("blocks m")
     ax.set_ylabel(f"mean {DIST_LABEL}")
 
@@ -132,7 +131,8 @@ def dist_identity(metrics_dir: Path):
                           & (per_cell["variant"] == variant)]  # fmt: skip
             rows_of_fig.append((title, styles[variant], g[g["variant"] == variant],
                                 panel_layers, pc))  # fmt: skip
-    fig, axes = S.new_figure(len(rows_of_fig), 2, height=1.5 * len(rows_of_fig) + 0.5)
+    fig, axes = S.new_figure(len(rows_of_fig), 2, height=1.7 * len(rows_of_fig) + 1.2,
+                             width=S.PAGE_WIDTH_IN)  # fmt: skip
     for r, (title, st, rows, panel_layers, pc) in enumerate(rows_of_fig):
         _per_block(axes[r, 0], rows, panel_layers)
         _vs_depth(axes[r, 1], pc, st)
@@ -151,6 +151,6 @@ def dist_identity(metrics_dir: Path):
         Line2D([], [], color="k", lw=1.4, label="best model (lowest AIC): thick"),
         Patch(color="0.3", alpha=0.15, label="exponent a: 95 % seed-bootstrap fan"),
     ]
-    S.figure_legend(fig, handles, ncols=2)
-    fig.suptitle(TITLE + "\nat the last snapshot; mean over seeds")
+    S.figure_legend(fig, handles)
+    fig.suptitle(TITLE + " at the last snapshot; mean over seeds")
     return fig

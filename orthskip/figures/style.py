@@ -8,6 +8,7 @@ stays legible when printed; the PNG for the report is the same figure at 200 dpi
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,11 +20,15 @@ matplotlib.use("Agg")  # headless: figures are built in batch jobs
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from orthskip.io import atomic_path
 
 COLUMN_WIDTH_IN = 3.4
+PAGE_WIDTH_IN = 7.0
+MAX_HEIGHT_IN = 9.0  # a printed page less its margins and caption
 PANEL_HEIGHT_IN = 1.9
+MAX_TICK_LABELS = 5  # per log axis: more of them collide at 6 pt in a 1.5-in panel
 PNG_DPI = 200
 
 # Order in legends and tables: baselines first, then the orthogonal variants.
@@ -73,9 +78,32 @@ SKIP_LABELS: dict[str, str] = {
     "orth_jacobian": "orth. Jacobian",
 }
 
-# Markers for the 2nd, 3rd, … variant of one kind (the bare kind keeps SKIP_MARKERS'); none
-# of them is a kind's marker, nor the "X" of a diverged run.
+# Line styles as a third cue: a bare kind always draws with its own, so that a kind looks
+# the same in every figure; dash patterns as (offset, (on, off, …)) in points.
+SKIP_LINESTYLES: dict[str, str | tuple] = {
+    "identity": "-",
+    "none": (0, (1, 1)),
+    "linear": "--",
+    "orth_fixed": (0, (5, 1, 1, 1)),
+    "orth_learned": "-.",
+    "orth_manifold": (0, (3, 1, 1, 1, 1, 1)),
+    "procrustes": (0, (6, 2)),
+    "orth_jacobian": ":",
+}
+
+# Markers and line styles for every variant that is not a bare kind, taken in turn across the
+# variants of one figure (not per kind): two variants in one panel never share a marker or a
+# line style, e.g. rate_linear and rate_orth_learned_haar; none of them is a kind's marker or
+# line style, nor the "X" of a diverged run.
 VARIANT_MARKERS: tuple[str, ...] = ("*", "h", "p", "d", "H", "8")
+VARIANT_LINESTYLES: tuple[tuple, ...] = (
+    (0, (4, 1.5)),
+    (0, (1, 2)),
+    (0, (7, 1.5, 1, 1.5)),
+    (0, (2, 1, 2, 3)),
+    (0, (8, 1)),
+    (0, (4, 1, 1, 1, 1, 1, 1, 1)),
+)
 
 UNKNOWN_COLOR = "#7F7F7F"
 NO_DATA_TEXT = "no data for this figure in this run"
@@ -113,6 +141,10 @@ def skip_marker(skip: str) -> str:
     return SKIP_MARKERS.get(skip, "x")
 
 
+def skip_linestyle(skip: str) -> str | tuple:
+    return SKIP_LINESTYLES.get(skip, "-")
+
+
 def skip_label(skip: str) -> str:
     return SKIP_LABELS.get(skip, skip)
 
@@ -138,36 +170,39 @@ class VariantStyle:
     marker: str
     label: str
     bare: bool  # the variant is the kind itself
+    linestyle: str | tuple = "-"
+
+    def line(self) -> dict:
+        """Keyword arguments of ``ax.plot`` for a line with markers in this style."""
+        return {"color": self.color, "marker": self.marker, "ls": self.linestyle}
 
 
 def variant_styles(kinds: Mapping[str, str]) -> dict[str, VariantStyle]:
-    """Style per variant: the kind's colour; the bare kind its marker and label, every other
-    variant of that kind the next of VARIANT_MARKERS (in name order) and its own name."""
+    """Style per variant: the kind's colour; the bare kind its marker, line style and label,
+    every other variant the next unused of VARIANT_MARKERS and VARIANT_LINESTYLES (in kind
+    order, then name order) and its own name."""
     out: dict[str, VariantStyle] = {}
-    extra: dict[str, int] = {}
+    n_extra = 0
     for v in ordered_variants(kinds):
         skip = kinds[v]
         if v == skip:
             out[v] = VariantStyle(v, skip, skip_color(skip), skip_marker(skip), skip_label(skip),
-                                  True)  # fmt: skip
+                                  True, skip_linestyle(skip))  # fmt: skip
             continue
-        k = extra.get(skip, 0)
-        extra[skip] = k + 1
-        marker = VARIANT_MARKERS[k % len(VARIANT_MARKERS)]
-        out[v] = VariantStyle(v, skip, skip_color(skip), marker, v, False)
+        marker = VARIANT_MARKERS[n_extra % len(VARIANT_MARKERS)]
+        ls = VARIANT_LINESTYLES[n_extra % len(VARIANT_LINESTYLES)]
+        n_extra += 1
+        out[v] = VariantStyle(v, skip, skip_color(skip), marker, v, False, ls)
     return out
 
 
 def variant_handles(styles: Mapping[str, VariantStyle], variants: Iterable[str] | None = None):
-    """Legend handles (colour, marker, label) for the given variants (default all), in order."""
+    """Legend handles (colour, marker, line style, label) for the given variants (default
+    all), in order."""
     from matplotlib.lines import Line2D
 
     keep = set(styles if variants is None else variants)
-    return [
-        Line2D([], [], color=st.color, marker=st.marker, label=st.label)
-        for v, st in styles.items()
-        if v in keep
-    ]
+    return [Line2D([], [], **st.line(), label=st.label) for v, st in styles.items() if v in keep]
 
 
 @contextlib.contextmanager
@@ -176,12 +211,40 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, height: float | None = None, **kw):
-    """Figure of single-column width with ``nrows × ncols`` panels (axes always 2-D)."""
+def new_figure(
+    nrows: int = 1,
+    ncols: int = 1,
+    height: float | None = None,
+    width: float = COLUMN_WIDTH_IN,
+    **kw,
+):
+    """Figure of column (default) or page width with ``nrows × ncols`` panels (axes always
+    2-D), never taller than a page: a caller that asks for more gets MAX_HEIGHT_IN."""
     h = height if height is not None else PANEL_HEIGHT_IN * nrows
-    return plt.subplots(
-        nrows, ncols, figsize=(COLUMN_WIDTH_IN, h), squeeze=False, layout="constrained", **kw
-    )
+    return plt.subplots(nrows, ncols, figsize=(width, min(h, MAX_HEIGHT_IN)), squeeze=False,
+                        layout="constrained", **kw)  # fmt: skip
+
+
+def depth_axis(ax, values: Iterable[float], axis: str = "x") -> None:
+    """Log-scaled axis of depths or block counts, labelled with at most MAX_TICK_LABELS of
+    the values that were run (every k-th, the smallest always among them); the others keep
+    an unlabelled tick. 2…256 gives 2, 8, 32, 128 where all eight labels would collide."""
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    vals = sorted({int(v) for v in values if v > 0})
+    if not vals:
+        return
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    step = -(-len(vals) // MAX_TICK_LABELS)  # ceil
+    major = vals[::step]
+    target.set_major_locator(FixedLocator(major))
+    target.set_minor_locator(FixedLocator([v for v in vals if v not in major]))
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.0f}"))
+    target.set_minor_formatter(NullFormatter())
+    lo, hi = vals[0], vals[-1]
+    pad = 1.2 if hi > lo else 1.5
+    (ax.set_xlim if axis == "x" else ax.set_ylim)(lo / pad, hi * pad)
 
 
 def no_data_figure(title: str, reason: str = NO_DATA_TEXT) -> Figure:
@@ -229,21 +292,59 @@ def skip_handles(skips: Iterable[str]) -> list:
     ]
 
 
-def figure_legend(fig: Figure, handles: list, ncols: int = 3) -> None:
-    """One legend for the whole figure, below the panels."""
-    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, handlelength=1.6)
+LEGEND_HANDLE_EM = 2.6  # handle length: long enough to tell the dash patterns apart
+
+
+def legend_columns(labels: Iterable[str], width_in: float, fontsize: float = 6.0) -> int:
+    """How many legend columns of these labels fit across ``width_in`` (an estimate from the
+    longest label: a DejaVu character is ~0.6 em wide; handle, pad and spacing ~5 em)."""
+    labels = list(labels)
+    if not labels:
+        return 1
+    em_in = fontsize / 72.0
+    col_in = (0.6 * max(len(t) for t in labels) + LEGEND_HANDLE_EM + 2.6) * em_in
+    return max(1, min(len(labels), int(0.95 * width_in / col_in)))
+
+
+def figure_legend(fig: Figure, handles: list, ncols: int | None = None) -> None:
+    """One legend for the whole figure, below the panels, in as many columns as fit its width
+    (``ncols`` is an upper bound): a legend wider than the figure is cut by its edge."""
+    fit = legend_columns([h.get_label() for h in handles], fig.get_figwidth(),
+                         plt.rcParams["legend.fontsize"])  # fmt: skip
+    n = fit if ncols is None else min(ncols, fit)
+    fig.legend(handles=handles, loc="outside lower center", ncols=n,
+               handlelength=LEGEND_HANDLE_EM)  # fmt: skip
+
+
+# leading digits of the labelled minor ticks of a log axis, densest first, with the smallest
+# gap (in decades) between two neighbouring labels of each set, the decade ticks included
+MINOR_LABEL_SETS: tuple[tuple[tuple[int, ...], float], ...] = (
+    ((2, 3, 4, 5, 6, 7, 8, 9), math.log10(10 / 9)),
+    ((2, 3, 5, 7), math.log10(7 / 5)),
+    ((2, 5), math.log10(2)),
+    ((3,), math.log10(10 / 3)),
+)
+
+
+def _minor_digits(decades: float, length_pt: float, label_pt: float) -> tuple[int, ...]:
+    """The densest set of minor-tick digits whose labels stay ``label_pt`` apart on an axis
+    ``length_pt`` long spanning ``decades``: more would collide, fewer leave it bare."""
+    if decades <= 0 or decades >= 2.5:
+        return ()
+    per_decade = length_pt / decades
+    for digits, gap in MINOR_LABEL_SETS:
+        if gap * per_decade >= label_pt:
+            return digits
+    return ()
 
 
 def plain_log_ticks(ax, axis: str = "y") -> None:
     """Log-axis tick labels as plain numbers (0.3, 10, 1e+04) instead of 3×10⁻¹.
 
-    Minor ticks are labelled when the axis spans few decades (all of them below one
-    decade, 2 and 5 below 2.5), where the major ticks alone would leave it bare.
+    Minor ticks are labelled when the axis spans few decades, as densely as the axis length
+    allows without two labels touching (``_minor_digits``), where the decade ticks alone
+    would leave it bare.
     """
-    import math
-
-    from matplotlib.ticker import FuncFormatter
-
     target = ax.yaxis if axis == "y" else ax.xaxis
     lim = ax.get_ylim if axis == "y" else ax.get_xlim
 
@@ -255,11 +356,16 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
 
     def minor(v, _pos):
         lo, hi = lim()
-        if not (lo > 0 and hi > 0):
+        if not (lo > 0 and hi > 0 and v > 0):
             return ""
-        decades = math.log10(hi / lo)
+        box = ax.get_window_extent()
+        length_pt = (box.height if axis == "y" else box.width) * 72.0 / ax.figure.dpi
+        ticks = target.get_major_ticks()
+        size = ticks[0].label1.get_fontsize() if ticks else 6.0
+        # vertical labels need their height apart, horizontal ones their width (~4 digits)
+        label_pt = 1.6 * size if axis == "y" else 2.6 * size
         lead = round(v / 10 ** math.floor(math.log10(v)))
-        if decades < 1.0 or (decades < 2.5 and lead in (2, 5)):
+        if lead in _minor_digits(math.log10(hi / lo), length_pt, label_pt):
             return plain(v)
         return ""
 

@@ -22,21 +22,17 @@ from orthskip.figures import style as S
 DIST_LABEL = "mean ‖Q − I‖_F / √n"
 TITLE = "Does training move the skips toward I?"
 STARTS = ("identity start", "Haar start")  # the panel of each start, left to right
-LINESTYLES = ("-", "--", ":", "-.")
 
 
-def _linestyles(variants: list[str]) -> dict[str, str]:
-    return {v: LINESTYLES[k % len(LINESTYLES)] for k, v in enumerate(variants)}
-
-
-def _panel(ax, rows, depth_colors, linestyles) -> None:
+def _panel(ax, rows, depth_colors, styles: dict[str, S.VariantStyle]) -> None:
     """Mean over seeds per epoch with its 95 % t-band, one line per (variant, depth)."""
     for (variant, depth), g in rows.groupby(["variant", "depth"], sort=True):
         s = summarize(g, ["epoch"], "value")
         x = s["epoch"].to_numpy(dtype=float)
         y = s["mean"].to_numpy(dtype=float)
         color = depth_colors[int(depth)]
-        (line,) = ax.plot(x, y, color=color, ls=linestyles[variant], lw=0.9, marker="o", ms=1.8)
+        st = styles[variant]  # colour: the depth; marker and line style: the variant
+        (line,) = ax.plot(x, y, color=color, ls=st.linestyle, lw=0.9, marker=st.marker, ms=2.5)
         line.set_gid(f"{variant}|{int(depth)}")  # lets tests find the line of a (variant, depth)
         lo, hi = s["ci_lo"].to_numpy(dtype=float), s["ci_hi"].to_numpy(dtype=float)
         if np.isfinite(lo).any():
@@ -63,10 +59,10 @@ def dist_identity_epochs(metrics_dir: Path):
         for d, a, v in per_epoch[["dataset", "arch", "variant"]].to_numpy()
     ]
     per_epoch = per_epoch.assign(start=start)
-    variants = S.ordered_variants(D.variant_kinds(per_epoch))
-    linestyles = _linestyles(variants)
+    styles = S.variant_styles(D.variant_kinds(per_epoch))
     panel_list = list(D.panels(per_epoch))
-    fig, axes = S.new_figure(len(panel_list), 2, height=1.7 * len(panel_list) + 0.7)
+    fig, axes = S.new_figure(len(panel_list), 2, height=1.9 * len(panel_list) + 1.2,
+                             width=S.PAGE_WIDTH_IN)  # fmt: skip
     cmap = colormaps["viridis"]
     for r, (title, g) in enumerate(panel_list):
         depths = sorted(int(d) for d in g["depth"].unique())
@@ -81,15 +77,19 @@ def dist_identity_epochs(metrics_dir: Path):
                 ax.set_xticks([])
                 ax.set_yticks([])
                 continue
-            _panel(ax, rows, colors, linestyles)
+            _panel(ax, rows, colors, styles)
             handles = [Line2D([], [], color=colors[d], lw=1.2, label=f"depth {d}")
                        for d in sorted(int(x) for x in rows["depth"].unique())]  # fmt: skip
-            ax.legend(handles=handles, fontsize=5, handlelength=1.0, loc="best")
-    handles = [Line2D([], [], color="0.3", ls=linestyles[v], label=v) for v in variants]
+            # beside the panel: inside, eight depths would cover the lines
+            ax.legend(handles=handles, handlelength=1.0, loc="center left",
+                      bbox_to_anchor=(1.01, 0.5), ncols=2 if len(handles) > 5 else 1,
+                      columnspacing=0.8)  # fmt: skip
+    handles = [Line2D([], [], color="0.3", ls=st.linestyle, marker=st.marker, label=v)
+               for v, st in styles.items()]  # fmt: skip
     handles.append(Patch(color="0.3", alpha=0.15, label="95 % t-band over seeds"))
-    S.figure_legend(fig, handles, ncols=3)
+    S.figure_legend(fig, handles)
     fig.suptitle(
-        f"{TITLE}\n‖Q − I‖_F/√n per snapshot, mean over blocks, seeds\n"
+        f"{TITLE} ‖Q − I‖_F/√n per snapshot, mean over blocks and seeds\n"
         f"(Haar start: epoch-0 distance > {FAR_START})"
     )
     return fig

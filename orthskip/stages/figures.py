@@ -1,20 +1,25 @@
 """The figures stage: each of the paper's figures, drawn from the aggregated Parquet files
 alone (read through :mod:`orthskip.results`).
 
-``make_figure(name, metrics_dir, out_pdf, out_png)`` is what the figure rule calls;
-``FIGURES`` maps each name to a function ``metrics_dir -> matplotlib Figure`` of
-:mod:`orthskip.figures`.
+``make_figure(name, metrics_dir, out_pdf, out_png, setting=None)`` is what the figure rules
+call; ``FIGURES`` maps each name to a function ``metrics_dir -> matplotlib Figure`` of
+:mod:`orthskip.figures`. Names in ``PAPER_FIGURES`` are sized for print (column or page
+width); those in ``PER_SETTING`` are report figures that the workflow draws once per
+(dataset, arch) ``setting``, so that none grows with the grid beyond a page.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from matplotlib.figure import Figure
 
+from orthskip import results as D
 from orthskip.errors import ConfigError
-from orthskip.figures import style
+from orthskip.figures import paper, style
 from orthskip.figures.accuracy import accuracy_vs_depth, training_curves
 from orthskip.figures.blockwise import grad_norm_ratio, jacobian_spread
 from orthskip.figures.conditioning import repr_condition, weight_condition
@@ -22,6 +27,14 @@ from orthskip.figures.decision import decision_regions
 from orthskip.figures.orthogonality import dist_identity
 from orthskip.figures.trajectories import dist_identity_epochs
 
+PAPER_FIGURES: dict[str, Callable[[Path], Figure]] = {
+    "paper_rate": paper.rate,
+    "paper_accuracy_depth": paper.accuracy_depth,
+    "paper_start_end": paper.start_end,
+    "paper_approximation": paper.approximation,
+    "paper_grad_ratio": paper.grad_ratio,
+    "paper_conditioning": paper.conditioning,
+}
 FIGURES: dict[str, Callable[[Path], Figure]] = {
     "accuracy_vs_depth": accuracy_vs_depth,
     "training_curves": training_curves,
@@ -32,13 +45,54 @@ FIGURES: dict[str, Callable[[Path], Figure]] = {
     "repr_condition": repr_condition,
     "jacobian_spread": jacobian_spread,
     "decision_regions": decision_regions,
+    **PAPER_FIGURES,
 }
+# one panel (or row of panels) per variant or per setting: one file per setting
+PER_SETTING: frozenset[str] = frozenset(
+    {"training_curves", "dist_identity", "dist_identity_epochs", "grad_norm_ratio",
+     "weight_condition", "repr_condition", "jacobian_spread", "decision_regions"}
+)  # fmt: skip
 
 
-def make_figure(name: str, metrics_dir: Path, out_pdf: Path, out_png: Path) -> None:
-    """Draw figure ``name`` from ``metrics_dir/*.parquet``; write PDF and PNG atomically."""
+def _check_name(name: str) -> None:
     if name not in FIGURES:
         raise ConfigError(f"figure {name!r} is unknown; allowed: {', '.join(FIGURES)}")
+
+
+def _one_setting(metrics_dir: Path, setting: tuple[str, str], out: Path) -> Path:
+    """Copies of the result tables that keep only the rows of one (dataset, arch)."""
+    dataset, arch = setting
+    for name in D.RESULT_FILES:
+        src = Path(metrics_dir) / f"{name}.parquet"
+        if not src.exists():
+            continue
+        df = pd.read_parquet(src)
+        if {"dataset", "arch"} <= set(df.columns):
+            df = df[(df["dataset"] == dataset) & (df["arch"] == arch)]
+        df.to_parquet(out / f"{name}.parquet", index=False)
+    return out
+
+
+def draw_figure(name: str, metrics_dir: Path, setting: tuple[str, str] | None = None) -> Figure:
+    """Figure ``name`` from ``metrics_dir/*.parquet``, of one (dataset, arch) when ``setting``
+    is given (call inside ``style.style()``)."""
+    _check_name(name)
+    if setting is None:
+        return FIGURES[name](Path(metrics_dir))
+    with tempfile.TemporaryDirectory(prefix="orthskip-figure-") as tmp:
+        # the figure functions read everything they draw before they return
+        return FIGURES[name](_one_setting(Path(metrics_dir), setting, Path(tmp)))
+
+
+def make_figure(
+    name: str,
+    metrics_dir: Path,
+    out_pdf: Path,
+    out_png: Path,
+    setting: tuple[str, str] | None = None,
+) -> None:
+    """Draw figure ``name`` (of one setting, if given); write PDF and PNG atomically."""
+    _check_name(name)
     with style.style():
-        fig = FIGURES[name](Path(metrics_dir))
+        fig = draw_figure(name, metrics_dir, setting)
         style.save_figure(fig, Path(out_pdf), Path(out_png))
