@@ -38,6 +38,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/approx.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
 
 
 localrules:
@@ -45,6 +46,8 @@ localrules:
     figure,
     table,
     findings,
+    paper_numbers,
+    paper,
     dvc_summary,
     aggregate_approx,
 
@@ -57,3 +60,5 @@ rule all:
         "results/tables/findings.md",
         "results/metrics/summary.json",
         "results/metrics/accuracy_vs_depth.csv",
+        # results/paper/paper.pdf where latexmk and pdflatex are on PATH (`make paper`)
+        paper_target(),

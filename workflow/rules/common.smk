@@ -14,6 +14,7 @@ from orthskip.config.grid import (
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
 from orthskip.stages.figures import FIGURES
+from orthskip.stages.paper import PAPER_TABLES, paper_figures, tex_engine
 from orthskip.stages.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
@@ -250,3 +251,18 @@ def approx_mem(wildcards):
         int(wildcards.depth),
         n_train=spec.get("n_train"),
     )
+
+
+# ---- the paper (workflow/rules/paper.smk): LaTeX source in paper/ of this checkout
+PAPER_DIR = os.path.join(workflow.basedir, "paper")
+
+
+def paper_sources():
+    return sorted(
+        os.path.join(root, f) for root, _, files in os.walk(PAPER_DIR) for f in files
+    )
+
+
+def paper_target():
+    """The paper when a TeX engine (latexmk, pdflatex) is on PATH; else nothing."""
+    return [] if tex_engine() else ["results/paper/paper.pdf"]

@@ -1,0 +1,45 @@
+# code: orthskip/stages/paper.py (write_numbers)
+rule paper_numbers:
+    input:
+        METRICS,
+        APPROX_METRICS,
+    output:
+        "results/paper/numbers.tex",
+    log:
+        "results/logs/paper_numbers.log",
+    conda:
+        ENV
+    params:
+        metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        code=code_fingerprint("paper-numbers"),
+    shell:
+        "python -m orthskip paper-numbers --metrics-dir {params.metrics_dir} --out {output}"
+        " > {log} 2>&1"
+
+
+# code: orthskip/stages/paper.py (build_paper); the LaTeX source is paper/ of this checkout
+rule paper:
+    input:
+        source=paper_sources(),
+        numbers="results/paper/numbers.tex",
+        figures=expand("results/figures/{name}.pdf", name=paper_figures()),
+        tables=expand("results/tables/{name}.tex", name=PAPER_TABLES),
+    output:
+        report(
+            "results/paper/paper.pdf",
+            caption="../report/paper.rst",
+            category="Paper",
+        ),
+    log:
+        "results/logs/paper.log",
+    conda:
+        ENV
+    params:
+        source=PAPER_DIR,
+        figures_dir=lambda wildcards, input: os.path.dirname(input.figures[0]),
+        tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
+        code=code_fingerprint("paper"),
+    shell:
+        "python -m orthskip paper --source {params.source:q} --numbers {input.numbers}"
+        " --figures-dir {params.figures_dir} --tables-dir {params.tables_dir} --out {output}"
+        " > {log} 2>&1"
