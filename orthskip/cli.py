@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orthskip.errors import OrthskipError
+from orthskip.errors import ConfigError, OrthskipError
 
 if TYPE_CHECKING:
     from orthskip.config.grid import CellConfig
@@ -227,7 +227,10 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 def cmd_figure(args: argparse.Namespace) -> int:
     from orthskip.stages.figures import make_figure
 
-    make_figure(args.name, args.metrics_dir, args.pdf, args.png)
+    if (args.dataset is None) != (args.arch is None):
+        raise ConfigError("figure: --dataset and --arch go together (one setting) or not at all")
+    setting = None if args.dataset is None else (args.dataset, args.arch)
+    make_figure(args.name, args.metrics_dir, args.pdf, args.png, setting)
     return 0
 
 
@@ -398,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-dir", type=Path, required=True)
     p.add_argument("--pdf", type=Path, required=True)
     p.add_argument("--png", type=Path, required=True)
+    p.add_argument("--dataset", help="draw only this setting's rows (with --arch)")
+    p.add_argument("--arch", help="draw only this setting's rows (with --dataset)")
     p.set_defaults(func=cmd_figure)
 
     p = sub.add_parser("table", help="write one table from the aggregated Parquet")

@@ -235,11 +235,17 @@ def test_decision_regions_without_2d_data(metrics_dir, tmp_path):
 
 
 def test_all_issue_figures_are_registered():
-    # dist_identity_epochs added by issue 15 item 6 (trajectories toward I)
-    assert set(FIGURES) == {"accuracy_vs_depth", "training_curves", "dist_identity",
-                            "grad_norm_ratio", "weight_condition", "repr_condition",
-                            "jacobian_spread", "decision_regions",
+    from orthskip.stages.figures import PAPER_FIGURES
+
+    # dist_identity_epochs added by issue 15 item 6 (trajectories toward I); the paper
+    # figures by issue 30 (the names the paper's \includegraphics use)
+    assert set(FIGURES) - set(PAPER_FIGURES) == {"accuracy_vs_depth", "training_curves",
+                            "dist_identity", "grad_norm_ratio", "weight_condition",
+                            "repr_condition", "jacobian_spread", "decision_regions",
                             "dist_identity_epochs"}  # fmt: skip
+    assert set(PAPER_FIGURES) == {"paper_rate", "paper_accuracy_depth", "paper_start_end",
+                                  "paper_approximation", "paper_grad_ratio",
+                                  "paper_conditioning"}  # fmt: skip
 
 
 def test_style_covers_every_registered_skip_kind():
@@ -345,3 +351,38 @@ def test_every_figure_prints_legibly(name, rate_metrics_dir):
                 plt.close(fig)
         found += [f"{setting}: {p}" for p in problems]
     assert not found, f"{name}: {len(found)} problems, e.g.\n" + "\n".join(found[:12])
+
+
+def test_every_variant_in_a_figure_has_its_own_marker_and_line_style():
+    # issue 30: rate_linear and rate_orth_learned_haar were both dashed, and three
+    # orth_learned variants differed only by shade
+    from fixture_results import RATE_VARIANTS, VARIANT_KIND
+
+    kinds = {k: k for k in style.SKIP_ORDER} | VARIANT_KIND | RATE_VARIANTS
+    st = style.variant_styles(kinds)
+    assert len({s.marker for s in st.values()}) == len(st)
+    assert len({str(s.linestyle) for s in st.values()}) == len(st)
+    assert st["rate_linear"].linestyle != st["rate_orth_learned_haar"].linestyle
+
+
+def test_a_per_setting_figure_draws_only_its_setting(rate_metrics_dir, tmp_path):
+    from orthskip.stages.figures import PER_SETTING, draw_figure
+
+    assert "dist_identity" in PER_SETTING
+    with style.style():
+        fig = draw_figure("dist_identity", rate_metrics_dir, ("diffeo2", "mlp"))
+    titles = {a.get_title() for a in fig.axes if a.get_title()}
+    plt.close(fig)
+    assert titles == {f"diffeo2: {v}" for v in
+                      ("rate_linear", "rate_orth_learned", "rate_orth_learned_haar")}  # fmt: skip
+
+
+def test_figure_cli_takes_one_setting(rate_metrics_dir, tmp_path):
+    from orthskip.cli import main
+
+    pdf, png = tmp_path / "g.pdf", tmp_path / "g.png"
+    argv = ["figure", "grad_norm_ratio", "--metrics-dir", str(rate_metrics_dir), "--pdf",
+            str(pdf), "--png", str(png), "--dataset", "moons", "--arch", "mlp"]  # fmt: skip
+    assert main(argv) == 0
+    _check_outputs(pdf, png)
+    assert main(argv[:-2]) != 0  # --dataset without --arch: refused

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orthskip.stages.figures import FIGURES
+from orthskip.stages.figures import FIGURES, PER_SETTING
 from orthskip.stages.tables import TABLES
 from tests.workflow import snakemake, tiny_config
 
@@ -37,9 +37,11 @@ def test_whole_pipeline_then_nothing_to_do(tmp_path):
     assert {"variant", "val_acc", "val_loss", "clipped_frac"} <= set(history.columns)
     findings = (res / "tables/findings.md").read_text()
     assert "circles" in findings and "identity" in findings
+    # per-setting report figures: one file per (dataset, arch) (issue 30: renamed)
     for name in FIGURES:
         for ext in ("pdf", "png"):
-            assert (res / f"figures/{name}.{ext}").stat().st_size > 5000
+            path = f"{name}/circles/mlp.{ext}" if name in PER_SETTING else f"{name}.{ext}"
+            assert (res / f"figures/{path}").stat().st_size > 5000
     # the approximation stage: both identity cells (depths 1 and 3), both kinds, three phases
     approx = pd.read_parquet(res / "metrics/approx.parquet")
     assert len(approx) == 2 * 2 * 3 and set(approx["variant"]) == {"identity"}

@@ -53,8 +53,8 @@ def grad_norm_ratio(metrics_dir: Path):
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
         # two lines: setting and variant side by side would run into the next panel's title
-        ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}\n{st.label}", color=st.color)
-        ax.set_xlabel("block")
+        ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}\n{st.label}")
+        S.block_axis(ax)
         if k % ncols == 0:
             ax.set_ylabel("gradient-norm ratio")
     for ax in axes.flat[len(groups) :]:
@@ -108,7 +108,7 @@ def jacobian_spread(metrics_dir: Path):
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
         ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}, last snapshot")
-        ax.set_xlabel("block")
+        S.block_axis(ax)
         ax.set_ylabel("singular value of ∂y/∂x")
     handles = S.variant_handles(styles)
     handles += [

@@ -56,6 +56,7 @@ def weight_condition(metrics_dir: Path):
             ax = axes[r, c]
             gf = g[g["metric"] == family]
             ax.set_title(f"{title} d{depth}: {label}")
+            S.block_axis(ax)
             ax.set_xlabel("weight layer")
             if c == 0:
                 ax.set_ylabel("condition number κ")
@@ -134,7 +135,7 @@ def repr_condition(metrics_dir: Path):
         ax_r.set_ylabel("effective rank")
         for ax in (ax_c, ax_r):
             ax.set_title(f"{title}, depth {depth}")
-            ax.set_xlabel("block")
+            S.block_axis(ax)
     handles = S.variant_handles(styles)
     if any_inf:
         handles.append(Line2D([], [], color="0.3", marker=INF_MARKER, ls="",

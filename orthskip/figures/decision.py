@@ -130,7 +130,8 @@ def decision_regions(metrics_dir: Path):
             ax.set_aspect("equal", adjustable="datalim")
             ax.grid(False)
             if k:  # principal-axis coordinates of a warped grid: their numbers mean nothing
-                ax.tick_params(labelbottom=False, labelleft=False)
+                ax.set_xticks([])
+                ax.set_yticks([])
     dark = _class_colors(n_cls, True)
     handles = [
         Line2D([], [], color=dark[k], marker="o", ls="", label=f"class {k}") for k in range(n_cls)

@@ -47,12 +47,13 @@ def _per_block(ax, rows, layers_panel) -> None:
             ax.fill_between(x, np.where(band, lo, np.nan), np.where(band, hi, np.nan),
                             color=color, alpha=0.2, lw=0)  # fmt: skip
         is_t = np.isin(x, list(trans))
-        ax.plot(x[~is_t], y[~is_t], "o", color=color, ms=2)
+        if len(x) <= 40:  # a dot per block; on hundreds of blocks they merge into a smear
+            ax.plot(x[~is_t], y[~is_t], "o", color=color, ms=2)
         if is_t.any():
             ax.plot(x[is_t], y[is_t], "o", mfc="white", mec=color, ms=4, mew=0.8)
     ax.set_yscale("log")
     S.plain_log_ticks(ax)
-    ax.set_xlabel("block")
+    S.block_axis(ax)
     ax.set_ylabel(DIST_LABEL)
     # beside the panel, not on the lines: up to eight depths would cover them
     ax.legend(handlelength=1.2, loc="center left", bbox_to_anchor=(1.01, 0.5),

@@ -139,7 +139,8 @@ def _rate_panel(ax, pc: pd.DataFrame, styles: dict, ylabel: str) -> None:
     S.depth_axis(ax, pc["m"].unique())
     ax.set_xlabel("residual blocks m")
     ax.set_ylabel(ylabel)
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+    # below the panel: beside it, the legend's long fit labels would squeeze the panel
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2),
               handlelength=S.LEGEND_HANDLE_EM)  # fmt: skip
 
 
@@ -164,14 +165,14 @@ def rate(metrics_dir: Path):
     lip = _lip_per_cell(here)
     lip = lip[lip["skip"].isin([*D.RATE_KINDS, "identity"])]
     styles = S.variant_styles(D.variant_kinds(pd.concat([dist, lip])))
-    fig, axes = S.new_figure(2, 2, height=5.4, width=S.PAGE_WIDTH_IN)
+    fig, axes = S.new_figure(2, 2, height=8.0, width=S.PAGE_WIDTH_IN)
     for c, (start, is_far) in enumerate((("start at I", False), ("Haar start", True))):
         for r, (pc, ylabel) in enumerate(((dist, DIST_LABEL), (lip, LIP_LABEL))):
             sel = pc["variant"].isin(far) if is_far else ~pc["variant"].isin(far)
             _rate_panel(axes[r, c], pc[sel], styles, ylabel)
         axes[0, c].set_title(start)
-    fig.suptitle(f"{ds} / {arch} at the last snapshot; thick: lowest AIC; "
-                 "a: exponent of C·m^(−a), 95 % seed-bootstrap interval")  # fmt: skip
+    fig.suptitle(f"{ds} / {arch}, last snapshot. Thick: lowest AIC; "
+                 "a: exponent of C·m^(−a) [95 % seed-bootstrap interval]")  # fmt: skip
     return fig
 
 
@@ -268,23 +269,23 @@ def approximation(metrics_dir: Path):
     kinds = sorted(f["kind"].unique(), key=lambda k: S.ordered_skips(f["kind"]).index(k))
     phase_marker = {"before": "o", "swapped": "s", "finetuned": "^"}
     phase_ls = {"before": "-", "swapped": ":", "finetuned": "--"}
+    # the identity net once, then each kind swapped and fine-tuned
+    series = [(kinds[0], "before")] + [(k, p) for k in kinds for p in ("swapped", "finetuned")]
     for r, ((ds, arch), g) in enumerate(settings):
         ax_s, ax_d = axes[r]
-        for kind in kinds:
-            gk = g[g["kind"] == kind]
-            for phase in ("before", "swapped", "finetuned"):
-                gp = gk[gk["phase"] == phase].sort_values("depth")
-                if gp.empty or (phase == "before" and kind != kinds[0]):
-                    continue  # the identity net is the same for every kind: drawn once
-                color = "k" if phase == "before" else S.skip_color(kind)
-                ax_s.errorbar(gp["depth"], gp["score_mean"], yerr=gp["score_std"], color=color,
-                              marker=phase_marker[phase], ls=phase_ls[phase], ms=3,
-                              elinewidth=0.6, lw=0.9)  # fmt: skip
-                if phase != "before":
-                    ax_d.errorbar(gp["depth"], gp["dist_identity_mean"],
-                                  yerr=gp["dist_identity_std"], color=color,
-                                  marker=phase_marker[phase], ls=phase_ls[phase], ms=3,
-                                  elinewidth=0.6, lw=0.9)  # fmt: skip
+        for n, (kind, phase) in enumerate(series):
+            gp = g[(g["kind"] == kind) & (g["phase"] == phase)].sort_values("depth")
+            if gp.empty:
+                continue
+            # swapped reproduces the identity net (correction layer): spread the series a
+            # little along x so that none hides another
+            x = gp["depth"].to_numpy(dtype=float) * 2 ** (0.05 * (n - (len(series) - 1) / 2))
+            look = {"color": "k" if phase == "before" else S.skip_color(kind),
+                    "marker": phase_marker[phase], "ls": phase_ls[phase], "ms": 3,
+                    "elinewidth": 0.6, "lw": 0.9}  # fmt: skip
+            ax_s.errorbar(x, gp["score_mean"], yerr=gp["score_std"], **look)
+            if phase != "before":
+                ax_d.errorbar(x, gp["dist_identity_mean"], yerr=gp["dist_identity_std"], **look)
         name = str(g["score_name"].iloc[0])
         ax_s.set_ylabel("test accuracy (%)" if name == "acc" else "test R²")
         ax_d.set_ylabel("‖W − I‖_F / √n")
@@ -307,7 +308,8 @@ def approximation(metrics_dir: Path):
                 )
             )
     S.figure_legend(fig, handles)
-    fig.suptitle("mean ± std over seeds")
+    fig.suptitle("Identity nets with each skip swapped for its closest orthogonal W_i "
+                 "(mean ± std over seeds)")  # fmt: skip
     return fig
 
 
@@ -327,20 +329,44 @@ def _deepest_last(layers: pd.DataFrame, family: str, stat: str) -> list[tuple[st
     return out
 
 
+MAX_BLOCK_POINTS = 40  # deeper nets: blocks pooled into this many bins, else a blur of lines
+
+
+def _per_block(values: pd.DataFrame) -> pd.Series:
+    """Geometric mean per block, or per bin of neighbouring blocks in a deep net (index: the
+    bin's mean block number)."""
+    per = values.groupby("_b")["value"].apply(D.geo_mean)
+    if len(per) <= MAX_BLOCK_POINTS:
+        return per
+    bins = np.minimum((per.index.to_numpy() * MAX_BLOCK_POINTS) // (per.index.max() + 1),
+                      MAX_BLOCK_POINTS - 1)  # fmt: skip
+    b = values["_b"].map(dict(zip(per.index, bins, strict=True)))
+    pooled = values.assign(_bin=b).groupby("_bin")
+    return pd.Series(pooled["value"].apply(D.geo_mean).to_numpy(),
+                     index=pooled["_b"].mean().to_numpy())  # fmt: skip
+
+
 def _per_block_figure(panels, styles, ylabel: str, reference: float | None):
     fig, axes = _grid(len(panels), max_cols=2, extra_h=0.9)
     for ax, (t, g) in zip(axes.flat, panels, strict=False):
+        values = []
         for v in [v for v in styles if v in set(g["variant"])]:
-            per = g[g["variant"] == v].groupby("_b")["value"].apply(D.geo_mean)
-            many = len(per) > 24  # a marker per block would hide the line
-            ax.plot(per.index, per.to_numpy(), **styles[v].line(), lw=0.9,
-                    ms=0 if many else 2.5, markevery=None)  # fmt: skip
+            per = _per_block(g[g["variant"] == v])
+            ax.plot(per.index, per.to_numpy(), **styles[v].line(), lw=0.9, ms=2.5)
+            values.append(per.to_numpy())
         if reference is not None:
             ax.axhline(reference, color="0.4", lw=0.6, ls=(0, (1, 3)), zorder=0)
-        ax.set_yscale("log")
-        S.plain_log_ticks(ax)
-        ax.set_title(f"{t}, depth {int(g['depth'].iloc[0])}")
-        ax.set_xlabel("block")
+        v = np.concatenate(values) if values else np.array([])
+        v = v[np.isfinite(v) & (v > 0)]
+        # a log axis only where the values span a decade or more: under that it leaves
+        # most of the range unlabelled
+        if v.size and v.max() / v.min() > 10:
+            ax.set_yscale("log")
+            S.plain_log_ticks(ax)
+        pooled = g["_b"].nunique() > MAX_BLOCK_POINTS
+        ax.set_title(f"{t}, depth {int(g['depth'].iloc[0])}"
+                     + (f" ({MAX_BLOCK_POINTS} bins of blocks)" if pooled else ""))  # fmt: skip
+        S.block_axis(ax)
         ax.set_ylabel(ylabel)
     S.figure_legend(fig, S.variant_handles(styles))
     return fig

@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # headless: figures are built in batch jobs
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from orthskip.io import atomic_path
 
@@ -225,6 +225,12 @@ def new_figure(
                         layout="constrained", **kw)  # fmt: skip
 
 
+def block_axis(ax) -> None:
+    """x axis of block numbers: whole numbers only (no 2.5th block), a handful of them."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    ax.set_xlabel("block")
+
+
 def depth_axis(ax, values: Iterable[float], axis: str = "x") -> None:
     """Log-scaled axis of depths or block counts, labelled with at most MAX_TICK_LABELS of
     the values that were run (every k-th, the smallest always among them); the others keep
@@ -338,6 +344,25 @@ def _minor_digits(decades: float, length_pt: float, label_pt: float) -> tuple[in
     return ()
 
 
+NARROW_DECADES = 0.5  # a log axis spanning less: decade and 2…9 ticks leave it unlabelled
+
+
+def _narrow(lo: float, hi: float) -> bool:
+    return 0 < lo < hi and math.log10(hi / lo) < NARROW_DECADES
+
+
+class _PlainLogLocator(LogLocator):
+    """Decade ticks as LogLocator; on an axis narrower than NARROW_DECADES round linear steps
+    instead (0.8, 1, 1.2, 1.4), where 2…9 × 10^k would leave most of it unlabelled."""
+
+    def tick_values(self, vmin, vmax):
+        if _narrow(min(vmin, vmax), max(vmin, vmax)):
+            lo, hi = min(vmin, vmax), max(vmin, vmax)
+            ticks = MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+            return ticks[ticks > 0]
+        return super().tick_values(vmin, vmax)
+
+
 def plain_log_ticks(ax, axis: str = "y") -> None:
     """Log-axis tick labels as plain numbers (0.3, 10, 1e+04) instead of 3×10⁻¹.
 
@@ -349,14 +374,16 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
     lim = ax.get_ylim if axis == "y" else ax.get_xlim
 
     def plain(v: float) -> str:
+        if 1 <= v < 1e5 and float(v).is_integer():
+            return f"{v:.0f}"  # 10000, not the 1e+04 of .4g
         return f"{v:.4g}" if 1e-3 <= v < 1e5 else f"{v:.0e}"
 
     def major(v, _pos):
         return plain(v)
 
     def minor(v, _pos):
-        lo, hi = lim()
-        if not (lo > 0 and hi > 0 and v > 0):
+        lo, hi = sorted(lim())
+        if not (lo > 0 and v > 0) or _narrow(lo, hi):  # narrow: the major steps say it all
             return ""
         box = ax.get_window_extent()
         length_pt = (box.height if axis == "y" else box.width) * 72.0 / ax.figure.dpi
@@ -369,5 +396,6 @@ def plain_log_ticks(ax, axis: str = "y") -> None:
             return plain(v)
         return ""
 
+    target.set_major_locator(_PlainLogLocator())
     target.set_major_formatter(FuncFormatter(major))
     target.set_minor_formatter(FuncFormatter(minor))

@@ -13,7 +13,7 @@ from orthskip.config.grid import (
 )
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
-from orthskip.stages.figures import FIGURES
+from orthskip.stages.figures import FIGURES, PER_SETTING
 from orthskip.stages.paper import PAPER_TABLES, paper_figures, tex_engine
 from orthskip.stages.tables import TABLES
 
@@ -167,7 +167,17 @@ def train_mem(members):
 
 
 def all_figures():
-    return expand("results/figures/{name}.{ext}", name=FIGURES, ext=("pdf", "png"))
+    """Paper and whole-run figures as results/figures/{name}.{ext}; the per-setting report
+    figures (PER_SETTING) as results/figures/{name}/{dataset}/{arch}.{ext}."""
+    whole = [n for n in FIGURES if n not in PER_SETTING]
+    settings = sorted({(c.dataset, c.arch) for c in CELLS})
+    per = [
+        f"results/figures/{n}/{d}/{a}.{ext}"
+        for n in sorted(PER_SETTING)
+        for d, a in settings
+        for ext in ("pdf", "png")
+    ]
+    return expand("results/figures/{name}.{ext}", name=whole, ext=("pdf", "png")) + per
 
 
 def table_inputs(wildcards):

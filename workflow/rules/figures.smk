@@ -22,6 +22,33 @@ rule figure:
         " --pdf {output.pdf} --png {output.png} > {log} 2>&1"
 
 
+# code: orthskip/stages/figures.py (make_figure): the report figures of PER_SETTING, one
+# file per (dataset, arch) so that none grows with the grid beyond a page
+rule figure_setting:
+    input:
+        METRICS,
+    output:
+        pdf="results/figures/{name}/{dataset}/{arch}.pdf",
+        png=report(
+            "results/figures/{name}/{dataset}/{arch}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{name}",
+            labels={"figure": "{name}", "setting": "{dataset} / {arch}"},
+        ),
+    log:
+        "results/logs/figure/{name}/{dataset}/{arch}.log",
+    conda:
+        ENV
+    params:
+        metrics_dir=lambda wildcards, input: os.path.dirname(input[0]),
+        code=code_fingerprint("figure"),
+    shell:
+        "python -m orthskip figure {wildcards.name} --metrics-dir {params.metrics_dir}"
+        " --dataset {wildcards.dataset:q} --arch {wildcards.arch:q}"
+        " --pdf {output.pdf:q} --png {output.png:q} > {log:q} 2>&1"
+
+
 # code: orthskip/stages/tables.py (make_table)
 rule table:
     input:
