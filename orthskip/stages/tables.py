@@ -19,7 +19,10 @@ from orthskip import results as D
 from orthskip.errors import ConfigError
 from orthskip.io import write_text
 from orthskip.tables.accuracy import accuracy_table
-from orthskip.tables.approximation import orthogonal_approximation_table
+from orthskip.tables.approximation import (  # the frame: orthskip.figures.paper
+    orthogonal_approximation_frame,
+    orthogonal_approximation_table,
+)
 from orthskip.tables.findings_text import findings_markdown
 from orthskip.tables.identity_rate import identity_rate_table
 from orthskip.tables.paired import paired_table
@@ -27,6 +30,7 @@ from orthskip.tables.render import Table, render_latex, render_markdown
 from orthskip.tables.start_end import (  # the far-start rule: orthskip.figures.trajectories
     FAR_START,
     far_start_variants,
+    start_end_distance_frame,
     start_end_distance_table,
 )
 
@@ -68,4 +72,13 @@ def write_findings(metrics_dir: Path, out: Path) -> None:
     write_text(out, findings_markdown(*_read(metrics_dir, ("layers", "cells", "approx"))))
 
 
-__all__ = ["FAR_START", "TABLES", "TableSpec", "far_start_variants", "make_table", "write_findings"]
+__all__ = [
+    "FAR_START",
+    "TABLES",
+    "TableSpec",
+    "far_start_variants",
+    "make_table",
+    "orthogonal_approximation_frame",
+    "start_end_distance_frame",
+    "write_findings",
+]
