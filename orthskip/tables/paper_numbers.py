@@ -75,7 +75,15 @@ class Macros:
 def tex_number(formatted: str) -> str:
     if formatted == MISSING or not formatted:
         return "--"
-    return "\\ensuremath{" + formatted.replace("<", "<\\,") + "}"
+    tex = formatted.replace("<", "<\\,").replace(", ", ",\\ ")
+    return "\\ensuremath{" + tex + "}"
+
+
+def p_relation(formatted: str) -> str:
+    """``p = 0.012`` or ``p < 0.001`` (a p-value as the tables format it), in math mode."""
+    if formatted == MISSING:
+        return "no test"
+    return f"$p {'<' if formatted.startswith('<') else '='} {formatted.lstrip('<')}$"
 
 
 def tex_name(name: str) -> str:
@@ -184,7 +192,8 @@ def convergence_macros(out: Macros, cells: pd.DataFrame, setting: tuple[str, str
     out.text("rateStopped", _count_text(int(stopped.sum())))
     out.text("rateCapped", _count_text(int((~stopped).sum())))
     out.number("rateEpochsMax", str(int(ok["epochs"].max())) if not ok.empty else MISSING)
-    out.text("rateScoreName", "test $R^2$" if regression else "test accuracy (\\%)")
+    out.text("rateScoreName", "test $R^2$" if regression else "test accuracy")
+    out.text("rateScoreUnit", "" if regression else "\\,\\%")
     out.number("rateScoreMin", num(float(score.min()), fmt) if len(score) else MISSING)
     out.number("rateScoreMedian", num(float(np.median(score)), fmt) if len(score) else MISSING)
 
@@ -215,11 +224,13 @@ def start_macros(out: Macros, starts: pd.DataFrame, setting: tuple[str, str] | N
     out.number("startDeepM", str(int(deep["m"])) if deep is not None else MISSING)
     out.number("startDeepFrom", num(deep["start"], ".3f") if deep is not None else MISSING)
     out.number("startDeepTo", num(deep["end"], ".3f") if deep is not None else MISSING)
-    out.number("startDeepP", p_value(deep["p_value"]) if deep is not None else MISSING)
+    out.text("startDeepP", p_relation(p_value(deep["p_value"])) if deep is not None else "--")
     verdict = "--"
     if deep is not None:
-        verdict = ("did not move significantly" if not bool(deep["significant"])
-                   else "moved toward $I$" if deep["diff"] < 0 else "moved away from $I$")  # fmt: skip
+        if not bool(deep["significant"]):
+            verdict = "did not move significantly"
+        else:
+            verdict = "moved toward $I$" if deep["diff"] < 0 else "moved away from $I$"
     out.text("startDeepVerdict", verdict)
 
 
@@ -281,7 +292,8 @@ def approximation_macros(out: Macros, approx: pd.DataFrame, rate: pd.DataFrame) 
     fmt = ".2f" if acc else ".3f"
     out.text("approxSetting", setting_name(ds, arch) if not f.empty else "--")
     out.number("approxDepth", str(depth) if not f.empty else MISSING)
-    out.text("approxScore", "test accuracy (\\%)" if acc else "test $R^2$")
+    out.text("approxScore", "test accuracy" if acc else "test $R^2$")
+    out.text("approxUnit", "\\,\\%" if acc else "")
     out.text("approxCorrection", "with" if not f.empty and bool(f["correction"].iloc[0])
              else "without")  # fmt: skip
 
