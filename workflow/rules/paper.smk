@@ -20,6 +20,7 @@ rule paper_numbers:
 # code: orthskip/stages/paper.py (build_paper); the LaTeX source is paper/ of this checkout
 rule paper:
     input:
+        main=os.path.join(PAPER_DIR, "paper.tex"),
         source=paper_sources(),
         numbers="results/paper/numbers.tex",
         figures=expand("results/figures/{name}.pdf", name=paper_figures()),
@@ -35,7 +36,7 @@ rule paper:
     conda:
         ENV
     params:
-        source=PAPER_DIR,
+        source=lambda wildcards, input: os.path.dirname(input.main),
         figures_dir=lambda wildcards, input: os.path.dirname(input.figures[0]),
         tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         code=code_fingerprint("paper"),
