@@ -260,6 +260,9 @@ def accuracy_macros(out: Macros, acc: pd.DataFrame) -> None:
     tested = acc["tested"].astype(bool) if not acc.empty else pd.Series(dtype=bool)
     sig = acc["significant"].astype(bool) if not acc.empty else pd.Series(dtype=bool)
     diff = acc["mean_diff"].to_numpy(dtype=float) if not acc.empty else np.array([])
+    out.flag("acctested", bool(tested.any()))
+    out.flag("accsig", bool(sig.any()))
+    out.flag("accnotsig", bool((tested & ~sig).any()))
     out.text("accCompared", _count_text(len(acc)))
     out.text("accTested", _count_text(int(tested.sum())))
     out.text("accUntested", _count_text(int((~tested).sum())))
@@ -312,6 +315,8 @@ def approximation_macros(out: Macros, approx: pd.DataFrame, rate: pd.DataFrame) 
     if not r.empty and not f.empty:
         r = r[(r["dataset"] == ds) & (r["arch"] == arch)]
     row = r.iloc[0] if not r.empty else None
+    if row is not None and not np.isfinite([row["slope_lo"], row["predicted"]]).all():
+        row = None  # two depths, or m = 1 only: no interval or no log m / m slope to compare
     out.flag("approxrate", row is not None)
     out.number("approxSlope", num(row["slope"]) if row is not None else MISSING)
     ci = interval(row["slope_lo"], row["slope_hi"]) if row is not None else MISSING
