@@ -60,5 +60,5 @@ rule all:
         "results/tables/findings.md",
         "results/metrics/summary.json",
         "results/metrics/accuracy_vs_depth.csv",
-        # results/paper/paper.pdf where latexmk and pdflatex are on PATH (`make paper`)
+        # numbers.tex; paper.pdf where latexmk and pdflatex are on PATH (`make paper`)
         paper_target(),

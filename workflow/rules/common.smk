@@ -274,5 +274,7 @@ def paper_sources():
 
 
 def paper_target():
-    """The paper when a TeX engine (latexmk, pdflatex) is on PATH; else nothing."""
-    return [] if tex_engine() else ["results/paper/paper.pdf"]
+    """The paper's numbers always (results/paper is a DVC output), the paper itself when a
+    TeX engine (latexmk, pdflatex) is on PATH."""
+    pdf = [] if tex_engine() else ["results/paper/paper.pdf"]
+    return ["results/paper/numbers.tex", *pdf]
