@@ -121,6 +121,7 @@ pull: dvc-remote-check
 	$(BIN)/snakemake --cores 1 --dry-run --quiet all
 
 figures: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --forcerun figure table findings paper_numbers paper \
-	  --allowed-rules figure table findings paper_numbers paper
+	$(BIN)/snakemake --cores $(CORES) \
+	  --forcerun figure figure_setting table findings paper_numbers paper \
+	  --allowed-rules figure figure_setting table findings paper_numbers paper
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html

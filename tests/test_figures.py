@@ -386,3 +386,14 @@ def test_figure_cli_takes_one_setting(rate_metrics_dir, tmp_path):
     assert main(argv) == 0
     _check_outputs(pdf, png)
     assert main(argv[:-2]) != 0  # --dataset without --arch: refused
+
+
+def test_a_setting_without_the_figures_metrics_gets_no_file():
+    from orthskip.stages.figures import setting_draws
+
+    rate_recipe = frozenset({"orth_defect", "dist_identity", "dist_init", "branch_lipschitz",
+                             "grad_norm_ratio"})  # fmt: skip
+    assert not setting_draws("weight_condition", [rate_recipe])
+    assert setting_draws("dist_identity", [rate_recipe])
+    assert setting_draws("weight_condition", [rate_recipe, None])  # None: every family
+    assert setting_draws("training_curves", [frozenset()])  # history is always there

@@ -163,6 +163,16 @@ def test_figure_rule(fixture_workdir):
         assert blob.startswith(b"%PDF" if t.endswith("pdf") else b"\x89PNG")
 
 
+def test_figure_setting_rule(fixture_workdir):
+    # a per-setting report figure (issue 30): one file per (dataset, arch)
+    targets = [f"results/figures/grad_norm_ratio/moons/mlp.{e}" for e in ("pdf", "png")]
+    snakemake(fixture_workdir, *targets, "--allowed-rules", "figure_setting", cfg=tiny_config())
+    for t in targets:
+        blob = (fixture_workdir / t).read_bytes()
+        assert len(blob) > 5000
+        assert blob.startswith(b"%PDF" if t.endswith("pdf") else b"\x89PNG")
+
+
 def test_table_rule(fixture_workdir):
     snakemake(
         fixture_workdir,

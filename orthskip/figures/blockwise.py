@@ -48,7 +48,9 @@ def grad_norm_ratio(metrics_dir: Path):
         for e in epochs:
             color = cmap(0.85 * epochs_all.index(e) / max(1, len(epochs_all) - 1))
             per_block = g[g["epoch"] == e].groupby("_b")["value"].apply(D.geo_mean)
-            ax.plot(per_block.index, per_block.to_numpy(), color=color, lw=0.8, marker=".", ms=2)
+            # a dot per block only where they stay apart (≤ 40 blocks)
+            ax.plot(per_block.index, per_block.to_numpy(), color=color, lw=0.8,
+                    marker="." if len(per_block) <= 40 else None, ms=2)  # fmt: skip
         ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_yscale("log")
         S.plain_log_ticks(ax)
@@ -63,10 +65,9 @@ def grad_norm_ratio(metrics_dir: Path):
         Line2D([], [], color=cmap(0.85 * n / max(1, len(epochs_all) - 1)), label=f"epoch {e}")
         for n, e in enumerate(epochs_all)
     ]
-    handles += [
-        Patch(color="0.85", label="transition block"),
-        Line2D([], [], color="k", ls=":", label="norm preserved (1)"),
-    ]
+    if D.transition_blocks(gnr):  # the key only where a panel has a shaded block
+        handles.append(Patch(color="0.85", label="transition block"))
+    handles.append(Line2D([], [], color="k", ls=":", label="norm preserved (1)"))
     S.figure_legend(fig, handles)
     fig.suptitle(GNR_TITLE + ", geometric mean over seeds")
     return fig
@@ -110,7 +111,9 @@ def jacobian_spread(metrics_dir: Path):
         ax.set_title(f"{title}, depth {int(g['depth'].iloc[0])}, last snapshot")
         S.block_axis(ax)
         ax.set_ylabel("singular value of ∂y/∂x")
-    handles = S.variant_handles(styles)
+    # line style says σ_max or σ_min here: the variants by colour and marker alone
+    handles = [Line2D([], [], color=st.color, marker=st.marker, label=st.label)
+               for st in styles.values()]  # fmt: skip
     handles += [
         Line2D([], [], color="k", ls="-", label="σ_max" + (" (some Lanczos)" if any_estimate
                                                            else "")),

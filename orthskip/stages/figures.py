@@ -47,11 +47,27 @@ FIGURES: dict[str, Callable[[Path], Figure]] = {
     "decision_regions": decision_regions,
     **PAPER_FIGURES,
 }
-# one panel (or row of panels) per variant or per setting: one file per setting
-PER_SETTING: frozenset[str] = frozenset(
-    {"training_curves", "dist_identity", "dist_identity_epochs", "grad_norm_ratio",
-     "weight_condition", "repr_condition", "jacobian_spread", "decision_regions"}
-)  # fmt: skip
+# One panel (or row of panels) per variant or per setting: one file per setting. Each with
+# the metric families it draws (None: history or warp grids, always there), so that the
+# workflow skips a setting whose cells measure none of them (e.g. the rate recipe's).
+SETTING_FAMILIES: dict[str, frozenset[str] | None] = {
+    "training_curves": None,
+    "decision_regions": None,
+    "dist_identity": frozenset({"dist_identity"}),
+    "dist_identity_epochs": frozenset({"dist_identity"}),
+    "grad_norm_ratio": frozenset({"grad_norm_ratio"}),
+    "weight_condition": frozenset({"sv_reshaped", "sv_operator"}),
+    "repr_condition": frozenset({"repr_condition"}),
+    "jacobian_spread": frozenset({"jacobian_sv"}),
+}
+PER_SETTING: frozenset[str] = frozenset(SETTING_FAMILIES)
+
+
+def setting_draws(name: str, measured: list[frozenset[str] | None]) -> bool:
+    """Whether per-setting figure ``name`` has anything to draw for a setting whose cells
+    measure these metric families (None: every family)."""
+    need = SETTING_FAMILIES[name]
+    return need is None or any(m is None or need & m for m in measured)
 
 
 def _check_name(name: str) -> None:

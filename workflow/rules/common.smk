@@ -13,7 +13,7 @@ from orthskip.config.grid import (
 )
 from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
-from orthskip.stages.figures import FIGURES, PER_SETTING
+from orthskip.stages.figures import FIGURES, PER_SETTING, setting_draws
 from orthskip.stages.paper import PAPER_TABLES, paper_figures, tex_engine
 from orthskip.stages.tables import TABLES
 
@@ -166,15 +166,29 @@ def train_mem(members):
     return mem
 
 
+def _measured_families():
+    """(dataset, arch) -> the metric families of each variant there (None: all)."""
+    out = {}
+    one_per_variant = {(c.dataset, c.arch, c.variant): c for c in CELLS}
+    for c in one_per_variant.values():
+        fams = cell_config(config, c).metrics.get("families")
+        out.setdefault((c.dataset, c.arch), []).append(
+            None if fams is None else frozenset(fams)
+        )
+    return out
+
+
 def all_figures():
     """Paper and whole-run figures as results/figures/{name}.{ext}; the per-setting report
-    figures (PER_SETTING) as results/figures/{name}/{dataset}/{arch}.{ext}."""
+    figures (PER_SETTING) as results/figures/{name}/{dataset}/{arch}.{ext}, for the settings
+    that measure what they draw."""
     whole = [n for n in FIGURES if n not in PER_SETTING]
-    settings = sorted({(c.dataset, c.arch) for c in CELLS})
+    measured = _measured_families()
     per = [
         f"results/figures/{n}/{d}/{a}.{ext}"
         for n in sorted(PER_SETTING)
-        for d, a in settings
+        for (d, a), fams in sorted(measured.items())
+        if setting_draws(n, fams)
         for ext in ("pdf", "png")
     ]
     return expand("results/figures/{name}.{ext}", name=whole, ext=("pdf", "png")) + per
