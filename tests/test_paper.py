@@ -71,6 +71,9 @@ def test_numbers_quote_the_findings(rate_frames, tmp_path):
     assert plain(m["rateCIFromI"]) == r["95 % CI of a"]
     assert plain(m["rateMarginFromI"]) == r["ΔAIC to runner-up"]
     assert plain(m["rateMmin"]) + "–" + plain(m["rateMmax"]) == r["m"]
+    control = rate[("diffeo2 / mlp", "‖Q − I‖_F/√n", "rate_linear")]
+    apart = control["95 % CI of a"] != r["95 % CI of a"]  # the fixture's control: a ≈ 0
+    assert apart and m["rateControlVsFromI"] == "does not overlap"
     lip = rate[("diffeo2 / mlp", "Lip(F) ≥", "rate_orth_learned")]
     assert plain(m["lipExponentFromI"]) == lip["a"]
 

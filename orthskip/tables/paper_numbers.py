@@ -144,6 +144,17 @@ def vs_one(lo: float, hi: float) -> str:
     return "lies above 1: a decay faster than $C/m$"
 
 
+def _overlap(here: pd.DataFrame, roles: dict) -> str:
+    """Whether the control's exponent interval overlaps that of the skip learned from I."""
+    rows = [_rate_row(here, roles[r], "dist_identity") if r in roles else None
+            for r in ("Control", "FromI")]  # fmt: skip
+    if any(r is None or not np.isfinite([r["exponent_lo"], r["exponent_hi"]]).all()
+           for r in rows):  # fmt: skip
+        return "cannot be compared with"
+    (clo, chi), (lo, hi) = [(r["exponent_lo"], r["exponent_hi"]) for r in rows]
+    return "overlaps" if clo <= hi and lo <= chi else "does not overlap"
+
+
 def _rate_row(here: pd.DataFrame, variant: str, quantity: str) -> pd.Series | None:
     r = here[(here["variant"] == variant) & (here["quantity"] == quantity)]
     return r.iloc[0] if len(r) else None
@@ -173,6 +184,7 @@ def rate_macros(out: Macros, rate: pd.DataFrame, starts: pd.DataFrame) -> None:
             out.number(f"{prefix}CI{role}", ci)
             lo, hi = (r["exponent_lo"], r["exponent_hi"]) if ok else (np.nan, np.nan)
             out.text(f"{prefix}VsOne{role}", vs_one(lo, hi))
+    out.text("rateControlVsFromI", _overlap(here, roles))
 
 
 def convergence_macros(out: Macros, cells: pd.DataFrame, setting: tuple[str, str] | None) -> None:
