@@ -4,9 +4,11 @@ Snakemake, its text checked with pdftotext against findings.md of the same resul
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from orthskip.tables.findings import findings_frames
 from orthskip.tables.paper_numbers import paper_numbers, vs_one
 from tests.findings_md import findings_of, rows, section
 from tests.fixture_results import fixture_frames, write_fixture
-from tests.workflow import REPO, snakemake, tiny_config
+from tests.workflow import REPO, SNAKEMAKE, job_counts, snakemake, tiny_config, write_config
 
 PAPER_TEX = REPO / "paper" / "paper.tex"
 TOOLS = ("latexmk", "pdflatex", "pdftotext")
@@ -182,3 +184,35 @@ def test_paper_rule_compiles_the_findings(tmp_path):
     assert "??" not in text
     log = (tmp_path / "results/logs/paper.log").read_text()
     assert "Output written on paper.pdf" in log
+
+
+def _path_without_tex(tmp_path: Path) -> str:
+    """PATH with the virtual environment and every other tool of PATH but latexmk and
+    pdflatex (links in one folder)."""
+    bin_dir = tmp_path / "bin-without-tex"
+    bin_dir.mkdir()
+    for folder in reversed(os.environ["PATH"].split(os.pathsep)):
+        for tool in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            if tool.name not in ("latexmk", "pdflatex") and os.access(tool, os.X_OK):
+                (bin_dir / tool.name).unlink(missing_ok=True)
+                (bin_dir / tool.name).symlink_to(tool)
+    return f"{Path(sys.executable).parent}{os.pathsep}{bin_dir}"
+
+
+def test_rule_all_asks_for_the_paper_only_where_tex_is(tmp_path):
+    """The full plan of a fresh run: the paper's numbers always, the paper itself only with
+    latexmk and pdflatex on PATH (everything else the same)."""
+
+    def plan(path: str) -> dict[str, int]:
+        cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--configfile",
+               str(write_config(tmp_path, tiny_config()))]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
+                              "PATH": path}, cwd=tmp_path, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return job_counts(proc.stdout)
+
+    without = plan(_path_without_tex(tmp_path))
+    assert without["paper_numbers"] == 1 and "paper" not in without
+    if not MISSING_TOOLS:
+        with_tex = plan(f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        assert with_tex == {**without, "paper": 1}
