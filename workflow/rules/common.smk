@@ -1,4 +1,5 @@
 import functools
+import hashlib
 import json
 import re
 import sys
@@ -281,10 +282,16 @@ def approx_mem(wildcards):
 PAPER_DIR = os.path.join(workflow.basedir, "paper")
 
 
-def paper_sources():
-    return sorted(
-        os.path.join(root, f) for root, _, files in os.walk(PAPER_DIR) for f in files
-    )
+def paper_source_hash():
+    """sha256 over the (relative path, content) of every file of paper/; 16 hex digits."""
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(PAPER_DIR)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, PAPER_DIR).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def paper_target():

@@ -17,11 +17,11 @@ rule paper_numbers:
         " > {log} 2>&1"
 
 
-# code: orthskip/stages/paper.py (build_paper); the LaTeX source is paper/ of this checkout
+# code: orthskip/stages/paper.py (build_paper). The LaTeX source is paper/ of this checkout
+# (PAPER_DIR): not an input, whose absolute path would differ in every clone and rerun the
+# rule after a `dvc pull`, but the hash of its files as a param (an edit reruns the rule).
 rule paper:
     input:
-        main=os.path.join(PAPER_DIR, "paper.tex"),
-        source=paper_sources(),
         numbers="results/paper/numbers.tex",
         figures=expand("results/figures/{name}.pdf", name=paper_figures()),
         tables=expand("results/tables/{name}.tex", name=PAPER_TABLES),
@@ -36,7 +36,9 @@ rule paper:
     conda:
         ENV
     params:
-        source=lambda wildcards, input: os.path.dirname(input.main),
+        # a function of input: not compared between runs (the path differs per clone)
+        source=lambda wildcards, input: PAPER_DIR,
+        source_hash=paper_source_hash(),
         figures_dir=lambda wildcards, input: os.path.dirname(input.figures[0]),
         tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         code=code_fingerprint("paper"),
