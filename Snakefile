@@ -44,6 +44,7 @@ include: "workflow/rules/paper.smk"
 localrules:
     all,
     figure,
+    figure_setting,
     table,
     findings,
     paper_numbers,

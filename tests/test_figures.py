@@ -397,3 +397,18 @@ def test_a_setting_without_the_figures_metrics_gets_no_file():
     assert setting_draws("dist_identity", [rate_recipe])
     assert setting_draws("weight_condition", [rate_recipe, None])  # None: every family
     assert setting_draws("training_curves", [frozenset()])  # history is always there
+
+
+@pytest.mark.parametrize("name", ["paper_conditioning", "paper_grad_ratio", "paper_accuracy_depth"])
+def test_a_paper_figure_of_one_setting_is_column_wide_and_legible(name, rate_metrics_dir):
+    # one panel makes a column-wide figure: its title must fit 3.4 in (a real run found one
+    # that did not)
+    from orthskip.stages.figures import draw_figure
+
+    with style.style():
+        fig = draw_figure(name, rate_metrics_dir, ("moons", "mlp"))
+        try:
+            assert fig.get_figwidth() == pytest.approx(style.COLUMN_WIDTH_IN)
+            assert layout_problems(fig, paper=True) == []
+        finally:
+            plt.close(fig)

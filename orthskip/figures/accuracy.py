@@ -86,7 +86,8 @@ SPLIT_LOOK = {
 }
 
 
-def _split_curve(ax, gs, split: str, col: str, st: S.VariantStyle) -> None:
+def _split_curve(ax, gs, split: str, col: str, st: S.VariantStyle) -> np.ndarray:
+    """Draw one split's mean curve (test: with its 95 % t-band); return the means."""
     stats = [(e, mean_ci(ge[f"{split}_{col}"].to_numpy(dtype=float)))
              for e, ge in gs.groupby("epoch")]  # fmt: skip
     ep = np.array([e for e, _ in stats], dtype=float)
@@ -100,6 +101,22 @@ def _split_curve(ax, gs, split: str, col: str, st: S.VariantStyle) -> None:
         lo = np.array([c.lo for _, c in stats])
         hi = np.array([c.hi for _, c in stats])
         ax.fill_between(ep, lo, hi, color=st.color, alpha=0.15, lw=0)
+    return mean
+
+
+def _limits_from_means(ax, means: list[np.ndarray], log: bool) -> None:
+    """y range of the mean curves, not of the bands: with three seeds one outlier seed makes
+    a t-band many times wider than every curve, which then shrink to flat lines."""
+    v = np.concatenate(means) if means else np.array([])
+    v = v[np.isfinite(v) & ((v > 0) if log else True)]
+    if not v.size:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    if log:
+        ax.set_ylim(lo / 1.3, hi * 1.3)
+    else:
+        pad = 0.08 * (hi - lo) if hi > lo else 0.05 * max(abs(hi), 1.0)
+        ax.set_ylim(lo - pad, hi + pad)
 
 
 def training_curves(metrics_dir: Path):
@@ -113,28 +130,33 @@ def training_curves(metrics_dir: Path):
         splits.append("val")
     fig, axes = S.new_figure(len(groups), 2, height=1.8 * len(groups) + 1.0,
                              width=S.PAGE_WIDTH_IN)  # fmt: skip
+    any_diverged = False
     for r, (title, g) in enumerate(groups):
         depth = int(g["depth"].iloc[0])
         ax_loss, ax_acc = axes[r]
         # regression sets record R² where classification records accuracy
         regression = "test_r2" in g and g["test_acc"].isna().all() and g["test_r2"].notna().any()
         score = "r2" if regression else "acc"
+        means: dict[str, list[np.ndarray]] = {"loss": [], score: []}
         for variant in [v for v in styles if v in set(g["variant"])]:
             gs = g[g["variant"] == variant]
             st = styles[variant]
             for ax, col in ((ax_loss, "loss"), (ax_acc, score)):
                 for split in splits:
-                    _split_curve(ax, gs, split, col, st)
+                    means[col].append(_split_curve(ax, gs, split, col, st))
             # a seed that diverged: cross at its last finite test accuracy
             for _, gseed in gs.groupby("seed"):
                 gseed = gseed.sort_values("epoch")
                 bad = ~np.isfinite(gseed["test_loss"].to_numpy(dtype=float))
                 if bad.any() and (~bad).any():
+                    any_diverged = True
                     last = gseed[~bad].iloc[-1]
                     ax_loss.plot(last["epoch"], last["test_loss"], DIVERGED_MARKER, color=st.color)
                     ax_acc.plot(last["epoch"], last[f"test_{score}"], DIVERGED_MARKER,
                                 color=st.color)  # fmt: skip
         ax_loss.set_yscale("log")
+        _limits_from_means(ax_loss, means["loss"], log=True)
+        _limits_from_means(ax_acc, means[score], log=False)
         S.plain_log_ticks(ax_loss)
         ax_loss.set_ylabel("loss")
         ax_acc.set_ylabel("R²" if regression else "accuracy")
@@ -148,6 +170,8 @@ def training_curves(metrics_dir: Path):
     ]
     if "val" in splits:
         handles.append(Line2D([], [], color="k", label="validation (mean)", **SPLIT_LOOK["val"]))
-    handles.append(Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="", label="diverged after"))
+    if any_diverged:
+        handles.append(Line2D([], [], color="k", marker=DIVERGED_MARKER, ls="",
+                              label="diverged after"))  # fmt: skip
     S.figure_legend(fig, handles)
     return fig

@@ -227,12 +227,15 @@ def start_end(metrics_dir: Path):
     ax = axes[0, 0]
     for v, st in styles.items():
         g = f[f["variant"] == v].sort_values("m")
-        ax.errorbar(g["m"], g["dist_identity_start_mean"], yerr=g["dist_identity_start_std"],
+        m = g["m"].to_numpy(dtype=float)
+        # start just left of end: a skip that hardly moves would hide its start under its
+        # end; on top and unclipped, so that a start at exactly 0 (Q₀ = I) shows
+        ax.errorbar(m / 1.12, g["dist_identity_start_mean"], yerr=g["dist_identity_start_std"],
                     color=st.color, marker=st.marker, mfc="white", ls="none", ms=3.5,
-                    elinewidth=0.6)  # fmt: skip
-        ax.errorbar(g["m"], g["dist_identity_end_mean"], yerr=g["dist_identity_end_std"],
+                    elinewidth=0.6, zorder=4, clip_on=False)  # fmt: skip
+        ax.errorbar(m * 1.12, g["dist_identity_end_mean"], yerr=g["dist_identity_end_std"],
                     color=st.color, marker=st.marker, ls=st.linestyle, ms=3.5, lw=0.9,
-                    elinewidth=0.6)  # fmt: skip
+                    elinewidth=0.6, zorder=3)  # fmt: skip
     S.depth_axis(ax, f["m"].unique())
     ax.set_ylim(bottom=0)
     ax.set_xlabel("residual blocks m")
@@ -381,7 +384,8 @@ def grad_ratio(metrics_dir: Path):
         return _no_data(title)
     styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in panels])))
     fig = _per_block_figure(panels, styles, "gradient-norm ratio", 1.0)
-    fig.suptitle("last snapshot, geometric mean over seeds; dotted: norm preserved (1)")
+    # two lines: one setting gives a column-wide figure
+    fig.suptitle("last snapshot, geometric mean over seeds\ndotted: norm preserved (1)")
     return fig
 
 
@@ -395,5 +399,7 @@ def conditioning(metrics_dir: Path):
         return _no_data(title)
     styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in panels])))
     fig = _per_block_figure(panels, styles, "condition number κ", None)
-    fig.suptitle("hidden representations: last snapshot, geometric mean over seeds of finite κ")
+    fig.suptitle(
+        "hidden representations at the last snapshot\ngeometric mean over seeds of finite κ"
+    )
     return fig

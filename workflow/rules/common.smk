@@ -195,6 +195,12 @@ def all_figures():
     return expand("results/figures/{name}.{ext}", name=whole, ext=("pdf", "png")) + per
 
 
+def figure_inputs(wildcards):
+    """Every figure reads the aggregated metrics; paper_approximation also the stage's."""
+    extra = [APPROX_METRICS] if wildcards.name == "paper_approximation" else []
+    return [*METRICS, *extra]
+
+
 def table_inputs(wildcards):
     """Every table reads the aggregated metrics; orthogonal_approximation also the stage's."""
     extra = [APPROX_METRICS] if wildcards.name == "orthogonal_approximation" else []

@@ -1,7 +1,7 @@
 # code: orthskip/stages/figures.py (make_figure)
 rule figure:
     input:
-        METRICS,
+        figure_inputs,
     output:
         pdf="results/figures/{name}.pdf",
         png=report(
