@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Rules call the `orthskip` CLI: put the environment first on PATH for every target.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run check test venv lint report dryrun clean-venv
+.PHONY: run check test venv lint report dryrun clean-venv paper tex
 
 # torch==2.13.0 first: with it present the CPU build satisfies every later pin,
 # and no CUDA wheels are pulled in.
@@ -36,10 +36,39 @@ endef
 SMK_ARGS ?=
 SMK_DIR ?=
 
+# The paper (results/paper/paper.pdf) is part of `make run` where latexmk and pdflatex are
+# on PATH (the Snakefile's rule all asks for it only then); `make paper` installs TeX first.
+TEX_PACKAGES := texlive-latex-recommended texlive-fonts-recommended latexmk
+HAVE_TEX = command -v latexmk >/dev/null 2>&1 && command -v pdflatex >/dev/null 2>&1
+
 run: $(STAMP)
 	@$(BIN)/snakemake --cores $(CORES) $(SMK_ARGS) || { rc=$$?; $(LOCK_HINT); exit $$rc; }
 	$(BIN)/snakemake --cores $(CORES) $(SMK_ARGS) --report results/report.html
 	@echo "Figures: results/figures  Tables: results/tables  Report: results/report.html"
+	@if $(HAVE_TEX); then echo "Paper: results/paper/paper.pdf"; else \
+	  echo "Paper: skipped, no TeX engine (latexmk and pdflatex) on PATH; 'make paper'" \
+	    "installs one and builds it"; fi
+
+# Install TeX with apt-get where this is possible (root, apt-get present); else say what to
+# install. Does nothing when latexmk and pdflatex are there.
+tex:
+	@if $(HAVE_TEX); then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Installing TeX: apt-get install $(TEX_PACKAGES)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+	    --no-install-recommends $(TEX_PACKAGES); \
+	else \
+	  echo "error: the paper needs latexmk and pdflatex, which are not on PATH. Install" \
+	    "them, then rerun 'make paper'. On Debian/Ubuntu:" >&2; \
+	  echo "    sudo apt-get install --no-install-recommends $(TEX_PACKAGES)" >&2; \
+	  echo "Elsewhere: TeX Live or MiKTeX with latexmk (macOS: MacTeX)." >&2; \
+	  exit 1; \
+	fi
+
+paper: $(STAMP) tex
+	@$(BIN)/snakemake --cores $(CORES) $(SMK_ARGS) results/paper/paper.pdf \
+	  || { rc=$$?; $(LOCK_HINT); exit $$rc; }
+	@echo "Paper: results/paper/paper.pdf"
 
 # Check a config file without Snakemake; a YAML syntax error is reported with its line and
 # column (Snakemake itself says only "Config file is not valid JSON or YAML").
@@ -92,6 +121,7 @@ pull: dvc-remote-check
 	$(BIN)/snakemake --cores 1 --dry-run --quiet all
 
 figures: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --forcerun figure figure_setting table findings \
-	  --allowed-rules figure figure_setting table findings
+	$(BIN)/snakemake --cores $(CORES) \
+	  --forcerun figure figure_setting table findings paper_numbers paper \
+	  --allowed-rules figure figure_setting table findings paper_numbers paper
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html

@@ -41,6 +41,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/approx.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
 
 
 localrules:
@@ -49,6 +50,8 @@ localrules:
     figure_setting,
     table,
     findings,
+    paper_numbers,
+    paper,
     dvc_summary,
     aggregate_approx,
 
@@ -68,3 +71,5 @@ rule all:
         APPROX_METRICS,
         cell_files(),
         approx_outputs(),
+        # numbers.tex; paper.pdf where latexmk and pdflatex are on PATH (`make paper`)
+        paper_target(),

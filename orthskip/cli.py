@@ -248,6 +248,20 @@ def cmd_findings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper_numbers(args: argparse.Namespace) -> int:
+    from orthskip.stages.paper import write_numbers
+
+    write_numbers(args.metrics_dir, args.out)
+    return 0
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    from orthskip.stages.paper import build_paper
+
+    build_paper(args.source, args.numbers, args.figures_dir, args.tables_dir, args.out)
+    return 0
+
+
 def cmd_dvc_summary(args: argparse.Namespace) -> int:
     from orthskip.stages.dvc_summary import write_summary
 
@@ -402,6 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-dir", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_findings)
+
+    p = sub.add_parser(
+        "paper-numbers", help="results/paper/numbers.tex: the paper's numbers as LaTeX macros"
+    )
+    p.add_argument("--metrics-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_paper_numbers)
+
+    p = sub.add_parser("paper", help="compile results/paper/paper.pdf with latexmk")
+    p.add_argument("--source", type=Path, required=True, help="the LaTeX source (paper/)")
+    p.add_argument("--numbers", type=Path, required=True)
+    p.add_argument("--figures-dir", type=Path, required=True)
+    p.add_argument("--tables-dir", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("dvc-summary", help="JSON/CSV summary for dvc metrics/plots")
     p.add_argument("--cells", type=Path, required=True)

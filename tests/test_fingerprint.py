@@ -126,6 +126,7 @@ def test_every_rule_with_a_command_has_its_fingerprint():
         "aggregate": "aggregate", "dvc_summary": "dvc-summary", "figure": "figure",
         "figure_setting": "figure", "table": "table", "findings": "findings",
         "approx_cell": "approx-cell", "aggregate_approx": "approx-aggregate",
+        "paper_numbers": "paper-numbers", "paper": "paper",
     }  # fmt: skip
 
 
@@ -252,7 +253,10 @@ def test_editing_a_module_outside_its_code_plans_none_of_its_jobs(finished, rule
 def test_editing_the_figure_style_reruns_tables(finished):
     plan = full_plan(finished, "orthskip/figures/style.py")
     jobs = finished["jobs"]
-    # figure_setting: the per-setting report figures (issue 30), drawn by the same code
+    # figure_setting: the per-setting report figures (issue 30), drawn by the same code; the
+    # paper's numbers read the tables' code, and the paper itself is built where TeX is
+    paper = {"paper": 1} if jobs.get("paper") else {}
     assert plan == {"table": jobs["table"], "figure": jobs["figure"],
-                    "figure_setting": jobs["figure_setting"], "findings": 1, "all": 1}  # fmt: skip
+                    "figure_setting": jobs["figure_setting"], "findings": 1,
+                    "paper_numbers": 1, **paper, "all": 1}  # fmt: skip
     assert jobs["table"] == 5

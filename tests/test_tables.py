@@ -171,6 +171,9 @@ def test_every_table_writes_valid_latex_and_markdown(name, metrics_dir, tmp_path
 def test_latex_escape():
     assert latex_escape("orth_learned 5% & #1") == r"orth\_learned 5\% \& \#1"
     assert latex_escape("1.0 ± 0.2") == r"1.0 $\pm$ 0.2"
+    # whole formulas as mathematics, the text around them escaped
+    assert latex_escape("mean ‖Q − I‖_F/√n of a_b") == r"mean $\|Q - I\|_F/\sqrt{n}$ of a\_b"
+    assert latex_escape("ΔAIC C·m^(−a)") == r"$\Delta$AIC $C\,m^{-a}$"
 
 
 def test_tables_without_data_still_write(tmp_path):

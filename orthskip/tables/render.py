@@ -71,6 +71,14 @@ _LATEX_SYMBOLS = {
     "₀": r"$_0$",
     "²": r"$^2$",
 }
+# Whole formulas the tables write in plain text, typeset as mathematics (before escaping).
+_LATEX_PHRASES = {
+    "‖Q − I‖_F/√n": r"$\|Q - I\|_F/\sqrt{n}$",
+    "‖W − I‖_F/√n": r"$\|W - I\|_F/\sqrt{n}$",
+    "C·m^(−a)": r"$C\,m^{-a}$",
+    "C·log m / m": r"$C\log m/m$",
+    "C / m": r"$C/m$",
+}
 # Comments are not typeset, but keep them ASCII so that any engine reads the file.
 _ASCII = {"±": "+/-", "−": "-", "‖": "||", "≤": "<=", "Δ": "Delta", "₂": "_2", "≥": ">=",
           "√": "sqrt", "·": "*", "₀": "_0", "²": "^2"}  # fmt: skip
@@ -82,11 +90,34 @@ def _ascii(text: str) -> str:
     return text
 
 
-def latex_escape(text: str) -> str:
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+def _escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
     for sym, tex in _LATEX_SYMBOLS.items():
         out = out.replace(sym, tex)
     return out
+
+
+def latex_escape(text: str) -> str:
+    """``text`` for a LaTeX document: special characters escaped, the symbols of
+    ``_LATEX_SYMBOLS`` and the formulas of ``_LATEX_PHRASES`` in math mode."""
+    parts = [str(text)]
+    for phrase, tex in _LATEX_PHRASES.items():
+        parts = [q for p in parts for q in _split_keep(p, phrase, tex)]
+    return "".join(p if isinstance(p, _Tex) else _escape(p) for p in parts)
+
+
+class _Tex(str):
+    """A piece of ``latex_escape``'s output that is LaTeX already."""
+
+
+def _split_keep(part: str, phrase: str, tex: str) -> list[str]:
+    if isinstance(part, _Tex) or phrase not in part:
+        return [part]
+    pieces = part.split(phrase)
+    out: list[str] = [pieces[0]]
+    for piece in pieces[1:]:
+        out += [_Tex(tex), piece]
+    return [p for p in out if p]
 
 
 def render_latex(t: Table) -> str:
@@ -96,7 +127,8 @@ def render_latex(t: Table) -> str:
     styler = (
         pd.DataFrame(t.rows, columns=range(len(header)))
         .style.hide(axis="index")
-        .relabel_index([latex_escape(h) for h in header], axis="columns")
+        # relabel_index passes each label through str.format: braces doubled
+        .relabel_index([_braces(latex_escape(h)) for h in header], axis="columns")
         .format(latex_escape)
     )
     if t.bold:
@@ -104,6 +136,10 @@ def render_latex(t: Table) -> str:
     body = styler.to_latex(hrules=True, column_format=t.align or "l" * len(header))
     note = "".join(f"% {_ascii(line)}\n" for line in t.note.splitlines())
     return note + body
+
+
+def _braces(label: str) -> str:
+    return label.replace("{", "{{").replace("}", "}}")
 
 
 def _css(frame: pd.DataFrame, cells: set[tuple[int, int]], props: str) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from orthskip.data.prepared import check_prepared
 from orthskip.nn.skips import skip_options
 from orthskip.stages.figures import FIGURES, PER_SETTING, setting_draws
 from orthskip.stages.metrics import check_snapshots
+from orthskip.stages.paper import PAPER_TABLES, paper_figures, tex_engine
 from orthskip.stages.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
@@ -325,3 +326,26 @@ def approx_mem(wildcards):
         int(wildcards.depth),
         n_train=spec.get("n_train"),
     )
+
+
+# ---- the paper (workflow/rules/paper.smk): LaTeX source in paper/ of this checkout
+PAPER_DIR = os.path.join(workflow.basedir, "paper")
+
+
+def paper_source_hash():
+    """sha256 over the (relative path, content) of every file of paper/; 16 hex digits."""
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(PAPER_DIR)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, PAPER_DIR).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def paper_target():
+    """The paper's numbers always (results/paper is a DVC output), the paper itself when a
+    TeX engine (latexmk, pdflatex) is on PATH."""
+    pdf = [] if tex_engine() else ["results/paper/paper.pdf"]
+    return ["results/paper/numbers.tex", *pdf]

@@ -1,0 +1,92 @@
+"""The paper stage: results/paper/numbers.tex from the aggregated Parquet files, and
+results/paper/paper.pdf compiled by latexmk (pdflatex) from a copy of ``paper/`` with that
+file, the paper figures and the tables beside it.
+
+``write_numbers(metrics_dir, out)`` is what the paper_numbers rule calls and
+``build_paper(...)`` the paper rule. The LaTeX source reads ``numbers.tex``,
+``figures/<name>.pdf`` and ``tables/<name>.tex`` relative to itself; nothing is written
+into ``paper/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from orthskip import results as D
+from orthskip.errors import OrthskipError
+from orthskip.io import atomic_path, write_text
+from orthskip.stages.figures import PAPER_FIGURES
+from orthskip.tables.paper_numbers import paper_numbers
+
+# the tables the paper includes from results/tables (paired_vs_identity is replaced by the
+# generated table of numbers.tex: Holm-corrected, in findings.md's formats)
+PAPER_TABLES: tuple[str, ...] = (
+    "identity_rate",
+    "start_end_distance",
+    "orthogonal_approximation",
+    "accuracy",
+)
+MAIN = "paper.tex"
+TEX_PACKAGES = ("texlive-latex-recommended", "texlive-fonts-recommended", "latexmk")
+LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+
+
+class PaperError(OrthskipError):
+    """The paper could not be compiled (no TeX engine, or a LaTeX error: the log's tail)."""
+
+
+def paper_figures() -> tuple[str, ...]:
+    return tuple(PAPER_FIGURES)
+
+
+def write_numbers(metrics_dir: Path, out: Path) -> None:
+    """results/paper/numbers.tex from ``metrics_dir/{layers,cells,approx}.parquet``."""
+    frames = [D.read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx")]
+    write_text(out, paper_numbers(*frames))
+
+
+def tex_engine() -> str | None:
+    """Why the paper cannot be compiled here (None: latexmk and pdflatex are on PATH)."""
+    missing = [t for t in ("latexmk", "pdflatex") if shutil.which(t) is None]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} not found on PATH; install TeX, e.g. on Debian/Ubuntu "
+            f"`apt-get install --no-install-recommends {' '.join(TEX_PACKAGES)}` "
+            "(or `make paper`)")  # fmt: skip
+
+
+def _log_tail(build: Path, lines: int = 40) -> str:
+    log = build / MAIN.replace(".tex", ".log")
+    if not log.exists():
+        return "(no LaTeX log)"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def build_paper(
+    source: Path, numbers: Path, figures_dir: Path, tables_dir: Path, out: Path
+) -> None:
+    """Compile ``source/paper.tex`` in a scratch copy beside ``numbers``, the paper figures
+    (``figures_dir/<name>.pdf``) and ``tables_dir/<name>.tex``; write the PDF atomically."""
+    why = tex_engine()
+    if why:
+        raise PaperError(why)
+    source = Path(source)
+    with tempfile.TemporaryDirectory(prefix="orthskip-paper-") as tmp:
+        build = Path(tmp)
+        shutil.copytree(source, build, dirs_exist_ok=True)
+        shutil.copy2(numbers, build / "numbers.tex")
+        for sub, names, ext, src in (("figures", paper_figures(), "pdf", figures_dir),
+                                     ("tables", PAPER_TABLES, "tex", tables_dir)):  # fmt: skip
+            (build / sub).mkdir(exist_ok=True)
+            for name in names:
+                shutil.copy2(Path(src) / f"{name}.{ext}", build / sub / f"{name}.{ext}")
+        proc = subprocess.run([*LATEXMK, MAIN], cwd=build, capture_output=True, text=True)
+        print(proc.stdout[-20000:])
+        if proc.returncode != 0 or not (build / "paper.pdf").exists():
+            raise PaperError(f"latexmk failed ({proc.returncode}); the end of paper.log:\n"
+                             f"{_log_tail(build)}")  # fmt: skip
+        with atomic_path(out) as dst:
+            shutil.copyfile(build / "paper.pdf", dst)

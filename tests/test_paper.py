@@ -1,0 +1,218 @@
+"""The paper: numbers.tex from the findings frames, paper/paper.tex free of typed numbers, and
+the paper rule compiling results/paper/paper.pdf with the real latexmk through real
+Snakemake, its text checked with pdftotext against findings.md of the same results."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orthskip.stages import paper as stage
+from orthskip.tables.findings import findings_frames
+from orthskip.tables.paper_numbers import paper_numbers, vs_one
+from tests.findings_md import findings_of, rows, section
+from tests.fixture_results import fixture_frames, write_fixture
+from tests.workflow import REPO, SNAKEMAKE, job_counts, snakemake, tiny_config, write_config
+
+PAPER_TEX = REPO / "paper" / "paper.tex"
+TOOLS = ("latexmk", "pdflatex", "pdftotext")
+MISSING_TOOLS = [t for t in TOOLS if shutil.which(t) is None]
+
+
+def macros(text: str) -> dict[str, str]:
+    """``\\newcommand{\\name}{value}`` of numbers.tex as {name: value} (a value may span
+    lines: a definition ends where the next one starts)."""
+    out = {}
+    for part in re.split(r"\n(?=\\new)", text):
+        m = re.fullmatch(r"\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}", part.strip(), re.DOTALL)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def flags(text: str) -> dict[str, bool]:
+    return {m.group(1): m.group(2) == "true"
+            for m in re.finditer(r"\\newif\\if([A-Za-z]+)\\\1(true|false)", text)}  # fmt: skip
+
+
+def plain(tex: str) -> str:
+    """A macro's number as text: math wrappers and spacing commands dropped."""
+    return re.sub(r"\\ensuremath\{(.*)\}", r"\1", tex).replace("\\,", "").replace("\\ ", " ")
+
+
+@pytest.fixture(scope="module")
+def rate_frames():
+    return fixture_frames(rate=True)
+
+
+def test_numbers_quote_the_findings(rate_frames, tmp_path):
+    """The macros hold findings.md's own numbers: the rate fit of the learned skip from I,
+    the significant accuracy differences and the Haar start's move."""
+    f = rate_frames
+    text = paper_numbers(f["layers"], f["cells"], f["approx"])
+    m, on = macros(text), flags(text)
+    assert on["rate"] and on["rateFromI"] and on["rateFromHaar"] and on["rateControl"]
+    assert on["accuracy"] and on["starts"] and on["approx"]
+    assert m["rateSetting"] == r"\texttt{diffeo2 / mlp}"
+    assert m["rateVariantFromI"] == r"\texttt{rate\_orth\_learned}"
+    assert m["rateVariantFromHaar"] == r"\texttt{rate\_orth\_learned\_haar}"
+    assert m["rateVariantControl"] == r"\texttt{rate\_linear}"
+
+    for name, df in f.items():
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    md = findings_of(tmp_path)
+    rate = {(r["setting"], r["quantity"], r["variant"]): r for r in rows(section(md, "Rate"))}
+    r = rate[("diffeo2 / mlp", "‖Q − I‖_F/√n", "rate_orth_learned")]
+    assert plain(m["rateExponentFromI"]) == r["a"]
+    assert plain(m["rateCIFromI"]) == r["95 % CI of a"]
+    assert plain(m["rateMarginFromI"]) == r["ΔAIC to runner-up"]
+    assert plain(m["rateMmin"]) + "–" + plain(m["rateMmax"]) == r["m"]
+    control = rate[("diffeo2 / mlp", "‖Q − I‖_F/√n", "rate_linear")]
+    apart = control["95 % CI of a"] != r["95 % CI of a"]  # the fixture's control: a ≈ 0
+    assert apart and m["rateControlVsFromI"] == "does not overlap"
+    lip = rate[("diffeo2 / mlp", "Lip(F) ≥", "rate_orth_learned")]
+    assert plain(m["lipExponentFromI"]) == lip["a"]
+
+    acc = section(md, "Last-epoch")
+    significant = rows(acc, "Significant after Holm")
+    assert significant and m["accSignificant"] == str(len(significant))
+    assert m["accTested"] == str(len(significant) + len(rows(acc, "Not significant")))
+    for r in significant:
+        assert f"\\ensuremath{{{r['value']}}}" in m["accSignificantRows"]
+    frames = findings_frames(f["layers"], f["cells"], f["approx"])
+    sig = frames["accuracy"][frames["accuracy"]["significant"].astype(bool)]
+    lower = int((sig["mean_diff"] < 0).sum())
+    assert m["accLower"] == str(lower) and m["accHigher"] == str(len(sig) - lower)
+
+    starts = rows(section(md, "Starts far"), "Significant (p < 0.05)")
+    deep = max((r for r in starts if r["variant"] == "rate_orth_learned_haar"),
+               key=lambda r: int(r["m"]))  # fmt: skip
+    start, end = deep["‖Q − I‖_F/√n start → end"].split(" → ")
+    assert (plain(m["startDeepFrom"]), plain(m["startDeepTo"])) == (start, end)
+    assert m["startDeepVerdict"] == ("moved toward $I$" if deep["direction"] == "toward I"
+                                     else "moved away from $I$")  # fmt: skip
+
+
+def test_numbers_without_a_rate_or_approximation_switch_those_parts_off(rate_frames):
+    """The default fixture without its rate setting, and no approximation stage: the text's
+    conditionals are off and every macro the paper uses is still defined."""
+    f = fixture_frames()
+    text = paper_numbers(f["layers"][f["layers"]["dataset"] == "nothing"], f["cells"],
+                         f["approx"].iloc[0:0])  # fmt: skip
+    on = flags(text)
+    assert not on["rate"] and not on["starts"] and not on["approx"] and on["accuracy"]
+    full = paper_numbers(rate_frames["layers"], rate_frames["cells"], rate_frames["approx"])
+    assert set(macros(text)) == set(macros(full)) and set(on) == set(flags(full))
+    used = set(re.findall(r"\\([A-Za-z]+)", PAPER_TEX.read_text()))
+    assert {"rateExponentFromI", "accSignificantRows", "ifrate", "startDeepVerdict"} <= used
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "says"),
+    [(-0.2, -0.1, "below 0"), (-0.1, 0.1, "contains 0"), (0.5, 0.8, "between 0 and 1"),
+     (0.8, 1.2, "contains 1"), (1.1, 1.3, "above 1"), (float("nan"), 1.0, "no interval")],
+)  # fmt: skip
+def test_the_exponent_verdict_follows_the_interval(lo, hi, says):
+    assert says in vs_one(lo, hi)
+
+
+def test_paper_tex_types_no_number():
+    """Between \\begin{document} and the references: no decimal number, no percentage and no
+    number of two or more digits (single digits remain for indices and a = 1); every number
+    the text quotes is a macro of numbers.tex."""
+    text = PAPER_TEX.read_text()
+    body = text.split("\\begin{document}", 1)[1].split("\\section*{References}", 1)[0]
+    body = re.sub(r"(?<!\\)%.*", "", body)
+    body = re.sub(r"\\(ref|label|fig|tab)\{[^}]*\}", "", body)
+    assert not re.findall(r"\d\s*\.\s*\d|\d\s*\\%|\d{2,}", body)
+
+
+def test_no_tex_engine_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(stage.shutil, "which", lambda name: None)
+    why = stage.tex_engine()
+    assert why and "latexmk and pdflatex not found" in why and "texlive-latex-recommended" in why
+    with pytest.raises(stage.PaperError, match="apt-get install"):
+        stage.build_paper(REPO / "paper", tmp_path / "n.tex", tmp_path, tmp_path,
+                          tmp_path / "paper.pdf")  # fmt: skip
+    assert not (tmp_path / "paper.pdf").exists()
+
+
+def _pdf_text(pdf: Path) -> str:
+    out = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    return re.sub(r"\s+", "", out.stdout.replace("−", "-"))
+
+
+def _squeeze(s: str) -> str:
+    return re.sub(r"\s+", "", s.replace("−", "-"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"{', '.join(MISSING_TOOLS)} not on PATH: "
+                    "install texlive-latex-recommended, texlive-fonts-recommended, latexmk "
+                    "and poppler-utils (`make paper`, .ci/install-tex.sh)")  # fmt: skip
+def test_paper_rule_compiles_the_findings(tmp_path):
+    """Fixture results with the rate setting: the figure, table, findings, paper_numbers and
+    paper rules through real Snakemake and latexmk; the PDF's text holds every fitted
+    exponent with its interval and every tested accuracy difference with its interval, as
+    findings.md of the same run states them, and no unresolved reference."""
+    write_fixture(tmp_path / "results" / "metrics", rate=True)
+    snakemake(tmp_path, "results/paper/paper.pdf", "results/tables/findings.md",
+              "--allowed-rules", "figure", "table", "findings", "paper_numbers", "paper",
+              cfg=tiny_config())  # fmt: skip
+    pdf = tmp_path / "results/paper/paper.pdf"
+    assert pdf.read_bytes().startswith(b"%PDF")
+    text = _pdf_text(pdf)
+    md = (tmp_path / "results/tables/findings.md").read_text()
+
+    fits = [r for r in rows(section(md, "Rate")) if r["a"] != "–"]
+    assert any(r["variant"] == "rate_orth_learned" for r in fits)
+    for r in fits:
+        assert _squeeze(f"{r['a']} {r['95 % CI of a']}") in text, r
+
+    acc = section(md, "Last-epoch")
+    compared = rows(acc, "Significant after Holm") + rows(acc, "Not significant")
+    assert len(compared) > 10
+    for r in compared:
+        assert _squeeze(f"{r['value']} {r['95 % CI']} {r['p (Holm)']}") in text, r
+    assert "??" not in text
+    log = (tmp_path / "results/logs/paper.log").read_text()
+    assert "Output written on paper.pdf" in log
+
+
+def _path_without_tex(tmp_path: Path) -> str:
+    """PATH with the virtual environment and every other tool of PATH but latexmk and
+    pdflatex (links in one folder)."""
+    bin_dir = tmp_path / "bin-without-tex"
+    bin_dir.mkdir()
+    for folder in reversed(os.environ["PATH"].split(os.pathsep)):
+        for tool in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            if tool.name not in ("latexmk", "pdflatex") and os.access(tool, os.X_OK):
+                (bin_dir / tool.name).unlink(missing_ok=True)
+                (bin_dir / tool.name).symlink_to(tool)
+    return f"{Path(sys.executable).parent}{os.pathsep}{bin_dir}"
+
+
+def test_rule_all_asks_for_the_paper_only_where_tex_is(tmp_path):
+    """The full plan of a fresh run: the paper's numbers always, the paper itself only with
+    latexmk and pdflatex on PATH (everything else the same)."""
+
+    def plan(path: str) -> dict[str, int]:
+        cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--configfile",
+               str(write_config(tmp_path, tiny_config()))]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
+                              "PATH": path}, cwd=tmp_path, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return job_counts(proc.stdout)
+
+    without = plan(_path_without_tex(tmp_path))
+    assert without["paper_numbers"] == 1 and "paper" not in without
+    if not MISSING_TOOLS:
+        with_tex = plan(f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        assert with_tex == {**without, "paper": 1}
