@@ -35,10 +35,13 @@ def _cell_config(args: argparse.Namespace) -> CellConfig:
 
 
 def _pack_config(args: argparse.Namespace) -> list[CellConfig]:
-    """The members' configs (--pack-config: a JSON list of cell configs, what the rules pass)."""
+    """The members' configs (--pack-config: a JSON list of cell configs, or ``-`` to read it
+    from standard input, as the rules do: a pack of 150 members' configs is larger than one
+    command-line argument may be, 128 KiB on Linux)."""
     from orthskip.config.grid import CellConfig
 
-    return [CellConfig.of(m) for m in json.loads(args.pack_config)]
+    text = sys.stdin.read() if args.pack_config == "-" else args.pack_config
+    return [CellConfig.of(m) for m in json.loads(text)]
 
 
 def _add_cell_args(p: argparse.ArgumentParser) -> None:
@@ -343,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("metrics-pack", cmd_metrics_pack, "per-layer metrics of every member of a pack"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--pack-config", required=True, help="JSON list of member cell configs")
+        p.add_argument(
+            "--pack-config", required=True, help="JSON list of member cell configs; - = stdin"
+        )
         p.add_argument("--data", type=Path, required=True, help="prepared dataset file")
         p.add_argument("--manifest", type=Path, required=True, help="its manifest")
         p.add_argument("--logs", type=Path, nargs="+", help="one log per member (appended)")

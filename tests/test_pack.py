@@ -235,3 +235,36 @@ def test_variants_that_cannot_pack_together_train_apart_named_with_why(caplog):
         ["fast", "fast"], ["identity", "identity"], ["orth_learned", "orth_learned"]
     ]  # fmt: skip
     assert "circles/mlp/fast/d3/s0" in caplog.text and "train settings" in caplog.text
+
+
+def test_the_default_packs_reach_the_cli_through_stdin(tmp_path):
+    # execution.pack: kinds puts 150 circles cells in one job; their configs as JSON are larger
+    # than one command-line argument may be (MAX_ARG_STRLEN, 128 KiB: "Argument list too
+    # long"), so the rules pass them on standard input (--pack-config -)
+    from orthskip.config.grid import load_config
+    from tests.workflow import REPO
+
+    cfg = load_config(REPO / "config" / "config.yaml")
+    sizes = [
+        len(json.dumps([cell_config(cfg, c).without_metrics().as_dict()
+                        for c in pack_cells(key, members)], sort_keys=True))
+        for members, keys in packs(cfg).items() for key in keys
+    ]  # fmt: skip
+    assert max(sizes) > 128 * 1024
+    for rule in ("train", "metrics"):
+        text = (REPO / "workflow" / "rules" / f"{rule}.smk").read_text()
+        assert "--pack-config - " in text and "<<< {params.cfg:q}" in text
+    members = _members("identity", epochs=1)[:2]
+    data = tmp_path / "circles.pt"
+    spec = {"source": "circles", "n_train": 96, "n_test": 64, "noise": 0.05}
+    prepare_dataset("circles", spec, data, tmp_path / "circles.json")
+    outs = [str(tmp_path / str(i)) for i in range(len(members))]
+    proc = subprocess.run(
+        [sys.executable, "-m", "orthskip", "train-pack", "--pack-config", "-", "--data",
+         str(data), "--manifest", str(tmp_path / "circles.json"), "--outs", *outs],
+        input=json.dumps([m.as_dict() for m in members]), capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert all(json.loads((tmp_path / str(i) / "status.json").read_text())["status"] == "ok"
+               for i in range(len(members)))  # fmt: skip

@@ -156,7 +156,11 @@ def _overlap(here: pd.DataFrame, roles: dict) -> str:
 
 
 def _rate_row(here: pd.DataFrame, variant: str, quantity: str) -> pd.Series | None:
+    """The variant's fit of ``quantity``: over its converged cells where it has any, else over
+    the cells stopped by the epoch cap (the two are fitted apart, never pooled)."""
     r = here[(here["variant"] == variant) & (here["quantity"] == quantity)]
+    if "converged" in r:
+        r = r.sort_values("converged", ascending=False, kind="stable")
     return r.iloc[0] if len(r) else None
 
 

@@ -25,10 +25,10 @@ for i, (members, keys) in enumerate(PACKS.items()):
             cfg=pack_config_json(members, with_metrics=True),
             code=code_fingerprint("metrics-pack"),
         shell:
-            "python -m orthskip metrics-pack --pack-config {params.cfg:q} --data {input.data}"
+            "python -m orthskip metrics-pack --pack-config - --data {input.data}"
             " --manifest {input.manifest} --snapshots {input.snapshots}"
             " --outs {output.metrics} --warp-outs {output.warp} --logs {log.members}"
-            " > {log.pack} 2>&1"
+            " <<< {params.cfg:q} > {log.pack} 2>&1"
 
 
 # code: orthskip/stages/aggregate.py (aggregate)

@@ -39,6 +39,6 @@ for i, (members, keys) in enumerate(PACKS.items()):
             code=code_fingerprint("train-pack"),
             sequential=sequential_flag,
         shell:
-            "python -m orthskip train-pack --pack-config {params.cfg:q} --data {input.data}"
+            "python -m orthskip train-pack --pack-config - --data {input.data}"
             " --manifest {input.manifest} --outs {params.outdirs} --logs {log.members}"
-            " {params.sequential} > {log.pack} 2>&1"
+            " {params.sequential} <<< {params.cfg:q} > {log.pack} 2>&1"
