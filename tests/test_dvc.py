@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from orthskip.stages.figures import FIGURES
+from orthskip.stages.figures import FIGURES, PER_SETTING
 from orthskip.stages.tables import TABLES
 from tests.workflow import copy_checkout, job_counts, run, tiny_config
 
@@ -113,10 +113,19 @@ def test_pull_plans_no_training_and_redraws_figures(published: tuple[Path, Path]
     shutil.move(reader / "metadata.bak", reader / ".snakemake/metadata")
     assert planned(reader) == {}
 
-    drawn = [*(reader / "results/figures").iterdir(), *(reader / "results/tables").iterdir()]
-    before = {p: p.stat().st_mtime for p in drawn}
-    # PDF+PNG, Markdown+LaTeX, and findings.md
-    assert len(before) == 2 * (len(FIGURES) + len(TABLES)) + 1
+    fig_dir = reader / "results/figures"
+    figures = [p for p in fig_dir.rglob("*") if p.is_file()]
+    tables = list((reader / "results/tables").iterdir())
+    before = {p: p.stat().st_mtime for p in [*figures, *tables]}
+    # PDF+PNG of every whole-run figure at the top, of the per-setting ones under their name
+    # (figures/{name}/{dataset}/{arch}.{ext}); Markdown+LaTeX of every table, and findings.md
+    whole = {n for n in FIGURES if n not in PER_SETTING}
+    assert {p.name for p in figures if p.parent == fig_dir} == {
+        f"{n}.{ext}" for n in whole for ext in ("pdf", "png")
+    }
+    per_setting = {p.relative_to(fig_dir).parts[0] for p in figures if p.parent != fig_dir}
+    assert per_setting and per_setting <= PER_SETTING
+    assert len(tables) == 2 * len(TABLES) + 1
     redraw = make(reader, "figures")
     assert "rule train" not in redraw.stdout + redraw.stderr
     assert "rule extract_metrics" not in redraw.stdout + redraw.stderr
