@@ -75,10 +75,10 @@ def test_linear_fit_rotation_recovers_a_rotation_and_is_nan_for_labels():
     assert math.isnan(linear_fit_rotation(x, torch.zeros(200, dtype=torch.long))["angle"])
 
 
-def _rate_net(skip: str, depth: int = 5, d: int = 3, init: str = "haar"):
+def _rate_net(skip: str, depth: int = 5, d: int = 3, init: str = "haar", **options):
     torch.manual_seed(0)
     model_cfg = {"width": 0, "hidden": 8, "stem": "identity", "head": "identity", "norm": "none"}
-    skip_cfg = {skip: {"init": init}} if skip.startswith("orth") else {}
+    skip_cfg = {skip: {"init": init, **options}} if skip.startswith("orth") else {}
     return build_model("mlp", depth, skip, (d,), d, model_cfg, skip_cfg)
 
 
@@ -98,8 +98,12 @@ def test_extracted_skip_product_is_the_nets_skip_path():
     by_hand = basis.T.double()  # rows were mapped: columns of the map
     assert stats["angle"] == pytest.approx(_geodesic_by_logm(by_hand), abs=1e-6)
     assert stats["fit_angle"] == pytest.approx(1.2, abs=1e-6)
-    # identity skips have no matrix: no row; classification targets: no fit
+    # identity skips have no matrix, orth_jacobian's B is no skip path: no row;
+    # classification targets: no fit
     assert extract_metrics(_rate_net("identity"), x, y, families=["skip_product"]).empty
+    jac = _rate_net("orth_jacobian", layers=1)
+    assert all(len(b.skip_matrices()) == 1 for b in jac.blocks)  # one matrix each, all the same
+    assert extract_metrics(jac, x, y, families=["skip_product"]).empty
     labels = torch.zeros(64, dtype=torch.long)
     rows = extract_metrics(net, x, labels, families=["skip_product"])
     assert set(rows["stat"]) == {"angle", "max_angle", "det"}

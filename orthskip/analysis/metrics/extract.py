@@ -25,6 +25,7 @@ from orthskip.analysis.metrics.orthogonality import (
 )
 from orthskip.analysis.metrics.representation import repr_condition
 from orthskip.analysis.metrics.spectra import sv_circular, sv_hosvd, sv_operator, sv_reshaped
+from orthskip.nn.models.base import ResidualBlock
 from orthskip.results import METRIC_COLUMNS
 
 FAMILIES = (
@@ -273,8 +274,12 @@ def _lipschitz_rows(
 def _product_rows(rows: _Rows, model: nn.Module, probe_x: Tensor, probe_y: Tensor) -> None:
     """One row for the whole net: the rotation of its skips' product beside that of the probe
     targets' best linear fit (``fit_*``, only for a regression onto the input space)."""
+    # only where each block is S(x) + F(x) with S one matrix: orth_jacobian's B matrices
+    # (the block is x − 2Bᵀρ(Bx + b)) and procrustes' pre-maps are no skip path
+    if not all(isinstance(b, ResidualBlock) and not b.transition for b in model.blocks):
+        return
     mats = [q for block in model.blocks for q in block.skip_matrices().values()]
-    if len(mats) != len(model.blocks) or any(bool(b.transition) for b in model.blocks):
+    if len(mats) != len(model.blocks):
         return
     product = skip_product(mats)
     if product is None:
