@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from code_fingerprint import code_files, code_fingerprint
 
+from orthskip.stages.tables import TABLES
 from tests.workflow import REPO, copy_checkout, job_counts, tiny_config, write_config
 
 RULES_DIR = REPO / "workflow" / "rules"
@@ -259,4 +260,4 @@ def test_editing_the_figure_style_reruns_tables(finished):
     assert plan == {"table": jobs["table"], "figure": jobs["figure"],
                     "figure_setting": jobs["figure_setting"], "findings": 1,
                     "paper_numbers": 1, **paper, "all": 1}  # fmt: skip
-    assert jobs["table"] == 5
+    assert jobs["table"] == len(TABLES)  # one job per table of the registry

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # headless: figures are built in batch jobs
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from orthskip.io import atomic_path
@@ -315,8 +316,9 @@ def legend_columns(labels: Iterable[str], width_in: float, fontsize: float = 6.0
 def figure_legend(fig: Figure, handles: list, ncols: int | None = None) -> None:
     """One legend for the whole figure, below the panels, in as many columns as fit its width
     (``ncols`` is an upper bound): a legend wider than the figure is cut by its edge."""
-    fit = legend_columns([h.get_label() for h in handles], fig.get_figwidth(),
-                         plt.rcParams["legend.fontsize"])  # fmt: skip
+    # rcParams may hold a relative size ("medium") outside style(): in points, as drawn
+    points = FontProperties(size=plt.rcParams["legend.fontsize"]).get_size_in_points()
+    fit = legend_columns([h.get_label() for h in handles], fig.get_figwidth(), points)
     n = fit if ncols is None else min(ncols, fit)
     fig.legend(handles=handles, loc="outside lower center", ncols=n,
                handlelength=LEGEND_HANDLE_EM)  # fmt: skip
