@@ -266,14 +266,14 @@ def test_configfile_stands_alone_paper_grid_has_no_clipping(tmp_path):
     )
     out = proc.stdout + proc.stderr
     line = next(ln for ln in out.splitlines() if "orthskip train-pack --pack-config" in ln)
-    members = json.loads(line.split("--pack-config ")[1].split(" --data")[0].strip("'"))
+    members = json.loads(line.split("<<< ")[1].split(" > ")[0].strip("'"))  # on stdin
     cfg = next(m for m in members if m["cell"]["seed"] == 0)
     assert cfg["train"]["grad_clip"] is None and cfg["train"]["optimizer"]["lr"] == 0.1
     assert cfg["train"]["epochs"] == 200 and cfg["cell"]["variant"] == "identity"
     # and without --configfile the default (here: with clipping) is the config
     proc = snakemake(tmp_path, "-n", "-p", "results/cells/circles/mlp/identity/d2/s0/status.json")
     line = next(ln for ln in proc.stdout.splitlines() if "orthskip train-pack" in ln)
-    members = json.loads(line.split("--pack-config ")[1].split(" --data")[0].strip("'"))
+    members = json.loads(line.split("<<< ")[1].split(" > ")[0].strip("'"))  # on stdin
     assert {m["train"]["grad_clip"] for m in members} == {1.0}
 
 
