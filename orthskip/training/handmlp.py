@@ -260,11 +260,19 @@ class HandMLP:
     # -- members' states -----------------------------------------------------------------
 
     def member_state(self, k: int) -> dict[str, Tensor]:
-        """Member k's state dict, on the CPU (the keys of its solo model's state dict)."""
-        return {
-            name: self.tensors[key][idx].detach().to("cpu", copy=True)
-            for name, (key, idx) in self.where[k].items()
-        }
+        """Member k's state dict, on the CPU (the keys of its solo model's state dict).
+        A block tensor's member row is copied once for all blocks (one copy per stacked
+        tensor, not one per block: snapshots and checkpoints read thousands)."""
+        rows: dict[str, tuple[Tensor, ...]] = {}
+        state = {}
+        for name, (key, idx) in self.where[k].items():
+            if len(idx) == 2:  # (block, row)
+                if key not in rows:
+                    rows[key] = self.tensors[key].detach()[:, idx[1]].to("cpu", copy=True).unbind()
+                state[name] = rows[key][idx[0]]
+            else:
+                state[name] = self.tensors[key][idx].detach().to("cpu", copy=True)
+        return state
 
     @torch.no_grad()
     def load_member(self, k: int, state: Mapping[str, Tensor]) -> None:

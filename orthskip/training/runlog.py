@@ -22,10 +22,10 @@ def resume_note(cell_cfg: CellConfig, outdir: Path) -> str:
     last = outdir / "last.pt"
     if not last.exists():
         return "fresh"
-    import torch
+    from orthskip.io import load_torch
 
     try:  # mmap: only the small state dict is read, not the weights
-        ckpt = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = load_torch(last, mmap=True)
     except Exception as err:  # train_cell reports an unreadable checkpoint itself
         return f"last.pt unreadable ({type(err).__name__})"
     if ckpt.get("resume_key") != resume_key(cell_cfg):

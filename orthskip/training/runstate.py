@@ -99,18 +99,21 @@ class RunSpec:
 
 class CheckpointClock:
     """Whether an end-of-epoch checkpoint is due (``train.checkpoint_every_s``): every epoch
-    at 0, else once that many seconds have passed since the last one. Resuming from any epoch
-    boundary gives the same result, so skipping some only costs work after a SIGKILL."""
+    at 0, else once that many seconds of training have passed since the last one ended (the
+    interval counts from the end of the writing, so writing a large pack's checkpoints can
+    never take most of the time). Resuming from any epoch boundary gives the same result, so
+    skipping some only costs work after a SIGKILL."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s = float(every_s)
         self.last = time.monotonic()
 
     def due(self) -> bool:
-        if time.monotonic() - self.last < self.every_s:
-            return False
+        return time.monotonic() - self.last >= self.every_s
+
+    def written(self) -> None:
+        """The checkpoints are written: the next interval starts now."""
         self.last = time.monotonic()
-        return True
 
 
 def torch_setup(tcfg: Mapping[str, Any]) -> torch.device:

@@ -210,6 +210,7 @@ def train_cell(
             _end_epoch(run, epoch, sums, seen, step, why)
             if state.status != "running" or run.clock.due():
                 _checkpoint(run)
+                run.clock.written()
     if state.status == "running":
         state.status = "ok"
         _checkpoint(run)

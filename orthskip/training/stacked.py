@@ -724,6 +724,8 @@ def _end_epoch(
             m.state.status = "ok"
         if due or not m.running:
             _checkpoint(pack, i)
+    if due:
+        pack.clock.written()
     _freeze_inactive(pack)
 
 
@@ -734,12 +736,19 @@ def _finish(pack: PackRun) -> list[str]:
     statuses = []
     riemann = pack.bundle.metadata()
     hand = isinstance(pack.net, HandMLP)
-    for m in pack.members:
+    solos = getattr(pack.net, "solos", None)  # the hand engine's, never stepped
+    for k, m in enumerate(pack.members):
         if m.state.status == "running":
             m.state.status = "ok"
         # the member's solo optimizer's description, with the batched Newton–Schulz counts
         # where the member has a Riemannian step
-        solo = build_optimizer(m.model, m.cfg.train["optimizer"], {m.cfg.skip: m.cfg.skip_options})
+        solo = (
+            solos[k]
+            if solos
+            else build_optimizer(
+                m.model, m.cfg.train["optimizer"], {m.cfg.skip: m.cfg.skip_options}
+            )
+        )
         solo_meta = solo.metadata()
         if solo_meta["n_manifold_params"]:
             solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
