@@ -108,6 +108,16 @@ def cmd_dvc_diagnose(args: argparse.Namespace) -> int:
     return 1 if lines else 0
 
 
+def cmd_dvc_keep_records(args: argparse.Namespace) -> int:
+    from orthskip.job_records import keep_records
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        print("orthskip dvc keep-records: error: no command after --", file=sys.stderr)
+        return 2
+    return keep_records(cmd, args.metadata)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from orthskip.stages.prepare import prepare_dataset
 
@@ -302,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", type=Path, default=default_config)
     p.set_defaults(func=cmd_config_cells)
 
-    p = sub.add_parser("dvc", help="checks around publish/pull: `dvc check`, `dvc diagnose`")
+    p = sub.add_parser(
+        "dvc", help="around publish/pull: `dvc check`, `dvc diagnose`, `dvc keep-records`"
+    )
     dvc_sub = p.add_subparsers(dest="dvc_command", required=True)
     p = dvc_sub.add_parser("check", help="the default remote is set and readable")
     p.add_argument("mode", choices=("push", "pull"), help="pull: the remote must also hold results")
@@ -313,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repo", type=Path, default=Path("."), help="the DVC project")
     p.set_defaults(func=cmd_dvc_diagnose)
+    p = dvc_sub.add_parser(
+        "keep-records",
+        help="run a command (-- CMD ...); Snakemake job records it only re-timed keep their bytes",
+    )
+    p.add_argument("--metadata", type=Path, default=Path(".snakemake/metadata"))
+    p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+    p.set_defaults(func=cmd_dvc_keep_records)
 
     p = sub.add_parser("prepare", help="prepare one dataset and its manifest")
     p.add_argument("--name", required=True)

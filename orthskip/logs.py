@@ -1,13 +1,16 @@
 """Append-only logs, and a pack's members run one after another, each logged to its own file.
 
 Snakemake deletes a rule's log file before it reruns the job, so a stage that must keep every
-run's history (training: the cell's ``train.log``) appends to a second file of its own.
+run's history (training: the cell's ``train.log``) appends to a second file of its own. When a
+pack's members train as one computation, their logs are open at once: a
+:class:`MemberFilter` keeps each member's files to its own records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -21,9 +24,35 @@ if TYPE_CHECKING:
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class MemberFilter(logging.Filter):
+    """Passes the records (and marker lines) about one member of a pack, and those that name
+    no member at all (about the whole pack); drops those about the other members only.
+
+    A record is about a member when its message names the member's cell path as a whole
+    path: ``d1/s1`` is not named by ``d1/s10``.
+    """
+
+    def __init__(self, own: str, members: Sequence[str]) -> None:
+        super().__init__()
+        self._own = _named(own)
+        others = [m for m in members if m != own]
+        self._others = re.compile("|".join(_named(m).pattern for m in others)) if others else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if self._others is None or self._own.search(text):
+            return True
+        return not self._others.search(text)
+
+
+def _named(cell: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w.-]){re.escape(cell)}(?![\w.-])")
+
+
 @contextmanager
-def appended_log(path: Path) -> Iterator[Callable[[str], None]]:
-    """Copy every log record (and the lines given to ``say``) to ``path``, appended.
+def appended_log(path: Path, keep: logging.Filter | None = None) -> Iterator[Callable[[str], None]]:
+    """Copy every log record (and the lines given to ``say``) to ``path``, appended; with
+    ``keep``, only those it passes.
 
     Snakemake deletes a rule's log file before it reruns the job, so the train rule keeps
     this second, append-only log in the cell's directory: it holds every run of the cell.
@@ -31,16 +60,20 @@ def appended_log(path: Path) -> Iterator[Callable[[str], None]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(_FORMAT))
+    if keep is not None:
+        handler.addFilter(keep)
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)
     root.setLevel(min(level, logging.INFO) if level else logging.INFO)  # epoch lines are INFO
 
     def say(line: str) -> None:
-        """A marker line, verbatim, on stderr and in every log file open now (the rule's too)."""
+        """A marker line, verbatim, on stderr and in every log file open now (the rule's too)
+        whose filters pass it."""
         print(line, file=sys.stderr, flush=True)
+        marker = logging.makeLogRecord({"msg": line})
         for h in root.handlers:
-            if isinstance(h, logging.FileHandler):
+            if isinstance(h, logging.FileHandler) and h.filter(marker):
                 h.stream.write(line + "\n")
                 h.flush()
 

@@ -10,6 +10,7 @@ missing or corrupt object, and local results that were never pushed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from orthskip.job_records import read_records
 from orthskip.stages.figures import FIGURES, PER_SETTING
 from orthskip.stages.tables import TABLES
 from tests.workflow import copy_checkout, job_counts, run, tiny_config
@@ -48,12 +50,18 @@ def planned(cwd: Path, *args: str) -> dict[str, int]:
 
 
 def digests(root: Path) -> dict[str, str]:
+    """The published results' checksums: not the logs, not the report (rendered per run)."""
     files = sorted(p for p in (root / "results").rglob("*") if p.is_file())
     return {
         str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
         for p in files
-        if "logs" not in p.parts
+        if "logs" not in p.parts and p.name != "report.html"
     }
+
+
+def dvc_status(cwd: Path) -> dict[str, object]:
+    """What `dvc status` finds changed against dvc.lock; empty when the workspace is clean."""
+    return json.loads(run(cwd, BIN / "dvc", "status", "--json").stdout or "{}")
 
 
 def remote_object(remote: Path, path: Path) -> Path:
@@ -99,7 +107,7 @@ def test_pull_plans_no_training_and_redraws_figures(published: tuple[Path, Path]
     assert (reader / CELL_DIR / "last.pt").is_file()  # the resume checkpoint is published
 
     # Worst case for Snakemake's mtime rule: every input newer than every output.
-    order = ["paper", "figures", "tables", "report.html", "metrics", "approx", "cells", "data"]
+    order = ["paper", "figures", "tables", "metrics", "approx", "cells", "data"]
     t0 = 1_700_000_000
     for rank, part in enumerate(order):
         root = reader / "results" / part
@@ -132,6 +140,30 @@ def test_pull_plans_no_training_and_redraws_figures(published: tuple[Path, Path]
     assert "rule figure" in redraw.stdout + redraw.stderr
     for path, mtime in before.items():
         assert path.stat().st_mtime > mtime, path
+    assert planned(reader) == {}
+
+
+def test_figures_on_pulled_results_leave_dvc_status_clean(published: tuple[Path, Path]) -> None:
+    origin, _ = published
+    reader = clone(published, "redraw")
+    make(reader, "pull")
+    assert dvc_status(reader) == {}
+    # The report is a per-run rendering (its own time and every job's run times): not
+    # published, rendered by `make figures`.
+    assert (origin / "results/report.html").is_file()
+    assert not (reader / "results/report.html").exists()
+    records = read_records(reader / ".snakemake/metadata")
+    assert records
+
+    redraw = make(reader, "figures")
+    assert "rule figure" in redraw.stdout + redraw.stderr  # the redraw really ran
+    assert "rule paper_numbers" in redraw.stdout + redraw.stderr
+    assert (reader / "results/report.html").is_file()
+    assert digests(reader) == digests(origin)  # figures, tables and paper: the same bytes
+    # The redrawn jobs' records differ from the published ones only in their run times, so
+    # they keep the published bytes, and DVC finds nothing changed.
+    assert read_records(reader / ".snakemake/metadata") == records
+    assert dvc_status(reader) == {}
     assert planned(reader) == {}
 
 

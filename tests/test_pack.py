@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import torch
 from orthskip.config.grid import cell_config, cells, pack_cells, packs, prepare_config
 from orthskip.errors import ConfigError
 from orthskip.io import load_torch
+from orthskip.logs import MemberFilter
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
 from orthskip.training.solo import train_cell
@@ -99,6 +101,39 @@ def test_a_packed_member_equals_its_solo_run_bit_for_bit(tmp_path, circles, kind
     assert not all(torch.equal(first[0][k], first[1][k]) for k in first[0])
 
 
+def test_each_member_log_holds_only_its_own_lines(tmp_path, circles):
+    members = _members("orth_learned")
+    outs = [tmp_path / "cells" / str(m.cell.seed) for m in members]
+    logs = [tmp_path / "logs" / f"{m.cell.seed}.log" for m in members]
+    assert train_pack(members, *circles, outs, logs) == ["ok"] * 3
+    names = [m.cell.path for m in members]
+    for name, out, rule_log in zip(names, outs, logs, strict=True):
+        assert json.loads((out / "status.json").read_text())["pack"]["mode"] == "vectorised"
+        for path in (out / "train.log", rule_log):
+            text = path.read_text()
+            # its own start and finish markers and its own epoch lines (0: the start) ...
+            assert text.count(f"==== orthskip train {name} started") == 1, path
+            assert text.count(f"==== orthskip train {name} finished: status ok") == 1, path
+            assert [text.count(f"{name} epoch {e}/2 ") for e in range(3)] == [1, 1, 1], path
+            # ... and nothing about the other members
+            for other in names:
+                assert other == name or other not in text, (path, other, text)
+
+
+def test_member_filter_tells_a_member_from_one_whose_path_extends_it():
+    names = ["c/mlp/identity/d1/s1", "c/mlp/identity/d1/s10"]
+    keep = MemberFilter(names[0], names)
+
+    def passes(msg, *args):
+        return keep.filter(logging.makeLogRecord({"msg": msg, "args": args}))
+
+    assert passes("%s epoch 1/2", names[0])
+    assert not passes("%s epoch 1/2", names[1])
+    assert not passes("results/cells/c/mlp/identity/d1/s10/last.pt was written for another config")
+    assert passes("results/cells/c/mlp/identity/d1/s1/last.pt was written for another config")
+    assert passes("the members' checkpoints are at different steps")  # about the whole pack
+
+
 def test_a_diverging_member_does_not_stop_the_others(tmp_path, circles):
     members = _members("identity")
     exploding = {**members[1].train["optimizer"], "lr": 1e30}  # only the second member explodes
@@ -135,7 +170,17 @@ def test_sigterm_mid_pack_then_rerun_is_bit_identical(tmp_path, mode):
     assert proc.returncode == 143, err
     done = [(tmp_path / "run" / str(i) / "status.json").exists() for i in range(3)]
     assert done == ([True, False, False] if mode == "sequential" else [False] * 3)
+    # The SIGTERM line, the preempted marker and the resume line name one position: the one
+    # last.pt holds (epochs completed, then the next batch).
+    stopped = started.parent
+    state = load_torch(stopped / "last.pt")["state"]
+    at = f"epoch {state['epoch']} batch {state['batch']}"
+    assert f"SIGTERM at {at}" in err, err[-2000:]
     subprocess.run([*base, *outs("run")], check=True, capture_output=True)
+    cell = members[int(stopped.name)].cell.path
+    log = (stopped / "train.log").read_text()
+    assert f"{cell} preempted (exit 143; resume from epoch {state['epoch']}" in log, log
+    assert f"resumed {cell} at {at}" in log, log
     for i in range(3):
         ref = load_torch(tmp_path / "ref" / str(i) / "snapshots.pt")["states"]
         got = load_torch(tmp_path / "run" / str(i) / "snapshots.pt")["states"]

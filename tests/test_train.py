@@ -89,7 +89,13 @@ def test_sigterm_checkpoints_and_rerun_resumes_bit_for_bit(tmp_path):
     assert "SIGTERM" in err and not (run / "status.json").exists()
     state = load_torch(run / "last.pt")["state"]
     assert state["epoch"] < 2  # stopped before the end (usually inside an epoch)
+    # The SIGTERM line, the preempted marker and the resume line name last.pt's position.
+    at = f"epoch {state['epoch']} batch {state['batch']}"
+    assert f"SIGTERM at {at};" in err, err[-2000:]
     subprocess.run([*args, "--out", str(run)], check=True, capture_output=True)
+    log = (run / "train.log").read_text()
+    assert f"preempted (exit 143; resume from epoch {state['epoch']}" in log, log
+    assert f"resumed {cfg.cell.path} at {at}" in log, log
     assert json.loads((run / "status.json").read_text())["status"] == "ok"
     ref, got = _weights(tmp_path / "ref", 2), _weights(run, 2)
     assert all(torch.equal(ref[k], got[k]) for k in ref)

@@ -10,6 +10,7 @@ into ``paper/``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,11 @@ PAPER_TABLES: tuple[str, ...] = (
 MAIN = "paper.tex"
 TEX_PACKAGES = ("texlive-latex-recommended", "texlive-fonts-recommended", "latexmk")
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+# pdfTeX stamps the compile time (CreationDate, ModDate) and a trailer /ID derived from it:
+# without these primitives the same inputs give other bytes on every run, so a redraw of
+# pulled results differs from the published paper. With SOURCE_DATE_EPOCH set, pdfTeX stamps
+# that date instead (reproducible builds, as the figures do), so nothing is added then.
+REPRODUCIBLE_PRETEX = r"-usepretex=\pdfinfoomitdate=1 \pdftrailerid{}"
 
 
 class PaperError(OrthskipError):
@@ -83,7 +89,8 @@ def build_paper(
             (build / sub).mkdir(exist_ok=True)
             for name in names:
                 shutil.copy2(Path(src) / f"{name}.{ext}", build / sub / f"{name}.{ext}")
-        proc = subprocess.run([*LATEXMK, MAIN], cwd=build, capture_output=True, text=True)
+        pretex = [] if os.environ.get("SOURCE_DATE_EPOCH") else [REPRODUCIBLE_PRETEX]
+        proc = subprocess.run([*LATEXMK, *pretex, MAIN], cwd=build, capture_output=True, text=True)
         print(proc.stdout[-20000:])
         if proc.returncode != 0 or not (build / "paper.pdf").exists():
             raise PaperError(f"latexmk failed ({proc.returncode}); the end of paper.log:\n"

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orthskip.logs import appended_log
+from orthskip.logs import MemberFilter, appended_log
 
 if TYPE_CHECKING:
     from orthskip.config.grid import CellConfig
@@ -54,7 +54,8 @@ def train_logged(
         try:
             status = train_cell(cell_cfg, data, manifest, out, pack=pack)
         except Preempted:
-            say(f"==== orthskip train {cell} preempted (exit {PREEMPT_EXIT_CODE})")
+            note = resume_note(cell_cfg, out)
+            say(f"==== orthskip train {cell} preempted (exit {PREEMPT_EXIT_CODE}; {note})")
             raise
         say(f"==== orthskip train {cell} finished: status {status}")
     return status
@@ -68,7 +69,8 @@ def train_stacked_logged(
     logs: list[Path | None],
 ) -> list[str] | None:
     """orthskip.training.stacked.train_stacked with each member's run marked in its logs (its
-    ``train.log`` and the rule's member log; both get every member's records)."""
+    ``train.log`` and the rule's member log): each holds its member's markers and records,
+    and the records about the whole pack, never another member's."""
     from contextlib import ExitStack
 
     from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
@@ -76,23 +78,25 @@ def train_stacked_logged(
 
     names = [c.cell.path for c in cfgs]
     with ExitStack() as stack:
-        says = []
-        for out, log_file in zip(outs, logs, strict=True):
-            says.append(stack.enter_context(appended_log(Path(out) / "train.log")))
+        for name, out, log_file in zip(names, outs, logs, strict=True):
+            keep = MemberFilter(name, names)
+            # say() writes to every open log whose filter passes the line: each member's own
+            say = stack.enter_context(appended_log(Path(out) / "train.log", keep))
             if log_file:
-                stack.enter_context(appended_log(Path(log_file)))
+                stack.enter_context(appended_log(Path(log_file), keep))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for name, cfg, out in zip(names, cfgs, outs, strict=True):
             note = resume_note(cfg, Path(out))
-            says[0](f"==== orthskip train {name} started {now} ({note}; packed, vectorised)")
+            say(f"==== orthskip train {name} started {now} ({note}; packed, vectorised)")
         try:
             statuses = train_stacked(cfgs, data, manifest, [Path(o) for o in outs])
         except Preempted:
-            for name in names:
-                says[0](f"==== orthskip train {name} preempted (exit {PREEMPT_EXIT_CODE})")
+            for name, cfg, out in zip(names, cfgs, outs, strict=True):
+                note = resume_note(cfg, Path(out))
+                say(f"==== orthskip train {name} preempted (exit {PREEMPT_EXIT_CODE}; {note})")
             raise
         if statuses is None:
             return None
         for name, status in zip(names, statuses, strict=True):
-            says[0](f"==== orthskip train {name} finished: status {status}")
+            say(f"==== orthskip train {name} finished: status {status}")
     return statuses

@@ -339,7 +339,8 @@ def _preempt(
     state.sums = sums.cpu()
     state.elapsed += time.perf_counter() - t0
     _checkpoint(run)
-    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}; saved {run.last}")
+    # the checkpoint's position, as the resume line names it: epochs completed, then batches
+    raise Preempted(f"SIGTERM at epoch {state.epoch} batch {b}; saved {run.last}")
 
 
 def _step(

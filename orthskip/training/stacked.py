@@ -594,7 +594,8 @@ def _preempt(
             m.state.sums = sums[i].cpu()
             m.state.elapsed += time.perf_counter() - t0
             _checkpoint(pack, i)
-    raise Preempted(f"SIGTERM at epoch {epoch} batch {b}")
+    # the checkpoint's position, as the resume line names it: epochs completed, then batches
+    raise Preempted(f"SIGTERM at epoch {epoch - 1} batch {b}")
 
 
 def _step(
