@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Rules call the `orthskip` CLI: put the environment first on PATH for every target.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run check test venv lint report dryrun clean-venv paper tex
+.PHONY: run check test venv lint report dryrun clean-venv paper tex gpu-check
 
 # torch==2.13.0 first: with it present the CPU build satisfies every later pin,
 # and no CUDA wheels are pulled in.
@@ -77,6 +77,13 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# On a CUDA machine: the tests marked cuda, then ResNet-20 and the rate pack timed on the GPU
+# (bench/gpu_check.py, under 8 minutes); writes results/bench/gpu_check.json and prints a
+# table. GPU_CHECK_ARGS='--device cpu --quick' smoke-tests it without a GPU.
+GPU_CHECK_ARGS ?=
+gpu-check: $(STAMP)
+	$(BIN)/python bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orthskip tests bench workflow
