@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from orthskip.stages import paper as stage
@@ -216,3 +217,41 @@ def test_rule_all_asks_for_the_paper_only_where_tex_is(tmp_path):
     if not MISSING_TOOLS:
         with_tex = plan(f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         assert with_tex == {**without, "paper": 1}
+
+
+def _rate_cells(frames: dict, converged_seeds: set[int]) -> pd.DataFrame:
+    """The fixture's cells with the rate setting's ``converged`` flag set for these seeds (the
+    fixture's rate cells have no flag: they ran to its epoch cap)."""
+    cells = frames["cells"].copy()
+    rate = cells["dataset"] == "diffeo2"
+    done = rate & cells["seed"].isin(converged_seeds)
+    cells["converged"] = cells["converged"].astype("boolean").fillna(False).astype(bool)
+    cells.loc[rate, "converged"] = done[rate]
+    cells.loc[done, "stopped"] = "train_loss plateau"
+    return cells
+
+
+@pytest.mark.parametrize(
+    ("seeds", "says"),
+    [(set(), "at the {cap}-epoch cap, where 0 of {n} runs had converged: it describes that "
+              "training budget, not a converged state"),
+     ({0, 1, 2}, "on the {n} of {n} runs that converged (the stopping rule fired)"),
+     ({0}, "on the {k} of {n} runs that converged (the stopping rule fired)")],
+)  # fmt: skip
+def test_the_abstract_states_the_training_state_of_its_fit(rate_frames, seeds, says):
+    """issue 29: the exponent the abstract quotes is the fit at the cap unless cells converged;
+    ``\\rateStateFromI`` says which, from cells.parquet's ``converged`` and ``epochs``."""
+    from tests.fixture_results import EPOCHS, RATE_DEPTHS, SEEDS
+
+    f = rate_frames
+    assert set(seeds) <= set(SEEDS)
+    cells = _rate_cells(f, seeds)
+    m = macros(paper_numbers(f["layers"], cells, f["approx"]))
+    n = len(RATE_DEPTHS) * len(SEEDS)
+    k = len(RATE_DEPTHS) * len(seeds)
+    assert m["rateStateFromI"] == says.format(cap=EPOCHS, n=n, k=k)
+    # each role its own variant's runs, the same state here
+    assert m["rateStateControl"] == m["rateStateFromI"]
+    # the abstract quotes it right after the exponent it qualifies
+    abstract = PAPER_TEX.read_text().split("\\begin{abstract}", 1)[1].split("\\end{abstract}")[0]
+    assert "\\rateExponentFromI" in abstract and "\\rateStateFromI" in abstract

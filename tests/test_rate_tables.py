@@ -159,3 +159,61 @@ def test_status_files_give_the_converged_flag(tmp_path):
         paths.append(path)
     df = read_status(paths)
     assert df["converged"].tolist() == [c for *_, c in cases] and df["converged"].dtype == bool
+
+
+def _capped_cells(converged_seeds: set[int], cap: int = 60) -> pd.DataFrame:
+    """``_cells`` with the epochs each ran: the converged stop before the cap, the rest run
+    to it."""
+    c = _cells(converged_seeds)
+    return c.assign(epochs=np.where(c["converged"], cap // 2, cap))
+
+
+def test_rate_by_epoch_figure_plots_the_tables_exponents_and_marks_the_cap(tmp_path):
+    """issue 29 item 2: the figure draws, per variant, a at every snapshot epoch with its
+    interval as error bars — the numbers of ``rate_by_epoch_frame`` — and the epoch cap."""
+    import matplotlib.pyplot as plt
+
+    from orthskip.figures import style
+    from orthskip.figures.paper import rate_by_epoch
+    from orthskip.stages.figures import PAPER_FIGURES
+
+    assert PAPER_FIGURES["paper_rate_by_epoch"] is rate_by_epoch
+    layers = _layers()
+    layers.to_parquet(tmp_path / "layers.parquet")
+    _capped_cells({0}).to_parquet(tmp_path / "cells.parquet")
+    frame = rate_by_epoch_frame(layers)
+    with style.style():
+        fig = rate_by_epoch(tmp_path)
+    try:
+        ax = fig.axes[0]
+        (bars,) = [c for c in ax.containers if c.get_label() == "rate_orth_learned"]
+        line = bars.lines[0]
+        assert list(line.get_xdata()) == list(frame["epoch"]) == sorted(EXPONENT)
+        np.testing.assert_allclose(line.get_ydata(), frame["exponent"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(line.get_ydata(), list(EXPONENT.values()), atol=0.02)
+        (segments,) = [c.get_segments() for c in bars.lines[2]]
+        lo_hi = np.array([[s[0][1], s[1][1]] for s in segments])
+        np.testing.assert_allclose(lo_hi, frame[["exponent_lo", "exponent_hi"]], atol=1e-12)
+        assert (lo_hi[:, 1] > lo_hi[:, 0]).all()  # seeds resampled: a real interval
+        # the cap: the epochs of the runs that did not converge, as a line and in the legend
+        caps = [ln for ln in ax.lines if list(ln.get_xdata()) == [60, 60]]
+        assert len(caps) == 1
+        legend = [t.get_text() for lg in fig.legends for t in lg.get_texts()]
+        assert "epoch cap (60)" in legend and "rate_orth_learned" in legend
+        assert f"7 of {len(DEPTHS) * len(SEEDS)} runs converged" in ax.get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_training_state_counts_converged_runs_and_finds_the_cap():
+    from orthskip.tables.rate_by_epoch import training_state
+
+    capped = training_state(_capped_cells(set()), variant="rate_orth_learned")
+    assert (capped.n_cells, capped.n_converged, capped.cap, capped.last) == (28, 0, 60, 60)
+    assert not capped.converged
+    done = training_state(_capped_cells(set(SEEDS)), dataset="diffeo2")
+    assert (done.n_converged, done.cap, done.last) == (28, None, 30) and done.converged
+    assert training_state(_capped_cells(set()), variant="other").n_cells == 0
+    # results written before the flag: nothing counts as converged
+    old = training_state(_capped_cells({0}).drop(columns="converged"))
+    assert (old.n_converged, old.cap) == (0, 60)

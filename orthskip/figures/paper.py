@@ -5,6 +5,8 @@ report figures of the sibling modules; these reuse their data selections and the
 
 - ``rate``: ‖Q − I‖_F/√n and Lip(F) against m in the rate setting, one column per start,
   with the four competing rate models and the fitted exponent a in the legend;
+- ``rate_by_epoch``: the exponent a of that fit at every snapshot epoch, per variant, with
+  the epoch cap marked: how far the training state moves it;
 - ``accuracy_depth``: test score against depth, one panel per setting with several depths;
 - ``start_end``: ‖Q − I‖_F/√n at the first and at the last snapshot against m;
 - ``approximation``: the orthogonal approximation of identity nets, score and ‖W − I‖;
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from orthskip import results as D
 from orthskip.analysis.stats import (
@@ -173,6 +176,63 @@ def rate(metrics_dir: Path):
         axes[0, c].set_title(start)
     fig.suptitle(f"{ds} / {arch}, last snapshot. Thick: lowest AIC; "
                  "a: exponent of C·m^(−a) [95 % seed-bootstrap interval]")  # fmt: skip
+    return fig
+
+
+# ---------------------------------------------------------------- rate by epoch
+
+CAP_STYLE = {"color": "0.35", "ls": (0, (1, 1.5)), "lw": 0.8}
+
+
+def rate_by_epoch(metrics_dir: Path):
+    """The exponent a of C·m^(−a) fitted to ‖Q − I‖_F/√n against m at every snapshot epoch,
+    per variant of the rate setting, with its 95 % seed-bootstrap interval as error bars and
+    the epoch cap as a dotted line: the exponent is a property of the training state."""
+    from orthskip.tables.rate_by_epoch import rate_by_epoch_frame, training_state
+
+    title = "Rate exponent a against the training epoch"
+    layers = D.read_table(metrics_dir, "layers")
+    if layers.empty:
+        return _no_data(title)
+    setting = rate_setting(D.dist_identity_per_cell(layers))
+    if setting is None:
+        return _no_data(title, "no learned skip or linear control at two or more depths")
+    ds, arch = setting
+    f = rate_by_epoch_frame(layers[(layers["dataset"] == ds) & (layers["arch"] == arch)])
+    f = f[np.isfinite(f["exponent"].to_numpy(dtype=float))]
+    if f.empty:
+        return _no_data(title, "no snapshot with a rate fit (m ≥ 2 at two or more depths)")
+    # the runs of the plotted variants only: rate_identity has no Q and no a
+    cells = D.read_table(metrics_dir, "cells")
+    cells = cells[cells["variant"].isin(set(f["variant"]))] if not cells.empty else cells
+    state = training_state(cells, dataset=ds, arch=arch)
+    styles = S.variant_styles(D.variant_kinds(f))
+    fig, axes = S.new_figure(1, 1, height=3.0)
+    ax = axes[0, 0]
+    for v, st in styles.items():
+        g = f[f["variant"] == v].sort_values("epoch")
+        a = g["exponent"].to_numpy(dtype=float)
+        yerr = np.vstack([a - g["exponent_lo"].to_numpy(dtype=float),
+                          g["exponent_hi"].to_numpy(dtype=float) - a])  # fmt: skip
+        # one seed has no interval: a point without a bar, not a missing point
+        ax.errorbar(g["epoch"].to_numpy(dtype=float), a, yerr=np.nan_to_num(yerr), color=st.color,
+                    marker=st.marker, ls=st.linestyle, ms=3.5, lw=0.9, elinewidth=0.6,
+                    zorder=3, label=v)  # fmt: skip
+    handles = S.variant_handles(styles)
+    if state.cap is not None:
+        ax.axvline(state.cap, **CAP_STYLE, zorder=1)
+        handles.append(Line2D([], [], **CAP_STYLE, label=f"epoch cap ({state.cap})"))
+    ax.axhline(1.0, color="0.6", lw=0.6, ls="--", zorder=0)  # a = 1: the C/m rate
+    handles.append(Line2D([], [], color="0.6", lw=0.6, ls="--", label="a = 1 (C/m)"))
+    right = max(float(f["epoch"].max()), float(state.cap or 0))
+    ax.set_xlim(0, 1.04 * right)  # the cap line clear of the frame's edge
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    ax.set_xlabel("epoch of the snapshot")
+    ax.set_ylabel("exponent a of C·m^(−a)")
+    conv = f"{state.n_converged} of {state.n_cells} runs converged"
+    ax.set_title(f"{ds} / {arch}, ‖Q − I‖_F/√n: a with its\n"
+                 f"95 % seed-bootstrap interval; {conv}")  # fmt: skip
+    S.figure_legend(fig, handles)
     return fig
 
 

@@ -29,6 +29,7 @@ from orthskip.figures.trajectories import dist_identity_epochs
 
 PAPER_FIGURES: dict[str, Callable[[Path], Figure]] = {
     "paper_rate": paper.rate,
+    "paper_rate_by_epoch": paper.rate_by_epoch,
     "paper_accuracy_depth": paper.accuracy_depth,
     "paper_start_end": paper.start_end,
     "paper_approximation": paper.approximation,

@@ -7,6 +7,9 @@ this module defines it. Numbers are formatted as findings.md formats them
 result could come out either way, the verdict word is generated too (``\\rateVsOneFromI``:
 "lies below 1", "contains 1", …), and a part of the text that has no data in a run is
 switched off by a conditional (``\\ifrateFromI`` … ``\\fi``), never filled with a guess.
+Where a fit stands in training is generated too (``\\rateStateFromI``: on the converged
+runs, or at the epoch cap and how few converged), so that no exponent reads as converged
+when it is a budget's.
 
 Roles in the rate setting (the setting whose learned skips span the most decades of m, as
 the rate figure picks it): ``FromI`` the first learned orthogonal variant that starts at I,
@@ -26,6 +29,7 @@ from orthskip import results as D
 from orthskip.tables.findings import ALPHA, SETTING, findings_frames
 from orthskip.tables.formats import MISSING, interval, num, p_value
 from orthskip.tables.keys import variant_order
+from orthskip.tables.rate_by_epoch import TrainingState, training_state
 from orthskip.tables.render import latex_escape
 
 # the rate models as the paper typesets them (labels of orthskip.analysis.stats.RATE_MODELS)
@@ -164,7 +168,24 @@ def _rate_row(here: pd.DataFrame, variant: str, quantity: str) -> pd.Series | No
     return r.iloc[0] if len(r) else None
 
 
-def rate_macros(out: Macros, rate: pd.DataFrame, starts: pd.DataFrame) -> None:
+def fit_state(converged: bool | None, state: TrainingState) -> str:
+    """Where training stood for a rate fit, as the end of "This exponent is measured …":
+    on the runs that met the stopping rule, or at the epoch cap with how few had met it (a
+    fit at the cap describes that budget: issue 29). ``converged``: the fit's row (None: no
+    fit); ``state``: the variant's runs in the setting."""
+    if converged is None or state.n_cells == 0:
+        return "--"
+    runs = f"{state.n_converged} of {state.n_cells} runs"
+    if converged:
+        return f"on the {runs} that converged (the stopping rule fired)"
+    where = f"at the {state.cap}-epoch cap" if state.cap is not None else "before convergence"
+    return (f"{where}, where {runs} had converged: it describes that training budget, "
+            "not a converged state")  # fmt: skip
+
+
+def rate_macros(
+    out: Macros, rate: pd.DataFrame, starts: pd.DataFrame, cells: pd.DataFrame | None = None
+) -> None:
     setting = rate_setting(rate) if not rate.empty else None
     out.flag("rate", setting is not None)
     roles = rate_roles(rate, starts, setting) if setting else {}
@@ -188,6 +209,12 @@ def rate_macros(out: Macros, rate: pd.DataFrame, starts: pd.DataFrame) -> None:
             out.number(f"{prefix}CI{role}", ci)
             lo, hi = (r["exponent_lo"], r["exponent_hi"]) if ok else (np.nan, np.nan)
             out.text(f"{prefix}VsOne{role}", vs_one(lo, hi))
+            if quantity == "dist_identity":
+                runs = cells if cells is not None else pd.DataFrame()
+                state = (training_state(runs, dataset=setting[0], arch=setting[1],
+                                        variant=variant) if variant else None)  # fmt: skip
+                flag = bool(r["converged"]) if r is not None and "converged" in r else None
+                out.text(f"rateState{role}", fit_state(flag, state) if state else "--")
     out.text("rateControlVsFromI", _overlap(here, roles))
 
 
@@ -374,7 +401,7 @@ def paper_numbers(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.DataFram
     out = Macros()
     run_macros(out, cells)
     setting = rate_setting(f["rate"]) if not f["rate"].empty else None
-    rate_macros(out, f["rate"], f["starts"])
+    rate_macros(out, f["rate"], f["starts"], cells)
     convergence_macros(out, cells, setting)
     start_macros(out, f["starts"], setting)
     accuracy_macros(out, f["accuracy"])

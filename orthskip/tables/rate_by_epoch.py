@@ -4,6 +4,8 @@ is a property of the budget as much as of depth; this table shows how far it mov
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from orthskip import results as D
@@ -58,6 +60,39 @@ def rate_by_epoch_frame(layers: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """How far the runs of a selection trained: ``n_cells`` runs (any status), of which
+    ``n_converged`` met the stopping rule; ``cap`` the epochs of the longest run that ended
+    ``ok`` without it — the epoch cap it ran to — or None where every such run stopped by the
+    rule (the cap is then nowhere in the results); ``last`` the longest run's epochs."""
+
+    n_cells: int
+    n_converged: int
+    cap: int | None
+    last: int | None
+
+    @property
+    def converged(self) -> bool:
+        return self.n_cells > 0 and self.n_converged == self.n_cells
+
+
+def training_state(cells: pd.DataFrame, **where: str) -> TrainingState:
+    """:class:`TrainingState` of the rows of cells.parquet that match ``where`` (column =
+    value, e.g. ``dataset``, ``arch``, ``variant``). A result without the ``converged``
+    column (written before the flag existed) counts as not converged, as the rate fits do."""
+    c = D.with_variant(cells)
+    for col, value in where.items():
+        c = c[c[col].astype(str) == str(value)] if not c.empty else c
+    if c.empty:
+        return TrainingState(0, 0, None, None)
+    conv = c["converged"].fillna(False).astype(bool) if "converged" in c else c["epochs"] < 0
+    epochs = pd.to_numeric(c["epochs"], errors="coerce")
+    capped = epochs[(c["status"] == "ok") & ~conv].dropna()
+    return TrainingState(len(c), int(conv.sum()), int(capped.max()) if len(capped) else None,
+                         int(epochs.max()) if epochs.notna().any() else None)  # fmt: skip
 
 
 NOTE = (
