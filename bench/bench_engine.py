@@ -28,8 +28,8 @@ backward on one batch, over its number of blocks.
 
 Usage: python bench/bench_engine.py [--quick] [--cases rate,circles,resnet] [--depth 256]
 [--seeds 5] [--steps N] [--rounds R] [--resnet-skip KIND]
-``--quick`` (and ``--depth``, which sizes the rate case alone) runs only ``rate`` unless
-``--cases`` says otherwise; the full run does all three (about 5 minutes on one core).
+``--quick`` runs only ``rate`` unless ``--cases`` says otherwise; the full run does all three
+(about 5 minutes on one core).
 Ends with one ``<case> speedup X.XX`` line per case run, in the order rate (hand over
 vmap), circles (hand over vmap), resnet (vmap pack over solo): ``--quick`` with
 ``rate speedup X.XX``.
@@ -277,10 +277,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--resnet-skip", default="orth_learned")
     args = ap.parse_args()
-    # --depth sizes the rate case alone: naming it (as tests/test_bench.py does) asks for
-    # that case, as --quick does, unless --cases names others
-    rate_only = args.quick or args.depth is not None
-    names = (args.cases or ("rate" if rate_only else ",".join(ALL_CASES))).split(",")
+    names = (args.cases or ("rate" if args.quick else ",".join(ALL_CASES))).split(",")
     if unknown := set(names) - set(ALL_CASES):
         ap.error(f"unknown --cases {sorted(unknown)}; choose from {','.join(ALL_CASES)}")
     depth = args.depth or 256

@@ -107,7 +107,7 @@ def test_bench_pack_quick_ends_with_the_mlp_speedup() -> None:
 
 def test_bench_engine_times_both_engines() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = ["--depth", "4", "--seeds", "2", "--steps", "2", "--rounds", "1"]
+    args = ["--cases", "rate", "--depth", "4", "--seeds", "2", "--steps", "2", "--rounds", "1"]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_engine.py"), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
