@@ -38,10 +38,9 @@ def _pack_config(args: argparse.Namespace) -> list[CellConfig]:
     """The members' configs (--pack-config: a JSON list of cell configs, or ``-`` to read it
     from standard input, as the rules do: a pack of 150 members' configs is larger than one
     command-line argument may be, 128 KiB on Linux)."""
-    from orthskip.config.grid import CellConfig
+    from orthskip.config.grid import read_pack_config
 
-    text = sys.stdin.read() if args.pack_config == "-" else args.pack_config
-    return [CellConfig.of(m) for m in json.loads(text)]
+    return read_pack_config(sys.stdin.read() if args.pack_config == "-" else args.pack_config)
 
 
 def _add_cell_args(p: argparse.ArgumentParser) -> None:
@@ -366,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument(
-            "--pack-config", required=True, help="JSON list of member cell configs; - = stdin"
+            "--pack-config",
+            required=True,
+            help="the member cell configs (orthskip.config.grid.pack_config_text's JSON, or a "
+            "JSON list); - = stdin",
         )
         p.add_argument("--data", type=Path, required=True, help="prepared dataset file")
         p.add_argument("--manifest", type=Path, required=True, help="its manifest")

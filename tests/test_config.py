@@ -15,6 +15,7 @@ from orthskip.config.grid import (
     cells,
     load_config,
     prepare_config,
+    read_pack_config,
     resume_key,
 )
 from orthskip.errors import ConfigError
@@ -250,7 +251,6 @@ def test_old_skips_key_says_it_was_renamed():
 
 def test_configfile_stands_alone_paper_grid_has_no_clipping(tmp_path):
     """--configfile replaces the embedded default: nothing of config/config.yaml leaks in."""
-    import json
 
     from tests.workflow import REPO
 
@@ -266,15 +266,16 @@ def test_configfile_stands_alone_paper_grid_has_no_clipping(tmp_path):
     )
     out = proc.stdout + proc.stderr
     line = next(ln for ln in out.splitlines() if "orthskip train-pack --pack-config" in ln)
-    members = json.loads(line.split("<<< ")[1].split(" > ")[0].strip("'"))  # on stdin
+    stdin = line.split("<<< ")[1].split(" > ")[0].strip("'")
+    members = [m.as_dict() for m in read_pack_config(stdin)]
     cfg = next(m for m in members if m["cell"]["seed"] == 0)
     assert cfg["train"]["grad_clip"] is None and cfg["train"]["optimizer"]["lr"] == 0.1
     assert cfg["train"]["epochs"] == 200 and cfg["cell"]["variant"] == "identity"
     # and without --configfile the default (here: with clipping) is the config
     proc = snakemake(tmp_path, "-n", "-p", "results/cells/circles/mlp/identity/d2/s0/status.json")
     line = next(ln for ln in proc.stdout.splitlines() if "orthskip train-pack" in ln)
-    members = json.loads(line.split("<<< ")[1].split(" > ")[0].strip("'"))  # on stdin
-    assert {m["train"]["grad_clip"] for m in members} == {1.0}
+    stdin = line.split("<<< ")[1].split(" > ")[0].strip("'")
+    assert {m.train["grad_clip"] for m in read_pack_config(stdin)} == {1.0}
 
 
 # ---- one source of truth: the registries' option tables and the schema ---------------------

@@ -15,7 +15,15 @@ import pandas as pd
 import pytest
 import torch
 
-from orthskip.config.grid import cell_config, cells, pack_cells, packs, prepare_config
+from orthskip.config.grid import (
+    cell_config,
+    cells,
+    pack_cells,
+    pack_config_text,
+    packs,
+    prepare_config,
+    read_pack_config,
+)
 from orthskip.errors import ConfigError
 from orthskip.io import load_torch
 from orthskip.logs import MemberFilter
@@ -280,6 +288,31 @@ def test_variants_that_cannot_pack_together_train_apart_named_with_why(caplog):
         ["fast", "fast"], ["identity", "identity"], ["orth_learned", "orth_learned"]
     ]  # fmt: skip
     assert "circles/mlp/fast/d3/s0" in caplog.text and "train settings" in caplog.text
+
+
+def test_pack_config_text_writes_each_section_once_and_reads_back_every_member():
+    # the rules pass this text as a param and on stdin, and Snakemake stores both in every
+    # output's record: as a plain list of full configs the default's records were 580 KB
+    # each (665 MB of .snakemake/metadata)
+    from orthskip.config.grid import load_config
+    from tests.workflow import REPO
+
+    cfg = load_config(REPO / "config" / "config.yaml")
+    for members, keys in packs(cfg).items():
+        for key in keys:
+            cfgs = [cell_config(cfg, c) for c in pack_cells(key, members)]
+            text = pack_config_text(cfgs)
+            assert read_pack_config(text) == cfgs
+            plain = json.dumps([c.as_dict() for c in cfgs], sort_keys=True)
+            assert read_pack_config(plain) == cfgs
+            if len(cfgs) >= 100:  # the rate and circles packs
+                assert len(text) < len(plain) / 5, (key, len(text), len(plain))
+    # a member differing in one section gets its own entry of that section only
+    a = cfgs[0]
+    b = replace(a, train={**a.train, "epochs": a.train["epochs"] + 1})
+    blob = json.loads(pack_config_text([a, b]))
+    assert len(blob["sections"]["train"]) == 2 and len(blob["sections"]["model"]) == 1
+    assert read_pack_config(json.dumps(blob)) == [a, b]
 
 
 def test_the_default_packs_reach_the_cli_through_stdin(tmp_path):

@@ -10,6 +10,7 @@ from orthskip.config.grid import (
     cell_config,
     cells,
     pack_cells,
+    pack_config_text,
     packs,
 )
 from orthskip.config.summary import grid_summary
@@ -134,7 +135,7 @@ def pack_config_json(members, with_metrics):
         parts = [cell_config(config, c) for c in pack_cells(wildcards.pack, members)]
         if not with_metrics:
             parts = [part.without_metrics() for part in parts]
-        return json.dumps([part.as_dict() for part in parts], sort_keys=True)
+        return pack_config_text(parts)
 
     return config_json
 
