@@ -48,6 +48,8 @@ def write_text(path: str | Path, text: str) -> None:
 POOL_MIN_TENSORS = 16
 _POOL = "__orthskip_tensor_pool__"
 _REF = "__orthskip_tensor__"
+_STATE = "__orthskip_tensor_names__"
+_FIRST = "__orthskip_first_tensor__"
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
@@ -63,7 +65,7 @@ def save_torch(path: str | Path, obj: Any) -> None:
     tensor's values, dtype and shape."""
     import torch
 
-    if isinstance(obj, dict) and _count_tensors(obj) >= POOL_MIN_TENSORS:
+    if isinstance(obj, dict) and _has_tensors(obj, POOL_MIN_TENSORS):
         obj = _pooled(obj)
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         torch.save(obj, fh)
@@ -80,41 +82,57 @@ def load_torch(path: str | Path, mmap: bool = False) -> Any:
     return obj
 
 
-def _count_tensors(obj: Any) -> int:
+def _has_tensors(obj: Any, n: int) -> bool:
+    """Whether ``obj`` holds at least ``n`` tensors (a walk that stops once it has seen n)."""
     import torch
 
-    if isinstance(obj, torch.Tensor):
-        return 1
-    if isinstance(obj, dict):
-        return sum(_count_tensors(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(_count_tensors(v) for v in obj)
-    return 0
+    stack, seen = [obj], 0
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            seen += 1
+            if seen >= n:
+                return True
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return False
 
 
 def _pooled(obj: dict[Any, Any]) -> dict[Any, Any]:
-    """``obj`` with each tensor replaced by ``{_REF: i}``, and ``obj[_POOL]`` holding one
-    flat tensor per dtype and each tensor's dtype, offset and shape, as tensors too (the
-    pickler's per-object cost is what pooling saves)."""
+    """``obj`` with its tensors moved to ``obj[_POOL]``: one flat tensor per dtype and each
+    tensor's dtype, offset and shape, as tensors too. A dict of tensors under string keys (a
+    state dict, one parameter's optimizer state) becomes ``{_STATE: keys joined by a newline,
+    _FIRST: its first tensor's index}``, any other tensor ``{_REF: index}``: the pickler's
+    cost is per object, and a deep net's state dict is thousands of them."""
     import torch
 
-    chunks: dict[str, list[torch.Tensor]] = {}
-    sizes: dict[str, int] = {}
-    dtypes: list[str] = []
-    offsets: list[int] = []
-    shapes: list[list[int]] = []
+    chunks: dict[torch.dtype, list[torch.Tensor]] = {}
+    codes: list[torch.dtype] = []
+    shapes: list[tuple[int, ...]] = []
+
+    def put(x: torch.Tensor) -> int:
+        t = x.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        codes.append(t.dtype)
+        shapes.append(tuple(t.shape))
+        chunks.setdefault(t.dtype, []).append(t.reshape(-1))
+        return len(codes) - 1
 
     def swap(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
-            t = x.detach().to("cpu")
-            dtype = str(t.dtype).removeprefix("torch.")
-            dtypes.append(dtype)
-            offsets.append(sizes.get(dtype, 0))
-            shapes.append(list(t.shape))
-            chunks.setdefault(dtype, []).append(t.reshape(-1))
-            sizes[dtype] = sizes.get(dtype, 0) + t.numel()
-            return {_REF: len(dtypes) - 1}
+            return {_REF: put(x)}
         if isinstance(x, dict):
+            if x and all(
+                isinstance(k, str) and "\n" not in k and isinstance(v, torch.Tensor)
+                for k, v in x.items()
+            ):
+                first = len(codes)
+                for v in x.values():
+                    put(v)
+                return {_STATE: "\n".join(x), _FIRST: first}
             return {k: swap(v) for k, v in x.items()}
         if isinstance(x, list):
             return [swap(v) for v in x]
@@ -125,14 +143,20 @@ def _pooled(obj: dict[Any, Any]) -> dict[Any, Any]:
     if _POOL in obj:
         raise ValueError(f"save_torch: the key {_POOL!r} is reserved")
     tree = swap(obj)
-    names = sorted(chunks)
+    order = sorted(chunks, key=str)
+    code = {dtype: i for i, dtype in enumerate(order)}
+    numels = [math.prod(s) for s in shapes]
+    offsets, running = [], dict.fromkeys(order, 0)
+    for dtype, n in zip(codes, numels, strict=True):
+        offsets.append(running[dtype])
+        running[dtype] += n
     tree[_POOL] = {
-        "dtypes": names,
-        "dtype": torch.tensor([names.index(d) for d in dtypes], dtype=torch.int64),
+        "dtypes": [str(d).removeprefix("torch.") for d in order],
+        "dtype": torch.tensor([code[d] for d in codes], dtype=torch.int64),
         "offset": torch.tensor(offsets, dtype=torch.int64),
         "ndim": torch.tensor([len(s) for s in shapes], dtype=torch.int64),
         "shape": torch.tensor([n for s in shapes for n in s], dtype=torch.int64),
-        "data": [torch.cat(chunks[d]) for d in names],
+        "data": [torch.cat(chunks[d]) for d in order],
     }
     return tree
 
@@ -154,6 +178,10 @@ def _unpooled(obj: dict[Any, Any]) -> dict[Any, Any]:
         if isinstance(x, dict):
             if len(x) == 1 and _REF in x:
                 return tensors[x[_REF]]
+            if len(x) == 2 and _STATE in x:
+                first = x[_FIRST]
+                names = x[_STATE].split("\n")
+                return dict(zip(names, tensors[first : first + len(names)], strict=True))
             return {k: swap(v) for k, v in x.items()}
         if isinstance(x, list):
             return [swap(v) for v in x]

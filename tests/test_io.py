@@ -41,6 +41,10 @@ def _checkpoint_like() -> dict:
         "rng": torch.Generator().get_state(),  # uint8
         "odd": (torch.zeros(0, 3), torch.tensor(True), [torch.ones(2, 1, 2)]),
         "state": {"epoch": 3, "batch": None, "loss": 0.25, "name": "x"},
+        # names a newline could not join, an empty dict, a tensor beside other values
+        "odd_names": {"a\nb": torch.ones(2), "c": torch.zeros(1)},
+        "empty": {},
+        "mixed": {"w": torch.ones(3), "n": 4},
     }
 
 
@@ -51,7 +55,7 @@ def test_a_many_tensor_payload_round_trips_exactly_and_pooled(tmp_path):
     back = load_torch(path)
     assert _same(payload, back)
     # pooled: a few data records (one per dtype and the index), not one per tensor
-    n_tensors = 24 + 2 + 1 + 10 + 1 + 3
+    n_tensors = 24 + 2 + 1 + 10 + 1 + 3 + 2 + 1
     assert n_tensors >= POOL_MIN_TENSORS
     records = [n for n in zipfile.ZipFile(path).namelist() if "/data/" in n]
     assert len(records) < 12 < n_tensors
