@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,12 +133,7 @@ def _pooled(obj: dict[Any, Any]) -> dict[Any, Any]:
                 for v in x.values():
                     put(v)
                 return {_STATE: "\n".join(x), _FIRST: first}
-            return {k: swap(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [swap(v) for v in x]
-        if isinstance(x, tuple):
-            return tuple(swap(v) for v in x)
-        return x
+        return _rebuilt(x, swap)
 
     if _POOL in obj:
         raise ValueError(f"save_torch: the key {_POOL!r} is reserved")
@@ -182,14 +177,20 @@ def _unpooled(obj: dict[Any, Any]) -> dict[Any, Any]:
                 first = x[_FIRST]
                 names = x[_STATE].split("\n")
                 return dict(zip(names, tensors[first : first + len(names)], strict=True))
-            return {k: swap(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [swap(v) for v in x]
-        if isinstance(x, tuple):
-            return tuple(swap(v) for v in x)
-        return x
+        return _rebuilt(x, swap)
 
     return swap(obj)
+
+
+def _rebuilt(x: Any, swap: Callable[[Any], Any]) -> Any:
+    """A dict, list or tuple rebuilt from ``swap`` of its items; anything else as it is."""
+    if isinstance(x, dict):
+        return {k: swap(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [swap(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(swap(v) for v in x)
+    return x
 
 
 def write_parquet(path: str | Path, table: Any) -> None:

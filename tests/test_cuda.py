@@ -34,7 +34,15 @@ from orthskip.stages.train import train_pack
 from orthskip.training.solo import train_cell, validation_split
 from tests import test_stacked
 from tests.fakedata import bypass_md5, write_cifar
-from tests.test_stacked import _layout, _members, _mixed_members, _rel, _solo_and_packed, read_json
+from tests.test_stacked import (
+    _layout,
+    _members,
+    _mixed_members,
+    _rel,
+    _solo_and_packed,
+    assert_member_equals_solo,
+    read_json,
+)
 from tests.workflow import tiny_config
 
 pytestmark = pytest.mark.cuda
@@ -276,14 +284,7 @@ def _same_as_solo(out: Path, solo: Path) -> None:
     """As tests/test_stacked.py: weights to 1e-9 relative, the history's losses to 1e-9."""
     _on_gpu(out)
     _on_gpu(solo)
-    a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
-    assert a["model"].keys() == b["model"].keys()
-    errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
-    assert max(errs.values()) < 1e-9, sorted(errs.items(), key=lambda kv: -kv[1])[:3]
-    assert a["state"]["epoch"] == b["state"]["epoch"] == 5
-    ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
-    cols = [*LOSSES, "clipped_frac"]
-    pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
+    assert_member_equals_solo(out, solo)
 
 
 @pytest.mark.parametrize("kind", ["identity", "orth_learned", "orth_manifold"])

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,14 +85,7 @@ def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digi
     assert statuses == solos == ["ok"] * 3
     for m, out in zip(members, outs, strict=True):
         solo = tmp_path / "solo" / str(m.cell.seed)
-        a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
-        assert a["model"].keys() == b["model"].keys()
-        errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
-        assert max(errs.values()) < 1e-9, sorted(errs.items(), key=lambda kv: -kv[1])[:3]
-        assert a["state"]["epoch"] == b["state"]["epoch"] == 5
-        ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
-        cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
-        pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
+        assert_member_equals_solo(out, solo)
         pack = read_json(out / "status.json")["pack"]
         if (kind, arch) == ("orth_jacobian", "cifar_resnet"):
             assert pack == {"mode": "sequential", "size": 3}
@@ -145,6 +139,19 @@ def _pack_cli(tmp_path, members, root, *extra):
             json.dumps([m.as_dict() for m in members]),
             "--data", str(data), "--manifest", str(tmp_path / "circles.json"), "--outs", *outs,
             *extra]  # fmt: skip
+
+
+def assert_member_equals_solo(out: Path, solo: Path, epochs: int = 5) -> None:
+    """A packed member's last.pt weights within 1e-9 relative of its solo run's, at the same
+    epoch, and its history's losses and clipped fraction to 1e-9."""
+    a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
+    assert a["model"].keys() == b["model"].keys()
+    errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
+    assert max(errs.values()) < 1e-9, sorted(errs.items(), key=lambda kv: -kv[1])[:3]
+    assert a["state"]["epoch"] == b["state"]["epoch"] == epochs
+    ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
+    cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
+    pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
 
 
 def _same_snapshots(tmp_path, n):
