@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
@@ -147,12 +148,11 @@ def _rate_panel(ax, pc: pd.DataFrame, styles: dict, ylabel: str) -> None:
               handlelength=S.LEGEND_HANDLE_EM)  # fmt: skip
 
 
-def rate(metrics_dir: Path):
-    """‖Q − I‖_F/√n and Lip(F) against m (log–log) in the rate setting: from I (left) and from
-    a Haar start (right), the linear control beside the learned orthogonal skip."""
-    from orthskip.tables.start_end import far_start_variants  # tables import figures.style
-
-    title = "Rate of ‖Q − I‖ and Lip(F) in the number of blocks"
+def _rate_layers(
+    metrics_dir: Path, title: str
+) -> tuple[tuple[str, str], pd.DataFrame, pd.DataFrame] | Figure:
+    """The rate setting (dataset, arch), its rows of layers.parquet and its per-cell
+    distances to I; or the no-data figure that says why there is none."""
     layers = D.read_table(metrics_dir, "layers")
     if layers.empty:
         return _no_data(title)
@@ -161,10 +161,25 @@ def rate(metrics_dir: Path):
     if setting is None:
         return _no_data(title, "no learned skip or linear control at two or more depths")
     ds, arch = setting
-    here = layers[(layers["dataset"] == ds) & (layers["arch"] == arch)]
+
+    def here(f: pd.DataFrame) -> pd.DataFrame:
+        return f[(f["dataset"] == ds) & (f["arch"] == arch)]
+
+    return setting, here(layers), here(dist)
+
+
+def rate(metrics_dir: Path):
+    """‖Q − I‖_F/√n and Lip(F) against m (log–log) in the rate setting: from I (left) and from
+    a Haar start (right), the linear control beside the learned orthogonal skip."""
+    from orthskip.tables.start_end import far_start_variants  # tables import figures.style
+
+    title = "Rate of ‖Q − I‖ and Lip(F) in the number of blocks"
+    found = _rate_layers(metrics_dir, title)
+    if isinstance(found, Figure):
+        return found
+    (ds, arch), here, dist = found
     far = {v for d, a, v in far_start_variants(here)}
-    dist = dist[(dist["dataset"] == ds) & (dist["arch"] == arch)
-                & dist["skip"].isin(D.RATE_KINDS)]  # fmt: skip
+    dist = dist[dist["skip"].isin(D.RATE_KINDS)]
     lip = _lip_per_cell(here)
     lip = lip[lip["skip"].isin([*D.RATE_KINDS, "identity"])]
     styles = S.variant_styles(D.variant_kinds(pd.concat([dist, lip])))
@@ -191,14 +206,11 @@ def rate_by_epoch(metrics_dir: Path):
     from orthskip.tables.rate_by_epoch import rate_by_epoch_frame, training_state
 
     title = "Rate exponent a against the training epoch"
-    layers = D.read_table(metrics_dir, "layers")
-    if layers.empty:
-        return _no_data(title)
-    setting = rate_setting(D.dist_identity_per_cell(layers))
-    if setting is None:
-        return _no_data(title, "no learned skip or linear control at two or more depths")
-    ds, arch = setting
-    f = rate_by_epoch_frame(layers[(layers["dataset"] == ds) & (layers["arch"] == arch)])
+    found = _rate_layers(metrics_dir, title)
+    if isinstance(found, Figure):
+        return found
+    (ds, arch), here, _ = found
+    f = rate_by_epoch_frame(here)
     f = f[np.isfinite(f["exponent"].to_numpy(dtype=float))]
     if f.empty:
         return _no_data(title, "no snapshot with a rate fit (m ≥ 2 at two or more depths)")
@@ -270,14 +282,10 @@ def start_end(metrics_dir: Path):
     from orthskip.tables.start_end import start_end_distance_frame
 
     title = "Distance to I at the start and at the end of training"
-    layers = D.read_table(metrics_dir, "layers")
-    if layers.empty:
-        return _no_data(title)
-    setting = rate_setting(D.dist_identity_per_cell(layers))
-    if setting is None:
-        return _no_data(title, "no learned skip or linear control at two or more depths")
-    ds, arch = setting
-    here = layers[(layers["dataset"] == ds) & (layers["arch"] == arch)]
+    found = _rate_layers(metrics_dir, title)
+    if isinstance(found, Figure):
+        return found
+    (ds, arch), here, _ = found
     f = start_end_distance_frame(here)
     f = f[f["skip"].isin(D.RATE_KINDS)]
     if f.empty or not np.isfinite(f["dist_identity_start_mean"].to_numpy(dtype=float)).any():
