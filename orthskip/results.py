@@ -99,6 +99,7 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "diverged_step",
     "stopped",
     "converged",
+    "stalled",
     *SCORE_COLUMNS,
     "best_val_epoch",
     "wall_time_s",
@@ -211,11 +212,22 @@ def write_cell_metrics(path: str | Path, df: pd.DataFrame) -> None:
     write_parquet(path, to_table(df))
 
 
+# The stopping rule's reason for a plateau above the loss at init (runstate.plateau).
+STALLED = "train_loss stalled"
+
+
 def is_converged(status: str, stopped: str | None) -> bool:
-    """A cell converged when it ended ``ok`` because the stopping rule (``train.stop``) fired:
-    not at the epoch cap, not diverged. Rate fits use converged cells and report the others
-    apart (DESIGN §6): a fixed budget otherwise decides the exponent."""
-    return status == "ok" and bool(stopped)
+    """A cell converged when it ended ``ok`` because the stopping rule (``train.stop``) fired
+    below its initial training loss: not at the epoch cap, not diverged, not stalled (a
+    plateau above the loss at init: :func:`is_stalled`). Rate fits use converged cells and
+    report the others apart (DESIGN §6): a fixed budget otherwise decides the exponent."""
+    return status == "ok" and bool(stopped) and not is_stalled(stopped)
+
+
+def is_stalled(stopped: str | None) -> bool:
+    """The stopping rule fired on a plateau not below the loss at init: the net did not
+    learn (its skips' distances say nothing about fitting h; rate fits leave it out)."""
+    return bool(stopped) and str(stopped).startswith(STALLED)
 
 
 def read_status(paths: Sequence[Path]) -> pd.DataFrame:
@@ -227,9 +239,11 @@ def read_status(paths: Sequence[Path]) -> pd.DataFrame:
         row = {k: status.get(k) for k in STATUS_COLUMNS}
         # from its definition, so status.json files written before the flag read the same
         row["converged"] = is_converged(status["status"], status.get("stopped"))
+        row["stalled"] = is_stalled(status.get("stopped"))
         rows.append(row)
     df = pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
     df["converged"] = df["converged"].astype(bool)
+    df["stalled"] = df["stalled"].astype(bool)
     for col in ("depth", "seed", "epochs", "n_params", "n_skip_params"):
         df[col] = df[col].astype("int64")
     for col in ("diverged_epoch", "diverged_step", "best_val_epoch"):  # None where not set

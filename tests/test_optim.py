@@ -67,6 +67,28 @@ def test_skip_weight_decay_when_configured():
     assert bundle.metadata()["skip_weight_decay"] == 0.5
 
 
+@pytest.mark.parametrize("kind", ["linear", "orth_learned", "orth_manifold"])
+def test_per_block_skip_step_is_lr_over_the_nets_skips(kind):
+    # skip_lr: per_block: each skip steps lr / L (L = 5 blocks), the rest lr; one AdamW step
+    # moves a skip entry by at most lr / L (Adam's first step is lr x sign for each entry)
+    model = mlp(kind, depth=5)
+    q0 = [p.detach().clone() for b in model.blocks for p in b.skip.parameters()]
+    cfg = {"name": "adamw", "lr": 0.1, "weight_decay": 0.0, "skip_lr": "per_block"}
+    bundle = build_optimizer(model, cfg, {})
+    lrs = {g.get("name", "manifold"): g["lr"] for o in bundle.optimizers for g in o.param_groups}
+    assert lrs["main"] == pytest.approx(0.1)
+    assert lrs["skip" if kind != "orth_manifold" else "manifold"] == pytest.approx(0.1 / 5)
+    assert bundle.metadata()["skip_lr"] == pytest.approx(0.1 / 5)
+    train_step(model, bundle)
+    if kind != "orth_manifold":
+        after = [p.detach() for b in model.blocks for p in b.skip.parameters()]
+        assert max(float((a - b).abs().max()) for a, b in zip(after, q0, strict=True)) <= (
+            0.1 / 5 * (1 + 1e-5)
+        )
+    same = build_optimizer(mlp(kind, depth=5), {**cfg, "skip_lr": "same"}, {})
+    assert same.metadata()["skip_lr"] == pytest.approx(0.1)
+
+
 def test_orth_learned_generators_are_skip_parameters():
     model = mlp("orth_learned")
     bundle = build_optimizer(model, {"weight_decay": 0.1}, {})
@@ -175,6 +197,7 @@ def test_training_reduces_loss_for_every_kind():
         ({"name": "adam"}, "train.optimizer.name"),
         ({"lr": -1}, "train.optimizer.lr"),
         ({"skip_weight_decay": "no"}, "skip_weight_decay"),
+        ({"skip_lr": "per_layer"}, "skip_lr"),
         ({"name": "adamw", "nesterov": True}, "nesterov"),
     ],
 )

@@ -143,6 +143,24 @@ def test_rate_fits_keep_converged_and_capped_cells_apart():
     assert "14 converged cell-points, 14 at the cap" in text
 
 
+def test_stalled_cells_are_left_out_of_every_fit_and_counted():
+    from orthskip.results import STALLED
+
+    layers = _layers()
+    cells = _cells({0, 1})
+    dead = cells["seed"] == 2  # seed 2 stalled at every depth: in neither fit
+    cells.loc[dead, "stopped"] = f"{STALLED}: best of the last 10 epochs 1.48, at init 1.05"
+    cells["stalled"] = dead
+    f = identity_rate_frame(layers, cells)
+    assert sorted(f["converged"]) == [False, True]
+    assert f.set_index("converged")["n_points"].to_dict() == {True: 14, False: 7}
+    assert set(f["n_stalled"]) == {len(DEPTHS)}
+    text = findings_markdown(layers, cells, pd.DataFrame())
+    assert f"{len(DEPTHS)} stalled cells ({len(DEPTHS)} of rate_orth_learned)" in text
+    # a cells table written before the flag: nothing is stalled, nothing dropped
+    assert set(identity_rate_frame(layers, _cells({0, 1}))["n_stalled"]) == {0}
+
+
 def test_status_files_give_the_converged_flag(tmp_path):
     import json
 
@@ -150,8 +168,8 @@ def test_status_files_give_the_converged_flag(tmp_path):
 
     base = {"dataset": "d", "arch": "mlp", "variant": "v", "skip": "identity", "seed": 0,
             "epochs": 5, "n_params": 1, "n_skip_params": 0}  # fmt: skip
-    cases = [("ok", "train_loss plateau", True), ("ok", None, False),
-             ("diverged", None, False)]  # fmt: skip
+    cases = [("ok", "train_loss plateau", True), ("ok", None, False), ("diverged", None, False),
+             ("ok", "train_loss stalled: 1.48, at init 1.05", False)]  # fmt: skip
     paths = []
     for depth, (status, stopped, _) in enumerate(cases, start=1):
         path = tmp_path / f"{depth}.json"  # written before the flag existed: no "converged"
@@ -159,6 +177,7 @@ def test_status_files_give_the_converged_flag(tmp_path):
         paths.append(path)
     df = read_status(paths)
     assert df["converged"].tolist() == [c for *_, c in cases] and df["converged"].dtype == bool
+    assert df["stalled"].tolist() == [False, False, False, True]
 
 
 def _capped_cells(converged_seeds: set[int], cap: int = 60) -> pd.DataFrame:

@@ -270,6 +270,8 @@ def _mixed_members(seeds=(0, 1), norm="batch", **train):
         # no batch norm under AdamW: the bias before it has a zero gradient up to rounding,
         # which Adam's normalisation turns into full steps, packed or solo alike
         ("layer", {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4}),
+        # the skips' step divided by the blocks (the rate recipe's), the manifold's included
+        ("layer", {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4, "skip_lr": "per_block"}),
     ],
 )
 def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_in_float64(

@@ -317,6 +317,20 @@ def test_stopping_rule_on_synthetic_curves_fires_at_a_plateau_not_while_falling(
     assert all(plateau(_hist(falling[: e + 1]), stop) is None for e in range(1, 301))
 
 
+def test_a_plateau_above_the_loss_at_init_is_stalled_not_converged():
+    # a dead deep net (the linear control at m = 256 under lr 1e-2: loss 1.05 at init, 1.38,
+    # 1.48, then flat) fires the plateau rule; the flag must not call it converged
+    from orthskip.results import is_converged, is_stalled
+    from orthskip.training.runstate import plateau
+
+    stop = _stop(patience=3, min_delta=1e-3)
+    dead = plateau(_hist([1.05, 1.38, 1.48, 1.48, 1.48, 1.48, 1.48]), stop)
+    learned = plateau(_hist([1.05, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2]), stop)
+    assert dead is not None and is_stalled(dead) and not is_converged("ok", dead)
+    assert learned is not None and not is_stalled(learned) and is_converged("ok", learned)
+    assert not is_stalled(None) and not is_converged("ok", None)
+
+
 def _hist(losses: list[float]) -> list[dict[str, float]]:
     return [{"train_loss": v} for v in losses]
 

@@ -39,6 +39,14 @@ OPTIM_SPECS: dict[str, Option] = {
         "weight decay on skip parameters; 0 keeps Q free of a pull toward I",
         minimum=0,
     ),
+    "skip_lr": Option(
+        "string",
+        "same",
+        "the skip parameters' step: same (lr), or per_block (lr / L, L = the net's skip "
+        "modules: the product of the skips moves O(lr) per step at every depth, as a 1/m-scaled "
+        "branch does under Adam)",
+        choices=("same", "per_block"),
+    ),
     "betas": Option(
         "array",
         [0.9, 0.999],
@@ -203,7 +211,9 @@ def build_optimizer(
     skip_ids = {id(p) for p in skip_params} | manifold_ids
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in skip_ids]
     projections = [s for s in skips if isinstance(s, ProcrustesSkip) and s.transition]
-    return optimizer_bundle(main, skip_params, manifold, projections, optim_cfg, skip_cfg)
+    return optimizer_bundle(
+        main, skip_params, manifold, projections, optim_cfg, skip_cfg, n_skips=len(skips)
+    )
 
 
 def optimizer_bundle(
@@ -213,20 +223,23 @@ def optimizer_bundle(
     projections: list[ProcrustesSkip],
     optim_cfg: dict | None,
     skip_cfg: dict | None = None,
+    n_skips: int = 1,
 ) -> OptimizerBundle:
     """The optimizers of parameters already partitioned (see the module docstring): the
-    packed trainer's stacked tensors take the same groups and settings as a solo model's."""
+    packed trainer's stacked tensors take the same groups and settings as a solo model's.
+    ``n_skips``: the skip modules of one net (``skip_lr: per_block`` divides their step by
+    it)."""
     cfg = optim_options(optim_cfg)
-
+    lr = float(cfg["lr"])
+    skip_lr = lr / max(n_skips, 1) if cfg["skip_lr"] == "per_block" else lr
     groups = [
-        {"params": ps, "weight_decay": wd, "name": name}
-        for name, ps, wd in (
-            ("main", main, float(cfg["weight_decay"])),
-            ("skip", skip_params, float(cfg["skip_weight_decay"])),
+        {"params": ps, "weight_decay": wd, "name": name, "lr": group_lr}
+        for name, ps, wd, group_lr in (
+            ("main", main, float(cfg["weight_decay"]), lr),
+            ("skip", skip_params, float(cfg["skip_weight_decay"]), skip_lr),
         )
         if ps
     ]
-    lr = float(cfg["lr"])
     optimizers: list[torch.optim.Optimizer] = []
     if groups:
         if cfg["name"] == "sgd":
@@ -248,7 +261,7 @@ def optimizer_bundle(
         optimizers.append(
             RiemannianOrthogonal(
                 manifold,
-                lr=lr * float(opts["lr_scale"]),
+                lr=skip_lr * float(opts["lr_scale"]),
                 msign_floor=float(opts["msign_floor"]),
                 ns_tol=float(opts["ns_tol"]),
                 ns_max_iter=int(opts["ns_max_iter"]),
@@ -259,6 +272,7 @@ def optimizer_bundle(
         "optimizer": cfg["name"],
         "weight_decay": float(cfg["weight_decay"]),
         "skip_weight_decay": float(cfg["skip_weight_decay"]),
+        "skip_lr": skip_lr,
         "n_skip_params": sum(p.numel() for p in skip_params) + sum(p.numel() for p in manifold),
         "n_manifold_params": sum(p.numel() for p in manifold),
         "procrustes_every": every if projections else 0,

@@ -32,9 +32,10 @@ def rate_findings(layers: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     cap — never mixed): the best rate model by
     AIC (``best``: empty where fewer than two depths m ≥ 2 leave nothing to compare), the
     runner-up's ΔAIC (``margin``) and the exponent a of C·m^(−a) with its seed-bootstrap
-    interval."""
+    interval; ``n_stalled``: the variant's cells left out of every fit (stalled)."""
     cols = [*SETTING, "quantity", "variant", "skip", "converged", "best", "margin", "exponent",
-            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds", "n_points"]  # fmt: skip
+            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds", "n_points",
+            "n_stalled"]  # fmt: skip
     f = all_quantities_frame(layers, cells)
     return f[cols].reset_index(drop=True) if not f.empty else pd.DataFrame(columns=cols)
 

@@ -38,6 +38,21 @@ def _counts(f: pd.DataFrame, hits: pd.Series, of: pd.Series) -> str:
     return ", ".join(parts)
 
 
+def _stalled_text(f: pd.DataFrame) -> str:
+    """How many cells stalled (left out of every fit), from one quantity's rows per variant."""
+    if "n_stalled" not in f:
+        return ""
+    per = f.drop_duplicates(["dataset", "arch", "variant"]).set_index("variant")["n_stalled"]
+    per = per[per > 0]
+    if per.empty:
+        return ""
+    which = ", ".join(f"{int(n)} of {v}" for v, n in per.items())
+    return (
+        f" Left out of every fit: {int(per.sum())} stalled cells ({which}): the stopping "
+        "rule fired on a plateau above their loss at init, so the net did not learn."
+    )
+
+
 def rate_section(f: pd.DataFrame) -> list[str]:
     out = ["## Rate vs blocks m", ""]
     if f.empty:
@@ -56,7 +71,7 @@ def rate_section(f: pd.DataFrame) -> list[str]:
         "stopping rule fired) and cells stopped by the epoch cap are fitted apart: "
         f"{int(f.loc[conv, 'n_points'].sum())} converged cell-points, "
         f"{int(f.loc[~conv, 'n_points'].sum())} at the cap. An exponent fitted at the cap "
-        "describes that budget.",
+        "describes that budget." + _stalled_text(f),
         "",
     ]
 

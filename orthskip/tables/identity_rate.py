@@ -31,15 +31,18 @@ def rate_per_cell(
 ) -> pd.DataFrame:
     """One point per cell: mean over its non-transition blocks of the quantity at the last
     snapshot, for the variants whose kind is in ``D.RATE_KINDS``, with the cell's
-    ``converged`` flag (cells.parquet; False for a cell without a status row)."""
+    ``converged`` and ``stalled`` flags (cells.parquet; False for a cell without a status row
+    or a result written before the flag)."""
     family, stat, _ = RATE_QUANTITIES[quantity]
     pc = D.dist_identity_per_cell(layers, stat=stat, metric_name=family)
     pc = pc[pc["skip"].isin(D.RATE_KINDS)]
-    flags = D.with_variant(cells)[[*D.CELL_COLUMNS, "converged"]] if not cells.empty else None
-    if flags is None:
-        return pc.assign(converged=False)
-    pc = pc.merge(flags, on=D.CELL_COLUMNS, how="left")
-    return pc.assign(converged=pc["converged"].fillna(False).astype(bool))
+    if cells.empty:
+        return pc.assign(converged=False, stalled=False)
+    flags = D.with_variant(cells)
+    flags = flags.assign(stalled=flags["stalled"] if "stalled" in flags else False)
+    pc = pc.merge(flags[[*D.CELL_COLUMNS, "converged", "stalled"]], on=D.CELL_COLUMNS, how="left")
+    return pc.assign(converged=pc["converged"].fillna(False).astype(bool),
+                     stalled=pc["stalled"].fillna(False).astype(bool))  # fmt: skip
 
 
 def identity_rate_frame(
@@ -55,7 +58,9 @@ def identity_rate_frame(
     ``quantity``: ``dist_identity`` (mean ‖Q − I‖_F/√n) or ``branch_lipschitz`` (mean of the
     lower bound on Lip(F_i)). One point per cell (mean over its blocks at the last snapshot),
     seeds as replicates. Converged cells (the stopping rule fired) and the others (the epoch
-    cap) are fitted apart, never mixed: ``converged`` tells which. Columns: the single log–log
+    cap) are fitted apart, never mixed: ``converged`` tells which; stalled cells (a plateau
+    above the loss at init: the net did not learn) are left out of both and counted in
+    ``n_stalled`` (per variant). Columns: the single log–log
     ``slope`` with its t-interval (all m > 0)
     and ``predicted``, the slope of log m / m over the same m; then the model comparison of
     :func:`orthskip.analysis.stats.compare_rate_models` on m ≥ 2: ``<criterion>_<model>``
@@ -66,10 +71,12 @@ def identity_rate_frame(
     models = [f"{criterion}_{k}" for k in RATE_MODELS] + [f"c_{k}" for k in RATE_MODELS]
     cols = ["dataset", "arch", "variant", "skip", "converged", "quantity", "slope", "ci_lo",
             "ci_hi", "n_points", "depths", "predicted", *models, "best", "margin", "exponent",
-            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds"]  # fmt: skip
+            "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds", "n_stalled"]  # fmt: skip
     if layers.empty:
         return pd.DataFrame(columns=cols)
     pc = rate_per_cell(layers, cells, quantity)
+    stalled = pc[pc["stalled"]].groupby(["dataset", "arch", "variant"]).size()
+    pc = pc[~pc["stalled"]]
     rows = []
     for (dataset, arch, variant, skip, converged), g in pc.groupby(
         ["dataset", "arch", "variant", "skip", "converged"], sort=True
@@ -83,7 +90,8 @@ def identity_rate_frame(
                      fit.hi, fit.n,
                      ",".join(map(str, ms)), log_m_over_m_slope(ms), *scores, *consts,
                      cmp.best, cmp.margin, cmp.exponent, cmp.exponent_lo, cmp.exponent_hi,
-                     cmp.m_min, cmp.m_max, cmp.n_seeds))  # fmt: skip
+                     cmp.m_min, cmp.m_max, cmp.n_seeds,
+                     int(stalled.get((dataset, arch, variant), 0))))  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -107,7 +115,8 @@ NOTE = (
     "unconstrained linear control are fitted: orth_fixed is frozen and the theory says "
     "nothing about the others. Cells that converged (the stopping rule fired) and cells "
     "stopped by the epoch cap are fitted apart (trained to): an exponent fitted at a cap "
-    "describes that budget."
+    "describes that budget. Stalled cells (the rule fired on a plateau above the loss at "
+    "init: the net did not learn) are in neither fit."
 )
 
 

@@ -90,7 +90,8 @@ def training_state(cells: pd.DataFrame, **where: str) -> TrainingState:
         return TrainingState(0, 0, None, None)
     conv = c["converged"].fillna(False).astype(bool) if "converged" in c else c["epochs"] < 0
     epochs = pd.to_numeric(c["epochs"], errors="coerce")
-    capped = epochs[(c["status"] == "ok") & ~conv].dropna()
+    stalled = c["stalled"].fillna(False).astype(bool) if "stalled" in c else c["epochs"] < 0
+    capped = epochs[(c["status"] == "ok") & ~conv & ~stalled].dropna()
     return TrainingState(len(c), int(conv.sum()), int(capped.max()) if len(capped) else None,
                          int(epochs.max()) if epochs.notna().any() else None)  # fmt: skip
 

@@ -308,7 +308,9 @@ class HandMLP:
             lr_schedulers(b.optimizers, spec.steps_per_epoch, spec.epochs, tcfg["schedule"])
             for b in self.solos
         ]
-        return optimizer_bundle(main, skip, manifold, [], dict(tcfg["optimizer"]), skip_cfg)
+        return optimizer_bundle(
+            main, skip, manifold, [], dict(tcfg["optimizer"]), skip_cfg, n_skips=self.depth
+        )
 
     def scheduler_states(
         self, k: int, schedulers: list[torch.optim.lr_scheduler.LambdaLR]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from orthskip.io import load_torch
+from orthskip.results import STALLED
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
     Stops when the best training loss of the last ``patience`` epochs is not below
     (1 − ``min_delta``) × the best before them; patience 0 switches the rule off (then
     training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is not counted.
+    A plateau not below the loss at init (epoch 0) is a stalled net, not a converged one:
+    its reason starts with ``STALLED`` (a dead deep net sits flat above where it started).
     """
     patience = int(stop["patience"])
     losses = [h["train_loss"] for h in history[1:]]
@@ -198,6 +201,9 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
     before, recent = min(losses[:-patience]), min(losses[-patience:])
     if recent < (1.0 - float(stop["min_delta"])) * before:
         return None
+    start = history[0]["train_loss"]
+    if not recent < start:
+        return f"{STALLED}: best of the last {patience} epochs {recent:.4g}, at init {start:.4g}"
     return f"train_loss plateau: best of the last {patience} epochs {recent:.4g} vs {before:.4g}"
 
 
