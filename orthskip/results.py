@@ -100,6 +100,8 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "stopped",
     "converged",
     "stalled",
+    "recipe",
+    "skip_init",
     *SCORE_COLUMNS,
     "best_val_epoch",
     "wall_time_s",
@@ -230,6 +232,24 @@ def is_stalled(stopped: str | None) -> bool:
     return bool(stopped) and str(stopped).startswith(STALLED)
 
 
+def recipe(train: dict[str, Any]) -> str:
+    """A cell's training recipe in a few words (optimizer, lr, the skips' step, schedule,
+    epoch cap), from its config's train section: what a fitted exponent depends on besides
+    depth. Empty for a status.json without its config."""
+    opt = train.get("optimizer") or {}
+    if not opt:
+        return ""
+    parts = [f"{opt.get('name', '?')} lr {float(opt.get('lr', float('nan'))):g}"]
+    if opt.get("skip_lr") == "per_block":
+        parts.append("skip step lr/m")
+    sched = (train.get("schedule") or {}).get("name")
+    if sched and sched != "constant":
+        parts.append(str(sched))
+    if "epochs" in train:
+        parts.append(f"cap {int(train['epochs'])} epochs")
+    return ", ".join(parts)
+
+
 def read_status(paths: Sequence[Path]) -> pd.DataFrame:
     """The cells table (STATUS_COLUMNS) from the cells' status.json files, sorted by cell."""
     rows = []
@@ -240,6 +260,9 @@ def read_status(paths: Sequence[Path]) -> pd.DataFrame:
         # from its definition, so status.json files written before the flag read the same
         row["converged"] = is_converged(status["status"], status.get("stopped"))
         row["stalled"] = is_stalled(status.get("stopped"))
+        cfg = status.get("cell_config") or {}
+        row["recipe"] = recipe(cfg.get("train") or {})
+        row["skip_init"] = str((cfg.get("skip_options") or {}).get("init") or "")
         rows.append(row)
     df = pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
     df["converged"] = df["converged"].astype(bool)

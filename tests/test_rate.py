@@ -377,7 +377,8 @@ def test_findings_on_the_fixture(metrics_dir, tmp_path):
     r = f.loc[("moons", "orth_learned")]
     row = rate[("moons / mlp", "‖Q − I‖_F/√n", "orth_learned")]
     assert row == {"setting": "moons / mlp", "quantity": "‖Q − I‖_F/√n",
-                   "variant": "orth_learned", "trained to": "convergence", "m": "4–16",
+                   "variant": "orth_learned", "recipe": "sgd lr 0.1, cosine, cap 4 epochs",
+                   "trained to": "convergence", "m": "4–16",
                    "best model": "C·log m / m",
                    "ΔAIC to runner-up": f"{r['margin']:.1f}", "a": f"{r['exponent']:.2f}",
                    "95 % CI of a": f"[{r['exponent_lo']:.2f}, {r['exponent_hi']:.2f}]",

@@ -236,3 +236,48 @@ def test_training_state_counts_converged_runs_and_finds_the_cap():
     # results written before the flag: nothing counts as converged
     old = training_state(_capped_cells({0}).drop(columns="converged"))
     assert (old.n_converged, old.cap) == (0, 60)
+
+
+def test_findings_state_a_per_recipe_and_how_much_the_recipe_moves_it():
+    from orthskip.tables.findings import rate_findings
+
+    base = _layers()
+    other = base.assign(variant="rate_orth_learned_blockstep")
+    fro = other["metric"] == "dist_identity"
+    # a second recipe whose ‖Q − I‖ falls as m^(−(a + 0.3)) at every snapshot
+    other.loc[fro, "value"] = other.loc[fro, "value"] * other.loc[fro, "depth"] ** (-0.3)
+    layers = pd.concat([base, other], ignore_index=True)
+    recipes = {
+        "rate_orth_learned": "adamw lr 0.001, cap 60 epochs",
+        "rate_orth_learned_blockstep": "adamw lr 0.01, skip step lr/m, cap 60 epochs",
+    }
+    cells = pd.concat([_cells(set()).assign(variant=v, recipe=r, skip_init="identity",
+                                            stalled=False)
+                       for v, r in recipes.items()], ignore_index=True)  # fmt: skip
+    f = rate_findings(layers, cells)
+    q = f[f["quantity"] == "dist_identity"].set_index("variant")
+    assert q["exponent"]["rate_orth_learned_blockstep"] - q["exponent"]["rate_orth_learned"] == (
+        pytest.approx(0.3, abs=0.02)
+    )
+    assert dict(q["recipe"]) == recipes
+    text = findings_markdown(layers, cells, pd.DataFrame())
+    spread = q["exponent"].max() - q["exponent"].min()
+    assert f"The recipe moves a by {spread:.2f}." in text
+    assert all(f"| {r} |" in text for r in recipes.values())
+    assert "each interval covers seed noise under one recipe" in text
+    # one recipe per kind and start: no such line
+    one = findings_markdown(base, _cells(set()).assign(recipe="x", skip_init="identity"),
+                            pd.DataFrame())  # fmt: skip
+    assert "The recipe moves a" not in one
+
+
+def test_recipe_names_the_optimizer_step_rule_and_cap():
+    from orthskip.results import recipe
+
+    train = {"epochs": 60, "optimizer": {"name": "adamw", "lr": 0.01, "skip_lr": "per_block"},
+             "schedule": {"name": "constant"}}  # fmt: skip
+    assert recipe(train) == "adamw lr 0.01, skip step lr/m, cap 60 epochs"
+    same = {**train, "optimizer": {"name": "sgd", "lr": 0.1, "skip_lr": "same"},
+            "schedule": {"name": "cosine"}}  # fmt: skip
+    assert recipe(same) == "sgd lr 0.1, cosine, cap 60 epochs"
+    assert recipe({}) == ""

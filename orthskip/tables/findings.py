@@ -32,12 +32,21 @@ def rate_findings(layers: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     cap — never mixed): the best rate model by
     AIC (``best``: empty where fewer than two depths m ≥ 2 leave nothing to compare), the
     runner-up's ΔAIC (``margin``) and the exponent a of C·m^(−a) with its seed-bootstrap
-    interval; ``n_stalled``: the variant's cells left out of every fit (stalled)."""
+    interval; ``n_stalled``: the variant's cells left out of every fit (stalled); ``recipe``
+    and ``skip_init``: the variant's training recipe and skip start (cells.parquet)."""
     cols = [*SETTING, "quantity", "variant", "skip", "converged", "best", "margin", "exponent",
             "exponent_lo", "exponent_hi", "m_min", "m_max", "n_seeds", "n_points",
-            "n_stalled"]  # fmt: skip
+            "n_stalled", "recipe", "skip_init"]  # fmt: skip
     f = all_quantities_frame(layers, cells)
-    return f[cols].reset_index(drop=True) if not f.empty else pd.DataFrame(columns=cols)
+    if f.empty:
+        return pd.DataFrame(columns=cols)
+    keys = [*SETTING, "variant"]
+    have = [c for c in ("recipe", "skip_init") if c in cells]
+    per = cells[keys + have].drop_duplicates(keys) if not cells.empty else pd.DataFrame()
+    f = f.merge(per, on=keys, how="left") if not per.empty else f
+    for c in ("recipe", "skip_init"):
+        f[c] = f[c].fillna("").astype(str) if c in f else ""
+    return f[cols].reset_index(drop=True)
 
 
 def rate_budget_findings(layers: pd.DataFrame) -> pd.DataFrame:
