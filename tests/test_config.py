@@ -193,8 +193,8 @@ def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
     from tests.workflow import REPO
 
     # (cells, packs, approx): one train job per pack: config.yaml packs across kinds
-    # (execution.pack: kinds): 150 circles mlp cells in 1 pack, 160 diffeo2 (rate) cells
-    # in 1, and families (cells that differ in seed or depth) for the rest: 16 cifar_resnet
+    # (execution.pack: kinds): 150 circles mlp cells in 1 pack, the rate cells in 1 per
+    # dataset and recipe (160 + 80 diffeo2, 90 + 30 diffeo3), and families (cells that differ in seed or depth) for the rest: 16 cifar_resnet
     # cells in 8, 4 vit cells in 4; the others, the cells that
     # differ only in seed. One approx_cell job per identity cell of the stage (config.yaml:
     # 18 mlp ones, 3 depths x 3 seeds x 2 datasets, circles' identity and diffeo2's
@@ -202,9 +202,9 @@ def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
     # paper.yaml: every identity cell, (2 datasets x 5 depths + 2 x 2) x 5 seeds; rate.yaml:
     # 5 datasets x 11 depths x 10 seeds)
     for name, n_cells, n_packs, n_approx in (
-        ("config.yaml", 330, 14, 18),
+        ("config.yaml", 530, 17, 18),
         ("paper.yaml", 630, 126, 70),
-        ("rate.yaml", 4730, 473, 550),
+        ("rate.yaml", 5720, 572, 550),
     ):
         cfg = load_config(REPO / "config" / name)
         assert len(cells(cfg)) == n_cells
