@@ -120,7 +120,7 @@ WARP_COLUMNS: dict[str, str] = {
 # approx.parquet: per cell, kind of the approximation stage and phase, one row
 APPROX_COLUMNS: tuple[str, ...] = (*CELL_COLUMNS, "kind", "correction", "phase",
     "finetune_epochs", "source_epoch", "status", "score_name", "score", "loss", "n_swapped",
-    "dist_identity", "branch_lipschitz", "correction_norm", "orth_defect")  # fmt: skip
+    "dist_identity", "branch_lipschitz", "correction_norm", "gram_err_max")  # fmt: skip
 
 
 class SchemaError(ValueError):

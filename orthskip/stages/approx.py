@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from orthskip.analysis.approx import VARIANT_KINDS, CorrectedBranch, approximate, block_io
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
+from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
@@ -48,10 +49,12 @@ PHASES = ("before", "swapped", "finetuned")
 
 def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]) -> dict:
     """Means over the non-transition blocks (those :func:`approximate` swaps) of
-    ‖W_i − I‖_F/√n (0 for an identity skip), of branch_lipschitz ``max`` of the (corrected)
-    branch at the probe's block inputs (the same seed per block as ``approximate``), of
-    ‖C_i‖_F/√n of the correction layer (NaN without one); the largest entry of |WᵀW − I|
-    (``orth_defect``) and how many blocks have an orthogonal skip (``n_swapped``)."""
+    ‖W_i − I‖_F/√n (``dist_identity``'s ``fro_rel``; 0 for an identity skip), of
+    branch_lipschitz ``max`` of the (corrected) branch at the probe's block inputs (the same
+    seed per block as ``approximate``), of ‖C_i‖_F/√n of the correction layer (NaN without
+    one); the largest entry of |WᵀW − I| over the blocks (``gram_err_max``: a worst case,
+    not the layer metrics' ``orth_defect`` ‖WᵀW − I‖_F/√n) and how many blocks have an
+    orthogonal skip (``n_swapped``)."""
     was = net.training
     net.eval()
     samples, segments, steps = lipschitz
@@ -63,9 +66,8 @@ def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]
             q = block.skip.matrices().get("Q")
             if q is not None:
                 q = q.detach().to("cpu", torch.float64)
-                eye = torch.eye(q.shape[0], dtype=torch.float64)
-                dists.append(float(torch.linalg.matrix_norm(q - eye)) / math.sqrt(q.shape[0]))
-                defects.append(float((q.T @ q - eye).abs().max()))
+                dists.append(dist_identity(q)["fro_rel"])
+                defects.append(float((q.T @ q - torch.eye(q.shape[0], dtype=q.dtype)).abs().max()))
                 swapped += 1
             else:
                 dists.append(0.0)
@@ -85,7 +87,7 @@ def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]
         "dist_identity": mean(dists),
         "branch_lipschitz": mean(lips),
         "correction_norm": mean(corrs),
-        "orth_defect": max(defects),
+        "gram_err_max": max(defects),
     }
 
 
@@ -198,7 +200,7 @@ def approximate_cell(
     base = {**cell_keys(cell_cfg), "correction": bool(correction),
             "source_epoch": source_epoch, "score_name": score_name}  # fmt: skip
     nan_stats = dict.fromkeys(["dist_identity", "branch_lipschitz", "correction_norm",
-                               "orth_defect"], math.nan) | {"n_swapped": 0}  # fmt: skip
+                               "gram_err_max"], math.nan) | {"n_swapped": 0}  # fmt: skip
     rows: list[dict[str, Any]] = []
 
     def scored(net: nn.Module) -> tuple[float, float]:
