@@ -5,6 +5,7 @@ import re
 import sys
 
 from orthskip.config.grid import (
+    CELL_PATH,
     Cell,
     approx_cells,
     cell_config,
@@ -35,7 +36,8 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 ENV = "../../environment.yml"
-CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
+# a cell's path as a wildcard pattern (its wildcards constrained in the Snakefile)
+CELL = CELL_PATH
 CELLS = cells(config)
 # The report's landing page reads only `config`: the grid in words, per variant's effective
 # recipe (not the top-level train section). Added after validation; jobs never read it.
