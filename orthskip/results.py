@@ -86,12 +86,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "clipped_frac",
 )
 STATUS_COLUMNS: tuple[str, ...] = (
-    "dataset",
-    "arch",
-    "variant",
-    "depth",
-    "seed",
-    "skip",
+    *CELL_COLUMNS,
     "task",
     "status",
     "epochs",
@@ -236,7 +231,7 @@ def read_status(paths: Sequence[Path]) -> pd.DataFrame:
         df[col] = df[col].astype("Int64")
     for col in SCORE_COLUMNS:
         df[col] = df[col].astype("float64")
-    return df.sort_values(["dataset", "arch", "variant", "depth", "seed"], ignore_index=True)
+    return df.sort_values(CELL_COLUMNS, ignore_index=True)
 
 
 def concat_parquet(paths: Sequence[Path]) -> pa.Table:

@@ -30,6 +30,7 @@ import yaml
 
 from orthskip.config.options import check, unknown
 from orthskip.errors import ConfigError
+from orthskip.results import CELL_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The config schema; its registry sections are written by orthskip.config.schema.
@@ -628,8 +629,10 @@ class CellConfig:
 
     @property
     def keys(self) -> dict[str, Any]:
-        """The cell's columns in every result table: its wildcards and its skip kind."""
-        return {**self.cell.as_dict(), "skip": self.skip}
+        """The cell's columns in every result table (CELL_COLUMNS, in that order): its
+        wildcards and its skip kind."""
+        values = {**self.cell.as_dict(), "skip": self.skip}
+        return {c: values[c] for c in CELL_COLUMNS}
 
 
 def cell_config(cfg: dict[str, Any], cell: Cell) -> CellConfig:

@@ -40,7 +40,7 @@ from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
 from orthskip.results import APPROX_COLUMNS
-from orthskip.stages.metrics import cell_keys, lipschitz_options, probe_indices
+from orthskip.stages.metrics import lipschitz_options, probe_indices
 from orthskip.training.runstate import loss_module, lr_schedulers, streams
 from orthskip.training.solo import evaluate, validation_split
 
@@ -197,7 +197,7 @@ def approximate_cell(
     model.load_state_dict(state)
     model.eval()
 
-    base = {**cell_keys(cell_cfg), "correction": bool(correction),
+    base = {**cell_cfg.keys, "correction": bool(correction),
             "source_epoch": source_epoch, "score_name": score_name}  # fmt: skip
     nan_stats = dict.fromkeys(["dist_identity", "branch_lipschitz", "correction_norm",
                                "gram_err_max"], math.nan) | {"n_swapped": 0}  # fmt: skip
