@@ -112,7 +112,9 @@ WARP_COLUMNS: dict[str, str] = {
     "y": "float64",
     "pred": "int64",
 }
-# approx.parquet: per cell, kind of the approximation stage and phase, one row
+# approx.parquet: per cell, kind of the approximation stage and phase, one row; the phases:
+# the identity net, right after its skips are swapped, after fine-tuning
+APPROX_PHASES: tuple[str, ...] = ("before", "swapped", "finetuned")
 APPROX_COLUMNS: tuple[str, ...] = (*CELL_COLUMNS, "kind", "correction", "phase",
     "finetune_epochs", "source_epoch", "status", "score_name", "score", "loss", "n_swapped",
     "dist_identity", "branch_lipschitz", "correction_norm", "gram_err_max")  # fmt: skip

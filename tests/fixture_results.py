@@ -346,7 +346,6 @@ def _warp_rows(dataset, arch, skip, depth, seed, rng):
 
 
 APPROX_KINDS = ("orth_fixed", "orth_learned")
-APPROX_PHASES = ("before", "swapped", "finetuned")
 
 
 def _approx_rows(rng: np.random.Generator) -> list[dict]:

@@ -15,7 +15,8 @@ from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.data import load_prepared
 from orthskip.io import load_torch
 from orthskip.results import APPROX_COLUMNS
-from orthskip.stages.approx import PHASES, approximate_cell, finetune
+from orthskip.results import APPROX_PHASES as PHASES
+from orthskip.stages.approx import approximate_cell, finetune
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.tables import make_table
 from orthskip.tables.approximation import orthogonal_approximation_frame

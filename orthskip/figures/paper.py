@@ -341,7 +341,7 @@ def approximation(metrics_dir: Path):
     phase_marker = {"before": "o", "swapped": "s", "finetuned": "^"}
     phase_ls = {"before": "-", "swapped": ":", "finetuned": "--"}
     # the identity net once, then each kind swapped and fine-tuned
-    series = [(kinds[0], "before")] + [(k, p) for k in kinds for p in ("swapped", "finetuned")]
+    series = [(kinds[0], "before")] + [(k, p) for k in kinds for p in D.APPROX_PHASES[1:]]
     for r, ((ds, arch), g) in enumerate(settings):
         ax_s, ax_d = axes[r]
         for n, (kind, phase) in enumerate(series):
@@ -367,7 +367,7 @@ def approximation(metrics_dir: Path):
         ax_d.set_ylim(bottom=0)
     handles = [Line2D([], [], color="k", marker="o", ls="-", label="identity net")]
     for kind in kinds:
-        for phase in ("swapped", "finetuned"):
+        for phase in D.APPROX_PHASES[1:]:
             handles.append(
                 Line2D(
                     [],

@@ -39,12 +39,10 @@ from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
-from orthskip.results import APPROX_COLUMNS
+from orthskip.results import APPROX_COLUMNS, APPROX_PHASES
 from orthskip.stages.metrics import lipschitz_options, probe_indices
 from orthskip.training.runstate import loss_module, lr_schedulers, streams
 from orthskip.training.solo import evaluate, validation_split
-
-PHASES = ("before", "swapped", "finetuned")
 
 
 def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]) -> dict:
@@ -157,7 +155,8 @@ def approximate_cell(
     skip_options: dict | None = None,
     status: Path | None = None,
 ) -> None:
-    """Write ``out`` (Parquet): per kind of ``kinds`` and phase of PHASES one row (APPROX_COLUMNS).
+    """Write ``out`` (Parquet): per kind of ``kinds`` and phase of APPROX_PHASES one row
+    (APPROX_COLUMNS).
 
     ``cell_cfg``: the trained identity cell's config (orthskip.config.grid.cell_config);
     ``snapshots``: its snapshots.pt (the last epoch is used); ``epochs``: fine-tuning epochs;
@@ -213,7 +212,7 @@ def approximate_cell(
     if not source_ok or not _finite_state(state):  # nothing (trained) to approximate
         why = "source_diverged" if not source_ok else "source_not_finite"
         for kind in kinds:
-            for phase in PHASES:
+            for phase in APPROX_PHASES:
                 rows.append({**base, "kind": kind, "phase": phase, "finetune_epochs": 0,
                              "status": why, "score": math.nan,
                              "loss": math.nan, **nan_stats})  # fmt: skip

@@ -14,7 +14,7 @@ import pandas as pd
 
 from orthskip import results as D
 from orthskip.analysis.stats import holm, log_m_over_m_slope, loglog_slope
-from orthskip.tables.approximation import APPROX_PHASES, orthogonal_approximation_frame
+from orthskip.tables.approximation import orthogonal_approximation_frame
 from orthskip.tables.identity_rate import all_quantities_frame
 from orthskip.tables.keys import ROW_KEYS, variant_order
 from orthskip.tables.paired import COLUMNS as PAIRED_COLUMNS
@@ -129,7 +129,7 @@ def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:
     lost: ``n_source_diverged`` (the trained cell diverged) and ``n_diverged`` (fine-tuning
     did), of ``n_total``."""
     keys = [*SETTING, "kind", "correction", "depth"]
-    scores = [f"score_{p}" for p in APPROX_PHASES]
+    scores = [f"score_{p}" for p in D.APPROX_PHASES]
     cols = [*keys, "score_name", *scores, "dist_swapped", "dist_finetuned", "epochs",
             "n_source_diverged", "n_diverged", "n_total"]  # fmt: skip
     f = orthogonal_approximation_frame(approx)
@@ -147,7 +147,7 @@ def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:
         phases = {"n_source_diverged": "before", "n_diverged": "finetuned"}
         lost = {c: int(g.loc[p, c]) if p in g.index else 0 for c, p in phases.items()}
         rows.append((*key, str(g["score_name"].iloc[0]),
-                     *[at(p, "score_mean") for p in APPROX_PHASES],
+                     *[at(p, "score_mean") for p in D.APPROX_PHASES],
                      at("swapped", "dist_identity_mean"), at("finetuned", "dist_identity_mean"),
                      epochs.get(key, ""), lost["n_source_diverged"], lost["n_diverged"],
                      int(g["n_total"].max())))  # fmt: skip

@@ -229,7 +229,7 @@ def approximation_section(f: pd.DataFrame, rate: pd.DataFrame) -> list[str]:
 
     def score(r: pd.Series) -> str:
         fmt = ".2f" if r["score_name"] == "acc" else ".3f"
-        return " → ".join(num(r[f"score_{p}"], fmt) for p in ("before", "swapped", "finetuned"))
+        return " → ".join(num(r[f"score_{p}"], fmt) for p in D.APPROX_PHASES)
 
     def lost(r: pd.Series) -> str:
         n, notes = int(r["n_total"]), []
