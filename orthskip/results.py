@@ -309,10 +309,19 @@ def test_score(cells: pd.DataFrame, at: str = "") -> pd.Series:
     return pd.Series(np.where(is_regression(cells), r2, acc), index=cells.index, dtype=float)
 
 
+def score_key(task: str) -> str:
+    """A task's score as the result columns name it (``test_acc``, ``val_r2``; approx.parquet's
+    ``score_name``): ``r2`` for a regression, ``acc`` for a classification."""
+    return "r2" if task == "regression" else "acc"
+
+
+SCORE_LABELS = {"r2": "test R²", "acc": "test accuracy (%)"}
+
+
 def score_name(cells: pd.DataFrame) -> str:
     """ "test R²", "test accuracy (%)", or both joined, for the rows given."""
-    names = {True: "test R²", False: "test accuracy (%)"}
-    return " / ".join(names[k] for k in sorted(set(is_regression(cells)), reverse=True))
+    tasks = ["regression" if r else "classification" for r in set(is_regression(cells))]
+    return " / ".join(SCORE_LABELS[score_key(t)] for t in sorted(tasks, reverse=True))
 
 
 def diverged(cells: pd.DataFrame) -> pd.Series:

@@ -136,7 +136,7 @@ def training_curves(metrics_dir: Path):
         ax_loss, ax_acc = axes[r]
         # regression sets record R² where classification records accuracy
         regression = "test_r2" in g and g["test_acc"].isna().all() and g["test_r2"].notna().any()
-        score = "r2" if regression else "acc"
+        score = D.score_key("regression" if regression else "classification")
         means: dict[str, list[np.ndarray]] = {"loss": [], score: []}
         for variant in [v for v in styles if v in set(g["variant"])]:
             gs = g[g["variant"] == variant]

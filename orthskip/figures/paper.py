@@ -358,7 +358,7 @@ def approximation(metrics_dir: Path):
             if phase != "before":
                 ax_d.errorbar(x, gp["dist_identity_mean"], yerr=gp["dist_identity_std"], **look)
         name = str(g["score_name"].iloc[0])
-        ax_s.set_ylabel("test accuracy (%)" if name == "acc" else "test R²")
+        ax_s.set_ylabel(D.SCORE_LABELS[name])
         ax_d.set_ylabel("‖W − I‖_F / √n")
         for ax in (ax_s, ax_d):
             S.depth_axis(ax, g["depth"].unique())

@@ -39,7 +39,7 @@ from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
-from orthskip.results import APPROX_COLUMNS, APPROX_PHASES
+from orthskip.results import APPROX_COLUMNS, APPROX_PHASES, score_key
 from orthskip.stages.metrics import lipschitz_options, probe_indices
 from orthskip.training.runstate import loss_module, lr_schedulers, streams
 from orthskip.training.solo import evaluate, validation_split
@@ -187,7 +187,7 @@ def approximate_cell(
     x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     augment = data.meta.get("augment")
-    score_name = "r2" if data.task == "regression" else "acc"
+    score_name = score_key(data.task)
 
     states = load_torch(snapshots)["states"]
     source_epoch = max(int(e) for e in states)
