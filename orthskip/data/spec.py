@@ -125,6 +125,15 @@ PARAMS: dict[str, dict[str, Option]] = {
 }
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
+#: What each source is: generated here (``synthetic``), shipped with scikit-learn
+#: (``sklearn``) or one of torchvision's image sets (``torchvision``, read from files).
+SOURCE_KINDS: dict[str, str] = {
+    **dict.fromkeys(("circles", "moons", "blobs", "parity", "gaussian_mixture", "diffeo"),
+                    "synthetic"),
+    "digits": "sklearn",
+    **dict.fromkeys(VISION_SIZES, "torchvision"),
+}  # fmt: skip
+assert set(SOURCE_KINDS) == set(PARAMS)
 _SYNTHETIC_CLASSES = {"circles": 2, "moons": 2, "parity": 2}
 #: sources whose targets are real vectors (MSE), not class labels
 REGRESSION_SOURCES: tuple[str, ...] = ("diffeo",)
