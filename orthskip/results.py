@@ -2,7 +2,7 @@
 
 Per cell, the train stage writes ``status.json`` and ``history.parquet`` (one row per epoch:
 the cell's keys and the history row of ``orthskip.training.solo``), the metrics stage
-``metrics.parquet`` (``SCHEMA``, enforced by ``write_cell_metrics``) and ``warp.parquet``
+``metrics.parquet`` (``SCHEMA``, enforced by ``to_table``) and ``warp.parquet``
 (``WARP_COLUMNS``), the approximation stage ``approx.parquet`` (``APPROX_COLUMNS``); the
 aggregate stage merges the cells into ``results/metrics/{cells,history,layers,warp,approx}
 .parquet`` (cells: ``STATUS_COLUMNS``, read by ``read_status``) and figures, tables and
@@ -15,7 +15,6 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orthskip.errors import DatasetError
-from orthskip.io import write_parquet
 
 # columns of extract_metrics' result, in order
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -161,51 +159,6 @@ def to_table(df: pd.DataFrame) -> pa.Table:
         values = series.to_numpy(dtype=object if pa.types.is_string(field.type) else None)
         arrays.append(pa.array(values, type=field.type, from_pandas=False))
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
-
-
-def with_cell_columns(
-    metrics: pd.DataFrame,
-    *,
-    dataset: str,
-    arch: str,
-    skip: str,
-    depth: int,
-    seed: int,
-    epoch: int,
-    config_hash: str,
-    code_version: str,
-    torch_version: str,
-    device: str,
-    variant: str | None = None,
-) -> pd.DataFrame:
-    """extract_metrics' table with the cell's wildcards, the snapshot epoch and provenance.
-
-    ``variant`` defaults to the skip kind (a bare kind is the variant of its own name).
-    """
-    consts: dict[str, Any] = {
-        "dataset": str(dataset),
-        "arch": str(arch),
-        "variant": str(skip if variant is None else variant),
-        "skip": str(skip),
-        "depth": int(depth),
-        "seed": int(seed),
-        "epoch": int(epoch),
-        "config_hash": str(config_hash),
-        "code_version": str(code_version),
-        "torch_version": str(torch_version),
-        "device": str(device),
-    }
-    out = metrics.copy()
-    for col, val in consts.items():
-        out[col] = pd.Series(
-            [val] * len(out), index=out.index, dtype="int64" if isinstance(val, int) else None
-        )
-    return out[list(COLUMNS)]
-
-
-def write_cell_metrics(path: str | Path, df: pd.DataFrame) -> None:
-    """Validate against SCHEMA and write the per-cell Parquet file atomically."""
-    write_parquet(path, to_table(df))
 
 
 def is_converged(status: str, stopped: str | None) -> bool:

@@ -174,16 +174,3 @@ def approximate(
     new.skip_kind = kind
     new.train(model.training)
     return new, pd.DataFrame(rows)
-
-
-def output_gap(a: nn.Module, b: nn.Module, x: Tensor) -> float:
-    """max |a(x) − b(x)| over the batch, both in eval mode (modes restored)."""
-    modes = (a.training, b.training)
-    a.eval()
-    b.eval()
-    try:
-        with torch.no_grad():
-            return float((a(x) - b(x)).abs().max())
-    finally:
-        a.train(modes[0])
-        b.train(modes[1])

@@ -79,7 +79,11 @@ def load_snapshots(path: Path) -> dict[Any, Any]:
 
 
 def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
-    """The fixed probe batch of a dataset: the same rows for every cell of that dataset."""
+    """The fixed probe batch of a dataset: the same rows for every cell of that dataset
+    (``size`` of the ``n`` drawn without replacement by a seeded generator, sorted; all ``n``
+    when ``size`` exceeds it)."""
+    if size < 1:
+        raise ValueError(f"probe size must be >= 1, got {size}")
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
 
