@@ -1,4 +1,5 @@
-"""The orthogonal-approximation stage of one trained identity cell (issue 15, item 7).
+"""The orthogonal-approximation stage of one trained identity cell (the seed codebase's open
+experiment).
 
 ``approximate_cell`` loads the cell's last snapshot, fits the orthogonal W_i of every
 non-transition block on the metrics probe (:func:`orthskip.analysis.approx.approximate`),
