@@ -2,7 +2,7 @@
 
 Per cell, the train stage writes ``status.json`` and ``history.parquet`` (one row per epoch:
 the cell's keys and the history row of ``orthskip.training.solo``), the metrics stage
-``metrics.parquet`` (``SCHEMA``, enforced by ``write_cell_metrics``) and ``warp.parquet``
+``metrics.parquet`` (``SCHEMA``, enforced by ``to_table``) and ``warp.parquet``
 (``WARP_COLUMNS``), the approximation stage ``approx.parquet`` (``APPROX_COLUMNS``); the
 aggregate stage merges the cells into ``results/metrics/{cells,history,layers,warp,approx}
 .parquet`` (cells: ``STATUS_COLUMNS``, read by ``read_status``) and figures, tables and
@@ -15,7 +15,6 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orthskip.errors import DatasetError
-from orthskip.io import write_parquet
 
 # columns of extract_metrics' result, in order
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -86,12 +84,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "clipped_frac",
 )
 STATUS_COLUMNS: tuple[str, ...] = (
-    "dataset",
-    "arch",
-    "variant",
-    "depth",
-    "seed",
-    "skip",
+    *CELL_COLUMNS,
     "task",
     "status",
     "epochs",
@@ -120,10 +113,12 @@ WARP_COLUMNS: dict[str, str] = {
     "y": "float64",
     "pred": "int64",
 }
-# approx.parquet: per cell, kind of the approximation stage and phase, one row
+# approx.parquet: per cell, kind of the approximation stage and phase, one row; the phases:
+# the identity net, right after its skips are swapped, after fine-tuning
+APPROX_PHASES: tuple[str, ...] = ("before", "swapped", "finetuned")
 APPROX_COLUMNS: tuple[str, ...] = (*CELL_COLUMNS, "kind", "correction", "phase",
     "finetune_epochs", "source_epoch", "status", "score_name", "score", "loss", "n_swapped",
-    "dist_identity", "branch_lipschitz", "correction_norm", "orth_defect")  # fmt: skip
+    "dist_identity", "branch_lipschitz", "correction_norm", "gram_err_max")  # fmt: skip
 
 
 class SchemaError(ValueError):
@@ -169,51 +164,6 @@ def to_table(df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=SCHEMA)
 
 
-def with_cell_columns(
-    metrics: pd.DataFrame,
-    *,
-    dataset: str,
-    arch: str,
-    skip: str,
-    depth: int,
-    seed: int,
-    epoch: int,
-    config_hash: str,
-    code_version: str,
-    torch_version: str,
-    device: str,
-    variant: str | None = None,
-) -> pd.DataFrame:
-    """extract_metrics' table with the cell's wildcards, the snapshot epoch and provenance.
-
-    ``variant`` defaults to the skip kind (a bare kind is the variant of its own name).
-    """
-    consts: dict[str, Any] = {
-        "dataset": str(dataset),
-        "arch": str(arch),
-        "variant": str(skip if variant is None else variant),
-        "skip": str(skip),
-        "depth": int(depth),
-        "seed": int(seed),
-        "epoch": int(epoch),
-        "config_hash": str(config_hash),
-        "code_version": str(code_version),
-        "torch_version": str(torch_version),
-        "device": str(device),
-    }
-    out = metrics.copy()
-    for col, val in consts.items():
-        out[col] = pd.Series(
-            [val] * len(out), index=out.index, dtype="int64" if isinstance(val, int) else None
-        )
-    return out[list(COLUMNS)]
-
-
-def write_cell_metrics(path: str | Path, df: pd.DataFrame) -> None:
-    """Validate against SCHEMA and write the per-cell Parquet file atomically."""
-    write_parquet(path, to_table(df))
-
-
 # The stopping rule's reason for a plateau above the loss at init (runstate.plateau).
 STALLED = "train_loss stalled"
 
@@ -232,7 +182,7 @@ def is_stalled(stopped: str | None) -> bool:
     return bool(stopped) and str(stopped).startswith(STALLED)
 
 
-def recipe(train: dict[str, Any]) -> str:
+def recipe(train: dict[str, object]) -> str:
     """A cell's training recipe in a few words (optimizer, lr, the skips' step, schedule,
     epoch cap), from its config's train section: what a fitted exponent depends on besides
     depth. Empty for a status.json without its config."""
@@ -273,7 +223,7 @@ def read_status(paths: Sequence[Path]) -> pd.DataFrame:
         df[col] = df[col].astype("Int64")
     for col in SCORE_COLUMNS:
         df[col] = df[col].astype("float64")
-    return df.sort_values(["dataset", "arch", "variant", "depth", "seed"], ignore_index=True)
+    return df.sort_values(CELL_COLUMNS, ignore_index=True)
 
 
 def concat_parquet(paths: Sequence[Path]) -> pa.Table:
@@ -349,10 +299,19 @@ def test_score(cells: pd.DataFrame, at: str = "") -> pd.Series:
     return pd.Series(np.where(is_regression(cells), r2, acc), index=cells.index, dtype=float)
 
 
+def score_key(task: str) -> str:
+    """A task's score as the result columns name it (``test_acc``, ``val_r2``; approx.parquet's
+    ``score_name``): ``r2`` for a regression, ``acc`` for a classification."""
+    return "r2" if task == "regression" else "acc"
+
+
+SCORE_LABELS = {"r2": "test R²", "acc": "test accuracy (%)"}
+
+
 def score_name(cells: pd.DataFrame) -> str:
     """ "test R²", "test accuracy (%)", or both joined, for the rows given."""
-    names = {True: "test R²", False: "test accuracy (%)"}
-    return " / ".join(names[k] for k in sorted(set(is_regression(cells)), reverse=True))
+    tasks = ["regression" if r else "classification" for r in set(is_regression(cells))]
+    return " / ".join(SCORE_LABELS[score_key(t)] for t in sorted(tasks, reverse=True))
 
 
 def diverged(cells: pd.DataFrame) -> pd.Series:

@@ -349,7 +349,6 @@ def _warp_rows(dataset, arch, skip, depth, seed, rng):
 
 
 APPROX_KINDS = ("orth_fixed", "orth_learned")
-APPROX_PHASES = ("before", "swapped", "finetuned")
 
 
 def _approx_rows(rng: np.random.Generator) -> list[dict]:
@@ -378,7 +377,7 @@ def _approx_rows(rng: np.random.Generator) -> list[dict]:
                                  "score": score, "loss": 1.5 * (1 - score), "n_swapped": depth,
                                  "dist_identity": d, "branch_lipschitz": lip,
                                  "correction_norm": d if phase != "before" else np.nan,
-                                 "orth_defect": 1e-7 if phase != "before" else 0.0,
+                                 "gram_err_max": 1e-7 if phase != "before" else 0.0,
                                  **PROVENANCE})  # fmt: skip
     return rows
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from orthskip.analysis.approx import approximate, block_io, output_gap, procrustes_fit
+from orthskip.analysis.approx import approximate, block_io, procrustes_fit
 from orthskip.nn.models import build_model
 from orthskip.nn.orth import haar_orthogonal
+from tests.helpers import output_gap
 
 
 def _objective(w: torch.Tensor, x: torch.Tensor, h: torch.Tensor) -> float:

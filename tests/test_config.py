@@ -194,11 +194,11 @@ def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
 
     # (cells, packs, approx): one train job per pack: config.yaml packs across kinds
     # (execution.pack: kinds): 150 circles mlp cells in 1 pack, the rate cells in 1 per
-    # dataset and recipe (160 + 80 diffeo2, 90 + 30 diffeo3), and families (cells that differ in seed or depth) for the rest: 16 cifar_resnet
-    # cells in 8, 4 vit cells in 4; the others, the cells that
-    # differ only in seed. One approx_cell job per identity cell of the stage (config.yaml:
-    # 18 mlp ones, 3 depths x 3 seeds x 2 datasets, circles' identity and diffeo2's
-    # rate_identity;
+    # dataset and recipe (160 + 80 diffeo2, 90 + 30 diffeo3), and families (cells that
+    # differ in seed or depth) for the rest: 16 cifar_resnet cells in 8, 4 vit cells in 4;
+    # the others, the cells that differ only in seed. One approx_cell job per identity cell
+    # of the stage (config.yaml: 18 mlp ones, 3 depths x 3 seeds x 2 datasets, circles'
+    # identity and diffeo2's rate_identity;
     # paper.yaml: every identity cell, (2 datasets x 5 depths + 2 x 2) x 5 seeds; rate.yaml:
     # 5 datasets x 11 depths x 10 seeds)
     for name, n_cells, n_packs, n_approx in (

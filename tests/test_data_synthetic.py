@@ -46,7 +46,7 @@ def test_registry_and_params_agree():
             "blobs",
             "parity",
             "gaussian_mixture",
-            "diffeo",  # added: the regression source (issue 15)
+            "diffeo",  # the regression source
             "digits",
             "mnist",
             "fashion_mnist",

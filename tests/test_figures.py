@@ -237,13 +237,13 @@ def test_decision_regions_without_2d_data(metrics_dir, tmp_path):
 def test_all_issue_figures_are_registered():
     from orthskip.stages.figures import PAPER_FIGURES
 
-    # dist_identity_epochs added by issue 15 item 6 (trajectories toward I); the paper
-    # figures by issue 30 (the names the paper's \includegraphics use)
+    # the whole-run figures of the report (dist_identity_epochs: trajectories toward I); the
+    # paper figures under the names the paper's \includegraphics use
     assert set(FIGURES) - set(PAPER_FIGURES) == {"accuracy_vs_depth", "training_curves",
                             "dist_identity", "grad_norm_ratio", "weight_condition",
                             "repr_condition", "jacobian_spread", "decision_regions",
                             "dist_identity_epochs"}  # fmt: skip
-    # paper_rate_by_epoch by issue 29 item 2 (a against the training state)
+    # paper_rate_by_epoch: a against the training state
     assert set(PAPER_FIGURES) == {"paper_rate", "paper_rate_by_epoch", "paper_accuracy_depth",
                                   "paper_start_end", "paper_approximation", "paper_grad_ratio",
                                   "paper_conditioning"}  # fmt: skip

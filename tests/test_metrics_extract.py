@@ -11,16 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from orthskip.analysis.metrics import FAMILIES, extract_metrics, select_probe
+from orthskip.analysis.metrics import FAMILIES, extract_metrics
 from orthskip.results import (
     COLUMNS,
     METRIC_COLUMNS,
     SCHEMA,
     SchemaError,
     to_table,
-    with_cell_columns,
-    write_cell_metrics,
 )
+from tests.helpers import select_probe, with_cell_columns, write_cell_metrics
 from tests.toy_models import toy_cnn, toy_mlp
 
 CELL = dict(

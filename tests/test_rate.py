@@ -10,9 +10,9 @@ from orthskip.analysis.stats import (
     RATE_MODELS,
     compare_rate_models,
     holm,
-    power_exponent,
     rate_model_curve,
 )
+from tests.helpers import power_exponent
 
 DEPTHS = 2 ** np.arange(1, 9)  # m = 2 … 256
 SEEDS = 5

@@ -74,6 +74,40 @@ def test_memory_gpus_and_groups():
         assert res.train_gpus(src) == 1
 
 
+def test_sources_are_short_by_their_kind_in_the_data_spec(tmp_path):
+    """What a source is comes from orthskip.data.spec, not a list of its own: every generated
+    set (diffeo included) and digits are short cells, and under ``device: auto`` their train
+    jobs ask for no GPU while an image set's job asks for one."""
+    from orthskip.data.spec import SOURCE_KINDS
+
+    for src, kind in SOURCE_KINDS.items():
+        assert res.is_short(src) == (kind != "torchvision")
+        assert res.train_gpus(src) == (1 if kind == "torchvision" else 0)
+    # STL-10's images are 3·96·96 (the spec's shape): 5000 · 27648 · 4 B · 2.2 = 1216 MB
+    # + 3000 runtime + 8·110 layers = 5097 → 6000 MB
+    assert res.train_mem_mb("stl10", "cifar_resnet", 110) == 6000
+
+    cfg = tiny_config(
+        datasets={"diffeo2": {"source": "diffeo", "n_train": 200, "n_test": 32},
+                  "cifar10": {"source": "cifar10"}},
+        grid=[{"arch": "mlp", "datasets": ["diffeo2"], "variants": ["identity"],
+               "depths": [2], "seeds": [0]},
+              {"arch": "cifar_resnet", "datasets": ["cifar10"], "variants": ["identity"],
+               "depths": [8], "seeds": [0]}],
+        train={"device": "auto", "epochs": 1, "snapshot_epochs": [0]},
+    )  # fmt: skip
+    targets = ["results/cells/diffeo2/mlp/identity/d2/s0/status.json",
+               "results/cells/cifar10/cifar_resnet/identity/d8/s0/status.json"]  # fmt: skip
+    out = snakemake(tmp_path, "-n", *targets, cfg=cfg).stdout
+    gpus = {}
+    for job in out.split("rule train:")[1:]:
+        pack = job.split("wildcards: pack=")[1].split()[0]
+        resources = job.split("resources: ")[1].splitlines()[0]
+        gpus[pack] = next(r for r in resources.split(", ") if r.startswith("gpu="))
+    assert gpus == {"diffeo2/mlp/identity/d2": "gpu=0",
+                    "cifar10/cifar_resnet/identity/d8": "gpu=1"}  # fmt: skip
+
+
 def test_profile_groups_what_the_workflow_groups():
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm"

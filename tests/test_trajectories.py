@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from fixture_results import HAAR, SNAPSHOTS
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.figures import style
 from orthskip.figures.trajectories import dist_identity_epochs
 from orthskip.stages.tables import make_table
@@ -101,10 +101,10 @@ def test_figure_lines_are_the_seed_means_per_epoch(metrics_dir, layers):
 
 
 def test_dist_per_epoch_last_epoch_is_dist_identity_per_cell(layers):
-    pe = D.dist_per_epoch(layers)
-    last = pe[pe["epoch"] == pe.groupby(D.CELL_COLUMNS)["epoch"].transform("max")]
-    pc = D.dist_identity_per_cell(layers)
-    merged = last.merge(pc, on=D.CELL_COLUMNS, suffixes=("", "_pc"))
+    pe = results.dist_per_epoch(layers)
+    last = pe[pe["epoch"] == pe.groupby(results.CELL_COLUMNS)["epoch"].transform("max")]
+    pc = results.dist_identity_per_cell(layers)
+    merged = last.merge(pc, on=results.CELL_COLUMNS, suffixes=("", "_pc"))
     assert len(merged) == len(pc) > 0
     assert merged["value"].tolist() == pytest.approx(merged["value_pc"].tolist())
     assert (merged["n_blocks"] == merged["n_blocks_pc"]).all()

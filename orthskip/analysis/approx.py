@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
+from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.nn.skips import make_skip
 
 VARIANT_KINDS = ("orth_fixed", "orth_learned")
@@ -148,21 +149,21 @@ def approximate(
             continue
         xr, yr = _as_rows(x), _as_rows(y)
         w = procrustes_fit(xr, yr, special=special)
-        n = w.shape[0]
         with torch.no_grad():
             fx = _as_rows(block.branch(x)).double()
         xr, yr = xr.double(), yr.double()
         h_norm = float(torch.linalg.matrix_norm(yr))
-        eye = torch.eye(n, dtype=torch.float64)
+        eye = torch.eye(w.shape[0], dtype=torch.float64)
         lip_old = branch_lipschitz(block, x[:samples], segments=segments, steps=steps, seed=i)
         block.skip = _orth_skip(kind, w, skip_cfg, block.skip)
         if correction:
             block.branch = CorrectedBranch(block.branch, (eye - w).to(x.dtype))
         lip_new = branch_lipschitz(block, x[:samples], segments=segments, steps=steps, seed=i)
+        dist = dist_identity(w)
         row.update(
             swapped=True,
-            dist_identity=float(torch.linalg.matrix_norm(w - eye)) / math.sqrt(n),
-            det=float(torch.linalg.det(w)),
+            dist_identity=dist["fro_rel"],
+            det=dist["det"],
             fit_rel=float(torch.linalg.matrix_norm(xr @ w.T + fx - yr)) / h_norm,
             procrustes_rel=float(torch.linalg.matrix_norm(xr @ w.T - yr)) / h_norm,
             identity_rel=float(torch.linalg.matrix_norm(xr - yr)) / h_norm,
@@ -173,16 +174,3 @@ def approximate(
     new.skip_kind = kind
     new.train(model.training)
     return new, pd.DataFrame(rows)
-
-
-def output_gap(a: nn.Module, b: nn.Module, x: Tensor) -> float:
-    """max |a(x) − b(x)| over the batch, both in eval mode (modes restored)."""
-    modes = (a.training, b.training)
-    a.eval()
-    b.eval()
-    try:
-        with torch.no_grad():
-            return float((a(x) - b(x)).abs().max())
-    finally:
-        a.train(modes[0])
-        b.train(modes[1])

@@ -229,14 +229,6 @@ def _m_range(lm: np.ndarray) -> tuple[int, int]:
     return int(np.rint(np.exp(lm.min()))), int(np.rint(np.exp(lm.max())))
 
 
-def power_exponent(m, y) -> float:
-    """a of the least-squares fit log y = log C − a log m (m ≥ 2, y > 0); NaN if < 2 depths."""
-    lm, ly, _ = _rate_points(m, y, None)
-    if np.unique(lm).size < 2:
-        return np.nan
-    return _fit_model("power", lm, ly).a
-
-
 def compare_rate_models(
     m: Sequence[float] | np.ndarray,
     y: Sequence[float] | np.ndarray,

@@ -19,8 +19,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +30,7 @@ import yaml
 
 from orthskip.config.options import check, unknown
 from orthskip.errors import ConfigError
+from orthskip.results import CELL_COLUMNS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The config schema; its registry sections are written by orthskip.config.schema.
@@ -52,6 +54,25 @@ WILDCARD_PATTERNS = {**NAME_PATTERNS, "arch": r"[a-z0-9_]+", "depth": r"[0-9]+",
 MAX_SEED = (2**64 - 1 - 41) // 1_000_003
 
 
+# A cell's path (below results/cells/ and results/approx/), one segment per wildcard. The
+# workflow's wildcard pattern of a cell is this text; Cell.path, Cell.parse, pack keys and
+# their members are all made from it.
+CELL_SEGMENTS: tuple[str, ...] = ("{dataset}", "{arch}", "{variant}", "d{depth}", "s{seed}")
+CELL_PATH = "/".join(CELL_SEGMENTS)
+
+
+def _segment_fields(text: str, segments: Sequence[str]) -> dict[str, str] | None:
+    """The wildcards in ``text`` written as ``segments`` (a tail of CELL_SEGMENTS), as text;
+    None when it does not have that form."""
+    pieces = []
+    for seg in segments:
+        prefix, rest = seg.split("{")
+        name, suffix = rest.split("}")
+        pieces.append(f"{re.escape(prefix)}(?P<{name}>[^/]*){re.escape(suffix)}")
+    found = re.fullmatch("/".join(pieces), text)
+    return found.groupdict() if found else None
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     dataset: str
@@ -62,29 +83,36 @@ class Cell:
 
     @property
     def path(self) -> str:
-        """Directory of the cell below results/cells/."""
-        return f"{self.dataset}/{self.arch}/{self.variant}/d{self.depth}/s{self.seed}"
+        """Directory of the cell below results/cells/ (CELL_PATH)."""
+        return CELL_PATH.format(**self.as_dict())
+
+    def split(self, at: int) -> tuple[str, str]:
+        """The path's first ``at`` segments and the rest (a pack key and a member)."""
+        segments = self.path.split("/")
+        return "/".join(segments[:at]), "/".join(segments[at:])
 
     @classmethod
     def parse(cls, text: str) -> Cell:
-        """Parse ``dataset/arch/variant/dDEPTH/sSEED`` (the form of :attr:`path`)."""
-        parts = text.strip("/").split("/")
-        if len(parts) != 5 or parts[3][:1] != "d" or parts[4][:1] != "s":
-            raise ConfigError(f"cell {text!r}: expected dataset/arch/variant/dDEPTH/sSEED")
+        """Parse a cell's path (the form of :attr:`path`: CELL_PATH)."""
+        found = _segment_fields(text.strip("/"), CELL_SEGMENTS)
+        if found is None:
+            form = CELL_PATH.format(dataset="dataset", arch="arch", variant="variant",
+                                    depth="DEPTH", seed="SEED")  # fmt: skip
+            raise ConfigError(f"cell {text!r}: expected {form}")
         try:
-            return cls(parts[0], parts[1], parts[2], int(parts[3][1:]), int(parts[4][1:]))
+            return cls(**{**found, "depth": int(found["depth"]), "seed": int(found["seed"])})
         except ValueError as err:
             raise ConfigError(f"cell {text!r}: depth and seed must be integers") from err
 
     @property
     def pack(self) -> str:
         """The pack key: the cell's path without the seed (cells that differ only in seed)."""
-        return f"{self.dataset}/{self.arch}/{self.variant}/d{self.depth}"
+        return self.split(len(CELL_SEGMENTS) - 1)[0]
 
     @classmethod
     def of(cls, cell: dict[str, Any]) -> Cell:
         """The cell of a cell config's ``cell`` entry (which also names the skip kind)."""
-        return cls(*(cell[f] for f in ("dataset", "arch", "variant", "depth", "seed")))
+        return cls(*(cell[f.name] for f in fields(cls)))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -432,10 +460,10 @@ def packs(cfg: dict[str, Any]) -> dict[tuple[str, ...], list[str]]:
     members: dict[tuple[str, str], list[str]] = {}
     for c in cells(cfg):
         sig = kinds_signature(cfg, c) if mode == "kinds" else None
-        if sig is not None:
-            key, member = f"{c.dataset}/{c.arch}", f"{c.variant}/d{c.depth}/s{c.seed}"
-        else:
-            key, _, member = _family(c) if mode in ("family", "kinds") else c.path.rpartition("/")
+        # the key keeps dataset/arch (across kinds), also the variant (family), also the
+        # depth (seeds); the member is the rest of the path
+        at = 2 if sig is not None else 3 if mode in ("family", "kinds") else 4
+        key, member = c.split(at)
         members.setdefault((key, sig or ""), []).append(member)
     out: dict[tuple[str, ...], list[str]] = {}
     for (key, _), found in sorted(members.items()):
@@ -458,15 +486,11 @@ def kinds_signature(cfg: dict[str, Any], c: Cell) -> str | None:
     return config_hash({k: thaw(getattr(cc, k)) for k in ("dataset", "model", "train")})
 
 
-def _family(c: Cell) -> tuple[str, str, str]:
-    return f"{c.dataset}/{c.arch}/{c.variant}", "/", f"d{c.depth}/s{c.seed}"
-
-
 def _member_order(member: str) -> tuple[int | str, ...]:
     """``sSEED``, ``dDEPTH/sSEED`` or ``VARIANT/dDEPTH/sSEED``: numbers, then the variant."""
-    parts = member.split("/")
-    variant = parts[:-2] if len(parts) == 3 else []
-    return (*(int(p[1:]) for p in parts[len(variant) :]), *variant)
+    found = _segment_fields(member, CELL_SEGMENTS[-(member.count("/") + 1) :]) or {}
+    numbers = [int(found[k]) for k in ("depth", "seed") if k in found]
+    return (*numbers, *[found[k] for k in ("variant",) if k in found])
 
 
 def pack_cells(key: str, members: tuple[str, ...]) -> list[Cell]:
@@ -605,8 +629,10 @@ class CellConfig:
 
     @property
     def keys(self) -> dict[str, Any]:
-        """The cell's columns in every result table: its wildcards and its skip kind."""
-        return {**self.cell.as_dict(), "skip": self.skip}
+        """The cell's columns in every result table (CELL_COLUMNS, in that order): its
+        wildcards and its skip kind."""
+        values = {**self.cell.as_dict(), "skip": self.skip}
+        return {c: values[c] for c in CELL_COLUMNS}
 
 
 def cell_config(cfg: dict[str, Any], cell: Cell) -> CellConfig:

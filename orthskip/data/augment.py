@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from orthskip.data.spec import AUGMENTS
 from orthskip.errors import ConfigError
 
-AUGMENTS = ("cifar",)
 CIFAR_PAD = 4
 
 

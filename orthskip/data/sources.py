@@ -8,7 +8,7 @@ from typing import Any
 
 from orthskip.config.options import Option
 from orthskip.data.raw import RawSplit
-from orthskip.data.spec import PARAMS
+from orthskip.data.spec import PARAMS, SOURCE_KINDS
 
 
 def _lazy(module: str, func: str) -> Callable[[dict[str, Any]], RawSplit]:
@@ -38,27 +38,23 @@ def _vision(source: str) -> Callable[[dict[str, Any]], RawSplit]:
 @dataclass(frozen=True)
 class Source:
     name: str
-    kind: str  # "synthetic", "sklearn" or "torchvision"
+    kind: str  # spec.SOURCE_KINDS: "synthetic", "sklearn" or "torchvision"
     build: Callable[[dict[str, Any]], RawSplit]
     params: dict[str, Option]
 
 
-_BUILDERS: dict[str, tuple[str, Callable[[dict[str, Any]], RawSplit]]] = {
-    "circles": ("synthetic", _lazy("synthetic", "circles")),
-    "moons": ("synthetic", _lazy("synthetic", "moons")),
-    "blobs": ("synthetic", _lazy("synthetic", "blobs")),
-    "parity": ("synthetic", _lazy("synthetic", "parity")),
-    "gaussian_mixture": ("synthetic", _lazy("synthetic", "gaussian_mixture")),
-    "diffeo": ("synthetic", _lazy("synthetic", "diffeo")),
-    "digits": ("sklearn", _lazy("sklearn_sets", "digits")),
-    "mnist": ("torchvision", _vision("mnist")),
-    "fashion_mnist": ("torchvision", _vision("fashion_mnist")),
-    "cifar10": ("torchvision", _vision("cifar10")),
-    "cifar100": ("torchvision", _vision("cifar100")),
-    "stl10": ("torchvision", _vision("stl10")),
+_BUILDERS: dict[str, Callable[[dict[str, Any]], RawSplit]] = {
+    "circles": _lazy("synthetic", "circles"),
+    "moons": _lazy("synthetic", "moons"),
+    "blobs": _lazy("synthetic", "blobs"),
+    "parity": _lazy("synthetic", "parity"),
+    "gaussian_mixture": _lazy("synthetic", "gaussian_mixture"),
+    "diffeo": _lazy("synthetic", "diffeo"),
+    "digits": _lazy("sklearn_sets", "digits"),
+    **{name: _vision(name) for name, kind in SOURCE_KINDS.items() if kind == "torchvision"},
 }
 
 SOURCES: dict[str, Source] = {
-    name: Source(name, kind, build, PARAMS[name]) for name, (kind, build) in _BUILDERS.items()
+    name: Source(name, SOURCE_KINDS[name], build, PARAMS[name]) for name, build in _BUILDERS.items()
 }
 assert set(SOURCES) == set(PARAMS)

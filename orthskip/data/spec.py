@@ -16,7 +16,9 @@ from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, check, defaults, table_schema, unknown
 from orthskip.errors import ConfigError
 
-AUGMENT_KINDS = ("cifar", None)
+# The training augmentations a spec may name (orthskip.data.augment applies them); "none"
+# or null for none.
+AUGMENTS = ("cifar",)
 
 
 def _count(default: int | None, description: str, lo: int = 1, hi: int | None = None,
@@ -70,7 +72,7 @@ def _vision(source: str) -> dict[str, Option]:
 
 def _augment(default: str | None) -> dict[str, Option]:
     text = "training augmentation: cifar (4-pixel pad, crop, flip) or none/null"
-    return {"augment": Option("string", default, text, choices=("cifar", "none", None))}
+    return {"augment": Option("string", default, text, choices=(*AUGMENTS, "none", None))}
 
 
 PARAMS: dict[str, dict[str, Option]] = {
@@ -123,6 +125,15 @@ PARAMS: dict[str, dict[str, Option]] = {
 }
 
 SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
+#: What each source is: generated here (``synthetic``), shipped with scikit-learn
+#: (``sklearn``) or one of torchvision's image sets (``torchvision``, read from files).
+SOURCE_KINDS: dict[str, str] = {
+    **dict.fromkeys(("circles", "moons", "blobs", "parity", "gaussian_mixture", "diffeo"),
+                    "synthetic"),
+    "digits": "sklearn",
+    **dict.fromkeys(VISION_SIZES, "torchvision"),
+}  # fmt: skip
+assert set(SOURCE_KINDS) == set(PARAMS)
 _SYNTHETIC_CLASSES = {"circles": 2, "moons": 2, "parity": 2}
 #: sources whose targets are real vectors (MSE), not class labels
 REGRESSION_SOURCES: tuple[str, ...] = ("diffeo",)

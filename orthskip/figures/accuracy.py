@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.lines import Line2D
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import mean_ci, summarize
 from orthskip.figures import style as S
 
@@ -19,8 +19,8 @@ def accuracy_panel(ax, g, styles: dict[str, S.VariantStyle]) -> bool:
     """One setting's test score against depth: mean and 95 % t-interval per variant, diverged
     seeds as crosses on the bottom edge with their count. Returns whether any diverged."""
     variants = [v for v in styles if v in set(g["variant"])]
-    div = D.diverged(g)
-    ok = g[~div].assign(score=D.test_score(g[~div]))
+    div = results.diverged(g)
+    ok = g[~div].assign(score=results.test_score(g[~div]))
     any_diverged = False
     # spread the variants a little along x so that intervals do not hide each other
     for n, variant in enumerate(variants):
@@ -46,16 +46,16 @@ def accuracy_panel(ax, g, styles: dict[str, S.VariantStyle]) -> bool:
             )  # fmt: skip
     S.depth_axis(ax, g["depth"].unique())
     ax.set_xlabel("depth")
-    ax.set_ylabel(D.score_name(g))
+    ax.set_ylabel(results.score_name(g))
     return any_diverged
 
 
 def accuracy_vs_depth(metrics_dir: Path):
-    cells = D.read_table(metrics_dir, "cells")
+    cells = results.read_table(metrics_dir, "cells")
     if cells.empty:
         return S.no_data_figure("Test accuracy vs depth")
-    groups = list(D.panels(cells))
-    styles = S.variant_styles(D.variant_kinds(cells))
+    groups = list(results.panels(cells))
+    styles = S.variant_styles(results.variant_kinds(cells))
     ncols = min(3, len(groups))
     nrows = math.ceil(len(groups) / ncols)
     width = S.COLUMN_WIDTH_IN if ncols == 1 else S.PAGE_WIDTH_IN
@@ -120,11 +120,11 @@ def _limits_from_means(ax, means: list[np.ndarray], log: bool) -> None:
 
 
 def training_curves(metrics_dir: Path):
-    history = D.read_table(metrics_dir, "history")
+    history = results.read_table(metrics_dir, "history")
     if history.empty:
         return S.no_data_figure("Training curves at the deepest depth")
-    groups = [(t, D.deepest(g)) for t, g in D.panels(history)]
-    styles = S.variant_styles(D.variant_kinds(history))
+    groups = [(t, results.deepest(g)) for t, g in results.panels(history)]
+    styles = S.variant_styles(results.variant_kinds(history))
     splits = ["test", "train"]
     if "val_acc" in history.columns:  # validation split carved from the training data
         splits.append("val")
@@ -136,7 +136,7 @@ def training_curves(metrics_dir: Path):
         ax_loss, ax_acc = axes[r]
         # regression sets record R² where classification records accuracy
         regression = "test_r2" in g and g["test_acc"].isna().all() and g["test_r2"].notna().any()
-        score = "r2" if regression else "acc"
+        score = results.score_key("regression" if regression else "classification")
         means: dict[str, list[np.ndarray]] = {"loss": [], score: []}
         for variant in [v for v in styles if v in set(g["variant"])]:
             gs = g[g["variant"] == variant]

@@ -10,7 +10,7 @@ from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.figures import style as S
 
 GNR_TITLE = "Gradient-norm ratio ‖∂E/∂x_l‖ / ‖∂E/∂x_(l+1)‖ per block"
@@ -24,14 +24,14 @@ def _mark_transitions(ax, trans: set[int]) -> None:
 
 
 def grad_norm_ratio(metrics_dir: Path):
-    layers = D.read_table(metrics_dir, "layers")
-    gnr = D.metric(layers, "grad_norm_ratio")
+    layers = results.read_table(metrics_dir, "layers")
+    gnr = results.metric(layers, "grad_norm_ratio")
     if gnr.empty:
         return S.no_data_figure(GNR_TITLE)
-    styles = S.variant_styles(D.variant_kinds(gnr))
+    styles = S.variant_styles(results.variant_kinds(gnr))
     groups = []
-    for title, g in D.panels(gnr):
-        g = D.deepest(g)
+    for title, g in results.panels(gnr):
+        g = results.deepest(g)
         for variant in [v for v in styles if v in set(g["variant"])]:
             groups.append((title, styles[variant], g[g["variant"] == variant]))
     ncols = min(3, len(groups))
@@ -42,12 +42,12 @@ def grad_norm_ratio(metrics_dir: Path):
     epochs_all = sorted(gnr["epoch"].unique())
     for k, (title, st, g) in enumerate(groups):
         ax = axes.flat[k]
-        g = g.assign(_b=D.block_index(g))
-        _mark_transitions(ax, D.transition_blocks(g))
+        g = g.assign(_b=results.block_index(g))
+        _mark_transitions(ax, results.transition_blocks(g))
         epochs = sorted(g["epoch"].unique())
         for e in epochs:
             color = cmap(0.85 * epochs_all.index(e) / max(1, len(epochs_all) - 1))
-            per_block = g[g["epoch"] == e].groupby("_b")["value"].apply(D.geo_mean)
+            per_block = g[g["epoch"] == e].groupby("_b")["value"].apply(results.geo_mean)
             # a dot per block only where they stay apart (≤ 40 blocks)
             ax.plot(per_block.index, per_block.to_numpy(), color=color, lw=0.8,
                     marker="." if len(per_block) <= 40 else None, ms=2)  # fmt: skip
@@ -65,7 +65,7 @@ def grad_norm_ratio(metrics_dir: Path):
         Line2D([], [], color=cmap(0.85 * n / max(1, len(epochs_all) - 1)), label=f"epoch {e}")
         for n, e in enumerate(epochs_all)
     ]
-    if D.transition_blocks(gnr):  # the key only where a panel has a shaded block
+    if results.transition_blocks(gnr):  # the key only where a panel has a shaded block
         handles.append(Patch(color="0.85", label="transition block"))
     handles.append(Line2D([], [], color="k", ls=":", label="norm preserved (1)"))
     S.figure_legend(fig, handles)
@@ -74,30 +74,30 @@ def grad_norm_ratio(metrics_dir: Path):
 
 
 def jacobian_spread(metrics_dir: Path):
-    layers = D.read_table(metrics_dir, "layers")
-    jac = D.metric(D.last_epoch(layers), "jacobian_sv")
+    layers = results.read_table(metrics_dir, "layers")
+    jac = results.metric(results.last_epoch(layers), "jacobian_sv")
     if jac.empty:
         return S.no_data_figure(JAC_TITLE)
-    styles = S.variant_styles(D.variant_kinds(jac))
-    groups = list(D.panels(jac))
+    styles = S.variant_styles(results.variant_kinds(jac))
+    groups = list(results.panels(jac))
     any_zero = any_estimate = False
     fig, axes = S.new_figure(len(groups), 1, height=1.9 * len(groups) + 1.1,
                              width=S.PAGE_WIDTH_IN)  # fmt: skip
     for r, (title, g) in enumerate(groups):
         ax = axes[r, 0]
-        g = D.deepest(g)
-        g = g.assign(_b=D.block_index(g))
-        _mark_transitions(ax, D.transition_blocks(g))
+        g = results.deepest(g)
+        g = g.assign(_b=results.block_index(g))
+        _mark_transitions(ax, results.transition_blocks(g))
         for variant in [v for v in styles if v in set(g["variant"])]:
             gs = g[g["variant"] == variant]
             st = styles[variant]
-            hi = gs[gs["stat"] == "max"].groupby("_b")["value"].apply(D.geo_mean)
+            hi = gs[gs["stat"] == "max"].groupby("_b")["value"].apply(results.geo_mean)
             ax.plot(hi.index, hi.to_numpy(), color=st.color, lw=0.9, marker=st.marker, ms=2)
             any_estimate |= bool((~gs.loc[gs["stat"] == "max", "exact"].astype(bool)).any())
             # σ_min only where exact (dense path; the Lanczos path reports no σ_min).
             # σ_min = 0 (below the floor) cannot sit on a log axis: a mark on the bottom edge
             mins = gs[(gs["stat"] == "min") & gs["exact"].astype(bool)]
-            lo = mins.groupby("_b")["value"].apply(D.geo_mean)
+            lo = mins.groupby("_b")["value"].apply(results.geo_mean)
             ax.plot(lo.index, lo.to_numpy(), color=st.color, lw=0.9, ls="--")
             zero = mins.groupby("_b")["value"].apply(lambda v: bool((v.to_numpy() == 0).any()))
             zb = zero.index[zero.to_numpy(dtype=bool)]

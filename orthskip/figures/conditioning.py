@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.figures import style as S
 
 WEIGHT_TITLE = "Condition number of each weight layer"
@@ -18,7 +18,7 @@ INF_MARKER = r"$\infty$"  # distinct from every kind's and variant's marker
 
 def _weight_position(rows: pd.DataFrame) -> pd.Series:
     """Position of each weight layer within its cell (0, 1, 2, …) by layer_index."""
-    return rows.groupby(D.CELL_COLUMNS)["layer_index"].rank(method="dense").astype(int) - 1
+    return rows.groupby(results.CELL_COLUMNS)["layer_index"].rank(method="dense").astype(int) - 1
 
 
 def _mark_infinite(ax, x, color) -> None:
@@ -29,15 +29,15 @@ def _mark_infinite(ax, x, color) -> None:
 
 
 def weight_condition(metrics_dir: Path):
-    layers = D.read_table(metrics_dir, "layers")
+    layers = results.read_table(metrics_dir, "layers")
     if layers.empty:
         return S.no_data_figure(WEIGHT_TITLE)
-    last = D.last_epoch(layers)
+    last = results.last_epoch(layers)
     sv = last[last["metric"].isin(["sv_reshaped", "sv_operator"]) & (last["stat"] == "cond")]
     if sv.empty:
         return S.no_data_figure(WEIGHT_TITLE)
-    groups = list(D.panels(sv))
-    styles = S.variant_styles(D.variant_kinds(sv))
+    groups = list(results.panels(sv))
+    styles = S.variant_styles(results.variant_kinds(sv))
     # the operator column only when some run has convolutions
     families = [("sv_reshaped", "reshaped W")]
     if (sv["metric"] == "sv_operator").any():
@@ -49,7 +49,7 @@ def weight_condition(metrics_dir: Path):
                              sharey="row")  # fmt: skip
     any_estimate = any_inf = False
     for r, (title, g) in enumerate(groups):
-        g = D.deepest(g)
+        g = results.deepest(g)
         g = g.assign(_pos=_weight_position(g))
         depth = int(g["depth"].iloc[0])
         for c, (family, label) in enumerate(families):
@@ -71,7 +71,7 @@ def weight_condition(metrics_dir: Path):
                 st = styles[variant]
                 color = st.color
                 per = gs.groupby("_pos").agg(
-                    value=("value", D.geo_mean),
+                    value=("value", results.geo_mean),
                     exact=("exact", "all"),
                     inf=("value", lambda v: bool(np.isposinf(v.to_numpy(dtype=float)).any())),
                 )
@@ -98,18 +98,18 @@ def weight_condition(metrics_dir: Path):
 
 
 def repr_condition(metrics_dir: Path):
-    layers = D.read_table(metrics_dir, "layers")
-    rc = D.metric(D.last_epoch(layers), "repr_condition")
+    layers = results.read_table(metrics_dir, "layers")
+    rc = results.metric(results.last_epoch(layers), "repr_condition")
     if rc.empty:
         return S.no_data_figure(REPR_TITLE)
-    groups = list(D.panels(rc))
-    styles = S.variant_styles(D.variant_kinds(rc))
+    groups = list(results.panels(rc))
+    styles = S.variant_styles(results.variant_kinds(rc))
     fig, axes = S.new_figure(len(groups), 2, height=1.8 * len(groups) + 1.1,
                              width=S.PAGE_WIDTH_IN)  # fmt: skip
     any_inf = False
     for r, (title, g) in enumerate(groups):
-        g = D.deepest(g)
-        g = g.assign(_b=D.block_index(g))
+        g = results.deepest(g)
+        g = g.assign(_b=results.block_index(g))
         depth = int(g["depth"].iloc[0])
         ax_c, ax_r = axes[r]
         for variant in [v for v in styles if v in set(g["variant"])]:
@@ -117,7 +117,7 @@ def repr_condition(metrics_dir: Path):
             st = styles[variant]
             color = st.color
             cond = gs[gs["stat"] == "cond"].groupby("_b")["value"]
-            finite = cond.apply(D.geo_mean)
+            finite = cond.apply(results.geo_mean)
             n_inf = cond.apply(lambda v: int(np.isposinf(v.to_numpy(dtype=float)).sum()))
             ax_c.plot(finite.index, finite.to_numpy(), **st.line(), lw=0.8, ms=2)
             inf_blocks = n_inf.index[n_inf > 0]

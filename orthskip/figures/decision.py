@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from matplotlib.colors import ListedColormap
 from matplotlib.lines import Line2D
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.figures import style as S
 
 TITLE = "Decision regions and warped input grid"
@@ -29,15 +29,17 @@ def _class_colors(n: int, dark: bool) -> list:
 def _choose_cells(warp: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, variant): the deepest depth, then the lowest seed that did not
     diverge; variants in their kind's order, then by name."""
-    warp, cells = D.with_variant(warp), D.with_variant(cells)
-    have = warp[D.CELL_COLUMNS].drop_duplicates()
+    warp, cells = results.with_variant(warp), results.with_variant(cells)
+    have = warp[results.CELL_COLUMNS].drop_duplicates()
     if not cells.empty and "status" in cells:
-        have = have.merge(cells[[*D.CELL_COLUMNS, "status"]], on=D.CELL_COLUMNS, how="left")
+        have = have.merge(
+            cells[[*results.CELL_COLUMNS, "status"]], on=results.CELL_COLUMNS, how="left"
+        )
         have = have[have["status"].fillna("ok") == "ok"]
     have = have.sort_values(["dataset", "arch", "variant", "depth", "seed"],
                             ascending=[True, True, True, False, True])  # fmt: skip
-    have = have.groupby(["dataset", "arch", "variant"], sort=True).head(1)[D.CELL_COLUMNS]
-    order = {v: k for k, v in enumerate(S.ordered_variants(D.variant_kinds(have)))}
+    have = have.groupby(["dataset", "arch", "variant"], sort=True).head(1)[results.CELL_COLUMNS]
+    order = {v: k for k, v in enumerate(S.ordered_variants(results.variant_kinds(have)))}
     return have.sort_values(["dataset", "arch", "variant"], key=lambda c: c.map(order)
                             if c.name == "variant" else c)  # fmt: skip
 
@@ -81,7 +83,7 @@ def _two_d_datasets(layers: pd.DataFrame) -> list[str]:
 
 
 def _why_empty(metrics_dir: Path) -> str:
-    two_d = _two_d_datasets(D.read_table(metrics_dir, "layers"))
+    two_d = _two_d_datasets(results.read_table(metrics_dir, "layers"))
     if not two_d:
         return "no data for this figure in this run (no 2-D dataset in the results)"
     return (
@@ -92,20 +94,20 @@ def _why_empty(metrics_dir: Path) -> str:
 
 
 def decision_regions(metrics_dir: Path):
-    warp = D.read_table(metrics_dir, "warp")
+    warp = results.read_table(metrics_dir, "warp")
     if warp.empty:
         return S.no_data_figure(TITLE, _why_empty(metrics_dir))
-    cells = D.read_table(metrics_dir, "cells")
+    cells = results.read_table(metrics_dir, "cells")
     chosen = _choose_cells(warp, cells)
     if chosen.empty:
         return S.no_data_figure(TITLE, "every cell with decision grids diverged")
-    styles = S.variant_styles(D.variant_kinds(chosen))
-    warp = warp.merge(chosen, on=D.CELL_COLUMNS)
+    styles = S.variant_styles(results.variant_kinds(chosen))
+    warp = warp.merge(chosen, on=results.CELL_COLUMNS)
     n_cls = int(max(2, warp.loc[warp["grid"] != "warp", "pred"].max() + 1))
     ncols = 3
     rows = list(chosen.itertuples(index=False))
     fig, axes = S.new_figure(len(rows), ncols, height=1.0 * len(rows) + 0.8)
-    by_cell = dict(list(warp.groupby(D.CELL_COLUMNS, sort=False)))
+    by_cell = dict(list(warp.groupby(results.CELL_COLUMNS, sort=False)))
     for r, cell in enumerate(rows):
         c = by_cell[tuple(cell)]
         train = c[c["grid"] == "train"]

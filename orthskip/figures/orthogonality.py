@@ -1,6 +1,6 @@
 """Figure 3: distance of the skip matrices to the identity, per block and vs depth.
 
-The distance is ‖Q − I‖_F/√n (``D.DIST_STAT``): the spectral ‖Q − I‖₂ saturates at 2 for
+The distance is ‖Q − I‖_F/√n (``results.DIST_STAT``): the spectral ‖Q − I‖₂ saturates at 2 for
 any Haar-like Q and cannot show a Haar start moving toward I.
 """
 
@@ -13,7 +13,7 @@ from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import (
     RATE_MODEL_LABELS,
     RATE_MODELS,
@@ -36,8 +36,8 @@ def _per_block(ax, rows, layers_panel) -> None:
     for n, depth in enumerate(depths):
         color = cmap(0.85 * n / max(1, len(depths) - 1))
         rd = rows[rows["depth"] == depth]
-        s = summarize(rd.assign(_b=D.block_index(rd)), ["_b"], "value")
-        trans = D.transition_blocks(layers_panel[layers_panel["depth"] == depth])
+        s = summarize(rd.assign(_b=results.block_index(rd)), ["_b"], "value")
+        trans = results.transition_blocks(layers_panel[layers_panel["depth"] == depth])
         x = s["_b"].to_numpy(dtype=float)
         y = s["mean"].to_numpy(dtype=float)
         ax.plot(x, y, color=color, lw=0.9, label=f"depth {depth}")
@@ -91,13 +91,13 @@ def _model_curves(ax, per_cell, color) -> str:
 
 def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
     """Mean distance vs blocks m (log–log) with 95 % t-intervals; the fitted rate models and
-    the slope only for the kinds the rate question is about (D.RATE_KINDS)."""
+    the slope only for the kinds the rate question is about (results.RATE_KINDS)."""
     s = summarize(per_cell, ["m"], "value")
     m = s["m"].to_numpy(dtype=float)
     yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
     ax.errorbar(m, s["mean"], yerr=np.nan_to_num(yerr), fmt=st.marker, color=st.color, ms=3)
     fit = loglog_slope(per_cell["m"], per_cell["value"])
-    if st.skip not in D.RATE_KINDS:
+    if st.skip not in results.RATE_KINDS:
         text = "no rate fit (not a kind\nthe rate question covers)"
     elif np.isfinite(fit.slope):
         interval = f" [{fit.lo:.2f}, {fit.hi:.2f}]" if np.isfinite(fit.lo) else " (2 points, no CI)"
@@ -115,16 +115,18 @@ def _vs_depth(ax, per_cell, st: S.VariantStyle) -> None:
 
 
 def dist_identity(metrics_dir: Path):
-    layers = D.read_table(metrics_dir, "layers")
+    layers = results.read_table(metrics_dir, "layers")
     dist = (
-        D.metric(D.last_epoch(layers), "dist_identity", D.DIST_STAT) if not layers.empty else layers
+        results.metric(results.last_epoch(layers), "dist_identity", results.DIST_STAT)
+        if not layers.empty
+        else layers
     )
     if dist.empty:
         return S.no_data_figure(TITLE)
-    styles = S.variant_styles(D.variant_kinds(dist))
-    per_cell = D.dist_identity_per_cell(layers)
+    styles = S.variant_styles(results.variant_kinds(dist))
+    per_cell = results.dist_identity_per_cell(layers)
     rows_of_fig = []
-    for title, g in D.panels(dist):
+    for title, g in results.panels(dist):
         ds, arch = g["dataset"].iloc[0], g["arch"].iloc[0]
         panel_layers = layers[(layers["dataset"] == ds) & (layers["arch"] == arch)]
         for variant in [v for v in styles if v in set(g["variant"])]:

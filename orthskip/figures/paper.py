@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import (
     RATE_MODEL_LABELS,
     RATE_MODELS,
@@ -64,18 +64,18 @@ def _no_data(title: str, reason: str = S.NO_DATA_TEXT):
 def rate_setting(per_cell: pd.DataFrame) -> tuple[str, str] | None:
     """The (dataset, arch) whose rate-kind cells span the most decades of m (then the most
     variants, then by name): the rate experiment where a grid has several settings."""
-    pc = per_cell[per_cell["skip"].isin(D.RATE_KINDS) & (per_cell["m"] >= 2)]
+    pc = per_cell[per_cell["skip"].isin(results.RATE_KINDS) & (per_cell["m"] >= 2)]
     if pc.empty:
         return None
     score = {
         (str(ds), str(arch)): (g["m"].max() / g["m"].min(), g["variant"].nunique())
-        for (ds, arch), g in pc.groupby(list(D.PANEL_KEYS), sort=True)
+        for (ds, arch), g in pc.groupby(list(results.PANEL_KEYS), sort=True)
     }
     return max(sorted(score), key=lambda k: score[k])
 
 
 def _lip_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
-    return D.dist_identity_per_cell(layers, stat="max", metric_name="branch_lipschitz")
+    return results.dist_identity_per_cell(layers, stat="max", metric_name="branch_lipschitz")
 
 
 def _rate_points(ax, pc: pd.DataFrame, st: S.VariantStyle) -> None:
@@ -153,10 +153,10 @@ def _rate_layers(
 ) -> tuple[tuple[str, str], pd.DataFrame, pd.DataFrame] | Figure:
     """The rate setting (dataset, arch), its rows of layers.parquet and its per-cell
     distances to I; or the no-data figure that says why there is none."""
-    layers = D.read_table(metrics_dir, "layers")
+    layers = results.read_table(metrics_dir, "layers")
     if layers.empty:
         return _no_data(title)
-    dist = D.dist_identity_per_cell(layers)
+    dist = results.dist_identity_per_cell(layers)
     setting = rate_setting(dist)
     if setting is None:
         return _no_data(title, "no learned skip or linear control at two or more depths")
@@ -179,10 +179,10 @@ def rate(metrics_dir: Path):
         return found
     (ds, arch), here, dist = found
     far = {v for d, a, v in far_start_variants(here)}
-    dist = dist[dist["skip"].isin(D.RATE_KINDS)]
+    dist = dist[dist["skip"].isin(results.RATE_KINDS)]
     lip = _lip_per_cell(here)
-    lip = lip[lip["skip"].isin([*D.RATE_KINDS, "identity"])]
-    styles = S.variant_styles(D.variant_kinds(pd.concat([dist, lip])))
+    lip = lip[lip["skip"].isin([*results.RATE_KINDS, "identity"])]
+    styles = S.variant_styles(results.variant_kinds(pd.concat([dist, lip])))
     fig, axes = S.new_figure(2, 2, height=8.0, width=S.PAGE_WIDTH_IN)
     for c, (start, is_far) in enumerate((("start at I", False), ("Haar start", True))):
         for r, (pc, ylabel) in enumerate(((dist, DIST_LABEL), (lip, LIP_LABEL))):
@@ -215,10 +215,10 @@ def rate_by_epoch(metrics_dir: Path):
     if f.empty:
         return _no_data(title, "no snapshot with a rate fit (m ≥ 2 at two or more depths)")
     # the runs of the plotted variants only: rate_identity has no Q and no a
-    cells = D.read_table(metrics_dir, "cells")
+    cells = results.read_table(metrics_dir, "cells")
     cells = cells[cells["variant"].isin(set(f["variant"]))] if not cells.empty else cells
     state = training_state(cells, dataset=ds, arch=arch)
-    styles = S.variant_styles(D.variant_kinds(f))
+    styles = S.variant_styles(results.variant_kinds(f))
     fig, axes = S.new_figure(1, 1, height=3.0)
     ax = axes[0, 0]
     for v, st in styles.items():
@@ -254,13 +254,13 @@ def rate_by_epoch(metrics_dir: Path):
 def accuracy_depth(metrics_dir: Path):
     """Test score against depth, one panel per setting that was run at several depths."""
     title = "Test score against depth"
-    cells = D.read_table(metrics_dir, "cells")
+    cells = results.read_table(metrics_dir, "cells")
     if cells.empty:
         return _no_data(title)
-    groups = [(t, g) for t, g in D.panels(cells) if g["depth"].nunique() >= 2]
+    groups = [(t, g) for t, g in results.panels(cells) if g["depth"].nunique() >= 2]
     if not groups:
         return _no_data(title, "no setting was run at two or more depths")
-    styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in groups])))
+    styles = S.variant_styles(results.variant_kinds(pd.concat([g for _, g in groups])))
     fig, axes = _grid(len(groups), max_cols=3, extra_h=1.0)
     any_diverged = False
     for ax, (t, g) in zip(axes.flat, groups, strict=False):
@@ -287,10 +287,10 @@ def start_end(metrics_dir: Path):
         return found
     (ds, arch), here, _ = found
     f = start_end_distance_frame(here)
-    f = f[f["skip"].isin(D.RATE_KINDS)]
+    f = f[f["skip"].isin(results.RATE_KINDS)]
     if f.empty or not np.isfinite(f["dist_identity_start_mean"].to_numpy(dtype=float)).any():
         return _no_data(title, "one snapshot per run: no start to compare")
-    styles = S.variant_styles(D.variant_kinds(f))
+    styles = S.variant_styles(results.variant_kinds(f))
     fig, axes = S.new_figure(1, 1, height=3.0)
     ax = axes[0, 0]
     for v, st in styles.items():
@@ -330,7 +330,7 @@ def approximation(metrics_dir: Path):
     from orthskip.tables.approximation import orthogonal_approximation_frame
 
     title = "Orthogonal approximation of identity nets"
-    f = orthogonal_approximation_frame(D.read_table(metrics_dir, "approx"))
+    f = orthogonal_approximation_frame(results.read_table(metrics_dir, "approx"))
     if f.empty:
         return _no_data(title)
     f = f[f["correction"].astype(bool)] if f["correction"].astype(bool).any() else f
@@ -341,7 +341,7 @@ def approximation(metrics_dir: Path):
     phase_marker = {"before": "o", "swapped": "s", "finetuned": "^"}
     phase_ls = {"before": "-", "swapped": ":", "finetuned": "--"}
     # the identity net once, then each kind swapped and fine-tuned
-    series = [(kinds[0], "before")] + [(k, p) for k in kinds for p in ("swapped", "finetuned")]
+    series = [(kinds[0], "before")] + [(k, p) for k in kinds for p in results.APPROX_PHASES[1:]]
     for r, ((ds, arch), g) in enumerate(settings):
         ax_s, ax_d = axes[r]
         for n, (kind, phase) in enumerate(series):
@@ -358,7 +358,7 @@ def approximation(metrics_dir: Path):
             if phase != "before":
                 ax_d.errorbar(x, gp["dist_identity_mean"], yerr=gp["dist_identity_std"], **look)
         name = str(g["score_name"].iloc[0])
-        ax_s.set_ylabel("test accuracy (%)" if name == "acc" else "test R²")
+        ax_s.set_ylabel(results.SCORE_LABELS[name])
         ax_d.set_ylabel("‖W − I‖_F / √n")
         for ax in (ax_s, ax_d):
             S.depth_axis(ax, g["depth"].unique())
@@ -367,7 +367,7 @@ def approximation(metrics_dir: Path):
         ax_d.set_ylim(bottom=0)
     handles = [Line2D([], [], color="k", marker="o", ls="-", label="identity net")]
     for kind in kinds:
-        for phase in ("swapped", "finetuned"):
+        for phase in results.APPROX_PHASES[1:]:
             handles.append(
                 Line2D(
                     [],
@@ -390,11 +390,11 @@ def approximation(metrics_dir: Path):
 def _deepest_last(layers: pd.DataFrame, family: str, stat: str) -> list[tuple[str, pd.DataFrame]]:
     """Per setting, the rows of (family, stat) at the deepest depth and the last snapshot, with
     the block number ``_b``; settings with fewer than three blocks are left out."""
-    rows = D.metric(D.last_epoch(layers), family, stat)
+    rows = results.metric(results.last_epoch(layers), family, stat)
     out = []
-    for t, g in D.panels(rows):
-        g = D.deepest(g)
-        g = g.assign(_b=D.block_index(g))
+    for t, g in results.panels(rows):
+        g = results.deepest(g)
+        g = g.assign(_b=results.block_index(g))
         if g["_b"].nunique() >= 3:
             out.append((t, g))
     return out
@@ -406,14 +406,14 @@ MAX_BLOCK_POINTS = 40  # deeper nets: blocks pooled into this many bins, else a 
 def _per_block(values: pd.DataFrame) -> pd.Series:
     """Geometric mean per block, or per bin of neighbouring blocks in a deep net (index: the
     bin's mean block number)."""
-    per = values.groupby("_b")["value"].apply(D.geo_mean)
+    per = values.groupby("_b")["value"].apply(results.geo_mean)
     if len(per) <= MAX_BLOCK_POINTS:
         return per
     bins = np.minimum((per.index.to_numpy() * MAX_BLOCK_POINTS) // (per.index.max() + 1),
                       MAX_BLOCK_POINTS - 1)  # fmt: skip
     b = values["_b"].map(dict(zip(per.index, bins, strict=True)))
     pooled = values.assign(_bin=b).groupby("_bin")
-    return pd.Series(pooled["value"].apply(D.geo_mean).to_numpy(),
+    return pd.Series(pooled["value"].apply(results.geo_mean).to_numpy(),
                      index=pooled["_b"].mean().to_numpy())  # fmt: skip
 
 
@@ -446,11 +446,11 @@ def _per_block_figure(panels, styles, ylabel: str, reference: float | None):
 def grad_ratio(metrics_dir: Path):
     """‖∂E/∂x_l‖ / ‖∂E/∂x_(l+1)‖ per block at the deepest depth and the last snapshot."""
     title = "Gradient-norm ratio per block"
-    layers = D.read_table(metrics_dir, "layers")
+    layers = results.read_table(metrics_dir, "layers")
     panels = _deepest_last(layers, "grad_norm_ratio", "value") if not layers.empty else []
     if not panels:
         return _no_data(title)
-    styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in panels])))
+    styles = S.variant_styles(results.variant_kinds(pd.concat([g for _, g in panels])))
     fig = _per_block_figure(panels, styles, "gradient-norm ratio", 1.0)
     # two lines: one setting gives a column-wide figure
     fig.suptitle("last snapshot, geometric mean over seeds\ndotted: norm preserved (1)")
@@ -461,11 +461,11 @@ def conditioning(metrics_dir: Path):
     """Condition number of each block's output on the probe batch, deepest depth, last
     snapshot (finite values; a rank-deficient output has κ = ∞ and is left out here)."""
     title = "Condition of the hidden representations"
-    layers = D.read_table(metrics_dir, "layers")
+    layers = results.read_table(metrics_dir, "layers")
     panels = _deepest_last(layers, "repr_condition", "cond") if not layers.empty else []
     if not panels:
         return _no_data(title)
-    styles = S.variant_styles(D.variant_kinds(pd.concat([g for _, g in panels])))
+    styles = S.variant_styles(results.variant_kinds(pd.concat([g for _, g in panels])))
     fig = _per_block_figure(panels, styles, "condition number κ", None)
     fig.suptitle(
         "hidden representations at the last snapshot\ngeometric mean over seeds of finite κ"

@@ -289,16 +289,6 @@ def save_figure(fig: Figure, out_pdf: Path, out_png: Path) -> None:
         plt.close(fig)
 
 
-def skip_handles(skips: Iterable[str]) -> list:
-    """Legend handles (colour and marker) for the given kinds, in SKIP_ORDER."""
-    from matplotlib.lines import Line2D
-
-    return [
-        Line2D([], [], color=skip_color(s), marker=skip_marker(s), label=skip_label(s))
-        for s in ordered_skips(skips)
-    ]
-
-
 LEGEND_HANDLE_EM = 2.6  # handle length: long enough to tell the dash patterns apart
 
 

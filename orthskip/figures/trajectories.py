@@ -3,7 +3,7 @@
 One row of panels per (dataset, arch): the variants that start at I (orth_learned from I, the
 linear control) on the left and those that start far from I (Haar starts) on the right, one
 line per (variant, depth) with the mean over seeds and its 95 % t-band. Only the kinds the
-rate question is about (``D.RATE_KINDS``): a frozen orth_fixed cannot move.
+rate question is about (``results.RATE_KINDS``): a frozen orth_fixed cannot move.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from matplotlib import colormaps
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import summarize
 from orthskip.figures import style as S
 
@@ -48,9 +48,9 @@ def dist_identity_epochs(metrics_dir: Path):
     # imported here: orthskip.tables imports this package (figures.style)
     from orthskip.tables.start_end import FAR_START, far_start_variants
 
-    layers = D.read_table(metrics_dir, "layers")
-    per_epoch = D.dist_per_epoch(layers)
-    per_epoch = per_epoch[per_epoch["skip"].isin(D.RATE_KINDS)]
+    layers = results.read_table(metrics_dir, "layers")
+    per_epoch = results.dist_per_epoch(layers)
+    per_epoch = per_epoch[per_epoch["skip"].isin(results.RATE_KINDS)]
     if per_epoch.empty or per_epoch["epoch"].nunique() < 2:
         return S.no_data_figure(TITLE)
     far = far_start_variants(layers)
@@ -59,8 +59,8 @@ def dist_identity_epochs(metrics_dir: Path):
         for d, a, v in per_epoch[["dataset", "arch", "variant"]].to_numpy()
     ]
     per_epoch = per_epoch.assign(start=start)
-    styles = S.variant_styles(D.variant_kinds(per_epoch))
-    panel_list = list(D.panels(per_epoch))
+    styles = S.variant_styles(results.variant_kinds(per_epoch))
+    panel_list = list(results.panels(per_epoch))
     fig, axes = S.new_figure(len(panel_list), 2, height=1.9 * len(panel_list) + 1.2,
                              width=S.PAGE_WIDTH_IN)  # fmt: skip
     cmap = colormaps["viridis"]

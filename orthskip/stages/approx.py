@@ -1,4 +1,5 @@
-"""The orthogonal-approximation stage of one trained identity cell (issue 15, item 7).
+"""The orthogonal-approximation stage of one trained identity cell (the seed codebase's open
+experiment).
 
 ``approximate_cell`` loads the cell's last snapshot, fits the orthogonal W_i of every
 non-transition block on the metrics probe (:func:`orthskip.analysis.approx.approximate`),
@@ -35,23 +36,24 @@ from torch import Tensor, nn
 
 from orthskip.analysis.approx import VARIANT_KINDS, CorrectedBranch, approximate, block_io
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
+from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch, write_parquet
 from orthskip.provenance import provenance
-from orthskip.results import APPROX_COLUMNS
-from orthskip.stages.metrics import cell_keys, lipschitz_options, probe_indices
+from orthskip.results import APPROX_COLUMNS, APPROX_PHASES, score_key
+from orthskip.stages.metrics import lipschitz_options, probe_indices
 from orthskip.training.runstate import loss_module, lr_schedulers, streams
 from orthskip.training.solo import evaluate, validation_split
-
-PHASES = ("before", "swapped", "finetuned")
 
 
 def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]) -> dict:
     """Means over the non-transition blocks (those :func:`approximate` swaps) of
-    ‖W_i − I‖_F/√n (0 for an identity skip), of branch_lipschitz ``max`` of the (corrected)
-    branch at the probe's block inputs (the same seed per block as ``approximate``), of
-    ‖C_i‖_F/√n of the correction layer (NaN without one); the largest entry of |WᵀW − I|
-    (``orth_defect``) and how many blocks have an orthogonal skip (``n_swapped``)."""
+    ‖W_i − I‖_F/√n (``dist_identity``'s ``fro_rel``; 0 for an identity skip), of
+    branch_lipschitz ``max`` of the (corrected) branch at the probe's block inputs (the same
+    seed per block as ``approximate``), of ‖C_i‖_F/√n of the correction layer (NaN without
+    one); the largest entry of |WᵀW − I| over the blocks (``gram_err_max``: a worst case,
+    not the layer metrics' ``orth_defect`` ‖WᵀW − I‖_F/√n) and how many blocks have an
+    orthogonal skip (``n_swapped``)."""
     was = net.training
     net.eval()
     samples, segments, steps = lipschitz
@@ -63,9 +65,8 @@ def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]
             q = block.skip.matrices().get("Q")
             if q is not None:
                 q = q.detach().to("cpu", torch.float64)
-                eye = torch.eye(q.shape[0], dtype=torch.float64)
-                dists.append(float(torch.linalg.matrix_norm(q - eye)) / math.sqrt(q.shape[0]))
-                defects.append(float((q.T @ q - eye).abs().max()))
+                dists.append(dist_identity(q)["fro_rel"])
+                defects.append(float((q.T @ q - torch.eye(q.shape[0], dtype=q.dtype)).abs().max()))
                 swapped += 1
             else:
                 dists.append(0.0)
@@ -85,7 +86,7 @@ def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]
         "dist_identity": mean(dists),
         "branch_lipschitz": mean(lips),
         "correction_norm": mean(corrs),
-        "orth_defect": max(defects),
+        "gram_err_max": max(defects),
     }
 
 
@@ -155,7 +156,8 @@ def approximate_cell(
     skip_options: dict | None = None,
     status: Path | None = None,
 ) -> None:
-    """Write ``out`` (Parquet): per kind of ``kinds`` and phase of PHASES one row (APPROX_COLUMNS).
+    """Write ``out`` (Parquet): per kind of ``kinds`` and phase of APPROX_PHASES one row
+    (APPROX_COLUMNS).
 
     ``cell_cfg``: the trained identity cell's config (orthskip.config.grid.cell_config);
     ``snapshots``: its snapshots.pt (the last epoch is used); ``epochs``: fine-tuning epochs;
@@ -186,7 +188,7 @@ def approximate_cell(
     x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     augment = data.meta.get("augment")
-    score_name = "r2" if data.task == "regression" else "acc"
+    score_name = score_key(data.task)
 
     states = load_torch(snapshots)["states"]
     source_epoch = max(int(e) for e in states)
@@ -195,10 +197,10 @@ def approximate_cell(
     model.load_state_dict(state)
     model.eval()
 
-    base = {**cell_keys(cell_cfg), "correction": bool(correction),
+    base = {**cell_cfg.keys, "correction": bool(correction),
             "source_epoch": source_epoch, "score_name": score_name}  # fmt: skip
     nan_stats = dict.fromkeys(["dist_identity", "branch_lipschitz", "correction_norm",
-                               "orth_defect"], math.nan) | {"n_swapped": 0}  # fmt: skip
+                               "gram_err_max"], math.nan) | {"n_swapped": 0}  # fmt: skip
     rows: list[dict[str, Any]] = []
 
     def scored(net: nn.Module) -> tuple[float, float]:
@@ -211,7 +213,7 @@ def approximate_cell(
     if not source_ok or not _finite_state(state):  # nothing (trained) to approximate
         why = "source_diverged" if not source_ok else "source_not_finite"
         for kind in kinds:
-            for phase in PHASES:
+            for phase in APPROX_PHASES:
                 rows.append({**base, "kind": kind, "phase": phase, "finetune_epochs": 0,
                              "status": why, "score": math.nan,
                              "loss": math.nan, **nan_stats})  # fmt: skip

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.errors import ConfigError
 from orthskip.figures import paper, style
 from orthskip.figures.accuracy import accuracy_vs_depth, training_curves
@@ -79,7 +79,7 @@ def _check_name(name: str) -> None:
 def _one_setting(metrics_dir: Path, setting: tuple[str, str], out: Path) -> Path:
     """Copies of the result tables that keep only the rows of one (dataset, arch)."""
     dataset, arch = setting
-    for name in D.RESULT_FILES:
+    for name in results.RESULT_FILES:
         src = Path(metrics_dir) / f"{name}.parquet"
         if not src.exists():
             continue

@@ -28,7 +28,7 @@ from orthskip.errors import DatasetError
 from orthskip.io import load_torch, write_parquet
 from orthskip.logs import check_member_paths, run_member
 from orthskip.provenance import provenance
-from orthskip.results import CELL_COLUMNS, WARP_COLUMNS
+from orthskip.results import WARP_COLUMNS
 
 
 def snapshots_fix(path: Path) -> str:
@@ -79,7 +79,11 @@ def load_snapshots(path: Path) -> dict[Any, Any]:
 
 
 def probe_indices(n: int, size: int, seed: int) -> torch.Tensor:
-    """The fixed probe batch of a dataset: the same rows for every cell of that dataset."""
+    """The fixed probe batch of a dataset: the same rows for every cell of that dataset
+    (``size`` of the ``n`` drawn without replacement by a seeded generator, sorted; all ``n``
+    when ``size`` exceeds it)."""
+    if size < 1:
+        raise ValueError(f"probe size must be >= 1, got {size}")
     gen = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=gen)[: min(size, n)].sort().values
 
@@ -98,7 +102,7 @@ def cell_metrics(
     from orthskip.results import to_table
 
     torch.set_num_threads(cell_cfg.train["threads"])
-    cell = cell_keys(cell_cfg)
+    cell = cell_cfg.keys
     mcfg = cell_cfg.metrics
     data = load_prepared(Path(data_path), Path(manifest))
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
@@ -163,12 +167,6 @@ def metrics_pack(
     )
 
 
-def cell_keys(cell_cfg: CellConfig) -> dict[str, Any]:
-    """The cell's key columns in the result tables' order (``orthskip.results.CELL_COLUMNS``)."""
-    keys = cell_cfg.keys
-    return {c: keys[c] for c in CELL_COLUMNS}
-
-
 def lipschitz_options(mcfg: Mapping[str, Any]) -> tuple[int, int, int]:
     """(samples, segments, power-iteration steps) of the branch Lipschitz estimate."""
     return (int(mcfg["lipschitz_samples"]), int(mcfg["lipschitz_segments"]),
@@ -217,7 +215,7 @@ def decision_grids(
     Grid points and training points go through the same maps and are drawn in the same
     coordinates: block 0 is the input plane; block k the k-th block's output projected onto
     the two leading principal axes of the grid's features at that block. ``cell``: the
-    cell's key columns (:func:`cell_keys`).
+    cell's key columns (``CellConfig.keys``).
     """
     if data.task == "regression":  # decision regions need class labels
         return None

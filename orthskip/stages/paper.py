@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.errors import OrthskipError
 from orthskip.io import atomic_path, write_text
 from orthskip.stages.figures import PAPER_FIGURES
@@ -50,7 +50,7 @@ def paper_figures() -> tuple[str, ...]:
 
 def write_numbers(metrics_dir: Path, out: Path) -> None:
     """results/paper/numbers.tex from ``metrics_dir/{layers,cells,approx}.parquet``."""
-    frames = [D.read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx")]
+    frames = [results.read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx")]
     write_text(out, paper_numbers(*frames))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.errors import ConfigError
 from orthskip.io import write_text
 from orthskip.tables.accuracy import accuracy_table
@@ -50,7 +50,7 @@ TABLES: dict[str, TableSpec] = {
 
 
 def _read(metrics_dir: Path, names: tuple[str, ...]) -> list[pd.DataFrame]:
-    return [D.read_table(Path(metrics_dir), name) for name in names]
+    return [results.read_table(Path(metrics_dir), name) for name in names]
 
 
 def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> None:

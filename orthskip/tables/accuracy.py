@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import mean_ci
 from orthskip.figures.style import ordered_variants
 from orthskip.tables.keys import ROW_KEYS
@@ -21,12 +21,12 @@ def accuracy_frame(cells: pd.DataFrame) -> pd.DataFrame:
     n_total, and mean_at_best_val: the mean score at each seed's best-validation epoch
     (NaN where the results have no ``test_acc_at_best_val``).
     """
-    cells = D.with_variant(cells)
+    cells = results.with_variant(cells)
     at_val = "test_acc_at_best_val" in cells.columns
     cells = cells.assign(
-        _div=D.diverged(cells),
-        _score=D.test_score(cells),
-        _best=D.test_score(cells, "_at_best_val") if at_val else np.nan,
+        _div=results.diverged(cells),
+        _score=results.test_score(cells),
+        _best=results.test_score(cells, "_at_best_val") if at_val else np.nan,
     )
     rows = []
     for (*key, variant, skip), g in cells.groupby([*ROW_KEYS, "variant", "skip"], sort=True):
@@ -59,7 +59,7 @@ def accuracy_table(cells: pd.DataFrame) -> Table:
     if cells.empty:
         return no_data("test accuracy")
     f = accuracy_frame(cells)
-    variants = ordered_variants(D.variant_kinds(f))
+    variants = ordered_variants(results.variant_kinds(f))
     header = ["dataset", "arch", "depth", *variants]
     rows, bold = [], set()
     for r, (key, g) in enumerate(f.groupby(ROW_KEYS, sort=True)):

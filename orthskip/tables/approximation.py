@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 
 from orthskip.analysis.stats import mean_ci
+from orthskip.results import APPROX_PHASES
 from orthskip.tables.formats import pm
 from orthskip.tables.render import Table, no_data
-
-APPROX_PHASES = ("before", "swapped", "finetuned")
 
 
 def orthogonal_approximation_frame(approx: pd.DataFrame) -> pd.DataFrame:

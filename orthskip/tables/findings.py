@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import holm, log_m_over_m_slope, loglog_slope
-from orthskip.tables.approximation import APPROX_PHASES, orthogonal_approximation_frame
+from orthskip.tables.approximation import orthogonal_approximation_frame
 from orthskip.tables.identity_rate import all_quantities_frame
 from orthskip.tables.keys import ROW_KEYS, variant_order
 from orthskip.tables.paired import COLUMNS as PAIRED_COLUMNS
@@ -84,13 +84,13 @@ def rotation_findings(layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (setting, variant, m) of a learned skip (``D.RATE_KINDS``: a frozen
+    """One row per (setting, variant, m) of a learned skip (``results.RATE_KINDS``: a frozen
     orth_fixed cannot move) whose mean start is far from I: mean ‖Q − I‖_F/√n at the start
     and the end, ``diff`` = end − start paired on seed with its two-sided t-test ``p_value``
     (uncorrected); ``significant`` at ALPHA, ``toward_identity`` when significant and the
     distance fell."""
     f = start_end_frame(layers)
-    f = f[f["far_start"].astype(bool) & f["skip"].isin(D.RATE_KINDS)].copy()
+    f = f[f["far_start"].astype(bool) & f["skip"].isin(results.RATE_KINDS)].copy()
     p = f["p_value"].to_numpy(dtype=float)
     f["significant"] = np.isfinite(p) & (p < ALPHA)
     f["toward_identity"] = f["significant"] & (f["diff"].to_numpy(dtype=float) < 0)
@@ -99,7 +99,7 @@ def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
 
 def _diverged_counts(cells: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, depth, variant): seeds that diverged (``div``) and seeds (``n``)."""
-    c = D.with_variant(cells).assign(_div=D.diverged(cells))
+    c = results.with_variant(cells).assign(_div=results.diverged(cells))
     return c.groupby([*ROW_KEYS, "variant"]).agg(div=("_div", "sum"), n=("_div", "size"))
 
 
@@ -116,7 +116,7 @@ def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
     if f.empty:
         return pd.DataFrame(columns=[*f.columns, *extra])
     counts = _diverged_counts(cells)
-    regression = cells.assign(_r=D.is_regression(cells)).groupby("dataset")["_r"].any()
+    regression = cells.assign(_r=results.is_regression(cells)).groupby("dataset")["_r"].any()
     f["regression"] = f["dataset"].map(regression).astype(bool)
     f["p_holm"] = np.nan
     for _, idx in f.groupby(SETTING).groups.items():
@@ -139,7 +139,7 @@ def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:
     lost: ``n_source_diverged`` (the trained cell diverged) and ``n_diverged`` (fine-tuning
     did), of ``n_total``."""
     keys = [*SETTING, "kind", "correction", "depth"]
-    scores = [f"score_{p}" for p in APPROX_PHASES]
+    scores = [f"score_{p}" for p in results.APPROX_PHASES]
     cols = [*keys, "score_name", *scores, "dist_swapped", "dist_finetuned", "epochs",
             "n_source_diverged", "n_diverged", "n_total"]  # fmt: skip
     f = orthogonal_approximation_frame(approx)
@@ -157,7 +157,7 @@ def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:
         phases = {"n_source_diverged": "before", "n_diverged": "finetuned"}
         lost = {c: int(g.loc[p, c]) if p in g.index else 0 for c, p in phases.items()}
         rows.append((*key, str(g["score_name"].iloc[0]),
-                     *[at(p, "score_mean") for p in APPROX_PHASES],
+                     *[at(p, "score_mean") for p in results.APPROX_PHASES],
                      at("swapped", "dist_identity_mean"), at("finetuned", "dist_identity_mean"),
                      epochs.get(key, ""), lost["n_source_diverged"], lost["n_diverged"],
                      int(g["n_total"].max())))  # fmt: skip

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import RATE_MODEL_LABELS, RATE_MODELS
 from orthskip.tables.findings import ALPHA, findings_frames
 from orthskip.tables.formats import MISSING, interval, num, p_value
@@ -271,7 +271,7 @@ def approximation_section(f: pd.DataFrame, rate: pd.DataFrame) -> list[str]:
 
     def score(r: pd.Series) -> str:
         fmt = ".2f" if r["score_name"] == "acc" else ".3f"
-        return " → ".join(num(r[f"score_{p}"], fmt) for p in ("before", "swapped", "finetuned"))
+        return " → ".join(num(r[f"score_{p}"], fmt) for p in results.APPROX_PHASES)
 
     def lost(r: pd.Series) -> str:
         n, notes = int(r["n_total"]), []
@@ -324,7 +324,7 @@ def findings_markdown(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.Data
     if all(df.empty for df in (layers, cells, approx)):
         return "\n".join([*out, "No results in this run.", ""])
     f = findings_frames(layers, cells, approx)
-    score = D.score_name(cells) if not cells.empty else "test score"
+    score = results.score_name(cells) if not cells.empty else "test score"
     out += rate_section(f["rate"])
     out += rate_budget_section(f["rate_budget"])
     out += rotation_section(f["rotation"])

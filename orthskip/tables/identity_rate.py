@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import (
     RATE_MODEL_LABELS,
     RATE_MODELS,
@@ -21,7 +21,7 @@ from orthskip.tables.render import Table, no_data
 
 # what the rate table fits: (family, stat, label) per quantity
 RATE_QUANTITIES: dict[str, tuple[str, str, str]] = {
-    "dist_identity": ("dist_identity", D.DIST_STAT, "‖Q − I‖_F/√n"),
+    "dist_identity": ("dist_identity", results.DIST_STAT, "‖Q − I‖_F/√n"),
     "branch_lipschitz": ("branch_lipschitz", "max", "Lip(F) ≥"),
 }
 
@@ -30,17 +30,18 @@ def rate_per_cell(
     layers: pd.DataFrame, cells: pd.DataFrame, quantity: str = "dist_identity"
 ) -> pd.DataFrame:
     """One point per cell: mean over its non-transition blocks of the quantity at the last
-    snapshot, for the variants whose kind is in ``D.RATE_KINDS``, with the cell's
+    snapshot, for the variants whose kind is in ``results.RATE_KINDS``, with the cell's
     ``converged`` and ``stalled`` flags (cells.parquet; False for a cell without a status row
     or a result written before the flag)."""
     family, stat, _ = RATE_QUANTITIES[quantity]
-    pc = D.dist_identity_per_cell(layers, stat=stat, metric_name=family)
-    pc = pc[pc["skip"].isin(D.RATE_KINDS)]
+    pc = results.dist_identity_per_cell(layers, stat=stat, metric_name=family)
+    pc = pc[pc["skip"].isin(results.RATE_KINDS)]
     if cells.empty:
         return pc.assign(converged=False, stalled=False)
-    flags = D.with_variant(cells)
+    flags = results.with_variant(cells)
     flags = flags.assign(stalled=flags["stalled"] if "stalled" in flags else False)
-    pc = pc.merge(flags[[*D.CELL_COLUMNS, "converged", "stalled"]], on=D.CELL_COLUMNS, how="left")
+    keys = list(results.CELL_COLUMNS)
+    pc = pc.merge(flags[[*keys, "converged", "stalled"]], on=keys, how="left")
     return pc.assign(converged=pc["converged"].fillna(False).astype(bool),
                      stalled=pc["stalled"].fillna(False).astype(bool))  # fmt: skip
 
@@ -52,7 +53,7 @@ def identity_rate_frame(
     criterion: str = "aic",
 ) -> pd.DataFrame:
     """Rate of a per-cell quantity vs blocks m per (dataset, arch, variant), for the variants
-    whose kind is in ``D.RATE_KINDS`` only (orth_learned, orth_manifold: the learned skips the
+    whose kind is in ``results.RATE_KINDS`` only (orth_learned, orth_manifold: the learned skips the
     O(log m / m) question is about; linear: the unconstrained control).
 
     ``quantity``: ``dist_identity`` (mean ‖Q − I‖_F/√n) or ``branch_lipschitz`` (mean of the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import paired_vs_reference
 from orthskip.tables.formats import interval, p_value
 from orthskip.tables.keys import ROW_KEYS, variant_order
@@ -18,19 +18,22 @@ COLUMNS = [*ROW_KEYS, "variant", "skip", "reference", "mean_diff", "ci_lo", "ci_
 
 def paired_frame(cells: pd.DataFrame) -> pd.DataFrame:
     """Differences in the last-epoch test score (accuracy in percentage points, or R²) of each
-    variant against its (dataset, arch)'s reference variant (``D.reference_variants``: identity),
-    paired by seed; columns ``reference`` and ``skip`` (each variant's kind)."""
-    cells = D.with_variant(cells)
-    c = cells.assign(_score=D.test_score(cells).where(~D.diverged(cells)))
+    variant against its (dataset, arch)'s reference variant
+    (``results.reference_variants``: identity), paired by seed; columns ``reference`` and
+    ``skip`` (each variant's kind)."""
+    cells = results.with_variant(cells)
+    c = cells.assign(_score=results.test_score(cells).where(~results.diverged(cells)))
     frames = []
-    for (ds, arch), ref in D.reference_variants(cells).items():
+    for (ds, arch), ref in results.reference_variants(cells).items():
         g = c[(c["dataset"] == ds) & (c["arch"] == arch)]
         f = paired_vs_reference(g, "_score", ref, ROW_KEYS, group="variant")
         frames.append(f.assign(reference=ref))
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     f = pd.concat(frames, ignore_index=True)
-    f.insert(f.columns.get_loc("variant") + 1, "skip", f["variant"].map(D.variant_kinds(cells)))
+    f.insert(
+        f.columns.get_loc("variant") + 1, "skip", f["variant"].map(results.variant_kinds(cells))
+    )
     return f
 
 
@@ -44,7 +47,7 @@ NOTE = (
 
 
 def paired_table(cells: pd.DataFrame) -> Table:
-    if cells.empty or not D.reference_variants(cells):
+    if cells.empty or not results.reference_variants(cells):
         return no_data("paired comparison against identity")
     f = paired_frame(cells)
     f = f.assign(_o=f["variant"].map(variant_order(f)))

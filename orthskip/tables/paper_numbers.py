@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.tables.findings import ALPHA, SETTING, findings_frames
 from orthskip.tables.formats import MISSING, interval, num, p_value
 from orthskip.tables.keys import variant_order
@@ -225,11 +225,11 @@ def convergence_macros(out: Macros, cells: pd.DataFrame, setting: tuple[str, str
     c = cells
     if setting is not None and not c.empty:
         c = c[(c["dataset"] == setting[0]) & (c["arch"] == setting[1])]
-    ok = c[~D.diverged(c)] if not c.empty and setting is not None else c.iloc[0:0]
+    ok = c[~results.diverged(c)] if not c.empty and setting is not None else c.iloc[0:0]
     stopped = (ok["stopped"].fillna("").astype(str) != "") if "stopped" in ok else ok["epochs"] < 0
-    score = D.test_score(ok).to_numpy(dtype=float) if not ok.empty else np.array([])
+    score = results.test_score(ok).to_numpy(dtype=float) if not ok.empty else np.array([])
     score = score[np.isfinite(score)]
-    regression = bool(D.is_regression(ok).any()) if not ok.empty else False
+    regression = bool(results.is_regression(ok).any()) if not ok.empty else False
     fmt = ".3f" if regression else ".2f"
     out.text("rateCells", _count_text(len(ok)))
     out.text("rateStopped", _count_text(int(stopped.sum())))
@@ -386,11 +386,11 @@ def _settings(frames: Iterable[pd.DataFrame]) -> set[tuple[str, str]]:
 
 
 def run_macros(out: Macros, cells: pd.DataFrame) -> None:
-    c = D.with_variant(cells) if not cells.empty else cells
+    c = results.with_variant(cells) if not cells.empty else cells
     out.text("nCells", _count_text(len(c)))
     out.text("nSettings", _count_text(len(_settings([c]))))
     out.text("nVariants", _count_text(c["variant"].nunique() if not c.empty else 0))
-    out.text("nDiverged", _count_text(int(D.diverged(c).sum()) if not c.empty else 0))
+    out.text("nDiverged", _count_text(int(results.diverged(c).sum()) if not c.empty else 0))
     seeds = c.groupby([*SETTING, "variant", "depth"])["seed"].nunique() if not c.empty else []
     out.text("nSeedsMax", _count_text(int(max(seeds)) if len(seeds) else 0))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import RATE_MODEL_LABELS, compare_rate_models
 from orthskip.tables.formats import interval, num
 from orthskip.tables.keys import variant_order
@@ -32,11 +32,11 @@ COLUMNS = [
 
 
 def rate_by_epoch_frame(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, variant) of a kind in ``D.RATE_KINDS`` and snapshot epoch > 0: the
+    """Per (dataset, arch, variant) of a kind in ``results.RATE_KINDS`` and snapshot epoch > 0: the
     rate-model comparison of the mean ‖Q − I‖_F/√n over the cells that have that snapshot
     (``n_cells``; a cell stopped early by the plateau rule has none after its stop)."""
-    pe = D.dist_per_epoch(layers)
-    pe = pe[pe["skip"].isin(D.RATE_KINDS) & (pe["epoch"] > 0)]
+    pe = results.dist_per_epoch(layers)
+    pe = pe[pe["skip"].isin(results.RATE_KINDS) & (pe["epoch"] > 0)]
     rows = []
     for (dataset, arch, variant, skip, epoch), g in pe.groupby(
         ["dataset", "arch", "variant", "skip", "epoch"], sort=True
@@ -83,7 +83,7 @@ def training_state(cells: pd.DataFrame, **where: str) -> TrainingState:
     """:class:`TrainingState` of the rows of cells.parquet that match ``where`` (column =
     value, e.g. ``dataset``, ``arch``, ``variant``). A result without the ``converged``
     column (written before the flag existed) counts as not converged, as the rate fits do."""
-    c = D.with_variant(cells)
+    c = results.with_variant(cells)
     for col, value in where.items():
         c = c[c[col].astype(str) == str(value)] if not c.empty else c
     if c.empty:

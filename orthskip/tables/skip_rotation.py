@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.tables.formats import num, pm
 from orthskip.tables.keys import variant_order
 from orthskip.tables.render import Table, no_data
@@ -33,16 +33,18 @@ def product_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
     """Per cell at its last snapshot: ``angle`` of the skips' product, ``fit_angle`` of the
     probe targets' best linear fit (NaN for classification), ``dist`` the mean ‖Q − I‖_F/√n
     and m. Cells without a ``skip_product`` row (identity skips, transitions) are absent."""
-    last = D.last_epoch(layers)
-    rows = D.metric(last, "skip_product")
-    cols = [*D.CELL_COLUMNS, "m", "angle", "fit_angle", "dist"]
+    last = results.last_epoch(layers)
+    rows = results.metric(last, "skip_product")
+    cols = [*results.CELL_COLUMNS, "m", "angle", "fit_angle", "dist"]
     if rows.empty:
         return pd.DataFrame(columns=cols)
-    wide = rows.pivot_table(index=D.CELL_COLUMNS, columns="stat", values="value").reset_index()
+    wide = rows.pivot_table(
+        index=results.CELL_COLUMNS, columns="stat", values="value"
+    ).reset_index()
     if "fit_angle" not in wide:
         wide["fit_angle"] = np.nan
-    dist = D.dist_identity_per_cell(layers)[[*D.CELL_COLUMNS, "m", "value"]]
-    out = wide.merge(dist.rename(columns={"value": "dist"}), on=D.CELL_COLUMNS, how="left")
+    dist = results.dist_identity_per_cell(layers)[[*results.CELL_COLUMNS, "m", "value"]]
+    out = wide.merge(dist.rename(columns={"value": "dist"}), on=results.CELL_COLUMNS, how="left")
     return out[cols]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orthskip import results as D
+from orthskip import results
 from orthskip.analysis.stats import mean_ci, paired_compare
 from orthskip.tables.formats import p_value, pm
 from orthskip.tables.keys import variant_order
@@ -24,13 +24,13 @@ def start_end_frame(layers: pd.DataFrame) -> pd.DataFrame:
             "n_seeds", "far_start"]  # fmt: skip
     if layers.empty:
         return pd.DataFrame(columns=cols)
-    layers = D.with_variant(layers)
-    cell = D.CELL_COLUMNS
+    layers = results.with_variant(layers)
+    cell = results.CELL_COLUMNS
     first = layers.groupby(cell)["epoch"].transform("min")
     last = layers.groupby(cell)["epoch"].transform("max")
     at_start = layers[(layers["epoch"] == first) & (layers["epoch"] < last)]
-    start = D.dist_identity_per_cell(at_start).rename(columns={"value": "start"})
-    end = D.dist_identity_per_cell(layers).rename(columns={"value": "end"})
+    start = results.dist_identity_per_cell(at_start).rename(columns={"value": "start"})
+    end = results.dist_identity_per_cell(layers).rename(columns={"value": "end"})
     if start.empty or end.empty:
         return pd.DataFrame(columns=cols)
     both = start[[*cell, "start"]].merge(end[[*cell, "m", "end"]], on=cell)
@@ -71,12 +71,12 @@ def start_end_distance_frame(layers: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     per_cell = []
     for fam in START_END_METRICS:
-        pe = D.dist_per_epoch(layers, metric_name=fam)
+        pe = results.dist_per_epoch(layers, metric_name=fam)
         if pe.empty:
             continue
-        cell = [*D.CELL_COLUMNS, "m"]
-        first = pe.groupby(D.CELL_COLUMNS)["epoch"].transform("min")
-        last = pe.groupby(D.CELL_COLUMNS)["epoch"].transform("max")
+        cell = [*results.CELL_COLUMNS, "m"]
+        first = pe.groupby(results.CELL_COLUMNS)["epoch"].transform("min")
+        last = pe.groupby(results.CELL_COLUMNS)["epoch"].transform("max")
         start = pe[(pe["epoch"] == first) & (first < last)].set_index(cell)["value"]
         end = pe[pe["epoch"] == last].set_index(cell)["value"]
         per_cell += [start.rename(f"{fam}_start"), end.rename(f"{fam}_end")]

@@ -7,29 +7,26 @@ time limit is retried by Snakemake (``retries`` in the profile) with ``attempt``
 which doubles the limit, and training resumes from ``last.pt``.
 
 ``dataset`` below is a dataset *source* (``config["datasets"][name]["source"]``, e.g.
-``cifar10``); unknown sources are treated like CIFAR (the conservative choice).
+``cifar10``); what a source is (its kind, its default training-set size, its input shape)
+comes from the data spec, ``orthskip.data.spec``; unknown sources are treated like CIFAR
+(the conservative choice).
 """
 
 from __future__ import annotations
 
 import math
 
-#: Sources whose cells train in seconds to minutes: run on the CPU and are packed
+from orthskip.data.spec import SOURCE_KINDS, data_shape, train_size
+
+#: Kinds of source (``orthskip.data.spec.SOURCE_KINDS``) whose cells train in seconds to
+#: minutes, generated sets and scikit-learn's digits: they run on the CPU and are packed
 #: several to one cluster job (Snakemake group ``SHORT_GROUP``).
-SHORT_SOURCES = frozenset({"circles", "moons", "blobs", "parity", "gaussian_mixture", "digits"})
+SHORT_KINDS = frozenset({"synthetic", "sklearn"})
 SHORT_GROUP = "short_cells"
 
-# Training samples per epoch when the spec does not say (n_train).
-_DEFAULT_N_TRAIN = {
-    "stl10": 5_000,
-    "digits": 1_437,
-    "mnist": 60_000,
-    "fashion_mnist": 60_000,
-    "cifar10": 50_000,
-    "cifar100": 50_000,
-}
-_SYNTHETIC_N_TRAIN = 2_000
+# An unknown source: a CIFAR-sized training set of CIFAR images
 _UNKNOWN_N_TRAIN = 50_000
+_UNKNOWN_SAMPLE = 3 * 32 * 32
 
 # Seconds per training sample per layer (forward + backward + on-device augmentation)
 # on one older data-centre GPU (V100 class), from ResNet-110 ≈ 30 s and
@@ -51,8 +48,8 @@ MAX_MINUTES = 7 * 24 * 60
 
 
 def is_short(dataset: str) -> bool:
-    """True for sources whose cells are quick (synthetic 2-D sets, digits)."""
-    return dataset in SHORT_SOURCES
+    """True for sources whose cells are quick (generated sets, digits: SHORT_KINDS)."""
+    return SOURCE_KINDS.get(dataset) in SHORT_KINDS
 
 
 def train_group(dataset: str) -> str | None:
@@ -66,11 +63,18 @@ def train_gpus(dataset: str) -> int:
 
 
 def _n_train(dataset: str, n_train: int | None) -> int:
+    """``n_train`` where the caller knows it (``orthskip.data.spec.train_size`` of the
+    dataset's spec), else the source's default."""
     if n_train is not None:
         return int(n_train)
-    if dataset in _DEFAULT_N_TRAIN:
-        return _DEFAULT_N_TRAIN[dataset]
-    return _SYNTHETIC_N_TRAIN if is_short(dataset) else _UNKNOWN_N_TRAIN
+    return train_size(dataset, None) if dataset in SOURCE_KINDS else _UNKNOWN_N_TRAIN
+
+
+def _sample_size(dataset: str) -> int:
+    """Numbers per input example of a source (an image's C·H·W)."""
+    if dataset not in SOURCE_KINDS:
+        return _UNKNOWN_SAMPLE
+    return math.prod(data_shape(dataset, None).input_shape)
 
 
 def train_runtime_minutes(
@@ -106,8 +110,9 @@ def train_mem_mb(dataset: str, arch: str, depth: int, *, n_train: int | None = N
     """
     if is_short(dataset):
         return 2000
-    sample_bytes = {"mnist": 28 * 28, "fashion_mnist": 28 * 28}.get(dataset, 3 * 32 * 32) * 4
+    sample_bytes = _sample_size(dataset) * 4
     data_mb = 2.2 * _n_train(dataset, n_train) * sample_bytes / 1e6  # train + test + copy
-    per_layer_mb = 40 if arch == "resnet18" else 8
+    # ImageNet-style ResNet blocks (resnet18 is the alias of resnet): wider layers
+    per_layer_mb = 40 if arch in ("resnet", "resnet18") else 8
     mb = 3000 + data_mb + per_layer_mb * depth
     return int(1000 * math.ceil(mb / 1000))

@@ -5,6 +5,7 @@ import re
 import sys
 
 from orthskip.config.grid import (
+    CELL_PATH,
     Cell,
     approx_cells,
     cell_config,
@@ -15,6 +16,7 @@ from orthskip.config.grid import (
 )
 from orthskip.config.summary import grid_summary
 from orthskip.data.prepared import check_prepared
+from orthskip.data.spec import train_size
 from orthskip.nn.skips import skip_options
 from orthskip.stages.figures import FIGURES, PER_SETTING, setting_draws
 from orthskip.stages.metrics import check_snapshots
@@ -35,7 +37,8 @@ shell.prefix(
     f"set -euo pipefail; export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 ENV = "../../environment.yml"
-CELL = "{dataset}/{arch}/{variant}/d{depth}/s{seed}"
+# a cell's path as a wildcard pattern (its wildcards constrained in the Snakefile)
+CELL = CELL_PATH
 CELLS = cells(config)
 # The report's landing page reads only `config`: the grid in words, per variant's effective
 # recipe (not the top-level train section). Added after validation; jobs never read it.
@@ -144,6 +147,11 @@ def _spec(wildcards):
     return config["datasets"][wildcards.pack.split("/")[0]]
 
 
+def _n_train(dataset):
+    """Training examples of a dataset as its spec prepares it (the cluster estimates)."""
+    return train_size(dataset, config["datasets"][dataset])
+
+
 def sequential_flag(wildcards):
     return "" if config.get("execution", {}).get("vectorise", True) else "--sequential"
 
@@ -184,7 +192,7 @@ def train_runtime(members):
                 c.depth,
                 config["train"]["epochs"],
                 attempt=attempt,
-                n_train=spec.get("n_train"),
+                n_train=_n_train(c.dataset),
             )
             for c in pack_cells(wildcards.pack, members)
         )
@@ -203,7 +211,7 @@ def train_mem(members):
         )
         one = max(
             cluster.train_mem_mb(
-                spec["source"], c.arch, c.depth, n_train=spec.get("n_train")
+                spec["source"], c.arch, c.depth, n_train=_n_train(c.dataset)
             )
             for c in cells
         )
@@ -315,7 +323,7 @@ def approx_runtime(wildcards, attempt):
         int(wildcards.depth),
         config["approx"]["epochs"] * len(config["approx"]["kinds"]),
         attempt=attempt,
-        n_train=spec.get("n_train"),
+        n_train=_n_train(wildcards.dataset),
     )
 
 
@@ -325,7 +333,7 @@ def approx_mem(wildcards):
         spec["source"],
         wildcards.arch,
         int(wildcards.depth),
-        n_train=spec.get("n_train"),
+        n_train=_n_train(wildcards.dataset),
     )
 
 

@@ -4,7 +4,7 @@
 `orthskip.results` holds the pyarrow schema of the per-cell Parquet file.
 """
 
-from orthskip.analysis.metrics.extract import FAMILIES, extract_metrics, select_probe
+from orthskip.analysis.metrics.extract import FAMILIES, extract_metrics
 from orthskip.analysis.metrics.gradflow import grad_norm_ratio
 from orthskip.analysis.metrics.jacobian import jacobian_sv
 from orthskip.analysis.metrics.orthogonality import dist_identity, dist_init, orth_defect
@@ -29,7 +29,6 @@ __all__ = [
     "jacobian_sv",
     "orth_defect",
     "repr_condition",
-    "select_probe",
     "sv_circular",
     "sv_hosvd",
     "sv_operator",

@@ -97,19 +97,6 @@ def _weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ]
 
 
-def select_probe(x: Tensor, y: Tensor, size: int, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
-    """A fixed probe batch: `size` samples drawn without replacement by a seeded generator.
-
-    Returns (probe_x, probe_y, indices); the indices (sorted, int64) identify the batch so that
-    it can be recorded. The same (data, size, seed) always gives the same batch.
-    """
-    if size < 1:
-        raise ValueError(f"probe size must be >= 1, got {size}")
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(x), generator=gen)[: min(size, len(x))].sort().values
-    return x[idx], y[idx], idx
-
-
 def extract_metrics(
     model: nn.Module,
     probe_x: Tensor,
