@@ -255,3 +255,36 @@ def test_the_abstract_states_the_training_state_of_its_fit(rate_frames, seeds, s
     # the abstract quotes it right after the exponent it qualifies
     abstract = PAPER_TEX.read_text().split("\\begin{abstract}", 1)[1].split("\\end{abstract}")[0]
     assert "\\rateExponentFromI" in abstract and "\\rateStateFromI" in abstract
+
+
+def test_a_second_recipe_gets_its_own_role_and_the_abstract_quotes_both(rate_frames, tmp_path):
+    """issue 29: the exponent is the recipe's. A variant of the same kind and start under
+    another recipe (cells.parquet's ``recipe``) is ``FromISecond``, quoted with its recipe."""
+    f = rate_frames
+    one = flags(paper_numbers(f["layers"], f["cells"], f["approx"]))
+    assert not one["rateFromISecond"]  # one recipe: the part is off
+    second = "rate_orth_learned_blockstep"
+    layers, cells = f["layers"].copy(), f["cells"].copy()
+    lay = layers[layers["variant"] == "rate_orth_learned"].assign(variant=second)
+    d = lay["metric"] == "dist_identity"
+    lay.loc[d, "value"] = lay.loc[d, "value"] * lay.loc[d, "depth"].astype(float) ** -0.4
+    new = cells[cells["variant"] == "rate_orth_learned"].assign(
+        variant=second, recipe="adamw lr 0.01, skip step lr/m, cap 4 epochs"
+    )
+    layers = pd.concat([layers, lay], ignore_index=True)
+    cells = pd.concat([cells, new], ignore_index=True)
+    text = paper_numbers(layers, cells, f["approx"])
+    m, on = macros(text), flags(text)
+    assert on["rateFromISecond"] and m["rateVariantFromI"] == r"\texttt{rate\_orth\_learned}"
+    assert m["rateVariantFromISecond"] == r"\texttt{rate\_orth\_learned\_blockstep}"
+    assert m["rateRecipeFromISecond"] == "adamw lr 0.01, skip step lr/m, cap 4 epochs"
+    assert m["rateRecipeFromI"] != m["rateRecipeFromISecond"]
+    for name, df in (("layers", layers), ("cells", cells), ("approx", f["approx"])):
+        df.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    rate = {(r["setting"], r["quantity"], r["variant"]): r
+            for r in rows(section(findings_of(tmp_path), "Rate"))}  # fmt: skip
+    r = rate[("diffeo2 / mlp", "‖Q − I‖_F/√n", second)]
+    assert plain(m["rateExponentFromISecond"]) == r["a"]
+    assert plain(m["rateCIFromISecond"]) == r["95 % CI of a"]
+    abstract = PAPER_TEX.read_text().split("\\begin{abstract}", 1)[1].split("\\end{abstract}")[0]
+    assert "\\rateExponentFromISecond" in abstract and "\\rateRecipeFromISecond" in abstract

@@ -14,7 +14,8 @@ when it is a budget's.
 Roles in the rate setting (the setting whose learned skips span the most decades of m, as
 the rate figure picks it): ``FromI`` the first learned orthogonal variant that starts at I,
 ``FromHaar`` the first that starts far from I (a Haar start: a row of the starts section),
-``Control`` the first ``linear`` variant.
+``Control`` the first ``linear`` variant; ``FromISecond`` / ``ControlSecond`` the first such
+variant trained with another recipe than the role's first (``recipe`` of cells.parquet).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ MODEL_TEX = {
     "power": r"$C\,m^{-a}$",
     "constant": r"a constant $C$",
 }
-ROLES = ("FromI", "FromHaar", "Control")
+ROLES = ("FromI", "FromHaar", "Control", "FromISecond", "ControlSecond")
 _NAME = re.compile(r"[A-Za-z]+")
 
 
@@ -126,9 +127,12 @@ def rate_roles(rate: pd.DataFrame, starts: pd.DataFrame, setting: tuple[str, str
                          "variant"])  # fmt: skip
     order = variant_order(here)
     kinds = dict(zip(here["variant"], here["skip"], strict=True))
+    recipes = dict(zip(here["variant"], here["recipe"], strict=True)) if "recipe" in here else {}
     roles: dict[str, str] = {}
     for v in sorted(kinds, key=lambda v: order.get(v, len(order))):
         role = "Control" if kinds[v] == "linear" else ("FromHaar" if v in far else "FromI")
+        if role in roles and recipes.get(v, "") != recipes.get(roles[role], ""):
+            role += "Second"  # the same role under another recipe
         roles.setdefault(role, v)
     return roles
 
@@ -157,6 +161,14 @@ def _overlap(here: pd.DataFrame, roles: dict) -> str:
         return "cannot be compared with"
     (clo, chi), (lo, hi) = [(r["exponent_lo"], r["exponent_hi"]) for r in rows]
     return "overlaps" if clo <= hi and lo <= chi else "does not overlap"
+
+
+def _recipe(here: pd.DataFrame, variant: str | None) -> str:
+    """The variant's training recipe (cells.parquet's ``recipe``), or "" where unknown."""
+    if variant is None or "recipe" not in here:
+        return ""
+    r = here.loc[here["variant"] == variant, "recipe"]
+    return str(r.iloc[0]) if len(r) else ""
 
 
 def _rate_row(here: pd.DataFrame, variant: str, quantity: str) -> pd.Series | None:
@@ -199,6 +211,8 @@ def rate_macros(
         variant = roles.get(role)
         out.flag(f"rate{role}", variant is not None)
         out.text(f"rateVariant{role}", tex_name(variant) if variant else "--")
+        recipe = _recipe(here, variant)
+        out.text(f"rateRecipe{role}", latex_escape(recipe) if recipe else "--")
         for prefix, quantity in (("rate", "dist_identity"), ("lip", "branch_lipschitz")):
             r = _rate_row(here, variant, quantity) if variant else None
             ok = r is not None and bool(r["best"])
