@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from orthskip.io import load_torch
-from orthskip.results import STALLED
+from orthskip.results import STALLED, score_key
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class RunSpec:
     @property
     def score(self) -> str:
         """The history/status column of the task's score."""
-        return "r2" if self.regression else "acc"
+        return score_key("regression" if self.regression else "classification")
 
 
 class CheckpointClock:

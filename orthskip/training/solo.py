@@ -34,7 +34,7 @@ from torch import nn
 from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
 from orthskip.io import save_torch, write_json, write_parquet
 from orthskip.provenance import library_versions, provenance
-from orthskip.results import is_converged
+from orthskip.results import is_converged, score_key
 from orthskip.training.runstate import (
     SPLITS,
     CheckpointClock,
@@ -456,7 +456,7 @@ def write_outputs(
     ok = state.status == "ok"
     nan = float("nan")
     # The best epoch is chosen on validation, never on test; ties go to the earlier epoch.
-    score = "r2" if meta["task"] == "regression" else "acc"
+    score = score_key(meta["task"])
     scored = [h for h in state.history if math.isfinite(h[f"val_{score}"])]
     best = max(scored, key=lambda h: h[f"val_{score}"]) if scored else None
     write_json(
