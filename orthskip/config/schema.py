@@ -57,6 +57,22 @@ def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dic
     }
 
 
+def _with_family_options(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The ``metrics`` section's keys with the metric families' options (from the registry)
+    right after ``families``, in registry order; the other keys as written."""
+    from orthskip.analysis.metrics.extract import family_option_table
+
+    table = family_option_table()
+    out: dict[str, Any] = {}
+    for key, sub in metrics.items():
+        if key in table:
+            continue
+        out[key] = sub
+        if key == "families":
+            out.update({k: opt.schema() for k, opt in table.items()})
+    return out
+
+
 def generate(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its registry sections (re)written from the registries."""
     from orthskip.analysis.approx import VARIANT_KINDS
@@ -87,6 +103,7 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     metrics["warp_seed"]["maximum"] = MAX_SEED
     metrics["probe_seed"]["maximum"] = TORCH_SEED_MAX
     metrics["families"]["items"]["enum"] = list(FAMILIES)
+    props["metrics"]["properties"] = _with_family_options(metrics)
     approx_kinds = props["approx"]["properties"]["kinds"]
     approx_kinds["items"]["enum"] = list(VARIANT_KINDS)
     approx_kinds["default"] = list(VARIANT_KINDS)
