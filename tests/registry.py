@@ -47,3 +47,34 @@ def train(cell_cfg: CellConfig, workdir: Path) -> tuple[Path, Path, Path]:
     prepare_dataset(name, dict(cell_cfg.dataset), data, manifest)
     assert train_cell(cell_cfg, data, manifest, workdir / "cell") == "ok"
     return data, manifest, workdir / "cell"
+
+
+def measure_and_draw(cell_cfg: CellConfig, data: Path, manifest: Path, cell: Path, figure: str):
+    """Run the metrics stage on a trained cell, aggregate it alone and draw ``figure`` from
+    that: the figure (matplotlib), for the caller to inspect, and the metrics table."""
+    import pandas as pd
+
+    from orthskip.figures import style
+    from orthskip.stages.aggregate import aggregate
+    from orthskip.stages.figures import draw_figure
+    from orthskip.stages.metrics import cell_metrics
+
+    work = cell.parent
+    metrics, warp = work / "metrics.parquet", work / "warp.parquet"
+    cell_metrics(cell_cfg, data, manifest, cell / "snapshots.pt", metrics, warp)
+    out = work / "aggregated"
+    out.mkdir()
+    aggregate([cell / "status.json"], [cell / "history.parquet"], [metrics], [warp], out)
+    with style.style():
+        return draw_figure(figure, out), pd.read_parquet(metrics)
+
+
+def legend_entries(fig) -> dict[str, tuple[str, str]]:
+    """Label -> (colour, marker) of every figure legend entry."""
+    from matplotlib.colors import to_hex
+
+    out = {}
+    for legend in fig.legends:
+        for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True):
+            out[text.get_text()] = (to_hex(handle.get_color()), handle.get_marker())
+    return out

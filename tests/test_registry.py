@@ -4,6 +4,8 @@ with no other file changed."""
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pandas as pd
 import pytest
 import torch
@@ -11,7 +13,17 @@ import torch
 from orthskip.analysis.metrics.extract import FAMILIES, MetricFamily, register_family
 from orthskip.config.options import Option
 from orthskip.errors import ConfigError
-from tests.registry import one_cell, tiny_cell, train, use_registered_schema
+from orthskip.nn.orth import eye_like
+from orthskip.nn.skip_kinds import KINDS, SkipKind, register_kind
+from orthskip.nn.skips import Skip
+from tests.registry import (
+    legend_entries,
+    measure_and_draw,
+    one_cell,
+    tiny_cell,
+    train,
+    use_registered_schema,
+)
 
 
 def _toy_norm(probe, site, rows) -> None:
@@ -58,3 +70,61 @@ def test_a_metric_family_is_one_registry_entry(toy_family, monkeypatch, tmp_path
     assert len(toy) == 2 * df["epoch"].nunique()
     first = toy[toy["epoch"] == toy["epoch"].min()]
     assert first["value"].to_numpy() == pytest.approx(2.0 * 8**0.5)
+
+
+# ---------------------------------------------------------------- skip kinds
+
+
+class HalfSkip(Skip):
+    """S(x) = scale · x (a frozen multiple of the identity: [I; 0] at a transition)."""
+
+    kind = "toy_half"
+    options_table: ClassVar[dict[str, Option]] = {
+        "scale": Option("number", 0.5, "the multiple of x", exclusive_minimum=0),
+    }
+
+    def build(self, options: dict[str, Any]) -> None:
+        self.register_buffer("m", options["scale"] * eye_like(self.c_out, self.c_in))
+
+    def linear_map(self) -> torch.Tensor:
+        return self.m
+
+    def matrices(self) -> dict[str, torch.Tensor]:
+        return {"M": self.m}
+
+
+TOY_KIND = SkipKind("toy_half", HalfSkip, "toy half", "#123456", "$h$", (0, (2, 5)))
+
+
+@pytest.fixture
+def toy_kind():
+    register_kind(TOY_KIND)
+    yield TOY_KIND
+    KINDS.pop(TOY_KIND.name, None)
+
+
+def test_a_skip_kind_is_one_registry_entry(toy_kind, monkeypatch, tmp_path) -> None:
+    """The toy kind is a config choice with its options, trains, is measured, and the figures
+    draw it in its own colour, marker and label."""
+    from orthskip.figures import style
+    from orthskip.nn.skips import SKIPS
+
+    assert SKIPS["toy_half"] is HalfSkip and style.skip_order()[-1] == "toy_half"
+    use_registered_schema(monkeypatch)
+    cfg = tiny_cell(variants=["toy_half", "toy_third"])
+    cfg["variants"] = {"toy_third": {"skip": "toy_half", "skip_options": {"scale": 0.25}}}
+    cfg["skip_options"] = {"toy_half": {"scale": 0.75}}
+    with pytest.raises(ConfigError, match="scale"):
+        one_cell({**cfg, "skip_options": {"toy_half": {"scale": 0}}})
+    with pytest.raises(ConfigError, match="toy_half"):
+        one_cell({**cfg, "skip_options": {"toy_half": {"scael": 1.0}}})
+    cfg["grid"][0]["variants"] = ["toy_half"]
+    cell_cfg = one_cell(cfg)
+    assert cell_cfg.skip == "toy_half" and cell_cfg.skip_options == {"scale": 0.75}
+
+    data, manifest, cell = train(cell_cfg, tmp_path)
+    fig, df = measure_and_draw(cell_cfg, data, manifest, cell, "accuracy_vs_depth")
+    skip = df[(df["metric"] == "orth_defect") & (df["layer_kind"] == "skip")]
+    assert len(skip) == 2 * df["epoch"].nunique()  # M of both blocks, every snapshot
+    assert legend_entries(fig)["toy half"] == ("#123456", "$h$")
+    assert style.variant_styles({"toy_half": "toy_half"})["toy_half"].linestyle == (0, (2, 5))
