@@ -9,10 +9,13 @@ from typing import Any, ClassVar
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from orthskip.analysis.metrics.extract import FAMILIES, MetricFamily, register_family
+from orthskip.config.constraints import Constraint
 from orthskip.config.options import Option
 from orthskip.errors import ConfigError
+from orthskip.nn.models import ARCHS, Arch, Cost, Depths, ResidualNet, make_block, register_arch
 from orthskip.nn.orth import eye_like
 from orthskip.nn.skip_kinds import KINDS, SkipKind, register_kind
 from orthskip.nn.skips import Skip
@@ -128,3 +131,75 @@ def test_a_skip_kind_is_one_registry_entry(toy_kind, monkeypatch, tmp_path) -> N
     assert len(skip) == 2 * df["epoch"].nunique()  # M of both blocks, every snapshot
     assert legend_entries(fig)["toy half"] == ("#123456", "$h$")
     assert style.variant_styles({"toy_half": "toy_half"})["toy_half"].linestyle == (0, (2, 5))
+
+
+# ---------------------------------------------------------------- architectures
+
+
+def _vector_input(cfg, data) -> str | None:
+    if data is None or len(data.input_shape) == 1:
+        return None
+    return f"toy_pairs needs vector inputs; the dataset gives shape {data.input_shape}"
+
+
+def _build_pairs(depth, skip, input_shape, num_classes, cfg, skip_cfg) -> ResidualNet:
+    """depth/2 pairs of blocks, each block F = Linear–tanh–Linear on a stream of ``width``."""
+    width = int(cfg["width"])
+
+    def branch(c_in: int, c_out: int, stride: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(c_in, width), nn.Tanh(), nn.Linear(width, c_out))
+
+    blocks = [make_block(f"pair{i // 2}.{i % 2}", skip, width, width, 1, branch, skip_cfg)
+              for i in range(depth)]  # fmt: skip
+    stem = nn.Linear(input_shape[0], width)
+    return ResidualNet("toy_pairs", skip, stem, blocks, nn.Linear(width, num_classes))
+
+
+TOY_ARCH = Arch(
+    "toy_pairs",
+    {"width": Option("integer", 6, "stream width", minimum=2)},
+    Depths("even integers >= 2 (pairs of blocks)", lambda d: d >= 2 and d % 2 == 0),
+    _build_pairs,
+    Cost(2.0e-6, 4.0),
+    (Constraint("vector_input", None, "toy_pairs needs vector inputs", _vector_input),),
+)
+
+
+@pytest.fixture
+def toy_arch():
+    register_arch(TOY_ARCH)
+    yield TOY_ARCH
+    ARCHS.pop(TOY_ARCH.name, None)
+
+
+def test_an_architecture_is_one_registry_entry(toy_arch, monkeypatch, tmp_path) -> None:
+    """The toy architecture is a config choice with its options, depths and constraints, the
+    cluster resources read its cost, it trains, is measured and drawn."""
+    import cluster
+
+    use_registered_schema(monkeypatch)
+    cfg = tiny_cell(arch="toy_pairs", variants=["orth_learned"])
+    cfg["model"] = {"toy_pairs": {"width": 4}}
+    with pytest.raises(ConfigError, match=r"even integers >= 2"):
+        one_cell({**cfg, "grid": [{**cfg["grid"][0], "depths": [3]}]})
+    with pytest.raises(ConfigError, match=r"model\.toy_pairs\.width"):
+        one_cell({**cfg, "model": {"toy_pairs": {"width": 1}}})
+    digits = {**cfg, "datasets": {**cfg["datasets"], "circles": {"source": "digits"}}}
+    with pytest.raises(ConfigError, match="toy_pairs needs vector inputs"):
+        one_cell(digits)
+    cell_cfg = one_cell(cfg)
+    assert cell_cfg.model == {"width": 4}
+
+    minutes = cluster.train_runtime_minutes("cifar10", "toy_pairs", 2, 100)
+    per_epoch_s = 50_000 * 2 * 2.0e-6
+    expected = 100 * per_epoch_s * cluster.SAFETY / 60 + cluster.OVERHEAD_MIN
+    assert minutes == max(cluster.MIN_MINUTES, 5 * -(-expected // 5))
+    assert cluster.train_mem_mb("mnist", "toy_pairs", 250) < cluster.train_mem_mb(
+        "mnist", "mlp", 250
+    )  # 4 MB per layer, not the default 8
+
+    data, manifest, cell = train(cell_cfg, tmp_path)
+    fig, df = measure_and_draw(cell_cfg, data, manifest, cell, "accuracy_vs_depth")
+    assert df["layer_name"].drop_duplicates().tolist()[:2] == ["pair0.0", "pair0.1"]
+    assert "orth. learned" in legend_entries(fig)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["circles"]  # its panel

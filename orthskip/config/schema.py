@@ -79,14 +79,15 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     from orthskip.analysis.metrics.extract import FAMILIES
     from orthskip.config.options import table_schema
     from orthskip.data.spec import TORCH_SEED_MAX
-    from orthskip.nn.models import ARCHS, MODEL_SPECS
+    from orthskip.nn.models import ARCHS
     from orthskip.nn.optim import OPTIM_SPECS
     from orthskip.nn.skips import SKIP_SPECS, SKIPS
 
     out = copy.deepcopy(schema)
     props = out["properties"]
     props["datasets"] = _datasets(props["datasets"])
-    props["model"] = _per_name(props["model"], MODEL_SPECS, "architecture")
+    model_tables = {name: arch.options for name, arch in ARCHS.items()}
+    props["model"] = _per_name(props["model"], model_tables, "architecture")
     props["skip_options"] = _per_name(props["skip_options"], SKIP_SPECS, "skip kind")
     train = props["train"]["properties"]
     train["optimizer"] = {**table_schema(OPTIM_SPECS, train["optimizer"]["description"]),
