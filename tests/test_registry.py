@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +15,8 @@ from torch import nn
 from orthskip.analysis.metrics.extract import FAMILIES, MetricFamily, register_family
 from orthskip.config.constraints import Constraint
 from orthskip.config.options import Option
+from orthskip.data.raw import RawSplit
+from orthskip.data.spec import SOURCES, Source, register_source
 from orthskip.errors import ConfigError
 from orthskip.nn.models import ARCHS, Arch, Cost, Depths, ResidualNet, make_block, register_arch
 from orthskip.nn.orth import eye_like
@@ -203,3 +206,73 @@ def test_an_architecture_is_one_registry_entry(toy_arch, monkeypatch, tmp_path) 
     assert df["layer_name"].drop_duplicates().tolist()[:2] == ["pair0.0", "pair0.1"]
     assert "orth. learned" in legend_entries(fig)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["circles"]  # its panel
+
+
+# ---------------------------------------------------------------- dataset sources
+
+
+def _stripes(spec: dict[str, Any]) -> RawSplit:
+    """Uniform points in [-1, 1]^dim, labelled by which of ``n_classes`` stripes of the
+    first coordinate they fall in."""
+    rng = np.random.default_rng(spec["seed"])
+    n = spec["n_train"] + spec["n_test"]
+    x = rng.uniform(-1, 1, (n, spec["dim"])).astype(np.float32)
+    k = spec["n_classes"]
+    y = np.minimum(((x[:, 0] + 1) / 2 * k).astype(np.int64), k - 1)
+    cut = spec["n_train"]
+    return RawSplit(x[:cut], y[:cut], x[cut:], y[cut:], [str(c) for c in range(k)])
+
+
+TOY_SOURCE = Source(
+    "toy_stripes",
+    "synthetic",
+    "classification",
+    {
+        "n_train": Option("integer", 120, "training points", minimum=1),
+        "n_test": Option("integer", 60, "test points", minimum=1),
+        "seed": Option("integer", 0, "seed of the generator", minimum=0),
+        "dim": Option("integer", 3, "input dimension", minimum=1),
+        "n_classes": Option("integer", 3, "stripes (classes)", minimum=2),
+    },
+    _stripes,
+    lambda full: int(full["n_train"]),
+    lambda full: (int(full["dim"]),),
+    lambda full: int(full["n_classes"]),
+)
+
+
+@pytest.fixture
+def toy_source():
+    register_source(TOY_SOURCE)
+    yield TOY_SOURCE
+    SOURCES.pop(TOY_SOURCE.name, None)
+
+
+def test_a_dataset_source_is_one_registry_entry(toy_source, monkeypatch, tmp_path) -> None:
+    """The toy source is a config choice with its options; the config check, the cluster
+    resources and the prepared set all read its entry; it trains, is measured and drawn."""
+    import cluster
+
+    from orthskip.data import load_prepared
+
+    use_registered_schema(monkeypatch)
+    cfg = tiny_cell(datasets=["stripes"])
+    cfg["datasets"] = {"stripes": {"source": "toy_stripes", "dim": 4}}
+    with pytest.raises(ConfigError, match=r"datasets\.stripes.*noise"):
+        one_cell({**cfg, "datasets": {"stripes": {"source": "toy_stripes", "noise": 0.1}}})
+    few = {"stripes": {"source": "toy_stripes", "n_test": 2}}
+    with pytest.raises(ConfigError, match="fewer than the 3 classes"):
+        one_cell({**cfg, "datasets": few})
+    cell_cfg = one_cell(cfg)
+    assert dict(cell_cfg.dataset) == {"source": "toy_stripes", "dim": 4}
+
+    assert cluster.is_short("toy_stripes") and cluster.train_gpus("toy_stripes") == 0
+    assert cluster.train_group("toy_stripes") == cluster.SHORT_GROUP
+
+    data, manifest, cell = train(cell_cfg, tmp_path)
+    prepared = load_prepared(data, manifest)
+    assert tuple(prepared.input_shape) == (4,) and prepared.num_classes == 3
+    assert len(prepared.x_train) == 120
+    fig, df = measure_and_draw(cell_cfg, data, manifest, cell, "accuracy_vs_depth")
+    assert set(df["dataset"]) == {"stripes"}
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["stripes"]

@@ -23,7 +23,7 @@ from orthskip.config.grid import MAX_SEED, NAME_PATTERNS, SCHEMA, load_schema
 
 
 def _datasets(section: dict[str, Any]) -> dict[str, Any]:
-    from orthskip.data.spec import PARAMS, SOURCE_DESCRIPTION, source_schema
+    from orthskip.data.spec import SOURCE_DESCRIPTION, SOURCES, source_schema
 
     return {
         "description": section["description"],
@@ -34,10 +34,10 @@ def _datasets(section: dict[str, Any]) -> dict[str, Any]:
             "description": "a dataset: its source and that source's parameters",
             "type": "object",
             "required": ["source"],
-            "properties": {"source": {"description": SOURCE_DESCRIPTION, "enum": list(PARAMS)}},
+            "properties": {"source": {"description": SOURCE_DESCRIPTION, "enum": list(SOURCES)}},
             "allOf": [
                 {"if": {"properties": {"source": {"const": src}}}, "then": source_schema(src)}
-                for src in PARAMS
+                for src in SOURCES
             ],
         },
     }

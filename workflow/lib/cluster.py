@@ -7,20 +7,20 @@ time limit is retried by Snakemake (``retries`` in the profile) with ``attempt``
 which doubles the limit, and training resumes from ``last.pt``.
 
 ``dataset`` below is a dataset *source* (``config["datasets"][name]["source"]``, e.g.
-``cifar10``); what a source is (its kind, its default training-set size, its input shape)
-comes from the data spec, ``orthskip.data.spec``, and what an architecture costs per layer
-from its registry entry (``orthskip.nn.models.ARCHS``); unknown sources are treated like
-CIFAR and unknown architectures like the ResNets (the conservative choices).
+``cifar10``). What a source is (its kind, its default training-set size, its input shape)
+comes from its registry entry (``orthskip.data.spec.SOURCES``), and what an architecture
+costs per layer from its own (``orthskip.nn.models.ARCHS``); unknown sources are treated
+like CIFAR and unknown architectures like the ResNets (the conservative choices).
 """
 
 from __future__ import annotations
 
 import math
 
-from orthskip.data.spec import SOURCE_KINDS, data_shape, train_size
+from orthskip.data.spec import SOURCES, data_shape, train_size
 from orthskip.nn.models import ARCHS, Cost
 
-#: Kinds of source (``orthskip.data.spec.SOURCE_KINDS``) whose cells train in seconds to
+#: Kinds of source (``orthskip.data.spec.Source.kind``) whose cells train in seconds to
 #: minutes, generated sets and scikit-learn's digits: they run on the CPU and are packed
 #: several to one cluster job (Snakemake group ``SHORT_GROUP``).
 SHORT_KINDS = frozenset({"synthetic", "sklearn"})
@@ -42,7 +42,7 @@ MAX_MINUTES = 7 * 24 * 60
 
 def is_short(dataset: str) -> bool:
     """True for sources whose cells are quick (generated sets, digits: SHORT_KINDS)."""
-    return SOURCE_KINDS.get(dataset) in SHORT_KINDS
+    return dataset in SOURCES and SOURCES[dataset].kind in SHORT_KINDS
 
 
 def train_group(dataset: str) -> str | None:
@@ -60,12 +60,12 @@ def _n_train(dataset: str, n_train: int | None) -> int:
     dataset's spec), else the source's default."""
     if n_train is not None:
         return int(n_train)
-    return train_size(dataset, None) if dataset in SOURCE_KINDS else _UNKNOWN_N_TRAIN
+    return train_size(dataset, None) if dataset in SOURCES else _UNKNOWN_N_TRAIN
 
 
 def _sample_size(dataset: str) -> int:
     """Numbers per input example of a source (an image's C·H·W)."""
-    if dataset not in SOURCE_KINDS:
+    if dataset not in SOURCES:
         return _UNKNOWN_SAMPLE
     return math.prod(data_shape(dataset, None).input_shape)
 
