@@ -129,14 +129,30 @@ def test_extract_metrics_rows_per_block_and_none_for_orth_jacobian() -> None:
     net = _mlp("orth_learned", depth=3).float()
     x = torch.randn(16, 3)
     y = (x[:, 0] > 0).long()
-    df = extract_metrics(net, x, y, families=["branch_lipschitz"], lipschitz=(8, 8, 20))
+    df = extract_metrics(
+        net,
+        x,
+        y,
+        families=["branch_lipschitz"],
+        lipschitz_samples=8,
+        lipschitz_segments=8,
+        lipschitz_steps=20,
+    )
     assert sorted(df["layer_index"].unique()) == [0, 1, 2]
     assert set(df["stat"]) == {"max", "max_probe", "mean"}
     assert set(df["param"]) == {f"blocks.{i}.branch" for i in range(3)}
     assert not df["exact"].any() and set(df["method"]) == {"dense_jacobian"}  # width 6
     assert (df["value"] > 0).all() and np.isfinite(df["value"]).all()
     jac = _mlp("orth_jacobian", depth=2).float()
-    df = extract_metrics(jac, x, y, families=["branch_lipschitz"], lipschitz=(8, 8, 20))
+    df = extract_metrics(
+        jac,
+        x,
+        y,
+        families=["branch_lipschitz"],
+        lipschitz_samples=8,
+        lipschitz_segments=8,
+        lipschitz_steps=20,
+    )
     assert df.empty  # orth_jacobian has no branch: the block is the skip
 
 
@@ -160,7 +176,7 @@ def test_extract_metrics_on_a_regression_probe() -> None:
     net = build_model("mlp", 3, "orth_learned", (2,), 2, {"width": 2}).eval()
     x = torch.randn(16, 2)
     y = torch.randn(16, 2)
-    df = extract_metrics(net, x, y, lipschitz=(8, 8, 10))
+    df = extract_metrics(net, x, y, lipschitz_samples=8, lipschitz_segments=8, lipschitz_steps=10)
     assert {"grad_norm_ratio", "branch_lipschitz", "jacobian_sv"} <= set(df["metric"])
     # independent: ratios of gradient norms of the MSE w.r.t. each block's input/output
     acts = [net.stem(x).detach().requires_grad_(True)]

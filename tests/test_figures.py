@@ -250,14 +250,18 @@ def test_all_issue_figures_are_registered():
 
 
 def test_style_covers_every_registered_skip_kind():
-    # style.py keeps its own list (plot jobs must not import torch for it): keep them in step.
+    # style.py reads the torch-free kinds registry (plot jobs must not import torch), the
+    # same entries the model side builds SKIPS from
     from orthskip.figures import style
     from orthskip.nn.skips import SKIPS
 
-    assert tuple(SKIPS) == style.SKIP_ORDER
-    for table in (style.SKIP_COLORS, style.SKIP_MARKERS, style.SKIP_LABELS):
+    assert tuple(SKIPS) == style.skip_order()
+    colors = {k: style.skip_color(k) for k in SKIPS}
+    for table in (colors, {k: style.skip_marker(k) for k in SKIPS},
+                  {k: style.skip_label(k) for k in SKIPS}):  # fmt: skip
         assert set(table) == set(SKIPS)
-    assert len(set(style.SKIP_COLORS.values())) == len(SKIPS)  # one colour per kind
+    assert len(set(colors.values())) == len(SKIPS)  # one colour per kind
+    assert style.UNKNOWN_COLOR not in colors.values()
 
 
 # ---------------------------------------------------------------- print layout (issue 30)
@@ -359,7 +363,7 @@ def test_every_variant_in_a_figure_has_its_own_marker_and_line_style():
     # orth_learned variants differed only by shade
     from fixture_results import RATE_VARIANTS, VARIANT_KIND
 
-    kinds = {k: k for k in style.SKIP_ORDER} | VARIANT_KIND | RATE_VARIANTS
+    kinds = {k: k for k in style.skip_order()} | VARIANT_KIND | RATE_VARIANTS
     st = style.variant_styles(kinds)
     assert len({s.marker for s in st.values()}) == len(st)
     assert len({str(s.linestyle) for s in st.values()}) == len(st)

@@ -51,7 +51,7 @@ def expected_skip_params(kind: str, shapes, arch: str = "mlp") -> int:
 
 def test_arch_registry():
     # vit and resnet are tested with their own formulas in tests/test_models_arch.py
-    assert ARCHS == ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18", "vit", "resnet")
+    assert tuple(ARCHS) == ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18", "vit", "resnet")
     assert set(CASES) | {"vit", "resnet"} == set(ARCHS) == set(MODEL_OPTIONS)
 
 

@@ -3,7 +3,7 @@
 An option table (``orthskip.config.options``) says what one value may be; a
 :class:`Constraint` says what a value may be given the others and the data (``heads``
 divides ``width``, ``patch`` divides the image size, ``n_train`` holds every class). Each
-registry declares its constraints beside its options (``MODEL_CONSTRAINTS`` per
+registry declares its constraints beside its options (``Arch.constraints`` per
 architecture, ``Skip.constraints`` per skip kind, ``DATASET_CONSTRAINTS`` per source,
 ``OPTIM_CONSTRAINTS``); the builder calls :func:`enforce` on them, and so does the config
 check (``orthskip.config.grid.check_cells``) for every cell before any job starts, with the

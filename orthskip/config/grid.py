@@ -179,7 +179,7 @@ def check_cells(cfg: dict[str, Any]) -> None:
     override or the section) and the grid entry."""
     from orthskip.config.constraints import enforce
     from orthskip.data.spec import data_shape
-    from orthskip.nn.models import MODEL_CONSTRAINTS, model_options
+    from orthskip.nn.models import ARCHS, model_options
     from orthskip.nn.optim import OPTIM_CONSTRAINTS, optim_options
     from orthskip.nn.skips import SKIPS, skip_options
 
@@ -201,7 +201,7 @@ def check_cells(cfg: dict[str, Any]) -> None:
                 )
                 over = spec.get("model", {})
                 model = model_options(arch, deep_merge(cfg["model"].get(arch, {}), over))
-                enforce(MODEL_CONSTRAINTS[arch], model, shape, f"model.{arch}",
+                enforce(ARCHS[arch].constraints, model, shape, f"model.{arch}",
                         key_of=_key_of(name, over, "model", f"model.{arch}"),
                         data_key=f"grid[{i}].datasets", context=context)  # fmt: skip
                 over = spec.get("skip_options", {})

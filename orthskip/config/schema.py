@@ -23,7 +23,7 @@ from orthskip.config.grid import MAX_SEED, NAME_PATTERNS, SCHEMA, load_schema
 
 
 def _datasets(section: dict[str, Any]) -> dict[str, Any]:
-    from orthskip.data.spec import PARAMS, SOURCE_DESCRIPTION, source_schema
+    from orthskip.data.spec import SOURCE_DESCRIPTION, SOURCES, source_schema
 
     return {
         "description": section["description"],
@@ -34,10 +34,10 @@ def _datasets(section: dict[str, Any]) -> dict[str, Any]:
             "description": "a dataset: its source and that source's parameters",
             "type": "object",
             "required": ["source"],
-            "properties": {"source": {"description": SOURCE_DESCRIPTION, "enum": list(PARAMS)}},
+            "properties": {"source": {"description": SOURCE_DESCRIPTION, "enum": list(SOURCES)}},
             "allOf": [
                 {"if": {"properties": {"source": {"const": src}}}, "then": source_schema(src)}
-                for src in PARAMS
+                for src in SOURCES
             ],
         },
     }
@@ -57,20 +57,37 @@ def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dic
     }
 
 
+def _with_family_options(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The ``metrics`` section's keys with the metric families' options (from the registry)
+    right after ``families``, in registry order; the other keys as written."""
+    from orthskip.analysis.metrics.extract import family_option_table
+
+    table = family_option_table()
+    out: dict[str, Any] = {}
+    for key, sub in metrics.items():
+        if key in table:
+            continue
+        out[key] = sub
+        if key == "families":
+            out.update({k: opt.schema() for k, opt in table.items()})
+    return out
+
+
 def generate(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its registry sections (re)written from the registries."""
     from orthskip.analysis.approx import VARIANT_KINDS
     from orthskip.analysis.metrics.extract import FAMILIES
     from orthskip.config.options import table_schema
     from orthskip.data.spec import TORCH_SEED_MAX
-    from orthskip.nn.models import ARCHS, MODEL_SPECS
+    from orthskip.nn.models import ARCHS
     from orthskip.nn.optim import OPTIM_SPECS
     from orthskip.nn.skips import SKIP_SPECS, SKIPS
 
     out = copy.deepcopy(schema)
     props = out["properties"]
     props["datasets"] = _datasets(props["datasets"])
-    props["model"] = _per_name(props["model"], MODEL_SPECS, "architecture")
+    model_tables = {name: arch.options for name, arch in ARCHS.items()}
+    props["model"] = _per_name(props["model"], model_tables, "architecture")
     props["skip_options"] = _per_name(props["skip_options"], SKIP_SPECS, "skip kind")
     train = props["train"]["properties"]
     train["optimizer"] = {**table_schema(OPTIM_SPECS, train["optimizer"]["description"]),
@@ -87,6 +104,7 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     metrics["warp_seed"]["maximum"] = MAX_SEED
     metrics["probe_seed"]["maximum"] = TORCH_SEED_MAX
     metrics["families"]["items"]["enum"] = list(FAMILIES)
+    props["metrics"]["properties"] = _with_family_options(metrics)
     approx_kinds = props["approx"]["properties"]["kinds"]
     approx_kinds["items"]["enum"] = list(VARIANT_KINDS)
     approx_kinds["default"] = list(VARIANT_KINDS)

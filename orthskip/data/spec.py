@@ -1,20 +1,26 @@
 """Dataset specs: the parameters each source accepts, their defaults, and validation.
 
 A spec is one entry of ``config["datasets"][name]``: an optional ``source`` (defaults to
-the dataset's name) plus that source's parameters. ``PARAMS`` is the single table of
-each source's options (type, default, range, description): the config schema's
-``datasets`` section is generated from it (``orthskip.config.schema``) and
-``validate_spec`` checks a spec against the same schema.
+the dataset's name) plus that source's parameters. Each source is one :class:`Source` in
+``SOURCES`` (``register_source`` adds one): its options (type, default, range,
+description), its builder and what its prepared data are (size, shape, outputs); the config
+schema's ``datasets`` section is generated from it (``orthskip.config.schema``),
+``validate_spec`` checks a spec against the same schema, and the config check and the
+cluster's resource estimates read the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from orthskip.config.constraints import Constraint, DataShape, enforce
-from orthskip.config.options import Option, check, defaults, table_schema, unknown
+from orthskip.config.options import Option, Table, check, defaults, table_schema, unknown
 from orthskip.errors import ConfigError
+
+if TYPE_CHECKING:
+    from orthskip.data.raw import RawSplit
 
 # The training augmentations a spec may name (orthskip.data.augment applies them); "none"
 # or null for none.
@@ -42,19 +48,12 @@ _N = {
     "seed": _count(0, "seed of the generator", lo=0, hi=SKLEARN_SEED_MAX),
 }
 _NOISE = {"noise": _num(0.1, "standard deviation of the Gaussian noise", minimum=0)}
-# (training, test) images of each torchvision set: a larger subset cannot be drawn
-VISION_SIZES: dict[str, tuple[int, int]] = {
-    "mnist": (60000, 10000),
-    "fashion_mnist": (60000, 10000),
-    "cifar10": (50000, 10000),
-    "cifar100": (50000, 10000),
-    "stl10": (5000, 8000),
-}
 DIGITS_SIZE = 1797
 
 
-def _vision(source: str) -> dict[str, Option]:
-    n_train, n_test = VISION_SIZES[source]
+def _vision(n_train: int, n_test: int) -> dict[str, Option]:
+    """A torchvision set's options, of a set of (n_train, n_test) images: a larger subset
+    cannot be drawn."""
     return {
         "root": Option(
             "string", None, "directory of the torchvision files (null: data/raw)", nullable=True
@@ -75,77 +74,181 @@ def _augment(default: str | None) -> dict[str, Option]:
     return {"augment": Option("string", default, text, choices=(*AUGMENTS, "none", None))}
 
 
-PARAMS: dict[str, dict[str, Option]] = {
-    "circles": {
+@dataclass(frozen=True)
+class Source:
+    """A dataset source: where its data come from (``kind``: ``synthetic``, generated here;
+    ``sklearn``, shipped with scikit-learn; ``torchvision``, image files), its ``task``
+    (``classification``: class labels, or ``regression``: real target vectors, MSE), its
+    options (the dataset spec's parameters: the schema's source), its builder, and what a
+    resolved spec gives once prepared: ``size`` training examples (before the validation
+    split), inputs of ``shape`` and ``outputs`` (classes; a regression's target dimension).
+    The config check and the cluster's resource estimates read these without preparing.
+    ``stratified``: every class is in both splits (a random subset need not hold them)."""
+
+    name: str
+    kind: str
+    task: str
+    options: Table
+    build: Callable[[dict[str, Any]], RawSplit]
+    size: Callable[[Mapping[str, Any]], int]
+    shape: Callable[[Mapping[str, Any]], tuple[int, ...]]
+    outputs: Callable[[Mapping[str, Any]], int]
+    stratified: bool = True
+
+    def classes(self, full: Mapping[str, Any]) -> int | None:
+        """The number of classes of a resolved spec (None: a regression set)."""
+        return None if self.task == "regression" else self.outputs(full)
+
+
+#: Every source, in the order of the config's choices. ``register_source`` adds one.
+SOURCES: dict[str, Source] = {}
+
+
+def register_source(source: Source) -> Source:
+    if source.name in SOURCES:
+        raise ValueError(f"dataset source {source.name!r} is registered already")
+    if source.task not in ("classification", "regression"):
+        raise ValueError(f"source {source.name}: task {source.task!r} is not classification "
+                         "or regression")  # fmt: skip
+    SOURCES[source.name] = source
+    return source
+
+
+class _PerSource(Mapping[str, Any]):
+    """A live view of one thing per registered source."""
+
+    def __init__(self, of: Callable[[Source], Any]) -> None:
+        self._of = of
+
+    def __getitem__(self, name: str) -> Any:
+        return self._of(SOURCES[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(SOURCES))
+
+    def __len__(self) -> int:
+        return len(SOURCES)
+
+
+def _lazy(module: str, func: str) -> Callable[[dict[str, Any]], RawSplit]:
+    # scikit-learn takes seconds to import: only a prepare job pays for it, not every
+    # training job that merely loads a prepared file.
+    def build(spec: dict[str, Any]) -> RawSplit:
+        import importlib
+
+        return getattr(importlib.import_module(f"orthskip.data.{module}"), func)(spec)
+
+    build.__name__ = func
+    return build
+
+
+def _vision_build(source: str) -> Callable[[dict[str, Any]], RawSplit]:
+    # torchvision is imported only when a vision set is prepared (it is slow to import
+    # and needs orthskip.data.tv_compat on CPU-only torch).
+    def build(spec: dict[str, Any]) -> RawSplit:
+        from orthskip.data import vision
+
+        return vision.load_torchvision(source, spec)
+
+    build.__name__ = source
+    return build
+
+
+def _n_train(full: Mapping[str, Any]) -> int:
+    return int(full["n_train"])
+
+
+def _vector(full: Mapping[str, Any]) -> tuple[int, ...]:
+    return (int(full.get("dim", full.get("d", 2))),)
+
+
+def _fixed(n: int) -> Callable[[Mapping[str, Any]], int]:
+    return lambda full: n
+
+
+def _synthetic(name: str, options: Table, outputs: Callable[[Mapping[str, Any]], int],
+               task: str = "classification") -> Source:  # fmt: skip
+    return Source(name, "synthetic", task, options, _lazy("synthetic", name), _n_train,
+                  _vector, outputs)  # fmt: skip
+
+
+def _n_classes(full: Mapping[str, Any]) -> int:
+    return int(full["n_classes"])
+
+
+def _torchvision(name: str, sizes: tuple[int, int], default_augment: str | None,
+                 shape: tuple[int, int, int], classes: int) -> Source:  # fmt: skip
+    def size(full: Mapping[str, Any]) -> int:  # n_train null: every training image
+        return sizes[0] if full["n_train"] is None else int(full["n_train"])
+
+    return Source(
+        name, "torchvision", "classification", {**_vision(*sizes), **_augment(default_augment)},
+        _vision_build(name), size, lambda full: shape, _fixed(classes), stratified=False,
+    )  # fmt: skip
+
+
+for _source in (
+    _synthetic("circles", {
         **_N,
         **_NOISE,
         "factor": _num(
             0.5, "inner/outer circle radius ratio", exclusive_minimum=0, exclusive_maximum=1
         ),
-    },
-    "moons": {**_N, **_NOISE},
-    "blobs": {
+    }, _fixed(2)),
+    _synthetic("moons", {**_N, **_NOISE}, _fixed(2)),
+    _synthetic("blobs", {
         **_N,
         "dim": _count(2, "input dimension"),
         "n_classes": _count(3, "number of blobs (classes)", lo=2),
         "cluster_std": _num(1.0, "standard deviation of each blob", exclusive_minimum=0),
-    },
-    "parity": {
+    }, _n_classes),
+    _synthetic("parity", {
         **_N,
         "dim": _count(12, "number of bits", lo=2, hi=1024),
         "noise": _num(0.0, "standard deviation of the Gaussian noise", minimum=0),
-    },
-    "gaussian_mixture": {
+    }, _fixed(2)),
+    _synthetic("gaussian_mixture", {
         **_N,
         "dim": _count(2, "input dimension"),
         "n_classes": _count(2, "number of classes", lo=2),
         "components_per_class": _count(2, "Gaussian components per class"),
         "spread": _num(3.0, "scale of the component means", exclusive_minimum=0),
         "cluster_std": _num(1.0, "standard deviation of each component", exclusive_minimum=0),
-    },
+    }, _n_classes),
     # regression on a known diffeomorphism h of R^d (orthskip.data.diffeo); map_seed fixes h
-    "diffeo": {
+    _synthetic("diffeo", {
         **_N,
         "d": _count(2, "dimension of the diffeomorphism h of R^d", lo=2, hi=16),
         "map_seed": _count(0, "draws the rotations of h", lo=0, hi=TORCH_SEED_MAX),
         "alpha": _num(0.8, "radial warp (< 2 keeps h invertible)", minimum=0, exclusive_maximum=2),
         "beta": _num(1.5, "swirl angle at 0, radians", minimum=0),
         "gamma": _num(0.5, "shear strength", minimum=0),
-    },
-    "digits": {
+    }, lambda full: int(full["d"]), task="regression"),
+    Source("digits", "sklearn", "classification", {
         "n_test": _count(360, "test images of the 1797", hi=DIGITS_SIZE - 1),
         "seed": _count(0, "seed of the train/test split", lo=0, hi=SKLEARN_SEED_MAX),
-    },
-    "mnist": {**_vision("mnist"), **_augment(None)},
-    "fashion_mnist": {**_vision("fashion_mnist"), **_augment(None)},
-    "cifar10": {**_vision("cifar10"), **_augment("cifar")},
-    "cifar100": {**_vision("cifar100"), **_augment("cifar")},
+    }, _lazy("sklearn_sets", "digits"), lambda full: DIGITS_SIZE - int(full["n_test"]),
+        lambda full: (1, 8, 8), _fixed(10)),
+    # (training, test) images, default augmentation, image shape, classes
+    _torchvision("mnist", (60000, 10000), None, (1, 28, 28), 10),
+    _torchvision("fashion_mnist", (60000, 10000), None, (1, 28, 28), 10),
+    _torchvision("cifar10", (50000, 10000), "cifar", (3, 32, 32), 10),
+    _torchvision("cifar100", (50000, 10000), "cifar", (3, 32, 32), 100),
     # 96×96: the same 4-pixel pad + crop + flip (the seed codebase's choice is not stated)
-    "stl10": {**_vision("stl10"), **_augment("cifar")},
-}
+    _torchvision("stl10", (5000, 8000), "cifar", (3, 96, 96), 10),
+):  # fmt: skip
+    register_source(_source)
 
-SOURCE_NAMES: tuple[str, ...] = tuple(PARAMS)
-#: What each source is: generated here (``synthetic``), shipped with scikit-learn
-#: (``sklearn``) or one of torchvision's image sets (``torchvision``, read from files).
-SOURCE_KINDS: dict[str, str] = {
-    **dict.fromkeys(("circles", "moons", "blobs", "parity", "gaussian_mixture", "diffeo"),
-                    "synthetic"),
-    "digits": "sklearn",
-    **dict.fromkeys(VISION_SIZES, "torchvision"),
-}  # fmt: skip
-assert set(SOURCE_KINDS) == set(PARAMS)
-_SYNTHETIC_CLASSES = {"circles": 2, "moons": 2, "parity": 2}
-#: sources whose targets are real vectors (MSE), not class labels
-REGRESSION_SOURCES: tuple[str, ...] = ("diffeo",)
-
-#: ``{source: {key: default}}`` (``source`` itself is always allowed).
-SOURCE_PARAMS: dict[str, dict[str, Any]] = {src: defaults(t) for src, t in PARAMS.items()}
+#: Per source: what it is (``Source.kind``) and its options' defaults
+#: (``{source: {key: default}}``; ``source`` itself is always allowed).
+SOURCE_KINDS: Mapping[str, str] = _PerSource(lambda src: src.kind)
+SOURCE_PARAMS: Mapping[str, dict[str, Any]] = _PerSource(lambda src: defaults(src.options))
 SOURCE_DESCRIPTION = "the generator or torchvision class (default: the dataset's name)"
 
 
 def source_schema(src: str) -> dict[str, Any]:
     """The JSON schema of a spec of source ``src`` (its title names the source in messages)."""
-    out = table_schema(PARAMS[src], f"parameters of source {src}")
+    out = table_schema(SOURCES[src].options, f"parameters of source {src}")
     source = {"description": SOURCE_DESCRIPTION, "const": src}
     return {
         "title": f"source {src!r}",
@@ -157,9 +260,9 @@ def source_schema(src: str) -> dict[str, Any]:
 def source_of(name: str, spec: dict | None) -> str:
     """The source a dataset entry uses: ``spec["source"]``, else the entry's own name."""
     src = (spec or {}).get("source", name)
-    if src not in PARAMS:
+    if src not in SOURCES:
         key = f"datasets.{name}.source" if spec and "source" in spec else f"datasets.{name}"
-        raise unknown(key, src, SOURCE_NAMES, "dataset source", "allowed sources")
+        raise unknown(key, src, SOURCES, "dataset source", "allowed sources")
     return src
 
 
@@ -176,7 +279,8 @@ def _enough(key: str) -> Constraint:
     both splits; torchvision subsets are drawn at random, not stratified."""
 
     def test(full: Mapping[str, Any], data: DataShape | None) -> str | None:
-        k = None if full["source"] in VISION_SIZES else _classes(full)
+        source = SOURCES[full["source"]]
+        k = source.classes(full) if source.stratified else None
         n = full.get(key)
         if k is None or n is None or n >= k:
             return None
@@ -190,50 +294,24 @@ def _enough(key: str) -> Constraint:
 DATASET_CONSTRAINTS: tuple[Constraint, ...] = (_enough("n_train"), _enough("n_test"))
 
 
-def _classes(full: Mapping[str, Any]) -> int | None:
-    """The number of classes of a resolved spec (None: a regression set)."""
-    src = full["source"]
-    if src in REGRESSION_SOURCES:
-        return None
-    if src in _SYNTHETIC_CLASSES:
-        return _SYNTHETIC_CLASSES[src]
-    if "n_classes" in full:
-        return int(full["n_classes"])
-    return {"cifar100": 100}.get(src, 10)  # digits, MNIST, Fashion-MNIST, CIFAR-10, STL-10
-
-
 def check_classes(name: str, spec: dict | None) -> None:
     """What the schema cannot say (DATASET_CONSTRAINTS): every class in both splits."""
     enforce(DATASET_CONSTRAINTS, resolve_spec(name, spec, _validated=True), None,
             f"datasets.{name}")  # fmt: skip
 
 
-_IMAGES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28),
-           "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "stl10": (3, 96, 96)}  # fmt: skip
-
-
 def data_shape(name: str, spec: dict | None) -> DataShape:
     """The input shape and outputs of dataset ``name`` as prepared, from its spec alone (so
     the config check can check a model against it before the set is prepared)."""
     full = resolve_spec(name, spec, _validated=True)
-    src = full["source"]
-    if src in _IMAGES:
-        shape: tuple[int, ...] = _IMAGES[src]
-    else:
-        shape = (int(full.get("dim", full.get("d", 2))),)
-    outputs = _classes(full)
-    return DataShape(shape, int(full["d"]) if outputs is None else outputs)
+    source = SOURCES[full["source"]]
+    return DataShape(tuple(source.shape(full)), int(source.outputs(full)))
 
 
 def train_size(name: str, spec: dict | None) -> int:
     """Training examples of dataset ``name`` as prepared (before the validation split)."""
     full = resolve_spec(name, spec, _validated=True)
-    src = full["source"]
-    if src == "digits":
-        return DIGITS_SIZE - int(full["n_test"])
-    if src in VISION_SIZES and full["n_train"] is None:
-        return VISION_SIZES[src][0]
-    return int(full["n_train"])
+    return int(SOURCES[full["source"]].size(full))
 
 
 def validation_size(n: int, fraction: float) -> int:

@@ -24,6 +24,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from orthskip.io import atomic_path
+from orthskip.nn.skip_kinds import KINDS
 
 COLUMN_WIDTH_IN = 3.4
 PAGE_WIDTH_IN = 7.0
@@ -31,66 +32,6 @@ MAX_HEIGHT_IN = 9.0  # a printed page less its margins and caption
 PANEL_HEIGHT_IN = 1.9
 MAX_TICK_LABELS = 5  # per log axis: more of them collide at 6 pt in a 1.5-in panel
 PNG_DPI = 200
-
-# Order in legends and tables: baselines first, then the orthogonal variants.
-SKIP_ORDER: tuple[str, ...] = (
-    "identity",
-    "none",
-    "linear",
-    "orth_fixed",
-    "orth_learned",
-    "orth_manifold",
-    "procrustes",
-    "orth_jacobian",
-)
-
-# Okabe–Ito colour-blind-safe palette plus black; never reused for another kind.
-SKIP_COLORS: dict[str, str] = {
-    "identity": "#000000",
-    "none": "#999999",
-    "linear": "#E69F00",
-    "orth_fixed": "#56B4E9",
-    "orth_learned": "#009E73",
-    "orth_manifold": "#0072B2",
-    "procrustes": "#D55E00",
-    "orth_jacobian": "#CC79A7",
-}
-
-# Markers as a second cue for grey-scale prints.
-SKIP_MARKERS: dict[str, str] = {
-    "identity": "o",
-    "none": "s",
-    "linear": "D",
-    "orth_fixed": "v",
-    "orth_learned": "^",
-    "orth_manifold": "<",
-    "procrustes": ">",
-    "orth_jacobian": "P",
-}
-
-SKIP_LABELS: dict[str, str] = {
-    "identity": "identity",
-    "none": "none (plain)",
-    "linear": "linear",
-    "orth_fixed": "orth. fixed",
-    "orth_learned": "orth. learned",
-    "orth_manifold": "orth. manifold",
-    "procrustes": "Procrustes",
-    "orth_jacobian": "orth. Jacobian",
-}
-
-# Line styles as a third cue: a bare kind always draws with its own, so that a kind looks
-# the same in every figure; dash patterns as (offset, (on, off, …)) in points.
-SKIP_LINESTYLES: dict[str, str | tuple] = {
-    "identity": "-",
-    "none": (0, (1, 1)),
-    "linear": "--",
-    "orth_fixed": (0, (5, 1, 1, 1)),
-    "orth_learned": "-.",
-    "orth_manifold": (0, (3, 1, 1, 1, 1, 1)),
-    "procrustes": (0, (6, 2)),
-    "orth_jacobian": ":",
-}
 
 # Markers and line styles for every variant that is not a bare kind, taken in turn across the
 # variants of one figure (not per kind): two variants in one panel never share a marker or a
@@ -134,27 +75,36 @@ RC = {
 }
 
 
+# Order, colour, marker, line style and label of each skip kind: its registry entry
+# (orthskip.nn.skip_kinds, torch-free), read at every call so that a kind registered later
+# draws like the others.
+def skip_order() -> tuple[str, ...]:
+    """Every registered kind, in registry order: baselines first, then the orthogonal ones."""
+    return tuple(KINDS)
+
+
 def skip_color(skip: str) -> str:
-    return SKIP_COLORS.get(skip, UNKNOWN_COLOR)
+    return KINDS[skip].color if skip in KINDS else UNKNOWN_COLOR
 
 
 def skip_marker(skip: str) -> str:
-    return SKIP_MARKERS.get(skip, "x")
+    return KINDS[skip].marker if skip in KINDS else "x"
 
 
 def skip_linestyle(skip: str) -> str | tuple:
-    return SKIP_LINESTYLES.get(skip, "-")
+    return KINDS[skip].linestyle if skip in KINDS else "-"
 
 
 def skip_label(skip: str) -> str:
-    return SKIP_LABELS.get(skip, skip)
+    return KINDS[skip].label if skip in KINDS else skip
 
 
 def ordered_skips(skips: Iterable[str]) -> list[str]:
-    """Known kinds in SKIP_ORDER, then any others alphabetically."""
+    """Registered kinds in registry order, then any others (results of a kind no longer
+    registered) alphabetically."""
     present = set(skips)
-    known = [s for s in SKIP_ORDER if s in present]
-    return known + sorted(present - set(SKIP_ORDER))
+    known = [s for s in KINDS if s in present]
+    return known + sorted(present - set(KINDS))
 
 
 def ordered_variants(kinds: Mapping[str, str]) -> list[str]:

@@ -98,6 +98,7 @@ def cell_metrics(
 ) -> int:
     """Write the per-layer metrics of every snapshot; returns the number of rows."""
     from orthskip.analysis.metrics import extract_metrics
+    from orthskip.analysis.metrics.extract import family_options
     from orthskip.data import load_prepared
     from orthskip.results import to_table
 
@@ -120,11 +121,8 @@ def cell_metrics(
             probe_x,
             probe_y,
             families=mcfg["families"],
-            jacobian_samples=mcfg["jacobian_samples"],
-            operator_dense_max_dim=mcfg["operator_dense_max_dim"],
-            operator_iterative=mcfg["operator_iterative"],
-            lipschitz=lipschitz_options(mcfg),
             initial_skips=initial,
+            **family_options(mcfg),
         )
         df.insert(0, "epoch", int(epoch))
         frames.append(df)

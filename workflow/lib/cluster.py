@@ -7,18 +7,20 @@ time limit is retried by Snakemake (``retries`` in the profile) with ``attempt``
 which doubles the limit, and training resumes from ``last.pt``.
 
 ``dataset`` below is a dataset *source* (``config["datasets"][name]["source"]``, e.g.
-``cifar10``); what a source is (its kind, its default training-set size, its input shape)
-comes from the data spec, ``orthskip.data.spec``; unknown sources are treated like CIFAR
-(the conservative choice).
+``cifar10``). What a source is (its kind, its default training-set size, its input shape)
+comes from its registry entry (``orthskip.data.spec.SOURCES``), and what an architecture
+costs per layer from its own (``orthskip.nn.models.ARCHS``); unknown sources are treated
+like CIFAR and unknown architectures like the ResNets (the conservative choices).
 """
 
 from __future__ import annotations
 
 import math
 
-from orthskip.data.spec import SOURCE_KINDS, data_shape, train_size
+from orthskip.data.spec import SOURCES, data_shape, train_size
+from orthskip.nn.models import ARCHS, Cost
 
-#: Kinds of source (``orthskip.data.spec.SOURCE_KINDS``) whose cells train in seconds to
+#: Kinds of source (``orthskip.data.spec.Source.kind``) whose cells train in seconds to
 #: minutes, generated sets and scikit-learn's digits: they run on the CPU and are packed
 #: several to one cluster job (Snakemake group ``SHORT_GROUP``).
 SHORT_KINDS = frozenset({"synthetic", "sklearn"})
@@ -28,18 +30,9 @@ SHORT_GROUP = "short_cells"
 _UNKNOWN_N_TRAIN = 50_000
 _UNKNOWN_SAMPLE = 3 * 32 * 32
 
-# Seconds per training sample per layer (forward + backward + on-device augmentation)
-# on one older data-centre GPU (V100 class), from ResNet-110 ≈ 30 s and
-# PreResNet-164 ≈ 60 s per CIFAR epoch; the MLP figure is kernel-launch bound.
-_SEC_PER_SAMPLE_LAYER = {
-    "mlp": 1.0e-6,
-    "cifar_resnet": 5.5e-6,
-    "cifar_preresnet": 7.5e-6,
-    "resnet18": 3.0e-5,
-    "resnet": 3.0e-5,
-    "vit": 3.0e-5,
-}
-_UNKNOWN_ARCH = 3.0e-5
+# An unknown architecture: as slow per layer as the ImageNet-style ResNets; the cost of a
+# registered one is its registry entry's (orthskip.nn.models.Arch.cost)
+_UNKNOWN_COST = Cost(3.0e-5)
 
 SAFETY = 2.0  # measured speed varies by GPU model, I/O and node load
 OVERHEAD_MIN = 10  # start-up, dataset load, metric extraction at snapshots
@@ -49,7 +42,7 @@ MAX_MINUTES = 7 * 24 * 60
 
 def is_short(dataset: str) -> bool:
     """True for sources whose cells are quick (generated sets, digits: SHORT_KINDS)."""
-    return SOURCE_KINDS.get(dataset) in SHORT_KINDS
+    return dataset in SOURCES and SOURCES[dataset].kind in SHORT_KINDS
 
 
 def train_group(dataset: str) -> str | None:
@@ -67,14 +60,18 @@ def _n_train(dataset: str, n_train: int | None) -> int:
     dataset's spec), else the source's default."""
     if n_train is not None:
         return int(n_train)
-    return train_size(dataset, None) if dataset in SOURCE_KINDS else _UNKNOWN_N_TRAIN
+    return train_size(dataset, None) if dataset in SOURCES else _UNKNOWN_N_TRAIN
 
 
 def _sample_size(dataset: str) -> int:
     """Numbers per input example of a source (an image's C·H·W)."""
-    if dataset not in SOURCE_KINDS:
+    if dataset not in SOURCES:
         return _UNKNOWN_SAMPLE
     return math.prod(data_shape(dataset, None).input_shape)
+
+
+def _cost(arch: str) -> Cost:
+    return ARCHS[arch].cost if arch in ARCHS else _UNKNOWN_COST
 
 
 def train_runtime_minutes(
@@ -89,13 +86,12 @@ def train_runtime_minutes(
 ) -> int:
     """Wall-clock limit (minutes) for training one cell, doubled on every retry.
 
-    ``(epochs · n_train · depth · sec_per_sample_layer(arch) · SAFETY) + OVERHEAD_MIN``,
+    ``(epochs · n_train · depth · sec_per_sample_layer · SAFETY) + OVERHEAD_MIN`` (the
+    architecture's ``Cost``),
     times ``scale`` (a site factor for slower or faster GPUs), rounded up to 5 minutes,
     at least ``MIN_MINUTES``; then doubled per retry, at most ``MAX_MINUTES``.
     """
-    per_epoch_s = (
-        _n_train(dataset, n_train) * depth * _SEC_PER_SAMPLE_LAYER.get(arch, _UNKNOWN_ARCH)
-    )
+    per_epoch_s = _n_train(dataset, n_train) * depth * _cost(arch).sec_per_sample_layer
     minutes = (epochs * per_epoch_s * SAFETY / 60 + OVERHEAD_MIN) * scale
     minutes = max(MIN_MINUTES, 5 * math.ceil(minutes / 5))
     return int(min(MAX_MINUTES, minutes * 2 ** max(0, attempt - 1)))
@@ -112,7 +108,5 @@ def train_mem_mb(dataset: str, arch: str, depth: int, *, n_train: int | None = N
         return 2000
     sample_bytes = _sample_size(dataset) * 4
     data_mb = 2.2 * _n_train(dataset, n_train) * sample_bytes / 1e6  # train + test + copy
-    # ImageNet-style ResNet blocks (resnet18 is the alias of resnet): wider layers
-    per_layer_mb = 40 if arch in ("resnet", "resnet18") else 8
-    mb = 3000 + data_mb + per_layer_mb * depth
+    mb = 3000 + data_mb + _cost(arch).mem_mb_per_layer * depth
     return int(1000 * math.ceil(mb / 1000))

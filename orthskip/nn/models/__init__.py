@@ -1,8 +1,10 @@
 """Architectures: residual MLP, CIFAR ResNets (post-/pre-act.), torchvision-style ResNets, ViT.
 
 ``build_model(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)`` returns a
-``ResidualNet`` (stem, blocks, head). ``model_cfg`` is ``config["model"][arch]``; every key's
-type, default and allowed values are in ``MODEL_SPECS``. What each skip kind does at transition
+``ResidualNet`` (stem, blocks, head). Each architecture is one ``Arch`` entry in ``ARCHS``
+(``register_arch`` adds one): its options (``config["model"][arch]``: every key's type,
+default and allowed values), the depths it builds, its builder, its training cost (read by
+the cluster resources) and its constraints. What each skip kind does at transition
 blocks is documented in ``orthskip.nn.skips``.
 
 Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 6n + 2
@@ -30,11 +32,12 @@ stores a full-support C_out × 4·C_in × h' × w' kernel per transition.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from orthskip.config.constraints import Constraint, DataShape, enforce
-from orthskip.config.options import Option, check_options, defaults, unknown
+from orthskip.config.options import Option, Table, check_options, defaults, unknown
 from orthskip.errors import ConfigError
 from orthskip.nn.models import mlp, vit
 from orthskip.nn.models.base import BLOCKS, Block, ResidualNet, make_block
@@ -42,6 +45,84 @@ from orthskip.nn.models.init import INITS
 from orthskip.nn.models.resnet import BASIC_STAGES, RESNET_STAGES, STEMS
 from orthskip.nn.models.vit import POOLS, POS_EMBEDS
 from orthskip.nn.skips import SKIPS, skip_options, validate_skip_options
+
+#: ``build(depth, skip, input_shape, num_classes, model_cfg, skip_cfg)``: the model, with
+#: options resolved and every constraint checked already (``build_model``).
+Builder = Callable[[int, str, tuple[int, ...], int, dict, dict | None], ResidualNet]
+
+
+@dataclass(frozen=True)
+class Depths:
+    """The depths an architecture builds: a test and the same rule in words (messages)."""
+
+    text: str
+    allows: Callable[[int], bool]
+
+    @classmethod
+    def listed(cls, values: Mapping[int, Any] | tuple[int, ...]) -> Depths:
+        """Exactly ``values`` (a table keyed by depth, e.g. the stages per depth)."""
+        allowed = tuple(values)
+        return cls(", ".join(str(d) for d in allowed), lambda d: d in allowed)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What training costs per layer, read by the cluster's resource estimates
+    (workflow/lib/cluster.py): seconds per training sample per layer (forward + backward +
+    on-device augmentation) on a V100-class GPU, and host memory per layer (snapshots,
+    optimizer state)."""
+
+    sec_per_sample_layer: float
+    mem_mb_per_layer: float = 8.0
+
+
+@dataclass(frozen=True)
+class Arch:
+    """An architecture: its options (``config["model"][name]``: the schema's source), the
+    depths it builds, its builder, its training cost, and what it needs of its options and
+    the data beyond the option table (enforced by ``build_model`` and, for every cell, by
+    the config check before any job)."""
+
+    name: str
+    options: Table
+    depths: Depths
+    build: Builder
+    cost: Cost
+    constraints: tuple[Constraint, ...] = ()
+
+
+#: Every architecture, in the order of the config's choices. ``register_arch`` adds one.
+ARCHS: dict[str, Arch] = {}
+
+
+def register_arch(arch: Arch) -> Arch:
+    if arch.name in ARCHS:
+        raise ValueError(f"architecture {arch.name!r} is registered already")
+    ARCHS[arch.name] = arch
+    return arch
+
+
+class _PerArch(Mapping[str, Any]):
+    """A live view of one thing per registered architecture."""
+
+    def __init__(self, of: Callable[[Arch], Any]) -> None:
+        self._of = of
+
+    def __getitem__(self, name: str) -> Any:
+        return self._of(ARCHS[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(ARCHS))
+
+    def __len__(self) -> int:
+        return len(ARCHS)
+
+
+# Every architecture's options (config["model"][arch]), their defaults and its constraints.
+MODEL_SPECS: Mapping[str, Table] = _PerArch(lambda a: a.options)
+MODEL_OPTIONS: Mapping[str, dict[str, Any]] = _PerArch(lambda a: defaults(a.options))
+MODEL_CONSTRAINTS: Mapping[str, tuple[Constraint, ...]] = _PerArch(lambda a: a.constraints)
+RESNET18_STAGES: dict[int, tuple[int, ...]] = BASIC_STAGES
 
 
 def _width(default: int, text: str = "channels of the first stage") -> Option:
@@ -59,41 +140,6 @@ def _mlp(key: str, text: str) -> Option:
     return Option("string", choices[0], text, choices=choices)
 
 
-# Every architecture's options (config["model"][arch]): type, default, allowed values.
-MODEL_SPECS: dict[str, dict[str, Option]] = {
-    "mlp": {
-        "width": Option("integer", 32, "stream width (0: the input dimension)", minimum=0),
-        "activation": _mlp("activation", "the branch's nonlinearity"),
-        "norm": _mlp("norm", "normalisation in the branch"),
-        "init": _INIT,
-        "stem": _mlp("stem", "input -> stream map (identity keeps the input dimension)"),
-        "head": _mlp("head", "stream -> output map"),
-        "hidden": Option("integer", 0, "the branch's inner width (0: width)", minimum=0),
-        "branch_scale": _mlp("branch_scale", "F scaled by 1, 1/depth or 1/sqrt(depth)"),
-    },
-    "cifar_resnet": {"width": _width(16), "init": _INIT},
-    "cifar_preresnet": {"width": _width(16), "init": _INIT},
-    "resnet18": {"width": _width(64), "init": _INIT},
-    "vit": {
-        "width": _width(192, "token width d"),
-        "heads": Option("integer", 3, "attention heads (divide width)", minimum=1),
-        "mlp_ratio": Option("number", 4.0, "MLP hidden width / width", exclusive_minimum=0),
-        "patch": Option("integer", 4, "patch side in pixels", minimum=1),
-        "pos_embed": Option("string", "learned", "position embedding", choices=POS_EMBEDS),
-        "pool": Option("string", "cls", "cls token or mean of the tokens", choices=POOLS),
-        "init": _INIT,
-    },
-    "resnet": {
-        "width": _width(64),
-        "stem": Option(
-            "string", "cifar", "cifar (3x3) or imagenet (7x7 + max pool) stem", choices=STEMS
-        ),
-        "init": _INIT,
-    },
-}
-ARCHS: tuple[str, ...] = tuple(MODEL_SPECS)
-
-
 def _image(arch: str) -> Constraint:
     def test(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
         if data is None or len(data.input_shape) == 3:
@@ -106,30 +152,93 @@ def _image(arch: str) -> Constraint:
     return Constraint("image_input", None, f"{arch} needs image inputs", test)
 
 
-# What each architecture's builder needs of its options and the data, beyond the option
-# tables: enforced by build_model and, for every cell, by the config check before any job.
-MODEL_CONSTRAINTS: dict[str, tuple[Constraint, ...]] = {
-    "mlp": mlp.CONSTRAINTS,
-    "cifar_resnet": (_image("cifar_resnet"),),
-    "cifar_preresnet": (_image("cifar_preresnet"),),
-    "resnet18": (_image("resnet18"),),
-    "vit": (_image("vit"), *vit.CONSTRAINTS),
-    "resnet": (_image("resnet"),),
-}
-assert set(MODEL_CONSTRAINTS) == set(ARCHS)
-MODEL_OPTIONS: dict[str, dict[str, Any]] = {a: defaults(t) for a, t in MODEL_SPECS.items()}
-RESNET18_STAGES: dict[int, tuple[int, ...]] = BASIC_STAGES
+def _cifar(pre_act: bool) -> Builder:
+    def build(depth, skip, input_shape, num_classes, cfg, skip_cfg) -> ResidualNet:
+        from orthskip.nn.models.cifar_resnet import build_cifar_resnet
+
+        return build_cifar_resnet(
+            depth, skip, input_shape, num_classes, cfg, skip_cfg, pre_act=pre_act
+        )
+
+    return build
+
+
+def _resnet(arch: str) -> Builder:
+    def build(depth, skip, input_shape, num_classes, cfg, skip_cfg) -> ResidualNet:
+        from orthskip.nn.models.resnet import build_resnet
+
+        return build_resnet(depth, skip, input_shape, num_classes, cfg, skip_cfg, arch=arch)
+
+    return build
+
+
+_CIFAR_DEPTHS = Depths(
+    "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...", lambda d: d >= 8 and (d - 2) % 6 == 0
+)
+# Costs from ResNet-110 ≈ 30 s and PreResNet-164 ≈ 60 s per CIFAR epoch on a V100-class
+# GPU; the MLP's is kernel-launch bound; ImageNet-style ResNet blocks are wider layers.
+for _arch in (
+    Arch(
+        "mlp",
+        {
+            "width": Option("integer", 32, "stream width (0: the input dimension)", minimum=0),
+            "activation": _mlp("activation", "the branch's nonlinearity"),
+            "norm": _mlp("norm", "normalisation in the branch"),
+            "init": _INIT,
+            "stem": _mlp("stem", "input -> stream map (identity keeps the input dimension)"),
+            "head": _mlp("head", "stream -> output map"),
+            "hidden": Option("integer", 0, "the branch's inner width (0: width)", minimum=0),
+            "branch_scale": _mlp("branch_scale", "F scaled by 1, 1/depth or 1/sqrt(depth)"),
+        },
+        Depths("any integer >= 1 (number of residual blocks)", lambda d: d >= 1),
+        mlp.build_mlp,
+        Cost(1.0e-6),
+        mlp.CONSTRAINTS,
+    ),
+    Arch("cifar_resnet", {"width": _width(16), "init": _INIT}, _CIFAR_DEPTHS, _cifar(False),
+         Cost(5.5e-6), (_image("cifar_resnet"),)),
+    Arch("cifar_preresnet", {"width": _width(16), "init": _INIT}, _CIFAR_DEPTHS, _cifar(True),
+         Cost(7.5e-6), (_image("cifar_preresnet"),)),
+    # the alias of resnet with the CIFAR stem (its options have no stem)
+    Arch("resnet18", {"width": _width(64), "init": _INIT}, Depths.listed(RESNET18_STAGES),
+         _resnet("resnet18"), Cost(3.0e-5, 40.0), (_image("resnet18"),)),
+    Arch(
+        "vit",
+        {
+            "width": _width(192, "token width d"),
+            "heads": Option("integer", 3, "attention heads (divide width)", minimum=1),
+            "mlp_ratio": Option("number", 4.0, "MLP hidden width / width", exclusive_minimum=0),
+            "patch": Option("integer", 4, "patch side in pixels", minimum=1),
+            "pos_embed": Option("string", "learned", "position embedding", choices=POS_EMBEDS),
+            "pool": Option("string", "cls", "cls token or mean of the tokens", choices=POOLS),
+            "init": _INIT,
+        },
+        Depths("any integer >= 1 (number of transformer blocks, two residual sublayers each)",
+               lambda d: d >= 1),
+        vit.build_vit,
+        Cost(3.0e-5),
+        (_image("vit"), *vit.CONSTRAINTS),
+    ),
+    Arch(
+        "resnet",
+        {
+            "width": _width(64),
+            "stem": Option(
+                "string", "cifar", "cifar (3x3) or imagenet (7x7 + max pool) stem", choices=STEMS
+            ),
+            "init": _INIT,
+        },
+        Depths.listed(RESNET_STAGES),
+        _resnet("resnet"),
+        Cost(3.0e-5, 40.0),
+        (_image("resnet"),),
+    ),
+):  # fmt: skip
+    register_arch(_arch)
 
 
 def allowed_depths(arch: str) -> str:
-    return {
-        "mlp": "any integer >= 1 (number of residual blocks)",
-        "cifar_resnet": "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...",
-        "cifar_preresnet": "6n+2 with n >= 1: 8, 14, 20, 32, 44, 56, 110, ...",
-        "resnet18": ", ".join(str(d) for d in RESNET18_STAGES),
-        "vit": "any integer >= 1 (number of transformer blocks, two residual sublayers each)",
-        "resnet": ", ".join(str(d) for d in RESNET_STAGES),
-    }[arch]
+    return ARCHS[arch].depths.text
 
 
 def _check_arch(arch: str) -> None:
@@ -141,15 +250,7 @@ def check_depth(arch: str, depth: int) -> None:
     """Raise ConfigError naming the allowed depths when ``arch`` cannot be built at ``depth``."""
     _check_arch(arch)
     ok = isinstance(depth, int) and not isinstance(depth, bool)
-    if ok and arch in ("mlp", "vit"):
-        ok = depth >= 1
-    elif ok and arch in ("cifar_resnet", "cifar_preresnet"):
-        ok = depth >= 8 and (depth - 2) % 6 == 0
-    elif ok and arch == "resnet":
-        ok = depth in RESNET_STAGES
-    elif ok:
-        ok = depth in RESNET18_STAGES
-    if not ok:
+    if not (ok and ARCHS[arch].depths.allows(depth)):
         raise ConfigError(
             f"depth = {depth!r} for arch {arch}: allowed depths are {allowed_depths(arch)}"
         )
@@ -158,7 +259,7 @@ def check_depth(arch: str, depth: int) -> None:
 def validate_model_options(arch: str, model_cfg: dict | None) -> None:
     """Raise ConfigError for an unknown key or bad value in config['model'][arch]."""
     _check_arch(arch)
-    check_options(MODEL_SPECS[arch], model_cfg or {}, f"model.{arch}")
+    check_options(ARCHS[arch].options, model_cfg or {}, f"model.{arch}")
 
 
 def model_options(arch: str, model_cfg: dict | None) -> dict[str, Any]:
@@ -182,22 +283,9 @@ def build_model(
     cfg = model_options(arch, model_cfg)
     input_shape = tuple(int(s) for s in input_shape)
     data = DataShape(input_shape, int(num_classes))
-    enforce(MODEL_CONSTRAINTS[arch], cfg, data, f"model.{arch}")
+    enforce(ARCHS[arch].constraints, cfg, data, f"model.{arch}")
     enforce(SKIPS[skip].constraints, opts, data, f"skip_options.{skip}")
-    if arch == "mlp":
-        return mlp.build_mlp(depth, skip, input_shape, num_classes, cfg, skip_cfg)
-    if arch in ("cifar_resnet", "cifar_preresnet"):
-        from orthskip.nn.models.cifar_resnet import build_cifar_resnet
-
-        return build_cifar_resnet(
-            depth, skip, input_shape, num_classes, cfg, skip_cfg, pre_act=arch == "cifar_preresnet"
-        )
-    if arch == "vit":
-        return vit.build_vit(depth, skip, input_shape, num_classes, cfg, skip_cfg)
-    from orthskip.nn.models.resnet import build_resnet
-
-    # resnet18 is the alias of resnet with the CIFAR stem (its options have no stem)
-    return build_resnet(depth, skip, input_shape, num_classes, cfg, skip_cfg, arch=arch)
+    return ARCHS[arch].build(depth, skip, input_shape, num_classes, cfg, skip_cfg)
 
 
 __all__ = [
@@ -208,12 +296,16 @@ __all__ = [
     "MODEL_OPTIONS",
     "MODEL_SPECS",
     "SKIPS",
+    "Arch",
     "Block",
+    "Cost",
+    "Depths",
     "ResidualNet",
     "allowed_depths",
     "build_model",
     "check_depth",
     "make_block",
     "model_options",
+    "register_arch",
     "validate_model_options",
 ]

@@ -50,37 +50,66 @@ SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal 
 Adding a kind: one subclass of ``Skip`` (``base.py``) with ``kind``, its ``options_table``
 (type, default, allowed values, description of each option) and, if it is not a plain residual
 skip, its ``block`` set; parameters made in ``build``; either ``linear_map`` for a matrix skip
-or ``forward``. Then one entry in ``SKIPS`` below; the config schema is generated from it.
+or ``forward``. Then one ``SkipKind`` entry (``orthskip.nn.skip_kinds``: the class and how
+figures draw the kind); ``SKIPS`` and the config schema are generated from it.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from orthskip.config.options import Option, check_options, defaults, unknown
+from orthskip.nn.skip_kinds import KINDS, SkipKind, register_kind
 from orthskip.nn.skips.base import Skip, apply_matrix, grouped_orthogonal_maps, subsample
 from orthskip.nn.skips.basic import IdentitySkip, LinearSkip, NoneSkip
 from orthskip.nn.skips.jacobian import OrthJacobianSkip
 from orthskip.nn.skips.orthogonal import OrthFixedSkip, OrthLearnedSkip, OrthManifoldSkip
 from orthskip.nn.skips.procrustes import ProcrustesSkip
 
+
+class _Classes(Mapping[str, type[Skip]]):
+    """Every kind's class, in registry order (``orthskip.nn.skip_kinds.KINDS``, which a test
+    may extend): a live view, so that a kind registered later is here too."""
+
+    def __getitem__(self, name: str) -> type[Skip]:
+        cls = KINDS[name].cls
+        if isinstance(cls, str):
+            module, _, attr = cls.rpartition(".")
+            cls = getattr(importlib.import_module(f"orthskip.nn.skips.{module}"), attr)
+        if getattr(cls, "kind", None) != name:
+            raise TypeError(f"skip kind {name}: its class {cls.__name__} has kind {cls.kind!r}")
+        return cls
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(KINDS))
+
+    def __len__(self) -> int:
+        return len(KINDS)
+
+
+class _PerKind(Mapping[str, Any]):
+    """A live view of one thing per kind, computed from its class."""
+
+    def __init__(self, of: Callable[[type[Skip]], Any]) -> None:
+        self._of = of
+
+    def __getitem__(self, name: str) -> Any:
+        return self._of(SKIPS[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SKIPS)
+
+    def __len__(self) -> int:
+        return len(SKIPS)
+
+
 # Every kind, in the order of the config's kinds and the figures' legends.
-SKIPS: dict[str, type[Skip]] = {
-    cls.kind: cls
-    for cls in (
-        IdentitySkip,
-        NoneSkip,
-        LinearSkip,
-        OrthFixedSkip,
-        OrthLearnedSkip,
-        OrthManifoldSkip,
-        ProcrustesSkip,
-        OrthJacobianSkip,
-    )
-}
+SKIPS: Mapping[str, type[Skip]] = _Classes()
 # Every kind's options (config["skip_options"][kind]) and their defaults.
-SKIP_SPECS: dict[str, dict[str, Option]] = {k: cls.options_table for k, cls in SKIPS.items()}
-SKIP_OPTIONS: dict[str, dict[str, Any]] = {k: defaults(t) for k, t in SKIP_SPECS.items()}
+SKIP_SPECS: Mapping[str, dict[str, Option]] = _PerKind(lambda cls: cls.options_table)
+SKIP_OPTIONS: Mapping[str, dict[str, Any]] = _PerKind(lambda cls: defaults(cls.options_table))
 
 
 def validate_skip_options(skip_cfg: dict | None) -> None:
@@ -117,6 +146,7 @@ def make_skip(
 
 
 __all__ = [
+    "KINDS",
     "SKIPS",
     "SKIP_OPTIONS",
     "SKIP_SPECS",
@@ -129,9 +159,11 @@ __all__ = [
     "OrthManifoldSkip",
     "ProcrustesSkip",
     "Skip",
+    "SkipKind",
     "apply_matrix",
     "grouped_orthogonal_maps",
     "make_skip",
+    "register_kind",
     "skip_options",
     "subsample",
     "validate_skip_options",
