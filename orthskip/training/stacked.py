@@ -66,7 +66,6 @@ class Member:
     val_idx: Tensor
     data_gen: torch.Generator
     aug_gen: torch.Generator
-    model: nn.Module  # the member's own module: its init, state-dict layout and counts
     rkey: str
     cfg_hash: str
     state: TrainState = field(default_factory=TrainState)
@@ -83,9 +82,11 @@ class Member:
 class Stacked:
     """K modules of one architecture as stacked tensors, called together under vmap."""
 
-    def __init__(self, models: list[nn.Module], skip_cfg: dict[str, Any]) -> None:
+    def __init__(self, models: list[nn.Module], cfgs: list[CellConfig]) -> None:
         self.k = len(models)
-        self.skip_cfg = skip_cfg
+        self.models = models  # the members' own modules: their solo counts and optimizers
+        self.cfgs = cfgs
+        self.skip_cfg = {cfgs[0].skip: cfgs[0].skip_options}
         params, buffers = stack_module_state(models)
         # ``module``: the stacked tensors registered in a copy of member 0, so that the
         # optimizer partition (skip / manifold / main) and state-dict keys are the solo ones
@@ -120,6 +121,18 @@ class Stacked:
 
     def optimizer_state(self, k: int, bundle: Any) -> dict[str, Any]:
         return _slice_optimizer_state(bundle.state_dict(), k)
+
+    def solo_metadata(self, k: int) -> dict[str, Any]:
+        """Member k's parameter counts and its solo optimizer's description."""
+        from orthskip.nn.optim import build_optimizer
+
+        model, cfg = self.models[k], self.cfgs[k]
+        solo = build_optimizer(model, cfg.train["optimizer"], {cfg.skip: cfg.skip_options})
+        return {
+            "n_params": model.n_params(),
+            "n_skip_params": model.n_skip_params(),
+            "optimizer": solo.metadata(),
+        }
 
     def scheduler_states(self, k: int, schedulers: list[Any]) -> list[dict[str, Any]]:
         return [s.state_dict() for s in schedulers]
@@ -386,15 +399,18 @@ def _set_up(
                "x_test": data.x_test, "y_test": data.y_test}  # fmt: skip
     tensors = {name: spec.put(t) for name, t in tensors.items()}
     members = [
-        _member(cfg, out, split, data, spec)
+        _member(cfg, out, split, spec)
         for cfg, out, split in zip(cfgs, outdirs, splits, strict=True)
     ]
     ckpts = load_checkpoints(members)
     if ckpts is None:
         return None
-    models = [m.model for m in members]
     skip_cfg = {cfgs[0].skip: cfgs[0].skip_options}
-    net = HandMLP(models, cfgs) if engine == "hand" else Stacked(models, skip_cfg)
+    net: Stacked | HandMLP
+    if engine == "hand":
+        net = HandMLP([_seeded(cfg, cfg.initial_state, data) for cfg in cfgs], cfgs, data, spec)
+    else:
+        net = Stacked([_model(cfg, data, spec) for cfg in cfgs], cfgs)
     bundle = net.build_bundle(tcfg, spec)
     projections, bundle.projections = bundle.projections, []  # projected per member
     pack = PackRun(
@@ -417,16 +433,9 @@ def _set_up(
     return pack
 
 
-def _member(
-    cfg: CellConfig, outdir: Path, split: tuple[Tensor, Tensor], data: Any, spec: RunSpec
-) -> Member:
-    """One member with its own seed's model and streams, drawn as a solo run draws them."""
-    seed = cfg.cell.seed
-    torch.manual_seed(seed)
-    model = cfg.build_model(data).to(spec.device)
-    if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
-        model.to(spec.dtype)
-    data_gen, aug_gen = runstate.streams(seed, spec.device)
+def _member(cfg: CellConfig, outdir: Path, split: tuple[Tensor, Tensor], spec: RunSpec) -> Member:
+    """One member with its own seed's streams, drawn as a solo run draws them."""
+    data_gen, aug_gen = runstate.streams(cfg.cell.seed, spec.device)
     return Member(
         cfg=cfg,
         outdir=outdir,
@@ -434,10 +443,23 @@ def _member(
         val_idx=split[1].to(spec.device),
         data_gen=data_gen,
         aug_gen=aug_gen,
-        model=model,
         rkey=resume_key(cfg),
         cfg_hash=cfg.hash,
     )
+
+
+def _seeded(cfg: CellConfig, draw: Any, data: Any) -> Any:
+    """``draw(data)`` from the member's seed, as a solo run seeds its model's init."""
+    torch.manual_seed(cfg.cell.seed)
+    return draw(data)
+
+
+def _model(cfg: CellConfig, data: Any, spec: RunSpec) -> nn.Module:
+    """The member's solo model (the vmap engine stacks copies of modules)."""
+    model = _seeded(cfg, cfg.build_model, data).to(spec.device)
+    if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
+        model.to(spec.dtype)
+    return model
 
 
 def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
@@ -732,31 +754,22 @@ def _end_epoch(
 
 def _finish(pack: PackRun) -> list[str]:
     """Each member's history, snapshots and status.json; their statuses."""
-    from orthskip.nn.optim import build_optimizer
-
     statuses = []
     riemann = pack.bundle.metadata()
     hand = isinstance(pack.net, HandMLP)
-    solos = getattr(pack.net, "solos", None)  # the hand engine's, never stepped
     for k, m in enumerate(pack.members):
         if m.state.status == "running":
             m.state.status = "ok"
         # the member's solo optimizer's description, with the batched Newton–Schulz counts
         # where the member has a Riemannian step
-        solo = (
-            solos[k]
-            if solos
-            else build_optimizer(
-                m.model, m.cfg.train["optimizer"], {m.cfg.skip: m.cfg.skip_options}
-            )
-        )
-        solo_meta = solo.metadata()
+        solo = pack.net.solo_metadata(k)
+        solo_meta = solo["optimizer"]
         if solo_meta["n_manifold_params"]:
             solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
         meta = {
             "task": pack.task,
-            "n_params": m.model.n_params(),
-            "n_skip_params": m.model.n_skip_params(),
+            "n_params": solo["n_params"],
+            "n_skip_params": solo["n_skip_params"],
             "optimizer": solo_meta,
             "pack": {"mode": "vectorised", "size": pack.k, "engine": "hand" if hand else "vmap"},
         }
