@@ -582,7 +582,7 @@ def _train_epoch(
     pack: PackRun, run: list[int], epoch: int, sigterm: _SigtermFlag
 ) -> tuple[Tensor, int, float]:
     """The epoch's steps from the saved position: (sums (K, 4), rows seen, seconds)."""
-    perms, sums = _epoch_position(pack)
+    rows, sums = _epoch_position(pack)
     seen = int(sums[run[0], 2])
     start = pack.members[run[0]].state.batch
     pack.net.train(True)
@@ -590,26 +590,27 @@ def _train_epoch(
     for b in range(start, pack.spec.steps_per_epoch):
         if sigterm.raised:
             _preempt(pack, run, epoch, b, sums, seen, t0)
-        n = _step(pack, perms, epoch, b, sums, t0)
+        n = _step(pack, rows, epoch, b, sums, t0)
         if n is None:  # every member diverged
             break
         seen += n
     return sums, seen, time.perf_counter() - t0
 
 
-def _epoch_position(pack: PackRun) -> tuple[list[Tensor], Tensor]:
-    """Each member's data order (drawn at the epoch's start) and running sums (K, 4): loss
-    sum, correct, seen, clipped steps."""
+def _epoch_position(pack: PackRun) -> tuple[Tensor, Tensor]:
+    """Each member's training rows in its data order (drawn at the epoch's start), (K,
+    n_train), and running sums (K, 4): loss sum, correct, seen, clipped steps."""
     n_train = len(pack.members[0].train_idx)
-    perms: list[Tensor] = []
+    rows: list[Tensor] = []
     for m in pack.members:
         if m.running and m.state.perm is None:
             m.state.perm = torch.randperm(n_train, generator=m.data_gen)
             m.state.sums = torch.zeros(4, dtype=torch.float64)
-        perms.append(m.state.perm.to(pack.spec.device) if m.running else torch.arange(n_train))
+        perm = m.state.perm.to(pack.spec.device) if m.running else torch.arange(n_train)
+        rows.append(m.train_idx[perm])
     zeros = torch.zeros(4, dtype=torch.float64)
     sums = torch.stack([m.state.sums if m.running else zeros for m in pack.members])
-    return perms, sums.to(pack.spec.device)
+    return torch.stack(rows), sums.to(pack.spec.device)
 
 
 def _preempt(
@@ -627,14 +628,12 @@ def _preempt(
     raise Preempted(f"SIGTERM at epoch {epoch - 1} batch {b}")
 
 
-def _step(
-    pack: PackRun, perms: list[Tensor], epoch: int, b: int, sums: Tensor, t0: float
-) -> int | None:
+def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: float) -> int | None:
     """One batched optimizer step; a member whose loss, gradient or parameters go
     non-finite is recorded diverged. Returns the batch size, None once none runs."""
     k, spec = pack.k, pack.spec
     active = pack.active()
-    xb, yb = _member_batches(pack, perms, active.nonzero().flatten().tolist(), b)
+    xb, yb = _member_batches(pack, rows, active.nonzero().flatten().tolist(), b)
     with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
         out = pack.net.forward(xb)
         out_f = out.float() if spec.amp else out
@@ -674,19 +673,16 @@ def _step(
     return yb.shape[1]
 
 
-def _member_batches(
-    pack: PackRun, perms: list[Tensor], live: list[int], b: int
-) -> tuple[Tensor, Tensor]:
-    """(x, y) of shape (K, B, …): the running members' own batches; a frozen member
-    computes on a running member's batch (its result is unused)."""
+def _member_batches(pack: PackRun, rows: Tensor, live: list[int], b: int) -> tuple[Tensor, Tensor]:
+    """(x, y) of shape (K, B, …): the running members' own batches (``rows``: each
+    member's training rows in its epoch's order); a frozen member computes on a running
+    member's batch (its result is unused)."""
     from orthskip.data import augment_batch
 
     size, members = pack.spec.batch, pack.members
-    rows = [
-        members[i].train_idx[perms[i][b * size : (b + 1) * size]] if i in live else None
-        for i in range(pack.k)
-    ]
-    idx = torch.stack([r if r is not None else rows[live[0]] for r in rows])
+    idx = rows[:, b * size : (b + 1) * size]
+    if len(live) < pack.k:
+        idx = idx[[i if i in live else live[0] for i in range(pack.k)]]
     xb, yb = pack.data["x_all"][idx], pack.data["y_all"][idx]
     if pack.augment:
         xb = torch.stack(
