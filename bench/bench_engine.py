@@ -120,12 +120,12 @@ def time_steps(
     outs = [out / c.cell.path for c in cfgs]
     pack = stacked._set_up(cfgs, *data, outs, engine)
     assert pack is not None
-    perms, sums = stacked._epoch_position(pack)
+    rows, sums = stacked._epoch_position(pack)
     per_epoch = pack.spec.steps_per_epoch
     times = []
     for s in range(steps + 1):
         t0 = time.perf_counter()
-        n = stacked._step(pack, perms, 1, s % per_epoch, sums, t0)
+        n = stacked._step(pack, rows, 1, s % per_epoch, sums, t0)
         if s:
             times.append(time.perf_counter() - t0)
         assert n is not None, "every member diverged"

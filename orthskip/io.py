@@ -105,53 +105,56 @@ def _pooled(obj: dict[Any, Any]) -> dict[Any, Any]:
     tensor's dtype, offset and shape, as tensors too. A dict of tensors under string keys (a
     state dict, one parameter's optimizer state) becomes ``{_STATE: keys joined by a newline,
     _FIRST: its first tensor's index}``, any other tensor ``{_REF: index}``: the pickler's
-    cost is per object, and a deep net's state dict is thousands of them."""
+    cost is per object, and a deep net's state dict is thousands of them.
+
+    The walk only collects the tensors; what the pool needs of them is then read in one
+    pass per attribute (a packed run writes hundreds of files of ~10^4 tensors each, where
+    a call per tensor was most of the writing)."""
     import torch
 
-    chunks: dict[torch.dtype, list[torch.Tensor]] = {}
-    codes: list[torch.dtype] = []
-    shapes: list[tuple[int, ...]] = []
+    found: list[torch.Tensor] = []
 
-    def put(x: torch.Tensor) -> int:
-        t = x.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
-        codes.append(t.dtype)
-        shapes.append(tuple(t.shape))
-        chunks.setdefault(t.dtype, []).append(t.reshape(-1))
-        return len(codes) - 1
+    def is_state(x: dict[Any, Any]) -> bool:
+        return bool(x) and all(
+            isinstance(k, str) and "\n" not in k and isinstance(v, torch.Tensor)
+            for k, v in x.items()
+        )
 
     def swap(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
-            return {_REF: put(x)}
-        if isinstance(x, dict):
-            if x and all(
-                isinstance(k, str) and "\n" not in k and isinstance(v, torch.Tensor)
-                for k, v in x.items()
-            ):
-                first = len(codes)
-                for v in x.values():
-                    put(v)
-                return {_STATE: "\n".join(x), _FIRST: first}
+            found.append(x)
+            return {_REF: len(found) - 1}
+        if isinstance(x, dict) and is_state(x):
+            first = len(found)
+            found.extend(x.values())
+            return {_STATE: "\n".join(x), _FIRST: first}
         return _rebuilt(x, swap)
 
     if _POOL in obj:
         raise ValueError(f"save_torch: the key {_POOL!r} is reserved")
     tree = swap(obj)
-    order = sorted(chunks, key=str)
+    flat = [
+        (t.detach() if t.requires_grad else t).reshape(-1).cpu() for t in found
+    ]  # .cpu() is the tensor itself on the CPU
+    codes = [t.dtype for t in flat]
+    order = sorted(set(codes), key=str)
     code = {dtype: i for i, dtype in enumerate(order)}
-    numels = [math.prod(s) for s in shapes]
     offsets, running = [], dict.fromkeys(order, 0)
-    for dtype, n in zip(codes, numels, strict=True):
+    for dtype, t in zip(codes, flat, strict=True):
         offsets.append(running[dtype])
-        running[dtype] += n
+        running[dtype] += t.numel()
+    data = (
+        [torch.cat(flat)]
+        if len(order) == 1
+        else [torch.cat([t for t, c in zip(flat, codes, strict=True) if c == d]) for d in order]
+    )
     tree[_POOL] = {
         "dtypes": [str(d).removeprefix("torch.") for d in order],
         "dtype": torch.tensor([code[d] for d in codes], dtype=torch.int64),
         "offset": torch.tensor(offsets, dtype=torch.int64),
-        "ndim": torch.tensor([len(s) for s in shapes], dtype=torch.int64),
-        "shape": torch.tensor([n for s in shapes for n in s], dtype=torch.int64),
-        "data": [torch.cat(chunks[d]) for d in order],
+        "ndim": torch.tensor([t.dim() for t in found], dtype=torch.int64),
+        "shape": torch.tensor([n for t in found for n in t.shape], dtype=torch.int64),
+        "data": data,
     }
     return tree
 

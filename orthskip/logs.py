@@ -29,20 +29,35 @@ class MemberFilter(logging.Filter):
     no member at all (about the whole pack); drops those about the other members only.
 
     A record is about a member when its message names the member's cell path as a whole
-    path: ``d1/s1`` is not named by ``d1/s10``.
+    path: ``d1/s1`` is not named by ``d1/s10``. The filters of one pack share ``names``
+    (``MemberNames(members)``): each record's message is then searched once for all of
+    them, not once per member's log (every record reaches every member's handler).
     """
 
-    def __init__(self, own: str, members: Sequence[str]) -> None:
+    def __init__(self, own: str, members: Sequence[str], names: MemberNames | None = None) -> None:
         super().__init__()
-        self._own = _named(own)
-        others = [m for m in members if m != own]
-        self._others = re.compile("|".join(_named(m).pattern for m in others)) if others else None
+        self._own = own
+        self._names = names if names is not None else MemberNames(members)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if self._others is None or self._own.search(text):
-            return True
-        return not self._others.search(text)
+        named = self._names.of(record)
+        return not named or self._own in named
+
+
+class MemberNames:
+    """Which members of a pack a log record names (the last record's answer kept)."""
+
+    def __init__(self, members: Sequence[str]) -> None:
+        self._patterns = [(m, _named(m)) for m in dict.fromkeys(members)]
+        self._last: tuple[logging.LogRecord | None, frozenset[str]] = (None, frozenset())
+
+    def of(self, record: logging.LogRecord) -> frozenset[str]:
+        last, named = self._last
+        if last is not record:
+            text = record.getMessage()
+            named = frozenset(m for m, p in self._patterns if m in text and p.search(text))
+            self._last = (record, named)
+        return named
 
 
 def _named(cell: str) -> re.Pattern[str]:

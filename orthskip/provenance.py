@@ -32,6 +32,13 @@ def code_version() -> str:
 
 def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str]:
     """Python's version and each installed distribution's (``absent`` if not installed)."""
+    return dict(_versions(tuple(names)))
+
+
+@functools.cache
+def _versions(names: tuple[str, ...]) -> dict[str, str]:
+    # once per process: each lookup scans the environment's distributions (~15 ms for
+    # LIBRARIES), and a pack writes one status.json per member
     versions = {"python": platform.python_version()}
     for name in names:
         try:

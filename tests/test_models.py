@@ -14,6 +14,7 @@ from orthskip.nn.models import (
     MODEL_OPTIONS,
     build_model,
     check_depth,
+    initial_state,
     validate_model_options,
 )
 from orthskip.nn.optim import build_optimizer
@@ -352,3 +353,41 @@ def test_init_option_is_validated(arch):
         validate_model_options(arch, {"init": "xavier"})
     assert MODEL_OPTIONS[arch]["init"] == "kaiming"
     validate_model_options(arch, {"init": "torch_default"})
+
+
+# the rate experiment's mlp (config/config.yaml: d = 2 blocks, no stem, head or norm) and the
+# other mlp shapes: every option that changes what is drawn or in which order
+_RATE_MLP = {"width": 0, "hidden": 16, "stem": "identity", "head": "identity", "norm": "none",
+             "branch_scale": "inv_depth"}  # fmt: skip
+_MLP_SHAPES = [
+    _RATE_MLP,
+    {"width": 6, "norm": "batch"},
+    {"width": 5, "hidden": 3, "norm": "layer", "init": "torch_default", "activation": "tanh"},
+]
+_SKIP_INITS = [
+    ("identity", {}), ("none", {}), ("linear", {}), ("linear", {"init": "kaiming"}),
+    ("linear", {"init": "orthogonal"}), ("orth_fixed", {}), ("orth_learned", {}),
+    ("orth_learned", {"init": "haar"}), ("orth_learned", {"init": "haar", "map": "cayley"}),
+    ("orth_manifold", {"init": "haar"}), ("orth_jacobian", {}), ("procrustes", {}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("model_cfg", _MLP_SHAPES)
+@pytest.mark.parametrize(("kind", "options"), _SKIP_INITS)
+def test_mlp_initial_state_is_the_built_models_state_bit_for_bit(kind, options, model_cfg):
+    """The packed trainer draws its members' inits without building them: the same tensors
+    (values, dtypes, key order) and the same RNG state after, for every kind and init."""
+    torch.manual_seed(3)
+    ref = build_model("mlp", 4, kind, (2,), 2, model_cfg, {kind: options}).state_dict()
+    rng_after_build = torch.get_rng_state()
+    torch.manual_seed(3)
+    got = initial_state("mlp", 4, kind, (2,), 2, model_cfg, {kind: options})
+    assert list(got) == list(ref)
+    for name, t in ref.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name], t), name
+    assert torch.equal(torch.get_rng_state(), rng_after_build)
+
+
+def test_initial_state_is_the_mlps_only():
+    with pytest.raises(ValueError, match="cifar_resnet"):
+        initial_state("cifar_resnet", 8, "identity", (1, 8, 8), 10, {"width": 4}, {})

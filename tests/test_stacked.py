@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
@@ -298,8 +299,26 @@ def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_in_float64(
         assert pack == {"mode": "vectorised", "size": len(members), "engine": "hand"}
         # the member's checkpoint is a solo run's: the same optimizer and scheduler layout
         assert _layout(a["optimizer"]) == _layout(b["optimizer"])
+        assert _optimizer_error(a["optimizer"], b["optimizer"]) < 1e-9, m.cell.path
         assert a["schedulers"] == b["schedulers"]
         assert a["optimizer"]["steps"] == b["optimizer"]["steps"] == 20
+
+
+def _optimizer_error(got, ref) -> float:
+    """The largest relative difference of two optimizer states, parameter by parameter (by
+    index: a mapping that put one parameter's state under another's index shows here)."""
+    errs = [0.0]
+    for o_got, o_ref in zip(got["optimizers"], ref["optimizers"], strict=True):
+        assert o_got["state"].keys() == o_ref["state"].keys()
+        for index, st in o_ref["state"].items():
+            assert o_got["state"][index].keys() == st.keys()
+            for name, value in st.items():
+                other = o_got["state"][index][name]
+                if isinstance(value, torch.Tensor):
+                    errs.append(_rel(other, value))
+                else:
+                    assert other == value, (index, name)
+    return max(errs)
 
 
 def _layout(opt_state):
@@ -336,3 +355,35 @@ def test_mixed_kind_pack_killed_then_rerun_is_bit_identical(tmp_path, sig):
     subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
     _same_snapshots(tmp_path, len(members))
     assert read_json(tmp_path / "run" / "0" / "status.json")["pack"]["engine"] == "hand"
+
+
+def test_rate_pack_members_start_bit_identical_to_their_solo_runs(tmp_path):
+    """The hand engine draws each member's init without building its model: for every rate
+    variant of the default (identity, linear, orth_learned from I and from Haar: float32,
+    identity stem and head) a member's epoch-0 snapshot is its solo run's, bit for bit, and
+    its status.json has the solo counts and optimizer description."""
+    default = yaml.safe_load(Path("config/config.yaml").read_text())
+    variants = {k: v for k, v in default["variants"].items() if k.startswith("rate_")}
+    for v in variants.values():
+        v["train"] = {**v["train"], "epochs": 1, "snapshot_epochs": [0, 1]}
+    cfg = tiny_config(variants=variants)
+    cfg["datasets"] = {"diffeo2": {**default["datasets"]["diffeo2"], "n_train": 160, "n_test": 32}}
+    cfg["grid"] = [{"arch": "mlp", "datasets": ["diffeo2"], "variants": sorted(variants),
+                    "depths": [3], "seeds": [0, 1]}]  # fmt: skip
+    members = [cell_config(prepare_config(cfg), c) for c in cells(prepare_config(cfg))]
+    data = tmp_path / "d.pt", tmp_path / "d.json"
+    prepare_dataset("diffeo2", cfg["datasets"]["diffeo2"], *data)
+    outs = [tmp_path / "pack" / m.cell.path for m in members]
+    assert train_pack(members, *data, outs) == ["ok"] * 8
+    for m, out in zip(members, outs, strict=True):
+        solo = tmp_path / "solo" / m.cell.path
+        assert train_cell(m, *data, solo) == "ok"
+        got = load_torch(out / "snapshots.pt")["states"]["0"]
+        ref = load_torch(solo / "snapshots.pt")["states"]["0"]
+        assert list(got) == list(ref)
+        for name, t in ref.items():
+            assert got[name].dtype == t.dtype and torch.equal(got[name], t), (m.cell.path, name)
+        sa, sb = read_json(out / "status.json"), read_json(solo / "status.json")
+        for key in ("n_params", "n_skip_params", "optimizer"):
+            assert sa[key] == sb[key], (m.cell.path, key)
+        assert sa["pack"]["engine"] == "hand"

@@ -627,6 +627,15 @@ class CellConfig:
         return build_model(cell.arch, cell.depth, self.skip, shape, data.num_classes, self.model,
                            {self.skip: self.skip_options})  # fmt: skip
 
+    def initial_state(self, data: Any) -> dict[str, Any]:
+        """``build_model(data).state_dict()`` from the same draws, without the modules (the
+        mlp only: ``orthskip.nn.models.initial_state``)."""
+        from orthskip.nn.models import initial_state
+
+        cell, shape = self.cell, tuple(data.input_shape)
+        return initial_state(cell.arch, cell.depth, self.skip, shape, data.num_classes,
+                             self.model, {self.skip: self.skip_options})  # fmt: skip
+
     @property
     def keys(self) -> dict[str, Any]:
         """The cell's columns in every result table (CELL_COLUMNS, in that order): its

@@ -475,11 +475,17 @@ class OrthogonalMap(nn.Module):
     def right_inverse(self, q: Tensor) -> Tensor:
         if tuple(q.shape) != self.shape:
             raise ValueError(f"expected a matrix of shape {self.shape}, got {tuple(q.shape)}")
-        tall = q.mT if q.shape[-2] < q.shape[-1] else q
-        if orth_defect(tall) > 1e-4:
-            raise ValueError("OrthogonalMap: the assigned matrix has no orthonormal columns/rows")
-        # polar: the nearest matrix with orthonormal columns to float64 precision (an fp32 init
-        # is orthogonal only to ~1e-7); for a near-orthogonal matrix it keeps the determinant
-        exact = polar(tall.to(self.base.dtype))
-        self.base = complete_orthogonal(exact).to(self.base.device)
+        self.base = orthogonal_base(q, self.base.dtype).to(self.base.device)
         return torch.zeros_like(q)
+
+
+@torch.no_grad()
+def orthogonal_base(q: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``OrthogonalMap``'s base for the matrix q (X = 0 then gives q): the n × n completion
+    of q's polar factor in ``dtype``. ValueError if q has no orthonormal columns/rows."""
+    tall = q.mT if q.shape[-2] < q.shape[-1] else q
+    if orth_defect(tall) > 1e-4:
+        raise ValueError("OrthogonalMap: the assigned matrix has no orthonormal columns/rows")
+    # polar: the nearest matrix with orthonormal columns to float64 precision (an fp32 init
+    # is orthogonal only to ~1e-7); for a near-orthogonal matrix it keeps the determinant
+    return complete_orthogonal(polar(tall.to(dtype)))

@@ -11,17 +11,21 @@ identity (I), none (0), linear (W), orth_fixed (frozen Q), orth_learned (one
 ``RiemannianOrthogonal``, batched) — and the residual sum is Q x + F(x) for every kind (I x and
 0 x are exact, so identity and none members compute their solo values).
 
-Each member's tensors are copies of its own solo model's (built with its seed), so init is the
-solo init; its state dict, optimizer state and scheduler state are read and written through
-its solo model and solo optimizer (``member_state``, ``member_optimizer_state``): a packed
-member's ``last.pt`` is a solo run's.
+Each member's tensors are drawn from its seed as its solo model's constructor draws them
+(``orthskip.nn.models.mlp.initial_state``: bit-identical, without building M deep models), so
+init is the solo init. What the members of one variant (skip kind and options) share is read
+once per pack from a depth-1 model of the variant (``_Variant``): the state dict's names at
+the pack's depth, which are parameters, and the solo optimizer's layout — a solo optimizer and
+its schedulers over placeholder tensors, never stepped, through which a member's state is
+translated to and from a solo run's checkpoint format (``member_state``, ``optimizer_state``):
+a packed member's ``last.pt`` is a solo run's.
 """
 
 from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +33,14 @@ import torch
 from torch import Tensor, nn
 
 from orthskip.config.grid import CellConfig
-from orthskip.nn.optim import OptimizerBundle, build_optimizer, optimizer_bundle
+from orthskip.nn.models import build_model, model_options
+from orthskip.nn.models.mlp import branch_scale
+from orthskip.nn.optim import (
+    OptimizerBundle,
+    RiemannianOrthogonal,
+    build_optimizer,
+    optimizer_bundle,
+)
 from orthskip.nn.orth import map_to_orthogonal
 from orthskip.nn.skips import skip_options
 from orthskip.training.runstate import RunSpec, lr_schedulers
@@ -83,24 +94,92 @@ class Slot:
     ids: Tensor  # (rows,) long: the member of each row along member_dim
 
 
+def _variant_key(cfg: CellConfig) -> tuple[str, str]:
+    return cfg.skip, repr(sorted(cfg.skip_options.items()))
+
+
+class _Variant:
+    """What the members of one variant share at the pack's depth, read from a depth-1 model
+    of the variant (an mlp's blocks are alike): the solo state dict's names in order, which
+    are parameters, and the solo optimizer (``build_optimizer``'s partition and order)
+    and its schedulers over placeholder tensors (meta, never stepped): the format a
+    member's optimizer state is translated to and from."""
+
+    def __init__(self, cfg: CellConfig, data: Any, state: dict[str, Tensor], spec: RunSpec):
+        opts = {cfg.skip: dict(cfg.skip_options)}
+        ref = build_model(cfg.cell.arch, 1, cfg.skip, tuple(data.input_shape), data.num_classes,
+                          dict(cfg.model), opts)  # fmt: skip
+        self.ref = ref
+        self.names = list(state)  # mlp.initial_state's keys: the solo state dict's, in order
+        ref_bundle = build_optimizer(ref, dict(cfg.train["optimizer"]), opts)
+        part: dict[str, str] = {}  # depth-1 parameter name -> main / skip / manifold
+        by_id = {id(p): n for n, p in ref.named_parameters()}
+        for opt in ref_bundle.optimizers:
+            for group in opt.param_groups:
+                where = "manifold" if isinstance(opt, RiemannianOrthogonal) else group["name"]
+                part.update({by_id[id(p)]: where for p in group["params"]})
+        ref_params = {n for n, _ in ref.named_parameters()}
+        # the solo model's parameters at the pack's depth in named_parameters' order (the
+        # state dict's, which puts each module's buffers after its parameters)
+        self.params = [n for n in self.names if _at_depth_1(n) in ref_params]
+        self.trained = {n for n in self.params if _at_depth_1(n) in part}
+        self.n_params = sum(state[n].numel() for n in self.params)
+        self.n_skip_params = sum(state[n].numel() for n in self.params if _BLOCK_SKIP.match(n))
+        lists: dict[str, list[Tensor]] = {"main": [], "skip": [], "manifold": []}
+        self.placeholder: dict[int, str] = {}
+        for name in self.params:
+            if name in self.trained:
+                t = nn.Parameter(torch.empty_like(state[name], device="meta"))
+                lists[part[_at_depth_1(name)]].append(t)
+                self.placeholder[id(t)] = name
+        # the skip step rule at the pack's depth (skip_lr: per_block divides by its blocks)
+        self.solo = optimizer_bundle(lists["main"], lists["skip"], lists["manifold"], [],
+                                     dict(cfg.train["optimizer"]), opts,
+                                     n_skips=cfg.cell.depth)  # fmt: skip
+        self.schedulers = lr_schedulers(
+            self.solo.optimizers, spec.steps_per_epoch, spec.epochs, cfg.train["schedule"]
+        )
+        # (optimizer's index, parameter's index in its state dict, parameter name)
+        self.slots: list[tuple[int, int, str]] = []
+        for j, opt in enumerate(self.solo.optimizers):
+            ps = [t for group in opt.param_groups for t in group["params"]]
+            self.slots += [(j, i, self.placeholder[id(t)]) for i, t in enumerate(ps)]
+
+
+_BLOCK_SKIP = re.compile(r"blocks\.\d+\.skip\.")
+
+
+def _at_depth_1(name: str) -> str:
+    """A state-dict name as block 0's (the depth-1 model's), stem and head as they are."""
+    match = _BLOCK.fullmatch(name)
+    return name if match is None else f"blocks.0.{match[2]}"
+
+
 class HandMLP:
     """M residual MLPs (``orthskip.nn.models.mlp``) as stacked tensors; members may differ
     in skip kind. The interface of ``stacked.Stacked`` plus the optimizer translation."""
 
-    def __init__(self, models: list[nn.Module], cfgs: list[CellConfig]) -> None:
-        self.k = len(models)
-        self.models = models
+    def __init__(
+        self, states: list[dict[str, Tensor]], cfgs: list[CellConfig], data: Any, spec: RunSpec
+    ) -> None:
+        """``states``: each member's initial state dict (``mlp.initial_state``, on the CPU in
+        its solo model's dtypes), stacked onto ``spec``'s device and dtype."""
+        self.k = len(states)
         self.cfgs = cfgs
-        ref = models[0]
-        self.depth = len(ref.blocks)
+        self.depth = cfgs[0].cell.depth
         self.training = True
-        self._read_structure(ref)
+        self.variants: dict[tuple[str, str], _Variant] = {}
+        for cfg, state in zip(cfgs, states, strict=True):
+            if _variant_key(cfg) not in self.variants:
+                self.variants[_variant_key(cfg)] = _Variant(cfg, data, state, spec)
+        self.member_variant = [self.variants[_variant_key(c)] for c in cfgs]
+        self._read_structure(self.member_variant[0].ref, cfgs[0])
         kinds = {_group(c) for c in cfgs}
         self.groups = sorted(kinds, key=lambda g: (MATRIX_KINDS.index(g.split("[")[0]), g))
         self.where: list[dict[str, tuple[str, tuple[int, ...]]]] = []
         self.tensors: dict[str, Tensor] = {}
         self.slots: dict[str, Slot] = {}
-        self._stack(models, cfgs)
+        self._stack(states, cfgs, spec)
         self.params = [t for t in self.tensors.values() if t.requires_grad]
         self.layout = [self.slots[n] for n, t in self.tensors.items() if t.requires_grad]
         # the member order of the concatenated per-group skip matrices, and its inverse
@@ -109,7 +188,9 @@ class HandMLP:
 
     # -- structure -----------------------------------------------------------------------
 
-    def _read_structure(self, ref: nn.Module) -> None:
+    def _read_structure(self, ref: nn.Module, cfg: CellConfig) -> None:
+        """The branch's norm, activation and scale, and whether there is a stem and a head
+        (``ref``: a depth-1 model of the pack; the scale is the pack's depth's)."""
         branch = ref.blocks[0].branch
         norm, act = branch[1], branch[2]
         self.norm = (
@@ -120,26 +201,30 @@ class HandMLP:
         self.momentum = float(getattr(norm, "momentum", 0.1) or 0.1)
         if isinstance(norm, nn.BatchNorm1d) and norm.momentum is None:
             raise ValueError("BatchNorm with cumulative averaging is not hand-batched")
-        self.act = act
-        self.scale = float(branch[4].factor) if len(branch) > 4 else 1.0
+        # the module's own function, called once per block per forward: nn.Module.__call__'s
+        # hook handling (~1/3 of a small ReLU's time) bought nothing here
+        self.act = act.forward
+        self.scale = branch_scale(model_options("mlp", dict(cfg.model)), self.depth)
         self.stem = isinstance(ref.stem[1], nn.Linear)
         self.head = isinstance(ref.head, nn.Linear)
 
     def _skip_key(self, group: str) -> str:
         return f"skip<{group}>"
 
-    def _stack(self, models: list[nn.Module], cfgs: list[CellConfig]) -> None:
+    def _stack(
+        self, states: list[dict[str, Tensor]], cfgs: list[CellConfig], spec: RunSpec
+    ) -> None:
         """Stack every member's state-dict tensors; record where each solo name lives."""
         rows: dict[str, list[tuple[tuple[int, ...], Tensor, int]]] = {}
         group_rows: dict[str, list[int]] = {}
         requires: dict[str, bool] = {}
-        for k, (model, cfg) in enumerate(zip(models, cfgs, strict=True)):
+        for k, (state, cfg) in enumerate(zip(states, cfgs, strict=True)):
             group = _group(cfg)
             g_row = len(group_rows.setdefault(group, []))
             group_rows[group].append(k)
-            grads = {n for n, p in model.named_parameters() if p.requires_grad}
+            grads = self.member_variant[k].trained
             where: dict[str, tuple[str, tuple[int, ...]]] = {}
-            for name, t in model.state_dict(keep_vars=True).items():
+            for name, t in state.items():
                 match = _BLOCK.fullmatch(name)
                 if match is None:
                     key, idx = name, (k,)
@@ -150,7 +235,7 @@ class HandMLP:
                     else:
                         key, idx = rest, (i, k)
                 where[name] = (key, idx)
-                rows.setdefault(key, []).append((idx, t.detach(), k))
+                rows.setdefault(key, []).append((idx, t, k))
                 requires[key] = name in grads
             self.where.append(where)
         for group, members in group_rows.items():
@@ -161,11 +246,15 @@ class HandMLP:
             n_rows = len({idx[-1] for idx, _, _ in found})
             t0 = found[0][1]
             shape = ((self.depth,) if blockwise else ()) + (n_rows, *t0.shape)
-            stacked = torch.empty(shape, dtype=t0.dtype, device=t0.device)
+            stacked = torch.empty(shape, dtype=t0.dtype)
             ids = torch.empty(n_rows, dtype=torch.long)
             for idx, t, k in found:
                 stacked[idx].copy_(t)
                 ids[idx[-1]] = k
+            # as a solo model's .to(device) and, in a float64 or bfloat16 run, .to(dtype):
+            # float32 runs keep the skips' float64 generators
+            cast = stacked.is_floating_point() and spec.dtype != torch.float32
+            stacked = stacked.to(spec.device, spec.dtype if cast else None)
             if requires[key]:
                 stacked = nn.Parameter(stacked)
             self.tensors[key] = stacked
@@ -285,8 +374,9 @@ class HandMLP:
         """The solo partition on the stacked tensors: skip parameters (linear's W,
         orth_learned's generators) in the ``skip`` group (``skip_weight_decay``),
         orth_manifold's Q to the Riemannian optimizer, everything else ``main``. Each
-        member's solo optimizer and schedulers (on its own model) are made beside it: they
-        translate the member's part of the state to and from the checkpoint format."""
+        variant's solo optimizer and schedulers (``_Variant``) translate a member's part of
+        the state to and from the checkpoint format."""
+        del spec  # the variants' solo schedulers were made with the members' states
         main, skip, manifold = [], [], []
         for key, t in self.tensors.items():
             if not t.requires_grad:
@@ -300,43 +390,61 @@ class HandMLP:
         skip_cfg = next(
             ({c.skip: dict(c.skip_options)} for c in self.cfgs if c.skip == "orth_manifold"), None
         )
-        self.solos = [
-            build_optimizer(m, dict(tcfg["optimizer"]), {c.skip: dict(c.skip_options)})
-            for m, c in zip(self.models, self.cfgs, strict=True)
-        ]
-        self.solo_schedulers = [
-            lr_schedulers(b.optimizers, spec.steps_per_epoch, spec.epochs, tcfg["schedule"])
-            for b in self.solos
-        ]
         return optimizer_bundle(
             main, skip, manifold, [], dict(tcfg["optimizer"]), skip_cfg, n_skips=self.depth
         )
+
+    def solo_metadata(self, k: int) -> dict[str, Any]:
+        """Member k's parameter counts and its solo optimizer's description."""
+        v = self.member_variant[k]
+        return {
+            "n_params": v.n_params,
+            "n_skip_params": v.n_skip_params,
+            "optimizer": v.solo.metadata(),
+        }
 
     def scheduler_states(
         self, k: int, schedulers: list[torch.optim.lr_scheduler.LambdaLR]
     ) -> list[dict[str, Any]]:
         """Member k's solo schedulers' states at the pack's step."""
         steps = schedulers[0].last_epoch
-        for sched in self.solo_schedulers[k]:
+        solo = self.member_variant[k].schedulers
+        for sched in solo:
             set_schedule(sched, steps)
-        return [s.state_dict() for s in self.solo_schedulers[k]]
+        return [s.state_dict() for s in solo]
 
     def optimizer_state(self, k: int, pack: OptimizerBundle) -> dict[str, Any]:
         """Member k's part of the stacked optimizer state, in its solo optimizer's format
-        (its group rates set by ``scheduler_states``' closed form, as the pack's)."""
-        solo = self.solos[k]
-        for opt in solo.optimizers:
-            opt.state.clear()
-        for opt, p, group, twin, t, idx in self._solo_slots(k, pack):
-            st = twin.state.get(t)
+        (its group rates set by ``scheduler_states``' closed form, as the pack's). A block
+        tensor's state is copied once for all blocks, as in ``member_state``."""
+        v = self.member_variant[k]
+        solo = v.solo
+        by_type = {type(o): o for o in pack.optimizers}
+        rows: dict[tuple[int, str], tuple[Tensor, ...]] = {}
+        out = solo.state_dict()  # the param groups; the state filled in below
+        for opt in out["optimizers"]:
+            opt["state"] = {}
+        for j, index, name in v.slots:
+            twin = by_type[type(solo.optimizers[j])]
+            key, idx = self.where[k][name]
+            st = twin.state.get(self.tensors[key])
             if st:
-                opt.state[p] = {n: _slice(v, idx) for n, v in st.items()}
-            named = next(g for g in twin.param_groups if g.get("name") == group.get("name"))
-            group["lr"] = named["lr"]
-        solo.steps = pack.steps
-        out = solo.state_dict()
-        for opt in solo.optimizers:
-            opt.state.clear()  # ``out`` holds the per-parameter dicts
+                member: dict[str, Any] = {}
+                for sname, value in st.items():
+                    if isinstance(value, Tensor) and value.dim() and len(idx) == 2:
+                        if (id(value), sname) not in rows:
+                            rows[id(value), sname] = value.detach()[:, idx[1]].clone().unbind()
+                        member[sname] = rows[id(value), sname][idx[0]]
+                    else:
+                        member[sname] = _slice(value, idx)
+                out["optimizers"][j]["state"][index] = member
+        for j, opt in enumerate(solo.optimizers):
+            twin = by_type[type(opt)]
+            for group, saved in zip(opt.param_groups, out["optimizers"][j]["param_groups"],
+                                    strict=True):  # fmt: skip
+                named = next(g for g in twin.param_groups if g.get("name") == group.get("name"))
+                saved["lr"] = named["lr"]
+        out["steps"] = pack.steps
         return out
 
     @torch.no_grad()
@@ -350,38 +458,36 @@ class HandMLP:
         """Stack the running members' solo optimizer states (the others' rows stay zero:
         they are frozen) and put the schedulers at their step."""
         steps = None
+        by_type = {type(o): o for o in pack.optimizers}
         for k, (ckpt, ok) in enumerate(zip(ckpts, live, strict=True)):
             if ckpt is None or not ok:
                 continue
-            solo = self.solos[k]
-            solo.load_state_dict(ckpt["optimizer"])
-            for opt, p, _, twin, t, idx in self._solo_slots(k, pack):
-                st = twin.state[t]
-                for name, v in opt.state.get(p, {}).items():
-                    if isinstance(v, Tensor) and v.dim():
-                        if name not in st:
-                            st[name] = torch.zeros(t.shape, dtype=v.dtype, device=t.device)
-                        st[name][idx].copy_(v)
+            v = self.member_variant[k]
+            saved = ckpt["optimizer"]["optimizers"]
+            if len(saved) != len(v.solo.optimizers) or any(
+                [len(g["params"]) for g in s["param_groups"]]
+                != [len(g["params"]) for g in o.param_groups]
+                for s, o in zip(saved, v.solo.optimizers, strict=True)
+            ):
+                raise ValueError(f"{self.cfgs[k].cell.path}: optimizer state of another model")
+            for j, index, name in v.slots:
+                key, idx = self.where[k][name]
+                t = self.tensors[key]
+                st = by_type[type(v.solo.optimizers[j])].state[t]
+                for sname, value in saved[j]["state"].get(index, {}).items():
+                    if isinstance(value, Tensor) and value.dim():
+                        if sname not in st:  # in the solo parameter's dtype, as torch loads it
+                            dtype = t.dtype if value.is_floating_point() else value.dtype
+                            st[sname] = torch.zeros(t.shape, dtype=dtype, device=t.device)
+                        st[sname][idx].copy_(value)
+                    elif isinstance(value, Tensor):  # step counts
+                        st[sname] = value.clone()
                     else:
-                        st[name] = v.clone() if isinstance(v, Tensor) else copy.deepcopy(v)
-            pack.steps = solo.steps
+                        st[sname] = copy.deepcopy(value)
+            pack.steps = int(ckpt["optimizer"]["steps"])
             steps = int(ckpt["schedulers"][0]["last_epoch"])
-            for opt in solo.optimizers:
-                opt.state.clear()
         for sched in schedulers if steps is not None else []:
             set_schedule(sched, steps)
-
-    def _solo_slots(self, k: int, pack: OptimizerBundle) -> Iterator[tuple[Any, ...]]:
-        """(solo optimizer, its param, its group, pack optimizer, stacked tensor, index)."""
-        solo = self.solos[k]
-        names = {id(p): n for n, p in self.models[k].named_parameters()}
-        by_type = {type(o): o for o in pack.optimizers}
-        for opt in solo.optimizers:
-            twin = by_type[type(opt)]
-            for group in opt.param_groups:
-                for p in group["params"]:
-                    key, idx = self.where[k][names[id(p)]]
-                    yield opt, p, group, twin, self.tensors[key], idx
 
 
 def _slice(value: Any, idx: tuple[int, ...]) -> Any:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orthskip.logs import MemberFilter, appended_log
+from orthskip.logs import MemberFilter, MemberNames, appended_log
 
 if TYPE_CHECKING:
     from orthskip.config.grid import CellConfig
@@ -77,9 +77,10 @@ def train_stacked_logged(
     from orthskip.training.stacked import train_stacked
 
     names = [c.cell.path for c in cfgs]
+    named = MemberNames(names)  # each record searched once for every member's filter
     with ExitStack() as stack:
         for name, out, log_file in zip(names, outs, logs, strict=True):
-            keep = MemberFilter(name, names)
+            keep = MemberFilter(name, names, named)
             # say() writes to every open log whose filter passes the line: each member's own
             say = stack.enter_context(appended_log(Path(out) / "train.log", keep))
             if log_file:

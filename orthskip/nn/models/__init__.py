@@ -277,6 +277,37 @@ def build_model(
     skip_cfg: dict | None = None,
 ) -> ResidualNet:
     """Build ``arch`` at ``depth`` with skip kind ``skip`` (ConfigError on any bad value)."""
+    cfg, input_shape = _checked(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)
+    return ARCHS[arch].build(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+
+
+def initial_state(
+    arch: str,
+    depth: int,
+    skip: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    model_cfg: dict | None = None,
+    skip_cfg: dict | None = None,
+) -> dict[str, Any]:
+    """``build_model(...).state_dict()`` without building the model, from the same draws
+    (``mlp.initial_state``); the mlp only (the packed trainer's hand-batched engine)."""
+    cfg, input_shape = _checked(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)
+    if arch != "mlp":
+        raise ValueError(f"initial_state: arch {arch} has no drawn state; build the model")
+    return mlp.initial_state(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+
+
+def _checked(
+    arch: str,
+    depth: int,
+    skip: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    model_cfg: dict | None,
+    skip_cfg: dict | None,
+) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """The model options and input shape, every value checked (ConfigError)."""
     check_depth(arch, depth)
     opts = skip_options(skip, skip_cfg)  # unknown kind / bad option -> ConfigError first
     validate_skip_options(skip_cfg)
@@ -285,7 +316,7 @@ def build_model(
     data = DataShape(input_shape, int(num_classes))
     enforce(ARCHS[arch].constraints, cfg, data, f"model.{arch}")
     enforce(SKIPS[skip].constraints, opts, data, f"skip_options.{skip}")
-    return ARCHS[arch].build(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+    return cfg, input_shape
 
 
 __all__ = [
@@ -304,6 +335,7 @@ __all__ = [
     "allowed_depths",
     "build_model",
     "check_depth",
+    "initial_state",
     "make_block",
     "model_options",
     "register_arch",

@@ -58,11 +58,20 @@ def _fans(weight: torch.Tensor) -> tuple[int, int]:
 @torch.no_grad()
 def normal_init_(layer: nn.Linear | nn.Conv2d, gain: float, mode: str = "fan_in") -> None:
     """weight ~ N(0, gain² / fan) (fan = fan_in or fan_out), bias = 0."""
-    fan_in, fan_out = _fans(layer.weight)
+    normal_fill_(layer.weight, layer.bias, gain, mode)
+
+
+@torch.no_grad()
+def normal_fill_(
+    weight: torch.Tensor, bias: torch.Tensor | None, gain: float, mode: str = "fan_in"
+) -> None:
+    """``normal_init_`` on a layer's bare tensors (``orthskip.nn.models.mlp.initial_state``
+    draws a model's tensors without building its modules)."""
+    fan_in, fan_out = _fans(weight)
     fan = fan_in if mode == "fan_in" else fan_out
-    layer.weight.normal_(0.0, gain / math.sqrt(fan))
-    if layer.bias is not None:
-        layer.bias.zero_()
+    weight.normal_(0.0, gain / math.sqrt(fan))
+    if bias is not None:
+        bias.zero_()
 
 
 def outside_skips(net: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:

@@ -195,6 +195,22 @@ class Skip(nn.Module):
     def build(self, options: dict[str, Any]) -> None:
         """Create the kind's parameters and buffers (self.c_in, c_out, stride, in_size are set)."""
 
+    @classmethod
+    def initial_state(
+        cls,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> dict[str, Tensor]:
+        """The state dict of ``cls(c_in, c_out, stride, options, in_size)`` (``options``
+        complete), from the same draws of torch's global RNG. A kind whose construction
+        costs more than its draws computes it without building the module:
+        ``orthskip.nn.models.mlp.initial_state`` draws the packed trainer's members, up
+        to thousands of blocks each."""
+        return cls(c_in, c_out, stride, options, in_size).state_dict()
+
     def matrices(self) -> dict[str, Tensor]:
         """Matrices to measure (Q, W, B); {} when the skip has none."""
         return {}

@@ -4,12 +4,14 @@ by ``orthskip.nn.optim.RiemannianOrthogonal``)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from orthskip.config.options import Option
-from orthskip.nn.orth import MSIGN_FLOOR, haar_orthogonal
+from orthskip.nn.orth import MSIGN_FLOOR, haar_orthogonal, orthogonal_base
 from orthskip.nn.skips.base import (
     MAP,
     NEG_DET,
@@ -59,6 +61,30 @@ class OrthLearnedSkip(OrthogonalMatrixSkip):
         init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.q = parametrized(init, options["map"])
 
+    @classmethod
+    def initial_state(
+        cls,
+        c_in: int,
+        c_out: int,
+        stride: int,
+        options: dict[str, Any],
+        in_size: tuple[int, int] | None = None,
+    ) -> dict[str, Tensor]:
+        """``build``'s tensors without the module: the same draw, and what registering the
+        parametrization stores (``OrthogonalMap.right_inverse``: X = 0 and the base). The
+        registration itself (a new class per holder, the map evaluated once as a check)
+        is most of the time of building a deep orth_learned mlp."""
+        init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
+        if options["init"] == "identity":  # the same for every block: computed once
+            original, base = (t.clone() for t in _identity_start(c_out, c_in))
+        else:
+            q = init.to(torch.float64)  # as MatrixHolder holds it
+            original, base = torch.zeros_like(q), orthogonal_base(q)
+        return {
+            "q.parametrizations.weight.original": original,
+            "q.parametrizations.weight.0.base": base,
+        }
+
     @property
     def Q(self) -> Tensor:
         return self.q.value()
@@ -91,3 +117,10 @@ class OrthManifoldSkip(OrthogonalMatrixSkip):
         c_in, c_out = self.c_in, self.c_out
         init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.Q = nn.Parameter(init)
+
+
+@functools.cache
+def _identity_start(rows: int, cols: int) -> tuple[Tensor, Tensor]:
+    """(X, base) of an orth_learned map that starts at the identity [I; 0] (callers copy)."""
+    q = orthogonal_init(rows, cols, "identity", False).to(torch.float64)
+    return torch.zeros_like(q), orthogonal_base(q)
