@@ -360,8 +360,8 @@ def test_mixed_kind_pack_killed_then_rerun_is_bit_identical(tmp_path, sig):
 def test_rate_pack_members_start_bit_identical_to_their_solo_runs(tmp_path):
     """The hand engine draws each member's init without building its model: for every rate
     variant of the default (identity, linear, orth_learned from I and from Haar, both
-    recipes: float32, identity stem and head) a member's epoch-0 snapshot is its solo run's, bit for bit, and
-    its status.json has the solo counts and optimizer description."""
+    recipes: float32, identity stem and head) a member's epoch-0 snapshot is its solo run's,
+    bit for bit, and its status.json has the solo counts and optimizer description."""
     default = yaml.safe_load(Path("config/config.yaml").read_text())
     variants = {k: v for k, v in default["variants"].items() if k.startswith("rate_")}
     for v in variants.values():
