@@ -619,13 +619,12 @@ class CellConfig:
         return config_hash(self.as_dict())
 
     def build_model(self, data: Any) -> Any:
-        """The cell's model (an ``orthskip.nn.models.ResidualNet``) for a prepared dataset,
-        initialised from torch's global RNG (seed it first)."""
-        from orthskip.nn.models import build_model
+        """``orthskip.nn.models.build_cell_model(self, data)``, for orthskip.training's
+        callers; the stages call that function."""
+        # Lazy: nn imports config (its option tables), so config imports nn only here.
+        from orthskip.nn.models import build_cell_model
 
-        cell, shape = self.cell, tuple(data.input_shape)
-        return build_model(cell.arch, cell.depth, self.skip, shape, data.num_classes, self.model,
-                           {self.skip: self.skip_options})  # fmt: skip
+        return build_cell_model(self, data)
 
     @property
     def keys(self) -> dict[str, Any]:

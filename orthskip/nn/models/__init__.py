@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, Table, check_options, defaults, unknown
@@ -45,6 +45,9 @@ from orthskip.nn.models.init import INITS
 from orthskip.nn.models.resnet import RESNET_STAGES, STEMS, build_resnet
 from orthskip.nn.models.vit import POOLS, POS_EMBEDS
 from orthskip.nn.skips import SKIPS, skip_options, validate_skip_options
+
+if TYPE_CHECKING:
+    from orthskip.config.grid import CellConfig
 
 #: ``build(depth, skip, input_shape, num_classes, model_cfg, skip_cfg)``: the model, with
 #: options resolved and every constraint checked already (``build_model``).
@@ -273,6 +276,14 @@ def build_model(
     return ARCHS[arch].build(depth, skip, input_shape, num_classes, cfg, skip_cfg)
 
 
+def build_cell_model(cell_cfg: CellConfig, data: Any) -> ResidualNet:
+    """A cell's model for its prepared dataset (``data``: its ``input_shape`` and
+    ``num_classes``), initialised from torch's global RNG (seed it first)."""
+    cell, kind = cell_cfg.cell, cell_cfg.skip
+    return build_model(cell.arch, cell.depth, kind, tuple(data.input_shape), data.num_classes,
+                       cell_cfg.model, {kind: cell_cfg.skip_options})  # fmt: skip
+
+
 __all__ = [
     "ARCHS",
     "BLOCKS",
@@ -287,6 +298,7 @@ __all__ = [
     "Depths",
     "ResidualNet",
     "allowed_depths",
+    "build_cell_model",
     "build_model",
     "check_depth",
     "make_block",
