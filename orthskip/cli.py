@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING
 
 from orthskip.errors import ConfigError, OrthskipError
 
+# Each command imports its stage inside its function: a job loads only its own stage's
+# libraries (``orthskip figure`` no torch), and workflow/lib/code_fingerprint.py counts a
+# command's code from its function alone (this module's top-level imports count for every
+# command).
+
 if TYPE_CHECKING:
     from orthskip.config.grid import CellConfig
 

@@ -91,7 +91,6 @@ VIOLATIONS: dict[tuple[str, str, str], tuple[Callable[[], dict[str, Any]], str]]
         _image("cifar_preresnet", 8),
         "grid[0].datasets",
     ),
-    ("model", "resnet18", "image_input"): (_image("resnet18", 10), "grid[0].datasets"),
     ("model", "resnet", "image_input"): (_image("resnet", 10), "grid[0].datasets"),
     ("model", "vit", "image_input"): (_image("vit", 1), "grid[0].datasets"),
     ("model", "vit", "heads_divide_width"): (lambda: _vit(width=10, heads=3), "model.vit.heads"),
@@ -189,9 +188,9 @@ def _sweep() -> list[tuple[str, str, int, dict[str, Any]]]:
     for width, stem, head in itertools.product((0, 2), ("linear", "identity"),
                                                ("linear", "identity")):  # fmt: skip
         out += [("mlp", ds, 1, {"width": width, "stem": stem, "head": head}) for ds in SHAPES]
-    for arch, depth in (("cifar_resnet", 8), ("cifar_preresnet", 8), ("resnet18", 10),
-                        ("resnet", 10)):  # fmt: skip
-        opts = {"width": 4, **({"stem": "imagenet"} if arch == "resnet" else {})}
+    for arch, depth, stem in (("cifar_resnet", 8, None), ("cifar_preresnet", 8, None),
+                              ("resnet", 10, "cifar"), ("resnet", 10, "imagenet")):  # fmt: skip
+        opts = {"width": 4, **({"stem": stem} if stem else {})}
         out += [(arch, ds, depth, opts) for ds in SHAPES]
     return out
 

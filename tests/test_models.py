@@ -26,7 +26,7 @@ CASES = {
     "mlp": ((1, 3), (1, 8, 8), {"width": 8}),
     "cifar_resnet": ((8, 14), (1, 8, 8), {"width": 4}),
     "cifar_preresnet": ((8, 14), (3, 8, 8), {"width": 4}),
-    "resnet18": ((10, 18), (3, 8, 8), {"width": 4}),
+    "resnet": ((10, 18), (3, 8, 8), {"width": 4}),
 }
 
 
@@ -51,9 +51,9 @@ def expected_skip_params(kind: str, shapes, arch: str = "mlp") -> int:
 
 
 def test_arch_registry():
-    # vit and resnet are tested with their own formulas in tests/test_models_arch.py
-    assert tuple(ARCHS) == ("mlp", "cifar_resnet", "cifar_preresnet", "resnet18", "vit", "resnet")
-    assert set(CASES) | {"vit", "resnet"} == set(ARCHS) == set(MODEL_OPTIONS)
+    # vit is tested with its own formulas in tests/test_models_arch.py
+    assert tuple(ARCHS) == ("mlp", "cifar_resnet", "cifar_preresnet", "vit", "resnet")
+    assert set(CASES) | {"vit"} == set(ARCHS) == set(MODEL_OPTIONS)
 
 
 @pytest.mark.parametrize("kind", list(SKIPS))
@@ -85,7 +85,7 @@ def test_every_kind_and_arch_builds_runs_and_counts_parameters(arch, kind):
         # block count follows the depth
         if arch == "mlp":
             n_blocks = depth
-        elif arch == "resnet18":
+        elif arch == "resnet":
             n_blocks = {10: 4, 18: 8}[depth]
         else:
             n_blocks = 3 * ((depth - 2) // 6)
@@ -93,7 +93,7 @@ def test_every_kind_and_arch_builds_runs_and_counts_parameters(arch, kind):
     assert counts[1] > counts[0]
 
 
-@pytest.mark.parametrize("arch", ["cifar_resnet", "resnet18"])
+@pytest.mark.parametrize("arch", ["cifar_resnet", "resnet"])
 def test_transitions_are_where_width_or_resolution_changes(arch):
     depths, shape, cfg = CASES[arch]
     model = build_model(arch, depths[1], "orth_learned", shape, 3, cfg, {})
@@ -165,7 +165,7 @@ def test_procrustes_transition_maps_before_the_block():
     [
         ("cifar_resnet", 21, "6n\\+2"),
         ("cifar_preresnet", 2, "6n\\+2"),
-        ("resnet18", 50, "10, 18, 34"),
+        ("resnet", 12, "10, 18, 34"),
         ("mlp", 0, ">= 1"),
         ("mlp", 2.5, ">= 1"),
     ],
@@ -182,7 +182,7 @@ def test_check_depth_accepts_valid_depths():
         ("mlp", [1, 7, 200]),
         ("cifar_resnet", [8, 20, 56, 110]),
         ("cifar_preresnet", [14, 164]),
-        ("resnet18", [10, 18, 34]),
+        ("resnet", [10, 18, 34]),
     ]:
         for d in depths:
             check_depth(arch, d)

@@ -260,24 +260,24 @@ def test_resnet_depth_and_stem_are_validated():
         build_model("resnet", 56, "identity", (3, 8, 8), 2, {}, {})
     with pytest.raises(ConfigError, match=r"model\.resnet\.stem.*'cifar', 'imagenet'"):
         validate_model_options("resnet", {"stem": "tiny"})
-    with pytest.raises(ConfigError, match=r"model\.resnet18\.stem"):  # the alias has no stem
-        validate_model_options("resnet18", {"stem": "imagenet"})
+    with pytest.raises(ConfigError, match=r"model\.resnet\.stems"):  # an unknown key
+        validate_model_options("resnet", {"stems": "imagenet"})
     with pytest.raises(ConfigError, match="10, 18, 34"):
-        check_depth("resnet18", 50)
+        check_depth("resnet", 12)
     for d in RESNET_STAGES:
         check_depth("resnet", d)
 
 
 @pytest.mark.parametrize("kind", ["identity", "orth_learned", "procrustes"])
-def test_resnet18_alias_is_resnet_with_the_cifar_stem_and_the_old_model(kind):
+def test_resnet_with_the_cifar_stem_is_the_old_resnet18_model(kind):
     states = []
-    for arch, cfg in (("resnet18", {"width": 4}), ("resnet", {"width": 4, "stem": "cifar"})):
+    for arch, cfg in (("resnet", {"width": 4}), ("resnet", {"width": 4, "stem": "cifar"})):
         torch.manual_seed(0)
         model = build_model(arch, 18, kind, (3, 8, 8), 5, cfg, {})
         assert model.arch == arch
         states.append(model.state_dict())
-    torch.manual_seed(0)  # the builder resnet18 had before it was an alias
-    old = build_cnn("resnet18", (2, 2, 2, 2), (4, 8, 16, 32), kind, (3, 8, 8), 5, {},
+    torch.manual_seed(0)  # the builder the CIFAR-stem ResNet-18 had before resnet
+    old = build_cnn("resnet", (2, 2, 2, 2), (4, 8, 16, 32), kind, (3, 8, 8), 5, {},
                     pre_act=False).state_dict()  # fmt: skip
     for state in states:
         assert state.keys() == old.keys()

@@ -32,6 +32,11 @@ from orthskip.config.options import check, unknown
 from orthskip.errors import ConfigError
 from orthskip.results import CELL_COLUMNS
 
+# The checks and cell_config import orthskip.nn and orthskip.data inside the functions: their
+# option tables and constraints live on torch modules (the Skip classes, the Arch builders,
+# the orthskip.data package), and importing this module (for Cell, CellConfig, the grid,
+# provenance's REPO_ROOT) does not load torch.
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The config schema; its registry sections are written by orthskip.config.schema.
 SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -478,6 +483,7 @@ def kinds_signature(cfg: dict[str, Any], c: Cell) -> str | None:
     dataset, model and train settings), or None for a cell that packs only with its own
     variant: an arch or skip kind the hand-batched engine does not take
     (``orthskip.training.handmlp``)."""
+    # Lazy: orthskip.training.handmlp imports this module.
     from orthskip.training.handmlp import MATRIX_KINDS
 
     cc = cell_config(cfg, c)
@@ -619,13 +625,12 @@ class CellConfig:
         return config_hash(self.as_dict())
 
     def build_model(self, data: Any) -> Any:
-        """The cell's model (an ``orthskip.nn.models.ResidualNet``) for a prepared dataset,
-        initialised from torch's global RNG (seed it first)."""
-        from orthskip.nn.models import build_model
+        """``orthskip.nn.models.build_cell_model(self, data)``, for orthskip.training's
+        callers; the stages call that function."""
+        # Lazy: nn imports config (its option tables), so config imports nn only here.
+        from orthskip.nn.models import build_cell_model
 
-        cell, shape = self.cell, tuple(data.input_shape)
-        return build_model(cell.arch, cell.depth, self.skip, shape, data.num_classes, self.model,
-                           {self.skip: self.skip_options})  # fmt: skip
+        return build_cell_model(self, data)
 
     def initial_state(self, data: Any) -> dict[str, Any]:
         """``build_model(data).state_dict()`` from the same draws, without the modules (the

@@ -19,12 +19,17 @@ import yaml
 
 # Only the generator imports the registries: the config checks (orthskip.config.grid) read the
 # committed file, so a stage's code fingerprint does not take in every registry's module.
+from orthskip.analysis.approx import VARIANT_KINDS
+from orthskip.analysis.metrics.extract import FAMILIES, family_option_table
 from orthskip.config.grid import MAX_SEED, NAME_PATTERNS, SCHEMA, load_schema
+from orthskip.config.options import table_schema
+from orthskip.data.spec import SOURCE_DESCRIPTION, SOURCES, TORCH_SEED_MAX, source_schema
+from orthskip.nn.models import ARCHS
+from orthskip.nn.optim import OPTIM_SPECS
+from orthskip.nn.skips import SKIP_SPECS, SKIPS
 
 
 def _datasets(section: dict[str, Any]) -> dict[str, Any]:
-    from orthskip.data.spec import SOURCE_DESCRIPTION, SOURCES, source_schema
-
     return {
         "description": section["description"],
         "type": "object",
@@ -44,8 +49,6 @@ def _datasets(section: dict[str, Any]) -> dict[str, Any]:
 
 
 def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dict[str, Any]:
-    from orthskip.config.options import table_schema
-
     return {
         "description": section["description"],
         "type": "object",
@@ -60,8 +63,6 @@ def _per_name(section: dict[str, Any], tables: dict[str, Any], what: str) -> dic
 def _with_family_options(metrics: dict[str, Any]) -> dict[str, Any]:
     """The ``metrics`` section's keys with the metric families' options (from the registry)
     right after ``families``, in registry order; the other keys as written."""
-    from orthskip.analysis.metrics.extract import family_option_table
-
     table = family_option_table()
     out: dict[str, Any] = {}
     for key, sub in metrics.items():
@@ -75,14 +76,6 @@ def _with_family_options(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def generate(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its registry sections (re)written from the registries."""
-    from orthskip.analysis.approx import VARIANT_KINDS
-    from orthskip.analysis.metrics.extract import FAMILIES
-    from orthskip.config.options import table_schema
-    from orthskip.data.spec import TORCH_SEED_MAX
-    from orthskip.nn.models import ARCHS
-    from orthskip.nn.optim import OPTIM_SPECS
-    from orthskip.nn.skips import SKIP_SPECS, SKIPS
-
     out = copy.deepcopy(schema)
     props = out["properties"]
     props["datasets"] = _datasets(props["datasets"])

@@ -38,10 +38,14 @@ from orthskip.analysis.approx import VARIANT_KINDS, CorrectedBranch, approximate
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
 from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.config.grid import CellConfig
+from orthskip.data import augment_batch, load_prepared
 from orthskip.io import load_torch, write_parquet
+from orthskip.nn.models import build_cell_model
+from orthskip.nn.optim import build_optimizer
 from orthskip.provenance import provenance
 from orthskip.results import APPROX_COLUMNS, APPROX_PHASES, score_key
 from orthskip.stages.metrics import lipschitz_options, probe_indices
+from orthskip.training.devices import select_device
 from orthskip.training.runstate import loss_module, lr_schedulers, streams
 from orthskip.training.solo import evaluate, validation_split
 
@@ -102,9 +106,6 @@ def finetune(
 ) -> str:
     """Fine-tune ``net`` in place for ``epochs`` epochs with the cell's recipe (module docstring);
     returns ``ok`` or ``diverged`` (a non-finite loss or gradient: the step is not taken)."""
-    from orthskip.data import augment_batch
-    from orthskip.nn.optim import build_optimizer
-
     tcfg, seed = cell_cfg.train, cell_cfg.cell.seed
     device = x_train.device
     bundle = build_optimizer(net, tcfg["optimizer"], skip_options)
@@ -168,9 +169,6 @@ def approximate_cell(
     snapshot may be an early, untrained one) gives NaN rows with status ``source_diverged``.
     Phase ``before`` is the identity net itself (the same numbers for every kind).
     """
-    from orthskip.data import load_prepared
-    from orthskip.training.devices import select_device
-
     if cell_cfg.skip != "identity":
         raise ValueError(f"approximate_cell needs an identity cell, got {cell_cfg.skip!r}")
     for kind in kinds:
@@ -193,7 +191,7 @@ def approximate_cell(
     states = load_torch(snapshots)["states"]
     source_epoch = max(int(e) for e in states)
     state = states[next(k for k in states if int(k) == source_epoch)]
-    model = cell_cfg.build_model(data)
+    model = build_cell_model(cell_cfg, data)
     model.load_state_dict(state)
     model.eval()
 

@@ -3,13 +3,15 @@ alone (read through :mod:`orthskip.results`).
 
 ``make_figure(name, metrics_dir, out_pdf, out_png, setting=None)`` is what the figure rules
 call; ``FIGURES`` maps each name to a function ``metrics_dir -> matplotlib Figure`` of
-:mod:`orthskip.figures`. Names in ``PAPER_FIGURES`` are sized for print (column or page
-width); those in ``PER_SETTING`` are report figures that the workflow draws once per
-(dataset, arch) ``setting``, so that none grows with the grid beyond a page.
+:mod:`orthskip.figures`, resolved from :mod:`orthskip.stages.catalog` (which planning
+reads). Names in ``PAPER_FIGURES`` are sized for print (column or page width); those in
+``PER_SETTING`` are report figures that the workflow draws once per (dataset, arch)
+``setting``, so that none grows with the grid beyond a page.
 """
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,56 +21,28 @@ from matplotlib.figure import Figure
 
 from orthskip import results
 from orthskip.errors import ConfigError
-from orthskip.figures import paper, style
-from orthskip.figures.accuracy import accuracy_vs_depth, training_curves
-from orthskip.figures.blockwise import grad_norm_ratio, jacobian_spread
-from orthskip.figures.conditioning import repr_condition, weight_condition
-from orthskip.figures.decision import decision_regions
-from orthskip.figures.orthogonality import dist_identity
-from orthskip.figures.trajectories import dist_identity_epochs
+from orthskip.figures import style
+from orthskip.stages.catalog import (
+    FIGURE_SOURCES,
+    PAPER_FIGURE_SOURCES,
+    PER_SETTING,
+    SETTING_FAMILIES,
+    setting_draws,
+)
+
+
+def _function(source: str) -> Callable[[Path], Figure]:
+    """``"module.function"`` of orthskip.figures (orthskip.stages.catalog)."""
+    module, _, name = source.rpartition(".")
+    return getattr(importlib.import_module(f"orthskip.figures.{module}"), name)
+
 
 PAPER_FIGURES: dict[str, Callable[[Path], Figure]] = {
-    "paper_rate": paper.rate,
-    "paper_rate_by_epoch": paper.rate_by_epoch,
-    "paper_accuracy_depth": paper.accuracy_depth,
-    "paper_start_end": paper.start_end,
-    "paper_approximation": paper.approximation,
-    "paper_grad_ratio": paper.grad_ratio,
-    "paper_conditioning": paper.conditioning,
+    name: _function(source) for name, source in PAPER_FIGURE_SOURCES.items()
 }
 FIGURES: dict[str, Callable[[Path], Figure]] = {
-    "accuracy_vs_depth": accuracy_vs_depth,
-    "training_curves": training_curves,
-    "dist_identity": dist_identity,
-    "dist_identity_epochs": dist_identity_epochs,
-    "grad_norm_ratio": grad_norm_ratio,
-    "weight_condition": weight_condition,
-    "repr_condition": repr_condition,
-    "jacobian_spread": jacobian_spread,
-    "decision_regions": decision_regions,
-    **PAPER_FIGURES,
+    name: _function(source) for name, source in FIGURE_SOURCES.items()
 }
-# One panel (or row of panels) per variant or per setting: one file per setting. Each with
-# the metric families it draws (None: history or warp grids, always there), so that the
-# workflow skips a setting whose cells measure none of them (e.g. the rate recipe's).
-SETTING_FAMILIES: dict[str, frozenset[str] | None] = {
-    "training_curves": None,
-    "decision_regions": None,
-    "dist_identity": frozenset({"dist_identity"}),
-    "dist_identity_epochs": frozenset({"dist_identity"}),
-    "grad_norm_ratio": frozenset({"grad_norm_ratio"}),
-    "weight_condition": frozenset({"sv_reshaped", "sv_operator"}),
-    "repr_condition": frozenset({"repr_condition"}),
-    "jacobian_spread": frozenset({"jacobian_sv"}),
-}
-PER_SETTING: frozenset[str] = frozenset(SETTING_FAMILIES)
-
-
-def setting_draws(name: str, measured: list[frozenset[str] | None]) -> bool:
-    """Whether per-setting figure ``name`` has anything to draw for a setting whose cells
-    measure these metric families (None: every family)."""
-    need = SETTING_FAMILIES[name]
-    return need is None or any(m is None or need & m for m in measured)
 
 
 def _check_name(name: str) -> None:
@@ -113,3 +87,14 @@ def make_figure(
     with style.style():
         fig = draw_figure(name, metrics_dir, setting)
         style.save_figure(fig, Path(out_pdf), Path(out_png))
+
+
+__all__ = [
+    "FIGURES",
+    "PAPER_FIGURES",
+    "PER_SETTING",
+    "SETTING_FAMILIES",
+    "draw_figure",
+    "make_figure",
+    "setting_draws",
+]

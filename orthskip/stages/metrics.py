@@ -28,7 +28,7 @@ from orthskip.errors import DatasetError
 from orthskip.io import load_torch, write_parquet
 from orthskip.logs import check_member_paths, run_member
 from orthskip.provenance import provenance
-from orthskip.results import WARP_COLUMNS
+from orthskip.results import WARP_COLUMNS, to_table
 
 
 def snapshots_fix(path: Path) -> str:
@@ -97,10 +97,12 @@ def cell_metrics(
     warp_out: Path,
 ) -> int:
     """Write the per-layer metrics of every snapshot; returns the number of rows."""
+    # Lazy: the workflow's planning imports this module (check_snapshots); these pull in
+    # the networks and the metrics.
     from orthskip.analysis.metrics import extract_metrics
     from orthskip.analysis.metrics.extract import family_options
     from orthskip.data import load_prepared
-    from orthskip.results import to_table
+    from orthskip.nn.models import build_cell_model
 
     torch.set_num_threads(cell_cfg.train["threads"])
     cell = cell_cfg.keys
@@ -109,7 +111,7 @@ def cell_metrics(
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x, probe_y = data.x_test[idx], data.y_test[idx]
     snaps = load_snapshots(snapshots)
-    model = cell_cfg.build_model(data)
+    model = build_cell_model(cell_cfg, data)
     prov = provenance(cell_cfg.hash, "cpu")
     initial = initial_skip_matrices(model, snaps)
     frames = []

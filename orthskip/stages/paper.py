@@ -19,19 +19,10 @@ from pathlib import Path
 from orthskip import results
 from orthskip.errors import OrthskipError
 from orthskip.io import atomic_path, write_text
-from orthskip.stages.figures import PAPER_FIGURES
+from orthskip.stages.catalog import PAPER_TABLES, paper_figures, tex_engine
 from orthskip.tables.paper_numbers import paper_numbers
 
-# the tables the paper includes from results/tables (paired_vs_identity is replaced by the
-# generated table of numbers.tex: Holm-corrected, in findings.md's formats)
-PAPER_TABLES: tuple[str, ...] = (
-    "identity_rate",
-    "start_end_distance",
-    "orthogonal_approximation",
-    "accuracy",
-)
 MAIN = "paper.tex"
-TEX_PACKAGES = ("texlive-latex-recommended", "texlive-fonts-recommended", "latexmk")
 LATEXMK = ["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
 # pdfTeX stamps the compile time (CreationDate, ModDate) and a trailer /ID derived from it:
 # without these primitives the same inputs give other bytes on every run, so a redraw of
@@ -44,24 +35,10 @@ class PaperError(OrthskipError):
     """The paper could not be compiled (no TeX engine, or a LaTeX error: the log's tail)."""
 
 
-def paper_figures() -> tuple[str, ...]:
-    return tuple(PAPER_FIGURES)
-
-
 def write_numbers(metrics_dir: Path, out: Path) -> None:
     """results/paper/numbers.tex from ``metrics_dir/{layers,cells,approx}.parquet``."""
     frames = [results.read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx")]
     write_text(out, paper_numbers(*frames))
-
-
-def tex_engine() -> str | None:
-    """Why the paper cannot be compiled here (None: latexmk and pdflatex are on PATH)."""
-    missing = [t for t in ("latexmk", "pdflatex") if shutil.which(t) is None]
-    if not missing:
-        return None
-    return (f"{' and '.join(missing)} not found on PATH; install TeX, e.g. on Debian/Ubuntu "
-            f"`apt-get install --no-install-recommends {' '.join(TEX_PACKAGES)}` "
-            "(or `make paper`)")  # fmt: skip
 
 
 def _log_tail(build: Path, lines: int = 40) -> str:

@@ -4,11 +4,13 @@ aggregated Parquet files alone (read through :mod:`orthskip.results`).
 ``make_table(name, metrics_dir, out_md, out_tex)`` is what the table rule calls and
 ``write_findings(metrics_dir, out)`` the findings rule; ``TABLES`` maps each table's name to
 the result files it reads and the function of :mod:`orthskip.tables` that makes it from
-them. A new table is one module there and one entry here.
+them, resolved from :mod:`orthskip.stages.catalog`. A new table is one module there and one
+entry in the catalog.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +20,9 @@ import pandas as pd
 from orthskip import results
 from orthskip.errors import ConfigError
 from orthskip.io import write_text
-from orthskip.tables.accuracy import accuracy_table
-from orthskip.tables.approximation import orthogonal_approximation_table
+from orthskip.stages.catalog import TABLE_SOURCES
 from orthskip.tables.findings_text import findings_markdown
-from orthskip.tables.identity_rate import identity_rate_table
-from orthskip.tables.paired import paired_table
-from orthskip.tables.rate_by_epoch import rate_by_epoch_table
 from orthskip.tables.render import Table, render_latex, render_markdown
-from orthskip.tables.skip_rotation import skip_rotation_table
-from orthskip.tables.start_end import start_end_distance_table
 
 
 @dataclass(frozen=True)
@@ -38,14 +34,14 @@ class TableSpec:
     make: Callable[..., Table]
 
 
+def _function(source: str) -> Callable[..., Table]:
+    """``"module.function"`` of orthskip.tables (orthskip.stages.catalog)."""
+    module, _, name = source.rpartition(".")
+    return getattr(importlib.import_module(f"orthskip.tables.{module}"), name)
+
+
 TABLES: dict[str, TableSpec] = {
-    "accuracy": TableSpec(("cells",), accuracy_table),
-    "paired_vs_identity": TableSpec(("cells",), paired_table),
-    "identity_rate": TableSpec(("layers", "cells"), identity_rate_table),
-    "rate_by_epoch": TableSpec(("layers",), rate_by_epoch_table),
-    "skip_rotation": TableSpec(("layers",), skip_rotation_table),
-    "start_end_distance": TableSpec(("layers",), start_end_distance_table),
-    "orthogonal_approximation": TableSpec(("approx",), orthogonal_approximation_table),
+    name: TableSpec(reads, _function(source)) for name, (reads, source) in TABLE_SOURCES.items()
 }
 
 

@@ -18,10 +18,16 @@ from orthskip.config.summary import grid_summary
 from orthskip.data.prepared import check_prepared
 from orthskip.data.spec import train_size
 from orthskip.nn.skips import skip_options
-from orthskip.stages.figures import FIGURES, PER_SETTING, setting_draws
+from orthskip.stages.catalog import (
+    FIGURE_SOURCES,
+    PAPER_TABLES,
+    PER_SETTING,
+    TABLE_SOURCES,
+    paper_figures,
+    setting_draws,
+    tex_engine,
+)
 from orthskip.stages.metrics import check_snapshots
-from orthskip.stages.paper import PAPER_TABLES, paper_figures, tex_engine
-from orthskip.stages.tables import TABLES
 
 # Workflow-only helpers live beside the rules, not in the library.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
@@ -236,7 +242,7 @@ def all_figures():
     """Paper and whole-run figures as results/figures/{name}.{ext}; the per-setting report
     figures (PER_SETTING) as results/figures/{name}/{dataset}/{arch}.{ext}, for the settings
     that measure what they draw."""
-    whole = [n for n in FIGURES if n not in PER_SETTING]
+    whole = [n for n in FIGURE_SOURCES if n not in PER_SETTING]
     measured = _measured_families()
     per = [
         f"results/figures/{n}/{d}/{a}.{ext}"
@@ -261,7 +267,7 @@ def table_inputs(wildcards):
 
 
 def all_tables():
-    return expand("results/tables/{name}.{ext}", name=TABLES, ext=("md", "tex"))
+    return expand("results/tables/{name}.{ext}", name=TABLE_SOURCES, ext=("md", "tex"))
 
 
 # ---- the approximation stage: one job per cell of APPROX_CELLS (workflow/rules/approx.smk)

@@ -11,7 +11,6 @@ Depths: ``mlp`` any number of blocks >= 1; ``cifar_resnet``/``cifar_preresnet`` 
 (n >= 1 basic blocks per stage: 8, 14, 20, 32, 44, 56, 110, ...); ``resnet`` counts weighted
 layers of torchvision's family: 10 ([1,1,1,1]), 18 ([2,2,2,2]), 34 ([3,4,6,3]) with basic blocks,
 50 ([3,4,6,3]), 101 ([3,4,23,3]), 152 ([3,8,36,3]) with bottlenecks (``orthskip.nn.models.resnet``);
-``resnet18`` is the alias kept from before: ``resnet`` with the CIFAR stem, depths 10/18/34;
 ``vit`` any number of transformer blocks >= 1 (each two residual sublayers, so the model has
 2·depth ``blocks``; ``orthskip.nn.models.vit``).
 
@@ -34,17 +33,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, Table, check_options, defaults, unknown
 from orthskip.errors import ConfigError
 from orthskip.nn.models import mlp, vit
 from orthskip.nn.models.base import BLOCKS, Block, ResidualNet, make_block
+from orthskip.nn.models.cifar_resnet import build_cifar_resnet
 from orthskip.nn.models.init import INITS
-from orthskip.nn.models.resnet import BASIC_STAGES, RESNET_STAGES, STEMS
+from orthskip.nn.models.resnet import RESNET_STAGES, STEMS, build_resnet
 from orthskip.nn.models.vit import POOLS, POS_EMBEDS
 from orthskip.nn.skips import SKIPS, skip_options, validate_skip_options
+
+if TYPE_CHECKING:
+    from orthskip.config.grid import CellConfig
 
 #: ``build(depth, skip, input_shape, num_classes, model_cfg, skip_cfg)``: the model, with
 #: options resolved and every constraint checked already (``build_model``).
@@ -122,7 +125,6 @@ class _PerArch(Mapping[str, Any]):
 MODEL_SPECS: Mapping[str, Table] = _PerArch(lambda a: a.options)
 MODEL_OPTIONS: Mapping[str, dict[str, Any]] = _PerArch(lambda a: defaults(a.options))
 MODEL_CONSTRAINTS: Mapping[str, tuple[Constraint, ...]] = _PerArch(lambda a: a.constraints)
-RESNET18_STAGES: dict[int, tuple[int, ...]] = BASIC_STAGES
 
 
 def _width(default: int, text: str = "channels of the first stage") -> Option:
@@ -154,20 +156,9 @@ def _image(arch: str) -> Constraint:
 
 def _cifar(pre_act: bool) -> Builder:
     def build(depth, skip, input_shape, num_classes, cfg, skip_cfg) -> ResidualNet:
-        from orthskip.nn.models.cifar_resnet import build_cifar_resnet
-
         return build_cifar_resnet(
             depth, skip, input_shape, num_classes, cfg, skip_cfg, pre_act=pre_act
         )
-
-    return build
-
-
-def _resnet(arch: str) -> Builder:
-    def build(depth, skip, input_shape, num_classes, cfg, skip_cfg) -> ResidualNet:
-        from orthskip.nn.models.resnet import build_resnet
-
-        return build_resnet(depth, skip, input_shape, num_classes, cfg, skip_cfg, arch=arch)
 
     return build
 
@@ -199,9 +190,6 @@ for _arch in (
          Cost(5.5e-6), (_image("cifar_resnet"),)),
     Arch("cifar_preresnet", {"width": _width(16), "init": _INIT}, _CIFAR_DEPTHS, _cifar(True),
          Cost(7.5e-6), (_image("cifar_preresnet"),)),
-    # the alias of resnet with the CIFAR stem (its options have no stem)
-    Arch("resnet18", {"width": _width(64), "init": _INIT}, Depths.listed(RESNET18_STAGES),
-         _resnet("resnet18"), Cost(3.0e-5, 40.0), (_image("resnet18"),)),
     Arch(
         "vit",
         {
@@ -229,7 +217,7 @@ for _arch in (
             "init": _INIT,
         },
         Depths.listed(RESNET_STAGES),
-        _resnet("resnet"),
+        build_resnet,
         Cost(3.0e-5, 40.0),
         (_image("resnet"),),
     ),
@@ -319,6 +307,14 @@ def _checked(
     return cfg, input_shape
 
 
+def build_cell_model(cell_cfg: CellConfig, data: Any) -> ResidualNet:
+    """A cell's model for its prepared dataset (``data``: its ``input_shape`` and
+    ``num_classes``), initialised from torch's global RNG (seed it first)."""
+    cell, kind = cell_cfg.cell, cell_cfg.skip
+    return build_model(cell.arch, cell.depth, kind, tuple(data.input_shape), data.num_classes,
+                       cell_cfg.model, {kind: cell_cfg.skip_options})  # fmt: skip
+
+
 __all__ = [
     "ARCHS",
     "BLOCKS",
@@ -333,6 +329,7 @@ __all__ = [
     "Depths",
     "ResidualNet",
     "allowed_depths",
+    "build_cell_model",
     "build_model",
     "check_depth",
     "initial_state",

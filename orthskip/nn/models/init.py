@@ -21,7 +21,7 @@ zero bias, the gain chosen by what the layer's output feeds:
   output, carry the larger scale. With a skip, the stream's second moment grows by the branch's
   share per block (×2 for an isometric skip at init), as it does in every unnormalised ResNet.
 - Head Linear(w, classes) (every architecture): fan-in, gain 1 (LeCun-normal), zero bias.
-- CNNs (cifar_resnet, cifar_preresnet, resnet18): every 3×3 convolution outside the skips (stem
+- CNNs (cifar_resnet, cifar_preresnet, resnet): every 3×3 convolution outside the skips (stem
   and branches) He-normal, fan-out, gain √2 — what these builders already did before ``init``
   was an option (torchvision's ResNet convention: fan-out keeps the backward signal's scale; for
   stride-1 3×3 convs with C_in = C_out fan-in and fan-out coincide). BatchNorm weight 1, bias 0

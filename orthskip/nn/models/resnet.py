@@ -21,8 +21,6 @@ stages), so the structural match is
 n_params(torchvision) = n_params(resnet, identity) + Σ_transitions (C_in·C_out + 2·C_out),
 every other tensor the same shape in the same order (tests/test_models_arch.py).
 
-The arch ``resnet18`` (the name this family had before) is an alias: ``resnet`` with the CIFAR
-stem, depths 10/18/34, options ``width`` and ``init`` only.
 Initialisation (``init``): ``kaiming`` = He-normal fan-out on every convolution outside the skips
 (torchvision's own rule), LeCun-normal head; ``torch_default`` leaves PyTorch's init.
 """
@@ -86,7 +84,6 @@ def build_resnet(
     num_classes: int,
     cfg: dict,
     skip_cfg: dict | None,
-    arch: str = "resnet",
 ) -> ResidualNet:
     w = int(cfg["width"])
     bottleneck = depth in BOTTLENECK_STAGES
@@ -106,7 +103,7 @@ def build_resnet(
             c_in = c_out
             size = (-(-size[0] // stride), -(-size[1] // stride))
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
-    net = ResidualNet(arch, skip, stem, blocks, head)
+    net = ResidualNet("resnet", skip, stem, blocks, head)
     if cfg["init"] == "kaiming":
         init_cnn(net)
     return net

@@ -64,7 +64,7 @@ class ProcrustesSkip(Skip):
             if in_size is None:
                 raise ConfigError(
                     f"skip_options.procrustes.kernel_size = {k}: a k x k conv* needs image "
-                    "input (cifar_resnet, cifar_preresnet, resnet18); use 1 for mlp"
+                    "input (cifar_resnet, cifar_preresnet, resnet); use 1 for mlp"
                 )
             h, wd = (-(-n // stride) for n in in_size)
             self.grid = (h, wd)

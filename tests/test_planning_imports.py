@@ -1,0 +1,30 @@
+"""What planning a run imports: workflow/rules/common.smk's imports, in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_planning_imports_neither_matplotlib_nor_scipy():
+    """The figure and table names come from orthskip.stages.catalog, not from the stages
+    that draw them, so that every Snakemake invocation does not load their libraries."""
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    modules = re.findall(r"^from (orthskip[\w.]*) import", common, flags=re.M)
+    modules += re.findall(r"^import (\w+)$", common, flags=re.M)
+    assert "orthskip.config.grid" in modules and "cluster" in modules
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'workflow' / 'lib')!r})\n"
+        f"for m in {modules!r}: __import__(m)\n"
+        "print(json.dumps(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == []
