@@ -768,7 +768,7 @@ def _finish(pack: PackRun) -> list[str]:
         solo = pack.net.solo_metadata(k)
         solo_meta = solo["optimizer"]
         if solo_meta["n_manifold_params"]:
-            solo_meta.update({k: v for k, v in riemann.items() if k.startswith("ns_")})
+            solo_meta.update({k: v for k, v in riemann.items() if k.startswith("retraction_")})
         meta = {
             "task": pack.task,
             "n_params": solo["n_params"],
