@@ -107,14 +107,16 @@ def _rate_fits(ax, pc: pd.DataFrame, st: S.VariantStyle, all_models: bool) -> li
         fit = cmp.fits[name]
         color = st.color if name == "power" else "k"
         lw = 1.5 if name == cmp.best else 0.8
-        ax.plot(grid, rate_model_curve(name, fit, grid), color=color, ls=MODEL_STYLE[name],
-                lw=lw, zorder=2)  # fmt: skip
+        # a variant drawn with its power law alone takes its own line style: two recipes of
+        # one kind share a colour, and their lines must still tell apart
+        ls = MODEL_STYLE[name] if all_models else st.linestyle
+        ax.plot(grid, rate_model_curve(name, fit, grid), color=color, ls=ls, lw=lw, zorder=2)
         label = RATE_MODEL_LABELS[name]
         if name == "power":
             label += f", {_a_text(cmp)}"
         if all_models:
             label += " (best)" if name == cmp.best else f" (ΔAIC {fit.aic - best_aic:.1f})"
-        handles.append(Line2D([], [], color=color, ls=MODEL_STYLE[name], lw=lw, label=label))
+        handles.append(Line2D([], [], color=color, ls=ls, lw=lw, label=label))
     return handles
 
 
