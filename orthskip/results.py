@@ -166,6 +166,8 @@ def to_table(df: pd.DataFrame) -> pa.Table:
 
 # The stopping rule's reason for a plateau above the loss at init (runstate.plateau).
 STALLED = "train_loss stalled"
+# history.parquet's per-epoch mean ‖Q − I‖_F/√n over a net's matrix skips (NaN without any)
+SKIP_GAP = "skip_dist_identity"
 
 
 def is_converged(status: str, stopped: str | None) -> bool:
@@ -184,8 +186,8 @@ def is_stalled(stopped: str | None) -> bool:
 
 def recipe(train: dict[str, object]) -> str:
     """A cell's training recipe in a few words (optimizer, lr, the skips' step, schedule,
-    epoch cap), from its config's train section: what a fitted exponent depends on besides
-    depth. Empty for a status.json without its config."""
+    what the stopping rule watches, epoch cap), from its config's train section: what a fitted
+    exponent depends on besides depth. Empty for a status.json without its config."""
     opt = train.get("optimizer") or {}
     if not opt:
         return ""
@@ -195,6 +197,9 @@ def recipe(train: dict[str, object]) -> str:
     sched = (train.get("schedule") or {}).get("name")
     if sched and sched != "constant":
         parts.append(str(sched))
+    stop = train.get("stop") or {}
+    if int(stop.get("patience", 0)) > 0 and stop.get("watch") == "skips":
+        parts.append("stop when the skips stop moving")
     if "epochs" in train:
         parts.append(f"cap {int(train['epochs'])} epochs")
     return ", ".join(parts)

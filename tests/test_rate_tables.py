@@ -280,4 +280,9 @@ def test_recipe_names_the_optimizer_step_rule_and_cap():
     same = {**train, "optimizer": {"name": "sgd", "lr": 0.1, "skip_lr": "same"},
             "schedule": {"name": "cosine"}}  # fmt: skip
     assert recipe(same) == "sgd lr 0.1, cosine, cap 60 epochs"
+    watched = {**train, "stop": {"patience": 10, "min_delta": 0.003, "watch": "skips"}}
+    assert recipe(watched) == ("adamw lr 0.01, skip step lr/m, stop when the skips stop moving, "
+                               "cap 60 epochs")  # fmt: skip
+    off = {**train, "stop": {"patience": 0, "min_delta": 0.003, "watch": "skips"}}
+    assert recipe(off) == recipe(train)  # a rule switched off is no part of the recipe
     assert recipe({}) == ""

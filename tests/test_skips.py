@@ -32,6 +32,7 @@ from orthskip.nn.skips import (
     apply_matrix,
     grouped_orthogonal_maps,
     make_skip,
+    skip_identity_gap,
     skip_options,
     validate_skip_options,
 )
@@ -944,3 +945,23 @@ def test_complex_expm_skew_matches_matrix_exp_and_passes_gradcheck():
     assert torch.allclose(q @ q.mH, torch.eye(4, dtype=torch.complex128).expand_as(q), atol=1e-13)
     x = torch.randn(3, 3, generator=gen, dtype=torch.complex128, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v: expm_skew(v - v.mH), (x,), check_forward_ad=True)
+
+
+def test_skip_identity_gap_is_the_mean_rms_distance_from_identity_entry_by_entry():
+    # what train.stop.watch: skips watches, against a slow computation: per block, the sum of
+    # squared entries of W − I over n, its root, then the mean over blocks
+    opts = {"width": 0, "hidden": 4, "stem": "identity", "head": "identity", "norm": "none"}
+    model = build_model("mlp", 3, "linear", (3,), 3, opts, {})
+    gen = torch.Generator().manual_seed(0)
+    slow = []
+    with torch.no_grad():
+        for block in model.blocks:
+            w = torch.randn(3, 3, generator=gen)
+            block.skip.weight.copy_(w)
+            sq = sum((float(w[i, j]) - (i == j)) ** 2 for i in range(3) for j in range(3))
+            slow.append(math.sqrt(sq / 3))
+    assert skip_identity_gap(model) == pytest.approx(sum(slow) / 3, rel=1e-12)
+    learned = build_model("mlp", 2, "orth_learned", (3,), 3, opts, {"orth_learned": {}})
+    assert skip_identity_gap(learned) == 0.0  # Q = I at init
+    for kind in ("identity", "none"):  # no matrix to measure
+        assert math.isnan(skip_identity_gap(build_model("mlp", 2, kind, (3,), 3, opts, {})))

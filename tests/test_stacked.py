@@ -19,6 +19,7 @@ from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
 from orthskip.nn.orth import orth_defect
 from orthskip.nn.skips import SKIPS
+from orthskip.results import SKIP_GAP
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
 from orthskip.training.handmlp import MATRIX_KINDS
@@ -151,7 +152,7 @@ def assert_member_equals_solo(out: Path, solo: Path, epochs: int = 5) -> None:
     assert max(errs.values()) < 1e-9, sorted(errs.items(), key=lambda kv: -kv[1])[:3]
     assert a["state"]["epoch"] == b["state"]["epoch"] == epochs
     ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
-    cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
+    cols = ["train_loss", "val_loss", "test_loss", "clipped_frac", SKIP_GAP]
     pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
 
 
@@ -293,7 +294,7 @@ def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_in_float64(
         errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
         assert max(errs.values()) < 1e-9, (m.cell.path, max(errs.items(), key=lambda kv: kv[1]))
         ha, hb = pd.read_parquet(out / "history.parquet"), pd.read_parquet(solo / "history.parquet")
-        cols = ["train_loss", "val_loss", "test_loss", "clipped_frac"]
+        cols = ["train_loss", "val_loss", "test_loss", "clipped_frac", SKIP_GAP]
         pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
         sa, sb = read_json(out / "status.json"), read_json(solo / "status.json")
         assert sa["pack"] == {"mode": "vectorised", "size": len(members), "engine": "hand"}

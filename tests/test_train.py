@@ -331,8 +331,39 @@ def test_a_plateau_above_the_loss_at_init_is_stalled_not_converged():
     assert not is_stalled(None) and not is_converged("ok", None)
 
 
-def _hist(losses: list[float]) -> list[dict[str, float]]:
-    return [{"train_loss": v} for v in losses]
+def test_stopping_rule_watching_the_skips_fires_when_they_stop_moving():
+    # watch: skips fires when the mean ‖Q − I‖ settles, whatever the loss still does; not
+    # while the skips still travel (the travel-limited start: the distance grows by a step
+    # per epoch); a net without matrix skips (NaN) falls back to the loss rule
+    from orthskip.training.runstate import plateau
+
+    stop = _stop(patience=10, min_delta=1e-3, watch="skips")
+    falling_loss = [0.01 + math.exp(-e / 150) for e in range(301)]
+    settling = [0.3 * (1 - math.exp(-e / 15)) for e in range(301)]
+    travelling = [1e-3 * e for e in range(301)]
+    fired = next(e for e in range(1, 301) if plateau(_hist(falling_loss[: e + 1], settling), stop))
+    assert 100 < fired < 200  # once within 0.1 % of its end value over 10 epochs
+    reason = plateau(_hist(falling_loss, settling), stop)
+    assert reason is not None and reason.startswith("skips stationary")
+    assert all(plateau(_hist(falling_loss[: e + 1], travelling), stop) is None for e in range(301))
+    # the same loss under watch: train_loss never fires (it falls 30 % over 50 epochs)
+    loss_rule = _stop(patience=10, min_delta=1e-3)
+    assert plateau(_hist(falling_loss, settling), loss_rule) is None
+    # no matrix skips: the loss rule decides
+    flat = [0.5] * 40
+    assert plateau(_hist([1.0, *flat], [math.nan] * 41), stop).startswith("train_loss plateau")
+    assert plateau(_hist(falling_loss, [math.nan] * 301), stop) is None
+    # skips frozen in a dead net: stalled, not converged
+    dead = plateau(_hist([1.05, *[1.48] * 20], [0.2] * 21), stop)
+    assert dead is not None and dead.startswith("train_loss stalled")
+
+
+def _hist(losses: list[float], gaps: list[float] | None = None) -> list[dict[str, float]]:
+    from orthskip.results import SKIP_GAP
+
+    if gaps is None:
+        return [{"train_loss": v} for v in losses]
+    return [{"train_loss": v, SKIP_GAP: g} for v, g in zip(losses, gaps, strict=False)]
 
 
 def test_training_stops_on_a_plateau_and_records_why(tmp_path, circles):

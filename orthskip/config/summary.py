@@ -17,7 +17,9 @@ def _recipe(train: dict[str, Any] | Any) -> str:
     opt, stop = train["optimizer"], train["stop"]
     budget = f"{train['epochs']} epochs"
     if int(stop["patience"]) > 0:
-        budget = (f"up to {train['epochs']} epochs (stops at a training-loss plateau: "
+        what = ("when the skips' distance from I stops moving" if stop.get("watch") == "skips"
+                else "at a training-loss plateau")  # fmt: skip
+        budget = (f"up to {train['epochs']} epochs (stops {what}: "
                   f"patience {stop['patience']}, min_delta {stop['min_delta']})")  # fmt: skip
     return f"{budget}, batch size {train['batch_size']}, {opt['name']} (lr {opt['lr']})"
 

@@ -76,6 +76,15 @@ def orth_defect(q: Tensor) -> float:
     return float(torch.linalg.matrix_norm(gram - eye) / math.sqrt(n))
 
 
+def identity_gap(q: Tensor) -> Tensor:
+    """‖Q − I‖_F / √n of square n × n matrices (leading batch dimensions kept): the RMS
+    distance from the identity over eigen-directions, which does not saturate for Haar-like Q.
+    The rate experiment fits it, and ``train.stop.watch: skips`` watches its mean per net."""
+    n = q.shape[-1]
+    eye = torch.eye(n, dtype=q.dtype, device=q.device)
+    return torch.linalg.matrix_norm(q - eye, ord="fro") / math.sqrt(n)
+
+
 @dataclass
 class MsignResult:
     value: Tensor

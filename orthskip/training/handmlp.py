@@ -24,6 +24,7 @@ a packed member's ``last.pt`` is a solo run's.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from orthskip.nn.optim import (
     build_optimizer,
     optimizer_bundle,
 )
-from orthskip.nn.orth import map_to_orthogonal
+from orthskip.nn.orth import identity_gap, map_to_orthogonal
 from orthskip.nn.skips import skip_options
 from orthskip.training.runstate import RunSpec, lr_schedulers
 
@@ -345,6 +346,17 @@ class HandMLP:
                 parts.append(self.tensors[f"{key}.{name}"].to(dtype))
         q = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         return q if self.unsort is None else q[:, self.unsort.to(q.device)]
+
+    @torch.no_grad()
+    def skip_identity_gaps(self) -> list[float]:
+        """Each member's mean ‖Q − I‖_F/√n over its blocks, in float64, as
+        ``skip_identity_gap`` of its solo model: NaN for the identity and none kinds."""
+        q = self._skip_matrices(torch.float64)
+        gaps = identity_gap(q).mean(0).cpu()
+        for group in ("identity", "none"):
+            if group in self.groups:
+                gaps[self.slots[self._skip_key(group)].ids] = math.nan
+        return gaps.tolist()
 
     # -- members' states -----------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from orthskip.io import load_torch
-from orthskip.results import STALLED, score_key
+from orthskip.results import SKIP_GAP, STALLED, score_key
 
 log = logging.getLogger(__name__)
 
@@ -186,25 +186,41 @@ def streams(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Gen
 
 
 def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | None:
-    """The stopping rule: training loss plateaued (``train.stop``), or None to go on.
+    """The stopping rule (``train.stop``) after a recorded epoch: the reason to stop, or None.
 
-    Stops when the best training loss of the last ``patience`` epochs is not below
-    (1 − ``min_delta``) × the best before them; patience 0 switches the rule off (then
-    training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is not counted.
-    A plateau not below the loss at init (epoch 0) is a stalled net, not a converged one:
-    its reason starts with ``STALLED`` (a dead deep net sits flat above where it started).
+    ``watch: train_loss``: stop when the best training loss of the last ``patience`` epochs is
+    not below (1 − ``min_delta``) × the best before them. ``watch: skips``: stop when the
+    net's mean ‖Q − I‖_F/√n (``SKIP_GAP``, what the rate experiment fits) has moved by at most
+    ``min_delta`` of its mean over the last ``patience`` epochs (max − min over those epochs
+    and the one before); a net without matrix skips watches the loss. patience 0 switches the
+    rule off (then training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is
+    not counted. A net whose best loss of the window is not below its loss at init is stalled,
+    not converged: the reason starts with ``STALLED`` (a dead deep net sits flat above where
+    it started, and its skips stop moving too).
     """
-    patience = int(stop["patience"])
+    patience, delta = int(stop["patience"]), float(stop["min_delta"])
     losses = [h["train_loss"] for h in history[1:]]
     if patience <= 0 or len(losses) <= patience:
         return None
     before, recent = min(losses[:-patience]), min(losses[-patience:])
-    if recent < (1.0 - float(stop["min_delta"])) * before:
+    gaps = [float(h.get(SKIP_GAP, math.nan)) for h in history[-patience - 1 :]]
+    if stop.get("watch", "train_loss") == "skips" and all(map(math.isfinite, gaps)):
+        mean = sum(gaps) / len(gaps)
+        spread = (max(gaps) - min(gaps)) / mean if mean > 0 else 0.0
+        if spread > delta:
+            return None
+        reason = (f"skips stationary: mean ‖Q − I‖_F/√n {gaps[-1]:.4g} moved {spread:.2g} of "
+                  f"itself over the last {patience} epochs; train_loss {recent:.4g} vs {before:.4g}"
+                  " before them")  # fmt: skip
+    elif recent < (1.0 - delta) * before:
         return None
+    else:
+        reason = (f"train_loss plateau: best of the last {patience} epochs {recent:.4g} vs "
+                  f"{before:.4g}")  # fmt: skip
     start = history[0]["train_loss"]
     if not recent < start:
         return f"{STALLED}: best of the last {patience} epochs {recent:.4g}, at init {start:.4g}"
-    return f"train_loss plateau: best of the last {patience} epochs {recent:.4g} vs {before:.4g}"
+    return reason
 
 
 def r_squared(sse: float, y: torch.Tensor) -> float:
@@ -240,11 +256,14 @@ def record_epoch(
     scores: tuple[tuple[float, float], tuple[float, float], tuple[float, float]],
     clipped: float,
     lr: float,
+    skip_gap: float,
     weights: Callable[[], dict[str, torch.Tensor]],
 ) -> None:
     """Append the epoch's history row; ``weights()`` is kept at the snapshot epochs.
 
     ``scores``: (loss, score) on train, val and test; the other task's scores are NaN.
+    ``skip_gap``: the net's mean ‖Q − I‖_F/√n over its matrix skips (NaN without any), what
+    ``train.stop.watch: skips`` watches.
     """
     (train_loss, train), (val_loss, val), (test_loss, test) = scores
     named = {f"{split}_{name}": math.nan for split in SPLITS for name in ("acc", "r2")}
@@ -260,6 +279,7 @@ def record_epoch(
             **named,
             "clipped_frac": clipped,
             "lr": lr,
+            SKIP_GAP: skip_gap,
             "time_s": state.elapsed,
         }
     )

@@ -33,6 +33,7 @@ from torch import nn
 
 from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
 from orthskip.io import save_torch, write_json, write_parquet
+from orthskip.nn.skips import skip_identity_gap
 from orthskip.provenance import library_versions, provenance
 from orthskip.results import is_converged, score_key
 from orthskip.training.runstate import (
@@ -396,7 +397,8 @@ def _record(run: SoloRun, epoch: int, train: tuple[float, float], clipped: float
     val = evaluate(run.model, d["x_val"], d["y_val"], spec.amp)
     test = evaluate(run.model, d["x_test"], d["y_test"], spec.amp)
     weights = functools.partial(_cpu_state, run.model)
-    record_epoch(run.state, spec, epoch, (train, val, test), clipped, run.lr, weights)
+    gap = skip_identity_gap(run.model)
+    record_epoch(run.state, spec, epoch, (train, val, test), clipped, run.lr, gap, weights)
     log.info(
         "epoch %d/%d train_loss %.4f train_%s %.4f test_%s %.4f",
         epoch, spec.epochs, train[0], spec.score, train[1], spec.score, test[1],

@@ -42,6 +42,7 @@ from torch.func import stack_module_state, vmap
 
 from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.io import load_torch, save_torch
+from orthskip.nn.skips import skip_identity_gap
 from orthskip.training import runstate
 from orthskip.training.handmlp import HandMLP, Slot, hand_batched_reason
 from orthskip.training.runstate import RunSpec, TrainState
@@ -92,6 +93,7 @@ class Stacked:
         # optimizer partition (skip / manifold / main) and state-dict keys are the solo ones
         self.module = copy.deepcopy(models[0])
         self.base = copy.deepcopy(models[0])  # the module vmap calls with batched tensors
+        self.scratch: nn.Module | None = None  # one member's module, for its skips' measures
         self.slots: list[tuple[nn.Module, str, str, str]] = []
         names = {**params, **buffers}
         for (prefix, mod), (_, bmod) in zip(
@@ -180,6 +182,18 @@ class Stacked:
     def load_member(self, k: int, state: dict[str, Tensor]) -> None:
         for n, t in self.module.state_dict().items():
             t[k].copy_(state[n])
+
+    @torch.no_grad()
+    def skip_identity_gaps(self) -> list[float]:
+        """Each member's ``skip_identity_gap``: its state loaded into a scratch copy of its
+        solo module (a per-epoch cost of K small copies; vmap packs are the CNNs' few)."""
+        if self.scratch is None:
+            self.scratch = copy.deepcopy(self.models[0])
+        gaps = []
+        for k in range(self.k):
+            self.scratch.load_state_dict(self.member_state(k))
+            gaps.append(skip_identity_gap(self.scratch))
+        return gaps
 
 
 def _per_member_max(tensors: list[Tensor], k: int) -> Tensor:
@@ -528,11 +542,12 @@ def _record(
     val_rows = torch.stack([m.val_idx for m in pack.members])
     vals = _evaluate_all(pack, d["x_all"][val_rows], d["y_all"][val_rows], shared=False)
     tests = _evaluate_all(pack, d["x_test"], d["y_test"], shared=True)
+    gaps = pack.net.skip_identity_gaps()
     for i, (scores, clipped) in zip(idx, train, strict=True):
         m = pack.members[i]
         weights = functools.partial(pack.net.member_state, i)
         runstate.record_epoch(
-            m.state, spec, epoch, (scores, vals[i], tests[i]), clipped, pack.lr, weights
+            m.state, spec, epoch, (scores, vals[i], tests[i]), clipped, pack.lr, gaps[i], weights
         )
         log.info(
             "%s epoch %d/%d train_loss %.4f test_%s %.4f",

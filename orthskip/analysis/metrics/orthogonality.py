@@ -8,7 +8,8 @@ import math
 import torch
 from torch import Tensor
 
-from orthskip.nn.orth import orth_defect, polar  # the library's one definition of each
+# the library's one definition of each
+from orthskip.nn.orth import identity_gap, orth_defect, polar
 
 __all__ = [
     "as_matrix",
@@ -51,7 +52,7 @@ def dist_identity(q: Tensor) -> dict[str, float]:
     return {
         "spec": float(torch.linalg.matrix_norm(diff, ord=2)),
         "fro": fro,
-        "fro_rel": fro / math.sqrt(n),
+        "fro_rel": float(identity_gap(q)),
         "angle": float(angles.max()),
         "mean_angle": float(angles.mean()),
         "det": float(torch.linalg.det(q)),

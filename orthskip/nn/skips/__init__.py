@@ -62,7 +62,13 @@ from typing import Any
 
 from orthskip.config.options import Option, check_options, defaults, unknown
 from orthskip.nn.skip_kinds import KINDS, SkipKind, register_kind
-from orthskip.nn.skips.base import Skip, apply_matrix, grouped_orthogonal_maps, subsample
+from orthskip.nn.skips.base import (
+    Skip,
+    apply_matrix,
+    grouped_orthogonal_maps,
+    skip_identity_gap,
+    subsample,
+)
 from orthskip.nn.skips.basic import IdentitySkip, LinearSkip, NoneSkip
 from orthskip.nn.skips.jacobian import OrthJacobianSkip
 from orthskip.nn.skips.orthogonal import OrthFixedSkip, OrthLearnedSkip, OrthManifoldSkip
@@ -164,6 +170,7 @@ __all__ = [
     "grouped_orthogonal_maps",
     "make_skip",
     "register_kind",
+    "skip_identity_gap",
     "skip_options",
     "subsample",
     "validate_skip_options",

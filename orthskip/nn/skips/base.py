@@ -19,7 +19,13 @@ from torch.nn.utils import parametrize
 from orthskip.config.constraints import Constraint
 from orthskip.config.options import Option
 from orthskip.errors import ConfigError
-from orthskip.nn.orth import OrthogonalMap, eye_like, haar_orthogonal, map_to_orthogonal
+from orthskip.nn.orth import (
+    OrthogonalMap,
+    eye_like,
+    haar_orthogonal,
+    identity_gap,
+    map_to_orthogonal,
+)
 
 
 def init_option(default: str, choices: tuple[str, ...], text: str = "") -> Option:
@@ -234,3 +240,13 @@ class Skip(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.c_in}->{self.c_out}, stride={self.stride}"
+
+
+@torch.no_grad()
+def skip_identity_gap(model: nn.Module) -> float:
+    """Mean over the model's square matrix skips (``linear_map``: W or Q) of ‖M − I‖_F/√n, in
+    float64: the quantity the rate experiment fits, per net. NaN when the model has none (the
+    identity and none kinds, the skips without a matrix, transitions' rectangular maps)."""
+    maps = [mod.linear_map() for mod in model.modules() if isinstance(mod, Skip)]
+    gaps = [identity_gap(m.double()) for m in maps if m is not None and m.shape[0] == m.shape[-1]]
+    return float(torch.stack(gaps).mean()) if gaps else float("nan")
