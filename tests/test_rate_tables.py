@@ -62,12 +62,27 @@ def test_rate_by_epoch_recovers_the_exponent_of_each_snapshot():
         assert r.exponent == pytest.approx(EXPONENT[r.epoch], abs=0.02)
         assert r.exponent_lo <= r.exponent <= r.exponent_hi  # seeds resampled
         assert r.n_cells == len(DEPTHS) * len(SEEDS) and (r.m_min, r.m_max) == (2, 128)
-        assert r.best == "power"
-    # a cell without a late snapshot (stopped early) is not counted there
+        assert r.best == "power" and r.n_ended == 0
+
+
+def test_rate_by_epoch_carries_a_stopped_cell_forward_and_skips_its_stop_epoch():
+    # the cells at m = 128 stop at epoch 45 (a snapshot at their stop, none at 60): epoch 45
+    # is no row (the others have no snapshot there), and at 60 they enter with their final
+    # value, so every row fits the same 28 cells; the fit at 60 is the one of that table
     layers = _layers()
-    early = (layers["depth"] == 2) & (layers["seed"] == 0) & (layers["epoch"] == 60)
-    f = rate_by_epoch_frame(layers[~early]).set_index("epoch")
-    assert f.loc[60, "n_cells"] == len(DEPTHS) * len(SEEDS) - 1 and f.loc[30, "n_cells"] == 28
+    deep = layers["depth"] == 128
+    stopped = layers[deep & (layers["epoch"] == 30)].assign(epoch=45)
+    layers = pd.concat([layers[~(deep & (layers["epoch"] == 60))], stopped], ignore_index=True)
+    f = rate_by_epoch_frame(layers).set_index("epoch")
+    assert list(f.index) == [10, 30, 60]
+    assert (f["n_cells"] == len(DEPTHS) * len(SEEDS)).all()
+    assert list(f["n_ended"]) == [0, 0, len(SEEDS)]
+    by_hand = layers[deep & (layers["epoch"] == 45)].assign(epoch=60)
+    same = pd.concat([layers[~deep | (layers["epoch"] < 45)], by_hand], ignore_index=True)
+    again = rate_by_epoch_frame(same).set_index("epoch")
+    assert f.loc[60, "exponent"] == again.loc[60, "exponent"]
+    # the stopped deep cells sit at their epoch-30 distance: a is below the epoch-60 truth
+    assert f.loc[60, "exponent"] < EXPONENT[60] - 0.02
 
 
 def test_skip_rotation_is_seed_means_of_the_last_snapshot():
@@ -95,7 +110,7 @@ def test_the_tables_are_registered_and_write(name, tmp_path):
     if name == "rate_by_epoch":  # one row per snapshot, each with the frame's a
         frame = rate_by_epoch_frame(_layers())
         rows = [ln.split(" | ") for ln in text.splitlines() if "| rate_orth_learned |" in ln]
-        assert [r[8] for r in rows] == [f"{a:.2f}" for a in frame["exponent"]]
+        assert [r[9] for r in rows] == [f"{a:.2f}" for a in frame["exponent"]]
 
 
 def test_findings_state_the_exponent_per_epoch_and_the_rotation_share():

@@ -21,6 +21,7 @@ COLUMNS = [
     "skip",
     "epoch",
     "n_cells",
+    "n_ended",
     "m_min",
     "m_max",
     "best",
@@ -32,33 +33,31 @@ COLUMNS = [
 
 
 def rate_by_epoch_frame(layers: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, variant) of a kind in ``results.RATE_KINDS`` and snapshot epoch > 0: the
-    rate-model comparison of the mean ‖Q − I‖_F/√n over the cells that have that snapshot
-    (``n_cells``; a cell stopped early by the plateau rule has none after its stop)."""
+    """Per (dataset, arch, variant) of a kind in ``results.RATE_KINDS`` and snapshot epoch
+    E > 0: the rate-model comparison of the mean ‖Q − I‖_F/√n over every cell, each at E.
+
+    A cell whose last snapshot is before E ended there (stopped by the rule, or diverged): it
+    enters with its final value (``n_ended`` counts them), so that the fit at E is over the
+    same cells as at any other epoch, not over the ones still running. E is an epoch of the
+    snapshot schedule: an epoch where a cell still running has no snapshot (another cell's
+    stop) has no row."""
     pe = results.dist_per_epoch(layers)
     pe = pe[pe["skip"].isin(results.RATE_KINDS) & (pe["epoch"] > 0)]
     rows = []
-    for (dataset, arch, variant, skip, epoch), g in pe.groupby(
-        ["dataset", "arch", "variant", "skip", "epoch"], sort=True
-    ):
-        cmp = compare_rate_models(g["m"], g["value"], g["seed"])
-        rows.append(
-            (
-                dataset,
-                arch,
-                variant,
-                skip,
-                int(epoch),
-                len(g),
-                cmp.m_min,
-                cmp.m_max,
-                cmp.best,
-                cmp.margin,
-                cmp.exponent,
-                cmp.exponent_lo,
-                cmp.exponent_hi,
-            )
-        )
+    keys = ["dataset", "arch", "variant", "skip"]
+    for (dataset, arch, variant, skip), g in pe.groupby(keys, sort=True):
+        at = g.pivot_table(index=[*results.CELL_COLUMNS, "m"], columns="epoch", values="value")
+        m, seed = at.index.get_level_values("m"), at.index.get_level_values("seed")
+        last = at.notna().iloc[:, ::-1].idxmax(axis=1)  # each cell's last snapshot epoch
+        for epoch in at.columns:
+            here, ended = at[epoch].notna(), last < epoch
+            if not (here | ended).all():
+                continue
+            value = at[epoch].where(here, at.ffill(axis=1)[epoch])
+            cmp = compare_rate_models(m, value, seed)
+            rows.append((dataset, arch, variant, skip, int(epoch), len(at), int(ended.sum()),
+                         cmp.m_min, cmp.m_max, cmp.best, cmp.margin, cmp.exponent,
+                         cmp.exponent_lo, cmp.exponent_hi))  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -99,7 +98,8 @@ def training_state(cells: pd.DataFrame, **where: str) -> TrainingState:
 NOTE = (
     "The fit of the rate table (mean ‖Q − I‖_F/√n per cell vs blocks m, models compared by "
     "AIC on m ≥ 2, a of C·m^(−a) with a 95 % seed-bootstrap interval) at each snapshot epoch "
-    "instead of each cell's last. cells: how many cells have that snapshot. The interval "
+    "instead of each cell's last, over every cell: ended counts the cells that had stopped (or "
+    "diverged) before that epoch and enter with their final value. The interval "
     "covers seed noise at one epoch and recipe only; the spread of a over epochs is what the "
     "training budget moves it by."
 )
@@ -112,7 +112,8 @@ def rate_by_epoch_table(layers: pd.DataFrame) -> Table:
     f = f.assign(_o=f["variant"].map(variant_order(f))).sort_values(
         ["dataset", "arch", "_o", "epoch"]
     )
-    header = ["dataset", "arch", "variant", "epoch", "cells", "m", "best", "margin", "a", "95 % CI"]
+    header = ["dataset", "arch", "variant", "epoch", "cells", "ended", "m", "best", "margin", "a",
+              "95 % CI"]  # fmt: skip
     rows = [
         [
             str(r.dataset),
@@ -120,6 +121,7 @@ def rate_by_epoch_table(layers: pd.DataFrame) -> Table:
             str(r.variant),
             str(r.epoch),
             str(r.n_cells),
+            str(r.n_ended),
             f"{int(r.m_min)}–{int(r.m_max)}" if r.m_max else "–",
             RATE_MODEL_LABELS.get(r.best, "–"),
             num(r.margin, ".1f"),
@@ -128,4 +130,4 @@ def rate_by_epoch_table(layers: pd.DataFrame) -> Table:
         ]
         for r in f.itertuples()
     ]
-    return Table.of_rows(header, rows, note=NOTE, align="lllrrrlrrr")
+    return Table.of_rows(header, rows, note=NOTE, align="lllrrrrlrrr")
