@@ -284,6 +284,20 @@ def test_findings_state_a_per_recipe_and_how_much_the_recipe_moves_it():
     one = findings_markdown(base, _cells(set()).assign(recipe="x", skip_init="identity"),
                             pd.DataFrame())  # fmt: skip
     assert "The recipe moves a" not in one
+    # both recipes converged except the first's deepest cells: the recipes are compared on the
+    # converged fits, and the cap's fit (other depths, another state) is listed, not compared
+    conv = cells.assign(converged=~((cells["variant"] == "rate_orth_learned")
+                                    & (cells["depth"] >= 64)))  # fmt: skip
+    f = rate_findings(layers, conv)
+    q = f[f["quantity"] == "dist_identity"]
+    done = q[q["converged"]].set_index("variant")["exponent"]
+    capped = q[~q["converged"]]
+    assert list(capped["variant"]) == ["rate_orth_learned"]
+    assert (int(capped["m_min"].iloc[0]), int(capped["m_max"].iloc[0])) == (64, 128)
+    text = findings_markdown(layers, conv, pd.DataFrame())
+    assert f"The recipe moves a by {done.max() - done.min():.2f}." in text
+    assert "Not compared, the cells that reached the cap: a = " in text
+    assert "(rate_orth_learned, at the cap, m = 64–128)" in text
 
 
 def test_recipe_names_the_optimizer_step_rule_and_cap():

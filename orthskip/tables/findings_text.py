@@ -5,6 +5,7 @@ significant apart)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,17 +113,29 @@ def _recipe_text(f: pd.DataFrame) -> list[str]:
     for (ds, arch, skip, start), g in q.groupby(keys, sort=True):
         if g["recipe"].nunique() < 2:
             continue
-        g = g.sort_values("exponent")
-        each = "; ".join(f"a = {r.exponent:.2f} {interval(r.exponent_lo, r.exponent_hi)} with "
-                         f"{r.recipe} ({r.variant}, {'converged' if r.converged else 'at the cap'})"
-                         for r in g.itertuples())  # fmt: skip
-        spread = float(g["exponent"].max() - g["exponent"].min())
+        # recipes are compared on converged fits where two recipes have them: a fit of the
+        # cells a cap stopped covers other depths and another training state
+        conv = g[g["converged"].astype(bool)]
+        compared = conv if conv["recipe"].nunique() >= 2 else g
+        rest = g.drop(compared.index)
+        each = "; ".join(_recipe_fit(r) for r in compared.sort_values("exponent").itertuples())
+        spread = float(compared["exponent"].max() - compared["exponent"].min())
         begin = f" from {start}" if start else ""
-        lines.append(f"- {ds} / {arch}, {skip}{begin}: {each}. The recipe moves a by {spread:.2f}.")
+        text = f"- {ds} / {arch}, {skip}{begin}: {each}. The recipe moves a by {spread:.2f}."
+        if len(rest):
+            text += (" Not compared, the cells that reached the cap: "
+                     + "; ".join(_recipe_fit(r) for r in rest.itertuples()) + ".")  # fmt: skip
+        lines.append(text)
     if not lines:
         return []
     return ["**a per recipe** (‖Q − I‖_F/√n; each interval covers seed noise under one recipe, "
             "not the recipe):", "", *lines, ""]  # fmt: skip
+
+
+def _recipe_fit(r: Any) -> str:
+    state = "converged" if r.converged else "at the cap"
+    return (f"a = {r.exponent:.2f} {interval(r.exponent_lo, r.exponent_hi)} with {r.recipe} "
+            f"({r.variant}, {state}, m = {int(r.m_min)}–{int(r.m_max)})")  # fmt: skip
 
 
 def rate_budget_section(f: pd.DataFrame) -> list[str]:
