@@ -417,3 +417,33 @@ def test_a_paper_figure_of_one_setting_is_column_wide_and_legible(name, rate_met
             assert layout_problems(fig, paper=True) == []
         finally:
             plt.close(fig)
+
+
+def test_paper_rate_fits_the_converged_runs_and_draws_the_capped_apart(tmp_path):
+    # issue 29: converged cells and cells at the cap are never mixed in a fit — the figure
+    # fits a variant's converged runs (as identity_rate does) and marks the others
+    from fixture_results import write_fixture
+
+    from orthskip import results
+    from orthskip.analysis.stats import compare_rate_models
+    from orthskip.figures.paper import rate
+
+    write_fixture(tmp_path, rate=True)
+    cells = pd.read_parquet(tmp_path / "cells.parquet")
+    learned = cells["variant"] == "rate_orth_learned"
+    deepest = learned & (cells["depth"] == cells.loc[learned, "depth"].max())
+    cells = cells.assign(converged=~deepest)
+    cells.to_parquet(tmp_path / "cells.parquet")
+    dist = results.dist_identity_per_cell(pd.read_parquet(tmp_path / "layers.parquet"))
+    pc = dist[(dist["variant"] == "rate_orth_learned") & (dist["dataset"] == "diffeo2")]
+    kept = pc[pc["depth"] < pc["depth"].max()]
+    want = compare_rate_models(kept["m"], kept["value"], kept["seed"])
+    mixed = compare_rate_models(pc["m"], pc["value"], pc["seed"])
+    assert abs(want.exponent - mixed.exponent) >= 0.005  # the test can tell them apart
+    fig = rate(tmp_path)
+    labels = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+    a = f"a = {want.exponent:.2f} [{want.exponent_lo:.2f}, {want.exponent_hi:.2f}]"
+    assert any(a in t for t in labels), (a, labels)
+    n = int(deepest.sum())
+    assert f"rate_orth_learned: {n} runs at the cap, not fitted" in labels
+    assert "rate_orth_learned, converged (mean ± 95 % CI)" in labels

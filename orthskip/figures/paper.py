@@ -78,11 +78,24 @@ def _lip_per_cell(layers: pd.DataFrame) -> pd.DataFrame:
     return results.dist_identity_per_cell(layers, stat="max", metric_name="branch_lipschitz")
 
 
-def _rate_points(ax, pc: pd.DataFrame, st: S.VariantStyle) -> None:
+def _rate_points(ax, pc: pd.DataFrame, st: S.VariantStyle, hollow: bool = False) -> None:
+    if pc.empty:
+        return
     s = summarize(pc, ["m"], "value")
     yerr = np.vstack([s["mean"] - s["ci_lo"], s["ci_hi"] - s["mean"]])
     ax.errorbar(s["m"], s["mean"], yerr=np.nan_to_num(yerr), color=st.color, marker=st.marker,
-                ls="none", ms=3.5, elinewidth=0.7, zorder=3)  # fmt: skip
+                ls="none", ms=3.5, elinewidth=0.7, zorder=3,
+                mfc="none" if hollow else st.color)  # fmt: skip
+
+
+def _with_flags(pc: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per-cell points with cells.parquet's ``converged`` (False where the flag is absent)."""
+    keys = list(results.CELL_COLUMNS)
+    if cells.empty or "converged" not in cells:
+        return pc.assign(converged=False)
+    flags = results.with_variant(cells)[[*keys, "converged"]]
+    pc = pc.merge(flags, on=keys, how="left")
+    return pc.assign(converged=pc["converged"].fillna(False).astype(bool))
 
 
 def _a_text(cmp) -> str:
@@ -93,12 +106,13 @@ def _a_text(cmp) -> str:
     return f"a = {cmp.exponent:.2f}"
 
 
-def _rate_fits(ax, pc: pd.DataFrame, st: S.VariantStyle, all_models: bool) -> list:
+def _rate_fits(ax, pc: pd.DataFrame, st: S.VariantStyle, all_models: bool, state: str) -> list:
     """Fitted curves of one variant; every model for the main variant of the panel, the power
-    law alone for the others. Returns their legend handles (a and ΔAIC in the labels)."""
+    law alone for the others. Returns their legend handles (a and ΔAIC in the labels; the
+    training state of the fitted runs: converged or at the cap)."""
     cmp = compare_rate_models(pc["m"], pc["value"], pc["seed"])
     handles = [Line2D([], [], color=st.color, marker=st.marker, ls="none",
-                      label=f"{st.label} (mean ± 95 % CI)")]  # fmt: skip
+                      label=f"{st.label}, {state} (mean ± 95 % CI)")]  # fmt: skip
     if not cmp.best:
         return handles
     grid = np.geomspace(cmp.m_min, cmp.m_max, 60)
@@ -134,9 +148,25 @@ def _rate_panel(ax, pc: pd.DataFrame, styles: dict, ylabel: str) -> None:
                 variants[0])  # fmt: skip
     handles = []
     for v in variants:
+        # fitted: the variant's converged cells where it has any (as identity_rate does);
+        # the cells the epoch cap stopped are drawn hollow beside them, not fitted
         g = pc[pc["variant"] == v]
-        _rate_points(ax, g, styles[v])
-        handles += _rate_fits(ax, g, styles[v], all_models=v == main)
+        done = g[g["converged"]] if g["converged"].any() else g
+        capped = g.drop(done.index)
+        _rate_points(ax, done, styles[v])
+        _rate_points(ax, capped, styles[v], hollow=True)
+        handles += _rate_fits(
+            ax,
+            done,
+            styles[v],
+            all_models=v == main,
+            state="converged" if g["converged"].any() else "at the cap",
+        )
+        if len(capped):
+            n = len(capped)
+            label = f"{styles[v].label}: {n} run{'s' * (n > 1)} at the cap, not fitted"
+            handles.append(Line2D([], [], color=styles[v].color, marker=styles[v].marker,
+                                  mfc="none", ls="none", label=label))  # fmt: skip
     pos = pc.loc[pc["value"] > 0, "value"]
     ax.set_yscale("log")
     S.plain_log_ticks(ax)
@@ -181,9 +211,10 @@ def rate(metrics_dir: Path):
         return found
     (ds, arch), here, dist = found
     far = {v for d, a, v in far_start_variants(here)}
-    dist = dist[dist["skip"].isin(results.RATE_KINDS)]
+    cells = results.read_table(metrics_dir, "cells")
+    dist = _with_flags(dist[dist["skip"].isin(results.RATE_KINDS)], cells)
     lip = _lip_per_cell(here)
-    lip = lip[lip["skip"].isin([*results.RATE_KINDS, "identity"])]
+    lip = _with_flags(lip[lip["skip"].isin([*results.RATE_KINDS, "identity"])], cells)
     styles = S.variant_styles(results.variant_kinds(pd.concat([dist, lip])))
     fig, axes = S.new_figure(2, 2, height=8.0, width=S.PAGE_WIDTH_IN)
     for c, (start, is_far) in enumerate((("start at I", False), ("Haar start", True))):
