@@ -288,3 +288,21 @@ def test_a_second_recipe_gets_its_own_role_and_the_abstract_quotes_both(rate_fra
     assert plain(m["rateCIFromISecond"]) == r["95 % CI of a"]
     abstract = PAPER_TEX.read_text().split("\\begin{abstract}", 1)[1].split("\\end{abstract}")[0]
     assert "\\rateExponentFromISecond" in abstract and "\\rateRecipeFromISecond" in abstract
+
+
+def test_a_converged_fit_over_fewer_depths_says_which(rate_frames):
+    """issue 29: where the deepest runs reached the cap, the converged fit covers fewer depths
+    than the setting; ``\\rateStateFromI`` says which, so the abstract's range is not read
+    as the fit's."""
+    from tests.fixture_results import RATE_DEPTHS, SEEDS
+
+    f = rate_frames
+    cells = _rate_cells(f, set(SEEDS))
+    deepest = (cells["dataset"] == "diffeo2") & (cells["depth"] == max(RATE_DEPTHS))
+    cells.loc[deepest, "converged"] = False
+    cells.loc[deepest, "stopped"] = None
+    m = macros(paper_numbers(f["layers"], cells, f["approx"]))
+    n, k = len(RATE_DEPTHS) * len(SEEDS), (len(RATE_DEPTHS) - 1) * len(SEEDS)
+    lo, hi = min(d for d in RATE_DEPTHS if d >= 2), sorted(RATE_DEPTHS)[-2]
+    assert m["rateStateFromI"] == (f"on the {k} of {n} runs that converged (the stopping rule "
+                                   f"fired), which cover m = {lo} to {hi} only")  # fmt: skip

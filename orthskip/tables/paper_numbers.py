@@ -180,19 +180,39 @@ def _rate_row(here: pd.DataFrame, variant: str, quantity: str) -> pd.Series | No
     return r.iloc[0] if len(r) else None
 
 
-def fit_state(converged: bool | None, state: TrainingState) -> str:
+def fit_state(
+    converged: bool | None, state: TrainingState, fitted: tuple[int, int] | None = None
+) -> str:
     """Where training stood for a rate fit, as the end of "This exponent is measured …":
     on the runs that met the stopping rule, or at the epoch cap with how few had met it (a
     fit at the cap describes that budget: issue 29). ``converged``: the fit's row (None: no
-    fit); ``state``: the variant's runs in the setting."""
+    fit); ``state``: the variant's runs in the setting; ``fitted``: the m range of a converged
+    fit that covers fewer depths than the variant has (the deepest runs reached the cap)."""
     if converged is None or state.n_cells == 0:
         return "--"
     runs = f"{state.n_converged} of {state.n_cells} runs"
     if converged:
-        return f"on the {runs} that converged (the stopping rule fired)"
+        only = f", which cover m = {fitted[0]} to {fitted[1]} only" if fitted else ""
+        return f"on the {runs} that converged (the stopping rule fired){only}"
     where = f"at the {state.cap}-epoch cap" if state.cap is not None else "before convergence"
     return (f"{where}, where {runs} had converged: it describes that training budget, "
             "not a converged state")  # fmt: skip
+
+
+def _narrower(
+    r: pd.Series | None, cells: pd.DataFrame, setting: tuple[str, str], variant: str
+) -> tuple[int, int] | None:
+    """The fit's (m_min, m_max) where it spans less than the variant's depths ≥ 2 (cells.parquet
+    in the setting), else None."""
+    if r is None or cells.empty or not np.isfinite(float(r["m_min"])):
+        return None
+    c = results.with_variant(cells)
+    sel = (c["dataset"] == setting[0]) & (c["arch"] == setting[1]) & (c["variant"] == variant)
+    depths = c.loc[sel & (c["depth"] >= 2), "depth"]
+    fitted = (int(r["m_min"]), int(r["m_max"]))
+    if depths.empty or fitted == (int(depths.min()), int(depths.max())):
+        return None
+    return fitted
 
 
 def rate_macros(
@@ -228,7 +248,8 @@ def rate_macros(
                 state = (training_state(runs, dataset=setting[0], arch=setting[1],
                                         variant=variant) if variant else None)  # fmt: skip
                 flag = bool(r["converged"]) if r is not None and "converged" in r else None
-                out.text(f"rateState{role}", fit_state(flag, state) if state else "--")
+                fitted = _narrower(r, runs, setting, variant) if flag else None
+                out.text(f"rateState{role}", fit_state(flag, state, fitted) if state else "--")
     out.text("rateControlVsFromI", _overlap(here, roles))
 
 
