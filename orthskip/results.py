@@ -192,6 +192,8 @@ def recipe(train: dict[str, object]) -> str:
     if not opt:
         return ""
     parts = [f"{opt.get('name', '?')} lr {float(opt.get('lr', float('nan'))):g}"]
+    if opt.get("main_lr") == "times_blocks":
+        parts.append("branch step lr·m")
     if opt.get("skip_lr") == "per_block":
         parts.append("skip step lr/m")
     sched = (train.get("schedule") or {}).get("name")

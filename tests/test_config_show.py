@@ -40,7 +40,7 @@ def test_paper_cell_is_the_paper_recipe_without_clipping():
     assert shown["train"]["grad_clip"] is None
     assert shown["train"]["optimizer"] | {"skip_weight_decay": 0.0} == {
         "name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
-        "skip_weight_decay": 0.0, "skip_lr": "same", "betas": [0.9, 0.999],
+        "skip_weight_decay": 0.0, "skip_lr": "same", "main_lr": "same", "betas": [0.9, 0.999],
     }  # fmt: skip
     assert shown["train"]["schedule"]["milestones"] == [100, 150]
     assert shown == cell_config(load_config(PAPER), Cell.parse(PAPER_CELL)).as_dict()

@@ -76,8 +76,8 @@ def _allowed_train_keys() -> str:
             "optimizer",
             "train.optimizer",
             "config key 'train.optimizer.lrr': unknown key 'lrr' (did you mean 'lr'?); "
-            "allowed: betas, lr, momentum, name, nesterov, skip_lr, skip_weight_decay, "
-            "weight_decay",
+            "allowed: betas, lr, main_lr, momentum, name, nesterov, skip_lr, "
+            "skip_weight_decay, weight_decay",
         ),
         ("metrics", "metrics", "config key 'metrics.warp_sed': unknown key 'warp_sed' (did you"),
     ],

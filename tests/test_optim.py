@@ -89,6 +89,29 @@ def test_per_block_skip_step_is_lr_over_the_nets_skips(kind):
     assert same.metadata()["skip_lr"] == pytest.approx(0.1)
 
 
+def test_times_blocks_main_step_is_sgds_lr_times_the_nets_skips():
+    # main_lr: times_blocks with SGD (no momentum): every non-skip parameter moves by exactly
+    # lr x L x its gradient (L = 5 blocks), the skips by lr / L with skip_lr: per_block
+    model = mlp("orth_learned", depth=5)
+    cfg = {"name": "sgd", "lr": 0.01, "momentum": 0.0, "weight_decay": 0.0,
+           "skip_lr": "per_block", "main_lr": "times_blocks"}  # fmt: skip
+    bundle = build_optimizer(model, cfg, {})
+    lrs = {g["name"]: g["lr"] for o in bundle.optimizers for g in o.param_groups}
+    assert lrs == {"main": pytest.approx(0.05), "skip": pytest.approx(0.002)}
+    assert bundle.metadata()["main_lr"] == pytest.approx(0.05)
+    skip_ids = {id(p) for b in model.blocks for p in b.skip.parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads: dict[str, torch.Tensor] = {}
+    for n, p in model.named_parameters():
+        p.register_hook(lambda g, n=n: grads.__setitem__(n, g.detach().clone()))
+    train_step(model, bundle)
+    for n, p in model.named_parameters():
+        step = 0.002 if id(p) in skip_ids else 0.05
+        assert torch.allclose(p.detach(), before[n] - step * grads[n], atol=1e-7), n
+    same = build_optimizer(mlp("orth_learned", depth=5), {**cfg, "main_lr": "same"}, {})
+    assert same.metadata()["main_lr"] == pytest.approx(0.01)
+
+
 def test_orth_learned_generators_are_skip_parameters():
     model = mlp("orth_learned")
     bundle = build_optimizer(model, {"weight_decay": 0.1}, {})

@@ -312,6 +312,9 @@ def test_recipe_names_the_optimizer_step_rule_and_cap():
     watched = {**train, "stop": {"patience": 10, "min_delta": 0.003, "watch": "skips"}}
     assert recipe(watched) == ("adamw lr 0.01, skip step lr/m, stop when the skips stop moving, "
                                "cap 60 epochs")  # fmt: skip
+    sgd = {**train, "optimizer": {"name": "sgd", "lr": 0.05, "skip_lr": "per_block",
+                                  "main_lr": "times_blocks"}}  # fmt: skip
+    assert recipe(sgd) == "sgd lr 0.05, branch step lr·m, skip step lr/m, cap 60 epochs"
     off = {**train, "stop": {"patience": 0, "min_delta": 0.003, "watch": "skips"}}
     assert recipe(off) == recipe(train)  # a rule switched off is no part of the recipe
     assert recipe({}) == ""

@@ -274,6 +274,18 @@ def _mixed_members(seeds=(0, 1), norm="batch", **train):
         ("layer", {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4}),
         # the skips' step divided by the blocks (the rate recipe's), the manifold's included
         ("layer", {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4, "skip_lr": "per_block"}),
+        # SGD's depth-aware step: the branches' step times the blocks, the skips' divided
+        (
+            "batch",
+            {
+                "name": "sgd",
+                "lr": 0.01,
+                "momentum": 0.9,
+                "weight_decay": 1e-4,
+                "skip_lr": "per_block",
+                "main_lr": "times_blocks",
+            },
+        ),
     ],
 )
 def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_in_float64(

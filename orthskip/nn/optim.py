@@ -47,6 +47,15 @@ OPTIM_SPECS: dict[str, Option] = {
         "branch does under Adam)",
         choices=("same", "per_block"),
     ),
+    "main_lr": Option(
+        "string",
+        "same",
+        "the other parameters' step (branches, stem, head): same (lr), or times_blocks (lr x L, "
+        "L = the net's skip modules: under SGD a 1/m-scaled branch's gradient is O(1/m), so "
+        "with times_blocks each block moves O(lr/m) per step and the net O(lr), as under Adam; "
+        "with skip_lr per_block, SGD's depth-aware step)",
+        choices=("same", "times_blocks"),
+    ),
     "betas": Option(
         "array",
         [0.9, 0.999],
@@ -228,14 +237,15 @@ def optimizer_bundle(
     """The optimizers of parameters already partitioned (see the module docstring): the
     packed trainer's stacked tensors take the same groups and settings as a solo model's.
     ``n_skips``: the skip modules of one net (``skip_lr: per_block`` divides their step by
-    it)."""
+    it, ``main_lr: times_blocks`` multiplies the other parameters' step by it)."""
     cfg = optim_options(optim_cfg)
     lr = float(cfg["lr"])
     skip_lr = lr / max(n_skips, 1) if cfg["skip_lr"] == "per_block" else lr
+    main_lr = lr * max(n_skips, 1) if cfg["main_lr"] == "times_blocks" else lr
     groups = [
         {"params": ps, "weight_decay": wd, "name": name, "lr": group_lr}
         for name, ps, wd, group_lr in (
-            ("main", main, float(cfg["weight_decay"]), lr),
+            ("main", main, float(cfg["weight_decay"]), main_lr),
             ("skip", skip_params, float(cfg["skip_weight_decay"]), skip_lr),
         )
         if ps
@@ -273,6 +283,7 @@ def optimizer_bundle(
         "weight_decay": float(cfg["weight_decay"]),
         "skip_weight_decay": float(cfg["skip_weight_decay"]),
         "skip_lr": skip_lr,
+        "main_lr": main_lr,
         "n_skip_params": sum(p.numel() for p in skip_params) + sum(p.numel() for p in manifold),
         "n_manifold_params": sum(p.numel() for p in manifold),
         "procrustes_every": every if projections else 0,
