@@ -204,7 +204,7 @@ def test_shipped_configs_plan_their_grids_in_snakemake(tmp_path):
     for name, n_cells, n_packs, n_approx in (
         ("config.yaml", 530, 17, 18),
         ("paper.yaml", 630, 126, 70),
-        ("rate.yaml", 5720, 572, 550),
+        ("rate.yaml", 6710, 671, 550),
     ):
         cfg = load_config(REPO / "config" / name)
         assert len(cells(cfg)) == n_cells

@@ -356,6 +356,15 @@ def test_stopping_rule_watching_the_skips_fires_when_they_stop_moving():
     # skips frozen in a dead net: stalled, not converged
     dead = plateau(_hist([1.05, *[1.48] * 20], [0.2] * 21), stop)
     assert dead is not None and dead.startswith("train_loss stalled")
+    # a regression net whose loss fell from a bad start to the targets' mean (train R² ≈ 0,
+    # as SGD's dead Haar starts at m ≥ 64): stalled too; one that fits is not
+    mean_only = _hist([3.0, *[1.467] * 20], [1.3] * 21)
+    for h in mean_only:
+        h["train_r2"] = -0.004
+    assert plateau(mean_only, stop).startswith("train_loss stalled: train R²")
+    for h in mean_only:
+        h["train_r2"] = 0.2
+    assert plateau(mean_only, stop).startswith("skips stationary")
 
 
 def _hist(losses: list[float], gaps: list[float] | None = None) -> list[dict[str, float]]:

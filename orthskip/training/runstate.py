@@ -185,6 +185,9 @@ def streams(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Gen
     )
 
 
+MEAN_ONLY_R2 = 0.01  # below it over a whole window, a regression net predicts the mean
+
+
 def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | None:
     """The stopping rule (``train.stop``) after a recorded epoch: the reason to stop, or None.
 
@@ -194,9 +197,10 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
     ``min_delta`` of its mean over the last ``patience`` epochs (max − min over those epochs
     and the one before); a net without matrix skips watches the loss. patience 0 switches the
     rule off (then training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is
-    not counted. A net whose best loss of the window is not below its loss at init is stalled,
+    not counted. A net whose best loss of the window is not below its loss at init, or (in
+    regression) whose training R² stays below ``MEAN_ONLY_R2`` over the window, is stalled,
     not converged: the reason starts with ``STALLED`` (a dead deep net sits flat above where
-    it started, and its skips stop moving too).
+    it started, or at the targets' mean, and its skips stop moving too).
     """
     patience, delta = int(stop["patience"]), float(stop["min_delta"])
     losses = [h["train_loss"] for h in history[1:]]
@@ -220,6 +224,12 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
     start = history[0]["train_loss"]
     if not recent < start:
         return f"{STALLED}: best of the last {patience} epochs {recent:.4g}, at init {start:.4g}"
+    # a regression net no better than the targets' mean (train R² < 0.01 over the whole
+    # window: the epoch's running R² wanders around 0 by a few 1e-3 for such a net) did not
+    # learn either, though its loss fell to the mean's from a worse start
+    r2 = [float(h.get("train_r2", math.nan)) for h in history[-patience:]]
+    if all(map(math.isfinite, r2)) and max(r2) < MEAN_ONLY_R2:
+        return f"{STALLED}: train R² at most {max(r2):.3g} over the last {patience} epochs"
     return reason
 
 
