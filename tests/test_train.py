@@ -365,6 +365,15 @@ def test_stopping_rule_watching_the_skips_fires_when_they_stop_moving():
     for h in mean_only:
         h["train_r2"] = 0.2
     assert plateau(mean_only, stop).startswith("skips stationary")
+    # a Haar start still at the mean with its loss falling fast: its resting skips do not
+    # stop it (the loss decides), once it has learned they do
+    learning = _hist([3.0 * 0.9**e for e in range(21)], [1.3] * 21)
+    for h in learning:
+        h["train_r2"] = 0.005
+    assert plateau(learning, stop) is None
+    for h in learning:
+        h["train_r2"] = 0.3
+    assert plateau(learning, stop).startswith("skips stationary")
 
 
 def _hist(losses: list[float], gaps: list[float] | None = None) -> list[dict[str, float]]:

@@ -197,10 +197,12 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
     ``min_delta`` of its mean over the last ``patience`` epochs (max − min over those epochs
     and the one before); a net without matrix skips watches the loss. patience 0 switches the
     rule off (then training runs ``train.epochs``, the cap either way). Epoch 0 (at init) is
-    not counted. A net whose best loss of the window is not below its loss at init, or (in
-    regression) whose training R² stays below ``MEAN_ONLY_R2`` over the window, is stalled,
-    not converged: the reason starts with ``STALLED`` (a dead deep net sits flat above where
-    it started, or at the targets' mean, and its skips stop moving too).
+    not counted. While a regression net's training R² stays below ``MEAN_ONLY_R2`` over the
+    window, the loss decides even under ``watch: skips``. A net whose best loss of the
+    window is not below its loss at init, or that plateaued at the targets' mean (R² below
+    ``MEAN_ONLY_R2``), is stalled, not converged: the reason starts with ``STALLED`` (a dead
+    deep net sits flat above where it started, or at the mean, and its skips stop moving
+    too).
     """
     patience, delta = int(stop["patience"]), float(stop["min_delta"])
     losses = [h["train_loss"] for h in history[1:]]
@@ -208,7 +210,14 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
         return None
     before, recent = min(losses[:-patience]), min(losses[-patience:])
     gaps = [float(h.get(SKIP_GAP, math.nan)) for h in history[-patience - 1 :]]
-    if stop.get("watch", "train_loss") == "skips" and all(map(math.isfinite, gaps)):
+    # a regression net no better than the targets' mean (train R² < 0.01 over the whole
+    # window: the epoch's running R² wanders around 0 by a few 1e-3 for such a net) has not
+    # learned: its resting skips say nothing yet (a Haar start's barely move from the first
+    # epoch), so the loss decides — still falling: go on; flat: stalled
+    r2 = [float(h.get("train_r2", math.nan)) for h in history[-patience:]]
+    mean_only = all(map(math.isfinite, r2)) and max(r2) < MEAN_ONLY_R2
+    watch_skips = stop.get("watch", "train_loss") == "skips" and all(map(math.isfinite, gaps))
+    if watch_skips and not mean_only:
         mean = sum(gaps) / len(gaps)
         spread = (max(gaps) - min(gaps)) / mean if mean > 0 else 0.0
         if spread > delta:
@@ -224,11 +233,7 @@ def plateau(history: list[dict[str, Any]], stop: Mapping[str, Any]) -> str | Non
     start = history[0]["train_loss"]
     if not recent < start:
         return f"{STALLED}: best of the last {patience} epochs {recent:.4g}, at init {start:.4g}"
-    # a regression net no better than the targets' mean (train R² < 0.01 over the whole
-    # window: the epoch's running R² wanders around 0 by a few 1e-3 for such a net) did not
-    # learn either, though its loss fell to the mean's from a worse start
-    r2 = [float(h.get("train_r2", math.nan)) for h in history[-patience:]]
-    if all(map(math.isfinite, r2)) and max(r2) < MEAN_ONLY_R2:
+    if mean_only:
         return f"{STALLED}: train R² at most {max(r2):.3g} over the last {patience} epochs"
     return reason
 
