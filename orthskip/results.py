@@ -184,6 +184,20 @@ def is_stalled(stopped: str | None) -> bool:
     return bool(stopped) and str(stopped).startswith(STALLED)
 
 
+def with_run_flags(points: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per-cell ``points`` with cells.parquet's ``converged`` and ``stalled`` (False for a cell
+    without a status row, or a result written before the flag): what the rate fits and the
+    rate figure split on."""
+    keys = list(CELL_COLUMNS)
+    flags = with_variant(cells) if not cells.empty else pd.DataFrame(columns=keys)
+    for col in ("converged", "stalled"):
+        if col not in flags:
+            flags = flags.assign(**{col: False})
+    pc = points.merge(flags[[*keys, "converged", "stalled"]], on=keys, how="left")
+    return pc.assign(converged=pc["converged"].fillna(False).astype(bool),
+                     stalled=pc["stalled"].fillna(False).astype(bool))  # fmt: skip
+
+
 def recipe(train: dict[str, object]) -> str:
     """A cell's training recipe in a few words (optimizer, lr, the skips' step, schedule,
     what the stopping rule watches, epoch cap), from its config's train section: what a fitted

@@ -88,16 +88,6 @@ def _rate_points(ax, pc: pd.DataFrame, st: S.VariantStyle, hollow: bool = False)
                 mfc="none" if hollow else st.color)  # fmt: skip
 
 
-def _with_flags(pc: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    """Per-cell points with cells.parquet's ``converged`` (False where the flag is absent)."""
-    keys = list(results.CELL_COLUMNS)
-    if cells.empty or "converged" not in cells:
-        return pc.assign(converged=False)
-    flags = results.with_variant(cells)[[*keys, "converged"]]
-    pc = pc.merge(flags, on=keys, how="left")
-    return pc.assign(converged=pc["converged"].fillna(False).astype(bool))
-
-
 def _a_text(cmp) -> str:
     if not np.isfinite(cmp.exponent):
         return "a: no fit"
@@ -212,9 +202,9 @@ def rate(metrics_dir: Path):
     (ds, arch), here, dist = found
     far = {v for d, a, v in far_start_variants(here)}
     cells = results.read_table(metrics_dir, "cells")
-    dist = _with_flags(dist[dist["skip"].isin(results.RATE_KINDS)], cells)
+    dist = results.with_run_flags(dist[dist["skip"].isin(results.RATE_KINDS)], cells)
     lip = _lip_per_cell(here)
-    lip = _with_flags(lip[lip["skip"].isin([*results.RATE_KINDS, "identity"])], cells)
+    lip = results.with_run_flags(lip[lip["skip"].isin([*results.RATE_KINDS, "identity"])], cells)
     styles = S.variant_styles(results.variant_kinds(pd.concat([dist, lip])))
     fig, axes = S.new_figure(2, 2, height=8.0, width=S.PAGE_WIDTH_IN)
     for c, (start, is_far) in enumerate((("start at I", False), ("Haar start", True))):

@@ -35,15 +35,7 @@ def rate_per_cell(
     or a result written before the flag)."""
     family, stat, _ = RATE_QUANTITIES[quantity]
     pc = results.dist_identity_per_cell(layers, stat=stat, metric_name=family)
-    pc = pc[pc["skip"].isin(results.RATE_KINDS)]
-    if cells.empty:
-        return pc.assign(converged=False, stalled=False)
-    flags = results.with_variant(cells)
-    flags = flags.assign(stalled=flags["stalled"] if "stalled" in flags else False)
-    keys = list(results.CELL_COLUMNS)
-    pc = pc.merge(flags[[*keys, "converged", "stalled"]], on=keys, how="left")
-    return pc.assign(converged=pc["converged"].fillna(False).astype(bool),
-                     stalled=pc["stalled"].fillna(False).astype(bool))  # fmt: skip
+    return results.with_run_flags(pc[pc["skip"].isin(results.RATE_KINDS)], cells)
 
 
 def identity_rate_frame(

@@ -49,11 +49,12 @@ def rate_by_epoch_frame(layers: pd.DataFrame) -> pd.DataFrame:
         at = g.pivot_table(index=[*results.CELL_COLUMNS, "m"], columns="epoch", values="value")
         m, seed = at.index.get_level_values("m"), at.index.get_level_values("seed")
         last = at.notna().iloc[:, ::-1].idxmax(axis=1)  # each cell's last snapshot epoch
+        final = at.ffill(axis=1)  # at each epoch, a cell's latest value so far
         for epoch in at.columns:
             here, ended = at[epoch].notna(), last < epoch
             if not (here | ended).all():
                 continue
-            value = at[epoch].where(here, at.ffill(axis=1)[epoch])
+            value = at[epoch].where(here, final[epoch])
             cmp = compare_rate_models(m, value, seed)
             rows.append((dataset, arch, variant, skip, int(epoch), len(at), int(ended.sum()),
                          cmp.m_min, cmp.m_max, cmp.best, cmp.margin, cmp.exponent,
