@@ -118,7 +118,7 @@ def time_steps(
 ) -> float:
     """Seconds per optimizer step of one pack (median over ``steps`` after one warm-up)."""
     outs = [out / c.cell.path for c in cfgs]
-    pack = stacked._set_up(cfgs, *data, outs, engine)
+    pack, _, _ = stacked.open_pack(cfgs, *data, outs, engine)
     assert pack is not None
     rows, sums = stacked._epoch_position(pack)
     per_epoch = pack.spec.steps_per_epoch

@@ -24,6 +24,7 @@ from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
 from orthskip.training.handmlp import MATRIX_KINDS
 from orthskip.training.solo import train_cell
+from orthskip.training.stacked import train_stacked
 from tests.workflow import tiny_config
 
 KINDS = sorted(SKIPS)
@@ -36,14 +37,14 @@ def digits(tmp_path_factory):
     return d / "d.pt", d / "d.json"
 
 
-def _members(arch: str, kind: str, seeds=(0, 1, 2), **train):
+def _members(arch: str, kind: str, seeds=(0, 1, 2), norm="batch", **train):
     cfg = tiny_config()
     dataset = "circles" if arch == "mlp" else "digits"
     cfg["grid"] = [
         {"arch": arch, "datasets": [dataset], "variants": [kind],
          "depths": [3 if arch == "mlp" else 8], "seeds": list(seeds)}
     ]  # fmt: skip
-    cfg["model"] = {"mlp": {"width": 6, "norm": "batch"}, "cifar_resnet": {"width": 4}}
+    cfg["model"] = {"mlp": {"width": 6, "norm": norm}, "cifar_resnet": {"width": 4}}
     cfg["train"].update(train)
     cfg = prepare_config(cfg)
     return [cell_config(cfg, c) for c in cells(cfg)]
@@ -412,3 +413,81 @@ def test_rate_pack_members_start_bit_identical_to_their_solo_runs(tmp_path):
         for key in ("n_params", "n_skip_params", "optimizer"):
             assert sa[key] == sb[key], (m.cell.path, key)
         assert sa["pack"]["engine"] == "hand"
+
+
+@pytest.mark.parametrize("engine", ["hand", "vmap"])
+def test_a_pack_drops_its_stopped_members_and_each_run_is_unchanged(tmp_path, engine):
+    """Members stop by the rule at different epochs; once at most ``COMPACT_AT`` of a pack
+    still trains it is rebuilt from the running members' checkpoints, down to a pack of
+    one. In float64 every member's weights and history equal those of the uncompacted pack
+    and of its solo run to 1e-9 (the hand engine, every matrix kind; vmap, one kind)."""
+    train = {"dtype": "float64", "epochs": 30, "batch_size": 22, "snapshot_epochs": [0, 2],
+             "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 1e-4},
+             "stop": {"patience": 3, "min_delta": 0.02, "watch": "skips"}}  # fmt: skip
+    if engine == "hand":
+        members = _mixed_members(norm="layer", **train)
+    else:
+        # no batch norm under AdamW (see the mixed-kind test above)
+        members = _members("mlp", "orth_learned", seeds=range(6), norm="layer", **train)
+    circles = tmp_path / "c.pt", tmp_path / "c.json"  # noisier: the members' stops spread
+    prepare_dataset("circles", {"source": "circles", "n_train": 96, "n_test": 32, "noise": 0.1},
+                    *circles)  # fmt: skip
+    runs = {}
+    for compact in (True, False):
+        outs = [tmp_path / str(compact) / m.cell.path for m in members]
+        got = train_stacked(members, *circles, outs, engine=engine, compact=compact)
+        assert got == ["ok"] * len(members)
+        runs[compact] = outs
+    packs = [read_json(o / "status.json")["pack"] for o in runs[True]]
+    epochs = [read_json(o / "status.json")["epochs"] for o in runs[True]]
+    assert len(set(epochs)) > 2 and min(epochs) < 30, epochs  # stopped at different epochs
+    assert max(len(p.get("compacted_to", [])) for p in packs) >= 2, packs
+    assert {p["engine"] for p in packs} == {engine}
+    assert all("compacted_to" not in read_json(o / "status.json")["pack"] for o in runs[False])
+    for m, out, ref in zip(members, runs[True], runs[False], strict=True):
+        for other in (ref, tmp_path / "solo" / m.cell.path):
+            if other != ref:
+                assert train_cell(m, *circles, other) == "ok"
+            a, b = load_torch(out / "last.pt"), load_torch(other / "last.pt")
+            errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
+            assert max(errs.values()) < 1e-9, (m.cell.path, max(errs.items(), key=lambda kv: kv[1]))
+            assert a["state"]["epoch"] == b["state"]["epoch"]
+            ha = pd.read_parquet(out / "history.parquet")
+            hb = pd.read_parquet(other / "history.parquet")
+            cols = ["train_loss", "val_loss", "test_loss", SKIP_GAP]
+            pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-9)
+
+
+def test_a_compacting_pack_killed_then_rerun_ends_as_an_uninterrupted_one(tmp_path):
+    """SIGKILL after the pack dropped its first stopped members: the rerun rebuilds the
+    pack of the members still training from their checkpoints and every member ends with
+    the uninterrupted run's weights (float64, to 1e-12: the packs' sizes differ)."""
+    members = _mixed_members(
+        seeds=(0,), norm="layer", dtype="float64", epochs=40, batch_size=64,
+        snapshot_epochs=[0, 1], optimizer={"name": "adamw", "lr": 0.01},
+        stop={"patience": 3, "min_delta": 0.02, "watch": "skips"},
+    )  # fmt: skip
+    spec = {"source": "circles", "n_train": 512, "n_test": 32, "noise": 0.1}  # _pack_cli's data
+    prepare_dataset("circles", spec, tmp_path / "circles.pt", tmp_path / "circles.json")
+    subprocess.run(_pack_cli(tmp_path, members, "ref"), check=True, capture_output=True)
+    ref = [read_json(tmp_path / "ref" / str(i) / "status.json") for i in range(len(members))]
+    assert any("compacted_to" in s["pack"] for s in ref)
+    assert len({s["epochs"] for s in ref}) > 2, [s["epochs"] for s in ref]
+    proc = subprocess.Popen(_pack_cli(tmp_path, members, "run"), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not list((tmp_path / "run").glob("*/status.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    done = list((tmp_path / "run").glob("*/status.json"))
+    assert 0 < len(done) < len(members)  # killed after a compaction, before the end
+    subprocess.run(_pack_cli(tmp_path, members, "run"), check=True, capture_output=True)
+    for i, status in enumerate(ref):
+        a = load_torch(tmp_path / "run" / str(i) / "last.pt")
+        b = load_torch(tmp_path / "ref" / str(i) / "last.pt")
+        assert a["state"]["epoch"] == b["state"]["epoch"] == status["epochs"]
+        errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
+        assert max(errs.values()) < 1e-12, (i, max(errs.items(), key=lambda kv: kv[1]))
+        got = read_json(tmp_path / "run" / str(i) / "status.json")
+        assert (got["status"], got["stopped"]) == (status["status"], status["stopped"])

@@ -352,9 +352,11 @@ class PackRun:
     schedulers: list[torch.optim.lr_scheduler.LambdaLR]
     loss_fn: nn.Module  # per-row losses (reduction "none")
     clock: runstate.CheckpointClock = field(init=False)
+    sizes: list[int] = field(init=False)  # the pack's sizes, compaction by compaction
 
     def __post_init__(self) -> None:
         self.clock = runstate.CheckpointClock(self.spec.checkpoint_every_s)
+        self.sizes = [len(self.members)]
 
     @property
     def k(self) -> int:
@@ -369,22 +371,35 @@ class PackRun:
         return torch.tensor([m.running for m in self.members], device=self.spec.device)
 
 
+# a pack rebuilds without its stopped members once at most this share of them still trains:
+# stopped and diverged members are frozen but still computed, and the rate share's packs
+# run their slowest members (the identity controls) to the cap long after most stopped
+COMPACT_AT = 0.75
+
+
 def train_stacked(
     cfgs: list[CellConfig],
     data_path: Path,
     manifest: Path,
     outdirs: list[Path],
     engine: str = "auto",
+    compact: bool = True,
 ) -> list[str] | None:
     """Train the members together; their statuses, or None when their checkpoints are not
     at one step (then the caller trains them one after another, each resuming alone).
-    ``engine``: see :func:`engine_for`."""
-    pack = _set_up(
-        cfgs, Path(data_path), Path(manifest), [Path(o) for o in outdirs], engine_for(cfgs, engine)
-    )
+    ``engine``: see :func:`engine_for`. ``compact``: once at most ``COMPACT_AT`` of the
+    pack's members still train, the pack is rebuilt from the running members' checkpoints
+    (see :func:`_compact`)."""
+    chosen = engine_for(cfgs, engine)
+    pack, device, data = open_pack(cfgs, data_path, manifest, outdirs, chosen)
     if pack is None:
         log.warning("the members' checkpoints are at different steps: training one by one")
         return None
+    paths = [c.cell.path for c in cfgs]
+    statuses: dict[str, str] = {}
+    compacted = functools.partial(_compacted, statuses=statuses, engine=chosen, device=device,
+                                  data=data, on=compact)  # fmt: skip
+    pack = compacted(pack)  # a rerun after some members finished
     members, spec = pack.members, pack.spec
     fresh = [i for i, m in enumerate(members) if not m.state.history]
     if fresh:
@@ -393,24 +408,64 @@ def train_stacked(
         _record(pack, fresh, 0, [(train0[i], 0.0) for i in fresh])
     _freeze_inactive(pack)
     with _SigtermFlag() as sigterm:
-        while any(m.running and m.state.epoch < spec.epochs for m in members):
-            run = [i for i, m in enumerate(members) if m.running]
-            epoch = members[run[0]].state.epoch + 1
+        while any(m.running and m.state.epoch < spec.epochs for m in pack.members):
+            run = [i for i, m in enumerate(pack.members) if m.running]
+            epoch = pack.members[run[0]].state.epoch + 1
             sums, seen, elapsed = _train_epoch(pack, run, epoch, sigterm)
             _end_epoch(pack, run, epoch, sums, seen, elapsed)
-    return _finish(pack)
+            pack = compacted(pack)
+    statuses.update(_finish(pack))
+    return [statuses[p] for p in paths]
+
+
+def open_pack(
+    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path], engine: str
+) -> tuple[PackRun | None, torch.device, Any]:
+    """The device, the prepared data and the pack on them (None: see :func:`_set_up`)."""
+    from orthskip.data import load_prepared
+
+    device = runstate.torch_setup(cfgs[0].train)
+    data = load_prepared(Path(data_path), Path(manifest))
+    return _set_up(cfgs, [Path(o) for o in outdirs], engine, device, data), device, data
+
+
+def _compacted(
+    pack: PackRun,
+    statuses: dict[str, str],
+    engine: str,
+    device: torch.device,
+    data: Any,
+    on: bool,
+) -> PackRun:
+    """The pack, or once at most ``COMPACT_AT`` of its members still train (and ``on``) the
+    pack of its running members, rebuilt from their checkpoints (written here) as a rerun
+    resumes them; the others' outputs are written and their statuses added to
+    ``statuses``. A member's numbers are those of its solo run in a pack of any size, so
+    they do not depend on when the pack compacts (tests/test_stacked.py)."""
+    running = sum(m.running for m in pack.members)
+    if not on or not 0 < running < pack.k or running > COMPACT_AT * pack.k:
+        return pack
+    statuses.update(_finish(pack, stopped_only=True))
+    run = [i for i, m in enumerate(pack.members) if m.running]
+    for i in run:
+        _checkpoint(pack, i)
+    log.info("pack of %d: %d no longer train, the other %d train on as a pack of their own",
+             pack.k, pack.k - len(run), len(run))  # fmt: skip
+    cfgs = [pack.members[i].cfg for i in run]
+    sizes = [*pack.sizes, len(run)]
+    new = _set_up(cfgs, [pack.members[i].outdir for i in run], engine, device, data)
+    if new is None:  # cannot happen: every running member was checkpointed at this step
+        raise RuntimeError("a compacted pack's checkpoints are not at one step")
+    new.sizes = sizes
+    return new
 
 
 def _set_up(
-    cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path], engine: str
+    cfgs: list[CellConfig], outdirs: list[Path], engine: str, device: torch.device, data: Any
 ) -> PackRun | None:
-    """Device, data, the members' seeded models stacked, the optimizer, and the resume;
-    None when the members' checkpoints are not at one step."""
-    from orthskip.data import load_prepared
-
+    """The members' seeded models stacked, the optimizer, and the resume; None when the
+    members' checkpoints are not at one step."""
     tcfg = cfgs[0].train
-    device = runstate.torch_setup(tcfg)
-    data = load_prepared(data_path, manifest)
     fraction = float(tcfg["val_fraction"])
     splits = [validation_split(len(data.x_train), fraction, c.cell.seed) for c in cfgs]
     spec = RunSpec.of(tcfg, device, data.task, len(splits[0][0]))
@@ -770,12 +825,15 @@ def _end_epoch(
     _freeze_inactive(pack)
 
 
-def _finish(pack: PackRun) -> list[str]:
-    """Each member's history, snapshots and status.json; their statuses."""
-    statuses = []
+def _finish(pack: PackRun, stopped_only: bool = False) -> dict[str, str]:
+    """Each member's history, snapshots and status.json (only those no longer training
+    with ``stopped_only``); their statuses by cell path."""
+    statuses = {}
     riemann = pack.bundle.metadata()
     hand = isinstance(pack.net, HandMLP)
     for k, m in enumerate(pack.members):
+        if stopped_only and m.running:
+            continue
         if m.state.status == "running":
             m.state.status = "ok"
         # the member's solo optimizer's description, with the batched Newton–Schulz counts
@@ -784,13 +842,16 @@ def _finish(pack: PackRun) -> list[str]:
         solo_meta = solo["optimizer"]
         if solo_meta["n_manifold_params"]:
             solo_meta.update({k: v for k, v in riemann.items() if k.startswith("retraction_")})
+        packed = {"mode": "vectorised", "size": pack.sizes[0], "engine": "hand" if hand else "vmap"}
+        if len(pack.sizes) > 1:  # trained on in smaller packs once others had stopped
+            packed["compacted_to"] = pack.sizes[1:]
         meta = {
             "task": pack.task,
             "n_params": solo["n_params"],
             "n_skip_params": solo["n_skip_params"],
             "optimizer": solo_meta,
-            "pack": {"mode": "vectorised", "size": pack.k, "engine": "hand" if hand else "vmap"},
+            "pack": packed,
         }
         write_outputs(m.cfg, m.state, m.outdir, pack.spec.device, m.cfg_hash, meta)
-        statuses.append(m.state.status)
+        statuses[m.cell.path] = m.state.status
     return statuses
