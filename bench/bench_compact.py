@@ -4,7 +4,8 @@ The default's rate share at one depth (bench_engine's ``rate_members``: variants
 ``rate_identity``, ``rate_linear``, ``rate_orth_learned``, ``rate_orth_learned_haar`` on
 ``diffeo2``, S seeds, one hand-batched pack, their own recipe: AdamW, the stopping rule on
 the skips, the cap) is trained to the end twice in this one process through
-``orthskip.training.stacked.train_stacked``: ``compact`` (the pack is rebuilt from its
+``orthskip.training.stacked.train_stacked``, with the default's checkpoint interval:
+``compact`` (the pack is rebuilt from its
 running members once at most ``COMPACT_AT`` of them still train) and ``frozen`` (stopped
 members stay in the pack, frozen, to the last member's stop). The two sides alternate
 ``--rounds`` times in turn.
@@ -32,9 +33,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine import rate_members
+from bench_engine import ROOT, rate_members
 
 from orthskip.config.grid import CellConfig
 from orthskip.io import load_torch
@@ -42,14 +44,17 @@ from orthskip.stages.prepare import prepare_dataset
 from orthskip.training.stacked import train_stacked
 
 
-def capped(cfgs: list[CellConfig], epochs: int | None) -> list[CellConfig]:
-    """The members with their cap set to ``epochs`` (None: the default's)."""
-    if epochs is None:
-        return cfgs
+def as_in_the_default(cfgs: list[CellConfig], epochs: int | None) -> list[CellConfig]:
+    """The members with the default's checkpoint interval (the schema's 0 writes every
+    member's ``last.pt`` every epoch) and their cap set to ``epochs`` (None: the default's)."""
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    every = default["train"]["checkpoint_every_s"]
     out = []
     for c in cfgs:
-        train = {**c.train, "epochs": epochs}
-        train["snapshot_epochs"] = [e for e in c.train["snapshot_epochs"] if e <= epochs]
+        train = {**c.train, "checkpoint_every_s": every}
+        if epochs is not None:
+            train["epochs"] = epochs
+            train["snapshot_epochs"] = [e for e in c.train["snapshot_epochs"] if e <= epochs]
         out.append(replace(c, train=train))
     return out
 
@@ -96,7 +101,7 @@ def main() -> None:
     seeds = a.seeds or (2 if a.quick else 5)
     epochs = a.epochs or (200 if a.quick else None)
     torch.set_num_threads(1)
-    cfgs = capped(rate_members(depth, seeds), epochs)
+    cfgs = as_in_the_default(rate_members(depth, seeds), epochs)
     times: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

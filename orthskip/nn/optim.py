@@ -22,7 +22,7 @@ from torch import nn
 from orthskip.config.constraints import Constraint, DataShape, enforce
 from orthskip.config.options import Option, check_options, defaults
 from orthskip.nn.orth import MSIGN_FLOOR, manifold_step
-from orthskip.nn.skips import OrthManifoldSkip, ProcrustesSkip, Skip, skip_options
+from orthskip.nn.skips import Skip, skip_options
 
 OPTIMIZERS = ("sgd", "adamw")
 # config["train"]["optimizer"]: type, default, allowed values (the schema's section is made
@@ -163,7 +163,7 @@ class OptimizerBundle:
     def __init__(
         self,
         optimizers: list[torch.optim.Optimizer],
-        projections: list[ProcrustesSkip],
+        projections: list[Skip],
         project_every: int,
         metadata: dict[str, Any],
     ) -> None:
@@ -212,14 +212,14 @@ def build_optimizer(
     model: nn.Module, optim_cfg: dict | None, skip_cfg: dict | None = None
 ) -> OptimizerBundle:
     skips = _skips(model)
-    manifold = [s.Q for s in skips if isinstance(s, OrthManifoldSkip) and s.Q.requires_grad]
+    manifold = [p for s in skips for p in s.manifold_parameters()]
     manifold_ids = {id(p) for p in manifold}
     skip_params = [
         p for s in skips for p in s.parameters() if p.requires_grad and id(p) not in manifold_ids
     ]
     skip_ids = {id(p) for p in skip_params} | manifold_ids
     main = [p for p in model.parameters() if p.requires_grad and id(p) not in skip_ids]
-    projections = [s for s in skips if isinstance(s, ProcrustesSkip) and s.transition]
+    projections = [s for s in skips if s.optimizer_projects()]
     return optimizer_bundle(
         main, skip_params, manifold, projections, optim_cfg, skip_cfg, n_skips=len(skips)
     )
@@ -229,7 +229,7 @@ def optimizer_bundle(
     main: list[torch.Tensor],
     skip_params: list[torch.Tensor],
     manifold: list[torch.Tensor],
-    projections: list[ProcrustesSkip],
+    projections: list[Skip],
     optim_cfg: dict | None,
     skip_cfg: dict | None = None,
     n_skips: int = 1,

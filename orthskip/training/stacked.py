@@ -42,7 +42,7 @@ from torch.func import stack_module_state, vmap
 
 from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.io import load_torch, save_torch
-from orthskip.nn.skips import skip_identity_gap
+from orthskip.nn.skips import SKIPS, skip_identity_gap
 from orthskip.training import runstate
 from orthskip.training.handmlp import HandMLP, Slot, hand_batched_reason
 from orthskip.training.runstate import RunSpec, TrainState
@@ -313,10 +313,9 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
     for key in ("compile", "channels_last"):
         if tcfg[key]:
             return f"train.{key} is on (torch.compile / channels_last are not used under vmap)"
-    if members[0].skip == "orth_jacobian" and members[0].cell.arch != "mlp":
-        # its spatial (FFT) form gave some members wrong branch gradients under vmap at
-        # V = 0 (tests/test_stacked.py); the matrix form on mlp is exact
-        return "orth_jacobian's spectral convolution is not vectorised"
+    spatial = SKIPS[members[0].skip].not_vmapped_on_images
+    if spatial and members[0].cell.arch != "mlp":
+        return spatial
     across = hand_batched_reason(members)
     if across is None:
         return None  # mixed matrix kinds, hand-batched (orthskip.training.handmlp)

@@ -180,6 +180,9 @@ class Skip(nn.Module):
     # checks in __init__/build below are invariants of the architectures (none narrows the
     # channels or strides by more than 2), which no config can break.
     constraints: ClassVar[tuple[Constraint, ...]] = ()
+    # why a pack of this kind on an image architecture (its spatial form) must not train
+    # under torch.func.vmap ("": it may); such packs run their members one after another
+    not_vmapped_on_images: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -220,6 +223,16 @@ class Skip(nn.Module):
     def matrices(self) -> dict[str, Tensor]:
         """Matrices to measure (Q, W, B); {} when the skip has none."""
         return {}
+
+    def manifold_parameters(self) -> list[nn.Parameter]:
+        """The parameters a Riemannian step keeps on the orthogonal manifold
+        (``orthskip.nn.optim.RiemannianOrthogonal``) instead of the skip optimizer."""
+        return []
+
+    def optimizer_projects(self) -> bool:
+        """Whether the optimizer projects this skip's weight after its steps (every
+        ``project_every`` steps, through ``project``)."""
+        return False
 
     def linear_map(self) -> Tensor | None:
         """M when S(x) = M · subsample(x) (the matrix skips); None for every other kind."""

@@ -101,6 +101,9 @@ class OrthJacobianSkip(Skip):
 
     kind = "orth_jacobian"
     block = "jacobian"  # the skip is the whole block: no branch, no post-activation
+    # its spatial (FFT) form gave some members wrong branch gradients under vmap at V = 0
+    # (tests/test_stacked.py); the matrix form on mlp is exact
+    not_vmapped_on_images = "orth_jacobian's spectral convolution is not vectorised"
     options_table: ClassVar[dict[str, Option]] = {
         "map": MAP,
         "init": init_option("haar", ORTH_INIT, "base of B: identity or Haar SO(C)"),

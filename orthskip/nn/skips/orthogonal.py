@@ -118,6 +118,9 @@ class OrthManifoldSkip(OrthogonalMatrixSkip):
         init = orthogonal_init(c_out, c_in, options["init"], options["allow_negative_det"])
         self.Q = nn.Parameter(init)
 
+    def manifold_parameters(self) -> list[nn.Parameter]:
+        return [self.Q] if self.Q.requires_grad else []
+
 
 @functools.cache
 def _identity_start(rows: int, cols: int) -> tuple[Tensor, Tensor]:

@@ -101,6 +101,9 @@ class ProcrustesSkip(Skip):
             return self.weight.reshape(self.c_out, -1)
         return self.weight.sum(dim=(-2, -1))
 
+    def optimizer_projects(self) -> bool:
+        return self.transition  # inside stages it is the identity: nothing to project
+
     @torch.no_grad()
     def project(self) -> None:
         """Set every nonzero operator singular value to ``scale`` (exact)."""
