@@ -25,7 +25,7 @@ class DvcCheckError(OrthskipError):
 
 def default_remote(root: Path) -> tuple[str, str, dict[str, Any]]:
     """Name, URL and config section of the default remote (local config included)."""
-    from dvc.repo import Repo
+    from dvc.repo import Repo  # dvc takes ~1 s to import: only the dvc commands pay it
 
     with Repo(str(root)) as repo:
         config = repo.config
@@ -40,6 +40,7 @@ def default_remote(root: Path) -> tuple[str, str, dict[str, Any]]:
 
 def check(mode: Literal["push", "pull"], root: Path = Path(".")) -> str:
     """Raise unless the default remote is readable (and, for a pull, exists)."""
+    # dvc takes ~1 s to import: only the dvc commands pay it
     from dvc.exceptions import URLMissingError
     from dvc.repo.ls_url import ls_url
 

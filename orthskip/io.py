@@ -63,7 +63,7 @@ def save_torch(path: str | Path, obj: Any) -> None:
     replaced by a reference: torch.save spends ~0.1 ms of pickling per tensor, far more
     than writing its bytes. ``load_torch`` restores the same nested structure, with every
     tensor's values, dtype and shape."""
-    import torch
+    import torch  # planning and the table and figure jobs use this module without torch
 
     if isinstance(obj, dict) and _has_tensors(obj, POOL_MIN_TENSORS):
         obj = _pooled(obj)
@@ -74,7 +74,7 @@ def save_torch(path: str | Path, obj: Any) -> None:
 def load_torch(path: str | Path, mmap: bool = False) -> Any:
     """What ``save_torch`` saved (on the CPU; only tensors and plain containers).
     ``mmap`` maps the file instead of reading it: for reading a few small entries."""
-    import torch
+    import torch  # planning and the table and figure jobs use this module without torch
 
     obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if isinstance(obj, dict) and _POOL in obj:
@@ -84,7 +84,7 @@ def load_torch(path: str | Path, mmap: bool = False) -> Any:
 
 def _has_tensors(obj: Any, n: int) -> bool:
     """Whether ``obj`` holds at least ``n`` tensors (a walk that stops once it has seen n)."""
-    import torch
+    import torch  # planning and the table and figure jobs use this module without torch
 
     stack, seen = [obj], 0
     while stack:
@@ -110,7 +110,7 @@ def _pooled(obj: dict[Any, Any]) -> dict[Any, Any]:
     The walk only collects the tensors; what the pool needs of them is then read in one
     pass per attribute (a packed run writes hundreds of files of ~10^4 tensors each, where
     a call per tensor was most of the writing)."""
-    import torch
+    import torch  # planning and the table and figure jobs use this module without torch
 
     found: list[torch.Tensor] = []
 
@@ -198,6 +198,7 @@ def _rebuilt(x: Any, swap: Callable[[Any], Any]) -> Any:
 
 def write_parquet(path: str | Path, table: Any) -> None:
     """Write a pandas DataFrame or pyarrow Table atomically."""
+    # only the jobs that write Parquet pay pyarrow's import
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -49,7 +49,7 @@ def _versions(names: tuple[str, ...]) -> dict[str, str]:
 
 
 def device_name(device: object) -> str:
-    import torch
+    import torch  # the workflow's planning imports this module (via stages.metrics)
 
     dev = torch.device(device)  # type: ignore[arg-type]
     if dev.type == "cuda":
@@ -58,7 +58,7 @@ def device_name(device: object) -> str:
 
 
 def provenance(cfg_hash: str, device: object) -> dict[str, str]:
-    import torch
+    import torch  # the workflow's planning imports this module (via stages.metrics)
 
     return {
         "config_hash": cfg_hash,

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
+
 from orthskip.errors import ConfigError
 
 JSON_TYPES = {"integer": "an integer", "number": "a number", "boolean": "true or false",
@@ -180,8 +182,6 @@ def schema_error(err: Any, prefix: str = "") -> ConfigError:
 def _validator_class() -> Any:
     """Draft 2020-12 that also takes a frozen cell config's read-only mappings as objects and
     its tuples as arrays (``orthskip.config.grid.freeze``)."""
-    import jsonschema
-
     base = jsonschema.Draft202012Validator
     checker = base.TYPE_CHECKER.redefine_many({
         "object": lambda _, v: isinstance(v, Mapping),

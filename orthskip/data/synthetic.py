@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn import datasets as skd
 from sklearn.model_selection import train_test_split
 
+from orthskip.data.diffeo import make_diffeo
 from orthskip.data.raw import RawSplit
 
 
@@ -108,10 +110,6 @@ def diffeo(spec: dict[str, Any]) -> RawSplit:
     """Regression on y = h(x), h the diffeomorphism of ``orthskip.data.diffeo`` fixed by
     (d, alpha, beta, gamma, map_seed); inputs x ~ N(0, I_d) drawn from ``seed`` (train first,
     then test). Computed in float64, stored float32."""
-    import torch
-
-    from orthskip.data.diffeo import make_diffeo
-
     h = make_diffeo(spec["d"], spec["alpha"], spec["beta"], spec["gamma"], spec["map_seed"])
     rng = np.random.default_rng(spec["seed"])
     x = rng.standard_normal((_total(spec), spec["d"]))

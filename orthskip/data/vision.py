@@ -63,6 +63,8 @@ def expected_files(source: str, root: Path) -> list[Path]:
 
 def _mnist_archive_check(source: str, root: Path) -> str:
     """Check MNIST-style .gz archives against torchvision's MD5s where they exist."""
+    # torchvision only through tv_compat.import_torchvision (its shims first), which
+    # dataset_class below has run by the time this executes
     from torchvision.datasets.utils import check_integrity
 
     cls = dataset_class(source)

@@ -35,6 +35,9 @@ from orthskip.analysis.stats import (
 )
 from orthskip.figures import style as S
 from orthskip.figures.accuracy import accuracy_panel
+from orthskip.tables.approximation import orthogonal_approximation_frame
+from orthskip.tables.rate_by_epoch import rate_by_epoch_frame, training_state
+from orthskip.tables.start_end import start_end_distance_frame
 
 DIST_LABEL = "‖Q − I‖_F / √n"
 LIP_LABEL = "Lip(F) (lower bound)"
@@ -226,8 +229,6 @@ def rate_by_epoch(metrics_dir: Path):
     """The exponent a of C·m^(−a) fitted to ‖Q − I‖_F/√n against m at every snapshot epoch,
     per variant of the rate setting, with its 95 % seed-bootstrap interval as error bars and
     the epoch cap as a dotted line: the exponent is a property of the training state."""
-    from orthskip.tables.rate_by_epoch import rate_by_epoch_frame, training_state
-
     title = "Rate exponent a against the training epoch"
     found = _rate_layers(metrics_dir, title)
     if isinstance(found, Figure):
@@ -302,8 +303,6 @@ def accuracy_depth(metrics_dir: Path):
 def start_end(metrics_dir: Path):
     """‖Q − I‖_F/√n at the first (hollow) and the last (filled) snapshot against m in the rate
     setting: does training carry a Haar start toward I?"""
-    from orthskip.tables.start_end import start_end_distance_frame
-
     title = "Distance to I at the start and at the end of training"
     found = _rate_layers(metrics_dir, title)
     if isinstance(found, Figure):
@@ -350,8 +349,6 @@ def approximation(metrics_dir: Path):
     """Identity nets with each skip swapped for its orthogonal best approximation W_i: the
     test score before, right after the swap and after fine-tuning (left), and ‖W_i − I‖
     after the swap and after fine-tuning (right), against depth."""
-    from orthskip.tables.approximation import orthogonal_approximation_frame
-
     title = "Orthogonal approximation of identity nets"
     f = orthogonal_approximation_frame(results.read_table(metrics_dir, "approx"))
     if f.empty:

@@ -150,7 +150,7 @@ def variant_styles(kinds: Mapping[str, str]) -> dict[str, VariantStyle]:
 def variant_handles(styles: Mapping[str, VariantStyle], variants: Iterable[str] | None = None):
     """Legend handles (colour, marker, line style, label) for the given variants (default
     all), in order."""
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # the table jobs read this module without matplotlib
 
     keep = set(styles if variants is None else variants)
     return [Line2D([], [], **st.line(), label=st.label) for v, st in styles.items() if v in keep]
@@ -186,6 +186,7 @@ def depth_axis(ax, values: Iterable[float], axis: str = "x") -> None:
     """Log-scaled axis of depths or block counts, labelled with at most MAX_TICK_LABELS of
     the values that were run (every k-th, the smallest always among them); the others keep
     an unlabelled tick. 2…256 gives 2, 8, 32, 128 where all eight labels would collide."""
+    # the table jobs read this module without matplotlib
     from matplotlib.ticker import FixedLocator, NullFormatter
 
     vals = sorted({int(v) for v in values if v > 0})

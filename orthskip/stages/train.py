@@ -19,6 +19,8 @@ from pathlib import Path
 
 from orthskip.config.grid import CellConfig
 from orthskip.logs import check_member_paths, run_member
+from orthskip.training.runlog import train_logged, train_stacked_logged
+from orthskip.training.stacked import can_vectorise
 
 
 def train_pack(
@@ -47,8 +49,6 @@ def _groups(members: Sequence[CellConfig]) -> list[list[int]]:
     where they can train as one (the mlp's matrix kinds, hand-batched); else the members
     that differ only in seed. A family pack has one such group per depth, trained one
     group after another."""
-    from orthskip.training.stacked import can_vectorise
-
     by_depth: dict[tuple[str, str, int], list[int]] = {}
     for i, cfg in enumerate(members):
         c = cfg.cell
@@ -78,9 +78,6 @@ def _train_group(
     vectorise: bool,
 ) -> list[str]:
     """One batched computation if the members can be (see ``_groups``), else one by one."""
-    from orthskip.training.runlog import train_logged, train_stacked_logged
-    from orthskip.training.stacked import can_vectorise
-
     why = can_vectorise(members) if vectorise else "execution.vectorise is false"
     if why is None:
         statuses = train_stacked_logged(members, data, manifest, outdirs, logs)

@@ -5,25 +5,23 @@ a preemption, each resume and the finish (and a failure's traceback).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from orthskip.config.grid import CellConfig, resume_key
+from orthskip.io import load_torch
 from orthskip.logs import MemberFilter, MemberNames, appended_log
-
-if TYPE_CHECKING:
-    from orthskip.config.grid import CellConfig
+from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted, train_cell
+from orthskip.training.stacked import train_stacked
 
 
 def resume_note(cell_cfg: CellConfig, outdir: Path) -> str:
     """What train_cell will do with ``outdir/last.pt``: resume from epoch N, or fresh."""
-    from orthskip.config.grid import resume_key
-
     last = outdir / "last.pt"
     if not last.exists():
         return "fresh"
-    from orthskip.io import load_torch
-
     try:  # mmap: only the small state dict is read, not the weights
         ckpt = load_torch(last, mmap=True)
     except Exception as err:  # train_cell reports an unreadable checkpoint itself
@@ -44,8 +42,6 @@ def train_logged(
     pack: dict[str, Any] | None = None,
 ) -> str:
     """train_cell with its run recorded in ``log_file`` (default ``out/train.log``)."""
-    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted, train_cell
-
     cell = cell_cfg.cell.path
     out = Path(out)
     with appended_log(Path(log_file) if log_file else out / "train.log") as say:
@@ -71,11 +67,6 @@ def train_stacked_logged(
     """orthskip.training.stacked.train_stacked with each member's run marked in its logs (its
     ``train.log`` and the rule's member log): each holds its member's markers and records,
     and the records about the whole pack, never another member's."""
-    from contextlib import ExitStack
-
-    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
-    from orthskip.training.stacked import train_stacked
-
     names = [c.cell.path for c in cfgs]
     named = MemberNames(names)  # each record searched once for every member's filter
     with ExitStack() as stack:

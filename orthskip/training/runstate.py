@@ -22,6 +22,7 @@ from torch import nn
 
 from orthskip.io import load_torch
 from orthskip.results import SKIP_GAP, STALLED, score_key
+from orthskip.training.devices import select_device
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,6 @@ class CheckpointClock:
 
 def torch_setup(tcfg: Mapping[str, Any]) -> torch.device:
     """Threads, the device, and deterministic kernels where asked; returns the device."""
-    from orthskip.training.devices import select_device
-
     torch.set_num_threads(tcfg["threads"])
     device = select_device(tcfg["device"])
     if tcfg["deterministic"] and device.type == "cuda":

@@ -28,11 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+import pandas as pd
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
+from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json, write_parquet
+from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import skip_identity_gap
 from orthskip.provenance import library_versions, provenance
 from orthskip.results import is_converged, score_key
@@ -144,8 +148,6 @@ class _SigtermFlag:
 def _progress(enabled: bool, total: int, desc: str) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
@@ -221,9 +223,6 @@ def train_cell(
 
 def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path) -> SoloRun:
     """Device, data (with the validation split), seeded model, optimizer and schedulers."""
-    from orthskip.data import load_prepared
-    from orthskip.nn.optim import build_optimizer
-
     cell, tcfg = cell_cfg.cell, cell_cfg.train
     device = torch_setup(tcfg)
     data = load_prepared(data_path, manifest)
@@ -286,8 +285,6 @@ def _train_epoch(
     run: SoloRun, epoch: int, sigterm: _SigtermFlag
 ) -> tuple[list[float], int, int, str | None]:
     """The epoch's steps from the saved position: (sums, rows seen, last step, divergence)."""
-    from orthskip.data import augment_batch
-
     state, spec, d = run.state, run.spec, run.data
     if state.perm is None:
         state.perm = torch.randperm(len(d["x_train"]), generator=run.data_gen)
@@ -439,8 +436,6 @@ def write_outputs(
     cfg_hash: str,
     meta: dict[str, Any],
 ) -> None:
-    import pandas as pd
-
     history = pd.DataFrame(state.history)
     cell_cols = cell_cfg.keys  # the cell's wildcards and its skip kind
     for key, value in reversed(list(cell_cols.items())):

@@ -41,7 +41,9 @@ from torch import Tensor, nn
 from torch.func import stack_module_state, vmap
 
 from orthskip.config.grid import Cell, CellConfig, resume_key
+from orthskip.data import augment_batch, load_prepared
 from orthskip.io import load_torch, save_torch
+from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import SKIPS, skip_identity_gap
 from orthskip.training import runstate
 from orthskip.training.handmlp import HandMLP, Slot, hand_batched_reason
@@ -116,8 +118,6 @@ class Stacked:
         self.layout: list[Slot | None] = [None] * len(self.params)  # member dim 0, in order
 
     def build_bundle(self, tcfg: Any, spec: RunSpec) -> Any:
-        from orthskip.nn.optim import build_optimizer
-
         del spec  # the vmap pack's optimizer is the solo one on the stacked module
         return build_optimizer(self.module, tcfg["optimizer"], self.skip_cfg)
 
@@ -126,8 +126,6 @@ class Stacked:
 
     def solo_metadata(self, k: int) -> dict[str, Any]:
         """Member k's parameter counts and its solo optimizer's description."""
-        from orthskip.nn.optim import build_optimizer
-
         model, cfg = self.models[k], self.cfgs[k]
         solo = build_optimizer(model, cfg.train["optimizer"], {cfg.skip: cfg.skip_options})
         return {
@@ -421,8 +419,6 @@ def open_pack(
     cfgs: list[CellConfig], data_path: Path, manifest: Path, outdirs: list[Path], engine: str
 ) -> tuple[PackRun | None, torch.device, Any]:
     """The device, the prepared data and the pack on them (None: see :func:`_set_up`)."""
-    from orthskip.data import load_prepared
-
     device = runstate.torch_setup(cfgs[0].train)
     data = load_prepared(Path(data_path), Path(manifest))
     return _set_up(cfgs, [Path(o) for o in outdirs], engine, device, data), device, data
@@ -746,8 +742,6 @@ def _member_batches(pack: PackRun, rows: Tensor, live: list[int], b: int) -> tup
     """(x, y) of shape (K, B, …): the running members' own batches (``rows``: each
     member's training rows in its epoch's order); a frozen member computes on a running
     member's batch (its result is unused)."""
-    from orthskip.data import augment_batch
-
     size, members = pack.spec.batch, pack.members
     idx = rows[:, b * size : (b + 1) * size]
     if len(live) < pack.k:
