@@ -63,6 +63,7 @@ def test_rate_by_epoch_recovers_the_exponent_of_each_snapshot():
         assert r.exponent_lo <= r.exponent <= r.exponent_hi  # seeds resampled
         assert r.n_cells == len(DEPTHS) * len(SEEDS) and (r.m_min, r.m_max) == (2, 128)
         assert r.best == "power" and r.n_ended == 0
+        assert r.final == (r.epoch == max(EXPONENT))
 
 
 def test_rate_by_epoch_carries_a_stopped_cell_forward_and_skips_its_stop_epoch():
@@ -77,6 +78,7 @@ def test_rate_by_epoch_carries_a_stopped_cell_forward_and_skips_its_stop_epoch()
     assert list(f.index) == [10, 30, 60]
     assert (f["n_cells"] == len(DEPTHS) * len(SEEDS)).all()
     assert list(f["n_ended"]) == [0, 0, len(SEEDS)]
+    assert list(f["final"]) == [False, False, True]  # every cell at its last snapshot
     by_hand = layers[deep & (layers["epoch"] == 45)].assign(epoch=60)
     same = pd.concat([layers[~deep | (layers["epoch"] < 45)], by_hand], ignore_index=True)
     again = rate_by_epoch_frame(same).set_index("epoch")
@@ -111,6 +113,7 @@ def test_the_tables_are_registered_and_write(name, tmp_path):
         frame = rate_by_epoch_frame(_layers())
         rows = [ln.split(" | ") for ln in text.splitlines() if "| rate_orth_learned |" in ln]
         assert [r[9] for r in rows] == [f"{a:.2f}" for a in frame["exponent"]]
+        assert [r[3] for r in rows] == ["10", "30", "60, final"]
 
 
 def test_findings_state_the_exponent_per_epoch_and_the_rotation_share():

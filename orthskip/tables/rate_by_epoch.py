@@ -22,6 +22,7 @@ COLUMNS = [
     "epoch",
     "n_cells",
     "n_ended",
+    "final",
     "m_min",
     "m_max",
     "best",
@@ -40,7 +41,8 @@ def rate_by_epoch_frame(layers: pd.DataFrame) -> pd.DataFrame:
     enters with its final value (``n_ended`` counts them), so that the fit at E is over the
     same cells as at any other epoch, not over the ones still running. E is an epoch of the
     snapshot schedule: an epoch where a cell still running has no snapshot (another cell's
-    stop) has no row."""
+    stop) has no row. ``final``: every cell is at its last snapshot (its stop, or the cap) —
+    the fit of the rate table, whose epoch is then the last cell's stop or the cap."""
     pe = results.dist_per_epoch(layers)
     pe = pe[pe["skip"].isin(results.RATE_KINDS) & (pe["epoch"] > 0)]
     rows = []
@@ -56,7 +58,9 @@ def rate_by_epoch_frame(layers: pd.DataFrame) -> pd.DataFrame:
                 continue
             value = at[epoch].where(here, final[epoch])
             cmp = compare_rate_models(m, value, seed)
+            every_last = bool((last <= epoch).all())
             rows.append((dataset, arch, variant, skip, int(epoch), len(at), int(ended.sum()),
+                         every_last,
                          cmp.m_min, cmp.m_max, cmp.best, cmp.margin, cmp.exponent,
                          cmp.exponent_lo, cmp.exponent_hi))  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -100,7 +104,9 @@ NOTE = (
     "The fit of the rate table (mean ‖Q − I‖_F/√n per cell vs blocks m, models compared by "
     "AIC on m ≥ 2, a of C·m^(−a) with a 95 % seed-bootstrap interval) at each snapshot epoch "
     "instead of each cell's last, over every cell: ended counts the cells that had stopped (or "
-    "diverged) before that epoch and enter with their final value. The interval "
+    "diverged) before that epoch and enter with their final value; final marks the epoch by "
+    "which every cell has ended (the last cell's stop, or the cap): the fit of the rate table. "
+    "The interval "
     "covers seed noise at one epoch and recipe only; the spread of a over epochs is what the "
     "training budget moves it by."
 )
@@ -120,7 +126,7 @@ def rate_by_epoch_table(layers: pd.DataFrame) -> Table:
             str(r.dataset),
             str(r.arch),
             str(r.variant),
-            str(r.epoch),
+            f"{r.epoch}, final" if r.final else str(r.epoch),
             str(r.n_cells),
             str(r.n_ended),
             f"{int(r.m_min)}–{int(r.m_max)}" if r.m_max else "–",
