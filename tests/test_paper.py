@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from orthskip import results
 from orthskip.stages import paper as stage
 from orthskip.tables.findings import findings_frames
+from orthskip.tables.formats import span
 from orthskip.tables.paper_numbers import paper_numbers, vs_one
 from tests.findings_md import findings_of, rows, section
 from tests.fixture_results import fixture_frames, write_fixture
@@ -142,6 +145,41 @@ def test_no_tex_engine_is_a_clear_error(monkeypatch, tmp_path):
         stage.build_paper(REPO / "paper", tmp_path / "n.tex", tmp_path, tmp_path,
                           tmp_path / "paper.pdf")  # fmt: skip
     assert not (tmp_path / "paper.pdf").exists()
+
+
+@pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"{', '.join(MISSING_TOOLS)} not on PATH: "
+                    "install texlive-latex-recommended, texlive-fonts-recommended, latexmk "
+                    "and poppler-utils (`make paper`, .ci/install-tex.sh)")  # fmt: skip
+def test_a_paper_that_sets_text_off_the_page_is_an_error(tmp_path):
+    """A page whose content is taller than the page loses the rest below its margin: the
+    stage refuses that PDF and names the page; the same source without it compiles."""
+    figures, tables = tmp_path / "figures", tmp_path / "tables"
+    for folder, names, ext in ((figures, stage.paper_figures(), "pdf"),
+                               (tables, stage.PAPER_TABLES, "tex")):  # fmt: skip
+        folder.mkdir()
+        for name in names:
+            (folder / f"{name}.{ext}").write_text("")
+    (tmp_path / "numbers.tex").write_text("")
+    body = {"fits": r"\rule{1pt}{0.5\textheight}", "too tall": r"\rule{1pt}{1.6\textheight}"}
+    for case, box in body.items():
+        src = tmp_path / case.replace(" ", "_")
+        src.mkdir()
+        (src / "paper.tex").write_text(
+            "\\documentclass{article}\\begin{document}\nSome text.\n\n"
+            f"\\noindent\\begin{{minipage}}{{\\linewidth}}{box}\\end{{minipage}}\n\n"
+            "More text.\n\\end{document}\n"
+        )
+        out = tmp_path / f"{src.name}.pdf"
+        args = (src, tmp_path / "numbers.tex", figures, tables, out)
+        if case == "fits":
+            stage.build_paper(*args)
+            assert out.read_bytes().startswith(b"%PDF")
+        else:
+            with pytest.raises(
+                stage.PaperError, match=r"below a page's bottom margin.*page \d+: overfull by"
+            ):
+                stage.build_paper(*args)
+            assert not out.exists()
 
 
 def _pdf_text(pdf: Path) -> str:
@@ -306,3 +344,22 @@ def test_a_converged_fit_over_fewer_depths_says_which(rate_frames):
     lo, hi = min(d for d in RATE_DEPTHS if d >= 2), sorted(RATE_DEPTHS)[-2]
     assert m["rateStateFromI"] == (f"on the {k} of {n} runs that converged (the stopping rule "
                                    f"fired), which cover m = {lo} to {hi} only")  # fmt: skip
+
+
+def test_unequal_budgets_in_the_score_comparisons_are_a_stated_confound(rate_frames):
+    """Runs of the compared variants that a stopping rule ended before their identity
+    reference: the confound is switched on with the median epochs findings.md gives."""
+    f = rate_frames
+    cells = f["cells"].copy()
+    ref = cells["variant"].isin(["identity", "rate_identity"])
+    assert ref.any() and (~ref).any()
+    plain_run = paper_numbers(f["layers"], cells.assign(epochs=60), f["approx"])
+    assert not flags(plain_run)["accbudgets"]
+    cells["epochs"] = np.where(ref, 600, 200 + cells["seed"].astype(int))
+    text = paper_numbers(f["layers"], cells, f["approx"])
+    m, on = macros(text), flags(text)
+    assert on["accbudgets"] and m["accBudgetReference"] == "600"
+    ok = cells[~ref & ~results.diverged(cells)]
+    medians = ok.groupby(["dataset", "arch", "depth", "variant"])["epochs"].median()
+    assert m["accBudgetVariant"] == span(medians)
+    assert r"\ifaccbudgets" in PAPER_TEX.read_text()

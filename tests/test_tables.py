@@ -307,3 +307,27 @@ def test_a_new_table_is_one_registry_entry(metrics_dir, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(seen[0][0], cells)
     pd.testing.assert_frame_equal(seen[0][1], approx)
     assert _md_rows((tmp_path / "c.md").read_text())[2:] == [[str(len(cells))], [str(len(approx))]]
+
+
+def test_findings_state_when_the_compared_runs_trained_for_other_budgets(tmp_path):
+    """A stopping rule that ends a variant's runs before identity's: findings says so, with
+    the median epochs of each side (diverged runs, which are not compared, left out); runs of
+    one budget get no such sentence."""
+    from findings_md import findings_of, section
+
+    rows = []
+    for variant, epochs in (("identity", 600), ("orth_learned", 240), ("linear", 600)):
+        for seed in range(4):
+            rows.append(dict(dataset="d", arch="mlp", variant=variant, skip=variant, depth=4,
+                             seed=seed, test_acc=0.8 + 0.01 * seed, status="ok",
+                             epochs=epochs + seed))  # fmt: skip
+    rows.append(dict(dataset="d", arch="mlp", variant="orth_learned", skip="orth_learned",
+                     depth=4, seed=4, test_acc=np.nan, status="diverged", epochs=3))  # fmt: skip
+    pd.DataFrame(rows).to_parquet(tmp_path / "cells.parquet")
+    acc = section(findings_of(tmp_path), "Last-epoch")
+    assert ("Budgets differ in d / mlp: the stopping rule ended runs at other epochs than "
+            "identity's in 1 of 2 comparisons (median epochs per variant and depth: 242, "
+            "against 602 for identity)") in acc  # fmt: skip
+    same = pd.DataFrame(rows).assign(epochs=600)
+    same.to_parquet(tmp_path / "cells.parquet")
+    assert "Budgets differ" not in section(findings_of(tmp_path), "Last-epoch")

@@ -11,6 +11,7 @@ into ``paper/``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +49,25 @@ def _log_tail(build: Path, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+# what TeX says when a page's content is taller than the page: the rest is printed below the
+# bottom margin and lost (a longtable set while a figure waits, a box that no float can hold)
+OFF_THE_PAGE = "has occurred while \\output is active"
+
+
+def _text_off_the_page(build: Path) -> str:
+    """The last run's overfull-page messages with the page that follows each (paper.log),
+    or ""."""
+    log = build / MAIN.replace(".tex", ".log")
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = []
+    for part in text.split("Overfull \\vbox")[1:]:
+        if OFF_THE_PAGE in part.split("\n", 1)[0]:
+            page = re.search(r"\[(\d+)", part)
+            where = f"page {page.group(1)}" if page else "a page"
+            found.append(f"{where}: overfull by {part.split('pt', 1)[0].strip(' (')}pt")
+    return "; ".join(found)
+
+
 def build_paper(
     source: Path, numbers: Path, figures_dir: Path, tables_dir: Path, out: Path
 ) -> None:
@@ -72,5 +92,9 @@ def build_paper(
         if proc.returncode != 0 or not (build / "paper.pdf").exists():
             raise PaperError(f"latexmk failed ({proc.returncode}); the end of paper.log:\n"
                              f"{_log_tail(build)}")  # fmt: skip
+        lost = _text_off_the_page(build)
+        if lost:
+            raise PaperError(f"the compiled paper sets text below a page's bottom margin, where "
+                             f"it is lost: {lost}")  # fmt: skip
         with atomic_path(out) as dst:
             shutil.copyfile(build / "paper.pdf", dst)

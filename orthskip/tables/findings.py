@@ -97,6 +97,16 @@ def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
     return f.drop(columns="far_start").reset_index(drop=True)
 
 
+def _median_epochs(cells: pd.DataFrame) -> pd.Series:
+    """Per (dataset, arch, depth, variant): the median epochs its compared runs (those that
+    did not diverge) trained; NaN where cells.parquet has no ``epochs``."""
+    c = results.with_variant(cells)
+    if "epochs" not in c:
+        c = c.assign(epochs=np.nan)
+    epochs = pd.to_numeric(c["epochs"], errors="coerce").where(~results.diverged(c))
+    return c.assign(_e=epochs).groupby([*ROW_KEYS, "variant"])["_e"].median()
+
+
 def _diverged_counts(cells: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, depth, variant): seeds that diverged (``div``) and seeds (``n``)."""
     c = results.with_variant(cells).assign(_div=results.diverged(cells))
@@ -108,14 +118,17 @@ def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
     tested comparisons (≥ 2 seed pairs): ``p_holm``, ``tested``, ``significant`` (at ALPHA
     after Holm), ``regression`` (R² rather than accuracy in pp), and per side the seeds that
     diverged and were left out (``variant_diverged`` / ``reference_diverged`` of
-    ``variant_seeds`` / ``reference_seeds``). A diverged run has no score, so a comparison
-    without a test is "not tested", never "not significant"."""
+    ``variant_seeds`` / ``reference_seeds``) and the median epochs its runs trained
+    (``variant_epochs`` / ``reference_epochs``: they differ where a stopping rule ended the
+    runs, and the difference in score then includes the budget). A diverged run has no
+    score, so a comparison without a test is "not tested", never "not significant"."""
     extra = ["regression", "p_holm", "tested", "significant", "variant_diverged",
-             "variant_seeds", "reference_diverged", "reference_seeds"]  # fmt: skip
+             "variant_seeds", "reference_diverged", "reference_seeds", "variant_epochs",
+             "reference_epochs"]  # fmt: skip
     f = paired_frame(cells) if not cells.empty else pd.DataFrame(columns=PAIRED_COLUMNS)
     if f.empty:
         return pd.DataFrame(columns=[*f.columns, *extra])
-    counts = _diverged_counts(cells)
+    counts, epochs = _diverged_counts(cells), _median_epochs(cells)
     regression = cells.assign(_r=results.is_regression(cells)).groupby("dataset")["_r"].any()
     f["regression"] = f["dataset"].map(regression).astype(bool)
     f["p_holm"] = np.nan
@@ -128,8 +141,18 @@ def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
         keys = list(zip(f["dataset"], f["arch"], f["depth"], f[col], strict=True))
         f[f"{side}_diverged"] = [int(counts["div"].get(k, 0)) for k in keys]
         f[f"{side}_seeds"] = [int(counts["n"].get(k, 0)) for k in keys]
+        f[f"{side}_epochs"] = [float(epochs.get(k, np.nan)) for k in keys]
     f = f.assign(_o=f["variant"].map(variant_order(f)))
     return f.sort_values([*SETTING, "_o", "depth"]).drop(columns="_o").reset_index(drop=True)
+
+
+def unequal_budgets(acc: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`accuracy_findings`: whether the two sides' runs trained for other
+    median epochs (a stopping rule ended them), so that the difference includes the budget."""
+    if acc.empty or "variant_epochs" not in acc:
+        return pd.Series(False, index=acc.index, dtype=bool)
+    v, r = acc["variant_epochs"].astype(float), acc["reference_epochs"].astype(float)
+    return v.notna() & r.notna() & (v != r)
 
 
 def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:

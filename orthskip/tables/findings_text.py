@@ -12,8 +12,8 @@ import pandas as pd
 
 from orthskip import results
 from orthskip.analysis.stats import RATE_MODEL_LABELS, RATE_MODELS
-from orthskip.tables.findings import ALPHA, findings_frames
-from orthskip.tables.formats import MISSING, interval, num, p_value
+from orthskip.tables.findings import ALPHA, SETTING, findings_frames, unequal_budgets
+from orthskip.tables.formats import MISSING, interval, num, p_value, span
 from orthskip.tables.identity_rate import RATE_QUANTITIES
 from orthskip.tables.render import Table, render_markdown
 from orthskip.tables.start_end import FAR_START
@@ -221,6 +221,26 @@ def _lost(r: pd.Series) -> str:
     return ", ".join(parts)
 
 
+def _budget_text(f: pd.DataFrame) -> list[str]:
+    """A confound per setting whose compared runs trained for other numbers of epochs than
+    their reference (a stopping rule ended them): the difference includes the budget."""
+    out = []
+    apart_all = unequal_budgets(f)
+    for _, g in f.groupby(SETTING, sort=True):
+        apart = apart_all[g.index]
+        if not apart.any():
+            continue
+        ref = g["reference"].iloc[0]
+        v, r = g.loc[apart, "variant_epochs"], g.loc[apart, "reference_epochs"]
+        out.append(
+            f"Budgets differ in {_setting(g.iloc[0])}: the stopping rule ended runs at other "
+            f"epochs than {ref}'s in {int(apart.sum())} of {len(g)} comparisons (median epochs "
+            f"per variant and depth: {span(v)}, against {span(r)} for {ref}); a difference "
+            "there includes the budget as well as the skip."
+        )
+    return [" ".join(out), ""] if out else []
+
+
 def accuracy_section(f: pd.DataFrame, score: str) -> list[str]:
     out = [f"## Last-epoch {score} vs identity", ""]
     if f.empty:
@@ -235,6 +255,7 @@ def accuracy_section(f: pd.DataFrame, score: str) -> list[str]:
         + (f"; {int((~tested).sum())} not tested (a side diverged, or one seed pair)."
            if (~tested).any() else "."),
         "",
+        *_budget_text(f),
     ]  # fmt: skip
 
     def prec(r: pd.Series) -> str:

@@ -3,6 +3,8 @@ number that may be missing, one for mean ± std."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 MISSING = "–"
@@ -29,3 +31,10 @@ def pm(mean: float, std: float, fmt: str = ".3f") -> str:
 
 def interval(lo: float, hi: float, fmt: str = ".2f") -> str:
     return f"[{lo:{fmt}}, {hi:{fmt}}]" if np.isfinite(lo) and np.isfinite(hi) else MISSING
+
+
+def span(values: Iterable[float], fmt: str = ".0f") -> str:
+    """ "lo to hi" of the values, or the one value where they are all equal."""
+    vals = [float(v) for v in values]
+    lo, hi = min(vals), max(vals)
+    return f"{lo:{fmt}}" if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}} to {hi:{fmt}}"

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from orthskip import results
-from orthskip.tables.findings import ALPHA, SETTING, findings_frames
-from orthskip.tables.formats import MISSING, interval, num, p_value
+from orthskip.tables.findings import ALPHA, SETTING, findings_frames, unequal_budgets
+from orthskip.tables.formats import MISSING, interval, num, p_value, span
 from orthskip.tables.keys import variant_order
 from orthskip.tables.rate_by_epoch import TrainingState, training_state
 from orthskip.tables.render import latex_escape
@@ -354,6 +354,13 @@ def accuracy_macros(out: Macros, acc: pd.DataFrame) -> None:
              accuracy_rows(acc[tested & ~sig]) if not acc.empty else "")  # fmt: skip
     reference = sorted(set(acc["reference"])) if not acc.empty else []
     out.text("accReference", ", ".join(tex_name(v) for v in reference) or "--")
+    apart = unequal_budgets(acc)
+    out.flag("accbudgets", bool(apart.any()))
+    out.text("accBudgetCompared", _count_text(int(apart.sum())))
+    # epoch counts ("11 to 483"): text, not math, for the words between them
+    for name, col in (("accBudgetVariant", "variant_epochs"),
+                      ("accBudgetReference", "reference_epochs")):  # fmt: skip
+        out.text(name, span(acc.loc[apart, col]) if apart.any() else "--")
 
 
 # ---------------------------------------------------------------- approximation
