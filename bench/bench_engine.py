@@ -58,6 +58,7 @@ from bench_train import fake_dataset
 
 from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.data import augment_batch, load_prepared
+from orthskip.nn.models import build_cell_model
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.training import solo, stacked
 
@@ -180,7 +181,7 @@ def counted_flops(cfg: CellConfig, data: tuple[Path, Path]) -> tuple[float, int]
     its blocks; its number of blocks), as torch's FLOP counter sees them."""
     prepared = load_prepared(*data)
     torch.manual_seed(cfg.cell.seed)
-    model = cfg.build_model(prepared)
+    model = build_cell_model(cfg, prepared)
     x = torch.randn(int(cfg.train["batch_size"]), *prepared.input_shape)
     counter = FlopCounterMode(display=False)
     with counter:

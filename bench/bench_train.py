@@ -25,6 +25,7 @@ from torch import nn
 from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json
+from orthskip.nn.models import build_cell_model
 from orthskip.nn.optim import build_optimizer
 from orthskip.training.solo import train_cell
 
@@ -79,7 +80,7 @@ def bare_loop(cc: CellConfig, data_path: Path, manifest: Path, device: torch.dev
     data = load_prepared(data_path, manifest)
     x, y = data.x_train.to(device), data.y_train.to(device)
     torch.manual_seed(cc.cell.seed)
-    model = cc.build_model(data).to(device)
+    model = build_cell_model(cc, data).to(device)
     opt = build_optimizer(model, cc.train["optimizer"], {cc.skip: cc.skip_options})
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator(device=device).manual_seed(1)

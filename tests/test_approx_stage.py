@@ -14,6 +14,7 @@ from orthskip.analysis.approx import approximate
 from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.data import load_prepared
 from orthskip.io import load_torch
+from orthskip.nn.models import build_cell_model
 from orthskip.results import APPROX_COLUMNS
 from orthskip.results import APPROX_PHASES as PHASES
 from orthskip.stages.approx import approximate_cell, finetune
@@ -59,7 +60,7 @@ def _probe_and_model(trained):
     data = load_prepared(data_path, manifest)
     gen = torch.Generator().manual_seed(cfg.metrics["probe_seed"])
     idx = torch.randperm(len(data.x_test), generator=gen)[: cfg.metrics["probe_size"]]
-    model = cfg.build_model(data)
+    model = build_cell_model(cfg, data)
     model.load_state_dict(load_torch(cell / "snapshots.pt")["states"]["2"])
     return data, data.x_test[idx.sort().values], model.eval()
 

@@ -316,7 +316,7 @@ def test_library_defaults_are_the_pipeline_defaults():
     defaults once disagreed: lr 0.1 / weight_decay 0 in the library, 0.05 / 1e-4 in the
     schema)."""
     from orthskip.nn.models import MODEL_OPTIONS, model_options
-    from orthskip.nn.optim import optim_options
+    from orthskip.nn.optim_specs import optim_options
     from orthskip.nn.skips import SKIP_OPTIONS, skip_options
 
     cfg = prepare_config(tiny_config(train={}))

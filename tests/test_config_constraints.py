@@ -124,8 +124,8 @@ VIOLATIONS: dict[tuple[str, str, str], tuple[Callable[[], dict[str, Any]], str]]
 def _declared() -> dict[tuple[str, str, str], Any]:
     """Every constraint the registries say they enforce at build time."""
     from orthskip.data.spec import DATASET_CONSTRAINTS
-    from orthskip.nn.models import MODEL_CONSTRAINTS
-    from orthskip.nn.optim import OPTIM_CONSTRAINTS
+    from orthskip.nn.arch_specs import MODEL_CONSTRAINTS
+    from orthskip.nn.optim_specs import OPTIM_CONSTRAINTS
     from orthskip.nn.skips import SKIPS
 
     out = {}

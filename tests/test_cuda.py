@@ -28,6 +28,7 @@ import torch
 from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.data import load_prepared, read_manifest
 from orthskip.io import load_torch
+from orthskip.nn.models import build_cell_model
 from orthskip.nn.orth import orth_defect
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
@@ -81,7 +82,7 @@ def _check_amp_run(out: Path, member: CellConfig, data) -> dict[str, torch.Tenso
     floats = [t for t in state.values() if t.is_floating_point()]
     assert all(torch.isfinite(t).all() for t in floats)
     assert {t.dtype for t in floats} <= {torch.float32, torch.float64}  # no bf16 weights
-    net = member.build_model(load_prepared(*data))
+    net = build_cell_model(member, load_prepared(*data))
     net.load_state_dict(state)
     qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
     assert qs and max(orth_defect(q.detach().double()) for q in qs) < 1e-5

@@ -355,8 +355,9 @@ def test_config_families_are_the_extractor_families_and_reach_the_metrics(tmp_pa
     prepare_dataset("c", cfg["datasets"]["c"], *data)
     torch.manual_seed(0)
     from orthskip.data import load_prepared
+    from orthskip.nn.models import build_cell_model
 
-    model = cell_cfg.build_model(load_prepared(*data))
+    model = build_cell_model(cell_cfg, load_prepared(*data))
     save_torch(tmp_path / "snap.pt", {"states": {"0": model.state_dict()}})
     cell_metrics(cell_cfg, *data, tmp_path / "snap.pt", tmp_path / "m.parquet", tmp_path / "w.pq")
     assert set(pd.read_parquet(tmp_path / "m.parquet")["metric"]) == {

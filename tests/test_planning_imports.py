@@ -28,3 +28,25 @@ def test_planning_imports_neither_matplotlib_nor_scipy():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+def test_the_config_and_the_registries_specs_import_no_torch():
+    """The config checks read the option tables and constraints from the registries'
+    torch-free modules, so loading and checking a config (orthskip.config.grid) and the
+    figures' kind styles load no torch; the torch classes read their tables from there."""
+    modules = [
+        "orthskip.config.grid",
+        "orthskip.nn.skip_kinds",
+        "orthskip.nn.skip_specs",
+        "orthskip.nn.arch_specs",
+        "orthskip.nn.optim_specs",
+    ]
+    code = (
+        "import json, sys\n"
+        f"for m in {modules!r}: __import__(m)\n"
+        "print(json.dumps('torch' in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) is False

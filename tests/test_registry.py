@@ -4,7 +4,7 @@ with no other file changed."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +18,11 @@ from orthskip.config.options import Option
 from orthskip.data.raw import RawSplit
 from orthskip.data.spec import SOURCES, Source, register_source
 from orthskip.errors import ConfigError
+from orthskip.nn.arch_specs import ARCH_SPECS, ArchSpec
 from orthskip.nn.models import ARCHS, Arch, Cost, Depths, ResidualNet, make_block, register_arch
 from orthskip.nn.orth import eye_like
 from orthskip.nn.skip_kinds import KINDS, SkipKind, register_kind
+from orthskip.nn.skip_specs import KIND_OPTIONS, KindOptions, register_options
 from orthskip.nn.skips import Skip
 from tests.registry import (
     legend_entries,
@@ -85,9 +87,6 @@ class HalfSkip(Skip):
     """S(x) = scale · x (a frozen multiple of the identity: [I; 0] at a transition)."""
 
     kind = "toy_half"
-    options_table: ClassVar[dict[str, Option]] = {
-        "scale": Option("number", 0.5, "the multiple of x", exclusive_minimum=0),
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         self.register_buffer("m", options["scale"] * eye_like(self.c_out, self.c_in))
@@ -100,13 +99,19 @@ class HalfSkip(Skip):
 
 
 TOY_KIND = SkipKind("toy_half", HalfSkip, "toy half", "#123456", "$h$", (0, (2, 5)))
+# its options (torch-free, beside the kinds' presentation): HalfSkip.options_table reads them
+TOY_OPTIONS = KindOptions({
+    "scale": Option("number", 0.5, "the multiple of x", exclusive_minimum=0),
+})  # fmt: skip
 
 
 @pytest.fixture
 def toy_kind():
     register_kind(TOY_KIND)
+    register_options(TOY_KIND.name, TOY_OPTIONS)
     yield TOY_KIND
     KINDS.pop(TOY_KIND.name, None)
+    KIND_OPTIONS.pop(TOY_KIND.name, None)
 
 
 def test_a_skip_kind_is_one_registry_entry(toy_kind, monkeypatch, tmp_path) -> None:
@@ -116,6 +121,7 @@ def test_a_skip_kind_is_one_registry_entry(toy_kind, monkeypatch, tmp_path) -> N
     from orthskip.nn.skips import SKIPS
 
     assert SKIPS["toy_half"] is HalfSkip and style.skip_order()[-1] == "toy_half"
+    assert HalfSkip.options_table is TOY_OPTIONS.options  # one table, not a copy
     use_registered_schema(monkeypatch)
     cfg = tiny_cell(variants=["toy_half", "toy_third"])
     cfg["variants"] = {"toy_third": {"skip": "toy_half", "skip_options": {"scale": 0.25}}}
@@ -159,20 +165,23 @@ def _build_pairs(depth, skip, input_shape, num_classes, cfg, skip_cfg) -> Residu
 
 
 TOY_ARCH = Arch(
-    "toy_pairs",
-    {"width": Option("integer", 6, "stream width", minimum=2)},
-    Depths("even integers >= 2 (pairs of blocks)", lambda d: d >= 2 and d % 2 == 0),
+    ArchSpec(
+        "toy_pairs",
+        {"width": Option("integer", 6, "stream width", minimum=2)},
+        Depths("even integers >= 2 (pairs of blocks)", lambda d: d >= 2 and d % 2 == 0),
+        Cost(2.0e-6, 4.0),
+        (Constraint("vector_input", None, "toy_pairs needs vector inputs", _vector_input),),
+    ),
     _build_pairs,
-    Cost(2.0e-6, 4.0),
-    (Constraint("vector_input", None, "toy_pairs needs vector inputs", _vector_input),),
 )
 
 
 @pytest.fixture
 def toy_arch():
-    register_arch(TOY_ARCH)
+    register_arch(TOY_ARCH)  # its spec (torch-free: the config's, the cluster's) and builder
     yield TOY_ARCH
     ARCHS.pop(TOY_ARCH.name, None)
+    ARCH_SPECS.pop(TOY_ARCH.name, None)
 
 
 def test_an_architecture_is_one_registry_entry(toy_arch, monkeypatch, tmp_path) -> None:

@@ -17,12 +17,13 @@ import yaml
 
 from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
+from orthskip.nn.models import build_cell_model
 from orthskip.nn.orth import orth_defect
+from orthskip.nn.skip_specs import MATRIX_KINDS
 from orthskip.nn.skips import SKIPS
 from orthskip.results import SKIP_GAP
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
-from orthskip.training.handmlp import MATRIX_KINDS
 from orthskip.training.solo import train_cell
 from orthskip.training.stacked import train_stacked
 from tests.workflow import tiny_config
@@ -118,7 +119,7 @@ def test_float32_pack_same_accuracy_and_orthogonal_skips(tmp_path, circles, kind
         ref = load_torch(solo / "last.pt")["model"]
         assert max(_rel(model[k], ref[k]) for k in ref) < 0.25
         # every orthogonal skip of the member, rebuilt from its weights, is orthogonal
-        net = m.build_model(_Data())
+        net = build_cell_model(m, _Data())
         net.load_state_dict(model)
         qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
         assert qs and max(orth_defect(q.detach().double()) for q in qs) < 1e-5
@@ -363,7 +364,7 @@ def test_mixed_kind_pack_float32_skips_orthogonal(tmp_path, circles):
     outs = [tmp_path / m.cell.path for m in members]
     assert train_pack(members, *circles, outs) == ["ok"] * len(members)
     for m, out in zip(members, outs, strict=True):
-        net = m.build_model(_Data())
+        net = build_cell_model(m, _Data())
         net.load_state_dict(load_torch(out / "last.pt")["model"])
         qs = [q for blk in net.blocks for q in blk.skip.matrices().values()]
         if m.skip.startswith("orth"):

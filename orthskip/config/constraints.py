@@ -3,9 +3,10 @@
 An option table (``orthskip.config.options``) says what one value may be; a
 :class:`Constraint` says what a value may be given the others and the data (``heads``
 divides ``width``, ``patch`` divides the image size, ``n_train`` holds every class). Each
-registry declares its constraints beside its options (``Arch.constraints`` per
-architecture, ``Skip.constraints`` per skip kind, ``DATASET_CONSTRAINTS`` per source,
-``OPTIM_CONSTRAINTS``); the builder calls :func:`enforce` on them, and so does the config
+registry declares its constraints beside its options, torch-free (``ArchSpec.constraints``
+per architecture, ``KindOptions.constraints`` per skip kind: ``orthskip.nn.arch_specs``,
+``orthskip.nn.skip_specs``; ``DATASET_CONSTRAINTS`` per source; ``OPTIM_CONSTRAINTS``:
+``orthskip.nn.optim_specs``); the builder calls :func:`enforce` on them, and so does the config
 check (``orthskip.config.grid.check_cells``) for every cell before any job starts, with the
 data's shape known from the dataset's spec (``orthskip.data.spec.data_shape``).
 """

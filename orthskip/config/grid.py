@@ -28,14 +28,24 @@ from typing import Any
 
 import yaml
 
+from orthskip.config.constraints import enforce
 from orthskip.config.options import check, unknown
 from orthskip.errors import ConfigError
+from orthskip.nn.arch_specs import ARCH_SPECS, check_depth, model_options, validate_model_options
+from orthskip.nn.optim_specs import OPTIM_CONSTRAINTS, optim_options
+from orthskip.nn.skip_kinds import KINDS
+from orthskip.nn.skip_specs import (
+    MATRIX_KINDS,
+    SKIP_CONSTRAINTS,
+    skip_options,
+    validate_skip_options,
+)
 from orthskip.results import CELL_COLUMNS
 
-# The checks and cell_config import orthskip.nn and orthskip.data inside the functions: their
-# option tables and constraints live on torch modules (the Skip classes, the Arch builders,
-# the orthskip.data package), and importing this module (for Cell, CellConfig, the grid,
-# provenance's REPO_ROOT) does not load torch.
+# The registries' option tables and constraints come from their torch-free modules
+# (orthskip.nn.skip_specs, arch_specs, optim_specs), so importing this module (for Cell,
+# CellConfig, the grid, provenance's REPO_ROOT) does not load torch. The dataset specs are
+# imported inside the checks: orthskip.data's package imports its torch modules.
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The config schema; its registry sections are written by orthskip.config.schema.
@@ -129,9 +139,7 @@ def _allowed(values: Any) -> str:
 
 def variant_names(cfg: dict[str, Any]) -> list[str]:
     """Every name a grid entry may list: the skip kinds and the defined variants."""
-    from orthskip.nn.skips import SKIPS
-
-    return [*SKIPS, *(cfg.get("variants") or {})]
+    return [*KINDS, *(cfg.get("variants") or {})]
 
 
 def variant_of(cfg: dict[str, Any], name: str) -> dict[str, Any]:
@@ -143,14 +151,12 @@ def check_references(cfg: dict[str, Any]) -> None:
     """What the schema cannot say: names that refer to other parts of the config or to a
     registry, depths an architecture can build, dataset class counts, variant overrides
     merged into the sections they override. Runs after the schema check."""
-    from orthskip.data.spec import check_classes
-    from orthskip.nn.models import check_depth
-    from orthskip.nn.skips import SKIPS
+    from orthskip.data.spec import check_classes  # lazy: orthskip.data imports torch
 
     for name, spec in cfg["datasets"].items():
         check_classes(name, spec)
     for name in cfg["variants"]:
-        if name in SKIPS:
+        if name in KINDS:
             raise ConfigError(
                 f"config key 'variants.{name}': {name!r} is the name of a skip kind (the bare "
                 "variant); give the variant another name"
@@ -182,11 +188,7 @@ def check_cells(cfg: dict[str, Any]) -> None:
     it, and a training split that holds at least a batch (and a validation split that is not
     empty when one is asked for). Messages name the key that set the value (a variant's
     override or the section) and the grid entry."""
-    from orthskip.config.constraints import enforce
-    from orthskip.data.spec import data_shape
-    from orthskip.nn.models import ARCHS, model_options
-    from orthskip.nn.optim import OPTIM_CONSTRAINTS, optim_options
-    from orthskip.nn.skips import SKIPS, skip_options
+    from orthskip.data.spec import data_shape  # lazy: orthskip.data imports torch
 
     optim_options(cfg["train"]["optimizer"])  # the section itself, whichever variant uses it
     seen: set[tuple[str, str, str]] = set()
@@ -206,12 +208,12 @@ def check_cells(cfg: dict[str, Any]) -> None:
                 )
                 over = spec.get("model", {})
                 model = model_options(arch, deep_merge(cfg["model"].get(arch, {}), over))
-                enforce(ARCHS[arch].constraints, model, shape, f"model.{arch}",
+                enforce(ARCH_SPECS[arch].constraints, model, shape, f"model.{arch}",
                         key_of=_key_of(name, over, "model", f"model.{arch}"),
                         data_key=f"grid[{i}].datasets", context=context)  # fmt: skip
                 over = spec.get("skip_options", {})
                 opts = deep_merge(cfg["skip_options"].get(kind, {}), over)
-                enforce(SKIPS[kind].constraints, skip_options(kind, {kind: opts}), shape,
+                enforce(SKIP_CONSTRAINTS[kind], skip_options(kind, {kind: opts}), shape,
                         f"skip_options.{kind}", data_key=f"grid[{i}].datasets",
                         key_of=_key_of(name, over, "skip_options", f"skip_options.{kind}"),
                         context=context)  # fmt: skip
@@ -238,7 +240,7 @@ def _check_split(
 ) -> None:
     """A training split of at least one batch; a validation split, when asked for, not
     empty (it is evaluated whole, so it may be smaller than a batch)."""
-    from orthskip.data.spec import train_size, validation_size
+    from orthskip.data.spec import train_size, validation_size  # lazy: as check_cells
 
     n = train_size(ds, cfg["datasets"][ds])
     fraction, batch = float(train["val_fraction"]), int(train["batch_size"])
@@ -267,9 +269,6 @@ def _check_split(
 def check_overrides(cfg: dict[str, Any]) -> None:
     """Each variant's overrides merged into the sections they override, checked there (so a
     bad override names its own key)."""
-    from orthskip.nn.models import validate_model_options
-    from orthskip.nn.skips import validate_skip_options
-
     schema = load_schema()
     used = {(e["arch"], v) for e in cfg["grid"] for v in e["variants"]}
     for name, spec in cfg["variants"].items():
@@ -483,9 +482,6 @@ def kinds_signature(cfg: dict[str, Any], c: Cell) -> str | None:
     dataset, model and train settings), or None for a cell that packs only with its own
     variant: an arch or skip kind the hand-batched engine does not take
     (``orthskip.training.handmlp``)."""
-    # Lazy: orthskip.training.handmlp imports this module.
-    from orthskip.training.handmlp import MATRIX_KINDS
-
     cc = cell_config(cfg, c)
     if c.arch != "mlp" or cc.skip not in MATRIX_KINDS:
         return None
@@ -624,23 +620,6 @@ class CellConfig:
         """Decides reruns and resumes (``config_hash`` of the JSON form)."""
         return config_hash(self.as_dict())
 
-    def build_model(self, data: Any) -> Any:
-        """``orthskip.nn.models.build_cell_model(self, data)``, for orthskip.training's
-        callers; the stages call that function."""
-        # Lazy: nn imports config (its option tables), so config imports nn only here.
-        from orthskip.nn.models import build_cell_model
-
-        return build_cell_model(self, data)
-
-    def initial_state(self, data: Any) -> dict[str, Any]:
-        """``build_model(data).state_dict()`` from the same draws, without the modules (the
-        mlp only: ``orthskip.nn.models.initial_state``)."""
-        from orthskip.nn.models import initial_state
-
-        cell, shape = self.cell, tuple(data.input_shape)
-        return initial_state(cell.arch, cell.depth, self.skip, shape, data.num_classes,
-                             self.model, {self.skip: self.skip_options})  # fmt: skip
-
     @property
     def keys(self) -> dict[str, Any]:
         """The cell's columns in every result table (CELL_COLUMNS, in that order): its
@@ -655,9 +634,6 @@ def cell_config(cfg: dict[str, Any], cell: Cell) -> CellConfig:
     The variant's overrides are merged into the sections they override; ``skip`` names the
     variant's kind; model and skip options are resolved against their defaults.
     """
-    from orthskip.nn.models import model_options
-    from orthskip.nn.skips import skip_options
-
     spec = variant_of(cfg, cell.variant)
     kind = spec["skip"]
     model = deep_merge(cfg.get("model", {}).get(cell.arch, {}), spec.get("model", {}))

@@ -24,9 +24,10 @@ from orthskip.analysis.metrics.extract import FAMILIES, family_option_table
 from orthskip.config.grid import MAX_SEED, NAME_PATTERNS, SCHEMA, load_schema
 from orthskip.config.options import table_schema
 from orthskip.data.spec import SOURCE_DESCRIPTION, SOURCES, TORCH_SEED_MAX, source_schema
-from orthskip.nn.models import ARCHS
-from orthskip.nn.optim import OPTIM_SPECS
-from orthskip.nn.skips import SKIP_SPECS, SKIPS
+from orthskip.nn.arch_specs import ARCH_SPECS
+from orthskip.nn.optim_specs import OPTIM_SPECS
+from orthskip.nn.skip_kinds import KINDS
+from orthskip.nn.skip_specs import SKIP_SPECS
 
 
 def _datasets(section: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +80,7 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(schema)
     props = out["properties"]
     props["datasets"] = _datasets(props["datasets"])
-    model_tables = {name: arch.options for name, arch in ARCHS.items()}
+    model_tables = {name: arch.options for name, arch in ARCH_SPECS.items()}
     props["model"] = _per_name(props["model"], model_tables, "architecture")
     props["skip_options"] = _per_name(props["skip_options"], SKIP_SPECS, "skip kind")
     train = props["train"]["properties"]
@@ -87,9 +88,9 @@ def generate(schema: dict[str, Any]) -> dict[str, Any]:
                           "default": {}}  # fmt: skip
     variants = props["variants"]
     variants["propertyNames"] = {"pattern": f"^{NAME_PATTERNS['variant']}$"}
-    variants["additionalProperties"]["properties"]["skip"]["enum"] = list(SKIPS)
+    variants["additionalProperties"]["properties"]["skip"]["enum"] = list(KINDS)
     grid = props["grid"]["items"]["properties"]
-    grid["arch"]["enum"] = list(ARCHS)
+    grid["arch"]["enum"] = list(ARCH_SPECS)
     grid["variants"]["items"]["pattern"] = f"^{NAME_PATTERNS['variant']}$"
     # seeds the generators take (MAX_SEED: the training engine's derived seeds fit)
     grid["seeds"]["items"]["maximum"] = MAX_SEED

@@ -28,6 +28,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+# The relative singular-value floor of the manifold step's direction (``msign_floored``):
+# orth_manifold's default msign_floor, stated with its option (torch-free).
+from orthskip.nn.skip_specs import MSIGN_FLOOR
+
 
 def haar_orthogonal(
     rows: int,
@@ -178,11 +182,6 @@ def polar(w: Tensor) -> Tensor:
     """Exact polar factor U Vᵀ of ``w`` (SVD in float64): the closest semi-orthogonal matrix."""
     u, _, vh = torch.linalg.svd(w.detach().to(torch.float64), full_matrices=False)
     return (u @ vh).to(w.dtype)
-
-
-# The relative singular-value floor of the manifold step's direction (see ``msign_floored``):
-# components of WᵀG − GᵀW below 1e-3 of its largest are damped, not lifted to unit steps.
-MSIGN_FLOOR = 1e-3
 
 
 @dataclass

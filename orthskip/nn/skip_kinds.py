@@ -5,8 +5,9 @@ An entry names the kind, its class (``orthskip.nn.skips`` imports it: ``SKIPS``)
 every figure draws it. This module imports neither torch nor the classes, so that the plot
 jobs (``orthskip.figures.style`` reads the presentation from here) stay torch-free and do not
 rerun when a skip's code changes. Adding a kind is its class (a ``Skip`` subclass, usually a
-module of ``orthskip.nn.skips``) and one :func:`register_kind` call; the config schema is
-generated from the registry.
+module of ``orthskip.nn.skips``), one :func:`register_kind` call and, if it has options or
+constraints, one ``orthskip.nn.skip_specs.register_options`` call (kept apart, so that the
+plot jobs do not rerun when an option changes); the config schema is generated from these.
 """
 
 from __future__ import annotations

@@ -43,11 +43,12 @@ from orthskip.nn.optim import (
     optimizer_bundle,
 )
 from orthskip.nn.orth import identity_gap, map_to_orthogonal
+from orthskip.nn.skip_specs import MATRIX_KINDS
 from orthskip.nn.skips import skip_options
 from orthskip.training.runstate import RunSpec, lr_schedulers
 
-# the kinds whose skip is a matrix (Q = I, 0, W, frozen, parametrized, manifold)
-MATRIX_KINDS = ("identity", "none", "linear", "orth_fixed", "orth_learned", "orth_manifold")
+# MATRIX_KINDS: the kinds whose skip is a matrix (Q = I, 0, W, frozen, parametrized,
+# manifold), stated torch-free for the config's kinds_signature
 _BLOCK = re.compile(r"blocks\.(\d+)\.(.*)")
 _ORIGINAL = "skip.q.parametrizations.weight.original"
 _BASE = "skip.q.parametrizations.weight.0.base"

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json, write_parquet
+from orthskip.nn.models import build_cell_model
 from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import skip_identity_gap
 from orthskip.provenance import library_versions, provenance
@@ -240,7 +241,7 @@ def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path)
         tensors[name] = t.contiguous(memory_format=memory_format) if channels_last else t
 
     torch.manual_seed(cell.seed)
-    model = cell_cfg.build_model(data).to(device, memory_format=memory_format)
+    model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
         model.to(spec.dtype)
     bundle = build_optimizer(model, tcfg["optimizer"], {cell_cfg.skip: cell_cfg.skip_options})

@@ -43,6 +43,7 @@ from torch.func import stack_module_state, vmap
 from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import load_torch, save_torch
+from orthskip.nn.models import build_cell_model, initial_cell_state
 from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import SKIPS, skip_identity_gap
 from orthskip.training import runstate
@@ -477,7 +478,7 @@ def _set_up(
     skip_cfg = {cfgs[0].skip: cfgs[0].skip_options}
     net: Stacked | HandMLP
     if engine == "hand":
-        net = HandMLP([_seeded(cfg, cfg.initial_state, data) for cfg in cfgs], cfgs, data, spec)
+        net = HandMLP([_seeded(cfg, initial_cell_state, data) for cfg in cfgs], cfgs, data, spec)
     else:
         net = Stacked([_model(cfg, data, spec) for cfg in cfgs], cfgs)
     bundle = net.build_bundle(tcfg, spec)
@@ -518,14 +519,14 @@ def _member(cfg: CellConfig, outdir: Path, split: tuple[Tensor, Tensor], spec: R
 
 
 def _seeded(cfg: CellConfig, draw: Any, data: Any) -> Any:
-    """``draw(data)`` from the member's seed, as a solo run seeds its model's init."""
+    """``draw(cfg, data)`` from the member's seed, as a solo run seeds its model's init."""
     torch.manual_seed(cfg.cell.seed)
-    return draw(data)
+    return draw(cfg, data)
 
 
 def _model(cfg: CellConfig, data: Any, spec: RunSpec) -> nn.Module:
     """The member's solo model (the vmap engine stacks copies of modules)."""
-    model = _seeded(cfg, cfg.build_model, data).to(spec.device)
+    model = _seeded(cfg, build_cell_model, data).to(spec.device)
     if spec.dtype != torch.float32:  # skips keep their float64 generators in float32 runs
         model.to(spec.dtype)
     return model

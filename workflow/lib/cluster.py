@@ -9,8 +9,9 @@ which doubles the limit, and training resumes from ``last.pt``.
 ``dataset`` below is a dataset *source* (``config["datasets"][name]["source"]``, e.g.
 ``cifar10``). What a source is (its kind, its default training-set size, its input shape)
 comes from its registry entry (``orthskip.data.spec.SOURCES``), and what an architecture
-costs per layer from its own (``orthskip.nn.models.ARCHS``); unknown sources are treated
-like CIFAR and unknown architectures like the ResNets (the conservative choices).
+costs per layer from its own (``orthskip.nn.arch_specs.ARCH_SPECS``, torch-free); unknown
+sources are treated like CIFAR and unknown architectures like the ResNets (the conservative
+choices).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 
 from orthskip.data.spec import SOURCES, data_shape, train_size
-from orthskip.nn.models import ARCHS, Cost
+from orthskip.nn.arch_specs import ARCH_SPECS, Cost
 
 #: Kinds of source (``orthskip.data.spec.Source.kind``) whose cells train in seconds to
 #: minutes, generated sets and scikit-learn's digits: they run on the CPU and are packed
@@ -31,7 +32,7 @@ _UNKNOWN_N_TRAIN = 50_000
 _UNKNOWN_SAMPLE = 3 * 32 * 32
 
 # An unknown architecture: as slow per layer as the ImageNet-style ResNets; the cost of a
-# registered one is its registry entry's (orthskip.nn.models.Arch.cost)
+# registered one is its registry entry's (orthskip.nn.arch_specs.ArchSpec.cost)
 _UNKNOWN_COST = Cost(3.0e-5)
 
 SAFETY = 2.0  # measured speed varies by GPU model, I/O and node load
@@ -71,7 +72,7 @@ def _sample_size(dataset: str) -> int:
 
 
 def _cost(arch: str) -> Cost:
-    return ARCHS[arch].cost if arch in ARCHS else _UNKNOWN_COST
+    return ARCH_SPECS[arch].cost if arch in ARCH_SPECS else _UNKNOWN_COST
 
 
 def train_runtime_minutes(

@@ -17,7 +17,7 @@ from orthskip.config.grid import (
 from orthskip.config.summary import grid_summary
 from orthskip.data.prepared import check_prepared
 from orthskip.data.spec import train_size
-from orthskip.nn.skips import skip_options
+from orthskip.nn.skip_specs import skip_options
 from orthskip.stages.catalog import (
     FIGURE_SOURCES,
     PAPER_TABLES,

@@ -40,8 +40,6 @@ from torch import nn
 
 from orthskip.nn.skips import Skip
 
-INITS: tuple[str, ...] = ("kaiming", "torch_default")
-
 
 def activation_gain(activation: str) -> float:
     """The He gain for a layer that feeds ``activation`` (relu, tanh, gelu)."""

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from orthskip.config.constraints import Constraint, DataShape
 from orthskip.nn.models.base import ResidualNet, make_block
 from orthskip.nn.models.init import activation_gain, init_mlp, normal_fill_
 from orthskip.nn.skips import SKIPS, skip_options
@@ -54,32 +53,6 @@ def _norm(kind: str, width: int) -> nn.Module:
     if kind == "layer":
         return nn.LayerNorm(width)
     return nn.Identity()
-
-
-def _identity_map(key: str) -> Constraint:
-    """``stem``/``head: identity`` maps nothing: the width must be the data's input/output
-    dimension (``width: 0`` is the input dimension)."""
-    side = "input" if key == "stem" else "output"
-
-    def test(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
-        if data is None or cfg[key] != "identity":
-            return None
-        d_in = math.prod(data.input_shape)
-        dim = d_in if key == "stem" else data.n_outputs
-        width = int(cfg["width"]) or d_in
-        if width != dim:
-            return (
-                f"identity needs model.mlp.width = {dim} (the data's {side} dimension"
-                f"{', or 0' if key == 'stem' else ''}); width is {width}"
-            )
-        return None
-
-    return Constraint(f"{key}_identity_width", key, f"{key} identity: width = {side} dim", test)
-
-
-# What build_mlp needs of its options and the data (enforced by build_model and by the
-# config check before any job).
-CONSTRAINTS: tuple[Constraint, ...] = (_identity_map("stem"), _identity_map("head"))
 
 
 def branch_scale(cfg: Mapping[str, Any], depth: int) -> float:

@@ -29,19 +29,13 @@ from __future__ import annotations
 
 from torch import nn
 
+from orthskip.nn.arch_specs import BOTTLENECK_STAGES, RESNET_STAGES
 from orthskip.nn.models.base import ResidualNet, make_block
 from orthskip.nn.models.cifar_resnet import conv3x3, post_act_branch
 from orthskip.nn.models.init import init_cnn
 
 EXPANSION = 4  # bottleneck output width / base width
-BASIC_STAGES: dict[int, tuple[int, ...]] = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-BOTTLENECK_STAGES: dict[int, tuple[int, ...]] = {
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
-}
-RESNET_STAGES: dict[int, tuple[int, ...]] = {**BASIC_STAGES, **BOTTLENECK_STAGES}
-STEMS: tuple[str, ...] = ("cifar", "imagenet")
+# the blocks per stage by depth and the stems: orthskip.nn.arch_specs (torch-free)
 
 
 def bottleneck_branch(c_in: int, c_out: int, stride: int) -> nn.Module:

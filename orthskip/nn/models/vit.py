@@ -36,20 +36,14 @@ keep LayerNorm at (1, 0), the class token at 0 and the learned position embeddin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from orthskip.config.constraints import Constraint, DataShape, divisors
 from orthskip.errors import ConfigError
 from orthskip.nn.models.base import Block, ResidualNet, make_block
 from orthskip.nn.models.init import activation_gain, normal_init_, outside_skips
-
-POS_EMBEDS: tuple[str, ...] = ("learned", "sincos")
-POOLS: tuple[str, ...] = ("cls", "mean")
 
 
 def sincos_2d(grid: tuple[int, int], dim: int) -> Tensor:
@@ -126,41 +120,8 @@ class TokenHead(nn.Module):
         return self.fc(x[:, 0] if self.pool == "cls" else x.mean(dim=1))
 
 
-def _heads(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
-    width, heads = int(cfg["width"]), int(cfg["heads"])
-    if width % heads:
-        return f"must divide model.vit.width = {width}; allowed: {divisors(width)}"
-    return None
-
-
-def _patch(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
-    if data is None or len(data.input_shape) != 3:
-        return None  # the architecture's image-input rule says so
-    patch, (h, w) = int(cfg["patch"]), data.input_shape[1:]
-    if h % patch or w % patch:
-        common = ", ".join(str(d) for d in range(1, min(h, w) + 1) if h % d == 0 == w % d)
-        return f"must divide the image size {h}x{w}; allowed: {common}"
-    return None
-
-
-def _sincos(cfg: Mapping[str, Any], data: DataShape | None) -> str | None:
-    width = int(cfg["width"])
-    if cfg["pos_embed"] == "sincos" and width % 4:
-        return f"sincos needs model.vit.width a multiple of 4; width is {width}"
-    return None
-
-
-# What build_vit needs of its options and the images (enforced by build_model and by the
-# config check before any job).
-CONSTRAINTS: tuple[Constraint, ...] = (
-    Constraint("heads_divide_width", "heads", "heads divides width", _heads),
-    Constraint("patch_divides_image", "patch", "patch divides the image height and width", _patch),
-    Constraint("sincos_width", "pos_embed", "pos_embed sincos needs width % 4 == 0", _sincos),
-)
-
-
 def _grid(input_shape: tuple[int, ...], cfg: dict) -> tuple[int, int]:
-    """The patch grid (build_model has enforced CONSTRAINTS)."""
+    """The patch grid (build_model has enforced ``arch_specs.VIT_CONSTRAINTS``)."""
     patch = int(cfg["patch"])
     return int(input_shape[1]) // patch, int(input_shape[2]) // patch
 

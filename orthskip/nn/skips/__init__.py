@@ -47,21 +47,27 @@ Per kind — inside a stage / at a transition (C_in → C_out ≥ C_in, stride s
 
 ``init`` = ``identity`` is the semi-orthogonal [I; 0] for rectangular maps. Haar samples are in
 SO(n) unless ``allow_negative_det: true`` (then Haar O(n), det = ±1 with equal probability).
-Adding a kind: one subclass of ``Skip`` (``base.py``) with ``kind``, its ``options_table``
-(type, default, allowed values, description of each option) and, if it is not a plain residual
-skip, its ``block`` set; parameters made in ``build``; either ``linear_map`` for a matrix skip
-or ``forward``. Then one ``SkipKind`` entry (``orthskip.nn.skip_kinds``: the class and how
-figures draw the kind); ``SKIPS`` and the config schema are generated from it.
+Adding a kind: one subclass of ``Skip`` (``base.py``) with ``kind`` and, if it is not a plain
+residual skip, its ``block`` set; parameters made in ``build``; either ``linear_map`` for a
+matrix skip or ``forward``. Then one ``SkipKind`` entry (``orthskip.nn.skip_kinds``: the class
+and how figures draw the kind) and, if it has options, one ``KindOptions`` entry
+(``orthskip.nn.skip_specs``, torch-free: type, default, allowed values and description of
+each option, and its constraints; the class's ``options_table`` and ``constraints`` read it).
+``SKIPS`` and the config schema are generated from these.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
 
-from orthskip.config.options import Option, check_options, defaults, unknown
 from orthskip.nn.skip_kinds import KINDS, SkipKind, register_kind
+from orthskip.nn.skip_specs import (
+    SKIP_OPTIONS,
+    SKIP_SPECS,
+    skip_options,
+    validate_skip_options,
+)
 from orthskip.nn.skips.base import (
     Skip,
     apply_matrix,
@@ -95,45 +101,8 @@ class _Classes(Mapping[str, type[Skip]]):
         return len(KINDS)
 
 
-class _PerKind(Mapping[str, Any]):
-    """A live view of one thing per kind, computed from its class."""
-
-    def __init__(self, of: Callable[[type[Skip]], Any]) -> None:
-        self._of = of
-
-    def __getitem__(self, name: str) -> Any:
-        return self._of(SKIPS[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(SKIPS)
-
-    def __len__(self) -> int:
-        return len(SKIPS)
-
-
 # Every kind, in the order of the config's kinds and the figures' legends.
 SKIPS: Mapping[str, type[Skip]] = _Classes()
-# Every kind's options (config["skip_options"][kind]) and their defaults.
-SKIP_SPECS: Mapping[str, dict[str, Option]] = _PerKind(lambda cls: cls.options_table)
-SKIP_OPTIONS: Mapping[str, dict[str, Any]] = _PerKind(lambda cls: defaults(cls.options_table))
-
-
-def validate_skip_options(skip_cfg: dict | None) -> None:
-    """Raise ConfigError for an unknown kind, an unknown key or a bad value in skip_options."""
-    for kind, opts in (skip_cfg or {}).items():
-        if kind not in SKIP_SPECS:
-            raise unknown(f"skip_options.{kind}", kind, SKIP_SPECS, "skip kind")
-        if opts is not None:
-            check_options(SKIP_SPECS[kind], opts, f"skip_options.{kind}")
-
-
-def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
-    """Defaults of ``kind`` overridden by ``skip_cfg[kind]``, validated."""
-    if kind not in SKIPS:
-        raise unknown("skip", kind, SKIPS, "skip kind")
-    given = (skip_cfg or {}).get(kind) or {}
-    validate_skip_options({kind: given})
-    return {**SKIP_OPTIONS[kind], **given}
 
 
 def make_skip(

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from orthskip.config.constraints import Constraint
-from orthskip.config.options import Option
+from orthskip.config.options import Table
 from orthskip.errors import ConfigError
 from orthskip.nn.orth import (
     OrthogonalMap,
@@ -26,17 +26,7 @@ from orthskip.nn.orth import (
     identity_gap,
     map_to_orthogonal,
 )
-
-
-def init_option(default: str, choices: tuple[str, ...], text: str = "") -> Option:
-    return Option("string", default, text or "initial map", choices=choices)
-
-
-NEG_DET = Option("boolean", False, "Haar samples in O(n) (det = ±1), not only SO(n)")
-MAP = Option("string", "matrix_exp", "skew A -> orthogonal map: base·exp(A) or Cayley(A)",
-             choices=("matrix_exp", "cayley"))  # fmt: skip
-ORTH_INIT = ("identity", "haar")
-
+from orthskip.nn.skip_specs import kind_options
 
 # On CPU, oneDNN's 1×1 convolution is slow and erratic at few channels (in ResNet-56 a 16-channel
 # 1×1 forward took longer than the block's 3×3 convolutions); a batched GEMM over the samples,
@@ -167,22 +157,49 @@ def parametrized(init: Tensor, orthogonal_map: str) -> MatrixHolder:
     return holder
 
 
+class _FromKindOptions:
+    """A class attribute read from the kind's entry in ``orthskip.nn.skip_specs.KIND_OPTIONS``
+    (torch-free, where the config checks read it too): the table is stated once."""
+
+    def __init__(self, attr: str) -> None:
+        self.attr = attr
+
+    def __get__(self, obj: Any, owner: type[Any]) -> Any:
+        return getattr(kind_options(getattr(owner, "kind", "")), self.attr)
+
+
+_OPTIONS: Any = _FromKindOptions("options")
+_CONSTRAINTS: Any = _FromKindOptions("constraints")
+
+
 class Skip(nn.Module):
     """Base class of skip connections; subclasses set ``kind`` and are registered in SKIPS."""
 
     kind: ClassVar[str]
-    # the kind's options (config["skip_options"][kind]): type, default, allowed values, text
-    options_table: ClassVar[dict[str, Option]] = {}
+    # the kind's options (config["skip_options"][kind]): type, default, allowed values, text;
+    # from its KIND_OPTIONS entry (orthskip.nn.skip_specs), never set on the class
+    options_table: ClassVar[Table] = _OPTIONS
     # the block the skip sits in (``orthskip.nn.models.base.BLOCKS``): y = post(S(x) + F(x))
     block: ClassVar[str] = "residual"
     # what the kind needs of its options and the data beyond its options_table (enforced by
-    # build_model and by the config check for every cell; orthskip.config.constraints). The
-    # checks in __init__/build below are invariants of the architectures (none narrows the
-    # channels or strides by more than 2), which no config can break.
-    constraints: ClassVar[tuple[Constraint, ...]] = ()
+    # build_model and by the config check for every cell; orthskip.config.constraints), from
+    # its KIND_OPTIONS entry too. The checks in __init__/build below are invariants of the
+    # architectures (none narrows the channels or strides by more than 2), which no config
+    # can break.
+    constraints: ClassVar[tuple[Constraint, ...]] = _CONSTRAINTS
     # why a pack of this kind on an image architecture (its spatial form) must not train
     # under torch.func.vmap ("": it may); such packs run their members one after another
     not_vmapped_on_images: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attr in ("options_table", "constraints"):
+            if attr in vars(cls):
+                raise TypeError(
+                    f"{cls.__name__}.{attr}: a skip kind's options and constraints are its "
+                    "entry in orthskip.nn.skip_specs.KIND_OPTIONS (register_options), not "
+                    "class attributes"
+                )
 
     def __init__(
         self,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from orthskip.config.options import Option
-from orthskip.nn.skips.base import Skip, init_option, orthogonal_init, subsample
+from orthskip.nn.skips.base import Skip, orthogonal_init, subsample
 
 
 class IdentitySkip(Skip):
@@ -38,9 +37,6 @@ class NoneSkip(Skip):
 
 class LinearSkip(Skip):
     kind = "linear"
-    options_table: ClassVar[dict[str, Option]] = {
-        "init": init_option("identity", ("identity", "orthogonal", "kaiming"))
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         c_in, c_out = self.c_in, self.c_out

@@ -3,13 +3,12 @@ Orthogonal-Jacobian paper), B a matrix or an orthogonal circular convolution."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from orthskip.config.options import Option
 from orthskip.nn.orth import (
     apply_spectral,
     centred_conv_phases,
@@ -17,12 +16,8 @@ from orthskip.nn.orth import (
     polar,
 )
 from orthskip.nn.skips.base import (
-    MAP,
-    NEG_DET,
-    ORTH_INIT,
     Skip,
     apply_matrix,
-    init_option,
     orthogonal_init,
     parametrized,
     subsample,
@@ -104,15 +99,6 @@ class OrthJacobianSkip(Skip):
     # its spatial (FFT) form gave some members wrong branch gradients under vmap at V = 0
     # (tests/test_stacked.py); the matrix form on mlp is exact
     not_vmapped_on_images = "orth_jacobian's spectral convolution is not vectorised"
-    options_table: ClassVar[dict[str, Option]] = {
-        "map": MAP,
-        "init": init_option("haar", ORTH_INIT, "base of B: identity or Haar SO(C)"),
-        "allow_negative_det": NEG_DET,
-        "kernel_size": Option(
-            "integer", 3, "B's centred kernel on images (1: channel-wise)", minimum=1, odd=True
-        ),
-        "layers": Option("integer", 2, "layers y = x - 2Bᵀρ(Bx + b) per block", minimum=1),
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         c_in, c_out, stride = self.c_in, self.c_out, self.stride

@@ -5,22 +5,13 @@ by ``orthskip.nn.optim.RiemannianOrthogonal``)."""
 from __future__ import annotations
 
 import functools
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from orthskip.config.options import Option
-from orthskip.nn.orth import MSIGN_FLOOR, haar_orthogonal, orthogonal_base
-from orthskip.nn.skips.base import (
-    MAP,
-    NEG_DET,
-    ORTH_INIT,
-    Skip,
-    init_option,
-    orthogonal_init,
-    parametrized,
-)
+from orthskip.nn.orth import haar_orthogonal, orthogonal_base
+from orthskip.nn.skips.base import Skip, orthogonal_init, parametrized
 
 
 class OrthogonalMatrixSkip(Skip):
@@ -37,10 +28,6 @@ class OrthogonalMatrixSkip(Skip):
 
 class OrthFixedSkip(OrthogonalMatrixSkip):
     kind = "orth_fixed"
-    options_table: ClassVar[dict[str, Option]] = {
-        "init": init_option("haar", ("haar",), "the frozen map: Haar"),
-        "allow_negative_det": NEG_DET,
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         c_in, c_out = self.c_in, self.c_out
@@ -50,11 +37,6 @@ class OrthFixedSkip(OrthogonalMatrixSkip):
 
 class OrthLearnedSkip(OrthogonalMatrixSkip):
     kind = "orth_learned"
-    options_table: ClassVar[dict[str, Option]] = {
-        "map": MAP,
-        "init": init_option("identity", ORTH_INIT),
-        "allow_negative_det": NEG_DET,
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         c_in, c_out = self.c_in, self.c_out
@@ -94,24 +76,6 @@ class OrthManifoldSkip(OrthogonalMatrixSkip):
     """Q is stepped only by ``orthskip.nn.optim.RiemannianOrthogonal`` (never by SGD/AdamW)."""
 
     kind = "orth_manifold"
-    options_table: ClassVar[dict[str, Option]] = {
-        "init": init_option("identity", ORTH_INIT),
-        "allow_negative_det": NEG_DET,
-        "lr_scale": Option("number", 1.0, "Riemannian step = lr x lr_scale", exclusive_minimum=0),
-        "msign_floor": Option(
-            "number",
-            MSIGN_FLOOR,
-            "relative singular-value floor of the step direction's msign: components of"
-            " WtG - GtW below floor x its largest singular value are damped, not lifted to"
-            " unit steps (0 = the exact, discontinuous sign)",
-            minimum=0,
-            maximum=1,
-        ),
-        "ns_tol": Option(
-            "number", 1e-7, "Newton-Schulz tolerance of the retraction", exclusive_minimum=0
-        ),
-        "ns_max_iter": Option("integer", 100, "Newton-Schulz iteration cap", minimum=1),
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         c_in, c_out = self.c_in, self.c_out

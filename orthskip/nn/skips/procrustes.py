@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from orthskip.config.options import Option
 from orthskip.errors import ConfigError
 from orthskip.nn.orth import circular_conv_fft, polar, project_conv_operator
 from orthskip.nn.skips.base import Skip
@@ -34,17 +33,6 @@ class ProcrustesSkip(Skip):
 
     kind = "procrustes"
     block = "pre_map"  # at transitions z = S(x) before the block, y = z + F(z)
-    options_table: ClassVar[dict[str, Option]] = {
-        "every": Option(
-            "integer", 1, "project the transition convs every this many steps", minimum=1
-        ),
-        "scale": Option(
-            "number", 1.0, "the operator's nonzero singular values", exclusive_minimum=0
-        ),
-        "kernel_size": Option(
-            "integer", 1, "transition conv kernel (k > 1: circular, images)", minimum=1
-        ),
-    }
 
     def build(self, options: dict[str, Any]) -> None:
         c_in, c_out, stride, in_size = self.c_in, self.c_out, self.stride, self.in_size
