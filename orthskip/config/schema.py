@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-# Only the generator imports the registries: the config checks (orthskip.config.grid) read the
-# committed file, so a stage's code fingerprint does not take in every registry's module.
+# Only the generator imports every registry: the config checks (orthskip.config.grid) validate
+# against the committed file and read only the torch-free option tables (orthskip.nn.*_specs),
+# so a stage's code fingerprint does not take in every registry's module.
 from orthskip.analysis.approx import VARIANT_KINDS
 from orthskip.analysis.metrics.extract import FAMILIES, family_option_table
 from orthskip.config.grid import MAX_SEED, NAME_PATTERNS, SCHEMA, load_schema
