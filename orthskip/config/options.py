@@ -14,7 +14,7 @@ import copy
 import difflib
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,25 @@ class Option:
 
 
 Table = Mapping[str, Option]
+
+
+class RegistryView(Mapping[str, Any]):
+    """A live view of one thing per entry of a registry (a test may register more), in
+    registry order: ``view[name]`` is ``of(name)`` for every name in ``registry``."""
+
+    def __init__(self, registry: Mapping[str, Any], of: Callable[[str], Any]) -> None:
+        self._registry, self._of = registry, of
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._registry:
+            raise KeyError(name)
+        return self._of(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._registry))
+
+    def __len__(self) -> int:
+        return len(self._registry)
 
 
 def defaults(table: Table) -> dict[str, Any]:

@@ -11,12 +11,19 @@ registers both). What the options do is documented with the builders
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from orthskip.config.constraints import Constraint, DataShape, divisors
-from orthskip.config.options import Option, Table, check_options, defaults, unknown
+from orthskip.config.options import (
+    Option,
+    RegistryView,
+    Table,
+    check_options,
+    defaults,
+    unknown,
+)
 from orthskip.errors import ConfigError
 
 
@@ -70,26 +77,14 @@ def register_arch_spec(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-class _PerArch(Mapping[str, Any]):
-    """A live view of one thing per registered architecture."""
-
-    def __init__(self, of: Callable[[ArchSpec], Any]) -> None:
-        self._of = of
-
-    def __getitem__(self, name: str) -> Any:
-        return self._of(ARCH_SPECS[name])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(ARCH_SPECS))
-
-    def __len__(self) -> int:
-        return len(ARCH_SPECS)
-
-
 # Every architecture's options (config["model"][arch]), their defaults and its constraints.
-MODEL_SPECS: Mapping[str, Table] = _PerArch(lambda a: a.options)
-MODEL_OPTIONS: Mapping[str, dict[str, Any]] = _PerArch(lambda a: defaults(a.options))
-MODEL_CONSTRAINTS: Mapping[str, tuple[Constraint, ...]] = _PerArch(lambda a: a.constraints)
+MODEL_SPECS: Mapping[str, Table] = RegistryView(ARCH_SPECS, lambda n: ARCH_SPECS[n].options)
+MODEL_OPTIONS: Mapping[str, dict[str, Any]] = RegistryView(
+    ARCH_SPECS, lambda n: defaults(ARCH_SPECS[n].options)
+)
+MODEL_CONSTRAINTS: Mapping[str, tuple[Constraint, ...]] = RegistryView(
+    ARCH_SPECS, lambda n: ARCH_SPECS[n].constraints
+)
 
 
 def allowed_depths(arch: str) -> str:

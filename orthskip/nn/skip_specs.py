@@ -10,12 +10,19 @@ when an option's text changes. A kind without an entry here has no options.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from orthskip.config.constraints import Constraint
-from orthskip.config.options import Option, Table, check_options, defaults, unknown
+from orthskip.config.options import (
+    Option,
+    RegistryView,
+    Table,
+    check_options,
+    defaults,
+    unknown,
+)
 from orthskip.nn.skip_kinds import KINDS
 
 
@@ -123,29 +130,15 @@ for _kind, _entry in {
     register_options(_kind, _entry)
 
 
-class _PerKind(Mapping[str, Any]):
-    """A live view of one thing per registered kind (``orthskip.nn.skip_kinds.KINDS``, which
-    a test may extend), in registry order."""
-
-    def __init__(self, of: Callable[[KindOptions], Any]) -> None:
-        self._of = of
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in KINDS:
-            raise KeyError(name)
-        return self._of(kind_options(name))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(KINDS))
-
-    def __len__(self) -> int:
-        return len(KINDS)
-
-
 # Every kind's options (config["skip_options"][kind]), their defaults and its constraints.
-SKIP_SPECS: Mapping[str, Table] = _PerKind(lambda e: e.options)
-SKIP_OPTIONS: Mapping[str, dict[str, Any]] = _PerKind(lambda e: defaults(e.options))
-SKIP_CONSTRAINTS: Mapping[str, tuple[Constraint, ...]] = _PerKind(lambda e: e.constraints)
+# (over ``orthskip.nn.skip_kinds.KINDS``: a kind without an entry here has no options)
+SKIP_SPECS: Mapping[str, Table] = RegistryView(KINDS, lambda n: kind_options(n).options)
+SKIP_OPTIONS: Mapping[str, dict[str, Any]] = RegistryView(
+    KINDS, lambda n: defaults(kind_options(n).options)
+)
+SKIP_CONSTRAINTS: Mapping[str, tuple[Constraint, ...]] = RegistryView(
+    KINDS, lambda n: kind_options(n).constraints
+)
 
 
 def validate_skip_options(skip_cfg: dict | None) -> None:
