@@ -97,20 +97,17 @@ def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
     return f.drop(columns="far_start").reset_index(drop=True)
 
 
-def _median_epochs(cells: pd.DataFrame) -> pd.Series:
-    """Per (dataset, arch, depth, variant): the median epochs its compared runs (those that
-    did not diverge) trained; NaN where cells.parquet has no ``epochs``."""
+def _side_counts(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch, depth, variant): seeds that diverged (``div``), seeds (``n``) and
+    the median epochs its compared runs (those that did not diverge) trained (``epochs``;
+    NaN where cells.parquet has no ``epochs``)."""
     c = results.with_variant(cells)
-    if "epochs" not in c:
-        c = c.assign(epochs=np.nan)
-    epochs = pd.to_numeric(c["epochs"], errors="coerce").where(~results.diverged(c))
-    return c.assign(_e=epochs).groupby([*ROW_KEYS, "variant"])["_e"].median()
-
-
-def _diverged_counts(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, depth, variant): seeds that diverged (``div``) and seeds (``n``)."""
-    c = results.with_variant(cells).assign(_div=results.diverged(cells))
-    return c.groupby([*ROW_KEYS, "variant"]).agg(div=("_div", "sum"), n=("_div", "size"))
+    div = results.diverged(c)
+    raw = c["epochs"] if "epochs" in c else pd.Series(np.nan, index=c.index)
+    c = c.assign(_div=div, _e=pd.to_numeric(raw, errors="coerce").where(~div))
+    return c.groupby([*ROW_KEYS, "variant"]).agg(
+        div=("_div", "sum"), n=("_div", "size"), epochs=("_e", "median")
+    )
 
 
 def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +125,7 @@ def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
     f = paired_frame(cells) if not cells.empty else pd.DataFrame(columns=PAIRED_COLUMNS)
     if f.empty:
         return pd.DataFrame(columns=[*f.columns, *extra])
-    counts, epochs = _diverged_counts(cells), _median_epochs(cells)
+    counts = _side_counts(cells)
     regression = cells.assign(_r=results.is_regression(cells)).groupby("dataset")["_r"].any()
     f["regression"] = f["dataset"].map(regression).astype(bool)
     f["p_holm"] = np.nan
@@ -141,7 +138,7 @@ def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
         keys = list(zip(f["dataset"], f["arch"], f["depth"], f[col], strict=True))
         f[f"{side}_diverged"] = [int(counts["div"].get(k, 0)) for k in keys]
         f[f"{side}_seeds"] = [int(counts["n"].get(k, 0)) for k in keys]
-        f[f"{side}_epochs"] = [float(epochs.get(k, np.nan)) for k in keys]
+        f[f"{side}_epochs"] = [float(counts["epochs"].get(k, np.nan)) for k in keys]
     f = f.assign(_o=f["variant"].map(variant_order(f)))
     return f.sort_values([*SETTING, "_o", "depth"]).drop(columns="_o").reset_index(drop=True)
 
