@@ -12,7 +12,7 @@ from orthskip.tables.findings_text import findings_markdown
 def findings_of(metrics_dir: Path) -> str:
     """findings.md of the aggregated results in ``metrics_dir``."""
     return findings_markdown(
-        *(read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx"))
+        *(read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx", "history"))
     )
 
 

@@ -400,7 +400,7 @@ def test_findings_on_the_fixture(metrics_dir, tmp_path):
     assert "orth_fixed" not in starts  # a frozen skip is not a learned start
     # accuracy: Holm over each setting's paired t-tests, computed here from cells.parquet
     cells = pd.read_parquet(metrics_dir / "cells.parquet")
-    acc = section(text, "Last-epoch")
+    acc = section(text, "Test score vs identity")
     want_sig, want_rest = set(), set()
     for (ds, arch), c in cells.groupby(["dataset", "arch"]):
         c = c.copy()
@@ -462,7 +462,7 @@ def test_findings_list_comparisons_without_a_test_as_not_tested(tmp_path):
     one_seed = {("identity", 8): [0.9], ("none", 8): [0.5]}
     cells = pd.concat([_cells_frame(spec), _cells_frame(one_seed, "d")], ignore_index=True)
     cells.to_parquet(tmp_path / "cells.parquet")
-    acc = section(findings_of(tmp_path), "Last-epoch")
+    acc = section(findings_of(tmp_path), "Test score vs identity")
     untested = {(r["setting"], r["variant"], r["depth"]): r["why"]
                 for r in rows(acc, "Not tested")}  # fmt: skip
     assert untested == {

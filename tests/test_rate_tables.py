@@ -321,3 +321,25 @@ def test_recipe_names_the_optimizer_step_rule_and_cap():
     off = {**train, "stop": {"patience": 0, "min_delta": 0.003, "watch": "skips"}}
     assert recipe(off) == recipe(train)  # a rule switched off is no part of the recipe
     assert recipe({}) == ""
+
+
+def test_findings_count_the_converged_cells_of_the_fitted_variants_and_the_controls_apart():
+    """The converged share per setting with a stopping rule: the cells of the variants the
+    rate fits cover, and apart from them the controls (identity: nothing of it is fitted);
+    a setting where no rule fired (a fixed budget) gets no count."""
+    from orthskip.tables.findings import convergence_findings
+    from orthskip.tables.findings_text import _convergence_text
+
+    rows = []
+    for ds, variant, conv in (("r", "lin", [1, 1, 1, 0]), ("r", "ident", [0, 0, 0, 0]),
+                              ("r", "orth", [1, 1, 1, 1]), ("fixed", "lin", [0, 0])):  # fmt: skip
+        rows += [dict(dataset=ds, arch="mlp", variant=variant, skip=variant, converged=bool(c))
+                 for c in conv]  # fmt: skip
+    rate = pd.DataFrame({"dataset": ["r", "r", "fixed"], "arch": "mlp",
+                         "variant": ["lin", "orth", "lin"]})  # fmt: skip
+    f = convergence_findings(pd.DataFrame(rows), rate)
+    got = [tuple(r) for r in f[["dataset", "fitted", "converged", "n", "variants"]].to_numpy()]
+    assert got == [("r", True, 7, 8, "lin, orth"), ("r", False, 0, 4, "ident")]
+    text = _convergence_text(f)
+    assert "r / mlp 7 of 8 (87.5 %) of the fitted variants' cells and 0 of 4 (0.0 %)" in text
+    assert "fixed" not in text

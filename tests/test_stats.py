@@ -15,7 +15,6 @@ from orthskip.analysis.stats import (
     loglog_slope,
     mean_ci,
     paired_compare,
-    paired_vs_reference,
     summarize,
 )
 
@@ -76,20 +75,6 @@ def test_paired_compare_drops_incomplete_pairs():
     r = paired_compare([1.0, np.nan, 3.0, 5.0], [0.5, 1.0, np.inf, 4.0])
     assert r.n_pairs == 2
     assert r.mean_diff == pytest.approx(0.75)
-
-
-def test_paired_vs_reference_pairs_on_seed():
-    rows = []
-    for seed, (ref, other) in enumerate([(0.9, 0.8), (0.92, 0.85), (0.91, np.nan)]):
-        rows.append({"dataset": "d", "arch": "a", "depth": 8, "seed": seed, "skip": "identity",
-                     "acc": ref})  # fmt: skip
-        rows.append({"dataset": "d", "arch": "a", "depth": 8, "seed": seed, "skip": "x",
-                     "acc": other})  # fmt: skip
-    # an unpaired seed of the other kind must not count
-    rows.append({"dataset": "d", "arch": "a", "depth": 8, "seed": 9, "skip": "x", "acc": 0.1})
-    r = paired_vs_reference(pd.DataFrame(rows), "acc").iloc[0]
-    assert r["skip"] == "x" and r["n_pairs"] == 2 and r["n_diverged"] == 1
-    assert r["mean_diff"] == pytest.approx(((0.8 - 0.9) + (0.85 - 0.92)) / 2)
 
 
 def test_loglog_slope_exact_power_law():

@@ -232,7 +232,7 @@ def test_regression_cells_are_scored_by_r2_against_their_identity_variant(tmp_pa
         assert r["mean_diff"] == pytest.approx(diff.mean())
         assert r["p_value"] == pytest.approx(sps.ttest_rel(a, b.to_numpy()).pvalue)
     cells.to_parquet(tmp_path / "cells.parquet")
-    acc = section(findings_of(tmp_path), "Last-epoch test R² / test accuracy (%) vs identity")
+    acc = section(findings_of(tmp_path), "Test score vs identity (test R² / test accuracy (%))")
     stats = {(r["setting"], r["variant"], r["depth"]): (r["statistic"], r["value"])
              for r in rows(acc, "Significant") + rows(acc, "Not significant")}  # fmt: skip
     r2, value = stats[("diffeo2 / mlp", "rate_lin", "2")]
@@ -324,10 +324,88 @@ def test_findings_state_when_the_compared_runs_trained_for_other_budgets(tmp_pat
     rows.append(dict(dataset="d", arch="mlp", variant="orth_learned", skip="orth_learned",
                      depth=4, seed=4, test_acc=np.nan, status="diverged", epochs=3))  # fmt: skip
     pd.DataFrame(rows).to_parquet(tmp_path / "cells.parquet")
-    acc = section(findings_of(tmp_path), "Last-epoch")
+    acc = section(findings_of(tmp_path), "Test score vs identity")
     assert ("Budgets differ in d / mlp: the stopping rule ended runs at other epochs than "
             "identity's in 1 of 2 comparisons (median epochs per variant and depth: 242, "
             "against 602 for identity)") in acc  # fmt: skip
     same = pd.DataFrame(rows).assign(epochs=600)
     same.to_parquet(tmp_path / "cells.parquet")
-    assert "Budgets differ" not in section(findings_of(tmp_path), "Last-epoch")
+    assert "Budgets differ" not in section(findings_of(tmp_path), "Test score vs identity")
+
+
+def test_paired_frame_pairs_on_seed_and_counts_the_variants_lost():
+    rows = []
+    for seed, (ref, other) in enumerate([(0.9, 0.8), (0.92, 0.85), (0.91, np.nan)]):
+        for variant, acc in (("identity", ref), ("x", other)):
+            rows.append(dict(dataset="d", arch="a", depth=8, seed=seed, variant=variant,
+                             skip=variant, test_acc=acc, status="ok"))  # fmt: skip
+    # a seed of the variant without an identity run pairs with nothing
+    rows.append(dict(dataset="d", arch="a", depth=8, seed=9, variant="x", skip="x",
+                     test_acc=0.1, status="ok"))  # fmt: skip
+    r = paired_frame(pd.DataFrame(rows)).iloc[0]
+    assert r["variant"] == "x" and r["n_pairs"] == 2 and r["n_diverged"] == 1
+    assert r["mean_diff"] == pytest.approx(100 * ((0.8 - 0.9) + (0.85 - 0.92)) / 2)
+    assert r["n_matched"] == 0 and np.isnan(r["budget"])  # no epoch counts: last epochs
+
+
+def _budget_runs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Identity trained 10 epochs in every seed; variant ``early`` stopped at 4 + seed, and
+    ``late`` ran 12 where identity stopped at 10: cells and each epoch's test accuracy."""
+    rng = np.random.default_rng(7)
+    cells, history = [], []
+    runs = {"identity": lambda s: 10, "early": lambda s: 4 + s, "late": lambda s: 12}
+    for variant, epochs in runs.items():
+        for seed in range(4):
+            acc = rng.uniform(0.5, 0.9, epochs(seed) + 1)
+            for e, a in enumerate(acc):
+                history.append(dict(dataset="d", arch="mlp", variant=variant, skip="x",
+                                    depth=4, seed=seed, epoch=e, test_acc=a))  # fmt: skip
+            cells.append(dict(dataset="d", arch="mlp", variant=variant, skip="x", depth=4,
+                              seed=seed, epochs=epochs(seed), test_acc=acc[-1], status="ok",
+                              recipe="sgd"))  # fmt: skip
+    cells = pd.DataFrame(cells).assign(skip=lambda c: c["variant"].replace(
+        {"early": "linear", "late": "orth_learned"}))  # fmt: skip
+    return cells, pd.DataFrame(history)
+
+
+def test_pairs_of_other_budgets_are_compared_at_the_shorter_runs_last_epoch():
+    """Where a stopping rule ended one run of a pair first, the other's score is its
+    history's at that epoch (whichever side stopped first); without a history the last
+    epochs are compared, as where the budgets are equal."""
+    cells, history = _budget_runs()
+    h = history.set_index(["variant", "seed", "epoch"])["test_acc"]
+    f = paired_frame(cells, history).set_index("variant")
+    early = [h[("early", s, 4 + s)] - h[("identity", s, 4 + s)] for s in range(4)]
+    late = [h[("late", s, 10)] - h[("identity", s, 10)] for s in range(4)]
+    for variant, want, at in (("early", early, 5.5), ("late", late, 10.0)):
+        r = f.loc[variant]
+        assert r["mean_diff"] == pytest.approx(100 * np.mean(want), rel=1e-12)
+        assert r["p_value"] == pytest.approx(sps.ttest_1samp(want, 0.0).pvalue, rel=1e-9)
+        assert r["budget"] == at and r["n_matched"] == 4 and r["n_pairs"] == 4
+    last = paired_frame(cells).set_index("variant").loc["early"]
+    final = cells.set_index(["variant", "seed"])["test_acc"]
+    want = [final[("early", s)] - final[("identity", s)] for s in range(4)]
+    assert last["mean_diff"] == pytest.approx(100 * np.mean(want), rel=1e-12)
+    assert last["n_matched"] == 0
+
+
+def test_findings_say_how_other_budgets_and_recipes_were_compared(tmp_path):
+    """With history.parquet the pairs of other budgets are compared at equal epochs and
+    findings says so (no "Budgets differ" confound); a variant trained with another recipe
+    than identity is named as a confound, and none is where the recipes agree."""
+    from findings_md import findings_of, section
+
+    cells, history = _budget_runs()
+    cells.loc[cells["variant"] == "late", "recipe"] = "adamw"
+    cells.to_parquet(tmp_path / "cells.parquet")
+    history.to_parquet(tmp_path / "history.parquet")
+    acc = section(findings_of(tmp_path), "Test score vs identity")
+    assert ("Budgets matched in d / mlp: the stopping rule ended runs at other epochs than "
+            "identity's in 2 of 2 comparisons (median epochs per variant and depth: 6 to "
+            "12, against 10 for identity); each seed pair is compared at the shorter run's "
+            "last epoch") in acc  # fmt: skip
+    assert "Budgets differ" not in acc
+    assert ("Recipes differ in d / mlp: late with “adamw”, against identity's “sgd” (1 of 2 "
+            "comparisons); a difference there includes the recipe") in acc  # fmt: skip
+    cells.assign(recipe="sgd").to_parquet(tmp_path / "cells.parquet")
+    assert "Recipes differ" not in section(findings_of(tmp_path), "Test score vs identity")

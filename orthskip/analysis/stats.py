@@ -76,35 +76,6 @@ def paired_compare(
     return PairedResult(ci.mean, ci.lo, ci.hi, p, n)
 
 
-def paired_vs_reference(
-    cells: pd.DataFrame,
-    value: str = "test_acc",
-    reference: str = "identity",
-    by: Sequence[str] = ("dataset", "arch", "depth"),
-    confidence: float = 0.95,
-    group: str = "variant",
-) -> pd.DataFrame:
-    """Each variant (column ``group``) against the ``reference`` variant within ``by``, paired
-    on seed. Tables without a ``variant`` column (older results) are grouped by ``skip``.
-
-    A pair counts only when both runs have a finite value (a diverged run has none);
-    ``n_diverged`` says how many seeds of the variant were lost that way.
-    """
-    by = list(by)
-    if group not in cells.columns:
-        group = "skip"
-    ref = cells[cells[group] == reference].set_index([*by, "seed"])[value]
-    rows = []
-    for key, g in cells[cells[group] != reference].groupby([*by, group], sort=True):
-        g = g.set_index([*by, "seed"])[value]
-        common = g.index.intersection(ref.index)
-        res = paired_compare(g.loc[common].to_numpy(), ref.loc[common].to_numpy(), confidence)
-        n_div = int((~np.isfinite(g.to_numpy(dtype=float))).sum())
-        rows.append((*key, res.mean_diff, res.lo, res.hi, res.p_value, res.n_pairs, n_div))
-    cols = [*by, group, "mean_diff", "ci_lo", "ci_hi", "p_value", "n_pairs", "n_diverged"]
-    return pd.DataFrame(rows, columns=cols)
-
-
 @dataclass(frozen=True)
 class SlopeFit:
     slope: float

@@ -54,7 +54,7 @@ PER_SETTING: frozenset[str] = frozenset(SETTING_FAMILIES)
 #: the order its function takes their DataFrames; the function).
 TABLE_SOURCES: dict[str, tuple[tuple[str, ...], str]] = {
     "accuracy": (("cells",), "accuracy.accuracy_table"),
-    "paired_vs_identity": (("cells",), "paired.paired_table"),
+    "paired_vs_identity": (("cells", "history"), "paired.paired_table"),
     "identity_rate": (("layers", "cells"), "identity_rate.identity_rate_table"),
     "rate_by_epoch": (("layers",), "rate_by_epoch.rate_by_epoch_table"),
     "skip_rotation": (("layers",), "skip_rotation.skip_rotation_table"),

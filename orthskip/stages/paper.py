@@ -37,8 +37,9 @@ class PaperError(OrthskipError):
 
 
 def write_numbers(metrics_dir: Path, out: Path) -> None:
-    """results/paper/numbers.tex from ``metrics_dir/{layers,cells,approx}.parquet``."""
-    frames = [results.read_table(Path(metrics_dir), n) for n in ("layers", "cells", "approx")]
+    """results/paper/numbers.tex from ``metrics_dir/{layers,cells,approx,history}.parquet``."""
+    names = ("layers", "cells", "approx", "history")
+    frames = [results.read_table(Path(metrics_dir), n) for n in names]
     write_text(out, paper_numbers(*frames))
 
 

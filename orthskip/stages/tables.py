@@ -60,8 +60,9 @@ def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> Non
 
 
 def write_findings(metrics_dir: Path, out: Path) -> None:
-    """results/tables/findings.md from ``metrics_dir/{layers,cells,approx}.parquet``."""
-    write_text(out, findings_markdown(*_read(metrics_dir, ("layers", "cells", "approx"))))
+    """results/tables/findings.md from ``metrics_dir/{layers,cells,approx,history}.parquet``."""
+    names = ("layers", "cells", "approx", "history")
+    write_text(out, findings_markdown(*_read(metrics_dir, names)))
 
 
 __all__ = ["TABLES", "TableSpec", "make_table", "write_findings"]

@@ -49,6 +49,32 @@ def rate_findings(layers: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return f[cols].reset_index(drop=True)
 
 
+def convergence_findings(cells: pd.DataFrame, rate: pd.DataFrame) -> pd.DataFrame:
+    """Per setting where a stopping rule ended any run: of the cells of the variants the rate
+    fits cover (``fitted``: True) and of the setting's other variants (False: controls
+    without a fitted skip, e.g. identity), how many ``converged`` of ``n``, and the other
+    variants' names (``variants``)."""
+    cols = [*SETTING, "fitted", "converged", "n", "variants"]
+    if cells.empty or rate.empty or "converged" not in cells:
+        return pd.DataFrame(columns=cols)
+    fitted = set(map(tuple, rate[[*SETTING, "variant"]].astype(str).to_numpy()))
+    c = results.with_variant(cells)
+    conv = c["converged"].fillna(False).astype(bool)
+    key = zip(
+        c["dataset"].astype(str), c["arch"].astype(str), c["variant"].astype(str), strict=True
+    )
+    c = c.assign(_conv=conv, _fit=[k in fitted for k in key])
+    rows = []
+    for setting, g in c.groupby(SETTING, sort=True):
+        if not g["_conv"].any() or not g["_fit"].any():
+            continue
+        for fit, h in g.groupby("_fit", sort=False):
+            names = ", ".join(dict.fromkeys(h["variant"].astype(str)))
+            rows.append((*setting, bool(fit), int(h["_conv"].sum()), len(h), names))
+    f = pd.DataFrame(rows, columns=cols)
+    return f.sort_values([*SETTING, "fitted"], ascending=[1, 1, 0]).reset_index(drop=True)
+
+
 def rate_budget_findings(layers: pd.DataFrame) -> pd.DataFrame:
     """Per (setting, variant): the exponent a at the first and the last snapshot epoch > 0
     that was fitted, and its range over all of them — how much the training state moves a
@@ -98,31 +124,36 @@ def start_findings(layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def _side_counts(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch, depth, variant): seeds that diverged (``div``), seeds (``n``) and
-    the median epochs its compared runs (those that did not diverge) trained (``epochs``;
-    NaN where cells.parquet has no ``epochs``)."""
+    """Per (dataset, arch, depth, variant): seeds that diverged (``div``), seeds (``n``), the
+    median epochs its compared runs (those that did not diverge) trained (``epochs``; NaN
+    where cells.parquet has no ``epochs``) and its runs' recipe (``recipe``: the most common
+    one; '' where cells.parquet has none)."""
     c = results.with_variant(cells)
     div = results.diverged(c)
     raw = c["epochs"] if "epochs" in c else pd.Series(np.nan, index=c.index)
-    c = c.assign(_div=div, _e=pd.to_numeric(raw, errors="coerce").where(~div))
+    recipe = c["recipe"].fillna("").astype(str) if "recipe" in c else pd.Series("", index=c.index)
+    c = c.assign(_div=div, _e=pd.to_numeric(raw, errors="coerce").where(~div), _r=recipe)
     return c.groupby([*ROW_KEYS, "variant"]).agg(
-        div=("_div", "sum"), n=("_div", "size"), epochs=("_e", "median")
-    )
+        div=("_div", "sum"), n=("_div", "size"), epochs=("_e", "median"),
+        recipe=("_r", lambda s: s.mode().iloc[0]),
+    )  # fmt: skip
 
 
-def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
+def accuracy_findings(cells: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`orthskip.tables.paired.paired_frame` with Holm's correction over each setting's
     tested comparisons (≥ 2 seed pairs): ``p_holm``, ``tested``, ``significant`` (at ALPHA
     after Holm), ``regression`` (R² rather than accuracy in pp), and per side the seeds that
     diverged and were left out (``variant_diverged`` / ``reference_diverged`` of
-    ``variant_seeds`` / ``reference_seeds``) and the median epochs its runs trained
+    ``variant_seeds`` / ``reference_seeds``), the median epochs its runs trained
     (``variant_epochs`` / ``reference_epochs``: they differ where a stopping rule ended the
-    runs, and the difference in score then includes the budget). A diverged run has no
+    runs; the pairs are then compared at equal epochs, see :func:`paired_frame`) and its
+    recipe (``variant_recipe`` / ``reference_recipe``: where they differ, the difference in
+    score includes the recipe). A diverged run has no
     score, so a comparison without a test is "not tested", never "not significant"."""
     extra = ["regression", "p_holm", "tested", "significant", "variant_diverged",
              "variant_seeds", "reference_diverged", "reference_seeds", "variant_epochs",
-             "reference_epochs"]  # fmt: skip
-    f = paired_frame(cells) if not cells.empty else pd.DataFrame(columns=PAIRED_COLUMNS)
+             "reference_epochs", "variant_recipe", "reference_recipe"]  # fmt: skip
+    f = paired_frame(cells, history) if not cells.empty else pd.DataFrame(columns=PAIRED_COLUMNS)
     if f.empty:
         return pd.DataFrame(columns=[*f.columns, *extra])
     counts = _side_counts(cells)
@@ -139,17 +170,37 @@ def accuracy_findings(cells: pd.DataFrame) -> pd.DataFrame:
         f[f"{side}_diverged"] = [int(counts["div"].get(k, 0)) for k in keys]
         f[f"{side}_seeds"] = [int(counts["n"].get(k, 0)) for k in keys]
         f[f"{side}_epochs"] = [float(counts["epochs"].get(k, np.nan)) for k in keys]
+        f[f"{side}_recipe"] = [str(counts["recipe"].get(k, "")) for k in keys]
     f = f.assign(_o=f["variant"].map(variant_order(f)))
     return f.sort_values([*SETTING, "_o", "depth"]).drop(columns="_o").reset_index(drop=True)
 
 
+def matched_budgets(acc: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`accuracy_findings`: whether a stopping rule ended a side's runs
+    first and its pairs were compared at equal epochs (a score read before its run's end)."""
+    if acc.empty or "n_matched" not in acc:
+        return pd.Series(False, index=acc.index, dtype=bool)
+    return acc["n_matched"].fillna(0).astype(int) > 0
+
+
+def other_recipes(acc: pd.DataFrame) -> pd.Series:
+    """Per row of :func:`accuracy_findings`: whether the variant trained with another recipe
+    than its reference (e.g. a second recipe's variants against the one identity control),
+    so that the difference includes the recipe as well as the skip."""
+    if acc.empty or "variant_recipe" not in acc:
+        return pd.Series(False, index=acc.index, dtype=bool)
+    v, r = acc["variant_recipe"].astype(str), acc["reference_recipe"].astype(str)
+    return (v != "") & (r != "") & (v != r)
+
+
 def unequal_budgets(acc: pd.DataFrame) -> pd.Series:
     """Per row of :func:`accuracy_findings`: whether the two sides' runs trained for other
-    median epochs (a stopping rule ended them), so that the difference includes the budget."""
+    median epochs (a stopping rule ended them) and could not be compared at equal epochs (no
+    history.parquet), so that the difference includes the budget."""
     if acc.empty or "variant_epochs" not in acc:
         return pd.Series(False, index=acc.index, dtype=bool)
     v, r = acc["variant_epochs"].astype(float), acc["reference_epochs"].astype(float)
-    return v.notna() & r.notna() & (v != r)
+    return v.notna() & r.notna() & (v != r) & ~matched_budgets(acc)
 
 
 def approximation_findings(approx: pd.DataFrame) -> pd.DataFrame:
@@ -205,15 +256,21 @@ def approximation_rate_findings(approx: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings_frames(
-    layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.DataFrame
+    layers: pd.DataFrame,
+    cells: pd.DataFrame,
+    approx: pd.DataFrame,
+    history: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Every section of findings.md as its frame of numbers, in the order it prints them."""
+    """Every section of findings.md as its frame of numbers, in the order it prints them
+    (``history``: the per-epoch scores the score comparisons read at equal epochs)."""
+    rate = rate_findings(layers, cells)
     return {
-        "rate": rate_findings(layers, cells),
+        "rate": rate,
+        "convergence": convergence_findings(cells, rate),
         "rate_budget": rate_budget_findings(layers),
         "rotation": rotation_findings(layers),
         "starts": start_findings(layers),
-        "accuracy": accuracy_findings(cells),
+        "accuracy": accuracy_findings(cells, history),
         "approximation": approximation_findings(approx),
         "approximation_rate": approximation_rate_findings(approx),
     }  # fmt: skip

@@ -12,7 +12,14 @@ import pandas as pd
 
 from orthskip import results
 from orthskip.analysis.stats import RATE_MODEL_LABELS, RATE_MODELS
-from orthskip.tables.findings import ALPHA, SETTING, findings_frames, unequal_budgets
+from orthskip.tables.findings import (
+    ALPHA,
+    SETTING,
+    findings_frames,
+    matched_budgets,
+    other_recipes,
+    unequal_budgets,
+)
 from orthskip.tables.formats import MISSING, interval, num, p_value, span
 from orthskip.tables.identity_rate import RATE_QUANTITIES
 from orthskip.tables.render import Table, render_markdown
@@ -54,7 +61,28 @@ def _stalled_text(f: pd.DataFrame) -> str:
     )
 
 
-def rate_section(f: pd.DataFrame) -> list[str]:
+def _convergence_text(f: pd.DataFrame) -> str:
+    """How many cells the stopping rule ended, per setting that has one: the fitted
+    variants' cells, then the controls'."""
+    parts = []
+    for _, g in f.groupby(SETTING, sort=True):
+        said = []
+        for _, r in g.iterrows():
+            share = (
+                f"{int(r['converged'])} of {int(r['n'])} ({100 * r['converged'] / r['n']:.1f} %)"
+            )
+            said.append(f"{share} of the fitted variants' cells" if r["fitted"] else
+                        f"{share} of the other variants' ({r['variants']}: no skip in the "
+                        "fits; their score is compared at equal epochs)")  # fmt: skip
+        parts.append(f"{_setting(g.iloc[0])} {' and '.join(said)}")
+    return (
+        f" Converged (the stopping rule fired), per setting with a rule: {'; '.join(parts)}."
+        if parts
+        else ""
+    )
+
+
+def rate_section(f: pd.DataFrame, convergence: pd.DataFrame | None = None) -> list[str]:
     out = ["## Rate vs blocks m", ""]
     if f.empty:
         return [*out, "No learned orthogonal or linear skips in this run.", ""]
@@ -72,7 +100,9 @@ def rate_section(f: pd.DataFrame) -> list[str]:
         "stopping rule fired) and cells stopped by the epoch cap are fitted apart: "
         f"{int(f.loc[conv, 'n_points'].sum())} converged cell-points, "
         f"{int(f.loc[~conv, 'n_points'].sum())} at the cap. An exponent fitted at the cap "
-        "describes that budget." + _stalled_text(f),
+        "describes that budget."
+        + _convergence_text(convergence if convergence is not None else pd.DataFrame())
+        + _stalled_text(f),
         "",
     ]
 
@@ -221,41 +251,62 @@ def _lost(r: pd.Series) -> str:
     return ", ".join(parts)
 
 
-def _budget_text(f: pd.DataFrame) -> list[str]:
-    """A confound per setting whose compared runs trained for other numbers of epochs than
-    their reference (a stopping rule ended them): the difference includes the budget."""
+def _confound_text(f: pd.DataFrame) -> list[str]:
+    """Per setting whose compared runs trained for other numbers of epochs than their
+    reference (a stopping rule ended them): how they were compared at equal epochs, or, where
+    they could not be (no history), the confound: the difference includes the budget; and
+    the variants trained with another recipe than the reference: that confound too."""
     out = []
-    apart_all = unequal_budgets(f)
+    matched_all, apart_all = matched_budgets(f), unequal_budgets(f)
     for _, g in f.groupby(SETTING, sort=True):
-        apart = apart_all[g.index]
-        if not apart.any():
-            continue
         ref = g["reference"].iloc[0]
-        v, r = g.loc[apart, "variant_epochs"], g.loc[apart, "reference_epochs"]
-        out.append(
-            f"Budgets differ in {_setting(g.iloc[0])}: the stopping rule ended runs at other "
-            f"epochs than {ref}'s in {int(apart.sum())} of {len(g)} comparisons (median epochs "
-            f"per variant and depth: {span(v)}, against {span(r)} for {ref}); a difference "
-            "there includes the budget as well as the skip."
-        )
+        for rows, how in (
+            (matched_all[g.index], "each seed pair is compared at the shorter run's last "
+             "epoch (the longer run's test score at that epoch, from history.parquet), so "
+             "that the difference is one after equal training, not at each run's end"),
+            (apart_all[g.index], "a difference there includes the budget as well as the "
+             "skip"),
+        ):  # fmt: skip
+            if not rows.any():
+                continue
+            v, r = g.loc[rows, "variant_epochs"], g.loc[rows, "reference_epochs"]
+            word = "matched" if how.startswith("each") else "differ"
+            out.append(
+                f"Budgets {word} in {_setting(g.iloc[0])}: the stopping rule ended runs at "
+                f"other epochs than {ref}'s in {int(rows.sum())} of {len(g)} comparisons "
+                f"(median epochs per variant and depth: {span(v)}, against {span(r)} for "
+                f"{ref}); {how}."
+            )
+        recipes = g[other_recipes(g)]
+        if not recipes.empty:
+            which = "; ".join(
+                f"{', '.join(dict.fromkeys(h['variant'].astype(str)))} with “{recipe}”"
+                for recipe, h in recipes.groupby("variant_recipe", sort=True)
+            )
+            out.append(
+                f"Recipes differ in {_setting(g.iloc[0])}: {which}, against {ref}'s "
+                f"“{g['reference_recipe'].iloc[0]}” ({len(recipes)} of {len(g)} comparisons); "
+                "a difference there includes the recipe as well as the skip."
+            )
     return [" ".join(out), ""] if out else []
 
 
 def accuracy_section(f: pd.DataFrame, score: str) -> list[str]:
-    out = [f"## Last-epoch {score} vs identity", ""]
+    out = [f"## Test score vs identity ({score})", ""]
     if f.empty:
         return [*out, "No identity variant to compare with in this run.", ""]
     tested = f["tested"].astype(bool)
     sig = f["significant"].astype(bool)
     out += [
-        "Each variant's last-epoch test score minus its setting's identity variant's "
-        "(accuracy in pp, R² as it is), paired on seed; 95 % t-interval; two-sided paired "
+        "Each variant's test score minus its setting's identity variant's (accuracy in pp, "
+        "R² as it is), paired on seed, both after the same number of epochs (column "
+        "epochs: the median); 95 % t-interval; two-sided paired "
         f"t-test, Holm-corrected over each setting's tested comparisons, α = {ALPHA}. "
         f"Significant (of those tested): {_counts(f, sig, tested)}"
         + (f"; {int((~tested).sum())} not tested (a side diverged, or one seed pair)."
            if (~tested).any() else "."),
         "",
-        *_budget_text(f),
+        *_confound_text(f),
     ]  # fmt: skip
 
     def prec(r: pd.Series) -> str:
@@ -266,6 +317,7 @@ def accuracy_section(f: pd.DataFrame, score: str) -> list[str]:
         "variant": lambda r: str(r["variant"]),
         "depth": lambda r: str(int(r["depth"])),
         "comparison": lambda r: f"{r['variant']} − {r['reference']}",
+        "epochs": lambda r: num(r["budget"], ".0f"),
         "statistic": lambda r: "Δ test R²" if r["regression"] else "Δ test acc (pp)",
         "value": lambda r: num(r["mean_diff"], "+" + prec(r)),
         "95 % CI": lambda r: interval(r["ci_lo"], r["ci_hi"], prec(r)),
@@ -273,7 +325,7 @@ def accuracy_section(f: pd.DataFrame, score: str) -> list[str]:
         "pairs": lambda r: str(int(r["n_pairs"])),
         "diverged, left out": lambda r: _lost(r) or MISSING,
     }
-    align = "llrllrrrrl"
+    align = "llrlrlrrrrl"
 
     def why_not(r: pd.Series) -> str:
         lost = _lost(r)
@@ -346,7 +398,12 @@ def approximation_section(f: pd.DataFrame, rate: pd.DataFrame) -> list[str]:
     return out
 
 
-def findings_markdown(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.DataFrame) -> str:
+def findings_markdown(
+    layers: pd.DataFrame,
+    cells: pd.DataFrame,
+    approx: pd.DataFrame,
+    history: pd.DataFrame | None = None,
+) -> str:
     """results/tables/findings.md: the rate fits, the far starts' moves, the paired score
     differences against identity and the orthogonal approximation, each a section of tables
     with one row per test or fit."""
@@ -357,9 +414,9 @@ def findings_markdown(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.Data
            "paired_vs_identity and orthogonal_approximation.", ""]  # fmt: skip
     if all(df.empty for df in (layers, cells, approx)):
         return "\n".join([*out, "No results in this run.", ""])
-    f = findings_frames(layers, cells, approx)
+    f = findings_frames(layers, cells, approx, history)
     score = results.score_name(cells) if not cells.empty else "test score"
-    out += rate_section(f["rate"])
+    out += rate_section(f["rate"], f["convergence"])
     out += rate_budget_section(f["rate_budget"])
     out += rotation_section(f["rotation"])
     out += starts_section(f["starts"])

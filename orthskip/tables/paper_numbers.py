@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from orthskip import results
-from orthskip.tables.findings import ALPHA, SETTING, findings_frames, unequal_budgets
+from orthskip.tables.findings import (
+    ALPHA,
+    SETTING,
+    findings_frames,
+    matched_budgets,
+    other_recipes,
+    unequal_budgets,
+)
 from orthskip.tables.formats import MISSING, interval, num, p_value, span
 from orthskip.tables.keys import variant_order
 from orthskip.tables.rate_by_epoch import TrainingState, training_state
@@ -354,13 +361,20 @@ def accuracy_macros(out: Macros, acc: pd.DataFrame) -> None:
              accuracy_rows(acc[tested & ~sig]) if not acc.empty else "")  # fmt: skip
     reference = sorted(set(acc["reference"])) if not acc.empty else []
     out.text("accReference", ", ".join(tex_name(v) for v in reference) or "--")
-    apart = unequal_budgets(acc)
-    out.flag("accbudgets", bool(apart.any()))
-    out.text("accBudgetCompared", _count_text(int(apart.sum())))
-    # epoch counts ("11 to 483"): text, not math, for the words between them
-    for name, col in (("accBudgetVariant", "variant_epochs"),
-                      ("accBudgetReference", "reference_epochs")):  # fmt: skip
-        out.text(name, span(acc.loc[apart, col]) if apart.any() else "--")
+    # runs a stopping rule ended at other epochs than their reference's: compared at equal
+    # epochs (matched) or, without a history to read them from, a confound (budgets)
+    for flag, name, rows in (("accmatched", "Matched", matched_budgets(acc)),
+                             ("accbudgets", "Budget", unequal_budgets(acc))):  # fmt: skip
+        out.flag(flag, bool(rows.any()))
+        out.text(f"acc{name}Compared", _count_text(int(rows.sum())))
+        # epoch counts ("11 to 483"): text, not math, for the words between them
+        for side, col in (("Variant", "variant_epochs"), ("Reference", "reference_epochs")):
+            out.text(f"acc{name}{side}", span(acc.loc[rows, col]) if rows.any() else "--")
+    recipes = other_recipes(acc)
+    out.flag("accrecipes", bool(recipes.any()))
+    out.text("accRecipeCompared", _count_text(int(recipes.sum())))
+    variants = dict.fromkeys(acc.loc[recipes, "variant"].astype(str)) if recipes.any() else {}
+    out.text("accRecipeVariants", ", ".join(tex_name(v) for v in variants) or "--")
 
 
 # ---------------------------------------------------------------- approximation
@@ -437,9 +451,14 @@ def run_macros(out: Macros, cells: pd.DataFrame) -> None:
     out.text("nSeedsMax", _count_text(int(max(seeds)) if len(seeds) else 0))
 
 
-def paper_numbers(layers: pd.DataFrame, cells: pd.DataFrame, approx: pd.DataFrame) -> str:
+def paper_numbers(
+    layers: pd.DataFrame,
+    cells: pd.DataFrame,
+    approx: pd.DataFrame,
+    history: pd.DataFrame | None = None,
+) -> str:
     """The text of results/paper/numbers.tex for these aggregated results."""
-    f = findings_frames(layers, cells, approx)
+    f = findings_frames(layers, cells, approx, history)
     out = Macros()
     run_macros(out, cells)
     setting = rate_setting(f["rate"]) if not f["rate"].empty else None
