@@ -250,8 +250,8 @@ def test_corrupt_dataset_stops_before_any_job_and_keeps_results(trained, tmp_pat
 
 
 def test_check_prepared_hashes_and_compares_sizes(tmp_path):
-    from orthskip.data.prepared import check_prepared
     from orthskip.errors import DatasetError
+    from orthskip.integrity import check_prepared
     from orthskip.stages.prepare import prepare_dataset
 
     data, man = tmp_path / "c.pt", tmp_path / "c.manifest.json"

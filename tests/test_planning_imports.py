@@ -11,9 +11,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_planning_imports_neither_matplotlib_nor_scipy():
+def test_planning_imports_neither_torch_nor_matplotlib_nor_scipy():
     """The figure and table names come from orthskip.stages.catalog, not from the stages
-    that draw them, so that every Snakemake invocation does not load their libraries."""
+    that draw them, the option tables from the registries' spec modules and the file checks
+    from orthskip.integrity, so that every Snakemake invocation loads none of the libraries
+    the jobs use."""
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
     modules = re.findall(r"^from (orthskip[\w.]*) import", common, flags=re.M)
     modules += re.findall(r"^import (\w+)$", common, flags=re.M)
@@ -22,7 +24,8 @@ def test_planning_imports_neither_matplotlib_nor_scipy():
         "import json, sys\n"
         f"sys.path.insert(0, {str(REPO / 'workflow' / 'lib')!r})\n"
         f"for m in {modules!r}: __import__(m)\n"
-        "print(json.dumps(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules)))\n"
+        "heavy = ('torch', 'matplotlib', 'scipy', 'sklearn')\n"
+        "print(json.dumps(sorted(m for m in heavy if m in sys.modules)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True

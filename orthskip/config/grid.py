@@ -30,6 +30,7 @@ import yaml
 
 from orthskip.config.constraints import enforce
 from orthskip.config.options import check, unknown
+from orthskip.data.spec import check_classes, data_shape
 from orthskip.errors import ConfigError
 from orthskip.nn.arch_specs import ARCH_SPECS, check_depth, model_options, validate_model_options
 from orthskip.nn.optim_specs import OPTIM_CONSTRAINTS, optim_options
@@ -151,8 +152,6 @@ def check_references(cfg: dict[str, Any]) -> None:
     """What the schema cannot say: names that refer to other parts of the config or to a
     registry, depths an architecture can build, dataset class counts, variant overrides
     merged into the sections they override. Runs after the schema check."""
-    from orthskip.data.spec import check_classes  # lazy: orthskip.data imports torch
-
     for name, spec in cfg["datasets"].items():
         check_classes(name, spec)
     for name in cfg["variants"]:
@@ -188,8 +187,6 @@ def check_cells(cfg: dict[str, Any]) -> None:
     it, and a training split that holds at least a batch (and a validation split that is not
     empty when one is asked for). Messages name the key that set the value (a variant's
     override or the section) and the grid entry."""
-    from orthskip.data.spec import data_shape  # lazy: orthskip.data imports torch
-
     optim_options(cfg["train"]["optimizer"])  # the section itself, whichever variant uses it
     seen: set[tuple[str, str, str]] = set()
     for i, entry in enumerate(cfg["grid"]):

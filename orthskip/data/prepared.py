@@ -60,46 +60,6 @@ def _targets(y: torch.Tensor) -> torch.Tensor:
     return y.to(torch.float32) if y.is_floating_point() else y.to(torch.int64)
 
 
-# Above this size the parse-time check compares the size only (hashing 1 GiB takes seconds
-# on every snakemake call); load_prepared still verifies the full sha256 before training.
-HASH_MAX_BYTES = 1 << 30
-
-
-def check_prepared(path: Path, manifest: Path, hash_max_bytes: int = HASH_MAX_BYTES) -> None:
-    """Raise DatasetError when ``path`` no longer matches its manifest (both must exist).
-
-    Run by the Snakefile before any job is scheduled: a truncated or replaced tensor file
-    would otherwise look like an updated input, and Snakemake would delete the good
-    outputs of every cell that trains on it before the first job fails on the hash.
-    """
-    path, manifest = Path(path), Path(manifest)
-    if not (path.is_file() and manifest.is_file()):
-        return
-    fix = (
-        f"delete {path} and {manifest} to prepare it again, or restore both with `dvc pull`"
-        " (nothing under results/ was changed)"
-    )
-    try:
-        info = json.loads(manifest.read_text())
-        expected, size = str(info["sha256"]), info.get("bytes")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DatasetError(f"dataset manifest {manifest} is unreadable ({e!r}): {fix}") from None
-    actual = path.stat().st_size
-    if size is not None and actual != size:
-        raise DatasetError(
-            f"prepared dataset {path} is corrupt: {actual} bytes, its manifest {manifest} "
-            f"records {size}; {fix}"
-        )
-    if size is not None and actual > hash_max_bytes:
-        return
-    digest = sha256_file(path)
-    if digest != expected:
-        raise DatasetError(
-            f"prepared dataset {path} is corrupt: sha256 {digest} does not match {expected} "
-            f"in {manifest}; {fix}"
-        )
-
-
 def load_prepared(path: Path, manifest: Path | None = None) -> Prepared:
     """Load a prepared dataset as float32 normalised tensors.
 

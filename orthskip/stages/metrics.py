@@ -6,15 +6,15 @@ Rebuilds the cell's model from ``snapshots.pt``, runs
 set, and writes one Parquet file per cell (schema: :mod:`orthskip.results`).
 
 A truncated ``snapshots.pt`` (a failed copy, say) is named with its fix before any job: the
-workflow checks every cell's file when it plans (:func:`check_snapshots` with ``full=False``,
-workflow/rules/common.smk), since Snakemake deletes every member's outputs when a pack's
-job fails. A pack job checks its members' files in full (every entry's CRC) before it
-computes anything, and names every bad one.
+workflow checks every cell's file when it plans
+(:func:`orthskip.integrity.check_snapshots` with ``full=False``, workflow/rules/common.smk),
+since Snakemake deletes every member's outputs when a pack's job fails. A pack job checks
+its members' files in full (every entry's CRC) before it computes anything, and names
+every bad one.
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,46 +23,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from orthskip.analysis.metrics import extract_metrics
+from orthskip.analysis.metrics.extract import family_options
 from orthskip.config.grid import CellConfig
+from orthskip.data import load_prepared
 from orthskip.errors import DatasetError
+from orthskip.integrity import check_snapshots, snapshots_fix
 from orthskip.io import load_torch, write_parquet
 from orthskip.logs import check_member_paths, run_member
+from orthskip.nn.models import build_cell_model
 from orthskip.provenance import provenance
 from orthskip.results import WARP_COLUMNS, to_table
-
-
-def snapshots_fix(path: Path) -> str:
-    """What to do about a bad ``snapshots.pt``: its cell's last.pt holds every snapshot."""
-    return (
-        f"delete it and ask for it again (`snakemake --cores 1 {path}`, or restore it with "
-        "`dvc pull`): the train job writes it again from the cell's last.pt, without "
-        "retraining, and the next run extracts its metrics"
-    )
-
-
-def check_snapshots(path: str | Path, full: bool = True) -> None:
-    """Raise DatasetError naming ``path`` and the fix unless it is a whole snapshots file.
-
-    torch.save writes a zip archive whose central directory is at its end, so a truncated
-    copy cannot be opened (what ``full=False`` checks: a few reads, for planning); ``full``
-    also reads every entry against its CRC, without keeping it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"snapshots {path} does not exist: rerun the cell's train job")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip() if full else None
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        why = f"{type(err).__name__}: {err}"
-    else:
-        if bad is None:
-            return
-        why = f"entry {bad} fails its CRC check"
-    raise DatasetError(
-        f"snapshots {path} is truncated or corrupt ({why}, {path.stat().st_size} bytes): "
-        f"{snapshots_fix(path)}"
-    )
 
 
 def load_snapshots(path: Path) -> dict[Any, Any]:
@@ -97,13 +68,6 @@ def cell_metrics(
     warp_out: Path,
 ) -> int:
     """Write the per-layer metrics of every snapshot; returns the number of rows."""
-    # Lazy: the workflow's planning imports this module (check_snapshots); these pull in
-    # the networks and the metrics.
-    from orthskip.analysis.metrics import extract_metrics
-    from orthskip.analysis.metrics.extract import family_options
-    from orthskip.data import load_prepared
-    from orthskip.nn.models import build_cell_model
-
     torch.set_num_threads(cell_cfg.train["threads"])
     cell = cell_cfg.keys
     mcfg = cell_cfg.metrics

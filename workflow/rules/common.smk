@@ -15,8 +15,8 @@ from orthskip.config.grid import (
     packs,
 )
 from orthskip.config.summary import grid_summary
-from orthskip.data.prepared import check_prepared
 from orthskip.data.spec import train_size
+from orthskip.integrity import check_prepared, check_snapshots
 from orthskip.nn.skip_specs import skip_options
 from orthskip.stages.catalog import (
     FIGURE_SOURCES,
@@ -27,7 +27,6 @@ from orthskip.stages.catalog import (
     setting_draws,
     tex_engine,
 )
-from orthskip.stages.metrics import check_snapshots
 
 # Workflow-only helpers live beside the rules, not in the library.
 sys.path.insert(0, os.path.join(workflow.basedir, "workflow", "lib"))
