@@ -341,3 +341,45 @@ def test_schema_and_library_give_the_same_message():
     assert "model.mlp.norm" in str(from_config.value) and "'batch', 'layer'" in str(
         from_config.value
     )
+
+
+def test_a_prepared_configs_cells_and_models_are_not_checked_again(monkeypatch):
+    """prepare_config checks every option once; resolving each cell's config and building its
+    model (every arch and variant of the default) check none again, while the library's
+    build_model, called directly, still checks what it is given."""
+    from types import SimpleNamespace
+
+    import orthskip.nn.arch_specs as arch_specs
+    import orthskip.nn.skip_specs as skip_specs
+    from orthskip.data.spec import data_shape
+    from orthskip.nn.models import build_cell_model, build_model
+
+    checked: list[str] = []
+    for module in (arch_specs, skip_specs):
+        real = module.check_options
+
+        def counted(table, values, where, real=real):
+            checked.append(where)
+            return real(table, values, where)
+
+        monkeypatch.setattr(module, "check_options", counted)
+    cfg = load_config("config/config.yaml")
+    assert any(w.startswith("skip_options.") for w in checked)
+    assert any(w.startswith("model.") for w in checked)
+    checked.clear()
+    shallowest: dict[tuple[str, str, str], Cell] = {}
+    for cell in cells(cfg):
+        key = (cell.dataset, cell.arch, cell.variant)
+        if key not in shallowest or cell.depth < shallowest[key].depth:
+            shallowest[key] = cell
+    kinds = set()
+    for cell in shallowest.values():
+        shape = data_shape(cell.dataset, cfg["datasets"][cell.dataset])
+        cell_cfg = cell_config(cfg, cell)
+        data = SimpleNamespace(input_shape=shape.input_shape, num_classes=shape.n_outputs)
+        build_cell_model(cell_cfg, data)
+        kinds.add((cell.arch, cell_cfg.skip))
+    assert checked == [] and len(kinds) >= 15
+    with pytest.raises(ConfigError, match=r"skip_options\.orth_learned"):
+        build_model("mlp", 2, "orth_learned", (2,), 2, {}, {"orth_learned": {"map": "bogus"}})
+    assert checked

@@ -113,7 +113,9 @@ def validate_model_options(arch: str, model_cfg: dict | None) -> None:
 
 
 def model_options(arch: str, model_cfg: dict | None) -> dict[str, Any]:
-    validate_model_options(arch, model_cfg)
+    """Defaults of ``arch`` overridden by ``model_cfg``; checked where a config or a call
+    enters (``prepare_config``, ``build_model``: :func:`validate_model_options`)."""
+    _check_arch(arch)
     return {**MODEL_OPTIONS[arch], **(model_cfg or {})}
 
 

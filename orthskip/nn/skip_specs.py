@@ -151,9 +151,9 @@ def validate_skip_options(skip_cfg: dict | None) -> None:
 
 
 def skip_options(kind: str, skip_cfg: dict | None) -> dict[str, Any]:
-    """Defaults of ``kind`` overridden by ``skip_cfg[kind]``, validated."""
+    """Defaults of ``kind`` overridden by ``skip_cfg[kind]``. The values are checked once,
+    where a config or a call enters: ``config.grid.prepare_config`` (the pipeline) and
+    ``nn.models.build_model`` (the library), not again by every skip built from them."""
     if kind not in KINDS:
         raise unknown("skip", kind, KINDS, "skip kind")
-    given = (skip_cfg or {}).get(kind) or {}
-    validate_skip_options({kind: given})
-    return {**SKIP_OPTIONS[kind], **given}
+    return {**SKIP_OPTIONS[kind], **((skip_cfg or {}).get(kind) or {})}

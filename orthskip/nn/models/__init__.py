@@ -141,9 +141,21 @@ def build_model(
 ) -> ResidualNet:
     """Build ``arch`` at ``depth`` with skip kind ``skip`` (ConfigError on any bad value)."""
     cfg, input_shape = _checked(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)
+    return _build(arch, depth, skip, input_shape, num_classes, cfg, skip_cfg)
+
+
+def _build(
+    arch: str,
+    depth: int,
+    skip: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    cfg: dict[str, Any],
+    skip_cfg: dict | None,
+) -> ResidualNet:
     if arch not in ARCHS:
         raise ValueError(f"arch {arch} has a spec but no builder (register_arch adds one)")
-    return ARCHS[arch].build(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+    return ARCHS[arch].build(depth, skip, tuple(input_shape), num_classes, cfg, skip_cfg)
 
 
 def initial_state(
@@ -158,9 +170,21 @@ def initial_state(
     """``build_model(...).state_dict()`` without building the model, from the same draws
     (``mlp.initial_state``); the mlp only (the packed trainer's hand-batched engine)."""
     cfg, input_shape = _checked(arch, depth, skip, input_shape, num_classes, model_cfg, skip_cfg)
+    return _initial_state(arch, depth, skip, input_shape, num_classes, cfg, skip_cfg)
+
+
+def _initial_state(
+    arch: str,
+    depth: int,
+    skip: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    cfg: dict[str, Any],
+    skip_cfg: dict | None,
+) -> dict[str, Any]:
     if arch != "mlp":
         raise ValueError(f"initial_state: arch {arch} has no drawn state; build the model")
-    return mlp.initial_state(depth, skip, input_shape, num_classes, cfg, skip_cfg)
+    return mlp.initial_state(depth, skip, tuple(input_shape), num_classes, cfg, skip_cfg)
 
 
 def _checked(
@@ -174,8 +198,9 @@ def _checked(
 ) -> tuple[dict[str, Any], tuple[int, ...]]:
     """The model options and input shape, every value checked (ConfigError)."""
     check_depth(arch, depth)
-    opts = skip_options(skip, skip_cfg)  # unknown kind / bad option -> ConfigError first
+    opts = skip_options(skip, skip_cfg)  # unknown kind -> ConfigError first
     validate_skip_options(skip_cfg)
+    validate_model_options(arch, model_cfg)
     cfg = model_options(arch, model_cfg)
     input_shape = tuple(int(s) for s in input_shape)
     data = DataShape(input_shape, int(num_classes))
@@ -186,18 +211,21 @@ def _checked(
 
 def build_cell_model(cell_cfg: CellConfig, data: Any) -> ResidualNet:
     """A cell's model for its prepared dataset (``data``: its ``input_shape`` and
-    ``num_classes``), initialised from torch's global RNG (seed it first)."""
+    ``num_classes``), initialised from torch's global RNG (seed it first). Not checked again:
+    ``prepare_config`` checked the cell's options and constraints, and ``cell_config``
+    resolved them."""
     cell, kind = cell_cfg.cell, cell_cfg.skip
-    return build_model(cell.arch, cell.depth, kind, tuple(data.input_shape), data.num_classes,
-                       cell_cfg.model, {kind: cell_cfg.skip_options})  # fmt: skip
+    return _build(cell.arch, cell.depth, kind, tuple(data.input_shape), data.num_classes,
+                  dict(cell_cfg.model), {kind: dict(cell_cfg.skip_options)})  # fmt: skip
 
 
 def initial_cell_state(cell_cfg: CellConfig, data: Any) -> dict[str, Any]:
     """``build_cell_model(cell_cfg, data).state_dict()`` from the same draws, without the
     modules (the mlp only: ``initial_state``)."""
     cell, kind = cell_cfg.cell, cell_cfg.skip
-    return initial_state(cell.arch, cell.depth, kind, tuple(data.input_shape), data.num_classes,
-                         cell_cfg.model, {kind: cell_cfg.skip_options})  # fmt: skip
+    return _initial_state(cell.arch, cell.depth, kind, tuple(data.input_shape),
+                          data.num_classes, dict(cell_cfg.model),
+                          {kind: dict(cell_cfg.skip_options)})  # fmt: skip
 
 
 __all__ = [
