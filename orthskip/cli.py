@@ -137,11 +137,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from orthskip.training.runlog import train_logged
+    # one cell is a pack of one: the engine the pipeline's packs train on
+    from orthskip.stages.train import train_pack
     from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
 
     try:
-        status = train_logged(_cell_config(args), args.data, args.manifest, args.out, args.log_file)
+        logs = [args.log_file] if args.log_file else None
+        (status,) = train_pack([_cell_config(args)], args.data, args.manifest, [args.out], logs)
     except Preempted as err:
         logging.getLogger("orthskip").warning("%s", err)
         return PREEMPT_EXIT_CODE

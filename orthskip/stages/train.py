@@ -3,7 +3,8 @@
 The members of one (dataset, arch, depth) train as one batched computation
 (``orthskip.training.stacked``, with ``execution.vectorise``, the default): any mix of the
 mlp's matrix skip kinds hand-batched (``orthskip.training.handmlp``), other members per
-variant under vmap; each member's numbers are those of its solo run to float rounding. Or
+variant under vmap; each member's numbers are those of its solo run to float rounding. A
+pack of one (one cell) trains on the same engine, its module called without vmap. Or
 one after another, each exactly as when run alone (``vectorise: false``, ``train.compile`` /
 ``channels_last``, or checkpoints left at different steps). Either way
 each member writes its own cell directory and its own log, and a diverged member is

@@ -77,9 +77,10 @@ def train_stacked_logged(
             if log_file:
                 stack.enter_context(appended_log(Path(log_file), keep))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        packed = "; packed, vectorised" if len(cfgs) > 1 else ""  # one cell is no pack
         for name, cfg, out in zip(names, cfgs, outs, strict=True):
             note = resume_note(cfg, Path(out))
-            say(f"==== orthskip train {name} started {now} ({note}; packed, vectorised)")
+            say(f"==== orthskip train {name} started {now} ({note}{packed})")
         try:
             statuses = train_stacked(cfgs, data, manifest, [Path(o) for o in outs])
         except Preempted:

@@ -163,8 +163,14 @@ class Stacked:
         return self.base(x)
 
     def forward(self, x: Tensor, shared_input: bool = False) -> Tensor:
-        """Outputs (K, N, …) of the K members on x (K, N, …), or on one x (N, …) for all."""
-        out = vmap(self._call, in_dims=(0, None if shared_input else 0))(self.tensors, x)
+        """Outputs (K, N, …) of the K members on x (K, N, …), or on one x (N, …) for all.
+        A pack of one calls the module on its member's views, without vmap: the solo
+        computation, at the solo module's speed."""
+        if self.k == 1:
+            out = self._call([t[0] for t in self.tensors], x if shared_input else x[0])
+            out = out.unsqueeze(0)
+        else:
+            out = vmap(self._call, in_dims=(0, None if shared_input else 0))(self.tensors, x)
         for mod, where, attr, _ in self.slots:  # drop the batched wrappers vmap left behind
             getattr(mod, where)[attr] = None
         return out
@@ -306,8 +312,6 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
 
 def can_vectorise(members: list[CellConfig]) -> str | None:
     """Why these members cannot train as one batched computation, or None if they can."""
-    if len(members) < 2:
-        return "a pack of one"
     tcfg = members[0].train
     for key in ("compile", "channels_last"):
         if tcfg[key]:
@@ -682,6 +686,7 @@ def _epoch_position(pack: PackRun) -> tuple[Tensor, Tensor]:
 def _preempt(
     pack: PackRun, run: list[int], epoch: int, b: int, sums: Tensor, seen: int, t0: float
 ) -> NoReturn:
+    saved = []
     for i in run:
         m = pack.members[i]
         if m.running:
@@ -690,8 +695,10 @@ def _preempt(
             m.state.sums = sums[i].cpu()
             m.state.elapsed += time.perf_counter() - t0
             _checkpoint(pack, i)
+            saved.append(str(m.outdir / "last.pt"))
+    where = saved[0] if len(saved) == 1 else f"the last.pt of {len(saved)} members"
     # the checkpoint's position, as the resume line names it: epochs completed, then batches
-    raise Preempted(f"SIGTERM at epoch {epoch - 1} batch {b}")
+    raise Preempted(f"SIGTERM at epoch {epoch - 1} batch {b}; saved {where}")
 
 
 def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: float) -> int | None:
@@ -836,7 +843,9 @@ def _finish(pack: PackRun, stopped_only: bool = False) -> dict[str, str]:
         solo_meta = solo["optimizer"]
         if solo_meta["n_manifold_params"]:
             solo_meta.update({k: v for k, v in riemann.items() if k.startswith("retraction_")})
-        packed = {"mode": "vectorised", "size": pack.sizes[0], "engine": "hand" if hand else "vmap"}
+        # a pack of one calls its module without vmap (Stacked.forward)
+        engine = "hand" if hand else "vmap" if pack.sizes[0] > 1 else "module"
+        packed = {"mode": "vectorised", "size": pack.sizes[0], "engine": engine}
         if len(pack.sizes) > 1:  # trained on in smaller packs once others had stopped
             packed["compacted_to"] = pack.sizes[1:]
         meta = {
