@@ -502,8 +502,8 @@ def test_a_compacting_pack_killed_then_rerun_ends_as_an_uninterrupted_one(tmp_pa
 def test_a_pack_of_one_is_its_solo_run(tmp_path, circles, digits, arch, kind, dtype):
     """One cell trains on the pack engine as a pack of one. A net's module called on its
     member's views of the stacked tensors (no vmap) is the solo computation: its weights
-    equal bit for bit in float32; the mlp's hand-batched pack of one (a batch of one per bmm) equals its solo run
-    to 1e-9 in float64, as bigger packs do."""
+    equal bit for bit in float32; the mlp's hand-batched pack of one (a batch of one per
+    bmm) equals its solo run to 1e-9 in float64, as bigger packs do."""
     data = circles if arch == "mlp" else digits
     members = _members(
         arch, kind, seeds=(0,), dtype=dtype, epochs=5, batch_size=22 if arch == "mlp" else 24,
