@@ -75,8 +75,14 @@ paper: $(STAMP) tex
 check: $(STAMP)
 	$(BIN)/python -m orthskip check $(or $(CONFIG),config/config.yaml)
 
+# The suite on TEST_WORKERS processes (pytest-xdist, one per core by default).
+# --dist loadscope sends each test module whole to one worker, so a module's shared
+# fixtures (a trained grid, a published DVC repository, the SLURM test cluster) are built
+# once. (--dist loadgroup and xdist_group marks do not group under pytest 9.2 with
+# pytest-xdist 3.8.0: the group rides on a node-id rewrite that pytest no longer reads.)
+TEST_WORKERS ?= $(CORES)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 # On a CUDA machine: the tests marked cuda, then ResNet-20 and the rate pack timed on the GPU
 # (bench/gpu_check.py, under 8 minutes); writes results/bench/gpu_check.json and prints a
