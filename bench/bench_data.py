@@ -4,7 +4,7 @@ Both pipelines serve the same CIFAR-shaped random uint8 images in shuffled batch
 the standard training augmentation (4-px pad random crop + horizontal flip) and
 normalisation, and deliver float32 batches on the target device:
 
-- ``tensor``: what ``orthskip.training.solo`` does — the normalised training set held as one
+- ``tensor``: what the training engine does — the normalised training set held as one
   tensor on the device, a shuffled index per epoch, ``orthskip.data.augment_batch`` per
   batch (vectorised, no per-sample Python);
 - ``torchvision``: a map-style Dataset returning PIL images (as ``torchvision.datasets.CIFAR10``

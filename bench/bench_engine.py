@@ -15,7 +15,7 @@ Cases (``--cases``), each two ways in this one process, the two sides alternatin
 * ``resnet``: cifar_resnet-20, width 16, on fake CIFAR-shaped (3×32×32) data with the cifar
   augmentation (bench_pack's case; ``--resnet-skip``, default orth_learned): it is not
   hand-batched, so one vmap pack of S seeds against the S members trained one after another
-  (``orthskip.training.solo``, as ``vectorise: false`` trains them).
+  (each a pack of one on its own module, as ``vectorise: false`` trains them).
 
 Timed are the optimizer steps alone (batch, augmentation, forward, backward,
 clipping/divergence checks, the optimizer and scheduler), through each trainer's own
@@ -57,10 +57,10 @@ from bench_pack import members as pack_members
 from bench_train import fake_dataset
 
 from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
-from orthskip.data import augment_batch, load_prepared
+from orthskip.data import load_prepared
 from orthskip.nn.models import build_cell_model
 from orthskip.stages.prepare import prepare_dataset
-from orthskip.training import solo, stacked
+from orthskip.training import stacked
 
 ROOT = Path(__file__).resolve().parent.parent
 RATE = ("rate_identity", "rate_linear", "rate_orth_learned", "rate_orth_learned_haar")
@@ -130,29 +130,6 @@ def time_steps(
         if s:
             times.append(time.perf_counter() - t0)
         assert n is not None, "every member diverged"
-    return statistics.median(times)
-
-
-def time_solo_steps(cfg: CellConfig, data: tuple[Path, Path], out: Path, steps: int) -> float:
-    """Seconds per optimizer step of one cell trained alone (median over ``steps`` after
-    one warm-up): the body of ``solo._train_epoch``'s loop, which has no per-step entry of
-    its own, around the solo trainer's ``_step``."""
-    run = solo._set_up(cfg, *data, out / cfg.cell.path)
-    spec, d = run.spec, run.data
-    perm = torch.randperm(len(d["x_train"]), generator=run.data_gen).to(spec.device)
-    times = []
-    for s in range(steps + 1):
-        t0 = time.perf_counter()
-        b = s % spec.steps_per_epoch
-        idx = perm[b * spec.batch : (b + 1) * spec.batch]
-        xb, yb = d["x_train"][idx], d["y_train"][idx]
-        if run.augment:
-            xb = augment_batch(xb, run.augment, run.aug_gen)
-        solo._step(run, xb, yb)
-        for sched in run.schedulers:
-            sched.step()
-        if s:
-            times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
@@ -261,10 +238,11 @@ def resnet_case(tmp: Path, seeds: int, steps: int, rounds: int, skip: str) -> Ca
     flop, blocks = counted_flops(cfgs[0], data)
     seq, vmap = alternate(
         rounds,
-        lambda r: sum(time_solo_steps(c, data, tmp / f"s{r}", steps) for c in cfgs),
+        lambda r: sum(time_steps([c], data, tmp / f"s{r}", "module", steps) for c in cfgs),
         lambda r: time_steps(cfgs, data, tmp / f"v{r}", "vmap", steps),
     )
-    rows = [(f"solo, {seeds} one after another", seq), (f"vmap, 1 pack of {seeds}", vmap)]
+    rows = [(f"solo (packs of one), {seeds} one after another", seq),
+            (f"vmap, 1 pack of {seeds}", vmap)]  # fmt: skip
     return Case("resnet", rows, seeds * blocks, flop)
 
 

@@ -2,7 +2,8 @@
 
 Both sides run in this one process, on the same data file, with the same member configs:
 ``train_pack(..., vectorise=True)`` (one batched computation, ``orthskip.training.stacked``) and
-``train_pack(..., vectorise=False)`` (the K cells through ``train_cell`` in turn). The two
+``train_pack(..., vectorise=False)`` (the K cells in turn, each a pack of one on its own
+module). The two
 alternate ``--rounds`` times; reported per case are the medians of
 
 * steps: samples/s over the optimizer steps (the ``time_s`` each cell records per epoch,

@@ -4,7 +4,8 @@ Same model (built by orthskip.nn.models with the same seed), same data tensors, 
 size, same optimizer (SGD, momentum 0.9) and the same number of epochs. Reported:
 
 * steps: images/s over the optimizer steps only (ours: the per-epoch ``time_s`` that
-  train_cell records, which excludes evaluation and checkpointing);
+  the engine records for a cell trained alone, a pack of one, which excludes evaluation
+  and checkpointing);
 * wall: images/s over the whole call, including our per-epoch test evaluation,
   ``last.pt`` checkpoint and output files.
 
@@ -27,7 +28,7 @@ from orthskip.data import augment_batch, load_prepared
 from orthskip.io import save_torch, write_json
 from orthskip.nn.models import build_cell_model
 from orthskip.nn.optim import build_optimizer
-from orthskip.training.solo import train_cell
+from orthskip.training.stacked import train_cell
 
 
 def fake_dataset(root: Path, n: int, shape: tuple[int, ...], classes: int) -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ at most on one GPU). In order:
    bench/bench_train.py's ``fake_dataset``). The second of two epochs is timed (the first
    warms up kernels and the allocator), three ways:
 
-   * solo: ``train_cell``, the epoch's optimizer steps as the trainer records them
+   * solo: ``train_cell`` (a pack of one), the epoch's optimizer steps as the engine records them
      (``time_s`` in history.parquet; on CUDA its clock stops once the last step is queued,
      so up to the launch queue's tail of work is not counted);
    * pack: ``train_pack`` over 5 seeds (one vmap computation), the same clock;
@@ -67,7 +67,7 @@ from orthskip.nn.models import build_model
 from orthskip.provenance import device_name
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
-from orthskip.training.solo import train_cell
+from orthskip.training.stacked import train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 480  # what a lent GPU allows: the whole check stays under 8 minutes

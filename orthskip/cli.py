@@ -139,7 +139,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     # one cell is a pack of one: the engine the pipeline's packs train on
     from orthskip.stages.train import train_pack
-    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
+    from orthskip.training.preempt import PREEMPT_EXIT_CODE, Preempted
 
     try:
         logs = [args.log_file] if args.log_file else None
@@ -163,7 +163,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_train_pack(args: argparse.Namespace) -> int:
     from orthskip.stages.train import train_pack
-    from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted
+    from orthskip.training.preempt import PREEMPT_EXIT_CODE, Preempted
 
     try:
         statuses = train_pack(

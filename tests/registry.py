@@ -12,7 +12,7 @@ import pytest
 
 from orthskip.config.grid import CellConfig, cell_config, cells, prepare_config
 from orthskip.stages.prepare import prepare_dataset
-from orthskip.training.solo import train_cell
+from orthskip.training.stacked import train_cell
 from tests.workflow import tiny_config
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import statistics
@@ -15,13 +16,15 @@ from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.data import load_prepared
 from orthskip.io import load_torch
 from orthskip.nn.models import build_cell_model
+from orthskip.nn.optim import build_optimizer
 from orthskip.results import APPROX_COLUMNS
 from orthskip.results import APPROX_PHASES as PHASES
-from orthskip.stages.approx import approximate_cell, finetune
+from orthskip.stages.approx import approximate_cell
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.tables import make_table
 from orthskip.tables.approximation import orthogonal_approximation_frame
-from orthskip.training.solo import train_cell, validation_split
+from orthskip.training.runstate import loss_module, lr_schedulers, streams, validation_split
+from orthskip.training.stacked import finetune, train_cell
 from tests.workflow import tiny_config
 
 LIP = (16, 4, 20)  # (samples, segments, steps) of branch_lipschitz: small and quick
@@ -130,10 +133,7 @@ def test_finetune_trains_and_keeps_q_orthogonal(trained, kind):
     new, _ = approximate(model, probe, kind=kind, lipschitz=(2, 0, 5))
     before = {k: v.detach().clone() for k, v in new.state_dict().items()}
     q0 = [b.skip.matrices()["Q"].detach().clone() for b in new.blocks]
-    tr, _ = validation_split(len(data.x_train), 0.25, 0)
-    torch.manual_seed(0)
-    status = finetune(new, cfg, data.x_train[tr], data.y_train[tr], epochs=2, skip_options=None)
-    assert status == "ok"
+    assert finetune(new, cfg, data, 2, {}) == "ok"
     after = new.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if "branch" in k)
     for block, q_start in zip(new.blocks, q0, strict=True):
@@ -141,6 +141,51 @@ def test_finetune_trains_and_keeps_q_orthogonal(trained, kind):
         eye = torch.eye(q.shape[0], dtype=torch.float64)
         assert float((q.T @ q - eye).abs().max()) <= 1e-5
         assert torch.equal(q.float(), q_start.float()) == (kind == "orth_fixed")
+
+
+def _plain_finetune(net, cfg, x, y, epochs: int) -> None:
+    """Fine-tuning written out as the obvious loop: the cell's optimizer, schedule over the
+    fine-tuning epochs, batch, loss and clipping; its data-order stream started afresh."""
+    tcfg = cfg.train
+    bundle = build_optimizer(net, tcfg["optimizer"], {})
+    batch = int(tcfg["batch_size"])
+    steps = max(math.ceil(len(x) / batch), 1)
+    scheds = lr_schedulers(bundle.optimizers, steps, epochs, tcfg["schedule"])
+    loss_fn = loss_module(tcfg, y.is_floating_point())
+    params = [p for p in net.parameters() if p.requires_grad]
+    data_gen, _ = streams(cfg.cell.seed, x.device)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=data_gen)
+        for b in range(steps):
+            idx = perm[b * batch : (b + 1) * batch]
+            loss = loss_fn(net(x[idx]), y[idx])
+            bundle.zero_grad()
+            loss.backward()
+            if tcfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(params, float(tcfg["grad_clip"]))
+            bundle.step()
+            for s in scheds:
+                s.step()
+
+
+@pytest.mark.parametrize("kind", ["orth_fixed", "orth_learned"])
+def test_finetune_on_the_engine_is_the_plain_loop_in_float64(trained, kind):
+    """The stage fine-tunes on the training engine (a pack of one): its weights after two
+    epochs are those of the loop written out, to 1e-9 in float64."""
+    cfg = trained[0]
+    data, probe, model = _probe_and_model(trained)
+    new, _ = approximate(model, probe, kind=kind, lipschitz=(2, 0, 5))
+    engine, plain = copy.deepcopy(new).double(), copy.deepcopy(new).double()
+    assert finetune(engine, cfg, data, 2, {}) == "ok"
+    tr, _ = validation_split(len(data.x_train), float(cfg.train["val_fraction"]), 0)
+    _plain_finetune(plain, cfg, data.x_train[tr].double(), data.y_train[tr], 2)
+    a, b = engine.state_dict(), plain.state_dict()
+    moved = [k for k in b if not torch.equal(b[k], new.state_dict()[k].double())]
+    assert moved  # the loop trained something
+    for k in b:
+        scale = max(float(b[k].abs().max()), 1e-6)
+        assert float((a[k] - b[k]).abs().max()) / scale < 1e-9, k
 
 
 def test_refuses_a_cell_without_identity_skips(trained, tmp_path):

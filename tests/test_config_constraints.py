@@ -257,8 +257,7 @@ def test_seed_beyond_the_generators_is_refused_naming_grid_seeds(tmp_path):
 
 def test_largest_accepted_seed_is_the_largest_the_training_engine_can_use():
     from orthskip.config.grid import MAX_SEED
-    from orthskip.training.runstate import streams
-    from orthskip.training.solo import validation_split
+    from orthskip.training.runstate import streams, validation_split
 
     ok = tiny_config()
     ok["grid"][0]["seeds"] = [MAX_SEED]
@@ -325,6 +324,6 @@ def test_empty_validation_split_when_one_is_asked_for_is_refused():
 @pytest.mark.parametrize("fraction", [0.0, 0.004, 0.1, 0.5, 0.999])
 def test_validation_size_is_the_training_engines(n, fraction):
     from orthskip.data.spec import validation_size
-    from orthskip.training.solo import validation_split
+    from orthskip.training.runstate import validation_split
 
     assert validation_size(n, fraction) == len(validation_split(n, fraction, 3)[1])

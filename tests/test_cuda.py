@@ -32,7 +32,9 @@ from orthskip.nn.models import build_cell_model
 from orthskip.nn.orth import orth_defect
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
-from orthskip.training.solo import train_cell, validation_split
+from orthskip.training.reference import train_reference
+from orthskip.training.runstate import validation_split
+from orthskip.training.stacked import train_cell
 from tests import test_stacked
 from tests.fakedata import bypass_md5, write_cifar
 from tests.test_stacked import (
@@ -307,7 +309,7 @@ def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_on_cuda(tmp_path, cir
     assert train_pack(members, *circles, outs) == ["ok"] * len(members)
     for m, out in zip(members, outs, strict=True):
         solo = tmp_path / "solo" / m.cell.path
-        assert train_cell(m, *circles, solo) == "ok"
+        assert train_reference(m, *circles, solo) == "ok"
         _same_as_solo(out, solo)
         pack = read_json(out / "status.json")["pack"]
         assert pack == {"mode": "vectorised", "size": len(members), "engine": "hand"}

@@ -134,7 +134,7 @@ def test_every_rule_with_a_command_has_its_fingerprint():
 def test_table_code_includes_the_results_reader_and_style():
     files = _rel(REPO, code_files("table"))
     assert {"stages/tables.py", "results.py", "figures/style.py", "analysis/stats.py"} <= files
-    assert not {"stages/train.py", "training/solo.py"} & files
+    assert not {"stages/train.py", "training/reference.py"} & files
 
 
 # ---- the real workflow ---------------------------------------------------------------------

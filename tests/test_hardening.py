@@ -161,7 +161,7 @@ def test_seeds_7_and_11_give_warp_rows_for_seed_7_only(tmp_path):
     from orthskip.stages.aggregate import aggregate
     from orthskip.stages.metrics import cell_metrics
     from orthskip.stages.prepare import prepare_dataset
-    from orthskip.training.solo import train_cell
+    from orthskip.training.stacked import train_cell
 
     cfg = _seeds_cfg([7, 11])
     spec = cfg["datasets"]["circles"]

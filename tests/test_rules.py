@@ -17,7 +17,7 @@ import torch
 from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
 from orthskip.stages.prepare import prepare_dataset
-from orthskip.training.solo import train_cell
+from orthskip.training.stacked import train_cell
 from tests.fixture_results import fixture_frames, write_fixture
 from tests.workflow import snakemake, tiny_config
 

@@ -24,7 +24,9 @@ from orthskip.nn.skips import SKIPS
 from orthskip.results import SKIP_GAP
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.train import train_pack
-from orthskip.training.solo import train_cell
+from orthskip.training import stacked
+from orthskip.training.reference import train_reference
+from orthskip.training.single import Single
 from orthskip.training.stacked import train_stacked
 from tests.workflow import tiny_config
 
@@ -57,7 +59,7 @@ def _solo_and_packed(tmp_path, data, members):
     solos = []
     for m in members:
         solo = tmp_path / "solo" / str(m.cell.seed)
-        solos.append(train_cell(m, *data, solo))
+        solos.append(train_reference(m, *data, solo))
         assert read_json(solo / "status.json").get("pack") is None
     return statuses, solos, outs
 
@@ -92,7 +94,8 @@ def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digi
         assert_member_equals_solo(out, solo)
         pack = read_json(out / "status.json")["pack"]
         if (kind, arch) == ("orth_jacobian", "cifar_resnet"):
-            assert pack == {"mode": "sequential", "size": 3}
+            # spectral convolutions are not vmapped: one after another, each a pack of one
+            assert pack == {"mode": "sequential", "size": 3, "engine": "module"}
         else:
             hand = arch == "mlp" and kind in MATRIX_KINDS
             assert pack == {"mode": "vectorised", "size": 3, "engine": "hand" if hand else "vmap"}
@@ -302,7 +305,7 @@ def test_mixed_kind_mlp_pack_members_equal_their_solo_runs_in_float64(
     assert train_pack(members, *circles, outs) == ["ok"] * len(members)
     for m, out in zip(members, outs, strict=True):
         solo = tmp_path / "solo" / m.cell.path
-        assert train_cell(m, *circles, solo) == "ok"
+        assert train_reference(m, *circles, solo) == "ok"
         a, b = load_torch(out / "last.pt"), load_torch(solo / "last.pt")
         assert a["model"].keys() == b["model"].keys()
         errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
@@ -404,7 +407,7 @@ def test_rate_pack_members_start_bit_identical_to_their_solo_runs(tmp_path):
     assert train_pack(members, *data, outs) == ["ok"] * len(members)
     for m, out in zip(members, outs, strict=True):
         solo = tmp_path / "solo" / m.cell.path
-        assert train_cell(m, *data, solo) == "ok"
+        assert train_reference(m, *data, solo) == "ok"
         got = load_torch(out / "snapshots.pt")["states"]["0"]
         ref = load_torch(solo / "snapshots.pt")["states"]["0"]
         assert list(got) == list(ref)
@@ -448,7 +451,7 @@ def test_a_pack_drops_its_stopped_members_and_each_run_is_unchanged(tmp_path, en
     for m, out, ref in zip(members, runs[True], runs[False], strict=True):
         for other in (ref, tmp_path / "solo" / m.cell.path):
             if other != ref:
-                assert train_cell(m, *circles, other) == "ok"
+                assert train_reference(m, *circles, other) == "ok"
             a, b = load_torch(out / "last.pt"), load_torch(other / "last.pt")
             errs = {k: _rel(a["model"][k], b["model"][k]) for k in b["model"]}
             assert max(errs.values()) < 1e-9, (m.cell.path, max(errs.items(), key=lambda kv: kv[1]))
@@ -525,3 +528,36 @@ def test_a_pack_of_one_is_its_solo_run(tmp_path, circles, digits, arch, kind, dt
     # solo run's: equal to rounding, while the weights they describe are equal bit for bit
     cols = ["train_loss", "val_loss", "test_loss", "test_acc"]
     pd.testing.assert_frame_equal(ha[cols], hb[cols], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("arch", "option"),
+    [("cifar_resnet", {"channels_last": True}), ("mlp", {"compile": True})],
+    ids=["channels_last", "compile"],
+)
+def test_a_pack_of_one_runs_what_vmap_cannot(tmp_path, circles, digits, arch, option):
+    """``train.channels_last`` and ``train.compile`` reach a pack of one's own module (the
+    engine's Single net): the weights are channels_last / the module is compiled, and the
+    member equals its reference run with the same option to 1e-9 in float64."""
+    data = circles if arch == "mlp" else digits
+    kind = "orth_learned"
+    members = _members(
+        arch, kind, seeds=(0,), dtype="float64", epochs=3,
+        batch_size=22 if arch == "mlp" else 24, snapshot_epochs=[0, 2],
+        optimizer={"lr": 0.05, "momentum": 0.9}, **option,
+    )  # fmt: skip
+    assert stacked.engine_for(members) == "module"
+    out = tmp_path / "open"
+    pack, _, _ = stacked.open_pack(members, *data, [out], stacked.engine_for(members))
+    assert pack is not None and isinstance(pack.net, Single)
+    if "channels_last" in option:
+        convs = [m for m in pack.net.model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(
+            c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs
+        )
+    else:
+        assert isinstance(pack.net.call, torch._dynamo.eval_frame.OptimizedModule)
+    statuses, solos, outs = _solo_and_packed(tmp_path, data, members)
+    assert statuses == solos == ["ok"]
+    assert read_json(outs[0] / "status.json")["pack"]["engine"] == "module"
+    assert_member_equals_solo(outs[0], tmp_path / "solo" / "0", epochs=3)

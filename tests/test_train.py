@@ -17,7 +17,7 @@ from orthskip.config.grid import cell_config, cells, prepare_config
 from orthskip.io import load_torch
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.training.runstate import lr_factor
-from orthskip.training.solo import train_cell
+from orthskip.training.stacked import train_cell
 from tests.workflow import tiny_config
 
 
@@ -188,7 +188,7 @@ def test_every_kind_at_an_exploding_lr_ends_diverged(tmp_path, circles, digits, 
 
 
 def test_validation_split_is_seeded_disjoint_and_picks_the_best_epoch(tmp_path, circles):
-    from orthskip.training.solo import validation_split
+    from orthskip.training.runstate import validation_split
 
     tr, va = validation_split(96, 0.25, seed=3)
     tr2, va2 = validation_split(96, 0.25, seed=3)
@@ -223,16 +223,20 @@ def test_clipped_frac_counts_the_steps_clipping_changed(tmp_path, circles):
 
 
 def test_linear_algebra_failure_on_finite_values_is_not_divergence():
-    from orthskip.training.solo import _linalg_diverged
+    from orthskip.training.runstate import linalg_diverged
 
     model = torch.nn.Linear(3, 3)
     err = torch.linalg.LinAlgError("did not converge")
-    assert not _linalg_diverged(err, model, torch.tensor(1.0))
-    assert _linalg_diverged(err, model, torch.tensor(float("nan")))
+
+    def tensors(loss):
+        return [p.detach() for p in model.parameters()] + [torch.tensor(loss)]
+
+    assert not linalg_diverged(err, tensors(1.0))
+    assert linalg_diverged(err, tensors(float("nan")))
     with torch.no_grad():
         model.weight[0, 0] = float("inf")
-    assert _linalg_diverged(err, model, torch.tensor(1.0))
-    assert not _linalg_diverged(RuntimeError("shape mismatch"), model, torch.tensor(1.0))
+    assert linalg_diverged(err, tensors(1.0))
+    assert not linalg_diverged(RuntimeError("shape mismatch"), tensors(1.0))
 
 
 def test_regression_cell_on_the_theorem_setting(tmp_path):

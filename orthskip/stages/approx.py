@@ -6,16 +6,18 @@ non-transition block on the metrics probe (:func:`orthskip.analysis.approx.appro
 and for each kind (orth_fixed: W_i frozen; orth_learned: W_i learnable) evaluates the test
 score before the swap, right after it and after fine-tuning; one Parquet row per (kind, phase).
 
-What fine-tuning shares with the cell's training: the train rows (the same seeded validation
-split is held out), the optimizer and its settings (``train.optimizer``, through
-:func:`orthskip.nn.optim.build_optimizer`, so orth_learned's generator gets ``skip_weight_decay``),
-the batch size, the loss (cross-entropy with the cell's label smoothing, or MSE), gradient
-clipping when the cell has it, augmentation, and the seed's data-order and augmentation
-streams (started afresh: the first fine-tuning epoch sees the batches of the first training
-epoch). What it does not: the learning-rate schedule restarts (the cell's schedule over the
-fine-tuning epochs, warm-up included, so the lr does not start at the ~0 a cosine schedule
-ends with), no AMP, no checkpoint/resume, no snapshots, no per-epoch history; a non-finite
-loss stops fine-tuning and the row says ``diverged``.
+Fine-tuning runs on the training engine as a pack of one
+(:func:`orthskip.training.stacked.finetune`). What it shares with the cell's training: the
+train rows (the same seeded validation split is held out), the optimizer and its settings
+(``train.optimizer``, through :func:`orthskip.nn.optim.build_optimizer`, so orth_learned's
+generator gets ``skip_weight_decay``), the batch size, the loss (cross-entropy with the
+cell's label smoothing, or MSE), gradient clipping when the cell has it, augmentation, the
+seed's data-order and augmentation streams (started afresh: the first fine-tuning epoch
+sees the batches of the first training epoch), and the engine's step with its divergence
+checks. What it does not: the learning-rate schedule restarts (the cell's schedule over
+the fine-tuning epochs, warm-up included, so the lr does not start at the ~0 a cosine
+schedule ends with), no AMP, no checkpoint/resume, no snapshots, no per-epoch history; a
+non-finite loss, gradient or parameter stops fine-tuning and the row says ``diverged``.
 
 The probe is the metrics probe (rows of the test set,
 :func:`orthskip.stages.metrics.probe_indices`): only its inputs enter the fit, never its
@@ -38,16 +40,15 @@ from orthskip.analysis.approx import VARIANT_KINDS, CorrectedBranch, approximate
 from orthskip.analysis.metrics.lipschitz import branch_lipschitz
 from orthskip.analysis.metrics.orthogonality import dist_identity
 from orthskip.config.grid import CellConfig
-from orthskip.data import augment_batch, load_prepared
+from orthskip.data import load_prepared
 from orthskip.io import load_torch, write_parquet
 from orthskip.nn.models import build_cell_model
-from orthskip.nn.optim import build_optimizer
 from orthskip.provenance import provenance
 from orthskip.results import APPROX_COLUMNS, APPROX_PHASES, score_key
 from orthskip.stages.metrics import lipschitz_options, probe_indices
 from orthskip.training.devices import select_device
-from orthskip.training.runstate import loss_module, lr_schedulers, streams
-from orthskip.training.solo import evaluate, validation_split
+from orthskip.training.runstate import evaluate
+from orthskip.training.stacked import finetune
 
 
 def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]) -> dict:
@@ -94,52 +95,6 @@ def model_stats(net: nn.Module, probe_x: Tensor, lipschitz: tuple[int, int, int]
     }
 
 
-def finetune(
-    net: nn.Module,
-    cell_cfg: CellConfig,
-    x_train: Tensor,
-    y_train: Tensor,
-    *,
-    epochs: int,
-    skip_options: dict | None,
-    augment: str | None = None,
-) -> str:
-    """Fine-tune ``net`` in place for ``epochs`` epochs with the cell's recipe (module docstring);
-    returns ``ok`` or ``diverged`` (a non-finite loss or gradient: the step is not taken)."""
-    tcfg, seed = cell_cfg.train, cell_cfg.cell.seed
-    device = x_train.device
-    bundle = build_optimizer(net, tcfg["optimizer"], skip_options)
-    batch = int(tcfg["batch_size"])
-    n = len(x_train)
-    steps_per_epoch = max(math.ceil(n / batch), 1)
-    schedulers = lr_schedulers(bundle.optimizers, steps_per_epoch, epochs, tcfg["schedule"])
-    loss_fn = loss_module(tcfg, y_train.is_floating_point())
-    clip = float(tcfg["grad_clip"]) if tcfg["grad_clip"] else None
-    params = [p for p in net.parameters() if p.requires_grad]
-    # the cell's own training streams: the same data order as its first epochs
-    data_gen, aug_gen = streams(seed, device)
-    net.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=data_gen).to(device)
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch : (b + 1) * batch]
-            xb, yb = x_train[idx], y_train[idx]
-            if augment:
-                xb = augment_batch(xb, augment, aug_gen)
-            loss = loss_fn(net(xb), yb)
-            bundle.zero_grad()
-            loss.backward()
-            grads = [p.grad for p in params if p.grad is not None]
-            if not torch.isfinite(loss) or not all(torch.isfinite(g).all() for g in grads):
-                return "diverged"
-            if clip:
-                nn.utils.clip_grad_norm_(params, clip)
-            bundle.step()
-            for sched in schedulers:
-                sched.step()
-    return "ok"
-
-
 def _finite_state(state: dict[str, Tensor]) -> bool:
     return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
@@ -181,11 +136,7 @@ def approximate_cell(
     idx = probe_indices(len(data.x_test), mcfg["probe_size"], mcfg["probe_seed"])
     probe_x = data.x_test[idx]
     lipschitz = lipschitz_options(mcfg)
-    seed = cell_cfg.cell.seed
-    tr, _ = validation_split(len(data.x_train), float(tcfg["val_fraction"]), seed)
-    x_train, y_train = data.x_train[tr].to(device), data.y_train[tr].to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
-    augment = data.meta.get("augment")
     score_name = score_key(data.task)
 
     states = load_torch(snapshots)["states"]
@@ -227,9 +178,7 @@ def approximate_cell(
             rows.append({**base, "kind": kind, "phase": "swapped", "finetune_epochs": 0,
                          "status": "ok", "score": score1, "loss": loss1,
                          **stats_of(new)})  # fmt: skip
-            torch.manual_seed(seed)
-            status = finetune(new, cell_cfg, x_train, y_train, epochs=epochs,
-                              skip_options=skip_options, augment=augment)  # fmt: skip
+            status = finetune(new.to(device), cell_cfg, data, epochs, skip_options or {})
             loss2, score2 = scored(new) if status == "ok" else (math.nan, math.nan)
             stats2 = stats_of(new) if status == "ok" else nan_stats
             rows.append({**base, "kind": kind, "phase": "finetuned", "finetune_epochs": epochs,

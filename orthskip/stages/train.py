@@ -1,15 +1,17 @@
-"""The train stage: a pack of cells, in one process (``execution.pack``).
+"""The train stage: a pack of cells, in one process (``execution.pack``), on one engine.
 
 The members of one (dataset, arch, depth) train as one batched computation
 (``orthskip.training.stacked``, with ``execution.vectorise``, the default): any mix of the
 mlp's matrix skip kinds hand-batched (``orthskip.training.handmlp``), other members per
-variant under vmap; each member's numbers are those of its solo run to float rounding. A
-pack of one (one cell) trains on the same engine, its module called without vmap. Or
-one after another, each exactly as when run alone (``vectorise: false``, ``train.compile`` /
-``channels_last``, or checkpoints left at different steps). Either way
-each member writes its own cell directory and its own log, and a diverged member is
-recorded ``diverged`` while the others go on. SIGTERM ends the pack after checkpointing;
-the rerun skips finished members (their ``last.pt`` says so) and resumes the others.
+variant under vmap; each member's numbers are those of its reference run
+(``orthskip.training.reference``) to float rounding. A pack of one (one cell) trains on
+the same engine, its own module called directly (``orthskip.training.single``). Members
+that cannot be batched (``vectorise: false``, ``train.compile`` / ``channels_last``,
+orth_jacobian on images, or checkpoints left at different steps) train one after another,
+each as a pack of one. Either way each member writes its own cell directory and its own
+log, and a diverged member is recorded ``diverged`` while the others go on. SIGTERM ends
+the pack after checkpointing; the rerun skips finished members (their ``last.pt`` says
+so) and resumes the others.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from orthskip.config.grid import CellConfig
 from orthskip.logs import check_member_paths, run_member
-from orthskip.training.runlog import train_logged, train_stacked_logged
+from orthskip.training.runlog import train_stacked_logged
 from orthskip.training.stacked import can_vectorise
 
 
@@ -87,8 +89,19 @@ def _train_group(
         why = "the members' checkpoints are at different steps"
     if len(members) > 1:
         logging.getLogger(__name__).info("members one after another: %s", why)
-    pack = {"mode": "sequential", "size": len(members)}
+    label = {"mode": "sequential", "size": len(members)}
+    engine = "auto" if vectorise else "module"  # vectorise false: nothing batched or stacked
     return [
-        run_member(log, train_logged, cfg, data, manifest, out, pack=pack)
+        run_member(log, _train_one, cfg, data, manifest, out, label, engine)
         for cfg, out, log in zip(members, outdirs, logs, strict=True)
     ]
+
+
+def _train_one(
+    cfg: CellConfig, data: Path, manifest: Path, out: Path, label: dict, engine: str
+) -> str:
+    """One member of a sequential pack: a pack of one (always at one step); its records
+    reach the rule's member log through run_member, its markers its train.log."""
+    statuses = train_stacked_logged([cfg], data, manifest, [out], [None], label, engine)
+    assert statuses is not None
+    return statuses[0]

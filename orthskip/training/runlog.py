@@ -5,6 +5,7 @@ a preemption, each resume and the finish (and a failure's traceback).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,18 +14,18 @@ from typing import Any
 from orthskip.config.grid import CellConfig, resume_key
 from orthskip.io import load_torch
 from orthskip.logs import MemberFilter, MemberNames, appended_log
-from orthskip.training.solo import PREEMPT_EXIT_CODE, Preempted, train_cell
+from orthskip.training.preempt import PREEMPT_EXIT_CODE, Preempted
 from orthskip.training.stacked import train_stacked
 
 
 def resume_note(cell_cfg: CellConfig, outdir: Path) -> str:
-    """What train_cell will do with ``outdir/last.pt``: resume from epoch N, or fresh."""
+    """What the trainer will do with ``outdir/last.pt``: resume from epoch N, or fresh."""
     last = outdir / "last.pt"
     if not last.exists():
         return "fresh"
     try:  # mmap: only the small state dict is read, not the weights
         ckpt = load_torch(last, mmap=True)
-    except Exception as err:  # train_cell reports an unreadable checkpoint itself
+    except Exception as err:  # the trainer reports an unreadable checkpoint itself
         return f"last.pt unreadable ({type(err).__name__})"
     if ckpt.get("resume_key") != resume_key(cell_cfg):
         return "fresh; last.pt is for another config"
@@ -33,36 +34,14 @@ def resume_note(cell_cfg: CellConfig, outdir: Path) -> str:
     return f"resume from epoch {state.get('epoch', '?')}{batch}"
 
 
-def train_logged(
-    cell_cfg: CellConfig,
-    data: Path,
-    manifest: Path,
-    out: Path,
-    log_file: Path | None = None,
-    pack: dict[str, Any] | None = None,
-) -> str:
-    """train_cell with its run recorded in ``log_file`` (default ``out/train.log``)."""
-    cell = cell_cfg.cell.path
-    out = Path(out)
-    with appended_log(Path(log_file) if log_file else out / "train.log") as say:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        say(f"==== orthskip train {cell} started {now} ({resume_note(cell_cfg, out)})")
-        try:
-            status = train_cell(cell_cfg, data, manifest, out, pack=pack)
-        except Preempted:
-            note = resume_note(cell_cfg, out)
-            say(f"==== orthskip train {cell} preempted (exit {PREEMPT_EXIT_CODE}; {note})")
-            raise
-        say(f"==== orthskip train {cell} finished: status {status}")
-    return status
-
-
 def train_stacked_logged(
     cfgs: list[CellConfig],
     data: Path,
     manifest: Path,
     outs: list[Path],
     logs: list[Path | None],
+    label: Mapping[str, Any] | None = None,
+    engine: str = "auto",
 ) -> list[str] | None:
     """orthskip.training.stacked.train_stacked with each member's run marked in its logs (its
     ``train.log`` and the rule's member log): each holds its member's markers and records,
@@ -82,7 +61,9 @@ def train_stacked_logged(
             note = resume_note(cfg, Path(out))
             say(f"==== orthskip train {name} started {now} ({note}{packed})")
         try:
-            statuses = train_stacked(cfgs, data, manifest, [Path(o) for o in outs])
+            statuses = train_stacked(
+                cfgs, data, manifest, [Path(o) for o in outs], engine=engine, label=label
+            )
         except Preempted:
             for name, cfg, out in zip(names, cfgs, outs, strict=True):
                 note = resume_note(cfg, Path(out))

@@ -1,9 +1,11 @@
-"""What the solo trainer (``training.solo``) and the packed one (``training.stacked``) share.
+"""What a run is made of, for the engine (``training.stacked``) and the reference loop
+(``training.reference``) alike.
 
-A run's fixed settings (:class:`RunSpec`), its resumable state (:class:`TrainState`), the
-rows it records (an epoch, a divergence, the stopping rule) and its ``last.pt`` (payload,
-reading, resuming). Both trainers write the same history and checkpoint format through
-these, so a packed member's ``last.pt`` resumes alone and the other way round.
+A run's fixed settings (:class:`RunSpec`), its resumable state (:class:`TrainState`), its
+seeded streams and validation split, the rows it records (an epoch, a divergence, the
+stopping rule), its evaluation, and its ``last.pt`` (payload, reading, resuming). Both
+write the same history and checkpoint format through these, so a member's ``last.pt``
+resumes in a pack of any size, or in the reference loop.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from orthskip.training.devices import select_device
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+EVAL_BATCH = 1024  # rows per evaluation batch
 
 
 @dataclass
@@ -394,3 +397,51 @@ def resumed_state(
     if continues(ckpt, epochs):
         state.status = "running"  # continue a finished run for more epochs
     return state
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) row indices: a seeded random ``fraction`` of the n rows, both sorted."""
+    n_val = round(n * fraction)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 41))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> tuple[float, float]:
+    """(loss, score) over (x, y) in eval mode, no augmentation.
+
+    Classification (integer y): mean cross-entropy and accuracy. Regression (float y): mean
+    squared error per target entry (nn.MSELoss's mean) and R² = 1 − SSE / SST, SST about
+    the mean of y over these rows.
+    """
+    was_training = model.training
+    model.eval()
+    regression = y.is_floating_point()
+    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.float64)
+    for i in range(0, len(x), EVAL_BATCH):
+        xb, yb = x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(xb)
+        out = out.float() if amp else out
+        if regression:
+            loss_sum += nn.functional.mse_loss(out, yb, reduction="sum").double()
+        else:
+            loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum").double()
+            correct += (out.argmax(1) == yb).sum()
+    model.train(was_training)
+    if not len(x):
+        return math.nan, math.nan
+    return loss_and_score(float(loss_sum), float(correct), y, regression)
+
+
+def finite(tensors: list[torch.Tensor]) -> bool:
+    """All entries finite (the largest |entry| propagates NaN and inf, and never overflows)."""
+    return bool(torch.isfinite(nn.utils.get_total_norm(tensors, norm_type=math.inf)))
+
+
+def linalg_diverged(err: Exception, tensors: list[torch.Tensor]) -> bool:
+    """Whether a linear-algebra failure was caused by non-finite values among ``tensors``
+    (the run's parameters, gradients and loss): then the run diverged; a failure on finite
+    values is an error."""
+    return isinstance(err, torch.linalg.LinAlgError) and not finite(tensors)

@@ -5,7 +5,7 @@ Every parameter and buffer of the K member models is stacked along a new leading
 ``torch.func.vmap``, and one optimizer steps the stacked tensors. Nothing couples members:
 
 - each member's init, validation split, data order and augmentation come from its own seed,
-  drawn exactly as ``orthskip.training.solo.train_cell`` draws them;
+  drawn exactly as the reference loop (``orthskip.training.reference``) draws them;
 - the loss is the sum of the members' mean losses, so each member's gradient is its own;
   SGD and AdamW act elementwise; gradient clipping, ``clipped_frac``, BatchNorm statistics
   and the procrustes projection are per member; the Riemannian step of orth_manifold runs
@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,14 +49,10 @@ from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import SKIPS, skip_identity_gap
 from orthskip.training import runstate
 from orthskip.training.handmlp import HandMLP, Slot, hand_batched_reason
-from orthskip.training.runstate import RunSpec, TrainState
-from orthskip.training.solo import (
-    EVAL_BATCH,
-    Preempted,
-    _SigtermFlag,
-    validation_split,
-    write_outputs,
-)
+from orthskip.training.outputs import write_outputs
+from orthskip.training.preempt import Preempted, SigtermFlag
+from orthskip.training.runstate import EVAL_BATCH, RunSpec, TrainState, validation_split
+from orthskip.training.single import Single
 
 log = logging.getLogger(__name__)
 
@@ -163,17 +160,16 @@ class Stacked:
         return self.base(x)
 
     def forward(self, x: Tensor, shared_input: bool = False) -> Tensor:
-        """Outputs (K, N, …) of the K members on x (K, N, …), or on one x (N, …) for all.
-        A pack of one calls the module on its member's views, without vmap: the solo
-        computation, at the solo module's speed."""
-        if self.k == 1:
-            out = self._call([t[0] for t in self.tensors], x if shared_input else x[0])
-            out = out.unsqueeze(0)
-        else:
-            out = vmap(self._call, in_dims=(0, None if shared_input else 0))(self.tensors, x)
+        """Outputs (K, N, …) of the K members on x (K, N, …), or on one x (N, …) for all."""
+        out = vmap(self._call, in_dims=(0, None if shared_input else 0))(self.tensors, x)
         for mod, where, attr, _ in self.slots:  # drop the batched wrappers vmap left behind
             getattr(mod, where)[attr] = None
         return out
+
+    @torch.no_grad()
+    def project(self, skip: Any, k: int) -> None:
+        """The procrustes projection of member k's part of ``skip``."""
+        skip.weight[k].copy_(skip.projected(skip.weight[k]))
 
     def train(self, mode: bool = True) -> None:
         self.base.train(mode)
@@ -311,7 +307,10 @@ def load_checkpoints(members: list[Member]) -> list[dict[str, Any] | None] | Non
 
 
 def can_vectorise(members: list[CellConfig]) -> str | None:
-    """Why these members cannot train as one batched computation, or None if they can."""
+    """Why these members cannot train as one batched computation, or None if they can (a
+    pack of one always can: its module is called directly, orthskip.training.single)."""
+    if len(members) == 1:
+        return None
     tcfg = members[0].train
     for key in ("compile", "channels_last"):
         if tcfg[key]:
@@ -329,12 +328,16 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
 
 
 def engine_for(members: list[CellConfig], engine: str = "auto") -> str:
-    """``hand`` (stacked tensors, bmm per block: the mlp's matrix kinds, any mix) or
-    ``vmap`` (torch.func.vmap over copies of one module: every other pack). ``engine``
-    forces vmap (the benchmark's baseline); auto picks hand where it applies."""
-    if engine == "vmap" or hand_batched_reason(members) is not None:
-        return "vmap"
-    return "hand"
+    """``hand`` (stacked tensors, bmm per block: the mlp's matrix kinds, any mix, uncompiled),
+    ``module`` (a pack of one: its own module, orthskip.training.single) or ``vmap``
+    (torch.func.vmap over copies of one module: every other pack). ``engine``: "auto" (or
+    "hand") picks hand where it applies; "vmap" (the benchmark's baseline) and "module"
+    (nothing batched: ``execution.vectorise: false``) never do."""
+    tcfg = members[0].train
+    hand = engine in ("auto", "hand") and not tcfg["compile"]
+    if hand and hand_batched_reason(members) is None:
+        return "hand"
+    return "module" if len(members) == 1 else "vmap"
 
 
 @dataclass
@@ -347,7 +350,7 @@ class PackRun:
     skip_cfg: dict[str, Any]
     data: dict[str, Tensor]  # x_/y_all (every training row: members index theirs), x_/y_test
     augment: str | None
-    net: Stacked | HandMLP
+    net: Stacked | HandMLP | Single
     init: list[Tensor]  # the initial parameters: finite values for frozen members
     bundle: Any  # orthskip.nn.optim's optimizers and Riemannian steps over the stacked tensors
     projections: list[Any]  # procrustes skips, projected per member
@@ -355,6 +358,8 @@ class PackRun:
     loss_fn: nn.Module  # per-row losses (reduction "none")
     clock: runstate.CheckpointClock = field(init=False)
     sizes: list[int] = field(init=False)  # the pack's sizes, compaction by compaction
+    label: dict[str, Any] | None = field(init=False, default=None)  # see train_stacked
+    persist: bool = field(init=False, default=True)  # False: no checkpoints (fine-tuning)
 
     def __post_init__(self) -> None:
         self.clock = runstate.CheckpointClock(self.spec.checkpoint_every_s)
@@ -386,17 +391,20 @@ def train_stacked(
     outdirs: list[Path],
     engine: str = "auto",
     compact: bool = True,
+    label: Mapping[str, Any] | None = None,
 ) -> list[str] | None:
     """Train the members together; their statuses, or None when their checkpoints are not
-    at one step (then the caller trains them one after another, each resuming alone).
+    at one step (then the caller trains them one after another, each a pack of one).
     ``engine``: see :func:`engine_for`. ``compact``: once at most ``COMPACT_AT`` of the
     pack's members still train, the pack is rebuilt from the running members' checkpoints
-    (see :func:`_compact`)."""
+    (see :func:`_compacted`). ``label``: how the cells' pack ran them, for status.json's
+    ``pack`` (default: this computation, vectorised)."""
     chosen = engine_for(cfgs, engine)
     pack, device, data = open_pack(cfgs, data_path, manifest, outdirs, chosen)
     if pack is None:
         log.warning("the members' checkpoints are at different steps: training one by one")
         return None
+    pack.label = dict(label) if label else None
     paths = [c.cell.path for c in cfgs]
     statuses: dict[str, str] = {}
     compacted = functools.partial(_compacted, statuses=statuses, engine=chosen, device=device,
@@ -409,7 +417,7 @@ def train_stacked(
         train0 = _evaluate_all(pack, pack.data["x_all"][rows], pack.data["y_all"][rows], False)
         _record(pack, fresh, 0, [(train0[i], 0.0) for i in fresh])
     _freeze_inactive(pack)
-    with _SigtermFlag() as sigterm:
+    with SigtermFlag() as sigterm:
         while any(m.running and m.state.epoch < spec.epochs for m in pack.members):
             run = [i for i, m in enumerate(pack.members) if m.running]
             epoch = pack.members[run[0]].state.epoch + 1
@@ -418,6 +426,14 @@ def train_stacked(
             pack = compacted(pack)
     statuses.update(_finish(pack))
     return [statuses[p] for p in paths]
+
+
+def train_cell(cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path) -> str:
+    """One cell, a pack of one; its status (``ok`` / ``diverged``). Raises
+    :class:`~orthskip.training.preempt.Preempted` after checkpointing on SIGTERM."""
+    statuses = train_stacked([cfg], data_path, manifest, [outdir])
+    assert statuses is not None  # one member's checkpoint is always at one step
+    return statuses[0]
 
 
 def open_pack(
@@ -456,7 +472,7 @@ def _compacted(
     new = _set_up(cfgs, [pack.members[i].outdir for i in run], engine, device, data)
     if new is None:  # cannot happen: every running member was checkpointed at this step
         raise RuntimeError("a compacted pack's checkpoints are not at one step")
-    new.sizes = sizes
+    new.sizes, new.label = sizes, pack.label
     return new
 
 
@@ -469,9 +485,7 @@ def _set_up(
     fraction = float(tcfg["val_fraction"])
     splits = [validation_split(len(data.x_train), fraction, c.cell.seed) for c in cfgs]
     spec = RunSpec.of(tcfg, device, data.task, len(splits[0][0]))
-    tensors = {"x_all": data.x_train, "y_all": data.y_train,
-               "x_test": data.x_test, "y_test": data.y_test}  # fmt: skip
-    tensors = {name: spec.put(t) for name, t in tensors.items()}
+    tensors = _tensors(data, spec)
     members = [
         _member(cfg, out, split, spec)
         for cfg, out, split in zip(cfgs, outdirs, splits, strict=True)
@@ -480,14 +494,34 @@ def _set_up(
     if ckpts is None:
         return None
     skip_cfg = {cfgs[0].skip: cfgs[0].skip_options}
-    net: Stacked | HandMLP
+    net: Stacked | HandMLP | Single
     if engine == "hand":
         net = HandMLP([_seeded(cfg, initial_cell_state, data) for cfg in cfgs], cfgs, data, spec)
+    elif len(cfgs) == 1:
+        model = _model(cfgs[0], data, spec)
+        if tcfg["channels_last"] and data.x_train.dim() == 4:
+            model.to(memory_format=torch.channels_last)
+        net = Single(model, tcfg, skip_cfg)
     else:
         net = Stacked([_model(cfg, data, spec) for cfg in cfgs], cfgs)
+    pack = _pack_run(members, spec, data, tensors, net, skip_cfg)
+    _resume(pack, ckpts)
+    return pack
+
+
+def _pack_run(
+    members: list[Member],
+    spec: RunSpec,
+    data: Any,
+    tensors: dict[str, Tensor],
+    net: Stacked | HandMLP | Single,
+    skip_cfg: dict[str, Any],
+) -> PackRun:
+    """The run of ``net``'s members: their optimizer, schedulers and loss, on ``tensors``."""
+    tcfg = members[0].cfg.train
     bundle = net.build_bundle(tcfg, spec)
     projections, bundle.projections = bundle.projections, []  # projected per member
-    pack = PackRun(
+    return PackRun(
         members=members,
         spec=spec,
         task=data.task,
@@ -503,8 +537,47 @@ def _set_up(
         ),
         loss_fn=runstate.loss_module(tcfg, spec.regression, reduction="none"),
     )
-    _resume(pack, ckpts)
-    return pack
+
+
+def _tensors(data: Any, spec: RunSpec) -> dict[str, Tensor]:
+    """The data on the run's device and dtype: every training row (members index theirs)
+    and the test set."""
+    tensors = {"x_all": data.x_train, "y_all": data.y_train,
+               "x_test": data.x_test, "y_test": data.y_test}  # fmt: skip
+    return {name: spec.put(t) for name, t in tensors.items()}
+
+
+def finetune(
+    model: nn.Module, cfg: CellConfig, data: Any, epochs: int, skip_cfg: Mapping[str, Any]
+) -> str:
+    """Train ``model`` (built and loaded by the caller: a net the cell's config does not
+    build, say) in place for ``epochs`` epochs as a pack of one, with the cell's recipe: its
+    training rows (its validation split held out), optimizer (``skip_cfg``: options per skip
+    kind), batch size, loss, clipping, augmentation and seeded data and augmentation streams
+    started afresh, the learning-rate schedule over these epochs. No AMP, no checkpoint, no
+    history or outputs. Returns ``ok``, or ``diverged`` at the first non-finite loss,
+    gradient or parameter (the step is not taken; ``model`` keeps its last finite weights
+    but for BatchNorm statistics)."""
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    tcfg = {**cfg.train, "epochs": epochs, "amp": False, "compile": False,
+            "channels_last": False, "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+    cfg = replace(cfg, train=tcfg)
+    train_idx, val_idx = validation_split(len(data.x_train), float(tcfg["val_fraction"]),
+                                          cfg.cell.seed)  # fmt: skip
+    spec = RunSpec.of(cfg.train, device, data.task, len(train_idx))
+    member = _member(cfg, Path(), (train_idx, val_idx), spec)
+    pack = _pack_run([member], spec, data, _tensors(data, spec), Single(model, tcfg, skip_cfg),
+                     dict(skip_cfg))  # fmt: skip
+    pack.persist = False
+    no_sigterm = SigtermFlag()  # never entered: fine-tuning is one stage step, not preempted
+    for epoch in range(1, epochs + 1):
+        if not member.running:
+            break
+        _train_epoch(pack, [0], epoch, no_sigterm)
+        member.state.update(epoch=epoch, batch=0, perm=None, sums=None)
+    pack.net.train(True)
+    return "diverged" if member.state.status == "diverged" else "ok"
 
 
 def _member(cfg: CellConfig, outdir: Path, split: tuple[Tensor, Tensor], spec: RunSpec) -> Member:
@@ -555,7 +628,7 @@ def _resume(pack: PackRun, ckpts: list[dict[str, Any] | None]) -> None:
 
 @torch.inference_mode()
 def _evaluate_all(pack: PackRun, xs: Tensor, ys: Tensor, shared: bool) -> list[tuple[float, float]]:
-    """(loss, score) per member, as orthskip.training.solo.evaluate computes them: on each member's
+    """(loss, score) per member, as ``runstate.evaluate`` computes them: on each member's
     own rows xs (K, N, …), or on one xs (N, …) for all (``shared``). Inference mode, not
     no_grad: nothing it makes is kept, and skipping autograd's version and view tracking
     took ~6 % off the hand engine's evaluation (twice an epoch)."""
@@ -614,6 +687,8 @@ def _checkpoint(pack: PackRun, i: int) -> None:
     """Member i's ``last.pt``, in a solo run's format; the previous one kept as
     ``last.prev.pt`` (see load_checkpoints)."""
     m = pack.members[i]
+    if not pack.persist:
+        return
     last = m.outdir / "last.pt"
     m.outdir.mkdir(parents=True, exist_ok=True)
     payload = runstate.checkpoint_payload(
@@ -649,7 +724,7 @@ def _freeze_inactive(pack: PackRun) -> None:
 
 
 def _train_epoch(
-    pack: PackRun, run: list[int], epoch: int, sigterm: _SigtermFlag
+    pack: PackRun, run: list[int], epoch: int, sigterm: SigtermFlag
 ) -> tuple[Tensor, int, float]:
     """The epoch's steps from the saved position: (sums (K, 4), rows seen, seconds)."""
     rows, sums = _epoch_position(pack)
@@ -660,7 +735,10 @@ def _train_epoch(
     for b in range(start, pack.spec.steps_per_epoch):
         if sigterm.raised:
             _preempt(pack, run, epoch, b, sums, seen, t0)
-        n = _step(pack, rows, epoch, b, sums, t0)
+        try:
+            n = _step(pack, rows, epoch, b, sums, t0)
+        except RuntimeError as err:
+            n = _failed_step(pack, err, epoch, b, sums, t0)
         if n is None:  # every member diverged
             break
         seen += n
@@ -703,8 +781,13 @@ def _preempt(
 
 def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: float) -> int | None:
     """One batched optimizer step; a member whose loss, gradient or parameters go
-    non-finite is recorded diverged. Returns the batch size, None once none runs."""
+    non-finite is recorded diverged. Returns the batch size, None once none runs.
+
+    A pack of one on CUDA checks no step (a check is a device sync, and there is no other
+    member to keep NaN from): its non-finite loss sum is caught when the epoch ends."""
     k, spec = pack.k, pack.spec
+    if k == 1 and spec.device.type == "cuda":
+        return _unchecked_step(pack, rows, b, sums)
     active = pack.active()
     xb, yb = _member_batches(pack, rows, active.nonzero().flatten().tolist(), b)
     with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
@@ -730,11 +813,11 @@ def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: flo
         for g, slot in zip(grads, layout, strict=True):
             g.masked_fill_(~_view(active, g, slot), 0)
     pack.bundle.step()
-    _project(pack, active)
     params = [p.detach() for p in pack.net.params]
     bad_param = active & ~_member_finite(params, pack.net.layout, k)
     for i in bad_param.nonzero().flatten().tolist():
         _diverge(pack, i, epoch, b, "non-finite parameter after the step", sums, t0)
+    _project(pack, pack.active())  # finite weights only: an SVD of inf fails
     for sched in pack.schedulers:
         sched.step()
     with torch.no_grad():
@@ -744,6 +827,47 @@ def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: flo
         sums[:, 3] += clipped
     _freeze_inactive(pack)
     return yb.shape[1]
+
+
+def _unchecked_step(pack: PackRun, rows: Tensor, b: int, sums: Tensor) -> int:
+    """A pack of one's step without finiteness checks (see :func:`_step`)."""
+    spec = pack.spec
+    xb, yb = _member_batches(pack, rows, [0], b)
+    with torch.autocast(spec.device.type, dtype=torch.bfloat16, enabled=spec.amp):
+        out = pack.net.forward(xb)
+        out_f = out.float() if spec.amp else out
+        loss = pack.loss_fn(out_f.flatten(0, 1), yb.flatten(0, 1)).mean()
+    pack.bundle.zero_grad()
+    loss.backward()
+    grads = [p.grad for p in pack.net.params if p.grad is not None]
+    clipped = _clip(grads, [None] * len(grads), spec.clip, 1)
+    pack.bundle.step()
+    _project(pack, torch.ones(1, dtype=torch.bool))
+    for sched in pack.schedulers:
+        sched.step()
+    with torch.no_grad():
+        sums[0, 0] += loss.detach().double() * yb.shape[1]
+        if not spec.regression:
+            sums[0, 1] += (out.argmax(-1) == yb).sum()
+        sums[0, 3] += clipped[0]
+    return yb.shape[1]
+
+
+def _failed_step(
+    pack: PackRun, err: RuntimeError, epoch: int, b: int, sums: Tensor, t0: float
+) -> None:
+    """A step that raised: a pack of one whose linear algebra failed on non-finite values
+    (its loss, gradients or parameters) diverged there; anything else is an error naming
+    the cells. A pack's members reach no batched linear algebra with non-finite values
+    (each is checked and frozen first), so a failure there is an error too."""
+    net = pack.net
+    tensors = [p.detach() for p in net.params] + [p.grad for p in net.params if p.grad is not None]
+    if pack.k == 1 and pack.members[0].running and runstate.linalg_diverged(err, tensors):
+        why = f"linear-algebra failure on non-finite values ({type(err).__name__})"
+        _diverge(pack, 0, epoch, b, why, sums, t0)
+        return None
+    cells = ", ".join(m.cell.path for m in pack.members)
+    raise RuntimeError(f"{cells}: epoch {epoch} step {b}: {err}") from err
 
 
 def _member_batches(pack: PackRun, rows: Tensor, live: list[int], b: int) -> tuple[Tensor, Tensor]:
@@ -791,7 +915,7 @@ def _project(pack: PackRun, active: Tensor) -> None:
         return
     for skip in pack.projections:
         for i in active.nonzero().flatten().tolist():
-            skip.weight[i].copy_(skip.projected(skip.weight[i]))
+            pack.net.project(skip, i)
 
 
 def _end_epoch(
@@ -799,13 +923,18 @@ def _end_epoch(
 ) -> None:
     """Record the members that finished the epoch, apply the stopping rule, checkpoint."""
     members, spec = pack.members, pack.spec
-    ended = [i for i in run if members[i].running]
-    rows = []
-    for i in ended:
-        members[i].state.elapsed += elapsed
-        members[i].state.update(epoch=epoch, batch=0, perm=None, sums=None)
-        if not math.isfinite(float(sums[i, 0])):  # cannot happen: checked per step
-            raise RuntimeError(f"{members[i].cell.path}: non-finite epoch loss")
+    ended, rows = [], []
+    for i in (i for i in run if members[i].running):
+        m = members[i]
+        m.state.elapsed += elapsed
+        m.state.update(epoch=epoch, batch=0, perm=None, sums=None)
+        if not math.isfinite(float(sums[i, 0])):  # only unchecked steps get here (_step)
+            last = spec.steps_per_epoch - 1
+            runstate.record_divergence(m.state, m.cell.path, epoch, last, "non-finite loss",
+                                       float(sums[i, 3]), pack.lr)  # fmt: skip
+            _checkpoint(pack, i)
+            continue
+        ended.append(i)
         y_train = pack.data["y_all"][members[i].train_idx]
         loss, score, clipped = runstate.epoch_train_stats(sums[i].tolist(), seen, y_train, spec)
         rows.append(((loss, score), clipped))
@@ -843,9 +972,10 @@ def _finish(pack: PackRun, stopped_only: bool = False) -> dict[str, str]:
         solo_meta = solo["optimizer"]
         if solo_meta["n_manifold_params"]:
             solo_meta.update({k: v for k, v in riemann.items() if k.startswith("retraction_")})
-        # a pack of one calls its module without vmap (Stacked.forward)
+        # a pack of one calls its own module (orthskip.training.single)
         engine = "hand" if hand else "vmap" if pack.sizes[0] > 1 else "module"
-        packed = {"mode": "vectorised", "size": pack.sizes[0], "engine": engine}
+        packed = {**(pack.label or {"mode": "vectorised", "size": pack.sizes[0]}),
+                  "engine": engine}  # fmt: skip
         if len(pack.sizes) > 1:  # trained on in smaller packs once others had stopped
             packed["compacted_to"] = pack.sizes[1:]
         meta = {

@@ -1,17 +1,15 @@
-"""Training of one cell: seeded, resumable, on-device, and honest about divergence.
+"""The reference loop: one model trained by a plain loop written out, nothing batched.
 
-One seed fixes the initial weights, the data order and the augmentation. ``last.pt`` is
-written atomically every epoch and on SIGTERM (mid-epoch, with the batch position), so a
-preempted job resumes where it stopped and ends with the same weights, bit for bit on
-CPU, as a run that was never interrupted.
+The pipeline trains every cell on the engine (``orthskip.training.stacked``: a pack of M
+members, one cell being a pack of one). This loop computes what the engine must compute for
+each member, step by step in the most direct way: one model, one optimizer, one batch at a
+time. The tests hold every engine (module, vmap, hand-batched) to it, and the benchmarks
+time the engine against it; nothing in the pipeline calls it.
 
-Divergence is a result, not a crash, for every skip kind: a non-finite loss or parameter is
-caught at the step where it appears (before the optimizer or a projection sees it), and a
-linear-algebra failure on non-finite inputs counts the same; the cell ends with status
-``diverged``, the epoch and step recorded and its history kept up to there.
-
-A seeded validation split is carved from the training data (``train.val_fraction``) and
-never augmented: anything "best" is chosen on it, never on the test set.
+It shares the engine's records and formats (``runstate``, ``outputs``): the same seeded
+streams, validation split, history rows, stopping rule, divergence records and ``last.pt``,
+so a reference run and an engine run of one cell can be compared file by file, and either
+resumes the other's checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import contextlib
 import functools
 import logging
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -28,28 +25,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import pandas as pd
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from orthskip.config.grid import Cell, CellConfig, resume_key, thaw
+from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.data import augment_batch, load_prepared
-from orthskip.io import save_torch, write_json, write_parquet
+from orthskip.io import save_torch
 from orthskip.nn.models import build_cell_model
 from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import skip_identity_gap
-from orthskip.provenance import library_versions, provenance
-from orthskip.results import is_converged, score_key
+from orthskip.training.outputs import write_outputs
+from orthskip.training.preempt import Preempted, SigtermFlag
 from orthskip.training.runstate import (
-    SPLITS,
     CheckpointClock,
     RunSpec,
     TrainState,
     apply_stop,
     checkpoint_payload,
     epoch_train_stats,
-    loss_and_score,
+    evaluate,
+    finite,
+    linalg_diverged,
     loss_module,
     lr_schedulers,
     read_checkpoint,
@@ -58,92 +55,18 @@ from orthskip.training.runstate import (
     resumed_state,
     streams,
     torch_setup,
+    validation_split,
 )
 
 log = logging.getLogger(__name__)
-
-EVAL_BATCH = 1024
-PREEMPT_EXIT_CODE = 143  # 128 + SIGTERM, what SLURM and shells expect
-
-
-class Preempted(Exception):
-    """Raised after the resume checkpoint is written because SIGTERM arrived."""
 
 
 class Diverged(Exception):
     """A non-finite loss, gradient or parameter at one optimizer step."""
 
 
-def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, val) row indices: a seeded random ``fraction`` of the n rows, both sorted."""
-    n_val = round(n * fraction)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + 41))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
-
-
-def _finite(tensors: list[torch.Tensor]) -> bool:
-    """All entries finite (the largest |entry| propagates NaN and inf, and never overflows)."""
-    return bool(torch.isfinite(nn.utils.get_total_norm(tensors, norm_type=math.inf)))
-
-
-def _linalg_diverged(err: Exception, model: nn.Module, loss: torch.Tensor | None) -> bool:
-    """Whether a linear-algebra failure was caused by non-finite inputs (then: diverged)."""
-    if not isinstance(err, torch.linalg.LinAlgError):
-        return False
-    tensors = [p.detach() for p in model.parameters()]
-    tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    return (loss is not None and not torch.isfinite(loss).all()) or not _finite(tensors)
-
-
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> tuple[float, float]:
-    """(loss, score) over (x, y) in eval mode, no augmentation.
-
-    Classification (integer y): mean cross-entropy and accuracy. Regression (float y): mean
-    squared error per target entry (nn.MSELoss's mean) and R² = 1 − SSE / SST, SST about
-    the mean of y over these rows.
-    """
-    was_training = model.training
-    model.eval()
-    regression = y.is_floating_point()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.float64)
-    for i in range(0, len(x), EVAL_BATCH):
-        xb, yb = x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH]
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(xb)
-        out = out.float() if amp else out
-        if regression:
-            loss_sum += nn.functional.mse_loss(out, yb, reduction="sum").double()
-        else:
-            loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum").double()
-            correct += (out.argmax(1) == yb).sum()
-    model.train(was_training)
-    if not len(x):
-        return math.nan, math.nan
-    return loss_and_score(float(loss_sum), float(correct), y, regression)
-
-
-class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks between steps."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        self._old: Any = None
-
-    def __enter__(self) -> _SigtermFlag:
-        self._old = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.raised = True
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._old)
 
 
 def _progress(enabled: bool, total: int, desc: str) -> Any:
@@ -188,7 +111,7 @@ class SoloRun:
         return self.bundle.optimizers[0].param_groups[0]["lr"]
 
 
-def train_cell(
+def train_reference(
     cell_cfg: CellConfig,
     data_path: Path,
     manifest: Path,
@@ -207,7 +130,7 @@ def train_cell(
     if not state.history:
         d = run.data
         _record(run, 0, evaluate(run.model, d["x_train"], d["y_train"], spec.amp), 0.0)
-    with _SigtermFlag() as sigterm:
+    with SigtermFlag() as sigterm:
         while state.status == "running" and state.epoch < spec.epochs:
             epoch = state.epoch + 1
             sums, seen, step, why = _train_epoch(run, epoch, sigterm)
@@ -238,7 +161,8 @@ def _set_up(cell_cfg: CellConfig, data_path: Path, manifest: Path, outdir: Path)
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     for name, t in tensors.items():
         t = spec.put(t)
-        tensors[name] = t.contiguous(memory_format=memory_format) if channels_last else t
+        images = channels_last and t.dim() == 4  # the inputs, not the labels
+        tensors[name] = t.contiguous(memory_format=memory_format) if images else t
 
     torch.manual_seed(cell.seed)
     model = build_cell_model(cell_cfg, data).to(device, memory_format=memory_format)
@@ -283,7 +207,7 @@ def _resume(run: SoloRun) -> None:
 
 
 def _train_epoch(
-    run: SoloRun, epoch: int, sigterm: _SigtermFlag
+    run: SoloRun, epoch: int, sigterm: SigtermFlag
 ) -> tuple[list[float], int, int, str | None]:
     """The epoch's steps from the saved position: (sums, rows seen, last step, divergence)."""
     state, spec, d = run.state, run.spec, run.data
@@ -319,7 +243,9 @@ def _train_epoch(
     except Diverged as err:
         why = str(err)
     except RuntimeError as err:
-        if not _linalg_diverged(err, run.model, loss):
+        tensors = [p.detach() for p in run.model.parameters()]
+        tensors += [p.grad for p in run.model.parameters() if p.grad is not None]
+        if not linalg_diverged(err, tensors + ([loss.detach()] if loss is not None else [])):
             raise RuntimeError(f"{run.cell.path}: epoch {epoch} step {b}: {err}") from err
         why = f"linear-algebra failure on non-finite values ({type(err).__name__})"
     if bar is not None:
@@ -359,16 +285,16 @@ def _step(
         loss = run.loss_fn(out.float() if spec.amp else out, yb)
     run.bundle.zero_grad()
     loss.backward()
-    if check and not _finite([loss.detach()]):
+    if check and not finite([loss.detach()]):
         raise Diverged("non-finite loss")
     clipped: torch.Tensor | bool = False
     if spec.clip:
         norm = nn.utils.clip_grad_norm_(params, spec.clip)
         clipped = norm > spec.clip  # a device tensor: no host sync here
-    if check and not _finite([p.grad for p in params if p.grad is not None]):
+    if check and not finite([p.grad for p in params if p.grad is not None]):
         raise Diverged("non-finite gradient")
     run.bundle.step()
-    if check and not _finite([p.detach() for p in params]):
+    if check and not finite([p.detach() for p in params]):
         raise Diverged("non-finite parameter after the step")
     return out, loss, clipped
 
@@ -427,67 +353,3 @@ def _finish(run: SoloRun, pack: dict[str, Any] | None) -> None:
         **({"pack": pack} if pack else {}),
     }
     write_outputs(run.cfg, run.state, run.outdir, run.spec.device, run.cfg_hash, meta)
-
-
-def write_outputs(
-    cell_cfg: CellConfig,
-    state: TrainState,
-    outdir: Path,
-    device: torch.device,
-    cfg_hash: str,
-    meta: dict[str, Any],
-) -> None:
-    history = pd.DataFrame(state.history)
-    cell_cols = cell_cfg.keys  # the cell's wildcards and its skip kind
-    for key, value in reversed(list(cell_cols.items())):
-        history.insert(0, key, value)
-    write_parquet(outdir / "history.parquet", history)
-    save_torch(
-        outdir / "snapshots.pt",
-        {
-            "cell": cell_cols,
-            "config_hash": cfg_hash,
-            "states": state.snapshots,
-        },
-    )
-    final = state.history[-1]
-    ok = state.status == "ok"
-    nan = float("nan")
-    # The best epoch is chosen on validation, never on test; ties go to the earlier epoch.
-    score = score_key(meta["task"])
-    scored = [h for h in state.history if math.isfinite(h[f"val_{score}"])]
-    best = max(scored, key=lambda h: h[f"val_{score}"]) if scored else None
-    write_json(
-        outdir / "status.json",
-        {
-            **cell_cols,
-            "status": state.status,
-            "epochs": state.epoch,
-            "diverged_epoch": state.diverged_at[0] if state.diverged_at else None,
-            "diverged_step": state.diverged_at[1] if state.diverged_at else None,
-            "stopped": state.stopped,
-            "converged": is_converged(state.status, state.stopped),
-            **{
-                f"{split}_{name}": final[f"{split}_{name}"] if ok else nan
-                for split in SPLITS
-                for name in ("loss", "acc", "r2")
-            },
-            "best_val_epoch": best["epoch"] if best else None,
-            "test_acc_at_best_val": best["test_acc"] if best else nan,
-            "test_r2_at_best_val": best["test_r2"] if best else nan,
-            "clipped_frac": _mean([h["clipped_frac"] for h in state.history[1:]]),
-            "wall_time_s": state.elapsed,
-            **meta,
-            "model_options": thaw(cell_cfg.model),
-            "snapshot_epochs": sorted(int(e) for e in state.snapshots),
-            "skip_weight_decay": cell_cfg.train["optimizer"]["skip_weight_decay"],
-            **provenance(cfg_hash, device),
-            "versions": library_versions(),
-            "cell_config": cell_cfg.as_dict(),
-        },
-    )
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else 0.0
