@@ -385,3 +385,70 @@ def test_score_comparisons_at_equal_epochs_and_other_recipes_are_stated(rate_fra
     assert not flags(same)["accrecipes"]
     for flag in (r"\ifaccmatched", r"\ifaccrecipes"):
         assert flag in PAPER_TEX.read_text()
+
+
+def test_the_confounds_count_the_fitted_variants_and_the_controls_apart():
+    """The rate setting's convergence counts (``convergence_findings``): the variants with a
+    fitted skip apart from the controls without one (``rate_identity``: nothing of it is
+    fitted, no stopping rule fires on it), so the controls' capped runs do not read as the
+    fitted variants'; another setting's runs count in neither."""
+    from orthskip.tables.paper_numbers import Macros, convergence_macros
+
+    plateau, stalled = "train_loss plateau", f"{results.STALLED} above its init"
+    runs = [("lin", "ok", plateau)] * 3 + [("lin", "ok", None), ("orth", "ok", stalled),
+            ("orth", "diverged", None)] + [("rate_identity", "ok", None)] * 2  # fmt: skip
+    rows = [dict(dataset=ds, arch="mlp", variant=v, skip=v, status=status, stopped=stop,
+                 converged=results.is_converged(status, stop), epochs=7 if stop else 9,
+                 test_acc=np.nan if status != "ok" else 0.9)
+            for ds in ("r", "other") for v, status, stop in runs]  # fmt: skip
+    rate = pd.DataFrame({"dataset": ["r", "r", "other"], "arch": "mlp",
+                         "variant": ["lin", "orth", "lin"]})  # fmt: skip
+    out = Macros()
+    convergence_macros(out, pd.DataFrame(rows), rate, ("r", "mlp"))
+    text = out.render()
+    m, on = macros(text), flags(text)
+    assert on["rateconv"] and on["ratectl"] and on["ratefitother"]
+    got = {k: m[k] for k in ("rateFitConverged", "rateFitCells", "rateFitCapped", "rateFitOther",
+                             "rateCtlConverged", "rateCtlCells")}  # fmt: skip
+    assert got == {"rateFitConverged": "3", "rateFitCells": "6", "rateFitCapped": "1",
+                   "rateFitOther": "2", "rateCtlConverged": "0", "rateCtlCells": "2"}  # fmt: skip
+    assert m["rateCtlNames"] == tex_name("rate_identity") == r"\texttt{rate\_identity}"
+    assert plain(m["rateEpochsMax"]) == "9"
+
+    # every fitted run converged, no control: the parts that would have nothing to say are off
+    done = [r for r in rows if r["variant"] == "lin" and r["converged"]]
+    out = Macros()
+    convergence_macros(out, pd.DataFrame(done), rate, ("r", "mlp"))
+    on, m = flags(out.render()), macros(out.render())
+    assert on["rateconv"] and not on["ratectl"] and not on["ratefitother"]
+    assert (m["rateFitConverged"], m["rateFitCells"], m["rateCtlNames"]) == ("3", "3", "--")
+
+
+def test_the_confounds_say_so_where_no_rate_run_converged(rate_frames):
+    """The fixture's rate cells ran to its epoch cap: ``convergence_findings`` has no row for
+    the setting, the counts are off (defined, as dashes) and the paper's other branch says
+    that no run converged; with one seed converged the counts split the fitted variants'
+    runs from ``rate_identity``'s."""
+    from tests.fixture_results import SEEDS
+
+    f = rate_frames
+    text = paper_numbers(f["layers"], f["cells"], f["approx"])
+    m, on = macros(text), flags(text)
+    assert on["rate"] and not on["rateconv"] and not on["ratectl"]
+    assert m["rateFitConverged"] == m["rateCtlNames"] == "--"
+    confound = PAPER_TEX.read_text().split(r"\textbf{A fixed budget, not convergence.}")[1]
+    assert confound.split(r"\item")[0].count(r"\ifrateconv") == 1
+    assert "no run converged" in confound.split(r"\item")[0]
+
+    cells = _rate_cells(f, {0})  # seed 0 of every rate variant converged, the rest capped
+    m = macros(paper_numbers(f["layers"], cells, f["approx"]))
+    here = cells[cells["dataset"] == "diffeo2"]
+    fitted = here["variant"] != "rate_identity"
+    n, ctl = int(fitted.sum()), int((~fitted).sum())
+    got = {k: m[k] for k in ("rateFitConverged", "rateFitCells", "rateFitCapped",
+                             "rateCtlConverged", "rateCtlCells")}  # fmt: skip
+    k = len(SEEDS)
+    assert got == {"rateFitConverged": str(n // k), "rateFitCells": str(n),
+                   "rateFitCapped": str(n - n // k), "rateCtlConverged": str(ctl // k),
+                   "rateCtlCells": str(ctl)}  # fmt: skip
+    assert m["rateCtlNames"] == tex_name("rate_identity")

@@ -340,6 +340,14 @@ def test_findings_count_the_converged_cells_of_the_fitted_variants_and_the_contr
     f = convergence_findings(pd.DataFrame(rows), rate)
     got = [tuple(r) for r in f[["dataset", "fitted", "converged", "n", "variants"]].to_numpy()]
     assert got == [("r", True, 7, 8, "lin, orth"), ("r", False, 0, 4, "ident")]
+    assert list(f["capped"]) == [1, 4]  # no status, no stopping reason: not converged is capped
+    # with them: a stalled or diverged run did not run to the cap
+    cells = pd.DataFrame(rows).assign(status="ok", stopped=None, test_acc=0.9)
+    cells["stopped"] = cells["stopped"].where(~cells["converged"], "train_loss plateau")
+    ident = cells.index[cells["variant"] == "ident"]
+    cells.loc[ident[0], "stopped"] = "train_loss stalled"
+    cells.loc[ident[1], ["status", "test_acc"]] = ["diverged", np.nan]
+    assert list(convergence_findings(cells, rate)["capped"]) == [1, 2]
     text = _convergence_text(f)
     assert "r / mlp 7 of 8 (87.5 %) of the fitted variants' cells and 0 of 4 (0.0 %)" in text
     assert "fixed" not in text

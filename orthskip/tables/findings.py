@@ -52,9 +52,10 @@ def rate_findings(layers: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
 def convergence_findings(cells: pd.DataFrame, rate: pd.DataFrame) -> pd.DataFrame:
     """Per setting where a stopping rule ended any run: of the cells of the variants the rate
     fits cover (``fitted``: True) and of the setting's other variants (False: controls
-    without a fitted skip, e.g. identity), how many ``converged`` of ``n``, and the other
-    variants' names (``variants``)."""
-    cols = [*SETTING, "fitted", "converged", "n", "variants"]
+    without a fitted skip, e.g. identity), how many ``converged`` of ``n``, how many ran to
+    the epoch cap (``capped``: no stopping reason, not diverged; the rest of ``n`` stalled or
+    diverged), and the other variants' names (``variants``)."""
+    cols = [*SETTING, "fitted", "converged", "n", "capped", "variants"]
     if cells.empty or rate.empty or "converged" not in cells:
         return pd.DataFrame(columns=cols)
     fitted = set(map(tuple, rate[[*SETTING, "variant"]].astype(str).to_numpy()))
@@ -63,16 +64,30 @@ def convergence_findings(cells: pd.DataFrame, rate: pd.DataFrame) -> pd.DataFram
     key = zip(
         c["dataset"].astype(str), c["arch"].astype(str), c["variant"].astype(str), strict=True
     )
-    c = c.assign(_conv=conv, _fit=[k in fitted for k in key])
+    c = c.assign(_conv=conv, _fit=[k in fitted for k in key], _cap=_ran_to_cap(c, conv))
     rows = []
     for setting, g in c.groupby(SETTING, sort=True):
         if not g["_conv"].any() or not g["_fit"].any():
             continue
         for fit, h in g.groupby("_fit", sort=False):
             names = ", ".join(dict.fromkeys(h["variant"].astype(str)))
-            rows.append((*setting, bool(fit), int(h["_conv"].sum()), len(h), names))
+            rows.append((*setting, bool(fit), int(h["_conv"].sum()), len(h),
+                         int(h["_cap"].sum()), names))  # fmt: skip
     f = pd.DataFrame(rows, columns=cols)
     return f.sort_values([*SETTING, "fitted"], ascending=[1, 1, 0]).reset_index(drop=True)
+
+
+def _ran_to_cap(cells: pd.DataFrame, converged: pd.Series) -> pd.Series:
+    """Cells that trained to the epoch cap: not ``converged``, no stopping reason
+    (``stopped``, or without it ``stalled``) and not diverged (where cells have a
+    ``status``)."""
+    if "stopped" in cells:
+        ended = cells["stopped"].fillna("").astype(str) != ""
+    else:
+        stalled = cells["stalled"] if "stalled" in cells else pd.Series(False, index=cells.index)
+        ended = stalled.fillna(False).astype(bool)
+    ok = ~results.diverged(cells) if "status" in cells else True
+    return ~converged & ~ended & ok
 
 
 def rate_budget_findings(layers: pd.DataFrame) -> pd.DataFrame:

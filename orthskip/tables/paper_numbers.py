@@ -30,6 +30,7 @@ from orthskip import results
 from orthskip.tables.findings import (
     ALPHA,
     SETTING,
+    convergence_findings,
     findings_frames,
     matched_budgets,
     other_recipes,
@@ -260,22 +261,43 @@ def rate_macros(
     out.text("rateControlVsFromI", _overlap(here, roles))
 
 
-def convergence_macros(out: Macros, cells: pd.DataFrame, setting: tuple[str, str] | None) -> None:
-    """How far training went in the rate setting: cells that met the stopping rule (a
-    ``stopped`` reason) against those that ran to the epoch cap, and the spread of the final
-    test score."""
+def convergence_macros(
+    out: Macros, cells: pd.DataFrame, rate: pd.DataFrame, setting: tuple[str, str] | None
+) -> None:
+    """How far training went in the rate setting, from :func:`convergence_findings`: of the
+    cells of the variants the rate fits cover, how many converged (the stopping rule fired
+    below the initial loss), how many ran to the epoch cap and how many did neither (stalled
+    or diverged); of the other variants' cells (controls without a fitted skip, e.g.
+    ``rate_identity``) how many converged, and their names. ``\\ifrateconv`` is off where no
+    run of the setting converged (findings has no row for it). Then the most epochs a run
+    trained and the spread of the final test score."""
+    conv = convergence_findings(cells, rate) if setting is not None else pd.DataFrame()
+    if not conv.empty:
+        conv = conv[(conv["dataset"] == setting[0]) & (conv["arch"] == setting[1])]
+    fit = conv[conv["fitted"].astype(bool)] if not conv.empty else conv
+    ctl = conv[~conv["fitted"].astype(bool)] if not conv.empty else conv
+    fit = fit.iloc[0] if len(fit) else None
+    ctl = ctl.iloc[0] if len(ctl) else None
+    other = int(fit["n"] - fit["converged"] - fit["capped"]) if fit is not None else 0
+    out.flag("rateconv", fit is not None)
+    out.flag("ratefitother", other > 0)
+    out.flag("ratectl", ctl is not None)
+    out.text("rateFitConverged", _count_text(fit["converged"]) if fit is not None else "--")
+    out.text("rateFitCells", _count_text(fit["n"]) if fit is not None else "--")
+    out.text("rateFitCapped", _count_text(fit["capped"]) if fit is not None else "--")
+    out.text("rateFitOther", _count_text(other) if fit is not None else "--")
+    out.text("rateCtlConverged", _count_text(ctl["converged"]) if ctl is not None else "--")
+    out.text("rateCtlCells", _count_text(ctl["n"]) if ctl is not None else "--")
+    names = str(ctl["variants"]).split(", ") if ctl is not None else []
+    out.text("rateCtlNames", ", ".join(tex_name(v) for v in names) or "--")
     c = cells
     if setting is not None and not c.empty:
         c = c[(c["dataset"] == setting[0]) & (c["arch"] == setting[1])]
     ok = c[~results.diverged(c)] if not c.empty and setting is not None else c.iloc[0:0]
-    stopped = (ok["stopped"].fillna("").astype(str) != "") if "stopped" in ok else ok["epochs"] < 0
     score = results.test_score(ok).to_numpy(dtype=float) if not ok.empty else np.array([])
     score = score[np.isfinite(score)]
     regression = bool(results.is_regression(ok).any()) if not ok.empty else False
     fmt = ".3f" if regression else ".2f"
-    out.text("rateCells", _count_text(len(ok)))
-    out.text("rateStopped", _count_text(int(stopped.sum())))
-    out.text("rateCapped", _count_text(int((~stopped).sum())))
     out.number("rateEpochsMax", str(int(ok["epochs"].max())) if not ok.empty else MISSING)
     out.text("rateScoreName", "test $R^2$" if regression else "test accuracy")
     out.text("rateScoreUnit", "" if regression else "\\,\\%")
@@ -463,7 +485,7 @@ def paper_numbers(
     run_macros(out, cells)
     setting = rate_setting(f["rate"]) if not f["rate"].empty else None
     rate_macros(out, f["rate"], f["starts"], cells)
-    convergence_macros(out, cells, setting)
+    convergence_macros(out, cells, f["rate"], setting)
     start_macros(out, f["starts"], setting)
     accuracy_macros(out, f["accuracy"])
     approximation_macros(out, f["approximation"], f["approximation_rate"])
