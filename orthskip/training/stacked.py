@@ -351,7 +351,7 @@ class PackRun:
     data: dict[str, Tensor]  # x_/y_all (every training row: members index theirs), x_/y_test
     augment: str | None
     net: Stacked | HandMLP | Single
-    init: list[Tensor]  # the initial parameters: finite values for frozen members
+    init: list[Tensor]  # the initial parameters: finite values for frozen members (K > 1)
     bundle: Any  # orthskip.nn.optim's optimizers and Riemannian steps over the stacked tensors
     projections: list[Any]  # procrustes skips, projected per member
     schedulers: list[torch.optim.lr_scheduler.LambdaLR]
@@ -529,7 +529,7 @@ def _pack_run(
         data=tensors,
         augment=data.meta.get("augment"),
         net=net,
-        init=[p.detach().clone() for p in net.params],
+        init=[p.detach().clone() for p in net.params] if len(members) > 1 else [],
         bundle=bundle,
         projections=projections,
         schedulers=runstate.lr_schedulers(
@@ -715,7 +715,10 @@ def _diverge(pack: PackRun, i: int, epoch: int, b: int, why: str, sums: Tensor, 
 
 @torch.no_grad()
 def _freeze_inactive(pack: PackRun) -> None:
-    """Reset stopped and diverged members to their (finite) initial parameters."""
+    """Reset stopped and diverged members to their (finite) initial parameters (a pack of
+    one has no other member to keep them from)."""
+    if pack.k == 1:
+        return
     active = pack.active()
     if bool(active.all()):
         return
