@@ -15,23 +15,25 @@ Cases (``--cases``), each two ways in this one process, the two sides alternatin
 * ``resnet``: cifar_resnet-20, width 16, on fake CIFAR-shaped (3×32×32) data with the cifar
   augmentation (bench_pack's case; ``--resnet-skip``, default orth_learned): it is not
   hand-batched, so one vmap pack of S seeds against the S members trained one after another
-  (each a pack of one on its own module, as ``vectorise: false`` trains them).
+  (each a pack of one on its own module, as ``vectorise: false`` trains them);
+* ``vit``: a small ViT (6 blocks, width 64, 2 heads, patch 4: 64 tokens) on the same fake
+  data and skip kind, the same two ways.
 
 Timed are the optimizer steps alone (batch, augmentation, forward, backward,
 clipping/divergence checks, the optimizer and scheduler), through each trainer's own
 ``_step`` on its own set-up, not evaluation or checkpoints. Reported: member-block-steps per
 second (members × blocks × steps / seconds), their ratio, and GFLOP/s beside the float32
 matmul ceiling measured here (one 2048² product, same thread count). FLOP per member-block:
-for rate, 3 × the forward's 2·B·(2·h·d + d²); for circles and resnet, the matmul and
+for rate, 3 × the forward's 2·B·(2·h·d + d²); for the others, the matmul and
 convolution FLOP that ``torch.utils.flop_counter`` counts in one member's forward and
 backward on one batch, over its number of blocks.
 
-Usage: python bench/bench_engine.py [--quick] [--cases rate,circles,resnet] [--depth 256]
+Usage: python bench/bench_engine.py [--quick] [--cases rate,circles,resnet,vit] [--depth 256]
 [--seeds 5] [--steps N] [--rounds R] [--resnet-skip KIND]
 ``--quick`` runs only ``rate`` unless ``--cases`` says otherwise; the full run does all three
 (about 5 minutes on one core).
 Ends with one ``<case> speedup X.XX`` line per case run, in the order rate (hand over
-vmap), circles (hand over vmap), resnet (vmap pack over solo): ``--quick`` with
+vmap), circles (hand over vmap), resnet and vit (vmap pack over packs of one): ``--quick`` with
 ``rate speedup X.XX``.
 """
 
@@ -66,7 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RATE = ("rate_identity", "rate_linear", "rate_orth_learned", "rate_orth_learned_haar")
 CIRCLES = ("identity", "none", "linear", "orth_fixed", "orth_learned", "orth_learned_haar")
 CIRCLES_DEPTH = 32
-ALL_CASES = ("rate", "circles", "resnet")
+ALL_CASES = ("rate", "circles", "resnet", "vit")
 
 
 def rate_members(depth: int, seeds: int) -> list[CellConfig]:
@@ -231,8 +233,19 @@ def circles_case(tmp: Path, seeds: int, steps: int, rounds: int) -> Case:
     return hand_vs_vmap("circles", cfgs, data, tmp, steps, rounds, flop)
 
 
-def resnet_case(tmp: Path, seeds: int, steps: int, rounds: int, skip: str) -> Case:
-    arch, depth, opts, shape, n, epochs, batch = PACK_CASES["cifar_resnet-20"]
+# the module-engine cases: (arch, depth, model options, input shape, n_train, epochs, batch)
+MODULE_CASES = {
+    "resnet": PACK_CASES["cifar_resnet-20"],
+    # a small ViT on 32x32 inputs, patch 4: 64 tokens of width 64, 6 blocks
+    "vit": ("vit", 6, {"width": 64, "heads": 2, "patch": 4, "mlp_ratio": 2}, (3, 32, 32),
+            256, 1, 32),
+}  # fmt: skip
+
+
+def module_case(name: str, tmp: Path, seeds: int, steps: int, rounds: int, skip: str) -> Case:
+    """One vmap pack of ``seeds`` members against the members one after another, each a
+    pack of one on its own module."""
+    arch, depth, opts, shape, n, epochs, batch = MODULE_CASES[name]
     data = fake_dataset(tmp, n, shape, 10)
     cfgs: list[CellConfig] = pack_members(arch, depth, opts, skip, seeds, epochs, batch, "cpu")
     flop, blocks = counted_flops(cfgs[0], data)
@@ -243,7 +256,7 @@ def resnet_case(tmp: Path, seeds: int, steps: int, rounds: int, skip: str) -> Ca
     )
     rows = [(f"solo (packs of one), {seeds} one after another", seq),
             (f"vmap, 1 pack of {seeds}", vmap)]  # fmt: skip
-    return Case("resnet", rows, seeds * blocks, flop)
+    return Case(name, rows, seeds * blocks, flop)
 
 
 def main() -> None:
@@ -261,7 +274,7 @@ def main() -> None:
         ap.error(f"unknown --cases {sorted(unknown)}; choose from {','.join(ALL_CASES)}")
     depth = args.depth or 256
     # per case: (steps, rounds) of the full run, sized for ~10 minutes on one core in all
-    sizes = {"rate": (12, 3), "circles": (20, 3), "resnet": (8, 3)}
+    sizes = {"rate": (12, 3), "circles": (20, 3), "resnet": (8, 3), "vit": (8, 3)}
     if args.quick:
         sizes["rate"] = (3, 1)
     cases: list[Case] = []
@@ -279,9 +292,13 @@ def main() -> None:
                 case = circles_case(root, args.seeds, steps, rounds)
                 what = (f"mlp width 16, depth {CIRCLES_DEPTH}, batch norm, "
                         f"{len(CIRCLES)} variants x {args.seeds} seeds")  # fmt: skip
-            else:
-                case = resnet_case(root, args.seeds, steps, rounds, args.resnet_skip)
+            elif name == "resnet":
+                case = module_case(name, root, args.seeds, steps, rounds, args.resnet_skip)
                 what = f"cifar_resnet-20 width 16, {args.resnet_skip}, {args.seeds} seeds"
+            else:
+                case = module_case(name, root, args.seeds, steps, rounds, args.resnet_skip)
+                what = (f"vit 6 blocks, width 64, 2 heads, patch 4 on 3x32x32, "
+                        f"{args.resnet_skip}, {args.seeds} seeds")  # fmt: skip
             # progress on stderr: stdout stays the report (the quick run's as it was)
             print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             cases.append(case)

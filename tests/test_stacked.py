@@ -53,9 +53,15 @@ def _members(arch: str, kind: str, seeds=(0, 1, 2), norm="batch", **train):
     return [cell_config(cfg, c) for c in cells(cfg)]
 
 
-def _solo_and_packed(tmp_path, data, members):
+def _solo_and_packed(tmp_path, data, members, engine=None):
+    """The members through train_pack (``engine`` None) or as one pack on ``engine``
+    (train_stacked: the vmap engine also where train_pack would not choose it), and each
+    through the reference loop."""
     outs = [tmp_path / "pack" / str(m.cell.seed) for m in members]
-    statuses = train_pack(list(members), *data, outs)
+    if engine is None:
+        statuses = train_pack(list(members), *data, outs)
+    else:
+        statuses = train_stacked(list(members), *data, outs, engine=engine)
     solos = []
     for m in members:
         solo = tmp_path / "solo" / str(m.cell.seed)
@@ -87,13 +93,17 @@ def test_packed_members_equal_their_solo_runs_in_float64(tmp_path, circles, digi
         arch, kind, dtype="float64", epochs=5, batch_size=batch, snapshot_epochs=[0, 2],
         optimizer={"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}, grad_clip=1.0,
     )  # fmt: skip
-    statuses, solos, outs = _solo_and_packed(tmp_path, data, members)
+    # on the CPU train_pack trains a cifar_resnet pack one member after another (vmap is
+    # slower there: ArchSpec.vmap_on_cpu); the vmap engine, which GPUs use, is tested here
+    jacobian = (kind, arch) == ("orth_jacobian", "cifar_resnet")
+    vmap = arch == "cifar_resnet" and not jacobian
+    statuses, solos, outs = _solo_and_packed(tmp_path, data, members, "vmap" if vmap else None)
     assert statuses == solos == ["ok"] * 3
     for m, out in zip(members, outs, strict=True):
         solo = tmp_path / "solo" / str(m.cell.seed)
         assert_member_equals_solo(out, solo)
         pack = read_json(out / "status.json")["pack"]
-        if (kind, arch) == ("orth_jacobian", "cifar_resnet"):
+        if jacobian:
             # spectral convolutions are not vmapped: one after another, each a pack of one
             assert pack == {"mode": "sequential", "size": 3, "engine": "module"}
         else:
@@ -561,3 +571,17 @@ def test_a_pack_of_one_runs_what_vmap_cannot(tmp_path, circles, digits, arch, op
     assert statuses == solos == ["ok"]
     assert read_json(outs[0] / "status.json")["pack"]["engine"] == "module"
     assert_member_equals_solo(outs[0], tmp_path / "solo" / "0", epochs=3)
+
+
+def test_a_pack_is_vmapped_on_the_cpu_only_where_it_pays():
+    """On the CPU a conv net's or a ViT's pack trains one member after another (each a
+    pack of one: bench_engine measured vmap slower there); an mlp pack of a non-matrix kind
+    is vmapped; a pack of one always trains on the engine."""
+    resnet = _members("cifar_resnet", "orth_learned", device="cpu")
+    why = stacked.can_vectorise(resnet)
+    assert why is not None and "cifar_resnet" in why and "slower" in why
+    assert stacked.can_vectorise(resnet[:1]) is None
+    mlp = _members("mlp", "procrustes", device="cpu")
+    assert stacked.can_vectorise(mlp) is None and stacked.engine_for(mlp) == "vmap"
+    assert stacked.engine_for(mlp[:1]) == "module"
+    assert stacked.engine_for(_members("mlp", "orth_learned", device="cpu")) == "hand"

@@ -44,6 +44,7 @@ from torch.func import stack_module_state, vmap
 from orthskip.config.grid import Cell, CellConfig, resume_key
 from orthskip.data import augment_batch, load_prepared
 from orthskip.io import load_torch, save_torch
+from orthskip.nn.arch_specs import ARCH_SPECS
 from orthskip.nn.models import build_cell_model, initial_cell_state
 from orthskip.nn.optim import build_optimizer
 from orthskip.nn.skips import SKIPS, skip_identity_gap
@@ -312,6 +313,9 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
     if len(members) == 1:
         return None
     tcfg = members[0].train
+    arch = members[0].cell.arch
+    if not ARCH_SPECS[arch].vmap_on_cpu and _on_cpu(tcfg["device"]):
+        return f"on the CPU a {arch} pack under vmap is slower than its members in turn"
     for key in ("compile", "channels_last"):
         if tcfg[key]:
             return f"train.{key} is on (torch.compile / channels_last are not used under vmap)"
@@ -325,6 +329,12 @@ def can_vectorise(members: list[CellConfig]) -> str | None:
     if any(resume_key(s) != resume_key(strip[0]) for s in strip):
         return f"the members differ in more than their seed, and {across}"
     return None
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether ``train.device`` trains on the CPU (without claiming a GPU, as
+    ``devices.select_device`` does)."""
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
 def engine_for(members: list[CellConfig], engine: str = "auto") -> str:
