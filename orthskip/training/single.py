@@ -31,7 +31,6 @@ class Single:
     ) -> None:
         self.model = model
         self.skip_cfg = dict(skip_cfg)
-        self.images = False  # set by the engine from the data: channels_last applies to 4-d x
         self.channels_last = bool(tcfg["channels_last"])
         self.call = torch.compile(model) if tcfg["compile"] else model
         self.bundle: OptimizerBundle  # build_bundle's
