@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import statistics
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -141,6 +142,15 @@ def test_finetune_trains_and_keeps_q_orthogonal(trained, kind):
         eye = torch.eye(q.shape[0], dtype=torch.float64)
         assert float((q.T @ q - eye).abs().max()) <= 1e-5
         assert torch.equal(q.float(), q_start.float()) == (kind == "orth_fixed")
+
+
+def test_finetune_at_an_exploding_lr_ends_diverged(trained):
+    cfg = trained[0]
+    data, probe, model = _probe_and_model(trained)
+    new, _ = approximate(model, probe, kind="orth_learned", lipschitz=(2, 0, 5))
+    explode = {**cfg.train["optimizer"], "lr": 1e30}
+    hot = replace(cfg, train={**cfg.train, "optimizer": explode, "grad_clip": None})
+    assert finetune(new, hot, data, 2, {}) == "diverged"
 
 
 def _plain_finetune(net, cfg, x, y, epochs: int) -> None:

@@ -307,10 +307,14 @@ def record_epoch(
 def record_divergence(
     state: TrainState, name: str, epoch: int, step: int, why: str, n_clipped: float, lr: float
 ) -> None:
-    """End the run ``diverged`` at (epoch, step): a row of NaN scores, the history kept."""
+    """End the run ``diverged`` at (epoch, step): a row of NaN scores, the history kept (a
+    run that records no history, fine-tuning, gets no row)."""
     state.update(epoch=epoch, batch=0, perm=None, sums=None)
     state.status = "diverged"
     state.diverged_at = (epoch, step)
+    log.warning("%s diverged at epoch %d step %d (%s)", name, epoch, step, why)
+    if not state.history:
+        return
     state.history.append(
         {
             **{key: math.nan for key in state.history[0]},
@@ -320,7 +324,6 @@ def record_divergence(
             "time_s": state.elapsed,
         }
     )
-    log.warning("%s diverged at epoch %d step %d (%s)", name, epoch, step, why)
 
 
 def apply_stop(

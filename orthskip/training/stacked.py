@@ -565,9 +565,8 @@ def finetune(
     training rows (its validation split held out), optimizer (``skip_cfg``: options per skip
     kind), batch size, loss, clipping, augmentation and seeded data and augmentation streams
     started afresh, the learning-rate schedule over these epochs. No AMP, no checkpoint, no
-    history or outputs. Returns ``ok``, or ``diverged`` at the first non-finite loss,
-    gradient or parameter (the step is not taken; ``model`` keeps its last finite weights
-    but for BatchNorm statistics)."""
+    history or outputs. Returns ``ok``, or ``diverged`` at the first non-finite loss or
+    gradient (the step is not taken) or parameter after a step; fine-tuning stops there."""
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
     tcfg = {**cfg.train, "epochs": epochs, "amp": False, "compile": False,
