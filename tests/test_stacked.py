@@ -585,3 +585,24 @@ def test_a_pack_is_vmapped_on_the_cpu_only_where_it_pays():
     assert stacked.can_vectorise(mlp) is None and stacked.engine_for(mlp) == "vmap"
     assert stacked.engine_for(mlp[:1]) == "module"
     assert stacked.engine_for(_members("mlp", "orth_learned", device="cpu")) == "hand"
+
+
+def test_a_pack_of_one_that_checks_at_the_epochs_end_trains_the_same_and_catches_divergence(
+    tmp_path, circles, monkeypatch
+):
+    """A pack of one on CUDA checks no step (a device sync each), only the epoch's loss sum.
+    The same path on the CPU (the policy switched off here): the same weights bit for bit as
+    the checked steps, and an exploding lr ends ``diverged`` at the epoch's last step."""
+    member = _members("mlp", "procrustes", seeds=(0,), epochs=2, batch_size=16)
+    assert train_stacked(member, *circles, [tmp_path / "checked"]) == ["ok"]
+    monkeypatch.setattr(stacked, "checks_every_step", lambda pack: False)
+    assert train_stacked(member, *circles, [tmp_path / "unchecked"]) == ["ok"]
+    a = load_torch(tmp_path / "checked" / "last.pt")["model"]
+    b = load_torch(tmp_path / "unchecked" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    hot = _members("mlp", "linear", seeds=(0,), epochs=2, batch_size=16, grad_clip=None,
+                   optimizer={"lr": 1e30, "momentum": 0.9})  # fmt: skip
+    assert train_stacked(hot, *circles, [tmp_path / "hot"]) == ["diverged"]
+    status = read_json(tmp_path / "hot" / "status.json")
+    steps = -(-86 // 16)  # ceil: the 86 training rows of circles, batch 16
+    assert (status["diverged_epoch"], status["diverged_step"]) == (1, steps - 1)

@@ -798,7 +798,7 @@ def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: flo
     A pack of one on CUDA checks no step (a check is a device sync, and there is no other
     member to keep NaN from): its non-finite loss sum is caught when the epoch ends."""
     k, spec = pack.k, pack.spec
-    if k == 1 and spec.device.type == "cuda":
+    if not checks_every_step(pack):
         return _unchecked_step(pack, rows, b, sums)
     active = pack.active()
     xb, yb = _member_batches(pack, rows, active.nonzero().flatten().tolist(), b)
@@ -839,6 +839,12 @@ def _step(pack: PackRun, rows: Tensor, epoch: int, b: int, sums: Tensor, t0: flo
         sums[:, 3] += clipped
     _freeze_inactive(pack)
     return yb.shape[1]
+
+
+def checks_every_step(pack: PackRun) -> bool:
+    """Whether the pack's steps check finiteness (else its epoch's loss sum is checked when
+    the epoch ends): all but a pack of one on CUDA (see :func:`_step`)."""
+    return pack.k > 1 or pack.spec.device.type != "cuda"
 
 
 def _unchecked_step(pack: PackRun, rows: Tensor, b: int, sums: Tensor) -> int:
