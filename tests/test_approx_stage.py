@@ -144,6 +144,25 @@ def test_finetune_trains_and_keeps_q_orthogonal(trained, kind):
         assert torch.equal(q.float(), q_start.float()) == (kind == "orth_fixed")
 
 
+def test_finetune_a_net_whose_first_parameter_is_a_float64_skip_generator(tmp_path):
+    """The rate nets have an identity stem: their first parameter is a block's float64
+    orth_learned generator; fine-tuning trains in the data's dtype (float32), as the net's
+    branches are."""
+    spec = {"source": "diffeo", "d": 2, "n_train": 64, "n_test": 32}
+    prepare_dataset("diffeo", spec, tmp_path / "h.pt", tmp_path / "h.json")
+    raw = tiny_config()
+    raw["datasets"] = {"diffeo": spec}
+    raw["grid"] = [{"arch": "mlp", "datasets": ["diffeo"], "variants": ["orth_learned"],
+                    "depths": [3], "seeds": [0]}]  # fmt: skip
+    raw["model"] = {"mlp": {"width": 2, "hidden": 8, "stem": "identity", "head": "identity"}}
+    cfg = prepare_config(raw)
+    cell = cell_config(cfg, cells(cfg)[0])
+    data = load_prepared(tmp_path / "h.pt", tmp_path / "h.json")
+    net = build_cell_model(cell, data)
+    assert next(net.parameters()).dtype == torch.float64  # the case: a skip generator first
+    assert finetune(net, cell, data, 1, {}) == "ok"
+
+
 def test_finetune_at_an_exploding_lr_ends_diverged(trained):
     cfg = trained[0]
     data, probe, model = _probe_and_model(trained)
@@ -187,7 +206,8 @@ def test_finetune_on_the_engine_is_the_plain_loop_in_float64(trained, kind):
     data, probe, model = _probe_and_model(trained)
     new, _ = approximate(model, probe, kind=kind, lipschitz=(2, 0, 5))
     engine, plain = copy.deepcopy(new).double(), copy.deepcopy(new).double()
-    assert finetune(engine, cfg, data, 2, {}) == "ok"
+    data64 = replace(data, x_train=data.x_train.double(), x_test=data.x_test.double())
+    assert finetune(engine, cfg, data64, 2, {}) == "ok"
     tr, _ = validation_split(len(data.x_train), float(cfg.train["val_fraction"]), 0)
     _plain_finetune(plain, cfg, data.x_train[tr].double(), data.y_train[tr], 2)
     a, b = engine.state_dict(), plain.state_dict()

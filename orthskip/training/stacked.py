@@ -561,16 +561,19 @@ def finetune(
     model: nn.Module, cfg: CellConfig, data: Any, epochs: int, skip_cfg: Mapping[str, Any]
 ) -> str:
     """Train ``model`` (built and loaded by the caller: a net the cell's config does not
-    build, say) in place for ``epochs`` epochs as a pack of one, with the cell's recipe: its
+    build, say; in the dtype of ``data``'s inputs) in place for ``epochs`` epochs as a pack
+    of one, with the cell's recipe: its
     training rows (its validation split held out), optimizer (``skip_cfg``: options per skip
     kind), batch size, loss, clipping, augmentation and seeded data and augmentation streams
     started afresh, the learning-rate schedule over these epochs. No AMP, no checkpoint, no
     history or outputs. Returns ``ok``, or ``diverged`` at the first non-finite loss or
     gradient (the step is not taken) or parameter after a step; fine-tuning stops there."""
-    dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device
+    # the data as they are: the caller's model matches them (a float32 net may hold float64
+    # skip generators, so no parameter's dtype tells the net's)
+    dtype = str(data.x_train.dtype).removeprefix("torch.")
     tcfg = {**cfg.train, "epochs": epochs, "amp": False, "compile": False,
-            "channels_last": False, "dtype": str(dtype).removeprefix("torch.")}  # fmt: skip
+            "channels_last": False, "dtype": dtype}  # fmt: skip
     cfg = replace(cfg, train=tcfg)
     train_idx, val_idx = validation_split(len(data.x_train), float(tcfg["val_fraction"]),
                                           cfg.cell.seed)  # fmt: skip
