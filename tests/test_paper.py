@@ -20,6 +20,7 @@ from orthskip.stages import paper as stage
 from orthskip.tables.findings import findings_frames
 from orthskip.tables.formats import span
 from orthskip.tables.paper_numbers import paper_numbers, tex_name, vs_one
+from orthskip.tables.render import Table, render_longtable
 from tests.findings_md import findings_of, rows, section
 from tests.fixture_results import fixture_frames, write_fixture
 from tests.workflow import REPO, SNAKEMAKE, job_counts, snakemake, tiny_config, write_config
@@ -154,11 +155,7 @@ def test_a_paper_that_sets_text_off_the_page_is_an_error(tmp_path):
     """A page whose content is taller than the page loses the rest below its margin: the
     stage refuses that PDF and names the page; the same source without it compiles."""
     figures, tables = tmp_path / "figures", tmp_path / "tables"
-    for folder, names, ext in ((figures, stage.paper_figures(), "pdf"),
-                               (tables, stage.PAPER_TABLES, "tex")):  # fmt: skip
-        folder.mkdir()
-        for name in names:
-            (folder / f"{name}.{ext}").write_text("")
+    _empty_inputs(figures, tables)
     (tmp_path / "numbers.tex").write_text("")
     body = {"fits": r"\rule{1pt}{0.5\textheight}", "too tall": r"\rule{1pt}{1.6\textheight}"}
     for case, box in body.items():
@@ -180,6 +177,66 @@ def test_a_paper_that_sets_text_off_the_page_is_an_error(tmp_path):
             ):
                 stage.build_paper(*args)
             assert not out.exists()
+
+
+def _empty_inputs(figures: Path, tables: Path) -> None:
+    """Empty files for every figure and table (tabular and longtable) build_paper copies."""
+    for folder, names, exts in ((figures, stage.paper_figures(), ("pdf",)),
+                                (tables, stage.PAPER_TABLES, ("tex", "long.tex"))):  # fmt: skip
+        folder.mkdir(exist_ok=True)
+        for name in names:
+            for ext in exts:
+                (folder / f"{name}.{ext}").write_text("")
+
+
+def _paper_macros(name: str) -> str:
+    """paper.tex's definitions from that of ``\\name`` to the next blank or comment line."""
+    text = PAPER_TEX.read_text()
+    m = re.search(rf"^\\newcommand\{{\\{name}\}}.*?(?=^%|^$)", text, re.MULTILINE | re.DOTALL)
+    assert m, name
+    return m.group(0)
+
+
+@pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"{', '.join(MISSING_TOOLS)} not on PATH: "
+                    "install texlive-latex-recommended, texlive-fonts-recommended, latexmk "
+                    "and poppler-utils (`make paper`, .ci/install-tex.sh)")  # fmt: skip
+def test_a_long_table_runs_over_pages_at_its_own_size(tmp_path):
+    """A table of 150 rows: make_table's longtable, set by paper.tex's \\longtab in
+    landscape as the appendix does, runs over several pages, not scaled, with the header on
+    every page and the paper's caption and label; nothing falls off a page."""
+    header = ["dataset", "arch", "variant", "depth", "distance", "seeds"]
+    rows = [["circles", "mlp", f"variant{i}", str(i), f"0.{i:03d} ± 0.001", "5"]
+            for i in range(150)]  # fmt: skip
+    table = Table.of_rows(header, rows, align="lllrrr")
+    long = render_longtable(table)
+    assert long.count("dataset & arch & variant & depth & distance & seeds") == 2
+    assert r"\endhead" in long and r"\endfirsthead" in long and r"\endlastfoot" in long
+    macro = _paper_macros("longtabcaption")
+    assert "resizebox" not in long + macro and "scalebox" not in long + macro
+    figures, tables = tmp_path / "figures", tmp_path / "tables"
+    _empty_inputs(figures, tables)
+    name = stage.PAPER_TABLES[0]
+    (tables / f"{name}.long.tex").write_text(long)
+    (tmp_path / "numbers.tex").write_text("")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "paper.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs,longtable,caption,pdflscape}\n"
+        f"{macro}\\begin{{document}}\nSee Table~\\ref{{tab:many}}.\n"
+        f"\\begin{{landscape}}\n\\longtab{{{name}}}{{Many rows.}}{{tab:many}}\n"
+        "\\end{landscape}\n\\end{document}\n"
+    )
+    out = tmp_path / "long.pdf"
+    stage.build_paper(src, tmp_path / "numbers.tex", figures, tables, out)
+    pages = subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True,
+                           check=True).stdout.split("\f")[:-1]  # fmt: skip
+    assert "See Table 1." in pages[0]
+    table_pages = pages[1:]
+    assert len(table_pages) > 1
+    for page in table_pages:
+        assert "Table 1: Many rows." in page and "distance" in page and "seeds" in page
+    text = "".join(table_pages)
+    assert all(f"variant{i}" in text for i in range(150))
 
 
 def _pdf_text(pdf: Path) -> str:

@@ -166,6 +166,14 @@ def test_every_table_writes_valid_latex_and_markdown(name, metrics_dir, tmp_path
         assert not re.search(r"(?<!\\)[_%#]", _strip_math(ln)), ln
     md_rows = _md_rows(md.read_text())
     assert len({len(r) for r in md_rows}) == 1 and len(md_rows) == len(rows) + 1
+    # the same rows as a longtable beside it, the header once per page head
+    long = [ln for ln in (tmp_path / f"{name}.long.tex").read_text().splitlines()
+            if not ln.startswith("%")]  # fmt: skip
+    assert long[0] == body[0].replace("tabular", "longtable") and long[-1] == r"\end{longtable}"
+    header = rows[0]
+    assert long.count(header) == 2 and r"\endhead" in long and r"\endlastfoot" in long
+    assert [ln for ln in long if ln.endswith(r"\\") and "caption" not in ln
+            and "Continued" not in ln and ln != header] == rows[1:]  # fmt: skip
 
 
 def test_latex_escape():

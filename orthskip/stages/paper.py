@@ -73,7 +73,8 @@ def build_paper(
     source: Path, numbers: Path, figures_dir: Path, tables_dir: Path, out: Path
 ) -> None:
     """Compile ``source/paper.tex`` in a scratch copy beside ``numbers``, the paper figures
-    (``figures_dir/<name>.pdf``) and ``tables_dir/<name>.tex``; write the PDF atomically."""
+    (``figures_dir/<name>.pdf``) and ``tables_dir/<name>.tex`` with its longtable
+    ``<name>.long.tex``; write the PDF atomically."""
     why = tex_engine()
     if why:
         raise PaperError(why)
@@ -83,7 +84,8 @@ def build_paper(
         shutil.copytree(source, build, dirs_exist_ok=True)
         shutil.copy2(numbers, build / "numbers.tex")
         for sub, names, ext, src in (("figures", paper_figures(), "pdf", figures_dir),
-                                     ("tables", PAPER_TABLES, "tex", tables_dir)):  # fmt: skip
+                                     ("tables", PAPER_TABLES, "tex", tables_dir),
+                                     ("tables", PAPER_TABLES, "long.tex", tables_dir)):  # fmt: skip
             (build / sub).mkdir(exist_ok=True)
             for name in names:
                 shutil.copy2(Path(src) / f"{name}.{ext}", build / sub / f"{name}.{ext}")

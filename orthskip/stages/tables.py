@@ -1,7 +1,8 @@
 """The tables stage: each of the paper's tables, and findings.md, computed from the
 aggregated Parquet files alone (read through :mod:`orthskip.results`).
 
-``make_table(name, metrics_dir, out_md, out_tex)`` is what the table rule calls and
+``make_table(name, metrics_dir, out_md, out_tex)`` is what the table rule calls (it writes
+the longtable beside ``out_tex``, :func:`longtable_path`) and
 ``write_findings(metrics_dir, out)`` the findings rule; ``TABLES`` maps each table's name to
 the result files it reads and the function of :mod:`orthskip.tables` that makes it from
 them, resolved from :mod:`orthskip.stages.catalog`. A new table is one module there and one
@@ -22,7 +23,7 @@ from orthskip.errors import ConfigError
 from orthskip.io import write_text
 from orthskip.stages.catalog import TABLE_SOURCES
 from orthskip.tables.findings_text import findings_markdown
-from orthskip.tables.render import Table, render_latex, render_markdown
+from orthskip.tables.render import Table, render_latex, render_longtable, render_markdown
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,23 @@ def _read(metrics_dir: Path, names: tuple[str, ...]) -> list[pd.DataFrame]:
     return [results.read_table(Path(metrics_dir), name) for name in names]
 
 
+def longtable_path(out_tex: Path) -> Path:
+    """Where :func:`make_table` writes the longtable of the tabular ``out_tex``:
+    ``<name>.long.tex`` beside it."""
+    out_tex = Path(out_tex)
+    return out_tex.with_name(f"{out_tex.stem}.long.tex")
+
+
 def make_table(name: str, metrics_dir: Path, out_md: Path, out_tex: Path) -> None:
-    """Compute table ``name`` from ``metrics_dir/*.parquet``; write Markdown and LaTeX."""
+    """Compute table ``name`` from ``metrics_dir/*.parquet``; write Markdown, a LaTeX tabular
+    (``out_tex``) and the same as a longtable (:func:`longtable_path` of ``out_tex``)."""
     if name not in TABLES:
         raise ConfigError(f"table {name!r} is unknown; allowed: {', '.join(TABLES)}")
     spec = TABLES[name]
     table = spec.make(*_read(metrics_dir, spec.reads))
     write_text(out_md, render_markdown(table))
     write_text(out_tex, render_latex(table))
+    write_text(longtable_path(out_tex), render_longtable(table))
 
 
 def write_findings(metrics_dir: Path, out: Path) -> None:
@@ -65,4 +75,4 @@ def write_findings(metrics_dir: Path, out: Path) -> None:
     write_text(out, findings_markdown(*_read(metrics_dir, names)))
 
 
-__all__ = ["TABLES", "TableSpec", "make_table", "write_findings"]
+__all__ = ["TABLES", "TableSpec", "longtable_path", "make_table", "write_findings"]

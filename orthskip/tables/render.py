@@ -1,6 +1,7 @@
-"""A table as strings (:class:`Table`) and its two renderings: a booktabs LaTeX tabular
-(pandas' Styler) and a compact Markdown pipe table (pandas' own ``to_markdown`` needs
-``tabulate``, which is not a dependency, and pads every cell)."""
+"""A table as strings (:class:`Table`) and its renderings: a booktabs LaTeX tabular
+(pandas' Styler), the same as a booktabs longtable that runs over pages, and a compact
+Markdown pipe table (pandas' own ``to_markdown`` needs ``tabulate``, which is not a
+dependency, and pads every cell)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,23 @@ def _split_keep(part: str, phrase: str, tex: str) -> list[str]:
 def render_latex(t: Table) -> str:
     """A booktabs tabular (pandas' Styler), cells escaped by :func:`latex_escape`, bold cells
     in \\textbf, the note as leading comments."""
+    return _render(t, environment=None)
+
+
+# The longtable's caption and label are the paper's: its \longtab{name}{caption}{label}
+# defines these two macros before it inputs tables/<name>.long.tex.
+LONGTABLE_CAPTION = r"\longtabcaption"
+LONGTABLE_LABEL = r"\longtablabel"
+
+
+def render_longtable(t: Table) -> str:
+    """:func:`render_latex` as a booktabs longtable that runs over as many pages as it needs:
+    the caption (:data:`LONGTABLE_CAPTION`) and label (:data:`LONGTABLE_LABEL`) on the first
+    page, the header row repeated on every page, a "continued" line at each page break."""
+    return _render(t, environment="longtable")
+
+
+def _render(t: Table, environment: str | None) -> str:
     header = t.header
     styler = (
         pd.DataFrame(t.rows, columns=range(len(header)))
@@ -133,7 +151,13 @@ def render_latex(t: Table) -> str:
     )
     if t.bold:
         styler = styler.apply(lambda d: _css(d, t.bold, "textbf:--rwrap;"), axis=None)
-    body = styler.to_latex(hrules=True, column_format=t.align or "l" * len(header))
+    long = {"caption": LONGTABLE_CAPTION, "label": LONGTABLE_LABEL} if environment else {}
+    body = styler.to_latex(
+        hrules=True,
+        column_format=t.align or "l" * len(header),
+        environment=environment,
+        **long,
+    )
     note = "".join(f"% {_ascii(line)}\n" for line in t.note.splitlines())
     return note + body
 

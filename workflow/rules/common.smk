@@ -266,7 +266,9 @@ def table_inputs(wildcards):
 
 
 def all_tables():
-    return expand("results/tables/{name}.{ext}", name=TABLE_SOURCES, ext=("md", "tex"))
+    return expand(
+        "results/tables/{name}.{ext}", name=TABLE_SOURCES, ext=("md", "tex", "long.tex")
+    )
 
 
 # ---- the approximation stage: one job per cell of APPROX_CELLS (workflow/rules/approx.smk)

@@ -61,6 +61,8 @@ rule table:
             subcategory="{name}",
         ),
         tex="results/tables/{name}.tex",
+        # the same as a longtable; make_table writes it beside tex
+        long_tex="results/tables/{name}.long.tex",
     log:
         "results/logs/table/{name}.log",
     conda:

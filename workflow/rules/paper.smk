@@ -25,6 +25,7 @@ rule paper:
         numbers="results/paper/numbers.tex",
         figures=expand("results/figures/{name}.pdf", name=paper_figures()),
         tables=expand("results/tables/{name}.tex", name=PAPER_TABLES),
+        long_tables=expand("results/tables/{name}.long.tex", name=PAPER_TABLES),
     output:
         report(
             "results/paper/paper.pdf",
