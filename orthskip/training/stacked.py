@@ -1,8 +1,12 @@
-"""Vectorised packs: the K members of a pack train as one batched computation.
+"""The training engine: every cell trains here, the K members of a pack as one batched
+computation and a cell alone as a pack of one.
 
-Every parameter and buffer of the K member models is stacked along a new leading dimension
-(``torch.func.stack_module_state``); one forward/backward runs the K models at once under
-``torch.func.vmap``, and one optimizer steps the stacked tensors. Nothing couples members:
+The pack's net is one of three (:func:`engine_for`): the mlp's matrix kinds hand-batched
+(``training.handmlp``); a pack of one, its own module called directly (``training.single``);
+or :class:`Stacked` below, where every parameter and buffer of the K member models is
+stacked along a new leading dimension (``torch.func.stack_module_state``), one
+forward/backward runs the K models at once under ``torch.func.vmap``, and one optimizer
+steps the stacked tensors. Nothing couples members:
 
 - each member's init, validation split, data order and augmentation come from its own seed,
   drawn exactly as the reference loop (``orthskip.training.reference``) draws them;
