@@ -15,7 +15,7 @@ at most on one GPU). In order:
    * solo: ``train_cell`` (a pack of one), the epoch's optimizer steps as the engine records them
      (``time_s`` in history.parquet; on CUDA its clock stops once the last step is queued,
      so up to the launch queue's tail of work is not counted);
-   * pack: ``train_pack`` over 5 seeds (one vmap computation), the same clock;
+   * pack: one vmap computation over 5 seeds (``train_stacked``), the same clock;
    * bare: the same model (``orthskip.nn.models.build_model``, same seed) in a plain
      ``torch.optim.SGD`` loop with the same batches' augmentation, no orthskip trainer,
      synchronised before and after the epoch.
@@ -66,7 +66,7 @@ from orthskip.io import write_json
 from orthskip.nn.models import build_model
 from orthskip.provenance import device_name
 from orthskip.stages.prepare import prepare_dataset
-from orthskip.stages.train import train_pack
+from orthskip.training.runlog import train_stacked_logged
 from orthskip.training.stacked import train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,10 @@ def time_resnet(device: str, size: dict[str, int], k: int, root: Path) -> dict[s
     outs = [root / "pack" / str(i) for i in range(k)]
     t0 = time.perf_counter()
     logs = [root / "logs" / f"{i}.log" for i in range(k)]  # the members' lines, not stderr
-    statuses = train_pack(cfgs, *data, outs, logs)
+    # one vmap pack on any device: what a GPU's train_pack runs (on a CPU train_pack would
+    # train these members in turn, ArchSpec.vmap_on_cpu)
+    statuses = train_stacked_logged(cfgs, *data, outs, logs)
+    assert statuses is not None  # fresh members: their checkpoints are at one step
     wall = time.perf_counter() - t0
     how = json.loads((outs[0] / "status.json").read_text()).get("pack")
     pack = {"members": k, "epoch_s": _epoch_s(outs[0]), "wall_s": wall, "statuses": statuses,
@@ -274,7 +277,7 @@ def table(res: dict[str, Any]) -> str:
         ("ResNet-20 epoch, solo (train_cell)", f"{r['solo']['epoch_s']:.3f} s",
          f"{r['solo']['images_per_s']:.0f} img/s",
          f"overhead {r['overhead_solo_vs_bare']:.2f} (time / bare's)"),
-        (f"ResNet-20 epoch, pack of {k} (train_pack)", f"{r['pack']['epoch_s']:.3f} s",
+        (f"ResNet-20 epoch, vmap pack of {k}", f"{r['pack']['epoch_s']:.3f} s",
          f"{r['pack']['images_per_s']:.0f} img/s",
          f"speed-up {r['pack_speedup_vs_solo']:.2f} over {k} solo"),
         ("ResNet-20 epoch, bare PyTorch loop", f"{r['bare']['epoch_s']:.3f} s",
