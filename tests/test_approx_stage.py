@@ -24,6 +24,7 @@ from orthskip.stages.approx import approximate_cell
 from orthskip.stages.prepare import prepare_dataset
 from orthskip.stages.tables import make_table
 from orthskip.tables.approximation import orthogonal_approximation_frame
+from orthskip.training import stacked
 from orthskip.training.runstate import loss_module, lr_schedulers, streams, validation_split
 from orthskip.training.stacked import finetune, train_cell
 from tests.workflow import tiny_config
@@ -167,6 +168,19 @@ def test_finetune_at_an_exploding_lr_ends_diverged(trained):
     cfg = trained[0]
     data, probe, model = _probe_and_model(trained)
     new, _ = approximate(model, probe, kind="orth_learned", lipschitz=(2, 0, 5))
+    explode = {**cfg.train["optimizer"], "lr": 1e30}
+    hot = replace(cfg, train={**cfg.train, "optimizer": explode, "grad_clip": None})
+    assert finetune(new, hot, data, 2, {}) == "diverged"
+
+
+def test_finetune_that_checks_at_the_epochs_end_catches_divergence(trained, monkeypatch):
+    """On CUDA a pack of one checks its loss sum when the epoch ends (no per-step sync):
+    fine-tuning, which has no end-of-epoch record, checks it too (the policy switched off
+    here, on the CPU)."""
+    monkeypatch.setattr(stacked, "checks_every_step", lambda pack: False)
+    cfg = trained[0]
+    data, probe, model = _probe_and_model(trained)
+    new, _ = approximate(model, probe, kind="orth_fixed", lipschitz=(2, 0, 5))
     explode = {**cfg.train["optimizer"], "lr": 1e30}
     hot = replace(cfg, train={**cfg.train, "optimizer": explode, "grad_clip": None})
     assert finetune(new, hot, data, 2, {}) == "diverged"

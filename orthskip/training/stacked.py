@@ -590,8 +590,10 @@ def finetune(
     for epoch in range(1, epochs + 1):
         if not member.running:
             break
-        _train_epoch(pack, [0], epoch, no_sigterm)
-        member.state.update(epoch=epoch, batch=0, perm=None, sums=None)
+        sums, _, _ = _train_epoch(pack, [0], epoch, no_sigterm)
+        if member.running:
+            member.state.update(epoch=epoch, batch=0, perm=None, sums=None)
+            _diverged_late(pack, 0, epoch, sums)
     pack.net.train(True)
     return "diverged" if member.state.status == "diverged" else "ok"
 
@@ -943,6 +945,18 @@ def _project(pack: PackRun, active: Tensor) -> None:
             pack.net.project(skip, i)
 
 
+def _diverged_late(pack: PackRun, i: int, epoch: int, sums: Tensor) -> bool:
+    """Whether member i's epoch loss sum is non-finite (only unchecked steps let one through,
+    :func:`_step`); if so it is recorded diverged at the epoch's last step and checkpointed."""
+    if math.isfinite(float(sums[i, 0])):
+        return False
+    m, last = pack.members[i], pack.spec.steps_per_epoch - 1
+    runstate.record_divergence(m.state, m.cell.path, epoch, last, "non-finite loss",
+                               float(sums[i, 3]), pack.lr)  # fmt: skip
+    _checkpoint(pack, i)
+    return True
+
+
 def _end_epoch(
     pack: PackRun, run: list[int], epoch: int, sums: Tensor, seen: int, elapsed: float
 ) -> None:
@@ -953,11 +967,7 @@ def _end_epoch(
         m = members[i]
         m.state.elapsed += elapsed
         m.state.update(epoch=epoch, batch=0, perm=None, sums=None)
-        if not math.isfinite(float(sums[i, 0])):  # only unchecked steps get here (_step)
-            last = spec.steps_per_epoch - 1
-            runstate.record_divergence(m.state, m.cell.path, epoch, last, "non-finite loss",
-                                       float(sums[i, 3]), pack.lr)  # fmt: skip
-            _checkpoint(pack, i)
+        if _diverged_late(pack, i, epoch, sums):
             continue
         ended.append(i)
         y_train = pack.data["y_all"][members[i].train_idx]
